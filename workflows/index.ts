@@ -1,0 +1,2 @@
+// Every workflow the katafleet worker registers. The worker bundles this file (workflowsPath).
+export { doctorWorkflow } from './doctor';
