@@ -1,5 +1,6 @@
 import { katafleetVersion } from '../worker/version';
 import { UsageError, type Command } from './command';
+import { demoCommand } from './demo';
 import { doctorCommand } from './doctor';
 import { patchConfigCommand } from './patch-config';
 import { planCommand } from './plan';
@@ -8,7 +9,7 @@ import { serverCommand } from './server';
 import { validateCommand } from './validate';
 import { workerCommand } from './worker';
 
-const commands: Command[] = [validateCommand, planCommand, patchConfigCommand, serverCommand, workerCommand, doctorCommand];
+const commands: Command[] = [validateCommand, planCommand, patchConfigCommand, serverCommand, workerCommand, doctorCommand, demoCommand];
 
 function overview(): string {
   const width = Math.max(...commands.map((command) => command.name.length));

@@ -1,0 +1,80 @@
+// Plain data exchanged between nodeWorkflow and the step activities. Types only: workflows import
+// this file, so it must stay free of runtime code.
+import type { Step } from '../playbooks/schema';
+
+/** Everything needed to reach one node over SSH; resolved from the inventory outside workflows. */
+export interface NodeTarget {
+  /** Kubernetes node name. */
+  name: string;
+  address: string;
+  port: number;
+  user: string;
+  /** Absolute path of the private key on the worker's machine; absent = SSH agent. */
+  identityFile?: string;
+  /** Absolute path of the known_hosts file host keys are checked against. */
+  knownHosts: string;
+  sudo: boolean;
+  trustOnFirstUse: boolean;
+  maxSessions: number;
+  connectTimeoutMs: number;
+}
+
+/** kubectl on a control-plane host over SSH: how Kubernetes steps reach the API. */
+export interface KubernetesTarget {
+  host: NodeTarget;
+  kubectl: string;
+  kubeconfig?: string;
+}
+
+/** What a step activity receives. */
+export interface StepRequest<S extends Step = Step> {
+  /** Identifies the nodeWorkflow run (stable across activity retries and worker restarts): names backups. */
+  runId: string;
+  rolloutId: string;
+  node: NodeTarget;
+  kubernetes?: KubernetesTarget;
+  step: S;
+  /** `rollout.drain` of the playbook, the default for service-restart's cordon/drain. */
+  drain: boolean;
+}
+
+/**
+ * How to take back what one step changed, recorded by the workflow after the step succeeded
+ * (and so kept in its history across crashes). Run newest first on failure or abort.
+ */
+export type Undo =
+  | {
+      kind: 'restore-containerd-config';
+      stepId: string;
+      configPath: string;
+      /** Backup of the original next to it; absent = there was no config, so restoring deletes it. */
+      backupPath?: string;
+      /** sha256 (hex) of the original bytes; the restored file must have it. */
+      sha256?: string;
+      /** Drop-in file this step created (drop-in mode); deleted on undo. */
+      createdDropIn?: string;
+      service: string;
+    }
+  | { kind: 'remove-packages'; stepId: string; packages: string[]; manager: 'apt' | 'dnf' | 'zypper' }
+  | { kind: 'remove-node-labels'; stepId: string; keys: string[] }
+  | { kind: 'uncordon-node'; stepId: string };
+
+/** What a step activity returns. */
+export interface StepOutcome {
+  /** false when the node already was in the step's desired state (nothing was written). */
+  changed: boolean;
+  /** One line for people: what was found or done. */
+  summary: string;
+  /** How to take it back; present only when this run changed something that can be undone. */
+  undo?: Undo;
+  /** Findings worth showing in results (hostKernel, guestKernel, backupPath, ...). */
+  facts?: Record<string, string>;
+}
+
+/** Result of one undo. */
+export interface UndoOutcome {
+  stepId: string;
+  kind: Undo['kind'];
+  ok: boolean;
+  summary: string;
+}
