@@ -1,0 +1,148 @@
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { appendFile, readFile } from 'node:fs/promises';
+
+/** One key line of an OpenSSH `known_hosts` file. */
+export interface KnownHostEntry {
+  /** 1-based line number, for messages. */
+  line: number;
+  /** `@revoked` keys are refused; `@cert-authority` lines are kept but never match (certificates are not supported). */
+  marker: '@revoked' | '@cert-authority' | null;
+  /** The host field as written: `|1|salt|hash`, or comma-separated patterns such as `node1,[10.0.0.5]:2222,!*.bad`. */
+  hosts: string;
+  /** Key type from the line, e.g. `ssh-ed25519`. */
+  keyType: string;
+  /** The public key blob, as the server sends it during the handshake. */
+  key: Buffer;
+}
+
+/** Parses `known_hosts` text. Blank lines, comments and malformed lines are skipped, as OpenSSH does. */
+export function parseKnownHosts(text: string): KnownHostEntry[] {
+  const entries: KnownHostEntry[] = [];
+  text.split('\n').forEach((raw, index) => {
+    const fields = raw.trim().split(/\s+/);
+    if (fields[0] === '' || fields[0].startsWith('#')) return;
+    const marker = fields[0] === '@revoked' || fields[0] === '@cert-authority' ? fields.shift() as KnownHostEntry['marker'] : null;
+    const [hosts, keyType, keyBase64] = fields;
+    if (!hosts || !keyType || !keyBase64) return;
+    const key = Buffer.from(keyBase64, 'base64');
+    if (key.length === 0 || sshKeyType(key) !== keyType) return;
+    entries.push({ line: index + 1, marker, hosts, keyType, key });
+  });
+  return entries;
+}
+
+/** The name OpenSSH looks up: `host` on port 22, `[host]:port` otherwise. */
+export function knownHostsName(host: string, port: number): string {
+  return port === 22 ? host : `[${host}]:${port}`;
+}
+
+/** The key type at the start of an SSH public key blob (`string keytype` in RFC 4253 wire format). */
+export function sshKeyType(key: Buffer): string | null {
+  if (key.length < 4) return null;
+  const length = key.readUInt32BE(0);
+  if (length === 0 || 4 + length > key.length) return null;
+  return key.subarray(4, 4 + length).toString('latin1');
+}
+
+/** The fingerprint OpenSSH prints (`ssh-keygen -l`): `SHA256:` and unpadded base64. */
+export function sshFingerprint(key: Buffer): string {
+  return `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}`;
+}
+
+/** `|1|salt|hash` as written with `HashKnownHosts yes`: HMAC-SHA1 of the name, keyed by a random salt. */
+export function hashKnownHostsName(name: string, salt: Buffer = randomBytes(20)): string {
+  const hash = createHmac('sha1', salt).update(name).digest('base64');
+  return `|1|${salt.toString('base64')}|${hash}`;
+}
+
+function globToRegExp(pattern: string): RegExp {
+  const body = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${body}$`, 'i');
+}
+
+/** True when the entry's host field names `host` on `port` (hashed, plain, `[host]:port`, wildcards, `!` negation). */
+export function hostFieldMatches(hosts: string, host: string, port: number): boolean {
+  const name = knownHostsName(host, port);
+  if (hosts.startsWith('|1|')) {
+    const [, , salt, hash] = hosts.split('|');
+    return hashKnownHostsName(name, Buffer.from(salt ?? '', 'base64')) === `|1|${salt}|${hash}`;
+  }
+  let matched = false;
+  for (const pattern of hosts.split(',')) {
+    const negated = pattern.startsWith('!');
+    if (globToRegExp(negated ? pattern.slice(1) : pattern).test(name)) {
+      if (negated) return false;
+      matched = true;
+    }
+  }
+  return matched;
+}
+
+/** What known_hosts says about the key a server offered. */
+export type HostKeyVerdict =
+  | { verdict: 'known'; entry: KnownHostEntry }
+  | { verdict: 'revoked'; entry: KnownHostEntry }
+  | { verdict: 'mismatch'; expected: KnownHostEntry[] }
+  | { verdict: 'unknown' };
+
+/** Decides, as OpenSSH does, whether `offered` is the key known_hosts holds for `host`:`port`. Pure. */
+export function checkHostKey(entries: readonly KnownHostEntry[], host: string, port: number, offered: Buffer): HostKeyVerdict {
+  const revoked = entries.find((e) => e.marker === '@revoked' && e.key.equals(offered));
+  if (revoked) return { verdict: 'revoked', entry: revoked };
+  const forHost = entriesForHost(entries, host, port);
+  const same = forHost.find((e) => e.key.equals(offered));
+  if (same) return { verdict: 'known', entry: same };
+  if (forHost.length === 0) return { verdict: 'unknown' };
+  const offeredType = sshKeyType(offered);
+  const sameType = forHost.filter((e) => e.keyType === offeredType);
+  return { verdict: 'mismatch', expected: sameType.length > 0 ? sameType : forHost };
+}
+
+/** The plain key entries (no markers) that apply to `host`:`port`. */
+export function entriesForHost(entries: readonly KnownHostEntry[], host: string, port: number): KnownHostEntry[] {
+  return entries.filter((e) => e.marker === null && hostFieldMatches(e.hosts, host, port));
+}
+
+const hostKeyAlgorithmsByKeyType: Record<string, string[]> = {
+  'ssh-ed25519': ['ssh-ed25519'],
+  'ecdsa-sha2-nistp256': ['ecdsa-sha2-nistp256'],
+  'ecdsa-sha2-nistp384': ['ecdsa-sha2-nistp384'],
+  'ecdsa-sha2-nistp521': ['ecdsa-sha2-nistp521'],
+  'ssh-rsa': ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'],
+};
+
+/**
+ * Host key algorithms to offer when known_hosts already holds keys for the host, so the server proves the key we
+ * know rather than another type we never saw (which would look like a changed key). `undefined`: offer the defaults.
+ */
+export function hostKeyAlgorithmsFor(entries: readonly KnownHostEntry[], host: string, port: number): string[] | undefined {
+  const algorithms = [...new Set(entriesForHost(entries, host, port).flatMap((e) => hostKeyAlgorithmsByKeyType[e.keyType] ?? []))];
+  return algorithms.length > 0 ? algorithms : undefined;
+}
+
+/** The line trust-on-first-use appends: `[host]:port keytype base64`, readable and accepted by OpenSSH. */
+export function formatKnownHostsLine(host: string, port: number, key: Buffer): string {
+  return `${knownHostsName(host, port)} ${sshKeyType(key)} ${key.toString('base64')}`;
+}
+
+/** Reads and parses a known_hosts file; a missing file reads as empty (`exists: false`, for the message). */
+export async function readKnownHosts(path: string): Promise<{ exists: boolean; entries: KnownHostEntry[] }> {
+  try {
+    return { exists: true, entries: parseKnownHosts(await readFile(path, 'utf8')) };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { exists: false, entries: [] };
+    throw err;
+  }
+}
+
+/** Appends one key line (O_APPEND: concurrent appends for different nodes do not interleave), starting a new line if needed. */
+export async function appendKnownHost(path: string, host: string, port: number, key: Buffer): Promise<void> {
+  let current = '';
+  try {
+    current = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const separator = current === '' || current.endsWith('\n') ? '' : '\n';
+  await appendFile(path, `${separator}${formatKnownHostsLine(host, port, key)}\n`, { mode: 0o644 });
+}

@@ -1,0 +1,391 @@
+import { readFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { NodeSSH } from 'node-ssh';
+import type { ClientChannel } from 'ssh2';
+import {
+  commandFailedMessage, commandOutcomeUnknownMessage, commandOutputTooLargeMessage, commandTimedOutMessage,
+} from './command-error';
+import {
+  classifyConnectError, hostKeyMismatchMessage, hostKeyRevokedMessage, hostKeyUnknownMessage, identityUnreadableMessage,
+  type ConnectFailure,
+} from './connect-error';
+import { SshFailureType, sshFailure } from './failure-types';
+import { appendKnownHost, checkHostKey, hostKeyAlgorithmsFor, readKnownHosts } from './known-hosts';
+import { DEFAULT_MAX_SESSIONS, DEFAULT_SSH_PORT, nodeEndpointLabel, type SshNode } from './node';
+import { sudo, type Command } from './quote';
+import { normalizeSignal, type CommandResult } from './result';
+import { Semaphore } from './semaphore';
+
+/** Pool-wide settings; every field has a default suited to a fleet on a LAN. */
+export interface SshPoolOptions {
+  /** Time for TCP connect + SSH handshake + auth (ssh2 `readyTimeout`): a frozen sshd fails after this. @default 15000 */
+  connectTimeoutMs?: number;
+  /** Keepalive probe interval on idle connections, so a dead peer is noticed. @default 5000 */
+  keepaliveIntervalMs?: number;
+  /** Unanswered keepalives before the connection is declared dead. @default 3 */
+  keepaliveCountMax?: number;
+  /** Per-command timeout when {@link RunOptions.timeoutMs} is not given. @default 60000 */
+  defaultTimeoutMs?: number;
+  /** Most bytes kept per stream (stdout, stderr); more fails the command with `CommandOutputTooLarge`. @default 16 MiB */
+  maxOutputBytes?: number;
+  /** After a timeout, how long to wait for the channel to close before dropping the whole connection. @default 2000 */
+  closeGraceMs?: number;
+}
+
+/** Per-command settings. */
+export interface RunOptions {
+  /** Sent to the command's stdin, then EOF. The way to deliver file contents: never interpolate them. */
+  stdin?: string | Buffer;
+  /** Stop the command after this long and fail with `CommandTimedOut`. @default the pool's defaultTimeoutMs */
+  timeoutMs?: number;
+  /** Exit codes that count as success (e.g. `[0, 1]` for `grep -q`, `test`). @default [0] */
+  allowExitCodes?: readonly number[];
+  /** Run through `sudo -n` when the node's user is not root. Set false for read-only commands that need no root. @default true */
+  asRoot?: boolean;
+  /** Stops the command when aborted (pass the activity's `cancellationSignal`); the promise rejects with the abort reason. */
+  signal?: AbortSignal;
+}
+
+type ResolvedNode = SshNode & Required<Pick<SshNode, 'port' | 'sudo' | 'trustOnFirstUse' | 'maxSessions'>>;
+
+function resolveNode(node: SshNode): ResolvedNode {
+  return {
+    ...node,
+    port: node.port ?? DEFAULT_SSH_PORT,
+    sudo: node.sudo ?? node.user !== 'root',
+    trustOnFirstUse: node.trustOnFirstUse ?? false,
+    maxSessions: node.maxSessions ?? DEFAULT_MAX_SESSIONS,
+  };
+}
+
+/** One live SSH connection; `closed` settles when it goes away for any reason. */
+interface Session {
+  ssh: NodeSSH;
+  closed: Promise<string>;
+  isOpen(): boolean;
+  /** Calls `listener` with the reason when the connection closes; returns the unsubscribe function. */
+  onClose(listener: (reason: string) => void): () => void;
+}
+
+/** Why a started command stopped early, decided by whichever comes first. */
+type Interruption =
+  | { kind: 'timeout' }
+  | { kind: 'abort'; reason: unknown }
+  | { kind: 'output-too-large' }
+  | { kind: 'dropped'; reason: string };
+
+/** One node's connection (re-established on demand) and the channel budget on it. */
+class NodeConnection {
+  readonly channels: Semaphore;
+  private session: Session | null = null;
+  private connecting: Promise<Session> | null = null;
+
+  constructor(readonly node: ResolvedNode, private readonly options: Required<SshPoolOptions>) {
+    this.channels = new Semaphore(node.maxSessions);
+  }
+
+  /** The open session, connecting (once, shared by concurrent callers) when there is none. */
+  async open(): Promise<Session> {
+    if (this.session?.isOpen()) return this.session;
+    this.connecting ??= this.connect().finally(() => { this.connecting = null; });
+    return this.connecting;
+  }
+
+  /** Ends the connection; in-flight commands end with `CommandOutcomeUnknown`. */
+  async close(): Promise<void> {
+    const session = this.session ?? await this.connecting?.catch(() => null);
+    this.session = null;
+    if (!session) return;
+    session.ssh.connection?.end();
+    const timer = setTimeout(() => session.ssh.connection?.destroy(), this.options.closeGraceMs);
+    await session.closed;
+    clearTimeout(timer);
+  }
+
+  /** Destroys the socket at once: used when a channel will not close (the server stopped answering). */
+  drop(session: Session): void {
+    if (this.session === session) this.session = null;
+    session.ssh.connection?.destroy();
+  }
+
+  private async connect(): Promise<Session> {
+    const { node, options } = this;
+    let privateKey: string;
+    try {
+      privateKey = await readFile(node.identityFile, 'utf8');
+    } catch (err) {
+      throw sshFailure(SshFailureType.SshAuthFailed, identityUnreadableMessage(node, err), { cause: err });
+    }
+    const knownHosts = await readKnownHosts(node.knownHosts);
+    let refusal: ConnectFailure | null = null;
+    const hostVerifier = (key: Buffer, verify: (valid: boolean) => void): void => {
+      const verdict = checkHostKey(knownHosts.entries, node.address, node.port, key);
+      if (verdict.verdict === 'known') return verify(true);
+      if (verdict.verdict === 'unknown' && node.trustOnFirstUse) {
+        appendKnownHost(node.knownHosts, node.address, node.port, key).then(() => verify(true), (err: Error) => {
+          refusal = { type: SshFailureType.HostKeyUnknown, message: `${hostKeyUnknownMessage(node, key, knownHosts.exists)} (trust-on-first-use could not write it: ${err.message})` };
+          verify(false);
+        });
+        return;
+      }
+      refusal = verdict.verdict === 'mismatch'
+        ? { type: SshFailureType.HostKeyMismatch, message: hostKeyMismatchMessage(node, key, verdict.expected) }
+        : verdict.verdict === 'revoked'
+          ? { type: SshFailureType.HostKeyMismatch, message: hostKeyRevokedMessage(node, key, verdict.entry) }
+          : { type: SshFailureType.HostKeyUnknown, message: hostKeyUnknownMessage(node, key, knownHosts.exists) };
+      verify(false);
+    };
+    const serverHostKey = hostKeyAlgorithmsFor(knownHosts.entries, node.address, node.port);
+
+    const ssh = new NodeSSH();
+    const connecting = ssh.connect({
+      host: node.address,
+      port: node.port,
+      username: node.user,
+      privateKey,
+      readyTimeout: options.connectTimeoutMs,
+      keepaliveInterval: options.keepaliveIntervalMs,
+      keepaliveCountMax: options.keepaliveCountMax,
+      hostVerifier,
+      // ssh2's types allow only its literal algorithm names; these come from known_hosts key types.
+      algorithms: serverHostKey ? { serverHostKey: serverHostKey as never } : undefined,
+    });
+    // node-ssh created the ssh2 client synchronously (no await before it when the key is given inline). Listen now:
+    // node-ssh removes its own `error` listener once connected, and an unheard `error` event kills the process.
+    const client = ssh.connection;
+    if (!client) throw new Error('node-ssh did not create a client');
+    let lastError = 'the server closed the connection';
+    client.on('error', (err: Error) => { lastError = err.message; });
+    let open = true;
+    const listeners = new Set<(reason: string) => void>();
+    const closed = new Promise<string>((resolve) => client.once('close', () => {
+      open = false;
+      resolve(lastError);
+      listeners.forEach((listener) => listener(lastError));
+    }));
+    try {
+      await connecting;
+    } catch (err) {
+      client.destroy();
+      const failure = refusal ?? classifyConnectError(node, err, options.connectTimeoutMs);
+      throw sshFailure(failure.type, failure.message, { cause: err });
+    }
+    const session: Session = {
+      ssh,
+      closed,
+      isOpen: () => open,
+      onClose: (listener) => {
+        listeners.add(listener);
+        return () => listeners.delete(listener);
+      },
+    };
+    this.session = session;
+    void closed.then(() => { if (this.session === session) this.session = null; });
+    return session;
+  }
+}
+
+const defaultPoolOptions: Required<SshPoolOptions> = {
+  connectTimeoutMs: 15_000,
+  keepaliveIntervalMs: 5_000,
+  keepaliveCountMax: 3,
+  defaultTimeoutMs: 60_000,
+  maxOutputBytes: 16 * 1024 * 1024,
+  closeGraceMs: 2_000,
+};
+
+/** How many times a command is re-queued when the server refuses a channel (MaxSessions lower than configured). */
+const MAX_CHANNEL_REFUSALS = 8;
+
+/**
+ * SSH connections to the fleet: one per node, reused by every command, with at most `maxSessions` channels open on
+ * it at once. A dropped connection is re-established by the next command. Host keys are checked against the node's
+ * known_hosts before anything runs.
+ *
+ * Usable anywhere (activities, tests, drift checks); failures are `ApplicationFailure`s whose `type` is one of
+ * {@link SshFailureType}.
+ *
+ * @example
+ * const pool = new SshPool();
+ * const result = await pool.run(node, cmd('kata-runtime', ['check']));
+ * await pool.run(node, sh`tee ${path}`, { stdin: configText });
+ * await pool.closeAll();
+ */
+export class SshPool {
+  private readonly options: Required<SshPoolOptions>;
+  private readonly connections = new Map<string, NodeConnection>();
+
+  constructor(options: SshPoolOptions = {}) {
+    this.options = { ...defaultPoolOptions, ...options };
+  }
+
+  /**
+   * Runs `command` on `node` and returns its result when the exit code is allowed.
+   *
+   * @throws ApplicationFailure typed `CommandFailed` (exit code not allowed, or killed by a signal; the result is in
+   * `details[0]`), `CommandTimedOut`, `CommandOutputTooLarge`, `CommandOutcomeUnknown` (the connection dropped mid-command:
+   * re-read the node's state before redoing a mutation), or a connection failure (`SshConnectFailed`, `SshAuthFailed`,
+   * `HostKeyMismatch`, `HostKeyUnknown`, `SshChannelFailed`).
+   */
+  async run(node: SshNode, command: Command, options: RunOptions = {}): Promise<CommandResult> {
+    const connection = this.connectionFor(node);
+    const effective = connection.node.sudo && options.asRoot !== false ? sudo(command) : command;
+    for (let refusals = 0; ; refusals++) {
+      const release = await connection.channels.acquire();
+      let session: Session;
+      try {
+        session = await connection.open();
+      } catch (err) {
+        release();
+        throw err;
+      }
+      const outcome = await this.exec(connection, session, effective, options, release);
+      if (outcome.kind === 'done') return outcome.result;
+      const othersInFlight = connection.channels.inUse;
+      if (refusals >= MAX_CHANNEL_REFUSALS || (othersInFlight === 0 && session.isOpen())) {
+        throw sshFailure(SshFailureType.SshChannelFailed,
+          `Node ${nodeEndpointLabel(connection.node)} refused to open a session channel (${outcome.error.message}) with ${othersInFlight} other channels open; ` +
+          'check MaxSessions in its sshd_config and max_sessions in the inventory', { cause: outcome.error });
+      }
+      // The server allows fewer sessions than configured: stay below what it just accepted, then try again.
+      if (session.isOpen()) connection.channels.lower(othersInFlight);
+    }
+  }
+
+  /** Closes the connection to one node (by inventory name). */
+  async close(nodeName: string): Promise<void> {
+    const connection = this.connections.get(nodeName);
+    this.connections.delete(nodeName);
+    await connection?.close();
+  }
+
+  /** Closes every connection; call it when the worker or test shuts down. */
+  async closeAll(): Promise<void> {
+    const all = [...this.connections.keys()];
+    await Promise.all(all.map((name) => this.close(name)));
+  }
+
+  private connectionFor(node: SshNode): NodeConnection {
+    const resolved = resolveNode(node);
+    const existing = this.connections.get(node.name);
+    if (existing && sameEndpoint(existing.node, resolved)) return existing;
+    if (existing) void existing.close();
+    const connection = new NodeConnection(resolved, this.options);
+    this.connections.set(node.name, connection);
+    return connection;
+  }
+
+  /**
+   * Runs one command on an open session. Resolves `refused` when the channel could not be opened (nothing ran),
+   * `done` with a result, or throws the failure. `release` frees the channel slot once the channel is really gone.
+   */
+  private async exec(
+    connection: NodeConnection, session: Session, command: Command, options: RunOptions, release: () => void,
+  ): Promise<{ kind: 'done'; result: CommandResult } | { kind: 'refused'; error: Error }> {
+    const { node } = connection;
+    const timeoutMs = options.timeoutMs ?? this.options.defaultTimeoutMs;
+    const maxBytes = this.options.maxOutputBytes;
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    const bytes = { stdout: 0, stderr: 0 };
+    const started = performance.now();
+    let channel: ClientChannel | null = null;
+    let exit: { code: number | null; signal: string | null } | null = null;
+    let interrupt!: (why: Interruption) => void;
+    const interrupted = new Promise<Interruption>((resolve) => { interrupt = resolve; });
+
+    const collect = (stream: 'stdout' | 'stderr', chunks: Buffer[]) => (chunk: Buffer) => {
+      bytes[stream] += chunk.length;
+      if (bytes[stream] > maxBytes) return interrupt({ kind: 'output-too-large' });
+      chunks.push(chunk);
+    };
+    const timer = setTimeout(() => interrupt({ kind: 'timeout' }), timeoutMs);
+    const onAbort = () => interrupt({ kind: 'abort', reason: options.signal?.reason });
+    if (options.signal?.aborted) onAbort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const unwatch = session.onClose((reason) => interrupt({ kind: 'dropped', reason }));
+
+    const execution = session.ssh.execCommand(command.text, {
+      stdin: typeof options.stdin === 'string' || options.stdin === undefined ? options.stdin : Readable.from([options.stdin]),
+      noTrim: true,
+      onChannel: (ch) => {
+        channel = ch;
+        ch.on('exit', (code: number | null, signal?: string) => { exit = { code: code ?? null, signal: normalizeSignal(signal) }; });
+      },
+      onStdout: collect('stdout', stdout),
+      onStderr: collect('stderr', stderr),
+    }).then(
+      () => ({ kind: 'finished' as const }),
+      (error: Error) => ({ kind: 'failed' as const, error }),
+    );
+
+    const first = await Promise.race([execution, interrupted]);
+    clearTimeout(timer);
+    unwatch();
+    options.signal?.removeEventListener('abort', onAbort);
+    const result = (): CommandResult => ({
+      host: node.name,
+      address: node.address,
+      command: command.display,
+      exitCode: exit?.code ?? null,
+      signal: exit?.signal ?? null,
+      stdout: Buffer.concat(stdout).toString('utf8'),
+      stderr: Buffer.concat(stderr).toString('utf8'),
+      durationMs: Math.round(performance.now() - started),
+    });
+
+    if (first.kind === 'failed') {
+      release();
+      // No channel: the server refused it (MaxSessions) or the connection was already gone. Nothing ran.
+      if (channel === null) return { kind: 'refused', error: first.error };
+      throw sshFailure(SshFailureType.CommandOutcomeUnknown, commandOutcomeUnknownMessage(result(), node, first.error.message), { cause: first.error });
+    }
+    if (first.kind === 'finished' || first.kind === 'dropped') {
+      // A drop can race the channel's own close; if the exit status arrived, the command's outcome is known.
+      release();
+      const finished = result();
+      if (exit === null || (finished.exitCode === null && finished.signal === null)) {
+        const reason = first.kind === 'dropped' ? first.reason : 'the channel closed without an exit status';
+        throw sshFailure(SshFailureType.CommandOutcomeUnknown, commandOutcomeUnknownMessage(finished, node, reason), { details: finished });
+      }
+      const allowed = options.allowExitCodes ?? [0];
+      if (finished.signal !== null || !allowed.includes(finished.exitCode ?? -1)) {
+        throw sshFailure(SshFailureType.CommandFailed, commandFailedMessage(finished), { details: finished });
+      }
+      return { kind: 'done', result: finished };
+    }
+
+    // Timeout, abort or too much output: stop the command, and free the slot only once the channel is really gone.
+    this.stopChannel(connection, session, channel, execution, release);
+    const stopped = result();
+    if (first.kind === 'timeout') {
+      throw sshFailure(SshFailureType.CommandTimedOut, commandTimedOutMessage(stopped, timeoutMs), { details: stopped });
+    }
+    if (first.kind === 'output-too-large') {
+      throw sshFailure(SshFailureType.CommandOutputTooLarge, commandOutputTooLargeMessage(stopped, maxBytes), { details: stopped });
+    }
+    throw first.reason instanceof Error ? first.reason : new Error(`Command aborted: ${command.display}`);
+  }
+
+  /** Sends KILL and closes the channel; if the server does not confirm in time, drops the connection instead. */
+  private stopChannel(
+    connection: NodeConnection, session: Session, channel: ClientChannel | null, execution: Promise<unknown>, release: () => void,
+  ): void {
+    try {
+      channel?.signal('KILL');
+      channel?.close();
+    } catch {
+      // The channel is already closing; the grace timer below still bounds the wait.
+    }
+    const grace = setTimeout(() => connection.drop(session), this.options.closeGraceMs);
+    void Promise.race([execution, session.closed]).then(() => {
+      clearTimeout(grace);
+      release();
+    });
+  }
+}
+
+function sameEndpoint(a: ResolvedNode, b: ResolvedNode): boolean {
+  return a.address === b.address && a.port === b.port && a.user === b.user && a.identityFile === b.identityFile &&
+    a.knownHosts === b.knownHosts && a.sudo === b.sudo && a.maxSessions === b.maxSessions && a.trustOnFirstUse === b.trustOnFirstUse;
+}

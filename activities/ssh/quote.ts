@@ -1,0 +1,139 @@
+import { SshFailureType, sshFailure } from './failure-types';
+
+/**
+ * Characters a value may contain to be put into a remote command: none of them means anything to a POSIX shell.
+ * Spaces, quotes, `$`, backticks, `;`, `|`, `&`, redirections, globs and newlines are all refused.
+ */
+export const SAFE_SHELL_VALUE = /^[A-Za-z0-9@%+=:,./_-]+$/;
+
+/** An option such as `-n` or `--now=yes`: a leading dash, then safe characters. */
+const SAFE_FLAG = /^--?[A-Za-z0-9][A-Za-z0-9@%+=:,./_-]*$/;
+
+const commandBrand: unique symbol = Symbol('katafleet.Command');
+const flagBrand: unique symbol = Symbol('katafleet.Flag');
+
+/**
+ * A remote command that is safe to hand to the node's shell. Only {@link sh}, {@link cmd} and {@link sudo} make one,
+ * so a raw string (which might hold `; rm -rf /`) cannot reach {@link SshPool.run}.
+ */
+export interface Command {
+  readonly [commandBrand]: true;
+  /** What the remote shell parses: every interpolated value single-quoted. */
+  readonly text: string;
+  /** The same command for people (messages, logs): values unquoted, which is unambiguous because they are allowlisted. */
+  readonly display: string;
+}
+
+/** A value that may start with `-`: made only by {@link flag}, so options are always a deliberate choice. */
+export interface Flag {
+  readonly [flagBrand]: true;
+  readonly value: string;
+}
+
+/** What may be interpolated into {@link sh} or passed as an argument to {@link cmd}. */
+export type ShellArg = string | number | Flag | Command | readonly (string | number | Flag)[];
+
+/** True when `value` may be interpolated into a command (see {@link SAFE_SHELL_VALUE}; no leading `-`). */
+export function isSafeShellValue(value: string): boolean {
+  return SAFE_SHELL_VALUE.test(value) && !value.startsWith('-');
+}
+
+/** The message for a refused value: what, why, and what to do. Pure, so the playbook validator can reuse it. */
+export function unsafeShellValueMessage(value: string, context: string): string {
+  const shown = JSON.stringify(value);
+  const why = value === ''
+    ? 'it is empty'
+    : value.startsWith('-') && SAFE_SHELL_VALUE.test(value)
+      ? 'it starts with "-" and would be read as an option'
+      : `it contains ${describeUnsafeCharacters(value)}`;
+  return `Refusing to put ${shown} into the command ${context}: ${why}. ` +
+    'Values may contain only letters, digits and @%+=:,./_- and must not start with "-"; fix the value in the inventory or playbook.';
+}
+
+function describeUnsafeCharacters(value: string): string {
+  const unsafe = [...new Set([...value].filter((ch) => !SAFE_SHELL_VALUE.test(ch)))];
+  return unsafe.map((ch) => JSON.stringify(ch)).join(', ');
+}
+
+/**
+ * Marks `value` as an option, the only way to interpolate something starting with `-`.
+ *
+ * @example cmd('systemctl', [flag('--now'), 'enable', unit])
+ */
+export function flag(value: string): Flag {
+  if (!SAFE_FLAG.test(value)) {
+    throw sshFailure(SshFailureType.UnsafeShellValue,
+      `Refusing the option ${JSON.stringify(value)}: an option is "-" or "--" followed by letters, digits and @%+=:,./_-.`);
+  }
+  return { [flagBrand]: true, value };
+}
+
+/** POSIX single quotes: the shell takes everything inside literally; a `'` becomes `'\''`. */
+export function quote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+function makeCommand(text: string, display: string): Command {
+  return { [commandBrand]: true, text, display };
+}
+
+function isCommand(arg: unknown): arg is Command {
+  return typeof arg === 'object' && arg !== null && commandBrand in arg;
+}
+
+function isFlag(arg: unknown): arg is Flag {
+  return typeof arg === 'object' && arg !== null && flagBrand in arg;
+}
+
+/** Renders one interpolated argument as `{ text, display }`, refusing anything off the allowlist. */
+function renderArg(arg: ShellArg, context: () => string): { text: string; display: string } {
+  if (isCommand(arg)) return { text: arg.text, display: arg.display };
+  if (isFlag(arg)) return { text: quote(arg.value), display: arg.value };
+  if (Array.isArray(arg)) {
+    const parts = arg.map((item: string | number | Flag) => renderArg(item, context));
+    return { text: parts.map((p) => p.text).join(' '), display: parts.map((p) => p.display).join(' ') };
+  }
+  const value = String(arg);
+  if (!isSafeShellValue(value)) {
+    throw sshFailure(SshFailureType.UnsafeShellValue, unsafeShellValueMessage(value, context()));
+  }
+  return { text: quote(value), display: value };
+}
+
+/**
+ * Builds a {@link Command} from a template: the literal parts are trusted code, every `${value}` is checked
+ * against the allowlist and single-quoted. Arrays expand to several arguments; a nested Command is inserted as is.
+ *
+ * @example sh`test -e ${path} && cat ${path}`
+ * @throws ApplicationFailure of type `UnsafeShellValue` (non-retryable) for a value off the allowlist.
+ */
+export function sh(literals: TemplateStringsArray, ...args: ShellArg[]): Command {
+  const context = () => `sh\`${literals.join('${…}')}\``;
+  let text = literals[0];
+  let display = literals[0];
+  args.forEach((arg, i) => {
+    const rendered = renderArg(arg, context);
+    text += rendered.text + literals[i + 1];
+    display += rendered.display + literals[i + 1];
+  });
+  return makeCommand(text, display);
+}
+
+/**
+ * Builds a {@link Command} running `program` with `args`, each checked and single-quoted.
+ *
+ * @example cmd('kata-runtime', ['check'])
+ */
+export function cmd(program: string, args: readonly (string | number | Flag)[] = []): Command {
+  const context = () => `${program} ${args.map((a) => (isFlag(a) ? a.value : String(a))).join(' ')}`.trim();
+  const rendered = renderArg([program, ...args], context);
+  return makeCommand(rendered.text, rendered.display);
+}
+
+/**
+ * Runs `command` as root through `sudo -n` (never prompts: fails at once if a password would be needed).
+ * The whole command goes to `sh -c`, so pipes and `&&` run as root too, not only their first part.
+ */
+export function sudo(command: Command): Command {
+  return makeCommand(`sudo -n sh -c ${quote(command.text)}`, `sudo -n ${command.display}`);
+}

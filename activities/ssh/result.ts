@@ -1,0 +1,39 @@
+/**
+ * What one remote command did: a flat, serializable record (it travels in Temporal histories and failure details).
+ *
+ * `exitCode === null` means the connection dropped before the command reported: it may or may not have run.
+ */
+export interface CommandResult {
+  /** The node's inventory name, e.g. `worker-2`. */
+  host: string;
+  /** The address connected to, e.g. `127.0.1.3`. */
+  address: string;
+  /** The command as people read it (values unquoted, `sudo -n` shown when used). */
+  command: string;
+  exitCode: number | null;
+  /** The signal that killed the command, as `SIGKILL`, or null. */
+  signal: string | null;
+  /** Complete output, byte for byte (never trimmed); capped by the pool's `maxOutputBytes`. */
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+/** How much output an error message carries. */
+export const MESSAGE_TAIL_BYTES = 4096;
+
+/** The last `maxBytes` of `text` (whole characters), prefixed with `…` when cut. */
+export function tail(text: string, maxBytes: number = MESSAGE_TAIL_BYTES): string {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length <= maxBytes) return text;
+  // Skip UTF-8 continuation bytes so the cut never splits a character.
+  let start = bytes.length - maxBytes;
+  while (start < bytes.length && (bytes[start] & 0xc0) === 0x80) start++;
+  return `…${bytes.subarray(start).toString('utf8')}`;
+}
+
+/** ssh2 reports signals without the prefix (`KILL`); people and OpenSSH write `SIGKILL`. */
+export function normalizeSignal(signal: string | null | undefined): string | null {
+  if (!signal) return null;
+  return signal.startsWith('SIG') ? signal : `SIG${signal}`;
+}
