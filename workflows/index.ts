@@ -1,2 +1,4 @@
 // Every workflow the katafleet worker registers. The worker bundles this file (workflowsPath).
 export { doctorWorkflow } from './doctor';
+export { nodeWorkflow } from './node';
+export { rolloutWorkflow } from './rollout';

@@ -11,7 +11,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { createNodeActivities } from '../activities/node-activities';
-import type { KubernetesTarget, NodeTarget, StepOutcome, Undo, UndoOutcome } from '../activities/node-types';
+import type { KubernetesTarget, NodeTarget, StepOutcome, Undo } from '../activities/node-types';
 import type { Step } from '../playbooks/schema';
 import { parseDuration } from './duration';
 import { nodeProgressQuery, type NodeProgress, type StepProgress } from './node-messages';
