@@ -16,11 +16,12 @@ export const searchAttributes = {
   nodesTotal: defineSearchAttributeKey('KatafleetNodesTotal', 'INT'),
   nodesDone: defineSearchAttributeKey('KatafleetNodesDone', 'INT'),
   nodesFailed: defineSearchAttributeKey('KatafleetNodesFailed', 'INT'),
+  /** The nodes a rollout or drift run works on: the API refuses a second rollout on a busy node (409). */
+  nodes: defineSearchAttributeKey('KatafleetNodes', 'KEYWORD_LIST'),
   // Temporal's SQL visibility store (the dev server's SQLite) allows only 3 Int attributes per namespace,
-  // so drift results are lists of node names: filterable (`KatafleetDriftedNodes = "worker-3"`) and countable.
-  driftedNodes: defineSearchAttributeKey('KatafleetDriftedNodes', 'KEYWORD_LIST'),
-  repairedNodes: defineSearchAttributeKey('KatafleetRepairedNodes', 'KEYWORD_LIST'),
-  unreachableNodes: defineSearchAttributeKey('KatafleetUnreachableNodes', 'KEYWORD_LIST'),
+  // so a drift run's results are one list of "<state>:<node>" entries, e.g. `KatafleetDrift = "drifted:worker-3"`,
+  // with state in-sync | drifted | repaired | unreachable.
+  drift: defineSearchAttributeKey('KatafleetDrift', 'KEYWORD_LIST'),
 } as const;
 
 export const allSearchAttributes = Object.values(searchAttributes);
