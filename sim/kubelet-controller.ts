@@ -1,0 +1,363 @@
+// The parts of a kubelet that kwok does not simulate, driven by each simulated node's real state:
+// - registers one Node per worker (kwok then initialises addresses, capacity and the kubelet endpoint, and renews its Lease);
+// - node status from the node's running containerd: Ready / NotReady, `status.runtimeHandlers`, the host kernel;
+// - pod sandboxes: a scheduled pod is released to kwok's `pod-ready` stage (annotation below) only when the node's
+//   running containerd has the pod's handler and its shim is installed; otherwise the pod stays Pending/ContainerCreating
+//   and gets the `FailedCreatePodSandBox` Warning event a real kubelet emits. Re-evaluated until it succeeds;
+// - `kubectl exec`: a kwok Exec per started pod whose environment makes `uname -r` print the sandbox's kernel.
+// kwok owns pod phases after release, node leases and deletions; this controller never writes what kwok writes.
+import { mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { KubeApi, KubeApiError } from './kube-api';
+import { createSandbox, defaultHandler, type NodeRuntimeState, type SandboxOutcome } from './kube-sandbox';
+
+/** Set by this controller on a pod whose sandbox was created: kwok's pod-ready stage waits for it. */
+export const sandboxAnnotation = 'katafleet.dev/sandbox';
+/** Kernel release `uname -r` prints inside the pod. */
+export const kernelAnnotation = 'katafleet.dev/kernel-release';
+/** Environment variable the exec `uname` wrapper reads. */
+export const unameEnv = 'KATAFLEET_UNAME_R';
+
+export interface ControlledNode {
+  name: string;
+  address: string;
+  role: 'worker' | 'control-plane';
+  containerdSocket: string;
+  hostKernel: string;
+  labels?: Record<string, string>;
+}
+
+export interface KubeletControllerOptions<N extends ControlledNode> {
+  api: KubeApi;
+  nodes: N[];
+  readNodeRuntimeState: (n: N) => Promise<NodeRuntimeState>;
+  /** Per-pod working directories for exec live here. */
+  podsDir: string;
+  kubeletVersion: string;
+  log: (line: string) => void;
+  /** @default 2000 */
+  nodePollMs?: number;
+  /** @default 1000 */
+  podPollMs?: number;
+}
+
+interface Condition {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+  lastHeartbeatTime?: string;
+  lastTransitionTime?: string;
+}
+
+interface Pod {
+  metadata: { name: string; namespace: string; uid: string; annotations?: Record<string, string>; deletionTimestamp?: string };
+  spec: { nodeName?: string; runtimeClassName?: string; containers: { name: string; image: string }[] };
+  status?: { phase?: string; containerStatuses?: unknown[] };
+}
+
+interface RuntimeClass {
+  metadata: { name: string };
+  handler: string;
+}
+
+interface NodeView {
+  state?: NodeRuntimeState;
+  readError?: string;
+  readySince: string;
+  ready?: boolean;
+  lastPatchKey?: string;
+  lastPatchAt: number;
+}
+
+interface PendingSandbox {
+  message: string;
+  eventName: string;
+  count: number;
+  lastEventAt: number;
+}
+
+const statusRefreshMs = 60_000;
+const eventRepeatMs = 10_000;
+
+function now(): string {
+  return new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class KubeletController<N extends ControlledNode> {
+  private readonly api: KubeApi;
+  private readonly workers: N[];
+  private readonly views = new Map<string, NodeView>();
+  private readonly pending = new Map<string, PendingSandbox>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly running = new Set<Promise<void>>();
+  private stopped = false;
+
+  constructor(private readonly opts: KubeletControllerOptions<N>) {
+    this.api = opts.api;
+    this.workers = opts.nodes.filter((n) => n.role === 'worker');
+    for (const n of this.workers) this.views.set(n.name, { readySince: now(), lastPatchAt: 0 });
+  }
+
+  /** Registers the Nodes, posts their first status, then keeps polling. */
+  async start(): Promise<void> {
+    for (const n of this.workers) await this.registerNode(n);
+    await this.syncNodes();
+    this.every(this.opts.nodePollMs ?? 2000, () => this.syncNodes());
+    this.every(this.opts.podPollMs ?? 1000, () => this.syncPods());
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    await Promise.allSettled([...this.running]);
+  }
+
+  /** Runs `fn` every `ms`, never two at once, never after stop(). */
+  private every(ms: number, fn: () => Promise<void>): void {
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy || this.stopped) return;
+      busy = true;
+      const p = fn()
+        .catch((err: unknown) => this.opts.log(`kubelet-controller: ${errorText(err)}`))
+        .finally(() => {
+          busy = false;
+          this.running.delete(p);
+        });
+      this.running.add(p);
+    }, ms);
+    timer.unref();
+    this.timers.push(timer);
+  }
+
+  private async registerNode(n: N): Promise<void> {
+    const body = {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: {
+        name: n.name,
+        labels: {
+          'kubernetes.io/hostname': n.name,
+          'kubernetes.io/os': 'linux',
+          'kubernetes.io/arch': 'amd64',
+          'beta.kubernetes.io/os': 'linux',
+          'beta.kubernetes.io/arch': 'amd64',
+          ...n.labels,
+        },
+        annotations: {
+          'kwok.x-k8s.io/node': 'fake',
+          'katafleet.dev/ssh-address': n.address,
+          'katafleet.dev/containerd-socket': n.containerdSocket,
+          'node.alpha.kubernetes.io/ttl': '0',
+        },
+      },
+      spec: {},
+      status: {
+        nodeInfo: {
+          architecture: 'amd64',
+          operatingSystem: 'linux',
+          osImage: 'katafleet simulated node',
+          kernelVersion: n.hostKernel,
+          kubeletVersion: this.opts.kubeletVersion,
+          kubeProxyVersion: '',
+          containerRuntimeVersion: 'containerd://simulated',
+          machineID: '',
+          systemUUID: '',
+          bootID: '',
+        },
+      },
+    };
+    try {
+      await this.api.create('/api/v1/nodes', body);
+    } catch (err) {
+      if (!(err instanceof KubeApiError && err.status === 409)) throw err;
+    }
+  }
+
+  private async syncNodes(): Promise<void> {
+    await Promise.all(this.workers.map((n) => this.syncNode(n)));
+  }
+
+  private async syncNode(n: N): Promise<void> {
+    const view = this.views.get(n.name)!;
+    try {
+      view.state = await this.opts.readNodeRuntimeState(n);
+      view.readError = undefined;
+    } catch (err) {
+      view.state = undefined;
+      view.readError = errorText(err);
+    }
+    const ready = view.state?.containerdActive === true;
+    if (view.ready !== ready) {
+      if (view.ready !== undefined) this.opts.log(`node ${n.name}: ${ready ? 'Ready' : 'NotReady'} (containerd ${ready ? 'active' : 'not active'})`);
+      view.ready = ready;
+      view.readySince = now();
+    }
+    const handlers = view.state?.containerdActive ? view.state.handlers : [];
+    const message = ready
+      ? 'kubelet is posting ready status'
+      : view.readError
+        ? `container runtime status check may not have completed yet: cannot read node state: ${view.readError}`
+        : `container runtime is down, PLEG is not healthy: container runtime not ready: RuntimeReady=false reason:ContainerdNotRunning ` +
+          `message:dial unix ${n.containerdSocket}: connect: connection refused`;
+    const patchKey = JSON.stringify([ready, message, handlers, view.state?.hostKernel ?? n.hostKernel]);
+    if (patchKey === view.lastPatchKey && Date.now() - view.lastPatchAt < statusRefreshMs) return;
+
+    const heartbeat = now();
+    const pressure = (type: string, reason: string, msg: string): Condition => ({
+      type, status: 'False', reason, message: msg, lastHeartbeatTime: heartbeat, lastTransitionTime: view.readySince,
+    });
+    const patch = {
+      status: {
+        conditions: [
+          pressure('MemoryPressure', 'KubeletHasSufficientMemory', 'kubelet has sufficient memory available'),
+          pressure('DiskPressure', 'KubeletHasNoDiskPressure', 'kubelet has no disk pressure'),
+          pressure('PIDPressure', 'KubeletHasSufficientPID', 'kubelet has sufficient PID available'),
+          {
+            type: 'Ready',
+            status: ready ? 'True' : 'False',
+            reason: ready ? 'KubeletReady' : 'KubeletNotReady',
+            message,
+            lastHeartbeatTime: heartbeat,
+            lastTransitionTime: view.readySince,
+          },
+        ],
+        runtimeHandlers: handlers.map((name) => ({ name, features: { recursiveReadOnlyMounts: false, userNamespaces: false } })),
+        nodeInfo: { kernelVersion: view.state?.hostKernel ?? n.hostKernel },
+      },
+    };
+    await this.api.patch(`/api/v1/nodes/${n.name}/status`, patch, 'strategic');
+    view.lastPatchKey = patchKey;
+    view.lastPatchAt = Date.now();
+  }
+
+  private async syncPods(): Promise<void> {
+    const workerNames = new Set(this.workers.map((n) => n.name));
+    const pods = await this.api.get<{ items: Pod[] }>('/api/v1/pods');
+    const waiting = pods.items.filter((p) =>
+      p.spec.nodeName !== undefined && workerNames.has(p.spec.nodeName) && !p.metadata.deletionTimestamp &&
+      (p.status?.phase ?? 'Pending') === 'Pending' && p.metadata.annotations?.[sandboxAnnotation] !== 'ready');
+    const live = new Set(pods.items.map((p) => p.metadata.uid));
+    for (const uid of this.pending.keys()) if (!live.has(uid)) this.pending.delete(uid);
+    if (waiting.length === 0) return;
+    const classes = await this.api.get<{ items: RuntimeClass[] }>('/apis/node.k8s.io/v1/runtimeclasses');
+    const handlerOf = new Map(classes.items.map((rc) => [rc.metadata.name, rc.handler]));
+    for (const pod of waiting) {
+      try {
+        await this.syncPod(pod, handlerOf);
+      } catch (err) {
+        if (err instanceof KubeApiError && (err.status === 404 || err.status === 409)) continue; // changed under us: next round
+        throw err;
+      }
+    }
+  }
+
+  private async syncPod(pod: Pod, handlerOf: Map<string, string>): Promise<void> {
+    const node = this.workers.find((n) => n.name === pod.spec.nodeName)!;
+    const view = this.views.get(node.name)!;
+    const rcName = pod.spec.runtimeClassName;
+    const handler = rcName === undefined ? defaultHandler : handlerOf.get(rcName);
+    const sandboxId = randomBytes(32).toString('hex');
+    let outcome: SandboxOutcome;
+    if (handler === undefined) {
+      outcome = { ok: false, handler: '', message: `Failed to create pod sandbox: failed to lookup RuntimeClass ${rcName}: runtimeclass.node.k8s.io "${rcName}" not found` };
+    } else if (!view.state) {
+      outcome = { ok: false, handler, message: `Failed to create pod sandbox: rpc error: code = Unavailable desc = ${view.readError ?? 'node state not read yet'}` };
+    } else {
+      outcome = createSandbox(handler, view.state, node.containerdSocket, sandboxId);
+    }
+    if (outcome.ok) await this.startSandbox(pod, outcome);
+    else await this.reportSandboxFailure(pod, node.name, outcome.message);
+  }
+
+  private async startSandbox(pod: Pod, sandbox: Extract<SandboxOutcome, { ok: true }>): Promise<void> {
+    const { name, namespace, uid } = pod.metadata;
+    const workDir = join(this.opts.podsDir, namespace, name);
+    await mkdir(workDir, { recursive: true });
+    const execPath = `/apis/kwok.x-k8s.io/v1alpha1/namespaces/${namespace}/execs`;
+    const exec = {
+      apiVersion: 'kwok.x-k8s.io/v1alpha1',
+      kind: 'Exec',
+      metadata: { name, namespace, ownerReferences: [{ apiVersion: 'v1', kind: 'Pod', name, uid }] },
+      spec: {
+        execs: [{
+          local: {
+            workDir,
+            envs: [
+              { name: unameEnv, value: sandbox.kernelRelease },
+              { name: 'HOSTNAME', value: name },
+              { name: 'KATAFLEET_RUNTIME_HANDLER', value: sandbox.handler },
+            ],
+          },
+        }],
+      },
+    };
+    try {
+      await this.api.create(execPath, exec);
+    } catch (err) {
+      if (!(err instanceof KubeApiError && err.status === 409)) throw err;
+      // A previous pod of the same name left its Exec (garbage collection is asynchronous): replace it.
+      await this.api.delete(`${execPath}/${name}`);
+      await this.api.create(execPath, exec);
+    }
+    await this.api.patch(`/api/v1/namespaces/${namespace}/pods/${name}`, {
+      metadata: { annotations: { [sandboxAnnotation]: 'ready', [kernelAnnotation]: sandbox.kernelRelease, 'katafleet.dev/runtime-handler': sandbox.handler } },
+    });
+    this.pending.delete(uid);
+    this.opts.log(`pod ${namespace}/${name}: sandbox started with handler ${sandbox.handler} (${sandbox.shim}, kernel ${sandbox.kernelRelease})`);
+  }
+
+  private async reportSandboxFailure(pod: Pod, nodeName: string, message: string): Promise<void> {
+    const { name, namespace, uid } = pod.metadata;
+    const prev = this.pending.get(uid);
+    if (!prev) {
+      await this.api.patch(`/api/v1/namespaces/${namespace}/pods/${name}/status`, {
+        status: {
+          phase: 'Pending',
+          conditions: [
+            { type: 'Initialized', status: 'True', lastTransitionTime: now() },
+            { type: 'Ready', status: 'False', reason: 'ContainersNotReady', message: `containers with unready status: [${pod.spec.containers.map((c) => c.name).join(' ')}]`, lastTransitionTime: now() },
+            { type: 'ContainersReady', status: 'False', reason: 'ContainersNotReady', message: `containers with unready status: [${pod.spec.containers.map((c) => c.name).join(' ')}]`, lastTransitionTime: now() },
+          ],
+          containerStatuses: pod.spec.containers.map((c) => ({
+            name: c.name, image: c.image, imageID: '', ready: false, started: false, restartCount: 0, state: { waiting: { reason: 'ContainerCreating' } },
+          })),
+          startTime: now(),
+        },
+      }, 'strategic');
+    }
+    const sameMessage = prev?.message === message;
+    if (sameMessage && Date.now() - prev.lastEventAt < eventRepeatMs) return;
+    const ts = now();
+    if (prev && sameMessage) {
+      prev.count += 1;
+      prev.lastEventAt = Date.now();
+      await this.api.patch(`/api/v1/namespaces/${namespace}/events/${prev.eventName}`, { count: prev.count, lastTimestamp: ts });
+      return;
+    }
+    const eventName = `${name}.${randomBytes(8).toString('hex')}`;
+    await this.api.create(`/api/v1/namespaces/${namespace}/events`, {
+      apiVersion: 'v1',
+      kind: 'Event',
+      metadata: { name: eventName, namespace },
+      involvedObject: { apiVersion: 'v1', kind: 'Pod', name, namespace, uid },
+      reason: 'FailedCreatePodSandBox',
+      message,
+      type: 'Warning',
+      source: { component: 'kubelet', host: nodeName },
+      reportingComponent: 'kubelet',
+      reportingInstance: nodeName,
+      firstTimestamp: ts,
+      lastTimestamp: ts,
+      count: 1,
+    });
+    this.pending.set(uid, { message, eventName, count: 1, lastEventAt: Date.now() });
+    this.opts.log(`pod ${namespace}/${name} on ${nodeName}: ${message}`);
+  }
+}
