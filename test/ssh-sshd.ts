@@ -13,7 +13,10 @@ export interface TestSshd {
   pid(): number;
   /** Restarts sshd with new options (same port). */
   restart(options?: SshdOptions): Promise<void>;
+  /** Stops sshd, keeping keys and files (the port then refuses connections). */
   stop(): Promise<void>;
+  /** Stops sshd and removes its directory. */
+  remove(): Promise<void>;
   /** pids of the per-connection sshd processes (children of the listener). */
   connectionPids(): number[];
 }
@@ -97,7 +100,8 @@ export async function startTestSshd(options: SshdOptions = {}): Promise<TestSshd
     },
     pid: () => child?.pid ?? -1,
     restart: async (opts = {}) => { await stop(); await start(opts); },
-    stop: async () => { await stop(); rmSync(dir, { recursive: true, force: true }); },
+    stop,
+    remove: async () => { await stop(); rmSync(dir, { recursive: true, force: true }); },
     connectionPids: () => {
       const pid = child?.pid;
       if (!pid) return [];
