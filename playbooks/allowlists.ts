@@ -1,0 +1,225 @@
+/**
+ * Strict allowlists for every value that may reach a shell on a node or on the control-plane host:
+ * names, addresses, packages, versions, paths, labels. A value passes only if it matches its
+ * pattern; when it does not, the message says which character or form was refused and what is
+ * allowed. Commands are still built with POSIX single quotes — the allowlist is the first wall.
+ */
+import { isIPv6 } from 'node:net';
+import { z } from 'zod';
+
+/** One kind of safe value. */
+export interface Allowlist {
+  /** The whole value must match. */
+  pattern: RegExp;
+  /** One allowed character, used to point at the first refused one. */
+  char: RegExp;
+  maxLength: number;
+  /** What the value may look like, as a sentence fragment: "a package name holds only …". */
+  rule: string;
+  /** Further checks the pattern cannot express; returns the reason to refuse. */
+  extra?: (value: string) => string | undefined;
+  /** Whether the empty string is a valid value (Kubernetes label values may be empty). */
+  allowEmpty?: boolean;
+}
+
+const shellMetacharacters = new Set([...';&|<>$`\\\'"*?(){}[]!#~^%=, \t']);
+
+function describeCharacter(ch: string): string {
+  if (ch === ' ') return 'a space';
+  if (ch === '\t') return 'a tab';
+  const code = ch.codePointAt(0) ?? 0;
+  if (code < 0x20 || code === 0x7f) return `the control character U+${code.toString(16).toUpperCase().padStart(4, '0')}`;
+  return JSON.stringify(ch);
+}
+
+function refusalReason(value: string, list: Allowlist): string | undefined {
+  if (value === '') return 'it is empty';
+  if (/[\r\n]/.test(value)) return 'it contains a line break, which would end a shell command';
+  if (value.includes('$(')) return 'it contains "$(", a shell command substitution';
+  if (value.includes('`')) return 'it contains a backtick, a shell command substitution';
+  if (value.startsWith('-')) return 'it starts with "-", which a command would read as an option';
+  const refused = [...value].find((ch) => !list.char.test(ch));
+  if (refused !== undefined) {
+    const what = describeCharacter(refused);
+    return shellMetacharacters.has(refused) ? `it contains ${what}, which a shell would interpret` : `it contains ${what}`;
+  }
+  if (value.length > list.maxLength) return `it is longer than ${list.maxLength} characters`;
+  return undefined;
+}
+
+/** Why `value` is refused by `list`, or undefined when it is allowed. */
+export function checkAllowlist(value: string, list: Allowlist): string | undefined {
+  if (value === '' && list.allowEmpty) return undefined;
+  if (list.pattern.test(value) && value.length <= list.maxLength) {
+    const extra = list.extra?.(value);
+    return extra === undefined ? undefined : `${quoteForMessage(value)} is refused: ${extra}; ${list.rule}`;
+  }
+  const reason = refusalReason(value, list);
+  return reason === undefined
+    ? `${quoteForMessage(value)} is not allowed: ${list.rule}`
+    : `${quoteForMessage(value)} is refused: ${reason}; ${list.rule}`;
+}
+
+function quoteForMessage(value: string): string {
+  const shown = JSON.stringify(value);
+  return shown.length > 80 ? `${shown.slice(0, 77)}…"` : shown;
+}
+
+/** A string schema that admits only values of `list`. */
+export function allowlisted(list: Allowlist) {
+  return z.string().superRefine((value, ctx) => {
+    const message = checkAllowlist(value, list);
+    if (message !== undefined) ctx.addIssue({ code: 'custom', message });
+  });
+}
+
+const label = '[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?';
+const labelMixedCase = '[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?';
+const labelName = '[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?';
+const ipv4Octet = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+
+function noDotDotSegment(value: string): string | undefined {
+  return value.split('/').includes('..') ? 'it contains a ".." segment' : undefined;
+}
+
+/** RFC 1123 label: step ids, handler names, playbook names, namespaces. */
+export const dnsLabel: Allowlist = {
+  pattern: new RegExp(`^${label}$`),
+  char: /[a-z0-9-]/,
+  maxLength: 63,
+  rule: 'an RFC 1123 label holds only lowercase letters, digits and "-", starts and ends with a letter or digit, at most 63 characters',
+};
+
+/** RFC 1123 subdomain: Kubernetes node names and RuntimeClass names. */
+export const dnsSubdomain: Allowlist = {
+  pattern: new RegExp(`^${label}(\\.${label})*$`),
+  char: /[a-z0-9.-]/,
+  maxLength: 253,
+  rule: 'an RFC 1123 subdomain holds only lowercase letters, digits, "-" and ".", each dot-separated part starts and ends with a letter or digit, at most 253 characters',
+};
+
+/** Debian or RPM package name. */
+export const packageName: Allowlist = {
+  pattern: /^[A-Za-z0-9][A-Za-z0-9+._-]*$/,
+  char: /[A-Za-z0-9+._-]/,
+  maxLength: 128,
+  rule: 'a package name holds only letters, digits and "+", ".", "_", "-", and starts with a letter or digit',
+};
+
+/** Debian (`[epoch:]upstream[-revision]`) or RPM (`[epoch:]version[-release]`) version. */
+export const packageVersion: Allowlist = {
+  pattern: /^([0-9]+:)?[0-9][A-Za-z0-9.+~^_-]*$/,
+  char: /[A-Za-z0-9.+~^_:-]/,
+  maxLength: 128,
+  rule: 'a package version looks like "3.2.0", "1:2.1-3" or "3.2.0~rc1": an optional "EPOCH:", then a digit, then letters, digits and ". + ~ ^ _ -"',
+};
+
+/** Absolute path on a node. */
+export const absolutePath: Allowlist = {
+  pattern: /^\/[A-Za-z0-9._/-]+$/,
+  char: /[A-Za-z0-9._/-]/,
+  maxLength: 1024,
+  rule: 'an absolute path starts with "/" and holds only letters, digits and ". _ / -", without ".." segments',
+  extra: noDotDotSegment,
+};
+
+/** A path on the machine running katafleet: absolute, relative to the inventory file, or `~/…`. */
+export const localPath: Allowlist = {
+  pattern: /^(~\/)?[A-Za-z0-9._/+][A-Za-z0-9._/+-]*$/,
+  char: /[A-Za-z0-9._/+~-]/,
+  maxLength: 1024,
+  rule: 'a path holds only letters, digits and ". _ / + -" (absolute, relative to the inventory file, or starting with "~/")',
+};
+
+/** Kubernetes label key: optional DNS-subdomain prefix and "/", then a name of up to 63 characters. */
+export const labelKey: Allowlist = {
+  pattern: new RegExp(`^(${label}(\\.${label})*/)?${labelName}$`),
+  char: /[A-Za-z0-9._/-]/,
+  maxLength: 317,
+  rule: 'a Kubernetes label key is an optional DNS prefix and "/" followed by a name of letters, digits, "-", "_", "." (at most 63 characters, starting and ending with a letter or digit)',
+  extra: (value) => {
+    const prefix = value.includes('/') ? value.slice(0, value.indexOf('/')) : '';
+    return prefix.length > 253 ? 'its prefix is longer than 253 characters' : undefined;
+  },
+};
+
+/** Kubernetes label value: empty, or a name of up to 63 characters. */
+export const labelValue: Allowlist = {
+  pattern: new RegExp(`^${labelName}$`),
+  char: /[A-Za-z0-9._-]/,
+  maxLength: 63,
+  rule: 'a Kubernetes label value is empty or holds letters, digits, "-", "_", "." (at most 63 characters, starting and ending with a letter or digit)',
+  allowEmpty: true,
+};
+
+/** Kernel module name. */
+export const kernelModule: Allowlist = {
+  pattern: /^[A-Za-z0-9][A-Za-z0-9_-]*$/,
+  char: /[A-Za-z0-9_-]/,
+  maxLength: 64,
+  rule: 'a kernel module name holds only letters, digits, "_" and "-"',
+};
+
+/** CPU flag as listed in /proc/cpuinfo. */
+export const cpuFlag: Allowlist = {
+  pattern: /^[a-z0-9_]+$/,
+  char: /[a-z0-9_]/,
+  maxLength: 64,
+  rule: 'a CPU flag (as in /proc/cpuinfo) holds only lowercase letters, digits and "_"',
+};
+
+/** systemd unit name. */
+export const serviceName: Allowlist = {
+  pattern: /^[A-Za-z0-9][A-Za-z0-9@._-]*$/,
+  char: /[A-Za-z0-9@._-]/,
+  maxLength: 256,
+  rule: 'a service name holds only letters, digits and "@ . _ -", and starts with a letter or digit',
+};
+
+/** Container image reference, e.g. `docker.io/library/busybox:1.36.1` or one with `@sha256:…`. */
+export const imageReference: Allowlist = {
+  pattern: /^[a-z0-9][A-Za-z0-9._/:@-]*$/,
+  char: /[A-Za-z0-9._/:@-]/,
+  maxLength: 255,
+  rule: 'an image reference holds only letters, digits and ". _ / : @ -", and starts with a lowercase letter or digit',
+};
+
+/** Kubernetes resource quantity, e.g. `250m`, `160Mi`, `1`. */
+export const quantity: Allowlist = {
+  pattern: /^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$/,
+  char: /[0-9.mkMGTPEi]/,
+  maxLength: 32,
+  rule: 'a Kubernetes quantity is a number with an optional suffix, e.g. "250m", "1", "160Mi", "2Gi"',
+};
+
+/** Login name for SSH. */
+export const userName: Allowlist = {
+  pattern: /^[A-Za-z_][A-Za-z0-9._-]*$/,
+  char: /[A-Za-z0-9._-]/,
+  maxLength: 32,
+  rule: 'a user name holds only letters, digits and ". _ -", and starts with a letter or "_"',
+};
+
+/** A failure type (PascalCase), as activities throw them: `HostKeyMismatch`. */
+export const failureType: Allowlist = {
+  pattern: /^[A-Z][A-Za-z0-9]*$/,
+  char: /[A-Za-z0-9]/,
+  maxLength: 100,
+  rule: 'a failure type is a PascalCase name such as "HostKeyMismatch"',
+};
+
+const ipv4 = new RegExp(`^${ipv4Octet}(\\.${ipv4Octet}){3}$`);
+const hostname = new RegExp(`^${labelMixedCase}(\\.${labelMixedCase})*$`);
+
+/** Node address: IPv4, IPv6 (no zone) or a DNS host name. */
+export const nodeAddress: Allowlist = {
+  pattern: /^[A-Za-z0-9.:-]+$/,
+  char: /[A-Za-z0-9.:-]/,
+  maxLength: 253,
+  rule: 'an address is an IPv4 address ("10.0.0.12"), an IPv6 address ("fd00::12") or a host name ("worker-1.example.com")',
+  extra: (value) => {
+    if (value.includes(':')) return isIPv6(value) ? undefined : 'it is not a valid IPv6 address';
+    if (/^[0-9.]+$/.test(value)) return ipv4.test(value) ? undefined : 'it is not a valid IPv4 address';
+    return hostname.test(value) ? undefined : 'it is not a valid host name';
+  },
+};

@@ -1,0 +1,412 @@
+/**
+ * The playbook and inventory formats: one zod schema per table and per step kind, strict (an
+ * unknown key is an error), with defaults. Each schema and its type share a name. Field docs here
+ * are the source of `playbooks/README.md`.
+ *
+ * Shape only: cross-references (unique ids, handlers, runtime classes, duplicate nodes) are checked
+ * by `playbooks/cross-checks.ts` once the shape is right.
+ */
+import { z } from 'zod';
+import { durationFormatHint, isDuration } from '../workflows/duration';
+import {
+  absolutePath,
+  allowlisted,
+  cpuFlag,
+  dnsLabel,
+  dnsSubdomain,
+  failureType,
+  imageReference,
+  kernelModule,
+  labelKey,
+  labelValue,
+  localPath,
+  nodeAddress,
+  packageName,
+  packageVersion,
+  quantity,
+  serviceName,
+  userName,
+} from './allowlists';
+import { RuntimeSpec } from './runtime-spec';
+
+/** A duration string such as `"30s"`, `"5m"`, `"1m30s"`; workflows read it with `parseDuration`. */
+export const Duration = z.string().refine(isDuration, { message: `must be ${durationFormatHint}` });
+export type Duration = z.infer<typeof Duration>;
+
+const count = (min: number) => z.int().min(min);
+
+/** Kubernetes labels: `{ "katacontainers.io/kata-runtime" = "true" }`. */
+export const Labels = z.record(allowlisted(labelKey), allowlisted(labelValue));
+export type Labels = z.infer<typeof Labels>;
+
+// ───────────────────────────── playbook ─────────────────────────────
+
+/** `[playbook]`: what this playbook is. */
+export const PlaybookInfo = z.strictObject({
+  /** Short name, an RFC 1123 label, e.g. `kata`. Shown in workflow ids and the UI. */
+  name: allowlisted(dnsLabel),
+  /** One or two sentences for people. @default "" */
+  description: z.string().max(2000).default(''),
+});
+export type PlaybookInfo = z.infer<typeof PlaybookInfo>;
+
+/** `[rollout]`: how nodes are grouped into waves and when the rollout stops. Every key has a default. */
+export const RolloutSettings = z.strictObject({
+  /** Nodes in the first wave; the rollout waits for it to succeed before going on. 0 = no canary. @default 1 */
+  canary: count(0).default(1),
+  /** Nodes per later wave: a count (`5`) or a percentage of all nodes (`"25%"`, rounded up). @default "25%" */
+  wave_size: z
+    .union([count(1), z.string().regex(/^(100|[1-9][0-9]?)%$/, 'must be a percentage from "1%" to "100%"')])
+    .default('25%'),
+  /** Failed nodes tolerated over the whole rollout; one more stops it (the canary never tolerates one). @default 0 */
+  failure_budget: count(0).default(0),
+  /** Wait between two waves, e.g. `"5m"`. @default "0s" */
+  pause_between_waves: Duration.default('0s'),
+  /** After the canary wave, wait for an explicit approval (resume signal) before the next wave. @default false */
+  approval_after_canary: z.boolean().default(false),
+  /** Cordon and drain each node around containerd restarts (a `service-restart` step may override). @default false */
+  drain: z.boolean().default(false),
+  /** Nodes of one wave worked on at the same time; absent = the whole wave at once. */
+  max_parallel: count(1).optional(),
+});
+export type RolloutSettings = z.infer<typeof RolloutSettings>;
+
+/** `retry` table of a step: how the activity is retried after a transient failure. */
+export const RetrySettings = z.strictObject({
+  /** Attempts in total, the first included. @default 3 */
+  max_attempts: count(1).default(3),
+  /** Wait before the second attempt. @default "5s" */
+  initial_interval: Duration.default('5s'),
+  /** Factor by which each wait grows. @default 2 */
+  backoff: z.number().min(1).max(10).default(2),
+  /** Failure types (PascalCase) never retried, in addition to the ones each step kind declares. @default [] */
+  non_retryable: z.array(allowlisted(failureType)).default([]),
+});
+export type RetrySettings = z.infer<typeof RetrySettings>;
+
+/** Keys every step has. `timeout` defaults differ per kind. */
+function stepBase<const Kind extends string>(kind: Kind, defaultTimeout: string) {
+  return {
+    /** Unique within the playbook, an RFC 1123 label, e.g. `install-kata`. Names the step in the UI and in undo records. */
+    id: allowlisted(dnsLabel),
+    kind: z.literal(kind),
+    /** Longest time one attempt of this step may take. */
+    timeout: Duration.default(defaultTimeout),
+    /** Retry policy; absent = the defaults of {@link RetrySettings}. */
+    retry: RetrySettings.optional(),
+  };
+}
+
+/**
+ * `prereq-check`: refuses the node unless it can run VMs. Loads missing modules and, with
+ * `persist_modules`, lists them in `/etc/modules-load.d` so they load after a reboot.
+ */
+export const PrereqCheckStep = z.strictObject({
+  ...stepBase('prereq-check', '2m'),
+  /** At least one of these CPU flags must be present (`vmx` = Intel VT-x, `svm` = AMD-V). `[]` skips the check. @default ["vmx", "svm"] */
+  cpu_flags: z.array(allowlisted(cpuFlag)).default(['vmx', 'svm']),
+  /** `/dev/kvm` must exist. @default true */
+  require_kvm: z.boolean().default(true),
+  /** Kernel modules that must all be loaded, e.g. `["kvm", "vhost", "vhost_net", "vhost_vsock"]`. @default [] */
+  modules: z.array(allowlisted(kernelModule)).default([]),
+  /** Groups of modules of which at least one per group must load, e.g. `[["kvm_intel", "kvm_amd"]]`. @default [] */
+  modules_any_of: z.array(z.array(allowlisted(kernelModule)).min(1)).default([]),
+  /** Write the loaded modules to `modules_load_file` so they survive a reboot. @default true */
+  persist_modules: z.boolean().default(true),
+  /** File for `persist_modules`. @default "/etc/modules-load.d/katafleet.conf" */
+  modules_load_file: allowlisted(absolutePath).default('/etc/modules-load.d/katafleet.conf'),
+  /** Run `kata-runtime check` (needs Kata installed, so use it in a check after `package-install`). @default false */
+  run_kata_check: z.boolean().default(false),
+});
+export type PrereqCheckStep = z.infer<typeof PrereqCheckStep>;
+
+/** One package, pinned. */
+export const PackageSpec = z.strictObject({
+  /** Debian/RPM package name, e.g. `kata-containers`. */
+  name: allowlisted(packageName),
+  /** Exact version to install, e.g. `"3.2.0"`; required for `action = "install"`, ignored for `"remove"`. */
+  version: allowlisted(packageVersion).optional(),
+});
+export type PackageSpec = z.infer<typeof PackageSpec>;
+
+/**
+ * `package-install`: installs pinned packages (nothing if already at that version), or removes them
+ * with `action = "remove"`.
+ */
+export const PackageInstallStep = z.strictObject({
+  ...stepBase('package-install', '10m'),
+  /** `"install"` the pinned versions or `"remove"` the packages. @default "install" */
+  action: z.enum(['install', 'remove']).default('install'),
+  /** The packages, `[{ name = "kata-containers", version = "3.2.0" }]`. */
+  packages: z.array(PackageSpec).min(1),
+  /** Package manager; `"auto"` picks apt, dnf or zypper from what the node has. @default "auto" */
+  manager: z.enum(['auto', 'apt', 'dnf', 'zypper']).default('auto'),
+  /** On rollback, remove the packages this step installed (never ones that were there before). @default true */
+  remove_on_rollback: z.boolean().default(true),
+});
+export type PackageInstallStep = z.infer<typeof PackageInstallStep>;
+
+/**
+ * `containerd-patch`: adds runtime handlers to containerd's config (minimal edit, backup first,
+ * validated on the node before the swap), or removes them with `action = "remove"`.
+ */
+export const ContainerdPatchStep = z.strictObject({
+  ...stepBase('containerd-patch', '2m'),
+  /**
+   * `"add"` the runtimes, or `"remove"` them: only a runtime table whose `runtime_type` equals the
+   * one given here is removed; a different one is an error. @default "add"
+   */
+  action: z.enum(['add', 'remove']).default('add'),
+  /** containerd's main config on the node. @default "/etc/containerd/config.toml" */
+  config_path: allowlisted(absolutePath).default('/etc/containerd/config.toml'),
+  /**
+   * `"in-place"` edits `config_path`; `"drop-in"` writes the runtimes to `drop_in_path` and makes
+   * sure `config_path` imports it (containerd ≥ 2.0). @default "in-place"
+   */
+  mode: z.enum(['in-place', 'drop-in']).default('in-place'),
+  /** File written in `"drop-in"` mode. @default "/etc/containerd/conf.d/katafleet.toml" */
+  drop_in_path: allowlisted(absolutePath).default('/etc/containerd/conf.d/katafleet.toml'),
+  /** Overwrite an existing runtime of the same name that differs; otherwise that is an error. @default false */
+  replace: z.boolean().default(false),
+  /** The runtimes, `[[steps.runtimes]]` tables (see {@link RuntimeSpec}); at least one. */
+  runtimes: z.array(RuntimeSpec).min(1),
+});
+export type ContainerdPatchStep = z.infer<typeof ContainerdPatchStep>;
+
+/**
+ * `service-restart`: restarts a service (containerd), waits until it is active and the CRI lists
+ * the handlers. Cordons/drains around it when asked.
+ */
+export const ServiceRestartStep = z.strictObject({
+  ...stepBase('service-restart', '5m'),
+  /** systemd unit to restart. @default "containerd" */
+  service: allowlisted(serviceName).default('containerd'),
+  /** Runtime handlers the CRI must report after the restart (`crictl info`). @default [] */
+  wait_for_handlers: z.array(allowlisted(dnsLabel)).default([]),
+  /** Cordon the node before and uncordon after; absent = follow `rollout.drain`. */
+  cordon: z.boolean().optional(),
+  /** Drain the node before (implies cordon) and uncordon after; absent = follow `rollout.drain`. */
+  drain: z.boolean().optional(),
+});
+export type ServiceRestartStep = z.infer<typeof ServiceRestartStep>;
+
+/**
+ * `readiness-gate`: waits (up to `timeout`) until the node is Ready and, on Kubernetes ≥ 1.30,
+ * its `status.runtimeHandlers` lists the handlers.
+ */
+export const ReadinessGateStep = z.strictObject({
+  ...stepBase('readiness-gate', '5m'),
+  /** Handlers the kubelet must report in `status.runtimeHandlers` (skipped before 1.30). @default [] */
+  require_runtime_handlers: z.array(allowlisted(dnsLabel)).default([]),
+});
+export type ReadinessGateStep = z.infer<typeof ReadinessGateStep>;
+
+/** `node-label`: sets (or with `action = "remove"`, removes) labels on the Kubernetes node. */
+export const NodeLabelStep = z.strictObject({
+  ...stepBase('node-label', '1m'),
+  /** `"add"` (or overwrite) the labels, or `"remove"` the keys. @default "add" */
+  action: z.enum(['add', 'remove']).default('add'),
+  /** `{ "katacontainers.io/kata-runtime" = "true" }`; keys need quotes in TOML when they hold "." or "/". */
+  labels: Labels.refine((labels) => Object.keys(labels).length > 0, { message: 'must name at least one label' }),
+});
+export type NodeLabelStep = z.infer<typeof NodeLabelStep>;
+
+/** Resources a pod of this RuntimeClass costs beyond its containers (the VM): `overhead.podFixed`. */
+export const Overhead = z.strictObject({
+  /** CPU, e.g. `"250m"`. */
+  cpu: allowlisted(quantity).optional(),
+  /** Memory, e.g. `"160Mi"`. */
+  memory: allowlisted(quantity).optional(),
+});
+export type Overhead = z.infer<typeof Overhead>;
+
+const runtimeClassApiVersion = 'node.k8s.io/v1';
+
+/**
+ * `runtime-class`: applies (or with `action = "delete"`, deletes) a cluster-scoped RuntimeClass
+ * through kubectl on the control-plane host. Idempotent, so running it once per node is harmless.
+ */
+export const RuntimeClassStep = z.strictObject({
+  ...stepBase('runtime-class', '1m'),
+  /** `"apply"` the RuntimeClass or `"delete"` it (only if its handler is `handler`). @default "apply" */
+  action: z.enum(['apply', 'delete']).default('apply'),
+  /** RuntimeClass name (pods say `runtimeClassName: NAME`), an RFC 1123 subdomain. */
+  name: allowlisted(dnsSubdomain),
+  /** containerd runtime handler; a `containerd-patch` step of this playbook must add it. */
+  handler: allowlisted(dnsLabel),
+  /** `scheduling.nodeSelector`: pods of this class only go to nodes with these labels. @default {} */
+  node_selector: Labels.default({}),
+  /** `overhead.podFixed`. */
+  overhead: Overhead.optional(),
+  /**
+   * Only `node.k8s.io/v1`: `node.k8s.io/v1beta1` was removed in Kubernetes 1.25 and `v1alpha1`
+   * long before. @default "node.k8s.io/v1"
+   */
+  api_version: z
+    .string()
+    .refine((value) => value === runtimeClassApiVersion, {
+      message: `must be "${runtimeClassApiVersion}": node.k8s.io/v1beta1 was removed in Kubernetes 1.25 (and v1alpha1 before it); RuntimeClass has been GA as node.k8s.io/v1 since 1.20 — change it or leave it out`,
+    })
+    .default(runtimeClassApiVersion),
+});
+export type RuntimeClassStep = z.infer<typeof RuntimeClassStep>;
+
+/**
+ * `verification-pod`: starts a pod pinned to the node with `runtimeClassName`, waits until it runs
+ * (up to `timeout`), compares `uname -r` inside with the host's, deletes it.
+ */
+export const VerificationPodStep = z.strictObject({
+  ...stepBase('verification-pod', '5m'),
+  /** RuntimeClass the pod uses; a `runtime-class` step of this playbook must create it. */
+  runtime_class: allowlisted(dnsSubdomain),
+  /** Image with `uname`, pinned. @default "docker.io/library/busybox:1.36.1" */
+  image: allowlisted(imageReference).default('docker.io/library/busybox:1.36.1'),
+  /** Namespace of the pod. @default "default" */
+  namespace: allowlisted(dnsLabel).default('default'),
+  /** Fail unless the kernel inside differs from the host's (proof of VM isolation); false for gVisor-like sandboxes is still right: runsc reports its own kernel. @default true */
+  expect_kernel_differs: z.boolean().default(true),
+});
+export type VerificationPodStep = z.infer<typeof VerificationPodStep>;
+
+/**
+ * `rollback`: undoes an earlier katafleet rollout on the node from what it recorded: restores the
+ * containerd config backup byte for byte, restarts containerd, removes the labels it set.
+ */
+export const RollbackStep = z.strictObject({
+  ...stepBase('rollback', '10m'),
+  /** The config whose recorded backup is restored. @default "/etc/containerd/config.toml" */
+  config_path: allowlisted(absolutePath).default('/etc/containerd/config.toml'),
+  /** Also remove the packages that rollout installed. @default false */
+  remove_packages: z.boolean().default(false),
+});
+export type RollbackStep = z.infer<typeof RollbackStep>;
+
+/** One step of a playbook, by `kind`. */
+export const Step = z.discriminatedUnion('kind', [
+  PrereqCheckStep,
+  PackageInstallStep,
+  ContainerdPatchStep,
+  ServiceRestartStep,
+  ReadinessGateStep,
+  NodeLabelStep,
+  RuntimeClassStep,
+  VerificationPodStep,
+  RollbackStep,
+]);
+export type Step = z.infer<typeof Step>;
+
+/** The step kinds, in the order a typical playbook uses them. */
+export const stepKinds = [
+  'prereq-check',
+  'package-install',
+  'containerd-patch',
+  'service-restart',
+  'readiness-gate',
+  'node-label',
+  'runtime-class',
+  'verification-pod',
+  'rollback',
+] as const satisfies readonly Step['kind'][];
+export type StepKind = (typeof stepKinds)[number];
+
+/** Where a loaded file came from, so later records can say which bytes they ran. */
+export interface SourceInfo {
+  /** The file as the user named it. */
+  file: string;
+  /** SHA-256 of the file's text (hex). */
+  sha256: string;
+}
+
+/** A playbook file. */
+export const Playbook = z.strictObject({
+  playbook: PlaybookInfo,
+  rollout: RolloutSettings.prefault({}),
+  /** Run in this order on every node; at least one. */
+  steps: z.array(Step).min(1),
+});
+/** A validated playbook plus its {@link SourceInfo}. */
+export type Playbook = z.infer<typeof Playbook> & { source: SourceInfo };
+
+// ───────────────────────────── inventory ─────────────────────────────
+
+/** `[ssh]` of an inventory: how to reach every node unless the node overrides it. */
+export const SshSettings = z.strictObject({
+  /** Login user. @default "root" */
+  user: allowlisted(userName).default('root'),
+  /** @default 22 */
+  port: z.int().min(1).max(65535).default(22),
+  /** Private key; relative paths are relative to the inventory file, `~/` is the home directory. Absent = the SSH agent (`SSH_AUTH_SOCK`). */
+  identity_file: allowlisted(localPath).optional(),
+  /** known_hosts file that host keys are checked against. @default "~/.ssh/known_hosts" */
+  known_hosts: allowlisted(localPath).default('~/.ssh/known_hosts'),
+  /** Prefix commands with `sudo -n` (needed unless `user` is root). @default false */
+  sudo: z.boolean().default(false),
+  /** Accept and record an unknown host key on first contact. A *changed* key is always refused. @default false */
+  trust_on_first_use: z.boolean().default(false),
+  /** Concurrent SSH channels per host (OpenSSH allows 10 by default, hardened hosts 2–3). @default 4 */
+  max_sessions: z.int().min(1).max(64).default(4),
+  /** How long to wait for the TCP connection and SSH handshake. @default "20s" */
+  connect_timeout: Duration.default('20s'),
+});
+export type SshSettings = z.infer<typeof SshSettings>;
+
+/** `ssh` table of one node: any key of `[ssh]`, overriding it for this node. */
+export const SshOverride = z.strictObject({
+  user: allowlisted(userName).optional(),
+  port: z.int().min(1).max(65535).optional(),
+  identity_file: allowlisted(localPath).optional(),
+  known_hosts: allowlisted(localPath).optional(),
+  sudo: z.boolean().optional(),
+  trust_on_first_use: z.boolean().optional(),
+  max_sessions: z.int().min(1).max(64).optional(),
+  connect_timeout: Duration.optional(),
+});
+export type SshOverride = z.infer<typeof SshOverride>;
+
+/** `[[nodes]]`: one host. */
+export const InventoryNode = z.strictObject({
+  /** The Kubernetes node name (RFC 1123 subdomain), as `kubectl get nodes` shows it. */
+  name: allowlisted(dnsSubdomain),
+  /** Where SSH connects: IPv4, IPv6 or host name. */
+  address: allowlisted(nodeAddress),
+  /** `"worker"` nodes are rolled out to; a `"control-plane"` entry is a host for kubectl only. @default "worker" */
+  role: z.enum(['worker', 'control-plane']).default('worker'),
+  /** Overrides of `[ssh]` for this node. */
+  ssh: SshOverride.optional(),
+  /** Labels to select nodes by in this inventory (not applied to Kubernetes). @default {} */
+  labels: Labels.default({}),
+});
+export type InventoryNode = z.infer<typeof InventoryNode>;
+
+/** `[kubernetes]`: how katafleet reaches the Kubernetes API: kubectl on a host, over SSH. */
+export const KubernetesSettings = z.strictObject({
+  /** Name of a `[[nodes]]` entry (usually `role = "control-plane"`) on which kubectl runs. */
+  control_plane: allowlisted(dnsSubdomain),
+  /** kubeconfig on that host; absent = kubectl's default (`$KUBECONFIG`, `~/.kube/config`). */
+  kubeconfig: allowlisted(absolutePath).optional(),
+  /** kubectl command on that host: `kubectl` (found on PATH) or an absolute path. @default "kubectl" */
+  kubectl: z.union([z.literal('kubectl'), allowlisted(absolutePath)]).default('kubectl'),
+});
+export type KubernetesSettings = z.infer<typeof KubernetesSettings>;
+
+/** An inventory file. */
+export const Inventory = z.strictObject({
+  ssh: SshSettings.prefault({}),
+  /** Needed by playbooks with Kubernetes steps (readiness-gate, node-label, runtime-class, verification-pod, drain). */
+  kubernetes: KubernetesSettings.optional(),
+  /** The hosts; at least one. */
+  nodes: z.array(InventoryNode).min(1),
+});
+/** A validated inventory (local paths resolved to absolute ones) plus its {@link SourceInfo}. */
+export type Inventory = z.infer<typeof Inventory> & { source: SourceInfo };
+
+/** The SSH settings in effect for `node`: its own `ssh` table over the inventory's `[ssh]`. */
+export function resolveNodeSsh(inventory: Pick<Inventory, 'ssh'>, node: Pick<InventoryNode, 'ssh'>): SshSettings {
+  const override = Object.fromEntries(Object.entries(node.ssh ?? {}).filter(([, value]) => value !== undefined));
+  return { ...inventory.ssh, ...override };
+}
+
+/** The nodes a rollout works on: every `role = "worker"` node, in inventory order. */
+export function rolloutNodes(inventory: Pick<Inventory, 'nodes'>): InventoryNode[] {
+  return inventory.nodes.filter((node) => node.role === 'worker');
+}
