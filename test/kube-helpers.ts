@@ -1,0 +1,50 @@
+// kubectl for tests: the real binary against the simulated fleet's real API server.
+import { execFile } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface KubectlResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function kubectlRunner(kubectlPath: string, kubeconfig: string) {
+  return (args: string[], input?: string): Promise<KubectlResult> =>
+    new Promise((resolve) => {
+      const child = execFile(kubectlPath, [`--kubeconfig=${kubeconfig}`, ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      });
+      child.stdin?.end(input ?? '');
+    });
+}
+
+/** Polls `probe` every 500 ms until it returns a value other than undefined, or fails with `what` after `timeoutMs`. */
+export async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(500);
+  }
+}
+
+export const kataRuntimeClass = (nodeSelector: Record<string, string>): string => JSON.stringify({
+  apiVersion: 'node.k8s.io/v1',
+  kind: 'RuntimeClass',
+  metadata: { name: 'kata' },
+  handler: 'kata',
+  scheduling: { nodeSelector },
+});
+
+export const podManifest = (name: string, opts: { runtimeClassName?: string; nodeName?: string } = {}): string => JSON.stringify({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name },
+  spec: {
+    ...(opts.runtimeClassName ? { runtimeClassName: opts.runtimeClassName } : {}),
+    ...(opts.nodeName ? { nodeSelector: { 'kubernetes.io/hostname': opts.nodeName } } : {}),
+    containers: [{ name: 'main', image: 'busybox:1.36', command: ['sleep', '3600'] }],
+  },
+});
