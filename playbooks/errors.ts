@@ -58,15 +58,28 @@ function editDistance(a: string, b: string): number {
   return d[a.length][b.length];
 }
 
-/** The candidate closest to a misspelt `word`, if one is close enough to be what was meant. */
+function commonPrefixLength(a: string, b: string): number {
+  let length = 0;
+  while (length < a.length && length < b.length && a[length] === b[length]) length++;
+  return length;
+}
+
+/**
+ * The candidate closest to a misspelt `word`, if one is close enough to be what was meant: a few
+ * edits away, or else the only candidate sharing its first five letters (`verify-pod` →
+ * `verification-pod`).
+ */
 export function closestMatch(word: string, candidates: readonly string[]): string | undefined {
+  const lower = word.toLowerCase();
   const limit = Math.max(2, Math.floor(word.length / 3));
   let best: { candidate: string; distance: number } | undefined;
   for (const candidate of candidates) {
-    const distance = editDistance(word.toLowerCase(), candidate.toLowerCase());
+    const distance = editDistance(lower, candidate.toLowerCase());
     if (distance <= limit && (!best || distance < best.distance)) best = { candidate, distance };
   }
-  return best?.candidate;
+  if (best) return best.candidate;
+  const sharingPrefix = candidates.filter((candidate) => commonPrefixLength(lower, candidate.toLowerCase()) >= 5);
+  return sharingPrefix.length === 1 ? sharingPrefix[0] : undefined;
 }
 
 /** ` (did you mean "x"?)` or an empty string. */

@@ -71,9 +71,13 @@ function asSyntaxError(error: unknown): TomlSyntaxError | undefined {
   return { message: sentence, line: candidate.line, col: candidate.col ?? 0 };
 }
 
-function withHint(message: string): string {
-  if (message.startsWith('Unexpected character, expecting string, number, datetime, boolean')) {
-    return `${message} (text values need quotes: key = "value")`;
+const bareWordValue = new RegExp(String.raw`^\s*(${keyPart}(?:\s*\.\s*${keyPart})*)\s*=\s*([A-Za-z][^\s#,\]}]*)\s*(#.*)?$`);
+
+/** A parser message, plus the fix when the line holds an unquoted word: `mode = inplace`. */
+function withHint(message: string, line: string | undefined): string {
+  const bare = bareWordValue.exec(line ?? '');
+  if (bare && !['true', 'false', 'inf', 'nan'].includes(bare[2])) {
+    return `${message} — text needs quotes: ${bare[1].trim()} = ${JSON.stringify(bare[2])}`;
   }
   return message;
 }
@@ -107,7 +111,7 @@ export function readToml(text: string, file: string): TomlReading {
     }
     const { line } = syntax;
     const cascade = blanked.has(line) || blanked.has(line - 1);
-    if (!cascade) problems.push({ file, path: '', line: line + 1, col: syntax.col + 1, message: withHint(syntax.message) });
+    if (!cascade) problems.push({ file, path: '', line: line + 1, col: syntax.col + 1, message: withHint(syntax.message, lines[line]) });
     const keyPath = line < lines.length && !cascade ? pathOfKeyLine(lines, line) : undefined;
     if (keyPath === undefined) return { data: undefined, problems, leftOut };
     leftOut.add(keyPath);
