@@ -1,15 +1,32 @@
 import { katafleetVersion } from '../worker/version';
 import { UsageError, type Command } from './command';
+import { apiCommand, upCommand } from './api';
 import { demoCommand } from './demo';
 import { doctorCommand } from './doctor';
 import { patchConfigCommand } from './patch-config';
 import { planCommand } from './plan';
 import { reportError } from './report-error';
+import { abortCommand, pauseCommand, resumeCommand, rolloutCommand, statusCommand } from './rollout';
 import { serverCommand } from './server';
 import { validateCommand } from './validate';
 import { workerCommand } from './worker';
 
-const commands: Command[] = [validateCommand, planCommand, patchConfigCommand, serverCommand, workerCommand, doctorCommand, demoCommand];
+const commands: Command[] = [
+  validateCommand,
+  planCommand,
+  patchConfigCommand,
+  rolloutCommand,
+  statusCommand,
+  pauseCommand,
+  resumeCommand,
+  abortCommand,
+  serverCommand,
+  workerCommand,
+  apiCommand,
+  upCommand,
+  doctorCommand,
+  demoCommand,
+];
 
 function overview(): string {
   const width = Math.max(...commands.map((command) => command.name.length));

@@ -1,0 +1,204 @@
+import { randomUUID } from 'node:crypto';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/common';
+import { WorkflowUpdateFailedError, type Client, type WorkflowExecutionInfo } from '@temporalio/client';
+import type { KubernetesTarget, NodeTarget } from '../activities/node-types';
+import { checkPlaybookAgainstInventory } from '../playbooks/load';
+import { resolveNodeSsh, rolloutNodes, type Inventory, type InventoryNode, type Playbook } from '../playbooks/schema';
+import { taskQueue, workflowUiLink } from '../worker/connection';
+import { parseDuration } from '../workflows/duration';
+import type { RolloutInput } from '../workflows/rollout';
+import { abortUpdate, pauseUpdate, resumeUpdate, rolloutProgressQuery, type AbortRequest, type RolloutPhase, type RolloutProgress } from '../workflows/rollout-messages';
+import { searchAttributes } from '../workflows/search-attributes';
+
+/** A failure of a rollout operation that maps to an HTTP status (and a CLI exit status). */
+export class RolloutServiceError extends Error {
+  override name = 'RolloutServiceError';
+  constructor(
+    readonly type: 'RolloutNotFound' | 'RolloutConflict' | 'RolloutRequestRejected',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const rolloutPrefix = 'katafleet-rollout-';
+
+/** Workflow id of a rollout: its id is the caller's request id, so the same request never starts twice. */
+export function rolloutWorkflowId(rolloutId: string): string {
+  return `${rolloutPrefix}${rolloutId}`;
+}
+
+/** How to reach a node, from the inventory: the SSH settings in effect for it, paths absolute. */
+export function toNodeTarget(inventory: Inventory, node: InventoryNode): NodeTarget {
+  const ssh = resolveNodeSsh(inventory, node);
+  return {
+    name: node.name,
+    address: node.address,
+    port: ssh.port,
+    user: ssh.user,
+    identityFile: ssh.identity_file,
+    knownHosts: ssh.known_hosts,
+    sudo: ssh.sudo,
+    trustOnFirstUse: ssh.trust_on_first_use,
+    maxSessions: ssh.max_sessions,
+    connectTimeoutMs: parseDuration(ssh.connect_timeout),
+  };
+}
+
+/** kubectl on the inventory's control-plane host, if it names one. */
+export function toKubernetesTarget(inventory: Inventory): KubernetesTarget | undefined {
+  const settings = inventory.kubernetes;
+  if (!settings) return undefined;
+  const host = inventory.nodes.find((node) => node.name === settings.control_plane);
+  if (!host) throw new Error(`${inventory.source.file}: kubernetes.control_plane names "${settings.control_plane}", which is not a node of the inventory`);
+  return { host: toNodeTarget(inventory, host), kubectl: settings.kubectl, kubeconfig: settings.kubeconfig };
+}
+
+/** The plain, typed input of rolloutWorkflow: built outside workflows from validated files. */
+export function buildRolloutInput(playbook: Playbook, inventory: Inventory, rolloutId: string): RolloutInput {
+  checkPlaybookAgainstInventory(playbook, inventory);
+  return {
+    rolloutId,
+    playbook: { name: playbook.playbook.name, file: playbook.source.file, sha256: playbook.source.sha256 },
+    steps: playbook.steps,
+    rollout: playbook.rollout,
+    nodes: rolloutNodes(inventory).map((node) => toNodeTarget(inventory, node)),
+    kubernetes: toKubernetesTarget(inventory),
+  };
+}
+
+export interface StartedRollout {
+  rolloutId: string;
+  workflowId: string;
+  uiLink: string;
+  /** false when a rollout with this request id already existed (nothing new was started). */
+  started: boolean;
+}
+
+/**
+ * Starts a rollout. The request id (default: a new UUID) becomes the rollout id: the same id twice
+ * starts one rollout. Refuses (RolloutConflict) while another running rollout works on one of the nodes.
+ */
+export async function startRollout(client: Client, playbook: Playbook, inventory: Inventory, requestId: string = randomUUID()): Promise<StartedRollout> {
+  const input = buildRolloutInput(playbook, inventory, requestId);
+  const workflowId = rolloutWorkflowId(requestId);
+  const existing = await describeOrUndefined(client, workflowId);
+  if (existing) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
+  await refuseBusyNodes(client, input.nodes.map((node) => node.name));
+  try {
+    await client.workflow.start('rolloutWorkflow', {
+      taskQueue,
+      workflowId,
+      args: [input],
+      workflowIdReusePolicy: 'REJECT_DUPLICATE',
+      staticSummary: `${playbook.playbook.name} on ${input.nodes.length} nodes`,
+      staticDetails: `Playbook ${playbook.source.file} (sha256 ${playbook.source.sha256.slice(0, 12)}), inventory ${inventory.source.file}`,
+      typedSearchAttributes: [
+        { key: searchAttributes.phase, value: 'running' },
+        { key: searchAttributes.playbook, value: playbook.playbook.name },
+        { key: searchAttributes.nodes, value: input.nodes.map((node) => node.name) },
+        { key: searchAttributes.nodesTotal, value: input.nodes.length },
+      ],
+    });
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
+    throw err;
+  }
+  return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: true };
+}
+
+async function refuseBusyNodes(client: Client, nodes: string[]): Promise<void> {
+  if (nodes.length === 0) return;
+  const list = nodes.map((name) => `"${name}"`).join(', ');
+  const query = `WorkflowType = 'rolloutWorkflow' AND ExecutionStatus = 'Running' AND KatafleetNodes IN (${list})`;
+  for await (const execution of client.workflow.list({ query })) {
+    const busy = (execution.typedSearchAttributes.get(searchAttributes.nodes) ?? []).filter((name) => nodes.includes(name));
+    throw new RolloutServiceError('RolloutConflict', `rollout ${rolloutIdOf(execution.workflowId)} is still running on ${busy.join(', ')}: wait for it, or abort it, before starting another rollout on these nodes`);
+  }
+}
+
+async function describeOrUndefined(client: Client, workflowId: string) {
+  try {
+    return await client.workflow.getHandle(workflowId).describe();
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return undefined;
+    throw err;
+  }
+}
+
+function rolloutIdOf(workflowId: string): string {
+  return workflowId.startsWith(rolloutPrefix) ? workflowId.slice(rolloutPrefix.length) : workflowId;
+}
+
+/** A rollout in lists: what the Temporal visibility store knows, without querying the workflow. */
+export interface RolloutSummary {
+  rolloutId: string;
+  status: string;
+  phase?: string;
+  playbook?: string;
+  nodesTotal?: number;
+  nodesDone?: number;
+  nodesFailed?: number;
+  startTime: string;
+  closeTime?: string;
+  uiLink: string;
+}
+
+/** The newest rollouts first (at most `limit`). */
+export async function listRollouts(client: Client, limit = 50): Promise<RolloutSummary[]> {
+  const summaries: RolloutSummary[] = [];
+  for await (const execution of client.workflow.list({ query: `WorkflowType = 'rolloutWorkflow'`, pageSize: limit })) {
+    summaries.push(toSummary(execution));
+    if (summaries.length >= limit) break;
+  }
+  return summaries;
+}
+
+function toSummary(execution: WorkflowExecutionInfo): RolloutSummary {
+  const attributes = execution.typedSearchAttributes;
+  return {
+    rolloutId: rolloutIdOf(execution.workflowId),
+    status: execution.status.name,
+    phase: attributes.get(searchAttributes.phase),
+    playbook: attributes.get(searchAttributes.playbook),
+    nodesTotal: attributes.get(searchAttributes.nodesTotal),
+    nodesDone: attributes.get(searchAttributes.nodesDone),
+    nodesFailed: attributes.get(searchAttributes.nodesFailed),
+    startTime: execution.startTime.toISOString(),
+    closeTime: execution.closeTime?.toISOString(),
+    uiLink: workflowUiLink(execution.workflowId),
+  };
+}
+
+/** Progress and per-node results of one rollout, running or finished. */
+export async function getRollout(client: Client, rolloutId: string): Promise<RolloutProgress & { status: string; uiLink: string }> {
+  const workflowId = rolloutWorkflowId(rolloutId);
+  const handle = client.workflow.getHandle(workflowId);
+  const description = await describeOrUndefined(client, workflowId);
+  if (!description) throw new RolloutServiceError('RolloutNotFound', `no rollout with id "${rolloutId}" (katafleet status lists them)`);
+  // A closed workflow still answers queries (replayed by a worker); this keeps one code path for both.
+  const progress = await handle.query(rolloutProgressQuery);
+  return { ...progress, status: description.status.name, uiLink: workflowUiLink(workflowId) };
+}
+
+/** Sends a control update; a refusal of the workflow's validator becomes a RolloutRequestRejected. */
+export async function controlRollout(client: Client, rolloutId: string, action: 'pause' | 'resume' | 'abort', abort: AbortRequest = {}): Promise<RolloutPhase> {
+  const workflowId = rolloutWorkflowId(rolloutId);
+  if (!(await describeOrUndefined(client, workflowId))) {
+    throw new RolloutServiceError('RolloutNotFound', `no rollout with id "${rolloutId}"`);
+  }
+  const handle = client.workflow.getHandle(workflowId);
+  try {
+    if (action === 'pause') return await handle.executeUpdate(pauseUpdate);
+    if (action === 'resume') return await handle.executeUpdate(resumeUpdate);
+    return await handle.executeUpdate(abortUpdate, { args: [abort] });
+  } catch (err) {
+    if (err instanceof WorkflowUpdateFailedError) {
+      throw new RolloutServiceError('RolloutRequestRejected', err.cause?.message ?? err.message);
+    }
+    if (err instanceof WorkflowNotFoundError) {
+      throw new RolloutServiceError('RolloutRequestRejected', `rollout "${rolloutId}" has already finished`);
+    }
+    throw err;
+  }
+}

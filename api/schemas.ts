@@ -1,0 +1,87 @@
+import { z } from 'zod';
+
+/** Request and response bodies of the HTTP API; the OpenAPI document at /openapi.json is generated from them. */
+
+export const ErrorBody = z
+  .object({
+    error: z.string().describe('failure type, e.g. PlaybookError, RolloutNotFound, RolloutConflict, Unauthorized'),
+    message: z.string().describe('what is wrong and what to do'),
+    problems: z.array(z.string()).optional().describe('every problem of an invalid playbook or inventory, as the CLI prints them'),
+  })
+  .meta({ id: 'Error' });
+
+export const StartRolloutBody = z
+  .strictObject({
+    playbook: z.string().min(1).optional().describe('name of a shipped playbook (kata, kata-uninstall, gvisor) or a path on the API host'),
+    playbook_toml: z.string().min(1).optional().describe('the playbook itself, as TOML text'),
+    inventory: z.string().min(1).optional().describe('path of an inventory file on the API host'),
+    inventory_toml: z.string().min(1).optional().describe('the inventory itself, as TOML text; relative paths in it resolve against the API process directory'),
+    request_id: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'letters, digits, ".", "_" and "-", at most 100')
+      .optional()
+      .describe('idempotency key: the same request id twice starts one rollout; it becomes the rollout id'),
+  })
+  .refine((body) => Boolean(body.playbook) !== Boolean(body.playbook_toml), { message: 'give exactly one of playbook and playbook_toml' })
+  .refine((body) => Boolean(body.inventory) !== Boolean(body.inventory_toml), { message: 'give exactly one of inventory and inventory_toml' });
+
+export const StartedRolloutBody = z
+  .object({
+    rollout_id: z.string(),
+    workflow_id: z.string(),
+    ui_link: z.string().describe('the rollout in the Temporal Web UI'),
+    started: z.boolean().describe('false when this request id had already started a rollout'),
+  })
+  .meta({ id: 'StartedRollout' });
+
+export const RolloutSummaryBody = z
+  .object({
+    rolloutId: z.string(),
+    status: z.string().describe('Temporal execution status: RUNNING, COMPLETED, FAILED, ...'),
+    phase: z.string().optional(),
+    playbook: z.string().optional(),
+    nodesTotal: z.number().optional(),
+    nodesDone: z.number().optional(),
+    nodesFailed: z.number().optional(),
+    startTime: z.string(),
+    closeTime: z.string().optional(),
+    uiLink: z.string(),
+  })
+  .meta({ id: 'RolloutSummary' });
+
+export const RolloutNodeBody = z.object({
+  name: z.string(),
+  wave: z.number(),
+  status: z.enum(['pending', 'running', 'succeeded', 'failed', 'skipped', 'rolled-back']),
+  nodePhase: z.string().optional(),
+  reason: z.string().optional(),
+  facts: z.record(z.string(), z.string()).optional(),
+  durationMs: z.number().optional(),
+});
+
+export const RolloutBody = z
+  .object({
+    rolloutId: z.string(),
+    playbook: z.string(),
+    status: z.string(),
+    phase: z.string(),
+    reason: z.string().optional(),
+    currentWave: z.number(),
+    waves: z.array(z.array(z.string())),
+    nodes: z.array(RolloutNodeBody),
+    failureBudget: z.number(),
+    counts: z.object({ total: z.number(), succeeded: z.number(), failed: z.number(), running: z.number(), pending: z.number(), skipped: z.number() }),
+    uiLink: z.string(),
+  })
+  .meta({ id: 'Rollout' });
+
+export const AbortBody = z
+  .strictObject({
+    rollback: z.boolean().default(false).describe('also roll back the nodes this rollout changed'),
+    reason: z.string().max(500).optional(),
+  })
+  .default({ rollback: false });
+
+export const PhaseBody = z.object({ rollout_id: z.string(), phase: z.string() }).meta({ id: 'Phase' });
+
+export const RolloutIdParams = z.object({ id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/) });

@@ -1,0 +1,43 @@
+import type { RolloutNodeResult, RolloutProgress } from '../workflows/rollout-messages';
+
+const barWidth = 20;
+
+/** One bar per wave and one line per node of the current and earlier waves: the live view of `--follow`. */
+export function formatRolloutLive(progress: RolloutProgress): string {
+  const lines = [`rollout ${progress.rolloutId} (${progress.playbook}): ${progress.phase} — ${progress.counts.succeeded}/${progress.counts.total} done, ${progress.counts.failed} failed (budget ${progress.failureBudget})`];
+  progress.waves.forEach((wave, index) => {
+    const nodes = progress.nodes.filter((node) => node.wave === index + 1);
+    const finished = nodes.filter((node) => !['pending', 'running'].includes(node.status)).length;
+    const filled = Math.round((finished / Math.max(1, nodes.length)) * barWidth);
+    const label = index === 0 && progress.waves.length > 1 && wave.length < progress.counts.total ? 'canary' : `wave ${index + 1}`;
+    lines.push(`  ${label.padEnd(7)} [${'#'.repeat(filled)}${'.'.repeat(barWidth - filled)}] ${finished}/${nodes.length}`);
+    if (index + 1 <= progress.currentWave) {
+      for (const node of nodes) lines.push(`    ${node.name.padEnd(20)} ${node.status}${node.reason ? `: ${node.reason}` : ''}`);
+    }
+  });
+  return lines.join('\n');
+}
+
+/** The result table printed at the end of a rollout (and by `katafleet status`). */
+export function formatResultTable(progress: RolloutProgress): string {
+  const header = ['node', 'wave', 'result', 'host kernel', 'guest kernel', 'config backup', 'time', 'reason'];
+  const rows = progress.nodes.map((node) => [
+    node.name,
+    String(node.wave),
+    node.status,
+    node.facts?.hostKernel ?? '',
+    node.facts?.guestKernel ?? '',
+    node.facts?.backupPath ?? '',
+    node.durationMs === undefined ? '' : `${(node.durationMs / 1000).toFixed(1)} s`,
+    reasonOf(node),
+  ]);
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column].length)));
+  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd();
+  const summary = `${progress.phase}: ${progress.counts.succeeded} of ${progress.counts.total} nodes done, ${progress.counts.failed} failed, ${progress.counts.skipped} skipped${progress.reason ? ` — ${progress.reason}` : ''}`;
+  return [line(header), ...rows.map(line), '', summary].join('\n');
+}
+
+function reasonOf(node: RolloutNodeResult): string {
+  if (!node.reason) return '';
+  return node.reason.length > 160 ? `${node.reason.slice(0, 157)}...` : node.reason;
+}

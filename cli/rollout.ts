@@ -1,0 +1,102 @@
+import type { ParseArgsConfig } from 'node:util';
+import type { Client } from '@temporalio/client';
+import { controlRollout, getRollout, listRollouts, startRollout } from '../api/rollout-service';
+import { loadInventory, loadPlaybook } from '../playbooks/load';
+import { connectTemporal } from '../worker/connection';
+import type { RolloutProgress } from '../workflows/rollout-messages';
+import { parseCommandArgs, requireOption, type Command } from './command';
+import { formatResultTable, formatRolloutLive } from './rollout-view';
+
+const finalPhases = new Set(['succeeded', 'halted', 'aborted']);
+
+async function withClient<T>(work: (client: Client) => Promise<T>): Promise<T> {
+  const { client, connection } = await connectTemporal();
+  try {
+    return await work(client);
+  } finally {
+    await connection.close();
+  }
+}
+
+/** Polls a rollout until it ends, redrawing the live view; returns its final progress. */
+export async function followRollout(client: Client, rolloutId: string, out: NodeJS.WriteStream = process.stdout): Promise<RolloutProgress> {
+  let drawn = 0;
+  let last = '';
+  for (;;) {
+    const progress = await getRollout(client, rolloutId);
+    const view = formatRolloutLive(progress);
+    if (view !== last) {
+      // On a terminal redraw in place; in a log, print each changed view once.
+      if (out.isTTY && drawn > 0) out.write(`\x1b[${drawn}F\x1b[J`);
+      out.write(`${view}\n`);
+      drawn = view.split('\n').length;
+      last = view;
+    }
+    if (finalPhases.has(progress.phase) && progress.status !== 'RUNNING') return progress;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+export const rolloutCommand: Command = {
+  name: 'rollout',
+  summary: 'start a rollout of a playbook on an inventory (--follow shows it live)',
+  usage: `Usage: katafleet rollout PLAYBOOK --inventory FILE [--follow] [--request-id ID]
+
+  --follow          show live progress (a bar per wave, a line per node), then the result table
+  --request-id ID   idempotency key and rollout id: the same id twice starts one rollout
+
+Exit status with --follow: 0 when every node succeeded, 1 when the rollout halted or was aborted.`,
+  async run(args) {
+    const { values, positionals } = parseCommandArgs(this, args, { inventory: { type: 'string', short: 'i' }, follow: { type: 'boolean', short: 'f' }, 'request-id': { type: 'string' } }, { min: 1, max: 1 });
+    const playbook = await loadPlaybook(positionals[0]);
+    const inventory = await loadInventory(requireOption(this, values.inventory, '--inventory FILE'));
+    return withClient(async (client) => {
+      const started = await startRollout(client, playbook, inventory, values['request-id']);
+      process.stdout.write(`${started.started ? 'started' : 'already started'} rollout ${started.rolloutId}\n  ${started.uiLink}\n`);
+      if (!values.follow) return 0;
+      const progress = await followRollout(client, started.rolloutId);
+      process.stdout.write(`\n${formatResultTable(progress)}\n`);
+      return progress.phase === 'succeeded' ? 0 : 1;
+    });
+  },
+};
+
+export const statusCommand: Command = {
+  name: 'status',
+  summary: 'list rollouts, or show one with its per-node results',
+  usage: `Usage: katafleet status [ROLLOUT_ID]`,
+  async run(args) {
+    const { positionals } = parseCommandArgs(this, args, {}, { min: 0, max: 1 });
+    return withClient(async (client) => {
+      if (positionals.length === 0) {
+        for (const rollout of await listRollouts(client)) {
+          process.stdout.write(`${rollout.rolloutId}  ${rollout.status.padEnd(10)} ${(rollout.phase ?? '').padEnd(18)} ${rollout.playbook ?? ''}  ${rollout.nodesDone ?? 0}/${rollout.nodesTotal ?? 0} done, ${rollout.nodesFailed ?? 0} failed  ${rollout.startTime}\n`);
+        }
+        return 0;
+      }
+      const progress = await getRollout(client, positionals[0]);
+      process.stdout.write(`${formatRolloutLive(progress)}\n\n${formatResultTable(progress)}\n  ${progress.uiLink}\n`);
+      return 0;
+    });
+  },
+};
+
+function controlCommand(action: 'pause' | 'resume' | 'abort', summary: string): Command {
+  return {
+    name: action,
+    summary,
+    usage: `Usage: katafleet ${action} ROLLOUT_ID${action === 'abort' ? ' [--rollback] [--reason TEXT]' : ''}`,
+    async run(args) {
+      const options: NonNullable<ParseArgsConfig['options']> = action === 'abort' ? { rollback: { type: 'boolean' }, reason: { type: 'string' } } : {};
+      const { values, positionals } = parseCommandArgs(this, args, options, { min: 1, max: 1 });
+      const request = values as { rollback?: boolean; reason?: string };
+      const phase = await withClient((client) => controlRollout(client, positionals[0], action, { rollback: request.rollback, reason: request.reason }));
+      process.stdout.write(`rollout ${positionals[0]}: ${phase}\n`);
+      return 0;
+    },
+  };
+}
+
+export const pauseCommand = controlCommand('pause', 'pause a rollout: no new node starts until resume');
+export const resumeCommand = controlCommand('resume', 'resume a paused rollout (or approve it after the canary)');
+export const abortCommand = controlCommand('abort', 'abort a rollout; --rollback also undoes the nodes it changed');
