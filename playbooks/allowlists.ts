@@ -38,9 +38,11 @@ function refusalReason(value: string, list: Allowlist): string | undefined {
   if (value.includes('$(')) return 'it contains "$(", a shell command substitution';
   if (value.includes('`')) return 'it contains a backtick, a shell command substitution';
   if (value.startsWith('-')) return 'it starts with "-", which a command would read as an option';
-  const refused = [...value].find((ch) => !list.char.test(ch));
+  const refusedCharacters = [...value].filter((ch) => !list.char.test(ch));
+  const refused = refusedCharacters.find((ch) => shellMetacharacters.has(ch)) ?? refusedCharacters[0];
   if (refused !== undefined) {
-    const what = describeCharacter(refused);
+    const uppercase = refused !== refused.toLowerCase() && list.char.test(refused.toLowerCase());
+    const what = uppercase ? `the uppercase letter ${JSON.stringify(refused)}` : describeCharacter(refused);
     return shellMetacharacters.has(refused) ? `it contains ${what}, which a shell would interpret` : `it contains ${what}`;
   }
   if (value.length > list.maxLength) return `it is longer than ${list.maxLength} characters`;
