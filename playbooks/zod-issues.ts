@@ -4,7 +4,7 @@
  * "canary"?)`, `steps[1].runtimes: required`.
  */
 import type { z } from 'zod';
-import { didYouMean, type Problem } from './errors';
+import { closestMatch, didYouMean, type Problem } from './errors';
 
 type Key = PropertyKey;
 
@@ -100,6 +100,7 @@ interface Issue {
   discriminator?: string;
   note?: string;
   issues?: Issue[];
+  errors?: Issue[][];
   origin?: string;
   minimum?: number | bigint;
   maximum?: number | bigint;
@@ -122,11 +123,25 @@ function sizeMessage(issue: Issue, value: unknown): string {
 }
 
 /**
+ * Why a value fits none of a union's options: the types it could have had, or else the most
+ * specific reason one option gave (`"/bin/sh -c" is refused: …`).
+ */
+function unionMessage(issue: Issue, value: unknown): string {
+  const reasons = (issue.errors ?? []).flat().filter((inner) => inner.path.length === 0);
+  const specific = reasons.find((inner) => inner.code !== 'invalid_type' && inner.code !== 'invalid_value');
+  if (specific) return specific.message;
+  const expected = [...new Set(reasons.filter((inner) => inner.code === 'invalid_type').map((inner) => expectedNames[inner.expected ?? ''] ?? inner.expected))];
+  return expected.length > 0 ? `expected ${expected.join(' or ')}, got ${describeValue(value)}` : `${describeValue(value)} is not allowed here`;
+}
+
+/**
  * Problems for every zod issue, in document order. `schema` and `data` let unknown-key messages
  * suggest the key that was meant.
  */
 export function problemsFromZod(file: string, issues: readonly z.core.$ZodIssue[], schema: z.ZodType, data: unknown): Problem[] {
   const problems: Problem[] = [];
+  // Keys that a misspelt key probably meant: their "required" would only repeat the typo.
+  const misspelt = new Set<string>();
   const add = (path: readonly Key[], message: string) => problems.push({ file, path: formatPath(path), message });
   for (const issue of issues as unknown as Issue[]) {
     const value = valueAt(data, issue.path);
@@ -134,7 +149,9 @@ export function problemsFromZod(file: string, issues: readonly z.core.$ZodIssue[
       case 'unrecognized_keys': {
         const known = Object.keys(objectShapeAt(schema, issue.path, data) ?? {});
         for (const key of issue.keys ?? []) {
-          const hint = didYouMean(key, known) || (known.length > 0 ? ` (known keys: ${known.join(', ')})` : '');
+          const meant = closestMatch(key, known);
+          if (meant !== undefined) misspelt.add(formatPath([...issue.path, meant]));
+          const hint = meant !== undefined ? ` (did you mean ${JSON.stringify(meant)}?)` : known.length > 0 ? ` (known keys: ${known.join(', ')})` : '';
           add([...issue.path, key], `unknown key${hint}`);
         }
         break;
@@ -143,7 +160,7 @@ export function problemsFromZod(file: string, issues: readonly z.core.$ZodIssue[
         if (issue.discriminator !== undefined) {
           add(issue.path, value === undefined ? `required: one of ${(issue.options ?? []).join(' | ')}` : oneOf(issue.options ?? [], value, false));
         } else {
-          add(issue.path, value === undefined ? 'required' : `${describeValue(value)} is not allowed here`);
+          add(issue.path, value === undefined ? 'required' : unionMessage(issue, value));
         }
         break;
       case 'invalid_type':
@@ -163,5 +180,5 @@ export function problemsFromZod(file: string, issues: readonly z.core.$ZodIssue[
         add(issue.path, issue.message);
     }
   }
-  return problems;
+  return problems.filter((problem) => !(misspelt.has(problem.path) && problem.message.startsWith('required')));
 }

@@ -173,6 +173,10 @@ describe('schema errors', () => {
     expect(problemLines(edit('canary = 1', 'drain = "yes"'))).toEqual(['demo.toml: rollout.drain: expected true or false, got "yes"']);
   });
 
+  it('report a value of neither allowed type', () => {
+    expect(problemLines(edit('wave_size = 2', 'wave_size = true'))).toEqual(['demo.toml: rollout.wave_size: expected a number or a string, got true']);
+  });
+
   it('report a bad wave size', () => {
     expect(problemLines(edit('wave_size = 2', 'wave_size = "150%"'))).toEqual(['demo.toml: rollout.wave_size: must be a percentage from "1%" to "100%"']);
   });
@@ -272,5 +276,13 @@ describe('PlaybookError', () => {
     expect(error.name).toBe('PlaybookError');
     expect(error.problems.map(({ file, path }) => `${file} ${path}`)).toEqual(['x.toml rollout.canry', 'x.toml steps[3].kind']);
     expect(error.message).toBe(error.problems.map((problem) => `${problem.file}: ${problem.path}: ${problem.message}`).join('\n'));
+  });
+});
+
+describe('a misspelt key', () => {
+  it('is reported once, not also as the missing key it was meant to be', () => {
+    expect(problemLines(edit('runtime_type = "io', 'runtme_type = "io'))).toEqual([
+      'demo.toml: steps[1].runtimes[0].runtme_type: unknown key (did you mean "runtime_type"?)',
+    ]);
   });
 });
