@@ -91,6 +91,10 @@ interface Schema {
  *   [{ name: 'kata', runtime_type: 'io.containerd.kata.v2' }]);
  */
 export function patchContainerdConfig(original: string, runtimes: readonly RuntimeSpec[], options: PatchOptions = {}): PatchOutcome {
+  return withLineEndingsOf(original, (text) => patchLf(text, runtimes, options));
+}
+
+function patchLf(original: string, runtimes: readonly RuntimeSpec[], options: PatchOptions): PatchOutcome {
   const config = readConfig(original, options.file);
   assertDistinctNames(runtimes, config.file);
   assertCriEnabled(config);
@@ -115,6 +119,10 @@ export function patchContainerdConfig(original: string, runtimes: readonly Runti
  * back the original bytes. Names that are not configured are ignored.
  */
 export function removeRuntimes(original: string, names: readonly string[], options: Pick<PatchOptions, 'file'> = {}): PatchOutcome {
+  return withLineEndingsOf(original, (text) => removeLf(text, names, options));
+}
+
+function removeLf(original: string, names: readonly string[], options: Pick<PatchOptions, 'file'>): PatchOutcome {
   const config = readConfig(original, options.file);
   if (isEmptyConfig(config)) return { status: 'unchanged', content: original, version: undefined, pluginPath: runtimesPathOf(2) };
   const schema = schemaOf(config);
@@ -172,6 +180,13 @@ export function runtimeHandlers(config: string, options: { containerdMajor?: 1 |
     if (hasRuntimeType(getPath(parsed.data, [...containerdTable, 'untrusted_workload_runtime']))) handlers.add('untrusted');
   }
   return [...handlers].sort();
+}
+
+/** A file written with CRLF throughout is edited as LF and written back with CRLF, so added lines match it. */
+function withLineEndingsOf(original: string, edit: (text: string) => PatchOutcome): PatchOutcome {
+  if (!original.includes('\r\n') || /(^|[^\r])\n/.test(original)) return edit(original);
+  const outcome = edit(original.replace(/\r\n/g, '\n'));
+  return { ...outcome, content: outcome.content.replace(/\n/g, '\r\n') };
 }
 
 function hasRuntimeType(table: unknown): boolean {
@@ -276,7 +291,7 @@ function planRuntimes(config: Config, schema: Schema, runtimes: readonly Runtime
     const target = [...schema.runtimesPath, runtime.name];
     const existing = getPath(config.data, target);
     if (existing === undefined) plan.add.push(runtime);
-    else if (dataEqual(existing, runtimeData(runtime))) continue;
+    else if (dataEqual(withoutEmptyOptions(existing), runtimeData(runtime))) continue;
     else if (replace) plan.replace.push(runtime);
     else {
       const header = config.layout.headers.find((h) => samePath(h.path, target));
@@ -288,6 +303,14 @@ function planRuntimes(config: Config, schema: Schema, runtimes: readonly Runtime
     }
   }
   return plan;
+}
+
+/** An empty `[...runtimes.NAME.options]` table means the same as none. */
+function withoutEmptyOptions(table: unknown): unknown {
+  if (!isTable(table) || !isTable(table.options) || Object.keys(table.options).length > 0) return table;
+  const rest = { ...table };
+  delete rest.options;
+  return rest;
 }
 
 function describeDifferences(existing: unknown, wanted: TomlData): string {

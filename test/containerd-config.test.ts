@@ -235,6 +235,11 @@ describe('an existing runtime of the same name', () => {
     expect(patchContainerdConfig(config, [runsc])).toEqual({ status: 'unchanged', content: config, version: 2, pluginPath: v2Path });
   });
 
+  it('counts an empty options table as no options', () => {
+    const config = 'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]\n  runtime_type = "io.containerd.runsc.v1"\n  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.options]\n';
+    expect(patchContainerdConfig(config, [runsc]).status).toBe('unchanged');
+  });
+
   it('is replaced in place, keeping its odd indentation, with replace: true (corpus 08: microk8s kata table with BinaryName)', () => {
     const original = corpus('08-microk8s-rendered.toml');
     const outcome = patchContainerdConfig(original, [kata], { replace: true });
@@ -332,6 +337,14 @@ describe('layout of the edit', () => {
     expect(outcome.content).toBe(
       'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n\n# Added by katafleet: runtime handler "runsc".\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]\n  runtime_type = "io.containerd.runsc.v1"\n',
     );
+  });
+
+  it('writes CRLF lines into a CRLF file, and removal gives back its bytes', () => {
+    const original = 'version = 2\r\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\r\n  runtime_type = "io.containerd.runc.v2"\r\n';
+    const outcome = patchContainerdConfig(original, [runsc]);
+    expect(outcome.content).toBe(`${original}\r\n# Added by katafleet: runtime handler "runsc".\r\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]\r\n  runtime_type = "io.containerd.runsc.v1"\r\n`);
+    expect(patchContainerdConfig(outcome.content, [runsc]).status).toBe('unchanged');
+    expect(removeRuntimes(outcome.content, ['runsc']).content).toBe(original);
   });
 
   it('is not confused by brackets inside strings and multi-line arrays', () => {
