@@ -1,0 +1,56 @@
+'use strict';
+// What the simulated fleet (sim/) runs on this machine: OpenSSH, Debian's containerd 1.6 and runc, sudo,
+// dpkg/apt (always there on Debian), crictl (to read each node's CRI), and containerd 2.x (so some nodes
+// run config version 3). Debian packages come from apt; crictl and containerd 2.x are built once from the
+// Go module proxy into ~/.cache/katafleet/bin. KATAFLEET_SKIP_CONTAINERD2=1 skips the containerd 2.x build
+// (about 10 minutes on 2 cores); every node then runs containerd 1.6.
+const { existsSync, mkdirSync, renameSync, rmSync } = require('node:fs');
+const { join } = require('node:path');
+const { cacheDir, log, run } = require('./util.js');
+
+const aptPackages = ['openssh-server', 'openssh-client', 'containerd', 'runc', 'sudo', 'util-linux', 'dpkg', 'apt'];
+const commands = ['/usr/sbin/sshd', '/usr/bin/ssh', '/usr/bin/ssh-keygen', '/usr/bin/containerd', '/usr/sbin/runc', '/usr/bin/sudo',
+  '/usr/bin/unshare', '/usr/bin/setpriv', '/usr/bin/nsenter', '/usr/bin/dpkg-deb'];
+
+const binDir = join(cacheDir, 'bin');
+const crictl = { path: join(binDir, 'crictl'), module: 'sigs.k8s.io/cri-tools/cmd/crictl@v1.36.0', binary: 'crictl' };
+const containerd2 = {
+  path: join(binDir, 'containerd-2'),
+  module: 'github.com/containerd/containerd/v2/cmd/containerd@v2.2.9',
+  binary: 'containerd',
+  // No btrfs/devmapper/zfs snapshotters: they need C headers, and the fleet uses none of them.
+  tags: 'no_btrfs,no_devmapper,no_zfs',
+};
+const skipContainerd2 = process.env.KATAFLEET_SKIP_CONTAINERD2 === '1';
+
+function goBuilds() {
+  return skipContainerd2 ? [crictl] : [crictl, containerd2];
+}
+
+function goInstall({ path, module, binary, tags }) {
+  const gobin = join(binDir, `.gobin-${binary}`);
+  rmSync(gobin, { recursive: true, force: true });
+  mkdirSync(gobin, { recursive: true });
+  log(`building ${module} (Go module proxy)`);
+  run('go', ['install', ...(tags ? ['-tags', tags] : []), module], {
+    env: { ...process.env, GOBIN: gobin, CGO_ENABLED: '0', GOFLAGS: '-buildvcs=false' },
+  });
+  renameSync(join(gobin, binary), path);
+  rmSync(gobin, { recursive: true, force: true });
+}
+
+module.exports = {
+  title: 'simulated fleet host packages (openssh-server, containerd, crictl, containerd 2.x)',
+  async isInstalled() {
+    return commands.every((c) => existsSync(c)) && goBuilds().every((b) => existsSync(b.path));
+  },
+  async install() {
+    if (!commands.every((c) => existsSync(c))) {
+      const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+      run('apt-get', ['update', '-qq'], { env });
+      run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...aptPackages], { env });
+    }
+    mkdirSync(binDir, { recursive: true });
+    for (const build of goBuilds()) if (!existsSync(build.path)) goInstall(build);
+  },
+};

@@ -1,0 +1,174 @@
+// The fleet's package mirror: real .deb packages built with dpkg-deb (a simulated Kata Containers and
+// gVisor), a flat apt repository (Packages + Release), and an HTTP server for it on 127.0.0.1.
+// Every node's apt source points at http://packages.katafleet.test:PORT/ (see node-files.ts).
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { chmod, mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { basename, dirname, join, normalize, relative } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const sources = join(__dirname, 'node', 'packages');
+
+/** The guest kernel the simulated Kata ships; a pod with runtimeClassName kata reports it in `uname -r`. */
+export const kataGuestKernel = '6.12.47-kata';
+/** gVisor's Sentry answers `uname -r` with this release whatever the host runs. */
+export const gvisorKernel = '4.4.0';
+
+interface PackageSpec {
+  name: string;
+  version: string;
+  description: string;
+  /** path inside the package → content, or { link } for a relative symlink, or { script } from sim/node/packages. */
+  files: Record<string, string | { link: string } | { script: string }>;
+}
+
+export const packageSpecs: PackageSpec[] = [
+  {
+    name: 'kata-containers',
+    version: '3.2.0',
+    description: 'Kata Containers (simulated by katafleet): kata-runtime check, containerd-shim-kata-v2, guest kernel',
+    files: {
+      'opt/kata/bin/kata-runtime': { script: 'kata-runtime' },
+      'opt/kata/bin/containerd-shim-kata-v2': { script: 'containerd-shim-kata-v2' },
+      'opt/kata/share/defaults/kata-containers/configuration.toml':
+        '# Kata Containers configuration (simulated)\n[hypervisor.qemu]\npath = "/opt/kata/bin/qemu-system-x86_64"\nkernel = "/opt/kata/share/kata-containers/vmlinux.container"\n\n[runtime]\ninternetworking_model = "tcfilter"\n',
+      [`opt/kata/share/kata-containers/vmlinux-${kataGuestKernel}`]: `simulated guest kernel ${kataGuestKernel}\n`,
+      'opt/kata/share/kata-containers/vmlinux.container': { link: `vmlinux-${kataGuestKernel}` },
+      'opt/kata/share/kata-containers/guest-kernel-version': `${kataGuestKernel}\n`,
+      'usr/local/bin/kata-runtime': { link: '../../../opt/kata/bin/kata-runtime' },
+      'usr/local/bin/containerd-shim-kata-v2': { link: '../../../opt/kata/bin/containerd-shim-kata-v2' },
+    },
+  },
+  {
+    name: 'runsc',
+    version: '20240212.0',
+    description: 'gVisor runsc and containerd-shim-runsc-v1 (simulated by katafleet)',
+    files: {
+      'usr/local/bin/runsc': { script: 'runsc' },
+      'usr/local/bin/containerd-shim-runsc-v1': { script: 'containerd-shim-runsc-v1' },
+    },
+  },
+];
+
+function controlFile(spec: PackageSpec, installedSizeKb: number): string {
+  return [
+    `Package: ${spec.name}`,
+    `Version: ${spec.version}`,
+    'Architecture: amd64',
+    'Maintainer: katafleet simulated fleet <sim@katafleet.test>',
+    `Installed-Size: ${installedSizeKb}`,
+    'Section: admin',
+    'Priority: optional',
+    `Description: ${spec.description}`,
+    '',
+  ].join('\n');
+}
+
+async function buildDeb(spec: PackageSpec, workDir: string, poolDir: string): Promise<string> {
+  const root = join(workDir, `${spec.name}_${spec.version}`);
+  await rm(root, { recursive: true, force: true });
+  let bytes = 0;
+  for (const [path, content] of Object.entries(spec.files)) {
+    const target = join(root, path);
+    await mkdir(dirname(target), { recursive: true });
+    if (typeof content === 'string') {
+      await writeFile(target, content);
+      bytes += content.length;
+    } else if ('link' in content) {
+      await symlink(content.link, target);
+    } else {
+      const script = (await readFile(join(sources, content.script), 'utf8')).replaceAll('@VERSION@', spec.version);
+      await writeFile(target, script);
+      await chmod(target, 0o755);
+      bytes += script.length;
+    }
+  }
+  await mkdir(join(root, 'DEBIAN'), { recursive: true });
+  await writeFile(join(root, 'DEBIAN', 'control'), controlFile(spec, Math.max(1, Math.ceil(bytes / 1024))));
+  const deb = join(poolDir, `${spec.name}_${spec.version}_amd64.deb`);
+  await run('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', root, deb]);
+  return deb;
+}
+
+async function digest(file: string, algorithm: 'md5' | 'sha256'): Promise<string> {
+  return createHash(algorithm).update(await readFile(file)).digest('hex');
+}
+
+/** Builds every package and the flat repository index into `dir` (Packages, Release, pool/). */
+export async function buildPackageRepository(dir: string): Promise<{ dir: string; debs: string[] }> {
+  const pool = join(dir, 'pool');
+  await mkdir(pool, { recursive: true });
+  const debs: string[] = [];
+  const entries: string[] = [];
+  for (const spec of packageSpecs) {
+    const deb = await buildDeb(spec, join(dir, 'build'), pool);
+    debs.push(deb);
+    const { stdout: control } = await run('dpkg-deb', ['--field', deb]);
+    entries.push(
+      `${control.trimEnd()}\nFilename: ./pool/${basename(deb)}\nSize: ${(await stat(deb)).size}\n` +
+        `MD5sum: ${await digest(deb, 'md5')}\nSHA256: ${await digest(deb, 'sha256')}\n`,
+    );
+  }
+  await rm(join(dir, 'build'), { recursive: true, force: true });
+  const packagesFile = join(dir, 'Packages');
+  await writeFile(packagesFile, entries.join('\n'));
+  const size = (await stat(packagesFile)).size;
+  await writeFile(
+    join(dir, 'Release'),
+    [
+      'Origin: katafleet-sim',
+      'Label: katafleet-sim',
+      'Suite: stable',
+      'Codename: katafleet-sim',
+      'Architectures: amd64',
+      `Date: ${new Date().toUTCString()}`,
+      'MD5Sum:',
+      ` ${await digest(packagesFile, 'md5')} ${size} Packages`,
+      'SHA256:',
+      ` ${await digest(packagesFile, 'sha256')} ${size} Packages`,
+      '',
+    ].join('\n'),
+  );
+  return { dir, debs };
+}
+
+/** Serves `dir` read-only over HTTP on 127.0.0.1 (a free port); GET and HEAD, 404 for anything else. */
+export async function servePackageRepository(dir: string): Promise<{ port: number; close(): Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    const path = normalize(decodeURIComponent((req.url ?? '/').split('?')[0]));
+    const file = join(dir, path);
+    if (relative(dir, file).startsWith('..') || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      res.writeHead(404).end();
+      return;
+    }
+    stat(file).then(
+      (s) => {
+        if (!s.isFile()) {
+          res.writeHead(404).end();
+          return;
+        }
+        res.writeHead(200, { 'content-length': s.size, 'last-modified': s.mtime.toUTCString() });
+        if (req.method === 'HEAD') res.end();
+        else createReadStream(file).pipe(res);
+      },
+      () => res.writeHead(404).end(),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  server.unref();
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,109 @@
+// Each simulated node behaves like a real host, seen through real SSH (the OpenSSH client).
+import { existsSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadInventory } from '../playbooks/load';
+import { startFleet, type Fleet } from '../sim/fleet';
+import { readNodeRuntimeState } from '../sim/node-state';
+import { sshRun } from '../sim/ssh-run';
+
+let fleet: Fleet;
+const on = (i: number, command: string, input?: string) => sshRun(fleet, fleet.nodes[i], command, { input });
+
+beforeAll(async () => {
+  fleet = await startFleet({ nodes: [{ containerd: '1.6' }, { containerd: '1.6', hostKernel: '5.15.0-91-generic' }], dir: join(await mkdtemp(join(tmpdir(), 'kf-sim-node-')), 'fleet') });
+}, 90_000);
+afterAll(() => fleet?.stop());
+
+const kataRuntime = `
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata]
+  runtime_type = "io.containerd.kata.v2"
+`;
+
+describe('a simulated node', () => {
+  it('answers as itself over SSH: its host kernel, its hostname, its containerd config, an active containerd', async () => {
+    const r = await on(1, 'uname -r; hostname; head -c 200 /etc/containerd/config.toml; systemctl is-active containerd');
+    expect(r.exitCode).toBe(0);
+    const [kernel, hostname] = r.stdout.split('\n');
+    expect(kernel).toBe('5.15.0-91-generic');
+    expect(hostname).toBe('node-2');
+    expect(r.stdout).toContain('version = 2');
+    expect(r.stdout.trimEnd().endsWith('active')).toBe(true);
+  });
+
+  it('writes an inventory that the playbook loader accepts, with a known_hosts that ssh verifies strictly', async () => {
+    const inventory = await loadInventory(fleet.inventoryPath);
+    expect(inventory.nodes.map((n) => [n.name, n.address])).toEqual(fleet.nodes.map((n) => [n.name, n.address]));
+    expect(inventory.ssh.known_hosts).toBe(fleet.knownHostsPath);
+    expect(inventory.ssh.identity_file).toBe(fleet.identityFile);
+  });
+
+  it('gives root a plain Debian profile of its own, not the machine\'s (whose pyenv costs 0.6 s per command)', async () => {
+    const r = await on(0, 'echo $HOME; type pyenv >/dev/null 2>&1 && echo has-pyenv || echo no-pyenv; grep -c pyenv ~/.bashrc');
+    expect(r.stdout).toBe('/root\nno-pyenv\n0\n');
+    expect(r.durationMs).toBeLessThan(2_000);
+  });
+
+  it('loads a patched config with a kata runtime after `systemctl restart containerd`: its CRI reports the handler', async () => {
+    const before = await readNodeRuntimeState(fleet.nodes[0]);
+    expect(before.handlers).toEqual(['runc']);
+    const r = await on(0, 'cat >> /etc/containerd/config.toml && systemctl restart containerd && systemctl is-active containerd && crictl info', kataRuntime);
+    expect(r.exitCode).toBe(0);
+    const info = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
+    expect(info.config.containerd.runtimes.kata.runtimeType).toBe('io.containerd.kata.v2');
+    const after = await readNodeRuntimeState(fleet.nodes[0]);
+    expect(after).toMatchObject({ containerdActive: true, handlers: ['kata', 'runc'], runtimeTypes: { kata: 'io.containerd.kata.v2' } });
+  });
+
+  it('leaves containerd failed when it refuses a broken config, and active again once the config is restored', async () => {
+    const broken = await on(1, 'cp /etc/containerd/config.toml /root/config.good && echo "[plugins" >> /etc/containerd/config.toml && systemctl restart containerd');
+    expect(broken.exitCode).toBe(1);
+    expect(broken.stderr).toContain('Job for containerd.service failed because the control process exited with error code.');
+    const isActive = await on(1, 'systemctl is-active containerd');
+    expect([isActive.exitCode, isActive.stdout]).toEqual([3, 'failed\n']);
+    const status = await on(1, 'systemctl status containerd');
+    expect(status.exitCode).toBe(3);
+    expect(status.stdout).toContain('Active: failed (Result: exit-code)');
+    expect(status.stdout).toContain('containerd: failed to load TOML');
+    expect((await readNodeRuntimeState(fleet.nodes[1])).containerdActive).toBe(false);
+    const restored = await on(1, 'cp /root/config.good /etc/containerd/config.toml && systemctl restart containerd && systemctl is-active containerd');
+    expect(restored.stdout).toBe('active\n');
+  });
+
+  it('installs kata-containers with apt from the fleet mirror; kata-runtime check passes; the guest kernel differs; removal takes it all away', async () => {
+    const install = await on(0, 'apt-get install -y kata-containers=3.2.0 && kata-runtime check && cat /opt/kata/share/kata-containers/guest-kernel-version');
+    expect(install.exitCode).toBe(0);
+    expect(install.stdout).toContain('Setting up kata-containers (3.2.0)');
+    expect(install.stdout).toContain('System is capable of running Kata Containers\nSystem can currently create Kata Containers\n');
+    const state = await readNodeRuntimeState(fleet.nodes[0]);
+    expect(state.shims).toContain('containerd-shim-kata-v2');
+    expect(state.guestKernel).toBe('6.12.47-kata');
+    expect(state.guestKernel).not.toBe(state.hostKernel);
+
+    const remove = await on(0, 'apt-get remove -y kata-containers >/dev/null && (command -v kata-runtime || echo gone) && (ls /opt/kata 2>/dev/null || echo no-opt-kata)');
+    expect(remove.stdout).toBe('gone\nno-opt-kata\n');
+    expect((await readNodeRuntimeState(fleet.nodes[0])).shims).not.toContain('containerd-shim-kata-v2');
+  });
+
+  it('keeps each node to itself: packages, config and modules of one node are not seen by another node or the machine', async () => {
+    await on(0, 'apt-get install -y runsc >/dev/null && modprobe vhost_vsock && echo "# node-1 only" >> /etc/containerd/config.toml');
+    const other = await on(1, 'command -v runsc || echo no-runsc; lsmod | grep -c "^vhost_vsock "; grep -c "node-1 only" /etc/containerd/config.toml; dpkg -l runsc 2>&1 | tail -1');
+    expect(other.stdout).toMatch(/^no-runsc\n0\n0\n/);
+    expect(other.stdout).toContain('no packages found matching runsc');
+    expect(existsSync('/usr/local/bin/runsc')).toBe(false);
+    const self = await on(0, 'runsc --version | head -1; lsmod | grep -c "^vhost_vsock "');
+    expect(self.stdout).toBe('runsc version release-20240212.0\n1\n');
+  });
+
+  it('gives kata-runtime check the real failure message when the node has no virtualization', async () => {
+    await fleet.setFault('node-2', 'no-virtualization', true);
+    const r = await on(1, 'apt-get install -y kata-containers >/dev/null 2>&1; kata-runtime check');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('level=error msg="CPU property not found" arch=amd64 description="Virtualization support" name=vmx');
+    expect(r.stderr).toContain('msg="kernel property kvm_intel not found"');
+    expect(r.stderr.trimEnd().split('\n').at(-1)).toBe('ERROR: System is not capable of running Kata Containers');
+    await fleet.setFault('node-2', 'no-virtualization', false);
+    expect((await on(1, 'kata-runtime check')).stdout).toContain('System is capable of running Kata Containers');
+  });
+});
