@@ -470,16 +470,21 @@ function assertOnlyTables(file: string, layout: TomlLayout, target: readonly str
   }
 }
 
-/** Refuses when an ancestor of `target` is a value (inline table, array, scalar): a `[target]` header cannot extend it. */
+/** Refuses when an ancestor of `target` is not a table that a `[target]` header can extend (an inline table, an array, a scalar). */
 function assertAppendable(config: Config, target: readonly string[]): void {
-  for (const kv of config.layout.keyValues) {
-    const full = [...kv.table, ...kv.key];
-    if (full.length < target.length && startsWith(target, full)) {
-      throw new ContainerdConfigError(
-        ContainerdConfigUnsupported,
-        `${config.file}:${kv.line}: ${dotted(full)} is set as a value (an inline table), so no [${dotted(target)}] section can be added to it; rewrite ${dotted(full)} as [table] sections first`,
-      );
-    }
+  for (let depth = 1; depth < target.length; depth++) {
+    const path = target.slice(0, depth);
+    const value = getPath(config.data, path);
+    if (value === undefined) return;
+    const definedBy = config.layout.keyValues.find((kv) => samePath([...kv.table, ...kv.key], path));
+    if (isTable(value) && definedBy === undefined) continue;
+    const header = config.layout.headers.find((h) => samePath(h.path, path));
+    const line = definedBy?.line ?? header?.line;
+    const what = isTable(value) ? 'an inline table' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+    throw new ContainerdConfigError(
+      ContainerdConfigUnsupported,
+      `${config.file}${line === undefined ? '' : `:${line}`}: ${dotted(path)} is ${what}, so no [${dotted(target)}] section can be added to it; rewrite ${dotted(path)} as [table] sections first`,
+    );
   }
 }
 

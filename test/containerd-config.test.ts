@@ -290,8 +290,22 @@ describe('an existing runtime of the same name', () => {
     const config = 'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\n  runtimes = { runc = { runtime_type = "io.containerd.runc.v2" } }\n';
     expect(attempt(() => patchContainerdConfig(config, [runsc]))).toMatchObject({
       type: ContainerdConfigUnsupported,
-      message: expect.stringContaining('config.toml:3: plugins."io.containerd.grpc.v1.cri".containerd.runtimes is set as a value (an inline table)'),
+      message: expect.stringContaining('config.toml:3: plugins."io.containerd.grpc.v1.cri".containerd.runtimes is an inline table, so no [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc] section can be added to it'),
     });
+  });
+
+  it('refuses to add under plugins written as an array of tables', () => {
+    expect(attempt(() => patchContainerdConfig('version = 2\n[[plugins]]\n  x = 1\n', [runsc]))).toEqual({
+      type: ContainerdConfigUnsupported,
+      message: 'config.toml:2: plugins is an array, so no [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc] section can be added to it; rewrite plugins as [table] sections first',
+    });
+  });
+
+  it('adds under tables created by dotted keys (TOML allows sub-tables there; containerd 1.6 reads it)', () => {
+    const config = 'version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n  containerd.runtimes.runc.runtime_type = "io.containerd.runc.v2"\n';
+    const outcome = patchContainerdConfig(config, [runsc]);
+    expect(outcome.status === 'patched' && outcome.added).toEqual(['runsc']);
+    expect(runtimeHandlers(outcome.content)).toEqual(['runc', 'runsc']);
   });
 
   it('refuses a playbook that names one runtime twice', () => {
