@@ -1,6 +1,6 @@
 // A real OpenSSH sshd on 127.0.0.1 for the SSH layer's integration tests: key-only, its own host key, in a temp dir.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,8 @@ export interface TestSshd {
   remove(): Promise<void>;
   /** pids of the per-connection sshd processes (children of the listener). */
   connectionPids(): number[];
+  /** pids of every process below the listener: per-connection sshd processes and the commands they run. */
+  descendantPids(): number[];
 }
 
 export interface SshdOptions {
@@ -53,6 +55,15 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   throw new Error(`sshd did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`);
 }
 
+function processTable(): [pid: number, ppid: number][] {
+  const out = execFileSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' });
+  return out.trim().split('\n').map((line) => line.trim().split(/\s+/).map(Number) as [number, number]);
+}
+
+function childrenOf(pid: number | undefined, table: [number, number][]): number[] {
+  return pid === undefined ? [] : table.filter(([, ppid]) => ppid === pid).map(([p]) => p);
+}
+
 /** Starts sshd; the known_hosts file already holds its (first) host key. */
 export async function startTestSshd(options: SshdOptions = {}): Promise<TestSshd> {
   // sshd refuses to start without its privilege separation directory (normally made by the service unit).
@@ -75,11 +86,13 @@ export async function startTestSshd(options: SshdOptions = {}): Promise<TestSshd
       `HostKey ${join(dir, opts.otherHostKey ? 'host_key_other' : 'host_key')}`,
       `PidFile ${join(dir, 'sshd.pid')}`, `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
       'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'PubkeyAuthentication yes',
-      'UsePAM no', 'StrictModes no', 'PermitRootLogin prohibit-password', 'LogLevel ERROR',
+      'UsePAM no', 'StrictModes no', 'PermitRootLogin prohibit-password', `LogLevel ${process.env.SSHD_LOGLEVEL ?? 'ERROR'}`,
       `MaxSessions ${opts.maxSessions ?? 10}`, 'MaxStartups 100',
     ].join('\n') + '\n');
     child = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
-    child.stderr?.resume();
+    // SSHD_LOG=file (with SSHD_LOGLEVEL=DEBUG) keeps sshd's log for debugging a test.
+    if (process.env.SSHD_LOG) child.stderr?.pipe(createWriteStream(process.env.SSHD_LOG));
+    else child.stderr?.resume();
     await waitForPort(port, 5000);
   };
   const stop = async () => {
@@ -102,11 +115,14 @@ export async function startTestSshd(options: SshdOptions = {}): Promise<TestSshd
     restart: async (opts = {}) => { await stop(); await start(opts); },
     stop,
     remove: async () => { await stop(); rmSync(dir, { recursive: true, force: true }); },
-    connectionPids: () => {
-      const pid = child?.pid;
-      if (!pid) return [];
-      const out = execFileSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' });
-      return out.trim().split('\n').map((line) => line.trim().split(/\s+/).map(Number)).filter(([, ppid]) => ppid === pid).map(([p]) => p);
+    connectionPids: () => childrenOf(child?.pid, processTable()),
+    descendantPids: () => {
+      const table = processTable();
+      const found: number[] = [];
+      for (let frontier = childrenOf(child?.pid, table); frontier.length > 0; frontier = frontier.flatMap((p) => childrenOf(p, table))) {
+        found.push(...frontier);
+      }
+      return found;
     },
   };
 }

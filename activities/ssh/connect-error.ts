@@ -1,5 +1,5 @@
 import { formatDuration } from './command-error';
-import { SshFailureType } from './failure-types';
+import { isError, SshFailureType } from './failure-types';
 import { knownHostsName, sshFingerprint, sshKeyType, type KnownHostEntry } from './known-hosts';
 import { DEFAULT_SSH_PORT, nodeEndpointLabel, type SshNode } from './node';
 
@@ -17,7 +17,7 @@ type ErrorLike = Error & { code?: string; level?: string };
  * @example `Cannot connect to node worker-2 (127.0.1.3:22): connection refused — is sshd running?`
  */
 export function classifyConnectError(node: SshNode, err: unknown, readyTimeoutMs: number): ConnectFailure {
-  const e = (err instanceof Error ? err : new Error(String(err))) as ErrorLike;
+  const e = (isError(err) ? err : new Error(String(err))) as ErrorLike;
   if (e.level === 'client-authentication') {
     return {
       type: SshFailureType.SshAuthFailed,

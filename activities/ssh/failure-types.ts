@@ -55,7 +55,15 @@ export function sshFailure(type: SshFailureType, message: string, extra: { cause
     type,
     message,
     nonRetryable: nonRetryableSshFailureTypes.includes(type),
-    cause: extra.cause instanceof Error ? extra.cause : undefined,
+    cause: isError(extra.cause) ? extra.cause : undefined,
     details: extra.details === undefined ? undefined : [extra.details],
   });
+}
+
+/**
+ * True for anything shaped like an Error. Not `instanceof`: errors from Node's core (sockets) come from another realm
+ * under Jest and in Temporal's sandbox, and would be missed.
+ */
+export function isError(value: unknown): value is Error {
+  return typeof value === 'object' && value !== null && typeof (value as Error).message === 'string';
 }

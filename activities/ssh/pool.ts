@@ -9,10 +9,10 @@ import {
   classifyConnectError, hostKeyMismatchMessage, hostKeyRevokedMessage, hostKeyUnknownMessage, identityUnreadableMessage,
   type ConnectFailure,
 } from './connect-error';
-import { SshFailureType, sshFailure } from './failure-types';
+import { isError, SshFailureType, sshFailure } from './failure-types';
 import { appendKnownHost, checkHostKey, hostKeyAlgorithmsFor, readKnownHosts } from './known-hosts';
 import { DEFAULT_MAX_SESSIONS, DEFAULT_SSH_PORT, nodeEndpointLabel, type SshNode } from './node';
-import { sudo, type Command } from './quote';
+import { sudo, withDeadline, type Command } from './quote';
 import { normalizeSignal, type CommandResult } from './result';
 import { Semaphore } from './semaphore';
 
@@ -154,6 +154,8 @@ class NodeConnection {
     // node-ssh removes its own `error` listener once connected, and an unheard `error` event kills the process.
     const client = ssh.connection;
     if (!client) throw new Error('node-ssh did not create a client');
+    // node-ssh adds an `error` listener per command while its channel opens: allow one per channel slot, and ours.
+    client.setMaxListeners(node.maxSessions + 5);
     let lastError = 'the server closed the connection';
     client.on('error', (err: Error) => { lastError = err.message; });
     let open = true;
@@ -229,7 +231,11 @@ export class SshPool {
    */
   async run(node: SshNode, command: Command, options: RunOptions = {}): Promise<CommandResult> {
     const connection = this.connectionFor(node);
-    const effective = connection.node.sudo && options.asRoot !== false ? sudo(command) : command;
+    const timeoutMs = options.timeoutMs ?? this.options.defaultTimeoutMs;
+    // The node's own deadline comes a second after ours, so a timeout is reported by us, and enforced by the node
+    // even when the connection is gone.
+    const guarded = withDeadline(command, timeoutMs / 1000 + 1);
+    const effective = connection.node.sudo && options.asRoot !== false ? sudo(guarded) : guarded;
     for (let refusals = 0; ; refusals++) {
       const release = await connection.channels.acquire();
       let session: Session;
@@ -239,16 +245,20 @@ export class SshPool {
         release();
         throw err;
       }
-      const outcome = await this.exec(connection, session, effective, options, release);
+      const outcome = await this.exec(connection, session, effective, { ...options, timeoutMs }, release);
       if (outcome.kind === 'done') return outcome.result;
-      const othersInFlight = connection.channels.inUse;
-      if (refusals >= MAX_CHANNEL_REFUSALS || (othersInFlight === 0 && session.isOpen())) {
+      const othersInFlight = connection.channels.inUse - 1;
+      release();
+      if (refusals < MAX_CHANNEL_REFUSALS && !session.isOpen()) continue;
+      if (othersInFlight === 0 || refusals >= MAX_CHANNEL_REFUSALS) {
         throw sshFailure(SshFailureType.SshChannelFailed,
           `Node ${nodeEndpointLabel(connection.node)} refused to open a session channel (${outcome.error.message}) with ${othersInFlight} other channels open; ` +
           'check MaxSessions in its sshd_config and max_sessions in the inventory', { cause: outcome.error });
       }
-      // The server allows fewer sessions than configured: stay below what it just accepted, then try again.
-      if (session.isOpen()) connection.channels.lower(othersInFlight);
+      // sshd frees a closed session only after it has read everything queued, so one refusal right after a close can
+      // be a race; a second one means the server allows fewer sessions than configured: stay below what it accepts.
+      if (refusals > 0) connection.channels.lower(othersInFlight);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(500, 10 * 2 ** refusals)));
     }
   }
 
@@ -276,8 +286,9 @@ export class SshPool {
   }
 
   /**
-   * Runs one command on an open session. Resolves `refused` when the channel could not be opened (nothing ran),
-   * `done` with a result, or throws the failure. `release` frees the channel slot once the channel is really gone.
+   * Runs one command on an open session. Resolves `refused` when the channel could not be opened (nothing ran; the
+   * caller frees the slot), `done` with a result, or throws the failure. `release` frees the channel slot once the
+   * channel is really gone.
    */
   private async exec(
     connection: NodeConnection, session: Session, command: Command, options: RunOptions, release: () => void,
@@ -335,9 +346,9 @@ export class SshPool {
     });
 
     if (first.kind === 'failed') {
-      release();
       // No channel: the server refused it (MaxSessions) or the connection was already gone. Nothing ran.
       if (channel === null) return { kind: 'refused', error: first.error };
+      release();
       throw sshFailure(SshFailureType.CommandOutcomeUnknown, commandOutcomeUnknownMessage(result(), node, first.error.message), { cause: first.error });
     }
     if (first.kind === 'finished' || first.kind === 'dropped') {
@@ -364,7 +375,7 @@ export class SshPool {
     if (first.kind === 'output-too-large') {
       throw sshFailure(SshFailureType.CommandOutputTooLarge, commandOutputTooLargeMessage(stopped, maxBytes), { details: stopped });
     }
-    throw first.reason instanceof Error ? first.reason : new Error(`Command aborted: ${command.display}`);
+    throw isError(first.reason) ? first.reason : new Error(`Command aborted: ${command.display}`);
   }
 
   /** Sends KILL and closes the channel; if the server does not confirm in time, drops the connection instead. */
@@ -372,7 +383,7 @@ export class SshPool {
     connection: NodeConnection, session: Session, channel: ClientChannel | null, execution: Promise<unknown>, release: () => void,
   ): void {
     try {
-      channel?.signal('KILL');
+      if (channel) sendSignal(channel, 'KILL');
       channel?.close();
     } catch {
       // The channel is already closing; the grace timer below still bounds the wait.
@@ -382,6 +393,26 @@ export class SshPool {
       clearTimeout(grace);
       release();
     });
+  }
+}
+
+/** The parts of ssh2's channel that `signal()` uses, reached directly (see {@link sendSignal}). */
+interface ChannelInternals {
+  type?: string;
+  outgoing?: { id: number; state: string };
+  _client?: { _protocol?: { signal(channelId: number, signal: string): void } };
+}
+
+/**
+ * Asks sshd to signal the command's process group (OpenSSH ≥ 7.8 honours it). ssh2's `channel.signal()` does nothing
+ * once our side of the channel is ended (EOF), which node-ssh does right after stdin, although SSH allows requests
+ * after EOF; so the request is sent the way ssh2 would, without that check.
+ */
+function sendSignal(channel: ClientChannel, signal: string): void {
+  const internals = channel as unknown as ChannelInternals;
+  // After EOF ('eof') the channel still takes requests; only 'closing'/'closed' do not.
+  if (internals.type === 'session' && (internals.outgoing?.state === 'open' || internals.outgoing?.state === 'eof')) {
+    internals._client?._protocol?.signal(internals.outgoing.id, signal);
   }
 }
 

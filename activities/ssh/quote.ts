@@ -137,3 +137,18 @@ export function cmd(program: string, args: readonly (string | number | Flag)[] =
 export function sudo(command: Command): Command {
   return makeCommand(`sudo -n sh -c ${quote(command.text)}`, `sudo -n ${command.display}`);
 }
+
+/**
+ * Makes the node itself stop `command` after `seconds` (TERM, then KILL 5 s later) with timeout(1), falling back to
+ * no deadline where timeout(1) is missing. Closing the channel does not stop a remote command, and sshd ignores
+ * signal requests for root sessions, so this is what stops a hung command for sure. It also keeps the command
+ * under `sh` (POSIX), whatever the user's login shell is.
+ */
+export function withDeadline(command: Command, seconds: number): Command {
+  const inner = quote(command.text);
+  const limit = String(Math.max(1, Math.ceil(seconds)));
+  return makeCommand(
+    `if command -v timeout >/dev/null 2>&1; then exec timeout -k 5 ${limit} sh -c ${inner}; else exec sh -c ${inner}; fi`,
+    command.display,
+  );
+}
