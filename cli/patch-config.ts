@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { patchContainerdConfig, unifiedDiff } from '../activities/containerd-config';
+import { patchContainerdConfig, removeRuntimes, unifiedDiff } from '../activities/containerd-config';
 import { loadPlaybook } from '../playbooks/load';
 import type { Playbook } from '../playbooks/schema';
 import { parseCommandArgs, requireOption, UsageError, type Command } from './command';
@@ -21,13 +21,20 @@ Exit status: 0 patched or already patched (then the output equals the input, or 
     const step = containerdPatchStep(playbook);
     const configFile = positionals[0];
     const original = await readConfig(configFile);
-    const outcome = patchContainerdConfig(original, step.runtimes, { replace: step.replace, mode: step.mode });
+    const names = step.runtimes.map((runtime) => runtime.name);
+    const outcome =
+      step.action === 'remove'
+        ? removeRuntimes(original, names, { file: configFile })
+        : patchContainerdConfig(original, step.runtimes, { replace: step.replace, mode: step.mode, dropInPath: step.drop_in_path, file: configFile });
     if (values.diff) {
       process.stdout.write(outcome.status === 'unchanged' ? '' : unifiedDiff(original, outcome.content, configFile, `${configFile} (patched)`));
     } else {
       process.stdout.write(outcome.content);
     }
-    process.stderr.write(outcome.status === 'unchanged' ? `${configFile}: already has ${step.runtimes.map((r) => r.name).join(', ')}; nothing to change\n` : `${configFile}: adds ${outcome.added.join(', ')}\n`);
+    if (outcome.dropIn) process.stdout.write(`\n# ---- drop-in file ${outcome.dropIn.path} ----\n${outcome.dropIn.content}`);
+    const verb = step.action === 'remove' ? 'removes' : 'adds';
+    const changed = outcome.status === 'patched' ? [...outcome.added, ...outcome.replaced, ...(outcome.removed ?? [])] : [];
+    process.stderr.write(outcome.status === 'unchanged' ? `${configFile}: nothing to change (${names.join(', ')} already ${step.action === 'remove' ? 'absent' : 'present'})\n` : `${configFile}: ${verb} ${changed.join(', ')}\n`);
     return 0;
   },
 };

@@ -71,9 +71,9 @@ function asSyntaxError(error: unknown): TomlSyntaxError | undefined {
   return { message: sentence, line: candidate.line, col: candidate.col ?? 0 };
 }
 
-const bareWordValue = new RegExp(String.raw`^\s*(${keyPart}(?:\s*\.\s*${keyPart})*)\s*=\s*([A-Za-z][^\s#,\]}]*)\s*(#.*)?$`);
+const bareWordValue = new RegExp(String.raw`^\s*(${keyPart}(?:\s*\.\s*${keyPart})*)\s*=\s*([A-Za-z/~][^\s#,\]}]*)\s*(#.*)?$`);
 
-/** A parser message, plus the fix when the line holds an unquoted word: `mode = inplace`. */
+/** A parser message, plus the fix when the line holds an unquoted word or path: `mode = inplace`, `config_path = /etc/x`. */
 function withHint(message: string, line: string | undefined): string {
   const bare = bareWordValue.exec(line ?? '');
   if (bare && !['true', 'false', 'inf', 'nan'].includes(bare[2])) {
