@@ -1,0 +1,234 @@
+/**
+ * `containerd-patch`: adds (or removes) runtime handlers in containerd's config on a node.
+ *
+ * Order of work, each part safe to repeat after a crash at any point:
+ * read the config → patch it in memory (pure patcher) → back up the original next to it, named for
+ * this run and never overwritten → write the candidate to a temp file → `containerd --config TMP
+ * config dump` must accept it → rename it over the config. A retried attempt that finds the config
+ * already patched and this run's backup present reports the change (with its undo) instead of
+ * forgetting it, so a run records exactly one backup and patches exactly once.
+ */
+import { posix } from 'node:path';
+import {
+  ContainerdConfigConflict,
+  ContainerdConfigInvalid,
+  patchContainerdConfig,
+  removeRuntimes,
+  type PatchOutcome,
+} from '../containerd-config';
+import { getPath, isTable, parseToml } from '../containerd-config/data';
+import { sh } from '../ssh';
+import type { ContainerdPatchStep } from '../../playbooks/schema';
+import type { StepOutcome, StepRequest, Undo } from '../node-types';
+import { sha256Hex, type NodeShell } from './node-shell';
+import { failureType, permanentFailure, transientFailure } from './step-runtime';
+
+/** A backup named for this run exists but holds other bytes than the config it would back up. Never retried. */
+export const ContainerdBackupConflict = 'ContainerdBackupConflict';
+
+/** The run's 12-character tag in file names on the node. */
+export function runTag(runId: string): string {
+  return runId.slice(0, 12);
+}
+
+/** `/etc/containerd/config.toml.katafleet-<run>.bak`: the original config, kept next to it. */
+export function backupPathFor(configPath: string, runId: string): string {
+  return `${configPath}.katafleet-${runTag(runId)}.bak`;
+}
+
+/** Marker that this run found no config (so undo deletes the one it wrote). */
+export function absentMarkerFor(configPath: string, runId: string): string {
+  return `${configPath}.katafleet-${runTag(runId)}.absent`;
+}
+
+/** Marker that this run created the drop-in file (so undo deletes it). */
+export function dropInMarkerFor(dropInPath: string, runId: string): string {
+  return `${dropInPath}.katafleet-${runTag(runId)}.created`;
+}
+
+/** The candidate file validated before the swap. */
+function candidatePathFor(configPath: string, runId: string): string {
+  return `${configPath}.katafleet-${runTag(runId)}.new`;
+}
+
+export async function containerdPatch(shell: NodeShell, request: StepRequest<ContainerdPatchStep>): Promise<StepOutcome> {
+  const { step, runId } = request;
+  const configPath = step.config_path;
+  const original = await shell.readFile(configPath);
+  const outcome = computePatch(shell, step, original ?? '');
+
+  const dropIn = step.action === 'add' && step.mode === 'drop-in' ? await placeDropIn(shell, runId, outcome) : undefined;
+  const createdDropIn = dropIn?.created ? dropIn.path : undefined;
+  const backupPath = backupPathFor(configPath, runId);
+  const absentMarker = absentMarkerFor(configPath, runId);
+
+  if (outcome.status === 'unchanged') {
+    if (dropIn?.created && original !== undefined) {
+      // Only the drop-in is new (the config already imports it): back up the config anyway, so the undo has one shape.
+      const originalSha = await backUp(shell, configPath, backupPath, original);
+      if (dropIn.writtenNow) await validateOnNode(shell, configPath, configPath, [dropIn.path, dropIn.marker, backupPath]);
+      const undo = restoreUndo(step, backupPath, originalSha, createdDropIn);
+      return { changed: true, summary: `${dropIn.summary}; ${configPath} already imports it`, undo, facts: facts(undo, originalSha) };
+    }
+    // This run's backup (or absent marker) next to an already patched config: an earlier attempt patched it and lost its result.
+    const backupSha = await shell.sha256(backupPath);
+    if (backupSha !== undefined || (await shell.exists(absentMarker))) {
+      const undo = restoreUndo(step, backupSha === undefined ? undefined : backupPath, backupSha, createdDropIn);
+      return {
+        changed: true,
+        summary: `${describe(step)} already in ${configPath} (patched by an earlier attempt of this run)${dropIn ? `; ${dropIn.summary}` : ''}`,
+        undo,
+        facts: facts(undo, await shell.sha256(configPath)),
+      };
+    }
+    return { changed: false, summary: `${describe(step)} already in ${configPath}${dropIn ? `; ${dropIn.path} up to date` : ''}` };
+  }
+
+  let originalSha: string | undefined;
+  if (original === undefined) {
+    await shell.run(sh`mkdir -p ${posix.dirname(configPath)} && touch ${absentMarker}`);
+  } else {
+    originalSha = await backUp(shell, configPath, backupPath, original);
+  }
+  const candidate = candidatePathFor(configPath, runId);
+  await shell.run(sh`cat > ${candidate}`, { stdin: outcome.content });
+  const ownFiles = [candidate, original === undefined ? absentMarker : backupPath, ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];
+  await validateOnNode(shell, candidate, configPath, ownFiles);
+  await shell.run(original === undefined
+    ? sh`chmod 0644 ${candidate} && mv -f ${candidate} ${configPath}`
+    : sh`chmod --reference=${configPath} ${candidate} && chown --reference=${configPath} ${candidate} && mv -f ${candidate} ${configPath}`);
+  const configSha = await shell.sha256(configPath);
+  if (configSha !== sha256Hex(outcome.content)) {
+    throw transientFailure('ContainerdConfigChanged', `Node ${shell.name}: ${configPath} changed while katafleet replaced it (sha256 ${configSha}); the step will re-read it and try again`);
+  }
+
+  const undo = restoreUndo(step, original === undefined ? undefined : backupPath, originalSha, createdDropIn);
+  const changes = outcome.status === 'patched'
+    ? [...outcome.added.map((n) => `added ${n}`), ...outcome.replaced.map((n) => `replaced ${n}`), ...(outcome.removed ?? []).map((n) => `removed ${n}`)]
+    : [];
+  return {
+    changed: true,
+    summary: `${changes.join(', ') || 'imported the drop-in'} in ${configPath}${original === undefined ? ' (there was no config: wrote a complete one)' : `; original backed up to ${backupPath}`}${dropIn ? `; ${dropIn.summary}` : ''}`,
+    undo,
+    facts: facts(undo, configSha),
+  };
+}
+
+function describe(step: ContainerdPatchStep): string {
+  const names = step.runtimes.map((r) => r.name).join(', ');
+  return step.action === 'add' ? `runtime ${names}` : `no runtime ${names}`;
+}
+
+function restoreUndo(step: ContainerdPatchStep, backupPath: string | undefined, sha256: string | undefined, createdDropIn: string | undefined): Undo {
+  return { kind: 'restore-containerd-config', stepId: step.id, configPath: step.config_path, backupPath, sha256, createdDropIn, service: 'containerd' };
+}
+
+function facts(undo: Undo, configSha: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (undo.kind !== 'restore-containerd-config') return out;
+  if (undo.backupPath) out.backupPath = undo.backupPath;
+  if (undo.sha256) out.backupSha256 = undo.sha256;
+  if (configSha) out.configSha256 = configSha;
+  if (undo.createdDropIn) out.dropInPath = undo.createdDropIn;
+  return out;
+}
+
+/** The pure patch of the config text; refusals become non-retryable failures of the patcher's type. */
+function computePatch(shell: NodeShell, step: ContainerdPatchStep, text: string): PatchOutcome {
+  const file = `${step.config_path} on node ${shell.name}`;
+  try {
+    if (step.action === 'add') {
+      return patchContainerdConfig(text, step.runtimes, { replace: step.replace, mode: step.mode, dropInPath: step.drop_in_path, file });
+    }
+    const outcome = removeRuntimes(text, step.runtimes.map((r) => r.name), { file });
+    if (outcome.status === 'patched') assertSameRuntimeTypes(text, outcome, step, file);
+    return outcome;
+  } catch (err) {
+    const type = failureType(err);
+    if (type) throw permanentFailure(type, (err as Error).message, err);
+    throw err;
+  }
+}
+
+/** `action = "remove"` only takes out runtimes whose runtime_type is the one the playbook names. */
+function assertSameRuntimeTypes(text: string, outcome: PatchOutcome, step: ContainerdPatchStep, file: string): void {
+  const data = parseToml(text, file);
+  for (const runtime of step.runtimes) {
+    const table = getPath(data, [...outcome.pluginPath, runtime.name]);
+    const configured = isTable(table) ? table.runtime_type : undefined;
+    if (configured !== undefined && configured !== runtime.runtime_type) {
+      throw permanentFailure(ContainerdConfigConflict,
+        `${file}: runtime ${runtime.name} has runtime_type ${JSON.stringify(configured)}, not ${JSON.stringify(runtime.runtime_type)}: ` +
+        'it was configured by someone else, so katafleet leaves it; remove it by hand or fix runtime_type in the playbook');
+    }
+  }
+}
+
+/**
+ * Copies the config to this run's backup without ever replacing an existing file (a hard link from a
+ * complete temp copy: `ln` refuses an existing name), then checks the backup holds the bytes read.
+ * Returns the original's sha256.
+ */
+async function backUp(shell: NodeShell, configPath: string, backupPath: string, original: string): Promise<string> {
+  const expected = sha256Hex(original);
+  const existing = await shell.sha256(backupPath);
+  if (existing === undefined) {
+    const temp = `${backupPath}.tmp`;
+    await shell.run(sh`cp -p ${configPath} ${temp} && { ln ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; rm -f ${temp}; exit $status`);
+  }
+  const backupSha = await shell.sha256(backupPath);
+  if (backupSha === expected) return expected;
+  if (existing !== undefined) {
+    throw permanentFailure(ContainerdBackupConflict,
+      `Node ${shell.name}: ${backupPath} (from an earlier attempt of this run) holds other bytes (sha256 ${backupSha}) than ${configPath} now (sha256 ${expected}): ` +
+      'the config changed between attempts. katafleet never overwrites a backup; compare the two files and remove the backup if the current config is the one to keep');
+  }
+  throw transientFailure('ContainerdConfigChanged', `Node ${shell.name}: ${configPath} changed while katafleet backed it up (backup sha256 ${backupSha}, read ${expected}); the step will try again`);
+}
+
+/**
+ * `containerd --config FILE config dump` must accept the candidate; otherwise the files this attempt
+ * made (`ownFiles`: candidate, backup, drop-in) are removed and the config keeps its bytes.
+ */
+async function validateOnNode(shell: NodeShell, file: string, configPath: string, ownFiles: readonly string[]): Promise<void> {
+  const result = await shell.run(sh`containerd --config ${file} config dump >/dev/null`, { allowExitCodes: [...Array(256).keys()] });
+  if (result.exitCode === 0) return;
+  await shell.run(sh`rm -f ${ownFiles}`);
+  throw permanentFailure(ContainerdConfigInvalid,
+    `containerd on node ${shell.name} refuses the patched ${configPath} (containerd --config ${file} config dump exited with ${result.exitCode}): ` +
+    `${(result.stderr.trim() || result.stdout.trim()).split('\n').slice(-5).join(' | ')}; nothing was replaced, ${configPath} keeps its bytes`);
+}
+
+interface PlacedDropIn {
+  path: string;
+  /** The marker saying this run created it. */
+  marker: string;
+  /** True when this run wrote the file (now or in an earlier attempt; it did not exist before): undo deletes it. */
+  created: boolean;
+  /** True when this attempt wrote it. */
+  writtenNow: boolean;
+  summary: string;
+}
+
+/**
+ * Drop-in mode: writes the runtimes' file unless the node has it already. An existing file with other
+ * content belongs to someone (or an earlier playbook) and is refused rather than overwritten.
+ */
+async function placeDropIn(shell: NodeShell, runId: string, outcome: PatchOutcome): Promise<PlacedDropIn> {
+  const dropIn = outcome.dropIn;
+  if (!dropIn) throw new Error('the patcher returned no drop-in in drop-in mode');
+  const marker = dropInMarkerFor(dropIn.path, runId);
+  const current = await shell.readFile(dropIn.path);
+  if (current === dropIn.content) {
+    const created = await shell.exists(marker);
+    return { path: dropIn.path, marker, created, writtenNow: false, summary: `${dropIn.path} ${created ? 'written by an earlier attempt of this run' : 'already up to date'}` };
+  }
+  if (current !== undefined) {
+    throw permanentFailure(ContainerdConfigConflict,
+      `Node ${shell.name}: the drop-in ${dropIn.path} exists with other content than the playbook's runtimes; katafleet does not overwrite it — ` +
+      'compare it with the playbook, then remove it or set drop_in_path to another file');
+  }
+  await shell.run(sh`mkdir -p ${posix.dirname(dropIn.path)} && touch ${marker}`);
+  await shell.writeFileAtomic(dropIn.path, dropIn.content, `${dropIn.path}.katafleet-tmp`);
+  return { path: dropIn.path, marker, created: true, writtenNow: true, summary: `wrote ${dropIn.path}` };
+}

@@ -1,0 +1,92 @@
+/**
+ * One node as the step activities see it: commands over the shared SSH pool (heartbeating while they
+ * run, stopped when the activity is cancelled) plus the few file reads every step needs.
+ */
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { sh, type Command, type CommandResult, type RunOptions, type SshNode, type SshPool } from '../ssh';
+import type { NodeTarget } from '../node-types';
+import { cancellationSignal, permanentFailure, whileHeartbeating } from './step-runtime';
+
+/** The SSH layer's view of an inventory node. */
+export function sshNodeOf(target: NodeTarget): SshNode {
+  if (!target.identityFile) {
+    throw permanentFailure('SshAuthFailed',
+      `Node ${target.name} (${target.address}) has no identity_file: katafleet's SSH pool logs in with a key file, not the SSH agent — set identity_file in the inventory's [ssh] table or for this node`);
+  }
+  return {
+    name: target.name,
+    address: target.address,
+    port: target.port,
+    user: target.user,
+    identityFile: target.identityFile,
+    knownHosts: target.knownHosts,
+    sudo: target.sudo,
+    trustOnFirstUse: target.trustOnFirstUse,
+    maxSessions: target.maxSessions,
+  };
+}
+
+/** sha256 (hex) of text as UTF-8, the way `sha256sum` on the node sees the same bytes. */
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+export class NodeShell {
+  readonly ssh: SshNode;
+
+  constructor(private readonly pool: SshPool, readonly target: NodeTarget) {
+    this.ssh = sshNodeOf(target);
+  }
+
+  get name(): string {
+    return this.target.name;
+  }
+
+  /** Runs `command` (as root unless `asRoot: false`); heartbeats while it runs. */
+  run(command: Command, options: RunOptions = {}): Promise<CommandResult> {
+    return whileHeartbeating(this.pool.run(this.ssh, command, { signal: cancellationSignal(), ...options }));
+  }
+
+  /** stdout of `command`, trimmed. */
+  async output(command: Command, options: RunOptions = {}): Promise<string> {
+    return (await this.run(command, options)).stdout.trim();
+  }
+
+  /** True when `command` exits 0, false when it exits 1 (a test, `grep -q`); other codes fail. */
+  async test(command: Command): Promise<boolean> {
+    return (await this.run(command, { allowExitCodes: [0, 1] })).exitCode === 0;
+  }
+
+  /** A regular file's bytes as text, or undefined when there is no such file. */
+  async readFile(path: string): Promise<string | undefined> {
+    const result = await this.run(sh`if test -f ${path}; then cat ${path}; else exit 3; fi`, { allowExitCodes: [0, 3] });
+    return result.exitCode === 0 ? result.stdout : undefined;
+  }
+
+  async exists(path: string): Promise<boolean> {
+    return this.test(sh`test -e ${path}`);
+  }
+
+  /** sha256 (hex) of a file on the node, or undefined when it does not exist. */
+  async sha256(path: string): Promise<string | undefined> {
+    const result = await this.run(sh`if test -f ${path}; then sha256sum ${path}; else exit 3; fi`, { allowExitCodes: [0, 3] });
+    return result.exitCode === 0 ? result.stdout.trim().split(/\s+/)[0] : undefined;
+  }
+
+  /**
+   * Writes `content` to `path` atomically: through stdin into a temp file next to it, then a rename.
+   * The new file keeps the old one's mode and owner when there was one.
+   */
+  async writeFileAtomic(path: string, content: string, tempPath = `${path}.katafleet-tmp`): Promise<void> {
+    await this.run(
+      sh`mkdir -p ${posix.dirname(path)} && cat > ${tempPath} && { if test -e ${path}; then chmod --reference=${path} ${tempPath} && chown --reference=${path} ${tempPath}; else chmod 0644 ${tempPath}; fi; } && mv -f ${tempPath} ${path}`,
+      { stdin: content },
+    );
+  }
+
+  /** The node's kernel release, `uname -r`. */
+  async kernelRelease(): Promise<string> {
+    return this.output(sh`uname -r`, { asRoot: false });
+  }
+}

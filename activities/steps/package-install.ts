@@ -1,0 +1,175 @@
+/**
+ * `package-install`: installs pinned packages with the node's package manager (apt, dnf or zypper),
+ * skipping what is already at the pinned version, or removes them with `action = "remove"`.
+ *
+ * Before installing, the step writes which packages were absent to a marker file named for the run,
+ * so that an attempt retried after a worker crash still knows what this run installed (and what its
+ * undo may remove), even though the packages are then already there.
+ */
+import { posix } from 'node:path';
+import { cmd, flag, sh, type Command } from '../ssh';
+import type { PackageInstallStep, PackageSpec } from '../../playbooks/schema';
+import type { StepOutcome, StepRequest, Undo } from '../node-types';
+import type { NodeShell } from './node-shell';
+import { permanentFailure, transientFailure } from './step-runtime';
+
+export type PackageManager = 'apt' | 'dnf' | 'zypper';
+
+/** A pinned version that no configured repository offers. Never retried. */
+export const PackageNotAvailable = 'PackageNotAvailable';
+/** The package manager failed (a lock, a download error); retried. */
+export const PackageInstallFailed = 'PackageInstallFailed';
+/** The node has none of apt-get, dnf, zypper. Never retried. */
+export const PackageManagerMissing = 'PackageManagerMissing';
+
+/** Where markers of the packages a run installed are kept on the node. */
+export const PACKAGE_MARKER_DIR = '/var/lib/katafleet';
+
+/** The marker file naming the packages `runId`'s step `stepId` installed. */
+export function packageMarkerPath(runId: string, stepId: string): string {
+  return posix.join(PACKAGE_MARKER_DIR, `installed-${runId.slice(0, 12)}-${stepId}.packages`);
+}
+
+/** name → installed version of the packages that are installed. */
+export type InstalledVersions = Map<string, string>;
+
+/** Parses `NAME|STATUS|VERSION` lines (dpkg-query or rpm -q with katafleet's format). */
+export function parseInstalled(output: string): InstalledVersions {
+  const installed: InstalledVersions = new Map();
+  for (const line of output.split('\n')) {
+    const [name, status, version] = line.trim().split('|');
+    if (name && version && /^(ii|hi|installed)/.test(status ?? '')) installed.set(name, version);
+  }
+  return installed;
+}
+
+/** Whether an installed version satisfies the pinned one (RPM versions may carry a release after "-"). */
+export function versionMatches(installed: string, wanted: string, manager: PackageManager): boolean {
+  if (installed === wanted) return true;
+  return manager !== 'apt' && (installed.startsWith(`${wanted}-`) || installed.replace(/^0:/, '') === wanted);
+}
+
+export async function detectPackageManager(shell: NodeShell, configured: PackageInstallStep['manager']): Promise<PackageManager> {
+  if (configured !== 'auto') return configured;
+  const found = await shell.output(sh`command -v apt-get || command -v dnf || command -v zypper || true`, { asRoot: false });
+  const name = posix.basename(found.split('\n')[0] ?? '');
+  if (name === 'apt-get') return 'apt';
+  if (name === 'dnf' || name === 'zypper') return name;
+  throw permanentFailure(PackageManagerMissing, `Node ${shell.name} has none of apt-get, dnf, zypper on PATH: set manager in the package-install step, or install the packages another way`);
+}
+
+export async function installedVersions(shell: NodeShell, manager: PackageManager, names: readonly string[]): Promise<InstalledVersions> {
+  const query = manager === 'apt'
+    ? sh`dpkg-query -W -f='\${Package}|\${db:Status-Abbrev}|\${Version}\\n' ${names}`
+    : sh`rpm -q --qf '%{NAME}|installed|%{VERSION}-%{RELEASE}\\n' ${names}`;
+  const result = await shell.run(query, { asRoot: false, allowExitCodes: manager === 'apt' ? [0, 1] : [...Array(names.length + 1).keys()] });
+  return parseInstalled(result.stdout);
+}
+
+function pinned(manager: PackageManager, spec: PackageSpec): string {
+  return manager === 'dnf' ? `${spec.name}-${spec.version}` : `${spec.name}=${spec.version}`;
+}
+
+function installCommand(manager: PackageManager, specs: readonly PackageSpec[]): Command {
+  const packages = specs.map((spec) => pinned(manager, spec));
+  switch (manager) {
+    case 'apt':
+      return sh`DEBIAN_FRONTEND=noninteractive apt-get install -y --allow-downgrades -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ${packages}`;
+    case 'dnf':
+      return cmd('dnf', [flag('-y'), 'install', ...packages]);
+    case 'zypper':
+      return cmd('zypper', [flag('--non-interactive'), 'install', flag('--oldpackage'), ...packages]);
+  }
+}
+
+/** Removes packages; `purge` also deletes their configuration files (apt), for packages that were never there before. */
+export function removeCommand(manager: PackageManager, names: readonly string[], purge: boolean): Command {
+  switch (manager) {
+    case 'apt':
+      return sh`DEBIAN_FRONTEND=noninteractive apt-get ${purge ? 'purge' : 'remove'} -y ${names}`;
+    case 'dnf':
+      return cmd('dnf', [flag('-y'), 'remove', ...names]);
+    case 'zypper':
+      return cmd('zypper', [flag('--non-interactive'), 'remove', ...names]);
+  }
+}
+
+/** True when every pinned version is offered by the node's repositories (apt only; dnf/zypper report it on install). */
+async function aptHasCandidates(shell: NodeShell, specs: readonly PackageSpec[]): Promise<boolean> {
+  const result = await shell.run(sh`apt-cache show --no-all-versions ${specs.map((spec) => pinned('apt', spec))} >/dev/null`, { asRoot: false, allowExitCodes: [0, 100] });
+  return result.exitCode === 0;
+}
+
+async function ensureAptCandidates(shell: NodeShell, specs: readonly PackageSpec[]): Promise<void> {
+  if (await aptHasCandidates(shell, specs)) return;
+  const update = await shell.run(sh`apt-get update`, { allowExitCodes: [0, 100], timeoutMs: 5 * 60_000 });
+  if (await aptHasCandidates(shell, specs)) return;
+  const warnings = `${update.stdout}\n${update.stderr}`.split('\n').filter((l) => /^(E|W|Err):/.test(l.trim())).slice(-5).join('; ');
+  throw permanentFailure(PackageNotAvailable,
+    `Node ${shell.name}: ${specs.map((spec) => pinned('apt', spec)).join(', ')} not offered by its apt sources after apt-get update` +
+    `${warnings ? ` (${warnings})` : ''} — check the repository in /etc/apt/sources.list.d and the pinned versions in the playbook`);
+}
+
+export async function packageInstall(shell: NodeShell, request: StepRequest<PackageInstallStep>): Promise<StepOutcome> {
+  const { step } = request;
+  const manager = await detectPackageManager(shell, step.manager);
+  const names = step.packages.map((spec) => spec.name);
+  const before = await installedVersions(shell, manager, names);
+  const facts = { packageManager: manager };
+
+  if (step.action === 'remove') {
+    const present = names.filter((name) => before.has(name));
+    if (present.length === 0) return { changed: false, summary: `not installed: ${names.join(', ')}`, facts };
+    await runPackageManager(shell, removeCommand(manager, present, false), 'remove');
+    return { changed: true, summary: `removed ${present.map((name) => `${name} ${before.get(name)}`).join(', ')}`, facts };
+  }
+
+  const unpinned = step.packages.filter((spec) => spec.version === undefined).map((spec) => spec.name);
+  if (unpinned.length > 0) {
+    throw permanentFailure('PackageVersionMissing', `package-install "${step.id}": ${unpinned.join(', ')} must have a pinned version to install`);
+  }
+  const marker = packageMarkerPath(request.runId, step.id);
+  const recorded = ((await shell.readFile(marker)) ?? '').split('\n').filter(Boolean);
+  const missing = step.packages.filter((spec) => !versionMatches(before.get(spec.name) ?? '', spec.version ?? '', manager));
+  const undoFor = (installed: readonly string[]): Undo | undefined =>
+    step.remove_on_rollback && installed.length > 0 ? { kind: 'remove-packages', stepId: step.id, packages: [...installed], manager } : undefined;
+
+  if (missing.length === 0) {
+    const summary = `already installed: ${step.packages.map((spec) => `${spec.name} ${before.get(spec.name)}`).join(', ')}`;
+    // A marker of this run means an earlier attempt installed them and then lost its result (worker crash).
+    if (recorded.length > 0) return { changed: true, summary: `${summary} (by an earlier attempt of this run)`, undo: undoFor(recorded), facts };
+    return { changed: false, summary, facts };
+  }
+
+  const newlyInstalled = [...new Set([...recorded, ...missing.filter((spec) => !before.has(spec.name)).map((spec) => spec.name)])];
+  if (newlyInstalled.length > recorded.length) {
+    await shell.writeFileAtomic(marker, newlyInstalled.map((name) => `${name}\n`).join(''));
+  }
+  if (manager === 'apt') await ensureAptCandidates(shell, missing);
+  await runPackageManager(shell, installCommand(manager, missing), 'install');
+
+  const after = await installedVersions(shell, manager, names);
+  const wrong = step.packages.filter((spec) => !versionMatches(after.get(spec.name) ?? '', spec.version ?? '', manager));
+  if (wrong.length > 0) {
+    throw transientFailure(PackageInstallFailed,
+      `Node ${shell.name}: after installing, ${wrong.map((spec) => `${spec.name} is ${after.get(spec.name) ?? 'not installed'} (wanted ${spec.version})`).join(', ')}`);
+  }
+  return {
+    changed: true,
+    summary: `installed ${missing.map((spec) => `${spec.name} ${spec.version}${before.has(spec.name) ? ` (was ${before.get(spec.name)})` : ''}`).join(', ')} with ${manager}`,
+    undo: undoFor(newlyInstalled),
+    facts,
+  };
+}
+
+/** Runs an install or remove; a failure names the package manager's own error lines. */
+async function runPackageManager(shell: NodeShell, command: Command, what: string): Promise<void> {
+  const result = await shell.run(command, { allowExitCodes: [...Array(256).keys()], timeoutMs: 10 * 60_000 });
+  if (result.exitCode === 0) return;
+  const output = `${result.stdout}\n${result.stderr}`;
+  const errors = output.split('\n').map((l) => l.trim()).filter((l) => /^(E:|Error|error:|Problem)/.test(l));
+  const detail = (errors.length > 0 ? errors : output.trim().split('\n').slice(-3)).join('; ');
+  const notFound = /Version '.*' for '.*' was not found|Unable to locate package|No match for argument|not found in package names/.test(output);
+  const message = `Node ${shell.name}: package ${what} failed with exit code ${result.exitCode} (${result.command}): ${detail}`;
+  throw notFound ? permanentFailure(PackageNotAvailable, message) : transientFailure(PackageInstallFailed, message);
+}

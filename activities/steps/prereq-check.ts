@@ -1,0 +1,125 @@
+/**
+ * `prereq-check`: refuses a node that cannot run Kata (no hardware virtualization, no /dev/kvm, a
+ * module that will not load, `kata-runtime check` failing) before anything on it is changed, then
+ * loads the missing modules and persists them in modules-load.d.
+ */
+import { sh } from '../ssh';
+import type { PrereqCheckStep } from '../../playbooks/schema';
+import type { StepOutcome, StepRequest } from '../node-types';
+import type { NodeShell } from './node-shell';
+import { permanentFailure } from './step-runtime';
+
+/** The node cannot run Kata Containers; the message says why. Never retried. */
+export const NodeNotCapable = 'NodeNotCapable';
+/** `run_kata_check` on a node without `kata-runtime`: the check belongs after `package-install`. Never retried. */
+export const KataRuntimeMissing = 'KataRuntimeMissing';
+
+/** The CPU flags of the first processor in /proc/cpuinfo (`flags` on x86, `Features` on arm64). */
+export function parseCpuFlags(cpuinfo: string): Set<string> {
+  const line = cpuinfo.split('\n').find((l) => /^(flags|Features)\s*:/.test(l));
+  return new Set(line ? line.slice(line.indexOf(':') + 1).trim().split(/\s+/) : []);
+}
+
+/** Module names in /proc/modules. */
+export function parseLoadedModules(procModules: string): Set<string> {
+  return new Set(procModules.split('\n').map((line) => line.split(' ')[0]).filter(Boolean));
+}
+
+/** The modules-load.d file content katafleet writes: one module per line. */
+export function modulesLoadFile(modules: readonly string[]): string {
+  return `# Written by katafleet (prereq-check): kernel modules Kata Containers needs at boot.\n${modules.map((m) => `${m}\n`).join('')}`;
+}
+
+export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqCheckStep>): Promise<StepOutcome> {
+  const { step } = request;
+  const hostKernel = await shell.kernelRelease();
+  const facts: Record<string, string> = { hostKernel };
+  const done: string[] = [];
+
+  if (step.cpu_flags.length > 0) {
+    const flags = parseCpuFlags((await shell.readFile('/proc/cpuinfo')) ?? '');
+    const found = step.cpu_flags.filter((flag) => flags.has(flag));
+    if (found.length === 0) {
+      throw notCapable(shell, `CPU has no ${step.cpu_flags.join(' or ')} flag: no hardware virtualization (enable VT-x/AMD-V in the firmware, or nested virtualization on the hypervisor)`);
+    }
+    facts.cpuFlags = found.join(',');
+  }
+
+  const loaded = parseLoadedModules((await shell.readFile('/proc/modules')) ?? '');
+  const isPresent = async (module: string) => loaded.has(module) || shell.test(sh`test -d /sys/module/${module}`);
+  const needed: string[] = [];
+  const loadedNow: string[] = [];
+  const load = async (module: string): Promise<string | undefined> => {
+    if (await isPresent(module)) return undefined;
+    const result = await shell.run(sh`modprobe ${module}`, { allowExitCodes: [0, 1] });
+    if (result.exitCode === 0) {
+      loadedNow.push(module);
+      return undefined;
+    }
+    return (result.stderr.trim() || result.stdout.trim() || `modprobe exited with ${result.exitCode}`).split('\n').pop();
+  };
+  for (const module of step.modules) {
+    const problem = await load(module);
+    if (problem !== undefined) throw notCapable(shell, `kernel module ${module} cannot be loaded: ${problem}`);
+    needed.push(module);
+  }
+  for (const group of step.modules_any_of) {
+    const problems: string[] = [];
+    let chosen: string | undefined;
+    for (const module of group) {
+      const problem = await load(module);
+      if (problem === undefined) {
+        chosen = module;
+        break;
+      }
+      problems.push(`${module}: ${problem}`);
+    }
+    if (chosen === undefined) throw notCapable(shell, `none of the kernel modules ${group.join(', ')} can be loaded (${problems.join('; ')})`);
+    needed.push(chosen);
+  }
+  if (loadedNow.length > 0) done.push(`loaded ${loadedNow.join(', ')}`);
+
+  if (step.require_kvm && !(await shell.test(sh`test -c /dev/kvm`))) {
+    throw notCapable(shell, '/dev/kvm does not exist: KVM is not available (load kvm_intel or kvm_amd, and enable virtualization in the firmware)');
+  }
+
+  if (step.run_kata_check) {
+    facts.kataCheck = await kataCheck(shell);
+  }
+
+  if (step.persist_modules && needed.length > 0) {
+    const content = modulesLoadFile(needed);
+    if ((await shell.readFile(step.modules_load_file)) !== content) {
+      await shell.writeFileAtomic(step.modules_load_file, content);
+      done.push(`wrote ${step.modules_load_file}`);
+    }
+  }
+
+  const checks = [facts.cpuFlags && `CPU ${facts.cpuFlags}`, step.require_kvm && '/dev/kvm', needed.length > 0 && `modules ${needed.join(', ')}`, step.run_kata_check && 'kata-runtime check']
+    .filter(Boolean)
+    .join(', ');
+  return {
+    changed: done.length > 0,
+    summary: `capable (${checks || 'no checks asked'}; kernel ${hostKernel})${done.length > 0 ? `; ${done.join('; ')}` : ''}`,
+    facts,
+  };
+}
+
+/** Runs `kata-runtime check`; returns its verdict line, or throws NodeNotCapable with its errors. */
+async function kataCheck(shell: NodeShell): Promise<string> {
+  const result = await shell.run(sh`kata-runtime check`, { allowExitCodes: [0, 1, 127] });
+  if (result.exitCode === 127) {
+    throw permanentFailure(KataRuntimeMissing,
+      `kata-runtime is not installed on node ${shell.name}: a prereq-check with run_kata_check = true must come after the package-install step that installs Kata`);
+  }
+  const output = `${result.stdout}\n${result.stderr}`;
+  if (result.exitCode !== 0) {
+    const errors = output.split('\n').map((l) => l.trim()).filter((l) => /^(ERROR|ERRO|WARN)|not found|not capable/i.test(l));
+    throw notCapable(shell, `kata-runtime check failed: ${(errors.length > 0 ? errors : [output.trim()]).join('; ')}`);
+  }
+  return output.split('\n').map((l) => l.trim()).find((l) => /capable/i.test(l)) ?? 'passed';
+}
+
+function notCapable(shell: NodeShell, reason: string) {
+  return permanentFailure(NodeNotCapable, `Node ${shell.name} cannot run Kata Containers: ${reason}`);
+}

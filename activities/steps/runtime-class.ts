@@ -1,0 +1,86 @@
+/**
+ * `runtime-class`: applies (server-side, field manager `katafleet`) or deletes a cluster-wide
+ * `node.k8s.io/v1` RuntimeClass. Shared by every node, so it has no undo: taking it back on one
+ * failed node would break the others.
+ */
+import { flag, type SshPool } from '../ssh';
+import { Kubectl, requireKubernetes } from '../kubectl';
+import type { RuntimeClassStep } from '../../playbooks/schema';
+import type { StepOutcome, StepRequest } from '../node-types';
+import { permanentFailure, transientFailure } from './step-runtime';
+
+/** A RuntimeClass of that name exists with another handler (handler is immutable). Never retried. */
+export const RuntimeClassConflict = 'RuntimeClassConflict';
+
+export interface RuntimeClassObject {
+  apiVersion: string;
+  kind: 'RuntimeClass';
+  metadata: { name: string; labels?: Record<string, string> };
+  handler: string;
+  scheduling?: { nodeSelector?: Record<string, string> };
+  overhead?: { podFixed?: Record<string, string> };
+}
+
+/** The manifest the step applies. */
+export function runtimeClassManifest(step: RuntimeClassStep): RuntimeClassObject {
+  const podFixed = Object.fromEntries(Object.entries(step.overhead ?? {}).filter(([, v]) => v !== undefined)) as Record<string, string>;
+  return {
+    apiVersion: step.api_version,
+    kind: 'RuntimeClass',
+    metadata: { name: step.name, labels: { 'app.kubernetes.io/managed-by': 'katafleet' } },
+    handler: step.handler,
+    ...(Object.keys(step.node_selector).length > 0 ? { scheduling: { nodeSelector: step.node_selector } } : {}),
+    ...(Object.keys(podFixed).length > 0 ? { overhead: { podFixed } } : {}),
+  };
+}
+
+/** Whether the cluster's object already says what the manifest says (quantities compared as written). */
+export function sameRuntimeClass(existing: RuntimeClassObject, wanted: RuntimeClassObject): boolean {
+  const same = (a: Record<string, string> | undefined, b: Record<string, string> | undefined) =>
+    JSON.stringify(Object.entries(a ?? {}).sort()) === JSON.stringify(Object.entries(b ?? {}).sort());
+  return existing.handler === wanted.handler &&
+    same(existing.scheduling?.nodeSelector, wanted.scheduling?.nodeSelector) &&
+    same(existing.overhead?.podFixed, wanted.overhead?.podFixed) &&
+    existing.metadata.labels?.['app.kubernetes.io/managed-by'] === 'katafleet';
+}
+
+export async function runtimeClass(pool: SshPool, request: StepRequest<RuntimeClassStep>): Promise<StepOutcome> {
+  const { step } = request;
+  const kubectl = new Kubectl(pool, requireKubernetes(request.kubernetes, `runtime-class "${step.name}"`));
+  const existing = await kubectl.getJson<RuntimeClassObject>(['get', 'runtimeclass', step.name]);
+
+  if (step.action === 'delete') {
+    if (!existing) return { changed: false, summary: `RuntimeClass ${step.name} does not exist` };
+    if (existing.handler !== step.handler) throw conflict(step, existing, 'deleted');
+    await kubectl.run(['delete', 'runtimeclass', step.name, flag('--ignore-not-found'), flag('--wait=false')]);
+    return { changed: true, summary: `deleted RuntimeClass ${step.name} (handler ${step.handler})` };
+  }
+
+  const manifest = runtimeClassManifest(step);
+  if (existing && existing.handler !== step.handler) throw conflict(step, existing, 'changed');
+  if (existing && sameRuntimeClass(existing, manifest)) {
+    return { changed: false, summary: `RuntimeClass ${step.name} already up to date (handler ${step.handler})` };
+  }
+  const applied = await kubectl.withStdin(['apply', flag('--server-side'), flag('--field-manager=katafleet'), flag('-f'), '-'], manifest, { allowExitCodes: [0, 1] });
+  if (applied.exitCode !== 0) {
+    const reason = applied.stderr.trim() || applied.stdout.trim();
+    if (/conflict/i.test(reason)) {
+      throw permanentFailure(RuntimeClassConflict,
+        `RuntimeClass ${step.name} is managed by another field manager and differs from the playbook: ${reason.split('\n')[0]} — ` +
+        'align the playbook with it, or let katafleet own it (kubectl apply --server-side --field-manager=katafleet --force-conflicts)');
+    }
+    throw transientFailure('KubectlFailed', `kubectl apply of RuntimeClass ${step.name} failed on ${kubectl.target.host.name}: ${reason}`);
+  }
+  const details = [
+    `handler ${step.handler}`,
+    manifest.scheduling?.nodeSelector && `nodeSelector ${Object.entries(manifest.scheduling.nodeSelector).map(([k, v]) => `${k}=${v}`).join(',')}`,
+    manifest.overhead?.podFixed && `overhead ${Object.entries(manifest.overhead.podFixed).map(([k, v]) => `${k}=${v}`).join(',')}`,
+  ].filter(Boolean).join(', ');
+  return { changed: true, summary: `${existing ? 'updated' : 'created'} RuntimeClass ${step.name} (${details})` };
+}
+
+function conflict(step: RuntimeClassStep, existing: RuntimeClassObject, what: string) {
+  return permanentFailure(RuntimeClassConflict,
+    `RuntimeClass ${step.name} exists with handler ${existing.handler}, not ${step.handler}: it was not ${what} (the handler of a RuntimeClass cannot change) — ` +
+    'use another RuntimeClass name in the playbook, or delete the existing one if nothing uses it');
+}

@@ -1,0 +1,164 @@
+/**
+ * `service-restart`: restarts containerd so that it loads its new config, then waits until the unit
+ * is active and the running daemon's CRI offers the handlers. Cordons (and drains) the node around
+ * the restart when asked, and uncordons it afterwards, also when the restart failed (the rollback
+ * then restores the old config; a node left cordoned would stay empty for no reason).
+ *
+ * Idempotent: a daemon that is active, offers the handlers and was started after its config files
+ * were last written is not restarted.
+ */
+import { parse } from '@iarna/toml';
+import { Kubectl, requireKubernetes } from '../kubectl';
+import { flag, sh, type SshPool } from '../ssh';
+import type { ServiceRestartStep } from '../../playbooks/schema';
+import type { StepOutcome, StepRequest } from '../node-types';
+import type { NodeShell } from './node-shell';
+import { failureType, firstLine, pollUntil, timeLeftMs, transientFailure } from './step-runtime';
+import { parseDuration } from '../../workflows/duration';
+
+/** The unit did not become active (or its CRI did not offer the handlers) within the step's timeout. Retried. */
+export const ServiceNotActive = 'ServiceNotActive';
+
+/** containerd's CRI socket inside a node. */
+export const CONTAINERD_SOCKET = 'unix:///run/containerd/containerd.sock';
+
+/** Where containerd's config files live: files here newer than the daemon mean it has not loaded them. */
+const CONTAINERD_CONFIG_DIR = '/etc/containerd';
+
+export interface DaemonState {
+  active: boolean;
+  /** Handlers the running daemon offers; undefined when they cannot be read (the daemon is down). */
+  handlers?: string[];
+  /** How `handlers` were found, for summaries. */
+  handlerSource?: 'crictl info' | 'containerd config dump';
+  /** True when a config file changed after the daemon started (it runs an older config). */
+  stale: boolean;
+}
+
+/** Handler names in `crictl info` JSON: the CRI config's runtimes and (CRI ≥ 1.30) the status' runtimeHandlers. */
+export function handlersFromCrictlInfo(json: string): string[] {
+  const info = JSON.parse(json) as {
+    config?: { containerd?: { runtimes?: Record<string, unknown> } };
+    runtimeHandlers?: { name?: string }[];
+  };
+  const names = new Set(Object.keys(info.config?.containerd?.runtimes ?? {}));
+  for (const handler of info.runtimeHandlers ?? []) if (handler.name) names.add(handler.name);
+  return [...names].sort();
+}
+
+/** Handler names in `containerd config dump` output: the keys of every CRI plugin's `containerd.runtimes`. */
+export function handlersFromConfigDump(toml: string): string[] {
+  const data = parse(toml) as { plugins?: Record<string, { containerd?: { runtimes?: Record<string, unknown> } }> };
+  const names = new Set<string>();
+  for (const plugin of Object.values(data.plugins ?? {})) {
+    for (const name of Object.keys(plugin?.containerd?.runtimes ?? {})) names.add(name);
+  }
+  return [...names].sort();
+}
+
+/** Reads what the node's containerd is running with. */
+export async function readDaemonState(shell: NodeShell, service: string): Promise<DaemonState> {
+  const active = (await shell.run(sh`systemctl is-active ${service}`, { allowExitCodes: [0, 3, 4] })).exitCode === 0;
+  if (!active) return { active, stale: true };
+  if (service !== 'containerd') return { active, stale: false };
+
+  const stale = await configNewerThanDaemon(shell, service);
+  const crictl = await shell.run(sh`crictl --runtime-endpoint ${CONTAINERD_SOCKET} info`, { allowExitCodes: [0, 1, 127] });
+  if (crictl.exitCode === 0) return { active, stale, handlers: handlersFromCrictlInfo(crictl.stdout), handlerSource: 'crictl info' };
+  // No crictl on the node: the config containerd loads. Trustworthy for the running daemon only when it is not stale.
+  const dump = await shell.run(sh`containerd config dump`, { allowExitCodes: [0, 1] });
+  if (dump.exitCode !== 0) return { active, stale };
+  return { active, stale, handlers: handlersFromConfigDump(dump.stdout), handlerSource: 'containerd config dump' };
+}
+
+/**
+ * True when a `*.toml` under /etc/containerd was written after the unit's main process started,
+ * compared with 10 ms precision (process start from /proc, file times from find).
+ */
+async function configNewerThanDaemon(shell: NodeShell, service: string): Promise<boolean> {
+  const output = await shell.output(sh`pid=$(systemctl show -p MainPID --value ${service})
+if [ -z "$pid" ] || [ "$pid" = 0 ] || [ ! -r /proc/$pid/stat ]; then echo unknown; exit 0; fi
+ticks=$(sed 's/.*) //' /proc/$pid/stat | cut -d' ' -f20)
+started=$(awk -v now="$(date +%s.%N)" -v hz="$(getconf CLK_TCK)" -v t="$ticks" '{ printf "%.2f", now - ($1 - t / hz) }' /proc/uptime)
+newest=$(find ${CONTAINERD_CONFIG_DIR} -type f -name '*.toml' -printf '%T@\\n' 2>/dev/null | sort -n | tail -n 1)
+echo "$started \${newest:-0}"`);
+  if (output === 'unknown') return true;
+  const [started, newest] = output.split(/\s+/).map(Number);
+  return !(Number.isFinite(started) && Number.isFinite(newest)) || newest > started;
+}
+
+/** The unit's last log lines, for failure messages. */
+async function lastLogLines(shell: NodeShell, service: string): Promise<string> {
+  const result = await shell.run(sh`journalctl -u ${service} -n 15 --no-pager || systemctl status ${service}`, { allowExitCodes: [...Array(256).keys()] });
+  return result.stdout.trim().split('\n').slice(-15).join('\n');
+}
+
+/**
+ * Waits until the unit is active and its CRI offers every handler in `handlers`. Returns the last
+ * state; throws ServiceNotActive with the unit's last log lines on timeout.
+ */
+export async function waitForService(shell: NodeShell, service: string, handlers: readonly string[], timeoutMs: number): Promise<DaemonState> {
+  let last: DaemonState = { active: false, stale: true };
+  const ready = await pollUntil(async () => {
+    last = await readDaemonState(shell, service);
+    return last.active && handlers.every((h) => last.handlers?.includes(h)) ? last : undefined;
+  }, timeoutMs, 1_000);
+  if (ready) return ready;
+  const problem = !last.active
+    ? `${service} is not active`
+    : `${service} is active but its CRI offers ${last.handlers ? `only ${last.handlers.join(', ') || 'no handlers'}` : 'no readable handlers'} (missing ${handlers.filter((h) => !last.handlers?.includes(h)).join(', ')})`;
+  const log = await lastLogLines(shell, service).catch(() => '');
+  throw transientFailure(ServiceNotActive,
+    `Node ${shell.name}: ${problem} ${Math.round(timeoutMs / 1000)} s after the restart${log ? `; last log lines:\n${log}` : ''}`);
+}
+
+export async function serviceRestart(shell: NodeShell, pool: SshPool, request: StepRequest<ServiceRestartStep>): Promise<StepOutcome> {
+  const started = Date.now();
+  const { step } = request;
+  const handlers = step.wait_for_handlers;
+  const before = await readDaemonState(shell, step.service);
+  if (before.active && !before.stale && handlers.every((h) => before.handlers?.includes(h))) {
+    return { changed: false, summary: `${step.service} active, already running its current config${describeHandlers(before)}` };
+  }
+
+  const drain = step.drain ?? request.drain;
+  const cordon = drain || (step.cordon ?? request.drain);
+  const kubectl = cordon ? new Kubectl(pool, requireKubernetes(request.kubernetes, `service-restart "${step.id}" with cordon/drain`)) : undefined;
+  const cordoned = kubectl ? await cordonNode(kubectl, shell.name, drain, timeLeftMs(started, parseDuration(step.timeout), 60_000)) : false;
+  try {
+    await shell.run(sh`systemctl restart ${step.service}`, { allowExitCodes: [0, 1], timeoutMs: Math.max(10_000, timeLeftMs(started, parseDuration(step.timeout), 20_000)) });
+    const after = await waitForService(shell, step.service, handlers, timeLeftMs(started, parseDuration(step.timeout), 15_000));
+    return {
+      changed: true,
+      summary: `restarted ${step.service}: active${describeHandlers(after)}${cordoned ? `; ${drain ? 'drained' : 'cordoned'} and uncordoned` : ''}`,
+    };
+  } finally {
+    if (kubectl && cordoned) await kubectl.run(['uncordon', shell.name]);
+  }
+}
+
+function describeHandlers(state: DaemonState): string {
+  return state.handlers ? `, handlers ${state.handlers.join(', ')} (${state.handlerSource})` : '';
+}
+
+/**
+ * Cordons (and drains) the node unless it already is unschedulable. Returns whether this step
+ * cordoned it, so only then it uncordons it again.
+ */
+async function cordonNode(kubectl: Kubectl, node: string, drain: boolean, timeoutMs: number): Promise<boolean> {
+  const current = await kubectl.getJson<{ spec?: { unschedulable?: boolean } }>(['get', 'node', node]);
+  const wasUnschedulable = current?.spec?.unschedulable === true;
+  if (!wasUnschedulable) await kubectl.run(['cordon', node]);
+  if (drain) {
+    const seconds = Math.max(30, Math.floor(timeoutMs / 1000));
+    try {
+      await kubectl.run(['drain', node, flag('--ignore-daemonsets'), flag('--delete-emptydir-data'), flag(`--timeout=${seconds}s`)], { timeoutMs: (seconds + 15) * 1000 });
+    } catch (err) {
+      if (!wasUnschedulable) await kubectl.run(['uncordon', node]).catch(() => undefined);
+      throw failureType(err) === 'CommandFailed'
+        ? transientFailure('DrainFailed', `Node ${node}: kubectl drain did not finish: ${firstLine(err)}; the node was uncordoned again`, err)
+        : err;
+    }
+  }
+  return !wasUnschedulable;
+}
