@@ -1,0 +1,153 @@
+// The step activities against the simulated fleet's real nodes (sshd, containerd, apt/dpkg), called
+// through the SDK's activity context harness (heartbeats, attempt numbers, timeouts as in a worker).
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createNodeActivities } from '../activities/node-activities';
+import type { NodeTarget, StepOutcome, StepRequest, Undo } from '../activities/node-types';
+import { SshPool } from '../activities/ssh';
+import { toNodeTarget } from '../api/rollout-service';
+import { loadInventory, loadPlaybook } from '../playbooks/load';
+import type { Step } from '../playbooks/schema';
+import { startFleet, type Fleet } from '../sim/fleet';
+import { sshRun } from '../sim/ssh-run';
+
+let fleet: Fleet;
+let pool: SshPool;
+let targets: Record<string, NodeTarget>;
+let kataSteps: Step[];
+const activities = () => createNodeActivities({ pool });
+const runId = '0f3c2a9e-5b1d-4c7e-9a42-6d8e1f0b7c35';
+
+beforeAll(async () => {
+  fleet = await startFleet({
+    nodes: [{ name: 'fresh-1' }, { name: 'novirt-2' }, { name: 'refuses-3' }],
+    faults: { 'novirt-2': ['no-virtualization'] },
+    dir: join(await mkdtemp(join(tmpdir(), 'kf-node-activities-')), 'fleet'),
+  });
+  const inventory = await loadInventory(fleet.inventoryPath);
+  targets = Object.fromEntries(inventory.nodes.map((node) => [node.name, toNodeTarget(inventory, node)]));
+  kataSteps = (await loadPlaybook('kata')).steps;
+  pool = new SshPool();
+}, 120_000);
+afterAll(async () => {
+  await pool?.closeAll();
+  await fleet?.stop();
+});
+
+function step<K extends Step['kind']>(id: string): Extract<Step, { kind: K }> {
+  const found = kataSteps.find((s) => s.id === id);
+  if (!found) throw new Error(`kata.toml has no step ${id}`);
+  return found as Extract<Step, { kind: K }>;
+}
+
+/** Runs a step activity as a worker would: in an activity context with the step's timeout, attempt `attempt`. */
+async function runStep<S extends Step>(fn: (request: StepRequest<S>) => Promise<StepOutcome>, node: string, s: S, attempt = 1) {
+  const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000, attempt });
+  const heartbeats: unknown[] = [];
+  env.on('heartbeat', (d: unknown) => heartbeats.push(d));
+  const request: StepRequest<S> = { runId, rolloutId: 'test', node: targets[node], step: s, drain: false };
+  return { outcome: await env.run(fn, request), heartbeats };
+}
+
+async function undo(node: string, record: Undo) {
+  return new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000 }).run(activities().undoStep, { node: targets[node], undo: record });
+}
+
+const on = (node: string, command: string) => sshRun(fleet, fleet.nodes.find((n) => n.name === node)!, command);
+
+describe('step activities on a fresh node', () => {
+  it('prereq-check passes, loads the modules and persists them; a second run changes nothing', async () => {
+    const first = await runStep(activities().prereqCheck, 'fresh-1', step('prereq'));
+    expect(first.outcome.changed).toBe(true);
+    expect(first.outcome.facts?.hostKernel).toBe('6.1.0-katafleet-sim');
+    expect(first.heartbeats.length).toBeGreaterThan(0);
+    expect((await on('fresh-1', 'cat /etc/modules-load.d/katafleet.conf')).stdout).toContain('vhost_vsock\nkvm_intel\n');
+    const second = await runStep(activities().prereqCheck, 'fresh-1', step('prereq'));
+    expect(second.outcome.changed).toBe(false);
+  }, 60_000);
+
+  it('package-install installs the pinned version with apt and records an undo; a second run changes nothing', async () => {
+    const first = await runStep(activities().packageInstall, 'fresh-1', step('install'));
+    expect(first.outcome).toMatchObject({ changed: true, undo: { kind: 'remove-packages', packages: ['kata-containers'], manager: 'apt' } });
+    expect((await on('fresh-1', "dpkg-query -W -f='${Version}' kata-containers")).stdout).toBe('3.2.0');
+    const second = await runStep(activities().packageInstall, 'fresh-1', step('install'), 1);
+    // Same run: the marker says this run installed it, so the undo is kept (a worker crash must not lose it).
+    expect(second.outcome).toMatchObject({ changed: true, undo: { kind: 'remove-packages' } });
+    const otherRun = await new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000 }).run(activities().packageInstall,
+      { runId: 'aaaaaaaa-other-run', rolloutId: 'test', node: targets['fresh-1'], step: step<'package-install'>('install'), drain: false });
+    expect(otherRun).toMatchObject({ changed: false, summary: 'already installed: kata-containers 3.2.0' });
+  }, 180_000);
+
+  it('kata-check passes after the install', async () => {
+    const { outcome } = await runStep(activities().prereqCheck, 'fresh-1', step('kata-check'));
+    expect(outcome.facts?.kataCheck).toBe('System is capable of running Kata Containers');
+  }, 60_000);
+
+  it('containerd-patch backs up, validates and swaps in the config; a second run changes nothing', async () => {
+    const original = await on('fresh-1', 'sha256sum /etc/containerd/config.toml');
+    const first = await runStep(activities().containerdPatch, 'fresh-1', step('containerd'));
+    const backup = `/etc/containerd/config.toml.katafleet-${runId.slice(0, 12)}.bak`;
+    expect(first.outcome).toMatchObject({ changed: true, undo: { kind: 'restore-containerd-config', backupPath: backup, sha256: original.stdout.split(' ')[0] } });
+    expect((await on('fresh-1', `sha256sum < ${backup}`)).stdout.split(' ')[0]).toBe(original.stdout.split(' ')[0]);
+    expect((await on('fresh-1', 'grep -c "runtimes.kata\\]" /etc/containerd/config.toml')).stdout.trim()).toBe('1');
+    // The same run again (a retry after a crash): the change is reported with its undo, nothing is written twice.
+    const retried = await runStep(activities().containerdPatch, 'fresh-1', step('containerd'), 2);
+    expect(retried.outcome).toMatchObject({ changed: true, undo: first.outcome.undo });
+    expect((await on('fresh-1', 'ls /etc/containerd/ | grep -c katafleet')).stdout.trim()).toBe('1');
+  }, 60_000);
+
+  it('service-restart restarts containerd and waits until its CRI offers kata; a second run changes nothing', async () => {
+    const first = await runStep(activities().serviceRestart, 'fresh-1', step('restart'));
+    expect(first.outcome.changed).toBe(true);
+    expect(first.outcome.summary).toMatch(/handlers kata, runc \(crictl info\)/);
+    const second = await runStep(activities().serviceRestart, 'fresh-1', step('restart'));
+    expect(second.outcome).toMatchObject({ changed: false });
+  }, 60_000);
+});
+
+describe('failures leave the node as it was', () => {
+  it('no virtualization: prereq-check fails with NodeNotCapable and the real reason, nothing written', async () => {
+    await expect(runStep(activities().prereqCheck, 'novirt-2', step('prereq'))).rejects.toMatchObject({
+      type: 'NodeNotCapable',
+      nonRetryable: true,
+      message: expect.stringContaining('CPU has no vmx or svm flag: no hardware virtualization'),
+    });
+    expect((await on('novirt-2', 'test -e /etc/modules-load.d/katafleet.conf; echo $?')).stdout.trim()).toBe('1');
+  }, 60_000);
+
+  it('containerd refusing to start: the restart fails with ServiceNotActive, the undo restores the exact bytes and containerd is active again', async () => {
+    const before = (await on('refuses-3', 'sha256sum < /etc/containerd/config.toml')).stdout.split(' ')[0];
+    const patched = await runStep(activities().containerdPatch, 'refuses-3', step('containerd'));
+    await fleet.setFault('refuses-3', 'containerd-refuses-start', true);
+    const restart = { ...step<'service-restart'>('restart'), timeout: '8s' };
+    const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 8_000 });
+    await expect(env.run(activities().serviceRestart, { runId, rolloutId: 'test', node: targets['refuses-3'], step: restart, drain: false })).rejects.toMatchObject({
+      type: 'ServiceNotActive',
+      message: expect.stringContaining('containerd is not active'),
+    });
+    const undone = await undo('refuses-3', patched.outcome.undo!);
+    expect(undone).toMatchObject({ ok: true, kind: 'restore-containerd-config' });
+    expect(undone.summary).toMatch(/restored \/etc\/containerd\/config.toml .*equal to the original.*restarted containerd: active/);
+    expect((await on('refuses-3', 'sha256sum < /etc/containerd/config.toml')).stdout.split(' ')[0]).toBe(before);
+    expect((await on('refuses-3', 'systemctl is-active containerd')).stdout.trim()).toBe('active');
+  }, 90_000);
+
+  it('a changed host key: HostKeyMismatch, not retryable, and nothing runs', async () => {
+    await fleet.setFault('novirt-2', 'host-key-changed', true);
+    try {
+      const fresh = new SshPool();
+      const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 30_000 });
+      await expect(env.run(createNodeActivities({ pool: fresh }).prereqCheck,
+        { runId, rolloutId: 'test', node: targets['novirt-2'], step: step<'prereq-check'>('prereq'), drain: false })).rejects.toMatchObject({
+        type: 'HostKeyMismatch',
+        nonRetryable: true,
+        message: expect.stringContaining('Nothing was run on the node'),
+      });
+      await fresh.closeAll();
+    } finally {
+      await fleet.setFault('novirt-2', 'host-key-changed', false);
+    }
+  }, 60_000);
+});
