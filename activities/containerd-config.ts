@@ -97,6 +97,10 @@ export function patchContainerdConfig(original: string, runtimes: readonly Runti
 function patchLf(original: string, runtimes: readonly RuntimeSpec[], options: PatchOptions): PatchOutcome {
   const config = readConfig(original, options.file);
   assertDistinctNames(runtimes, config.file);
+  if (runtimes.length === 0) {
+    const version = config.data.version;
+    return { status: 'unchanged', content: original, version: typeof version === 'number' ? version : undefined, pluginPath: [] };
+  }
   assertCriEnabled(config);
   if (isEmptyConfig(config)) {
     if (options.mode === 'drop-in') {

@@ -221,6 +221,10 @@ describe('an empty or missing config', () => {
     expect(runtimeHandlers(outcome.content)).toEqual(['kata', 'runc']);
   });
 
+  it('stays empty when the playbook adds no runtime', () => {
+    expect(patchContainerdConfig('', [])).toMatchObject({ status: 'unchanged', content: '' });
+  });
+
   it('keeps the comments of a comments-only file', () => {
     const original = '# managed by hand\n#root = "/var/lib/containerd"\n';
     const outcome = patchContainerdConfig(original, [runsc]);
