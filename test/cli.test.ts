@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const root = join(__dirname, '..');
-const corpus = join(root, '..', 'shared', 'corpus', 'containerd');
+const corpus = join(root, 'test', 'fixtures', 'containerd-corpus');
 const work = mkdtempSync(join(tmpdir(), 'katafleet-cli-'));
 
 /** Runs the katafleet command as a user does (bin/katafleet.js through node). */
