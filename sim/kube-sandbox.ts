@@ -14,6 +14,8 @@ export interface NodeRuntimeState {
   hostKernel: string;
   /** handler → runtime_type (e.g. `io.containerd.kata.v2`), when the node state knows it. */
   runtimeTypes?: Record<string, string>;
+  /** Kernel each sandboxing shim shows its pods, by shim name, when the node state knows it. */
+  guestKernels?: Record<string, string>;
 }
 
 /** The handler containerd uses for pods without a RuntimeClass (`default_runtime_name`). */
@@ -63,13 +65,11 @@ export function createSandbox(handler: string, state: NodeRuntimeState, containe
     return fail(`failed to start sandbox "${sandboxId}": failed to create containerd task: failed to create shim task: ` +
       `failed to start shim: failed to resolve runtime path: runtime "${runtimeType}" binary not installed "${shim}": file does not exist: unknown`);
   }
-  if (shim === 'containerd-shim-kata-v2') {
-    if (!state.guestKernel) {
-      return fail(`failed to start sandbox "${sandboxId}": failed to create containerd task: failed to create shim task: ` +
-        'Kernel path for the guest not found: no such file or directory: unknown');
-    }
-    return { ok: true, handler, shim, kernelRelease: state.guestKernel, vm: true };
+  const vm = shim === 'containerd-shim-kata-v2';
+  const kernelRelease = state.guestKernels?.[shim] ?? (vm ? state.guestKernel : shim === 'containerd-shim-runsc-v1' ? gvisorKernelRelease : state.hostKernel);
+  if (!kernelRelease) {
+    return fail(`failed to start sandbox "${sandboxId}": failed to create containerd task: failed to create shim task: ` +
+      'Kernel path for the guest not found: no such file or directory: unknown');
   }
-  if (shim === 'containerd-shim-runsc-v1') return { ok: true, handler, shim, kernelRelease: gvisorKernelRelease, vm: false };
-  return { ok: true, handler, shim, kernelRelease: state.hostKernel, vm: false };
+  return { ok: true, handler, shim, kernelRelease, vm };
 }

@@ -51,3 +51,15 @@ describe('pod sandbox creation on a simulated node', () => {
     expect(shimBinary(guessRuntimeType('runsc'))).toBe('containerd-shim-runsc-v1');
   });
 });
+
+describe('the kernel a sandbox shows its pod', () => {
+  it('prefers the kernel the node reports for the shim', () => {
+    const node = { ...kataNode, guestKernels: { 'containerd-shim-kata-v2': '6.6.0-kata-guest' } };
+    expect(createSandbox('kata', node, socket, sandboxId)).toMatchObject({ ok: true, kernelRelease: '6.6.0-kata-guest' });
+  });
+
+  it('fails a Kata sandbox when no guest kernel is installed', () => {
+    const outcome = createSandbox('kata', { ...kataNode, guestKernel: undefined }, socket, sandboxId);
+    expect(!outcome.ok && outcome.message).toContain('Kernel path for the guest not found');
+  });
+});
