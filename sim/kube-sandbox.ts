@@ -59,7 +59,7 @@ export function createSandbox(handler: string, state: NodeRuntimeState, containe
   if (!state.handlers.includes(handler)) {
     return fail(`failed to get sandbox runtime: no runtime for "${handler}" is configured`);
   }
-  const runtimeType = state.runtimeTypes?.[handler] ?? guessRuntimeType(handler);
+  const runtimeType = state.runtimeTypes?.[handler] || guessRuntimeType(handler);
   const shim = shimBinary(runtimeType);
   if (!state.shims.includes(shim)) {
     return fail(`failed to start sandbox "${sandboxId}": failed to create containerd task: failed to create shim task: ` +
