@@ -78,3 +78,21 @@ export interface UndoOutcome {
   ok: boolean;
   summary: string;
 }
+
+/** What the read-only drift check of one node receives. */
+export interface DriftCheckRequest {
+  node: NodeTarget;
+  kubernetes?: KubernetesTarget;
+  /** The playbook's steps: the desired state is what they would establish. */
+  steps: Step[];
+}
+
+/** The drift check's finding for one node. */
+export interface DriftCheck {
+  node: string;
+  state: 'in-sync' | 'drifted' | 'unreachable';
+  /** What differs from the desired state, one short phrase each, e.g. `package kata-containers is not installed`. */
+  drifted: string[];
+  /** Why the node could not be checked (state `unreachable`). */
+  error?: string;
+}

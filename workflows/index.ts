@@ -2,3 +2,4 @@
 export { doctorWorkflow } from './doctor';
 export { nodeWorkflow } from './node';
 export { rolloutWorkflow } from './rollout';
+export { driftWorkflow } from './drift';
