@@ -196,7 +196,7 @@ const defaultPoolOptions: Required<SshPoolOptions> = {
   closeGraceMs: 2_000,
 };
 
-/** How many times a command is re-queued when the server refuses a channel (MaxSessions lower than configured). */
+/** How many times a command is re-queued when its channel could not be opened (refused, or the connection died). */
 const MAX_CHANNEL_REFUSALS = 8;
 
 /**
@@ -249,7 +249,14 @@ export class SshPool {
       if (outcome.kind === 'done') return outcome.result;
       const othersInFlight = connection.channels.inUse - 1;
       release();
-      if (refusals < MAX_CHANNEL_REFUSALS && !session.isOpen()) continue;
+      // Not a refusal but a connection dying while the channel opened: nothing ran, so reconnect and try again.
+      if (!session.isOpen() || !/open failure/i.test(outcome.error.message)) {
+        connection.drop(session);
+        if (refusals < MAX_CHANNEL_REFUSALS) continue;
+        throw sshFailure(SshFailureType.SshConnectFailed,
+          `Cannot keep a connection to node ${nodeEndpointLabel(connection.node)}: it was lost ${refusals + 1} times while opening a channel ` +
+          `(${outcome.error.message}) — check sshd's log on the node and the network`, { cause: outcome.error });
+      }
       if (othersInFlight === 0 || refusals >= MAX_CHANNEL_REFUSALS) {
         throw sshFailure(SshFailureType.SshChannelFailed,
           `Node ${nodeEndpointLabel(connection.node)} refused to open a session channel (${outcome.error.message}) with ${othersInFlight} other channels open; ` +
