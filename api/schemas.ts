@@ -10,20 +10,32 @@ export const ErrorBody = z
   })
   .meta({ id: 'Error' });
 
+/** A playbook and an inventory, each by name/path or inline TOML. */
+function exactlyOneSourceEach(context: z.core.ParsePayload<{ playbook?: string; playbook_toml?: string; inventory?: string; inventory_toml?: string }>): void {
+  for (const [file, text] of [['playbook', 'playbook_toml'], ['inventory', 'inventory_toml']] as const) {
+    if (Boolean(context.value[file]) === Boolean(context.value[text])) {
+      context.issues.push({ code: 'custom', input: context.value, path: [file], message: `give exactly one of ${file} and ${text}` });
+    }
+  }
+}
+
+const FilesOrText = {
+  playbook: z.string().min(1).optional().describe('name of a shipped playbook (kata, kata-uninstall, gvisor) or a path on the API host'),
+  playbook_toml: z.string().min(1).optional().describe('the playbook itself, as TOML text'),
+  inventory: z.string().min(1).optional().describe('path of an inventory file on the API host'),
+  inventory_toml: z.string().min(1).optional().describe('the inventory itself, as TOML text; relative paths in it resolve against the API process directory'),
+};
+
 export const StartRolloutBody = z
   .strictObject({
-    playbook: z.string().min(1).optional().describe('name of a shipped playbook (kata, kata-uninstall, gvisor) or a path on the API host'),
-    playbook_toml: z.string().min(1).optional().describe('the playbook itself, as TOML text'),
-    inventory: z.string().min(1).optional().describe('path of an inventory file on the API host'),
-    inventory_toml: z.string().min(1).optional().describe('the inventory itself, as TOML text; relative paths in it resolve against the API process directory'),
+    ...FilesOrText,
     request_id: z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'letters, digits, ".", "_" and "-", at most 100')
       .optional()
       .describe('idempotency key: the same request id twice starts one rollout; it becomes the rollout id'),
   })
-  .refine((body) => Boolean(body.playbook) !== Boolean(body.playbook_toml), { message: 'give exactly one of playbook and playbook_toml' })
-  .refine((body) => Boolean(body.inventory) !== Boolean(body.inventory_toml), { message: 'give exactly one of inventory and inventory_toml' });
+  .check(exactlyOneSourceEach);
 
 export const StartedRolloutBody = z
   .object({
@@ -85,3 +97,23 @@ export const AbortBody = z
 export const PhaseBody = z.object({ rollout_id: z.string(), phase: z.string() }).meta({ id: 'Phase' });
 
 export const RolloutIdParams = z.object({ id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/) });
+
+export const CreateScheduleBody = z
+  .strictObject({
+    ...FilesOrText,
+    every: z.string().describe('interval, e.g. "15m"'),
+    report_only: z.boolean().default(false).describe('only report drift, repair nothing'),
+    schedule_id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$/).optional().describe('suffix of the schedule id (katafleet-drift-<schedule_id>)'),
+  })
+  .check(exactlyOneSourceEach);
+
+export const DriftScheduleBody = z
+  .object({
+    scheduleId: z.string(),
+    every: z.string().optional(),
+    playbook: z.string().optional(),
+    reportOnly: z.boolean().optional(),
+    nextRun: z.string().optional(),
+    recentRuns: z.array(z.object({ startedAt: z.string(), workflowId: z.string() })),
+  })
+  .meta({ id: 'DriftSchedule' });

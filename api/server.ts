@@ -6,8 +6,9 @@ import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, val
 import { z } from 'zod';
 import { loadInventory, loadPlaybook, parseInventory, parsePlaybook } from '../playbooks/load';
 import { katafleetVersion } from '../worker/version';
+import { createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from './schedule-service';
 import { controlRollout, getRollout, listRollouts, RolloutServiceError, startRollout } from './rollout-service';
-import { AbortBody, ErrorBody, PhaseBody, RolloutBody, RolloutIdParams, RolloutSummaryBody, StartedRolloutBody, StartRolloutBody } from './schemas';
+import { AbortBody, CreateScheduleBody, DriftScheduleBody, ErrorBody, PhaseBody, RolloutBody, RolloutIdParams, RolloutSummaryBody, StartedRolloutBody, StartRolloutBody } from './schemas';
 
 export interface ApiOptions {
   client: Client;
@@ -60,8 +61,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
   api.post('/v1/rollouts', { schema: { body: StartRolloutBody, response: { 202: StartedRolloutBody, 400: ErrorBody, 409: ErrorBody } } }, async (request, reply) => {
     const body = request.body;
-    const playbook = body.playbook_toml ? parsePlaybook(body.playbook_toml, 'playbook_toml') : await loadPlaybook(body.playbook!);
-    const inventory = body.inventory_toml ? parseInventory(body.inventory_toml, 'inventory_toml') : await loadInventory(body.inventory!);
+    const { playbook, inventory } = await loadFromBody(body);
     const started = await startRollout(client, playbook, inventory, body.request_id);
     return reply.code(202).send({ rollout_id: started.rolloutId, workflow_id: started.workflowId, ui_link: started.uiLink, started: started.started });
   });
@@ -81,7 +81,26 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     phase: await controlRollout(client, request.params.id, 'abort', request.body),
   }));
 
+  api.post('/v1/schedules', { schema: { body: CreateScheduleBody, response: { 201: z.object({ schedule_id: z.string() }), 400: ErrorBody } } }, async (request, reply) => {
+    const body = request.body;
+    const { playbook, inventory } = await loadFromBody(body);
+    const scheduleId = await createDriftSchedule(client, playbook, inventory, { every: body.every, reportOnly: body.report_only, scheduleId: body.schedule_id });
+    return reply.code(201).send({ schedule_id: scheduleId });
+  });
+  api.get('/v1/schedules', { schema: { response: { 200: z.object({ schedules: z.array(DriftScheduleBody) }) } } }, async () => ({ schedules: await listDriftSchedules(client) }));
+  api.delete('/v1/schedules/:id', { schema: { params: RolloutIdParams, response: { 204: z.null(), 404: ErrorBody } } }, async (request, reply) => {
+    await deleteDriftSchedule(client, request.params.id);
+    return reply.code(204).send(null);
+  });
+
   return app;
+}
+
+/** The playbook and inventory of a request, from files on this host or inline TOML; invalid ones throw PlaybookError (400). */
+async function loadFromBody(body: { playbook?: string; playbook_toml?: string; inventory?: string; inventory_toml?: string }) {
+  const playbook = body.playbook_toml ? parsePlaybook(body.playbook_toml, 'playbook_toml') : await loadPlaybook(body.playbook!);
+  const inventory = body.inventory_toml ? parseInventory(body.inventory_toml, 'inventory_toml') : await loadInventory(body.inventory!);
+  return { playbook, inventory };
 }
 
 function bearerMatches(header: string | undefined, token: string): boolean {

@@ -3,6 +3,7 @@ import { UsageError, type Command } from './command';
 import { apiCommand, upCommand } from './api';
 import { demoCommand } from './demo';
 import { doctorCommand } from './doctor';
+import { driftCommand } from './drift';
 import { patchConfigCommand } from './patch-config';
 import { planCommand } from './plan';
 import { reportError } from './report-error';
@@ -20,6 +21,7 @@ const commands: Command[] = [
   pauseCommand,
   resumeCommand,
   abortCommand,
+  driftCommand,
   serverCommand,
   workerCommand,
   apiCommand,

@@ -1,0 +1,76 @@
+import { randomUUID } from 'node:crypto';
+import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
+import type { Inventory, Playbook } from '../playbooks/schema';
+import { taskQueue } from '../worker/connection';
+import { isDuration, parseDuration } from '../workflows/duration';
+import type { DriftInput } from '../workflows/drift';
+import { buildRolloutInput, RolloutServiceError } from './rollout-service';
+
+const schedulePrefix = 'katafleet-drift-';
+
+/** The plain input of driftWorkflow, from validated files. */
+export function buildDriftInput(playbook: Playbook, inventory: Inventory, reportOnly: boolean): DriftInput {
+  const rollout = buildRolloutInput(playbook, inventory, 'drift');
+  return { playbook: rollout.playbook, steps: rollout.steps, drain: rollout.rollout.drain, nodes: rollout.nodes, kubernetes: rollout.kubernetes, reportOnly };
+}
+
+export interface DriftScheduleSummary {
+  scheduleId: string;
+  every?: string;
+  playbook?: string;
+  reportOnly?: boolean;
+  nextRun?: string;
+  recentRuns: { startedAt: string; workflowId: string }[];
+}
+
+/**
+ * Creates a Temporal Schedule that runs driftWorkflow every `every` (e.g. "15m"); overlapping runs
+ * are skipped, so a slow repair never stacks up.
+ */
+export async function createDriftSchedule(client: Client, playbook: Playbook, inventory: Inventory, options: { every: string; reportOnly: boolean; scheduleId?: string }): Promise<string> {
+  if (!isDuration(options.every) || parseDuration(options.every) < 1000) {
+    throw new RolloutServiceError('RolloutRequestRejected', `--every "${options.every}" must be a duration of at least 1s, such as "15m" or "1h"`);
+  }
+  const input = buildDriftInput(playbook, inventory, options.reportOnly);
+  const scheduleId = `${schedulePrefix}${options.scheduleId ?? `${playbook.playbook.name}-${randomUUID().slice(0, 8)}`}`;
+  await client.schedule.create({
+    scheduleId,
+    spec: { intervals: [{ every: parseDuration(options.every) }] },
+    action: { type: 'startWorkflow', workflowType: 'driftWorkflow', args: [input], taskQueue, workflowId: `${scheduleId}-run` },
+    policies: { overlap: ScheduleOverlapPolicy.SKIP },
+    memo: { playbook: playbook.playbook.name, every: options.every, reportOnly: options.reportOnly },
+    state: { note: `drift ${options.reportOnly ? 'report' : 'repair'} of ${input.nodes.length} nodes every ${options.every} (${playbook.source.file})` },
+  });
+  return scheduleId;
+}
+
+/** katafleet's drift schedules. */
+export async function listDriftSchedules(client: Client): Promise<DriftScheduleSummary[]> {
+  const summaries: DriftScheduleSummary[] = [];
+  for await (const schedule of client.schedule.list()) {
+    if (!schedule.scheduleId.startsWith(schedulePrefix)) continue;
+    const memo = (schedule.memo ?? {}) as { playbook?: string; every?: string; reportOnly?: boolean };
+    summaries.push({
+      scheduleId: schedule.scheduleId,
+      every: memo.every,
+      playbook: memo.playbook,
+      reportOnly: memo.reportOnly,
+      nextRun: schedule.info.nextActionTimes[0]?.toISOString(),
+      recentRuns: schedule.info.recentActions.map((action) => ({ startedAt: action.takenAt.toISOString(), workflowId: action.action.workflow.workflowId })),
+    });
+  }
+  return summaries;
+}
+
+/** Deletes a drift schedule (runs already started go on). */
+export async function deleteDriftSchedule(client: Client, scheduleId: string): Promise<void> {
+  if (!scheduleId.startsWith(schedulePrefix)) {
+    throw new RolloutServiceError('RolloutNotFound', `"${scheduleId}" is not a katafleet drift schedule (their ids start with ${schedulePrefix})`);
+  }
+  try {
+    await client.schedule.getHandle(scheduleId).delete();
+  } catch (err) {
+    if (err instanceof ScheduleNotFoundError) throw new RolloutServiceError('RolloutNotFound', `no schedule "${scheduleId}" (katafleet drift schedules lists them)`);
+    throw err;
+  }
+}

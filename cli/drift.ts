@@ -1,0 +1,74 @@
+import type { Client } from '@temporalio/client';
+import { buildDriftInput, createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from '../api/schedule-service';
+import { loadInventory, loadPlaybook } from '../playbooks/load';
+import { connectTemporal, taskQueue, workflowUiLink } from '../worker/connection';
+import { driftWorkflow, type DriftReport } from '../workflows/drift';
+import { parseCommandArgs, requireOption, UsageError, type Command } from './command';
+
+async function withClient<T>(work: (client: Client) => Promise<T>): Promise<T> {
+  const { client, connection } = await connectTemporal();
+  try {
+    return await work(client);
+  } finally {
+    await connection.close();
+  }
+}
+
+/** The drift report as a table: node, outcome, what drifted. */
+export function formatDriftReport(report: DriftReport): string {
+  const width = Math.max(4, ...report.nodes.map((result) => result.node.length));
+  const rows = report.nodes.map((result) => `${result.node.padEnd(width)}  ${result.outcome.padEnd(13)} ${[...result.drifted, result.detail ?? ''].filter(Boolean).join('; ')}`.trimEnd());
+  return [`${'node'.padEnd(width)}  ${'outcome'.padEnd(13)} what`, ...rows].join('\n');
+}
+
+export const driftCommand: Command = {
+  name: 'drift',
+  summary: 'check nodes against a playbook and repair drift, now or on a Temporal Schedule',
+  usage: `Usage:
+  katafleet drift check PLAYBOOK --inventory FILE [--report-only]     run one drift check (and repair) now
+  katafleet drift schedule PLAYBOOK --inventory FILE --every 15m [--report-only]
+  katafleet drift schedules                                         list drift schedules
+  katafleet drift unschedule SCHEDULE_ID
+
+A check is read-only. Drifted nodes are repaired by running the playbook on them through the same per-node lock as
+rollouts, so a node busy in a rollout is skipped this round. --report-only changes nothing. Schedules skip a run
+while the previous one still runs, and show on the Temporal UI's Schedules page.`,
+  async run(args) {
+    const [sub, ...rest] = args;
+    const options = { inventory: { type: 'string', short: 'i' }, every: { type: 'string' }, 'report-only': { type: 'boolean' } } as const;
+    if (sub === 'check' || sub === 'schedule') {
+      const { values, positionals } = parseCommandArgs(this, rest, options, { min: 1, max: 1 });
+      const playbook = await loadPlaybook(positionals[0]);
+      const inventory = await loadInventory(requireOption(this, values.inventory, '--inventory FILE'));
+      const reportOnly = values['report-only'] ?? false;
+      if (sub === 'schedule') {
+        const every = requireOption(this, values.every, '--every DURATION');
+        const id = await withClient((client) => createDriftSchedule(client, playbook, inventory, { every, reportOnly }));
+        process.stdout.write(`created schedule ${id}: drift ${reportOnly ? 'report' : 'repair'} every ${every}\n`);
+        return 0;
+      }
+      const input = buildDriftInput(playbook, inventory, reportOnly);
+      const workflowId = `katafleet-drift-check-${Date.now()}`;
+      process.stdout.write(`drift check ${workflowUiLink(workflowId)}\n`);
+      const report = await withClient((client) => client.workflow.execute(driftWorkflow, { taskQueue, workflowId, args: [input] }));
+      process.stdout.write(`${formatDriftReport(report)}\n`);
+      return report.nodes.every((result) => ['in-sync', 'repaired'].includes(result.outcome)) ? 0 : 1;
+    }
+    if (sub === 'schedules') {
+      parseCommandArgs(this, rest, {}, { min: 0, max: 0 });
+      const schedules = await withClient((client) => listDriftSchedules(client));
+      for (const schedule of schedules) {
+        process.stdout.write(`${schedule.scheduleId}  every ${schedule.every ?? '?'}  ${schedule.playbook ?? ''}${schedule.reportOnly ? ' (report only)' : ''}  next ${schedule.nextRun ?? '-'}  ${schedule.recentRuns.length} recent runs\n`);
+      }
+      if (schedules.length === 0) process.stdout.write('no drift schedules\n');
+      return 0;
+    }
+    if (sub === 'unschedule') {
+      const { positionals } = parseCommandArgs(this, rest, {}, { min: 1, max: 1 });
+      await withClient((client) => deleteDriftSchedule(client, positionals[0]));
+      process.stdout.write(`deleted schedule ${positionals[0]}\n`);
+      return 0;
+    }
+    throw new UsageError(sub ? `katafleet drift: unknown sub-command "${sub}"` : 'katafleet drift: which sub-command?', this.usage);
+  },
+};

@@ -1,0 +1,178 @@
+// `katafleet sim`: start, inspect, break and stop the simulated fleet (sim/README.md).
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UsageError, parseCommandArgs, type Command } from './command';
+import { faultNames, faults as faultDescriptions, parseFault, type Fault } from '../sim/faults';
+import { defaultFleetDir, fleetStatus, readFleetRecord, setFaultInDir, startFleet, stopFleetInDir } from '../sim/fleet';
+
+const usage = `Usage:
+  katafleet sim up [--nodes N] [--dir D] [--fault NODE=FAULT ...] [--kubernetes] [--user U] [--port P]
+  katafleet sim down [--dir D]
+  katafleet sim fault NODE FAULT on|off [--dir D]
+  katafleet sim status [--dir D]
+
+Starts N simulated nodes (default 3) on 127.0.1.x with real sshd, containerd and apt, writes the
+inventory D/inventory.toml and returns; the fleet keeps running until \`katafleet sim down\`.
+D defaults to ${relativeToCwd(defaultFleetDir)}.
+
+Faults:
+${faultNames.map((f) => `  ${f.padEnd(26)} ${faultDescriptions[f]}`).join('\n')}`;
+
+function relativeToCwd(path: string): string {
+  const cwd = process.cwd();
+  return path.startsWith(`${cwd}/`) ? path.slice(cwd.length + 1) : path;
+}
+
+const upStartTimeoutMs = 240_000;
+
+const upOptions = {
+  nodes: { type: 'string' },
+  dir: { type: 'string' },
+  fault: { type: 'string', multiple: true },
+  kubernetes: { type: 'boolean' },
+  user: { type: 'string' },
+  port: { type: 'string' },
+} as const;
+
+function parseUp(args: string[]) {
+  const { values } = parseCommandArgs(simCliCommand, args, upOptions, { min: 0, max: 0 });
+  const nodes = Number(values.nodes ?? 3);
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 500) throw new UsageError(`katafleet sim up: --nodes must be a whole number from 1 to 500, got "${values.nodes}"`, usage);
+  const port = Number(values.port ?? 22);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`katafleet sim up: --port must be a port number, got "${values.port}"`, usage);
+  const faults: Record<string, Fault[]> = {};
+  for (const spec of values.fault ?? []) {
+    const [node, fault] = spec.split('=');
+    if (!node || !fault) throw new UsageError(`katafleet sim up: --fault expects NODE=FAULT (e.g. node-2=sshd-down), got "${spec}"`, usage);
+    (faults[node] ??= []).push(parseFault(fault, `--fault ${spec}`));
+  }
+  return { nodes, port, faults, dir: resolve(values.dir ?? defaultFleetDir), kubernetes: Boolean(values.kubernetes), user: values.user ?? 'root' };
+}
+
+/** `sim up`: starts a detached `sim serve` that owns the fleet, waits until it is up, prints it. */
+async function up(args: string[]): Promise<number> {
+  const o = parseUp(args);
+  const logFile = `${o.dir}.log`;
+  await rm(logFile, { force: true });
+  const fd = openSync(logFile, 'a');
+  // The owner runs this very file (see the end), so it does not depend on cli/main.ts's command list.
+  const child = spawn(process.execPath, ['--require', require.resolve('tsx/cjs'), __filename, 'serve', ...args], {
+    detached: true,
+    stdio: ['ignore', fd, fd],
+  });
+  closeSync(fd);
+  child.unref();
+  let exited = false;
+  child.on('exit', () => (exited = true));
+  const deadline = Date.now() + upStartTimeoutMs;
+  while (!existsSync(join(o.dir, 'fleet.json'))) {
+    if (exited || Date.now() > deadline) {
+      const log = await readFile(logFile, 'utf8').catch(() => '');
+      process.stderr.write(`katafleet sim up: the fleet did not start${exited ? '' : ` within ${upStartTimeoutMs / 1000} s`}; ${logFile}:\n${log}`);
+      if (!exited) await stopFleetInDir(o.dir);
+      return 1;
+    }
+    await sleep(100);
+  }
+  return printStatus(o.dir);
+}
+
+/** `sim serve` (internal): owns a fleet until SIGTERM/SIGINT, then stops it. */
+async function serve(args: string[]): Promise<number> {
+  const o = parseUp(args);
+  const fleet = await startFleet({
+    nodes: o.nodes,
+    dir: o.dir,
+    faults: o.faults,
+    kubernetes: o.kubernetes,
+    sshUser: o.user,
+    port: o.port,
+    log: (line) => process.stdout.write(`${new Date().toISOString()} ${line}\n`),
+  });
+  await new Promise<void>((resolveStop) => {
+    const keepAlive = setInterval(() => undefined, 60_000);
+    const stop = () => {
+      clearInterval(keepAlive);
+      fleet.stop().then(resolveStop, resolveStop);
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  await rm(`${o.dir}.log`, { force: true });
+  return 0;
+}
+
+async function printStatus(dir: string): Promise<number> {
+  const status = await fleetStatus(dir);
+  if (!status) {
+    process.stderr.write(`katafleet sim status: no simulated fleet in ${dir}; start one with \`katafleet sim up\`\n`);
+    return 1;
+  }
+  const { record, nodes } = status;
+  const rows = nodes.map((n) => [n.name, n.address, n.role, n.containerd ? `containerd ${n.containerd}: ${n.containerdState}` : '-',
+    n.running ? (n.faults.length ? `faults: ${n.faults.join(', ')}` : 'ok') : 'STOPPED']);
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  process.stdout.write(
+    [
+      `inventory: ${record.inventoryPath}`,
+      ...rows.map((r) => `  ${r.map((c, i) => c.padEnd(widths[i])).join('  ')}`.trimEnd()),
+      `ssh: ssh -i ${record.identityFile} -o UserKnownHostsFile=${record.knownHostsPath} root@${nodes[0].address}`,
+      '',
+    ].join('\n'),
+  );
+  return 0;
+}
+
+/** `katafleet sim …`; returns the exit status. */
+export async function simCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const dirOnly = () => resolve(parseCommandArgs(simCliCommand, rest, { dir: { type: 'string' } }, { min: 0, max: 0 }).values.dir ?? defaultFleetDir);
+  switch (sub) {
+    case 'up':
+      return up(rest);
+    case 'serve':
+      return serve(rest);
+    case 'down': {
+      const dir = dirOnly();
+      const stopped = await stopFleetInDir(dir);
+      await rm(`${dir}.log`, { force: true });
+      process.stdout.write(stopped ? `stopped the simulated fleet in ${dir}\n` : `no simulated fleet was running in ${dir}\n`);
+      return 0;
+    }
+    case 'status':
+      return printStatus(dirOnly());
+    case 'fault': {
+      const { values, positionals } = parseCommandArgs(simCliCommand, rest, { dir: { type: 'string' } }, { min: 3, max: 3 });
+      const [node, fault, state] = positionals;
+      if (state !== 'on' && state !== 'off') throw new UsageError(`katafleet sim fault: the third argument must be on or off, got "${state}"`, usage);
+      const dir = resolve(values.dir ?? defaultFleetDir);
+      if (!(await readFleetRecord(dir))) throw new UsageError(`katafleet sim fault: no simulated fleet in ${dir}; start one with \`katafleet sim up\``);
+      await setFaultInDir(dir, node, parseFault(fault, 'katafleet sim fault'), state === 'on');
+      process.stdout.write(`${node}: ${fault} ${state}\n`);
+      return 0;
+    }
+    default:
+      throw new UsageError(sub ? `katafleet sim: unknown sub-command "${sub}"` : 'katafleet sim: missing sub-command', usage);
+  }
+}
+
+/** The `sim` entry for cli/main.ts's command list. */
+export const simCliCommand: Command = {
+  name: 'sim',
+  summary: 'start, break and stop the simulated fleet of test hosts (sshd, containerd, apt on 127.0.1.x)',
+  usage,
+  run: simCommand,
+};
+
+if (require.main === module) {
+  simCommand(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (err: Error) => {
+      process.stderr.write(`${err.message}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
