@@ -620,3 +620,27 @@ function nodeProcessIsOurs(n: NodeRecord): boolean {
 export async function fleetNodeRecords(dir: string): Promise<NodeRecord[]> {
   return (await readFleetRecord(dir))?.nodes ?? [];
 }
+
+/** Turns a fault switch on or off on a node of the fleet recorded in `dir` (from any process). */
+export async function setFaultInDir(dir: string, node: string, fault: Fault, on: boolean): Promise<void> {
+  const record = await readFleetRecord(resolve(dir));
+  if (!record) throw new UnknownNode(`no simulated fleet is running in ${resolve(dir)}: start one with \`katafleet sim up\``);
+  await applyFault(findNode(record.nodes, node), fault, on);
+}
+
+/** Each node of the fleet recorded in `dir`: what it is, whether containerd is active, which faults are on. */
+export async function fleetStatus(dir: string): Promise<{ record: FleetRecord; nodes: (SimNode & { running: boolean; containerdState: string; faults: Fault[] })[] } | undefined> {
+  const record = await readFleetRecord(resolve(dir));
+  if (!record) return undefined;
+  const nodes = await Promise.all(
+    record.nodes.map(async (n) => ({
+      ...publicNode(n),
+      running: alive(n.initPid),
+      containerdState: n.role === 'worker'
+        ? (await readFile(join(nodePaths(n.dir).services, 'containerd.state'), 'utf8').catch(() => 'inactive')).trim()
+        : '-',
+      faults: await currentFaults(n),
+    })),
+  );
+  return { record, nodes };
+}

@@ -15,7 +15,7 @@ export interface SshResult {
 
 export interface SshRunOptions {
   user?: string;
-  /** Kill ssh after this long. @default 30000 */
+  /** Kill ssh after this long. @default 60000 */
   timeoutMs?: number;
   /** Sent on the command's stdin. */
   input?: string;
@@ -50,7 +50,7 @@ export function sshRun(
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 30_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
     child.on('error', (err) => {
       clearTimeout(timer);
       reject(err);
