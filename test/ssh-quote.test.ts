@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { cmd, flag, isSafeShellValue, quote, sh, sudo, SshFailureType } from '../activities/ssh';
+import { cmd, flag, isSafeShellValue, quote, sh, sudo, SshFailureType, withDeadline } from '../activities/ssh';
 
 /** What a real POSIX shell makes of a command text: one line per argument it passes to printf. */
 function argvSeenByShell(text: string): string[] {
@@ -71,5 +71,14 @@ describe('safe command building', () => {
     const wrapped = sudo(sh`cat ${'/etc/x'} | sha256sum`);
     expect(wrapped.display).toBe('sudo -n cat /etc/x | sha256sum');
     expect(argvSeenByShell(wrapped.text)).toEqual(['sudo', '-n', 'sh', '-c', "cat '/etc/x' | sha256sum"]);
+  });
+
+  it('puts a deadline on the node itself: timeout(1) stops the command, stdin still reaches it', () => {
+    const slow = withDeadline(sh`cat; sleep 5`, 1);
+    expect(slow.display).toBe('cat; sleep 5');
+    const started = Date.now();
+    const run = () => execFileSync('sh', ['-c', slow.text], { input: 'from stdin', encoding: 'utf8' });
+    expect(run).toThrow(expect.objectContaining({ status: 124, stdout: 'from stdin' }));
+    expect(Date.now() - started).toBeLessThan(3_000);
   });
 });
