@@ -3,9 +3,11 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Info } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
 import { createNodeActivities } from '../activities/node-activities';
-import type { NodeTarget, StepOutcome, StepRequest, Undo } from '../activities/node-types';
+import type { NodeTarget, StepOutcome, StepRequest, Undo, UndoOutcome } from '../activities/node-types';
 import { SshPool } from '../activities/ssh';
 import { toNodeTarget } from '../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
@@ -22,7 +24,7 @@ const runId = '0f3c2a9e-5b1d-4c7e-9a42-6d8e1f0b7c35';
 
 beforeAll(async () => {
   fleet = await startFleet({
-    nodes: [{ name: 'fresh-1' }, { name: 'novirt-2' }, { name: 'refuses-3' }],
+    nodes: [{ name: 'fresh-1' }, { name: 'novirt-2' }, { name: 'refuses-3' }, { name: 'crash-4' }],
     faults: { 'novirt-2': ['no-virtualization'] },
     dir: join(await mkdtemp(join(tmpdir(), 'kf-node-activities-')), 'fleet'),
   });
@@ -42,17 +44,22 @@ function step<K extends Step['kind']>(id: string): Extract<Step, { kind: K }> {
   return found as Extract<Step, { kind: K }>;
 }
 
-/** Runs a step activity as a worker would: in an activity context with the step's timeout, attempt `attempt`. */
-async function runStep<S extends Step>(fn: (request: StepRequest<S>) => Promise<StepOutcome>, node: string, s: S, attempt = 1) {
-  const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000, attempt });
-  const heartbeats: unknown[] = [];
-  env.on('heartbeat', (d: unknown) => heartbeats.push(d));
-  const request: StepRequest<S> = { runId, rolloutId: 'test', node: targets[node], step: s, drain: false };
-  return { outcome: await env.run(fn, request), heartbeats };
+/** An activity context as a worker gives one (attempt, timeout, heartbeats); the SDK's failure logs kept quiet. */
+function activityEnv(info: Partial<Info> = {}) {
+  return new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000, ...info }, { logger: new DefaultLogger('ERROR') });
 }
 
-async function undo(node: string, record: Undo) {
-  return new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000 }).run(activities().undoStep, { node: targets[node], undo: record });
+/** Runs a step activity as a worker would: in an activity context, attempt `attempt`, for run `run`. */
+async function runStep<S extends Step>(fn: (request: StepRequest<S>) => Promise<StepOutcome>, node: string, s: S, attempt = 1, run = runId) {
+  const env = activityEnv({ attempt });
+  const heartbeats: unknown[] = [];
+  env.on('heartbeat', (d: unknown) => heartbeats.push(d));
+  const request: StepRequest<S> = { runId: run, rolloutId: 'test', node: targets[node], step: s, drain: false };
+  return { outcome: (await env.run(fn, request)) as StepOutcome, heartbeats };
+}
+
+async function undo(node: string, record: Undo): Promise<UndoOutcome> {
+  return (await activityEnv().run(activities().undoStep, { node: targets[node], undo: record })) as UndoOutcome;
 }
 
 const on = (node: string, command: string) => sshRun(fleet, fleet.nodes.find((n) => n.name === node)!, command);
@@ -75,9 +82,8 @@ describe('step activities on a fresh node', () => {
     const second = await runStep(activities().packageInstall, 'fresh-1', step('install'), 1);
     // Same run: the marker says this run installed it, so the undo is kept (a worker crash must not lose it).
     expect(second.outcome).toMatchObject({ changed: true, undo: { kind: 'remove-packages' } });
-    const otherRun = await new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000 }).run(activities().packageInstall,
-      { runId: 'aaaaaaaa-other-run', rolloutId: 'test', node: targets['fresh-1'], step: step<'package-install'>('install'), drain: false });
-    expect(otherRun).toMatchObject({ changed: false, summary: 'already installed: kata-containers 3.2.0' });
+    const otherRun = await runStep(activities().packageInstall, 'fresh-1', step('install'), 1, 'aaaaaaaa-other-run');
+    expect(otherRun.outcome).toMatchObject({ changed: false, summary: 'already installed: kata-containers 3.2.0' });
   }, 180_000);
 
   it('kata-check passes after the install', async () => {
@@ -105,6 +111,21 @@ describe('step activities on a fresh node', () => {
     const second = await runStep(activities().serviceRestart, 'fresh-1', step('restart'));
     expect(second.outcome).toMatchObject({ changed: false });
   }, 60_000);
+
+  it('the rollback step restores the config byte for byte, restarts containerd without kata and removes the packages; a second run changes nothing', async () => {
+    const backup = `/etc/containerd/config.toml.katafleet-${runId.slice(0, 12)}.bak`;
+    const original = (await on('fresh-1', `sha256sum < ${backup}`)).stdout.split(' ')[0];
+    const rollbackStep = { id: 'rollback', kind: 'rollback', timeout: '2m', config_path: '/etc/containerd/config.toml', remove_packages: true } as const;
+    const first = await runStep(activities().rollback, 'fresh-1', rollbackStep);
+    expect(first.outcome.changed).toBe(true);
+    expect(first.outcome.summary).toContain('equal to the original');
+    expect(first.outcome.summary).toContain('removed kata-containers 3.2.0');
+    expect((await on('fresh-1', 'sha256sum < /etc/containerd/config.toml')).stdout.split(' ')[0]).toBe(original);
+    expect(JSON.parse((await on('fresh-1', 'crictl info')).stdout).config.containerd.runtimes).not.toHaveProperty('kata');
+    expect((await on('fresh-1', 'command -v kata-runtime || echo none')).stdout.trim()).toBe('none');
+    const second = await runStep(activities().rollback, 'fresh-1', rollbackStep);
+    expect(second.outcome.changed).toBe(false);
+  }, 90_000);
 });
 
 describe('failures leave the node as it was', () => {
@@ -122,8 +143,7 @@ describe('failures leave the node as it was', () => {
     const patched = await runStep(activities().containerdPatch, 'refuses-3', step('containerd'));
     await fleet.setFault('refuses-3', 'containerd-refuses-start', true);
     const restart = { ...step<'service-restart'>('restart'), timeout: '8s' };
-    const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 8_000 });
-    await expect(env.run(activities().serviceRestart, { runId, rolloutId: 'test', node: targets['refuses-3'], step: restart, drain: false })).rejects.toMatchObject({
+    await expect(activityEnv({ startToCloseTimeoutMs: 8_000 }).run(activities().serviceRestart, { runId, rolloutId: 'test', node: targets['refuses-3'], step: restart, drain: false })).rejects.toMatchObject({
       type: 'ServiceNotActive',
       message: expect.stringContaining('containerd is not active'),
     });
@@ -138,8 +158,7 @@ describe('failures leave the node as it was', () => {
     await fleet.setFault('novirt-2', 'host-key-changed', true);
     try {
       const fresh = new SshPool();
-      const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 30_000 });
-      await expect(env.run(createNodeActivities({ pool: fresh }).prereqCheck,
+      await expect(activityEnv().run(createNodeActivities({ pool: fresh }).prereqCheck,
         { runId, rolloutId: 'test', node: targets['novirt-2'], step: step<'prereq-check'>('prereq'), drain: false })).rejects.toMatchObject({
         type: 'HostKeyMismatch',
         nonRetryable: true,
@@ -149,5 +168,50 @@ describe('failures leave the node as it was', () => {
     } finally {
       await fleet.setFault('novirt-2', 'host-key-changed', false);
     }
+  }, 60_000);
+
+  it('a pinned package whose mirror is down: PackageRepositoryUnreachable (retryable), nothing installed', async () => {
+    await fleet.setFault('novirt-2', 'package-repo-unreachable', true);
+    try {
+      await expect(runStep(activities().packageInstall, 'novirt-2', step('install'))).rejects.toMatchObject({
+        type: 'PackageRepositoryUnreachable',
+        nonRetryable: false,
+        message: expect.stringContaining('the package sources cannot be reached'),
+      });
+      expect((await on('novirt-2', 'dpkg-query -W kata-containers 2>&1')).stdout).toContain('no packages found matching kata-containers');
+    } finally {
+      await fleet.setFault('novirt-2', 'package-repo-unreachable', false);
+    }
+  }, 120_000);
+
+  it('containerd refusing the candidate config: ContainerdConfigInvalid with its reason, config bytes unchanged, no file of the attempt left', async () => {
+    const refused = 'version = 2\n[grpc]\n  max_recv_message_size = "big"\n';
+    await on('crash-4', 'cp -p /etc/containerd/config.toml /root/config.good');
+    await sshRun(fleet, fleet.nodes.find((n) => n.name === 'crash-4')!, 'cat > /etc/containerd/config.toml', { input: refused });
+    try {
+      const before = (await on('crash-4', 'sha256sum < /etc/containerd/config.toml')).stdout;
+      await expect(runStep(activities().containerdPatch, 'crash-4', step('containerd'), 1, 'bbbbbbbb-refused')).rejects.toMatchObject({
+        type: 'ContainerdConfigInvalid',
+        nonRetryable: true,
+        message: expect.stringContaining("Can't convert big(string) to int"),
+      });
+      expect((await on('crash-4', 'sha256sum < /etc/containerd/config.toml')).stdout).toBe(before);
+      expect((await on('crash-4', 'ls -a /etc/containerd | grep -c bbbbbbbb || true')).stdout.trim()).toBe('0');
+    } finally {
+      await on('crash-4', 'cp -p /root/config.good /etc/containerd/config.toml');
+    }
+  }, 60_000);
+
+  it('a worker killed after the backup but before the swap: the retry keeps that one backup and patches once', async () => {
+    const run = 'cccccccc-crash-before-swap';
+    const backup = `/etc/containerd/config.toml.katafleet-${run.slice(0, 12)}.bak`;
+    const original = (await on('crash-4', 'sha256sum < /etc/containerd/config.toml')).stdout.split(' ')[0];
+    // What the killed attempt left: its backup and a half-written candidate.
+    await on('crash-4', `cp -p /etc/containerd/config.toml ${backup} && echo half > /etc/containerd/config.toml.katafleet-${run.slice(0, 12)}.new`);
+    const retried = await runStep(activities().containerdPatch, 'crash-4', step('containerd'), 2, run);
+    expect(retried.outcome).toMatchObject({ changed: true, undo: { backupPath: backup, sha256: original } });
+    expect((await on('crash-4', 'ls -a /etc/containerd | grep katafleet')).stdout).toBe(`config.toml.katafleet-${run.slice(0, 12)}.bak\n`);
+    expect((await on('crash-4', 'grep -c "runtimes.kata\\]" /etc/containerd/config.toml')).stdout.trim()).toBe('1');
+    expect((await on('crash-4', `sha256sum < ${backup}`)).stdout.split(' ')[0]).toBe(original);
   }, 60_000);
 });

@@ -19,6 +19,8 @@ export type PackageManager = 'apt' | 'dnf' | 'zypper';
 export const PackageNotAvailable = 'PackageNotAvailable';
 /** The package manager failed (a lock, a download error); retried. */
 export const PackageInstallFailed = 'PackageInstallFailed';
+/** The package sources cannot be reached (mirror down, network); retried. */
+export const PackageRepositoryUnreachable = 'PackageRepositoryUnreachable';
 /** The node has none of apt-get, dnf, zypper. Never retried. */
 export const PackageManagerMissing = 'PackageManagerMissing';
 
@@ -94,6 +96,17 @@ export function removeCommand(manager: PackageManager, names: readonly string[],
   }
 }
 
+/**
+ * Removes those of `names` that are installed, with their configuration files (they were not there
+ * before katafleet installed them). Returns `name version` of each removed package.
+ */
+export async function purgeInstalled(shell: NodeShell, manager: PackageManager, names: readonly string[]): Promise<string[]> {
+  const installed = await installedVersions(shell, manager, names);
+  const present = names.filter((name) => installed.has(name));
+  if (present.length > 0) await runPackageManager(shell, removeCommand(manager, present, true), 'removal');
+  return present.map((name) => `${name} ${installed.get(name)}`);
+}
+
 /** True when every pinned version is offered by the node's repositories (apt only; dnf/zypper report it on install). */
 async function aptHasCandidates(shell: NodeShell, specs: readonly PackageSpec[]): Promise<boolean> {
   const result = await shell.run(sh`apt-cache show --no-all-versions ${specs.map((spec) => pinned('apt', spec))} >/dev/null`, { asRoot: false, allowExitCodes: [0, 100] });
@@ -104,10 +117,15 @@ async function ensureAptCandidates(shell: NodeShell, specs: readonly PackageSpec
   if (await aptHasCandidates(shell, specs)) return;
   const update = await shell.run(sh`apt-get update`, { allowExitCodes: [0, 100], timeoutMs: 5 * 60_000 });
   if (await aptHasCandidates(shell, specs)) return;
-  const warnings = `${update.stdout}\n${update.stderr}`.split('\n').filter((l) => /^(E|W|Err):/.test(l.trim())).slice(-5).join('; ');
+  const problems = `${update.stdout}\n${update.stderr}`.split('\n').map((l) => l.trim()).filter((l) => /^(E|W|Err):/.test(l));
+  const wanted = specs.map((spec) => pinned('apt', spec)).join(', ');
+  if (problems.some((l) => /^Err:|Failed to fetch|Could not connect|Connection refused|Temporary failure|Unable to connect/.test(l))) {
+    throw transientFailure(PackageRepositoryUnreachable,
+      `Node ${shell.name}: apt-get update could not reach its package sources (${problems.slice(-3).join('; ')}), so ${wanted} cannot be installed; nothing was installed`);
+  }
   throw permanentFailure(PackageNotAvailable,
-    `Node ${shell.name}: ${specs.map((spec) => pinned('apt', spec)).join(', ')} not offered by its apt sources after apt-get update` +
-    `${warnings ? ` (${warnings})` : ''} — check the repository in /etc/apt/sources.list.d and the pinned versions in the playbook`);
+    `Node ${shell.name}: ${wanted} not offered by its apt sources after apt-get update${problems.length > 0 ? ` (${problems.slice(-3).join('; ')})` : ''} — ` +
+    'check the repository in /etc/apt/sources.list.d and the pinned versions in the playbook');
 }
 
 export async function packageInstall(shell: NodeShell, request: StepRequest<PackageInstallStep>): Promise<StepOutcome> {
@@ -141,11 +159,11 @@ export async function packageInstall(shell: NodeShell, request: StepRequest<Pack
     return { changed: false, summary, facts };
   }
 
+  if (manager === 'apt') await ensureAptCandidates(shell, missing);
   const newlyInstalled = [...new Set([...recorded, ...missing.filter((spec) => !before.has(spec.name)).map((spec) => spec.name)])];
   if (newlyInstalled.length > recorded.length) {
     await shell.writeFileAtomic(marker, newlyInstalled.map((name) => `${name}\n`).join(''));
   }
-  if (manager === 'apt') await ensureAptCandidates(shell, missing);
   await runPackageManager(shell, installCommand(manager, missing), 'install');
 
   const after = await installedVersions(shell, manager, names);
@@ -170,6 +188,8 @@ async function runPackageManager(shell: NodeShell, command: Command, what: strin
   const errors = output.split('\n').map((l) => l.trim()).filter((l) => /^(E:|Error|error:|Problem)/.test(l));
   const detail = (errors.length > 0 ? errors : output.trim().split('\n').slice(-3)).join('; ');
   const notFound = /Version '.*' for '.*' was not found|Unable to locate package|No match for argument|not found in package names/.test(output);
+  const unreachable = /Unable to fetch|Failed to fetch|Could not connect|Connection refused|Temporary failure resolving|Cannot download|Curl error/.test(output);
   const message = `Node ${shell.name}: package ${what} failed with exit code ${result.exitCode} (${result.command}): ${detail}`;
-  throw notFound ? permanentFailure(PackageNotAvailable, message) : transientFailure(PackageInstallFailed, message);
+  if (notFound) throw permanentFailure(PackageNotAvailable, message);
+  throw transientFailure(unreachable ? PackageRepositoryUnreachable : PackageInstallFailed, unreachable ? `${message}; the package sources cannot be reached` : message);
 }

@@ -9,9 +9,8 @@ import type { RollbackStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest } from '../node-types';
 import type { NodeShell } from './node-shell';
 import { labelsAddedByKatafleet, removeLabels } from './node-label';
-import { PACKAGE_MARKER_DIR, detectPackageManager, installedVersions, removeCommand } from './package-install';
+import { PACKAGE_MARKER_DIR, detectPackageManager, purgeInstalled } from './package-install';
 import { restoreContainerdConfig } from './undo';
-import { transientFailure } from './step-runtime';
 
 /** The newest of this config's backups (`.bak`) and no-config markers (`.absent`), by the time each was made. */
 async function newestBackup(shell: NodeShell, configPath: string): Promise<string | undefined> {
@@ -55,16 +54,10 @@ export async function rollback(shell: NodeShell, pool: SshPool, request: StepReq
     const markers = (await shell.output(sh`cat ${PACKAGE_MARKER_DIR}/installed-*.packages 2>/dev/null || true`)).split('\n').map((l) => l.trim()).filter(Boolean);
     const names = [...new Set(markers)];
     if (names.length > 0) {
-      const manager = await detectPackageManager(shell, 'auto');
-      const installed = await installedVersions(shell, manager, names);
-      const present = names.filter((name) => installed.has(name));
-      if (present.length > 0) {
-        const result = await shell.run(removeCommand(manager, present, true), { allowExitCodes: [...Array(256).keys()], timeoutMs: 10 * 60_000 });
-        if (result.exitCode !== 0) {
-          throw transientFailure('PackageRemoveFailed', `Node ${node.name}: removing ${present.join(', ')} failed with exit code ${result.exitCode}: ${(result.stderr.trim() || result.stdout.trim()).split('\n').slice(-3).join('; ')}`);
-        }
+      const removed = await purgeInstalled(shell, await detectPackageManager(shell, 'auto'), names);
+      if (removed.length > 0) {
         changed = true;
-        done.push(`removed ${present.join(', ')}`);
+        done.push(`removed ${removed.join(', ')}`);
       }
       await shell.run(sh`rm -f ${PACKAGE_MARKER_DIR}/installed-*.packages`);
     }

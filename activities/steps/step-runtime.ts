@@ -52,13 +52,13 @@ export function cancellationSignal(): AbortSignal | undefined {
 }
 
 /**
- * Milliseconds this attempt may still spend waiting, keeping `reserveMs` for the work after the
- * wait (clean-up, a final read). Bounded by the attempt's start-to-close timeout, or `fallbackMs`
- * outside an activity.
+ * Milliseconds this attempt may still spend waiting, keeping `reserveMs` (at most a quarter of the
+ * budget) for the work after the wait: clean-up, a final read. The budget is the attempt's
+ * start-to-close timeout, or `fallbackMs` outside an activity.
  */
 export function timeLeftMs(startedAt: number, fallbackMs: number, reserveMs = 0): number {
   const budget = activityContext()?.info.startToCloseTimeoutMs || fallbackMs;
-  return Math.max(0, startedAt + budget - reserveMs - Date.now());
+  return Math.max(0, startedAt + budget - Math.min(reserveMs, budget / 4) - Date.now());
 }
 
 /**

@@ -7,7 +7,7 @@ import { sh, type SshPool } from '../ssh';
 import type { KubernetesTarget, Undo, UndoOutcome } from '../node-types';
 import type { NodeShell } from './node-shell';
 import { removeLabels } from './node-label';
-import { installedVersions, removeCommand } from './package-install';
+import { PACKAGE_MARKER_DIR, purgeInstalled } from './package-install';
 import { readDaemonState, waitForService } from './service-restart';
 import { permanentFailure, transientFailure } from './step-runtime';
 
@@ -77,14 +77,9 @@ export async function runUndo(shell: NodeShell, pool: SshPool, kubernetes: Kuber
     case 'restore-containerd-config':
       return outcome((await restoreContainerdConfig(shell, undo)).summary);
     case 'remove-packages': {
-      const installed = await installedVersions(shell, undo.manager, undo.packages);
-      const present = undo.packages.filter((name) => installed.has(name));
-      if (present.length === 0) return outcome(`packages ${undo.packages.join(', ')} already removed`);
-      const result = await shell.run(removeCommand(undo.manager, present, true), { allowExitCodes: [...Array(256).keys()], timeoutMs: 10 * 60_000 });
-      if (result.exitCode !== 0) {
-        throw transientFailure('PackageRemoveFailed', `Node ${shell.name}: removing ${present.join(', ')} failed with exit code ${result.exitCode}: ${(result.stderr.trim() || result.stdout.trim()).split('\n').slice(-3).join('; ')}`);
-      }
-      return outcome(`removed ${present.map((name) => `${name} ${installed.get(name)}`).join(', ')}`);
+      const removed = await purgeInstalled(shell, undo.manager, undo.packages);
+      await shell.run(sh`rm -f ${PACKAGE_MARKER_DIR}/installed-*-${undo.stepId}.packages`);
+      return outcome(removed.length > 0 ? `removed ${removed.join(', ')}` : `packages ${undo.packages.join(', ')} already removed`);
     }
     case 'remove-node-labels': {
       const kubectl = new Kubectl(pool, requireKubernetes(kubernetes, 'removing node labels'));
