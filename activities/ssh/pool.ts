@@ -36,7 +36,10 @@ export interface SshPoolOptions {
 export interface RunOptions {
   /** Sent to the command's stdin, then EOF. The way to deliver file contents: never interpolate them. */
   stdin?: string | Buffer;
-  /** Stop the command after this long and fail with `CommandTimedOut`. @default the pool's defaultTimeoutMs */
+  /**
+   * How long the command may run once started; then it is stopped (signal, channel closed, and timeout(1) on the node
+   * a second later) and the call fails with `CommandTimedOut`. @default the pool's defaultTimeoutMs
+   */
   timeoutMs?: number;
   /** Exit codes that count as success (e.g. `[0, 1]` for `grep -q`, `test`). @default [0] */
   allowExitCodes?: readonly number[];

@@ -16,6 +16,7 @@ export interface CommandResult {
   /** Complete output, byte for byte (never trimmed); capped by the pool's `maxOutputBytes`. */
   stdout: string;
   stderr: string;
+  /** From the channel request to its close: the command's own time, without waiting for a channel slot or connecting. */
   durationMs: number;
 }
 
