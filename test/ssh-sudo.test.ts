@@ -16,9 +16,6 @@ beforeAll(async () => {
     name: simNode.name, address: simNode.address, port: simNode.port, user: 'kfadmin',
     identityFile: fleet.identityFile, knownHosts: fleet.knownHostsPath,
   };
-  // useradd leaves the account locked ("!" in /etc/shadow), which sshd refuses without PAM; unlock it as root until
-  // sim/node/sbin/.provision does (`usermod -p '*'`).
-  await pool.run({ ...node, user: 'root' }, sh`usermod -p '*' kfadmin`);
 }, 90_000);
 
 afterAll(async () => {
