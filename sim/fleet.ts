@@ -131,6 +131,8 @@ interface NodeRecord extends SimNode {
   pid: number;
   /** Host PID of the node's PID 1 (for nsenter). */
   initPid: number;
+  /** sshd MaxSessions the fleet was started with (restored when max-sessions-2 is switched off). */
+  maxSessions: number;
 }
 
 /** What a running fleet writes to `<dir>/fleet.json`, so that `katafleet sim down` finds it. */
@@ -340,6 +342,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           labels: host.labels,
           containerd: isWorker ? host.containerd : '',
           cpuVendor: host.cpuVendor,
+          maxSessions: options.maxSessions ?? 10,
           ...record,
         });
       }),
@@ -501,11 +504,13 @@ async function currentFaults(node: NodeRecord): Promise<Fault[]> {
   return faultNames.filter((f) => present.includes(f));
 }
 
-async function readEnv(node: NodeRecord): Promise<{ port: number; maxSessions: number }> {
+/** The settings of the node's current sshd_config that a rewrite must keep. */
+async function currentSshdSettings(node: NodeRecord): Promise<{ port: number; rootLogin: boolean }> {
   const config = await readFile(nodePaths(node.dir).sshdConfig, 'utf8');
-  const port = Number(/^ListenAddress .*:(\d+)$/m.exec(config)?.[1] ?? 22);
-  const maxSessions = Number(/^MaxSessions (\d+)$/m.exec(config)?.[1] ?? 10);
-  return { port, maxSessions };
+  return {
+    port: Number(/^ListenAddress .*:(\d+)$/m.exec(config)?.[1] ?? 22),
+    rootLogin: !/^PermitRootLogin no$/m.test(config),
+  };
 }
 
 /** Turns one fault switch on or off on a running node (the file the node's commands read, plus its effect). */
@@ -550,9 +555,8 @@ async function applyFault(node: NodeRecord, fault: Fault, on: boolean): Promise<
       await reloadSshd(node);
       break;
     case 'max-sessions-2': {
-      const { port, maxSessions } = await readEnv(node);
-      const wanted = on ? 2 : maxSessions === 2 ? 10 : maxSessions;
-      await writeFile(paths.sshdConfig, sshdConfig({ name: node.name, address: node.address, port, maxSessions: wanted }));
+      const current = await currentSshdSettings(node);
+      await writeFile(paths.sshdConfig, sshdConfig({ ...current, name: node.name, address: node.address, maxSessions: on ? 2 : node.maxSessions }));
       await reloadSshd(node);
       break;
     }

@@ -49,11 +49,12 @@ export function hostsFile(name: string, address: string, repoUnreachable: boolea
   ].join('\n');
 }
 
-export function sshdConfig(o: { name: string; address: string; port: number; maxSessions: number }): string {
+/** `rootLogin: false` for fleets whose login user is a sudo user: root cannot log in, as on hardened hosts. */
+export function sshdConfig(o: { name: string; address: string; port: number; maxSessions: number; rootLogin: boolean }): string {
   return `# sshd of simulated node ${o.name} (written by sim/node-files.ts)
 ListenAddress ${o.address}:${o.port}
 HostKey /etc/ssh/ssh_host_ed25519_key
-PermitRootLogin prohibit-password
+PermitRootLogin ${o.rootLogin ? 'prohibit-password' : 'no'}
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -152,7 +153,7 @@ export async function prepareNodeDir(dir: string, c: NodeDirContents): Promise<N
   await write(join(p.etc, 'hostname'), `${c.env.NODE_NAME}\n`);
   await write(p.hosts, hostsFile(c.env.NODE_NAME, c.env.NODE_ADDRESS, has('package-repo-unreachable')));
   await write(p.sshdConfig, sshdConfig({ name: c.env.NODE_NAME, address: c.env.NODE_ADDRESS, port: c.port,
-    maxSessions: has('max-sessions-2') ? 2 : c.maxSessions }));
+    maxSessions: has('max-sessions-2') ? 2 : c.maxSessions, rootLogin: c.env.SSH_USER === 'root' }));
   await write(p.originalHostKey, c.hostKey.private, 0o600);
   await write(p.hostKey, c.hostKey.private, 0o600);
   await write(`${p.hostKey}.pub`, c.hostKey.public);
