@@ -103,7 +103,7 @@ it creates one in .katafleet/api-token (mode 600) and prints where it is. Ctrl-C
       server = await startDevServer();
       process.stdout.write(`Temporal dev server on ${server.address}, Web UI ${server.uiUrl}\n`);
     }
-    const { worker, connection } = await createWorker({ target });
+    const { worker, close: closeWorker } = await createWorker({ target });
     const running = worker.run();
     const api = await listen(flags, token);
     if (token && !process.env.KATAFLEET_API_TOKEN && !flags['token-file']) process.stdout.write(`API token in ${tokenFile}\n`);
@@ -111,7 +111,7 @@ it creates one in .katafleet/api-token (mode 600) and prints where it is. Ctrl-C
     await api.close();
     worker.shutdown();
     await running;
-    await connection.close();
+    await closeWorker();
     await server?.stop();
     return 0;
   },

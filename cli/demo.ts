@@ -24,7 +24,7 @@ validates the kata playbook against the example inventory and prints the rollout
       server = await startDevServer({ dbFile: join('.katafleet', 'temporal.db') });
       say(`Temporal dev server on ${server.address}, Web UI ${server.uiUrl}`);
     }
-    const { worker, connection: workerConnection } = await createWorker({ target });
+    const { worker, close: closeWorker } = await createWorker({ target });
     const running = worker.run();
     try {
       const { client, connection } = await connectTemporal(target);
@@ -44,7 +44,7 @@ validates the kata playbook against the example inventory and prints the rollout
     } finally {
       worker.shutdown();
       await running;
-      await workerConnection.close();
+      await closeWorker();
       await server?.stop();
     }
     return 0;

@@ -12,12 +12,12 @@ Run several workers on several machines for larger fleets; Temporal spreads the 
   async run(args) {
     parseCommandArgs(this, args, {}, { min: 0, max: 0 });
     const target = temporalTargetFromEnv();
-    const { worker, connection } = await createWorker({ target });
+    const { worker, close } = await createWorker({ target });
     process.stdout.write(`katafleet worker polling "${taskQueue}" on ${target.address} (namespace ${target.namespace})\n`);
     try {
       await worker.run();
     } finally {
-      await connection.close();
+      await close();
     }
     return 0;
   },

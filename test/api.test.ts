@@ -66,7 +66,7 @@ describe('HTTP API', () => {
   });
 
   it('rejects /v1 requests without the right bearer token with 401', async () => {
-    for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: token }]) {
+    for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: token }] as Record<string, string>[]) {
       const response = await call({ method: 'GET', url: '/v1/rollouts', headers });
       expect(response.statusCode).toBe(401);
       expect(response.json()).toMatchObject({ error: 'Unauthorized' });

@@ -1,5 +1,7 @@
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities';
+import { createNodeActivities } from '../activities/node-activities';
+import { SshPool } from '../activities/ssh';
 import { taskQueue, temporalTargetFromEnv, type TemporalTarget } from './connection';
 import { katafleetVersion } from './version';
 
@@ -13,16 +15,29 @@ export interface WorkerOptions {
 }
 
 /** Creates (but does not run) a worker for katafleet's workflows and activities. */
-export async function createWorker(options: WorkerOptions = {}): Promise<{ worker: Worker; connection: NativeConnection }> {
+export async function createWorker(options: WorkerOptions = {}): Promise<{ worker: Worker; close(): Promise<void> }> {
   const target = options.target ?? temporalTargetFromEnv();
+  const pool = new SshPool();
   const connection = await NativeConnection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
   const worker = await Worker.create({
     connection,
     namespace: target.namespace,
     taskQueue: options.taskQueue ?? taskQueue,
     workflowsPath: require.resolve('../workflows'),
-    activities: createActivities({ version: katafleetVersion() }),
+    activities: workerActivities(pool),
     maxConcurrentActivityTaskExecutions: options.maxConcurrentActivityTaskExecutions ?? 50,
   });
-  return { worker, connection };
+  return {
+    worker,
+    /** After the worker stopped: closes the SSH connections and the Temporal connection. */
+    async close() {
+      await pool.closeAll();
+      await connection.close();
+    },
+  };
+}
+
+/** Every activity a katafleet worker registers, sharing one SSH pool (one connection per node). */
+export function workerActivities(pool: SshPool) {
+  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }) };
 }
