@@ -37,6 +37,7 @@ function processTable(): { pid: number; ppid: number; cmdline: string }[] {
 }
 
 let fleet: Fleet;
+let parentDir: string | undefined;
 let node: SshNode;
 let initPid: number;
 let pool: SshPool;
@@ -68,7 +69,8 @@ function sshConnectionProcesses() {
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
 beforeAll(async () => {
-  fleet = await startFleet({ nodes: 1, dir: join(await mkdtemp(join(tmpdir(), 'kf-ssh-pool-')), 'fleet') });
+  parentDir = await mkdtemp(join(tmpdir(), 'kf-ssh-pool-'));
+  fleet = await startFleet({ nodes: 1, dir: join(parentDir, 'fleet') });
   const [simNode] = fleet.nodes;
   node = {
     name: simNode.name, address: simNode.address, port: simNode.port, user: 'root',
@@ -87,6 +89,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await fleet?.stop();
+  if (parentDir) await rm(parentDir, { recursive: true, force: true });
 });
 
 /** Turns a fault on for the duration of `body`, with fresh connections before and after. */

@@ -1,16 +1,18 @@
 // The SSH pool logging in as an ordinary user with passwordless sudo, as on many real fleets.
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sh, SshFailureType, SshPool, type SshNode } from '../activities/ssh';
 import { startFleet, type Fleet } from '../sim/fleet';
 
 let fleet: Fleet;
+let parentDir: string | undefined;
 let node: SshNode;
 const pool = new SshPool({ connectTimeoutMs: 5_000 });
 
 beforeAll(async () => {
-  fleet = await startFleet({ nodes: 1, sshUser: 'kfadmin', dir: join(await mkdtemp(join(tmpdir(), 'kf-ssh-sudo-')), 'fleet') });
+  parentDir = await mkdtemp(join(tmpdir(), 'kf-ssh-sudo-'));
+  fleet = await startFleet({ nodes: 1, sshUser: 'kfadmin', dir: join(parentDir, 'fleet') });
   const [simNode] = fleet.nodes;
   node = {
     name: simNode.name, address: simNode.address, port: simNode.port, user: 'kfadmin',
@@ -21,6 +23,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await pool.closeAll();
   await fleet?.stop();
+  if (parentDir) await rm(parentDir, { recursive: true, force: true });
 });
 
 describe('SshPool with a non-root login user', () => {
