@@ -214,4 +214,26 @@ describe('failures leave the node as it was', () => {
     expect((await on('crash-4', 'grep -c "runtimes.kata\\]" /etc/containerd/config.toml')).stdout.trim()).toBe('1');
     expect((await on('crash-4', `sha256sum < ${backup}`)).stdout.split(' ')[0]).toBe(original);
   }, 60_000);
+
+  it('a hanging restart is cut at the step timeout (CommandTimedOut, retryable) while the activity heartbeats; the next attempt succeeds', async () => {
+    await fleet.setFault('refuses-3', 'command-hangs', true);
+    const restart = { ...step<'service-restart'>('restart'), timeout: '20s', wait_for_handlers: [] };
+    await on('refuses-3', 'touch /etc/containerd/config.toml');
+    const env = activityEnv({ startToCloseTimeoutMs: 20_000 });
+    const heartbeats: number[] = [];
+    env.on('heartbeat', () => heartbeats.push(Date.now()));
+    const started = Date.now();
+    try {
+      await expect(env.run(activities().serviceRestart, { runId, rolloutId: 'test', node: targets['refuses-3'], step: restart, drain: false })).rejects.toMatchObject({
+        type: 'CommandTimedOut',
+        nonRetryable: false,
+      });
+      expect(Date.now() - started).toBeLessThan(20_000);
+      expect(heartbeats.length).toBeGreaterThanOrEqual(3);
+    } finally {
+      await fleet.setFault('refuses-3', 'command-hangs', false);
+    }
+    const retried = await runStep(activities().serviceRestart, 'refuses-3', restart, 2);
+    expect(retried.outcome.changed).toBe(true);
+  }, 90_000);
 });

@@ -65,6 +65,8 @@ export async function readDaemonState(shell: NodeShell, service: string): Promis
   const stale = await configNewerThanDaemon(shell, service);
   const crictl = await shell.run(sh`crictl --runtime-endpoint ${CONTAINERD_SOCKET} info`, { allowExitCodes: [0, 1, 127] });
   if (crictl.exitCode === 0) return { active, stale, handlers: handlersFromCrictlInfo(crictl.stdout), handlerSource: 'crictl info' };
+  // The CRI does not answer yet (still starting): nothing is known about its handlers.
+  if (crictl.exitCode === 1) return { active, stale };
   // No crictl on the node: the config containerd loads. Trustworthy for the running daemon only when it is not stale.
   const dump = await shell.run(sh`containerd config dump`, { allowExitCodes: [0, 1] });
   if (dump.exitCode !== 0) return { active, stale };

@@ -17,11 +17,6 @@ export function activityContext(): Context | undefined {
   }
 }
 
-/** Sends one heartbeat when running inside an activity. */
-export function heartbeat(details?: unknown): void {
-  activityContext()?.heartbeat(details);
-}
-
 /**
  * Awaits `promise`, heartbeating every {@link HEARTBEAT_INTERVAL_MS} until it settles, so that a
  * long command (apt-get, a drain) keeps the activity alive and a dead worker is still noticed.
