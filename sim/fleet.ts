@@ -297,6 +297,9 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     if (options.kubernetes) {
       const { kubernetesBinaries } = await import('./control-plane');
       kubectlBin = join(kubernetesBinaries().binDir, 'kubectl');
+      if (!existsSync(kubectlBin)) {
+        throw new FleetPrerequisiteMissing(`kubernetes: true needs ${kubectlBin} (built by scripts/setup/kubernetes.js): run \`npm run setup\``);
+      }
     }
 
     await Promise.all(

@@ -44,7 +44,10 @@ done
 
 # 3. Node-private directories; /usr/local/bin first so kubectl can be mounted into it before /root hides it.
 mount --bind "$node_dir/fs/usr/local/bin" /usr/local/bin
-if [ -n "${KUBECTL_BIN:-}" ]; then mount --bind -o ro "$KUBECTL_BIN" /usr/local/bin/kubectl; fi
+if [ -n "${KUBECTL_BIN:-}" ]; then
+  touch /usr/local/bin/kubectl
+  mount --bind -o ro "$KUBECTL_BIN" /usr/local/bin/kubectl
+fi
 for path in var/lib/containerd sys/module opt home root run tmp; do
   [ -d "/$path" ] || mkdir -p "/$path"
   mount --bind "$node_dir/fs/$path" "/$path"
