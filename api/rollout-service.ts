@@ -3,7 +3,7 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@te
 import { WorkflowUpdateFailedError, type Client, type WorkflowExecutionInfo } from '@temporalio/client';
 import type { KubernetesTarget, NodeTarget } from '../activities/node-types';
 import { checkPlaybookAgainstInventory } from '../playbooks/load';
-import { resolveNodeSsh, rolloutNodes, type Inventory, type InventoryNode, type Playbook } from '../playbooks/schema';
+import { resolveNodeSsh, rolloutNodes, type Inventory, type InventoryNode, type Playbook, type RolloutOverrides } from '../playbooks/schema';
 import { taskQueue, workflowUiLink } from '../worker/connection';
 import { parseDuration } from '../workflows/duration';
 import type { RolloutInput } from '../workflows/rollout';
@@ -55,13 +55,14 @@ export function toKubernetesTarget(inventory: Inventory): KubernetesTarget | und
 }
 
 /** The plain, typed input of rolloutWorkflow: built outside workflows from validated files. */
-export function buildRolloutInput(playbook: Playbook, inventory: Inventory, rolloutId: string): RolloutInput {
+export function buildRolloutInput(playbook: Playbook, inventory: Inventory, rolloutId: string, overrides: RolloutOverrides = {}): RolloutInput {
   checkPlaybookAgainstInventory(playbook, inventory);
+  const given = Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined));
   return {
     rolloutId,
     playbook: { name: playbook.playbook.name, file: playbook.source.file, sha256: playbook.source.sha256 },
     steps: playbook.steps,
-    rollout: playbook.rollout,
+    rollout: { ...playbook.rollout, ...given },
     nodes: rolloutNodes(inventory).map((node) => toNodeTarget(inventory, node)),
     kubernetes: toKubernetesTarget(inventory),
   };
@@ -79,8 +80,9 @@ export interface StartedRollout {
  * Starts a rollout. The request id (default: a new UUID) becomes the rollout id: the same id twice
  * starts one rollout. Refuses (RolloutConflict) while another running rollout works on one of the nodes.
  */
-export async function startRollout(client: Client, playbook: Playbook, inventory: Inventory, requestId: string = randomUUID()): Promise<StartedRollout> {
-  const input = buildRolloutInput(playbook, inventory, requestId);
+export async function startRollout(client: Client, playbook: Playbook, inventory: Inventory, options: { requestId?: string; overrides?: RolloutOverrides } = {}): Promise<StartedRollout> {
+  const requestId = options.requestId ?? randomUUID();
+  const input = buildRolloutInput(playbook, inventory, requestId, options.overrides);
   const workflowId = rolloutWorkflowId(requestId);
   const existing = await describeOrUndefined(client, workflowId);
   if (existing) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { RolloutOverrides } from '../playbooks/schema';
 
 /** Request and response bodies of the HTTP API; the OpenAPI document at /openapi.json is generated from them. */
 
@@ -29,6 +30,7 @@ const FilesOrText = {
 export const StartRolloutBody = z
   .strictObject({
     ...FilesOrText,
+    options: RolloutOverrides.optional().describe("overrides of the playbook's [rollout] keys for this run, e.g. { failure_budget: 1 }"),
     request_id: z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'letters, digits, ".", "_" and "-", at most 100')

@@ -62,7 +62,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   api.post('/v1/rollouts', { schema: { body: StartRolloutBody, response: { 202: StartedRolloutBody, 400: ErrorBody, 409: ErrorBody } } }, async (request, reply) => {
     const body = request.body;
     const { playbook, inventory } = await loadFromBody(body);
-    const started = await startRollout(client, playbook, inventory, body.request_id);
+    const started = await startRollout(client, playbook, inventory, { requestId: body.request_id, overrides: body.options });
     return reply.code(202).send({ rollout_id: started.rolloutId, workflow_id: started.workflowId, ui_link: started.uiLink, started: started.started });
   });
 

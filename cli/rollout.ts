@@ -4,10 +4,11 @@ import { controlRollout, getRollout, listRollouts, startRollout } from '../api/r
 import { loadInventory, loadPlaybook } from '../playbooks/load';
 import { connectTemporal } from '../worker/connection';
 import type { RolloutProgress } from '../workflows/rollout-messages';
-import { parseCommandArgs, requireOption, type Command } from './command';
+import { RolloutOverrides } from '../playbooks/schema';
+import { parseCommandArgs, requireOption, UsageError, type Command } from './command';
 import { formatResultTable, formatRolloutLive } from './rollout-view';
 
-const finalPhases = new Set(['succeeded', 'halted', 'aborted']);
+const finalPhases = new Set(['succeeded', 'completed', 'halted', 'aborted']);
 
 async function withClient<T>(work: (client: Client) => Promise<T>): Promise<T> {
   const { client, connection } = await connectTemporal();
@@ -40,26 +41,62 @@ export async function followRollout(client: Client, rolloutId: string, out: Node
 export const rolloutCommand: Command = {
   name: 'rollout',
   summary: 'start a rollout of a playbook on an inventory (--follow shows it live)',
-  usage: `Usage: katafleet rollout PLAYBOOK --inventory FILE [--follow] [--request-id ID]
+  usage: `Usage: katafleet rollout PLAYBOOK --inventory FILE [--follow] [--request-id ID] [overrides]
 
-  --follow          show live progress (a bar per wave, a line per node), then the result table
-  --request-id ID   idempotency key and rollout id: the same id twice starts one rollout
+  --follow             show live progress (a bar per wave, a line per node), then the result table
+  --request-id ID      idempotency key and rollout id: the same id twice starts one rollout
+Overrides of the playbook's [rollout] for this run:
+  --canary N  --wave-size N|P%  --failure-budget N  --pause DURATION  --max-parallel N
 
-Exit status with --follow: 0 when every node succeeded, 1 when the rollout halted or was aborted.`,
+Exit status with --follow: 0 when the rollout got through every wave (failures within the budget included),
+1 when it halted or was aborted.`,
   async run(args) {
-    const { values, positionals } = parseCommandArgs(this, args, { inventory: { type: 'string', short: 'i' }, follow: { type: 'boolean', short: 'f' }, 'request-id': { type: 'string' } }, { min: 1, max: 1 });
+    const { values, positionals } = parseCommandArgs(
+      this,
+      args,
+      {
+        inventory: { type: 'string', short: 'i' },
+        follow: { type: 'boolean', short: 'f' },
+        'request-id': { type: 'string' },
+        canary: { type: 'string' },
+        'wave-size': { type: 'string' },
+        'failure-budget': { type: 'string' },
+        pause: { type: 'string' },
+        'max-parallel': { type: 'string' },
+      },
+      { min: 1, max: 1 },
+    );
+    const overrides = parseOverrides(this, values);
     const playbook = await loadPlaybook(positionals[0]);
     const inventory = await loadInventory(requireOption(this, values.inventory, '--inventory FILE'));
     return withClient(async (client) => {
-      const started = await startRollout(client, playbook, inventory, values['request-id']);
+      const started = await startRollout(client, playbook, inventory, { requestId: values['request-id'], overrides });
       process.stdout.write(`${started.started ? 'started' : 'already started'} rollout ${started.rolloutId}\n  ${started.uiLink}\n`);
       if (!values.follow) return 0;
       const progress = await followRollout(client, started.rolloutId);
       process.stdout.write(`\n${formatResultTable(progress)}\n`);
-      return progress.phase === 'succeeded' ? 0 : 1;
+      return progress.phase === 'succeeded' || progress.phase === 'completed' ? 0 : 1;
     });
   },
 };
+
+/** The [rollout] overrides given as flags, checked like the playbook's own keys. */
+function parseOverrides(command: Command, values: Record<string, string | boolean | undefined>): RolloutOverrides {
+  const number = (flag: string) => (values[flag] === undefined ? undefined : /^\d+$/.test(String(values[flag])) ? Number(values[flag]) : String(values[flag]));
+  const waveSize = number('wave-size');
+  const parsed = RolloutOverrides.safeParse({
+    canary: number('canary'),
+    wave_size: waveSize,
+    failure_budget: number('failure-budget'),
+    pause_between_waves: values.pause,
+    max_parallel: number('max-parallel'),
+  });
+  if (!parsed.success) {
+    const flags: Record<string, string> = { canary: '--canary', wave_size: '--wave-size', failure_budget: '--failure-budget', pause_between_waves: '--pause', max_parallel: '--max-parallel' };
+    throw new UsageError(parsed.error.issues.map((issue) => `katafleet rollout: ${flags[String(issue.path[0])] ?? String(issue.path[0])}: ${issue.message}`).join('\n'), command.usage);
+  }
+  return parsed.data;
+}
 
 export const statusCommand: Command = {
   name: 'status',

@@ -71,6 +71,17 @@ export const RolloutSettings = z.strictObject({
 });
 export type RolloutSettings = z.infer<typeof RolloutSettings>;
 
+/**
+ * Keys of `[rollout]` given at start time (API `options`, CLI flags) that override the playbook's,
+ * e.g. a larger failure budget for one run. Same checks as in the file, no defaults.
+ */
+export const RolloutOverrides = z.strictObject(
+  Object.fromEntries(Object.entries(RolloutSettings.shape).map(([key, schema]) => [key, (schema instanceof z.ZodDefault ? schema.unwrap() : schema).optional()])) as unknown as {
+    [K in keyof typeof RolloutSettings.shape]: z.ZodOptional<z.ZodType<RolloutSettings[K]>>;
+  },
+);
+export type RolloutOverrides = z.infer<typeof RolloutOverrides>;
+
 /** `retry` table of a step: how the activity is retried after a transient failure. */
 export const RetrySettings = z.strictObject({
   /** Attempts in total, the first included. @default 3 */

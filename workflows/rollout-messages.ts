@@ -1,7 +1,8 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { NodePhase } from './node-messages';
 
-export type RolloutPhase = 'running' | 'paused' | 'awaiting-approval' | 'waiting-between-waves' | 'halted' | 'aborting' | 'aborted' | 'succeeded';
+/** `completed`: every node was worked on, some failed within the failure budget; `succeeded`: none failed. */
+export type RolloutPhase = 'running' | 'paused' | 'awaiting-approval' | 'waiting-between-waves' | 'halted' | 'aborting' | 'aborted' | 'completed' | 'succeeded';
 
 export type NodeStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped' | 'rolled-back';
 

@@ -88,7 +88,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     paused = false;
     return report();
   };
-  const finished = () => ['halted', 'aborted', 'succeeded', 'aborting'].includes(progress.phase);
+  const finished = () => ['halted', 'aborted', 'completed', 'succeeded', 'aborting'].includes(progress.phase);
   const rejectIf = (refuse: boolean, reason: string) => {
     if (refuse) throw new Error(reason);
   };
@@ -212,7 +212,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     progress.phase = 'halted';
     progress.reason = `failure budget exceeded: ${progress.counts.failed} node(s) failed, budget ${input.rollout.failure_budget}; no further node was started`;
   } else {
-    progress.phase = 'succeeded';
+    progress.phase = results.some((result) => result.status !== 'succeeded') ? 'completed' : 'succeeded';
   }
   for (const result of results) {
     if (result.status === 'pending') Object.assign(result, { status: 'skipped', reason: progress.reason ?? 'not started' });
