@@ -311,6 +311,8 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
         const nodeFaults = faultsByNode.get(host.name) ?? [];
         const machineCpuinfo = await readFile('/proc/cpuinfo', 'utf8');
         const isWorker = role === 'worker';
+        const defaultConfig = host.containerd === '2' ? config2 : config16;
+        const containerdConfig = !isWorker ? null : host.containerdConfig === undefined ? defaultConfig : host.containerdConfig;
         const paths = await prepareNodeDir(nodeDir, {
           env: {
             NODE_NAME: host.name,
@@ -321,11 +323,12 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
             SSH_USER: sshUser,
             CONTAINERD_BIN: isWorker && host.containerd === '2' ? containerd2Path : '',
             KUBECTL_BIN: role === 'control-plane' ? kubectlBin : '',
+            CONTAINERD_CONFIG: containerdConfig === null ? 'absent' : 'present',
           },
           port,
           maxSessions: options.maxSessions ?? 10,
           cpuinfo: nodeCpuinfo(machineCpuinfo, host.cpuVendor, !nodeFaults.includes('no-virtualization')),
-          containerdConfig: !isWorker ? null : host.containerdConfig === undefined ? (host.containerd === '2' ? config2 : config16) : host.containerdConfig,
+          containerdConfig,
           authorizedKey: clientKey.public,
           hostKey,
           repoPort: repo!.port,

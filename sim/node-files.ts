@@ -106,6 +106,8 @@ export interface NodeEnv {
   CONTAINERD_BIN: string;
   /** Mounted at /usr/local/bin/kubectl (the control-plane host); empty = none. */
   KUBECTL_BIN: string;
+  /** `absent`: the node has no /etc/containerd/config.toml (the machine's must not show through). */
+  CONTAINERD_CONFIG: 'present' | 'absent';
 }
 
 export function nodeEnvFile(env: NodeEnv): string {

@@ -83,13 +83,15 @@ describe('startFleet', () => {
     expect(tracesOf(dir).filter((t) => t.startsWith('process') || t.startsWith('mount'))).toEqual([]);
   });
 
-  it('gives fleets running side by side different addresses, and logs in a sudo user when asked', async () => {
+  it('gives fleets running side by side different addresses, logs in a sudo user when asked, and can start a node without a containerd config', async () => {
     const [a, b] = await Promise.all([
-      startFleet({ nodes: 1, dir: await tempDir('side-a') }),
+      startFleet({ nodes: [{ containerd: '1.6', containerdConfig: null }], dir: await tempDir('side-a') }),
       startFleet({ nodes: 1, dir: await tempDir('side-b'), sshUser: 'deploy' }),
     ]);
     try {
       expect(a.nodes[0].address).not.toBe(b.nodes[0].address);
+      const noConfig = await sshRun(a, a.nodes[0], 'test -e /etc/containerd/config.toml && echo config || echo no-config; systemctl is-active containerd');
+      expect(noConfig.stdout).toBe('no-config\nactive\n');
       const inventory = await loadInventory(b.inventoryPath);
       expect(inventory.ssh).toMatchObject({ user: 'deploy', sudo: true });
       const r = await sshRun(b, b.nodes[0], 'whoami; sudo -n systemctl is-active containerd; sudo -n cat /etc/containerd/config.toml | head -1; cat /etc/containerd/config.toml >/dev/null 2>&1 || echo not-readable-without-sudo', { user: 'deploy' });
