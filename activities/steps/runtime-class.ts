@@ -61,7 +61,7 @@ export async function runtimeClass(pool: SshPool, request: StepRequest<RuntimeCl
   if (existing && sameRuntimeClass(existing, manifest)) {
     return { changed: false, summary: `RuntimeClass ${step.name} already up to date (handler ${step.handler})` };
   }
-  const applied = await kubectl.withStdin(['apply', flag('--server-side'), flag('--field-manager=katafleet'), flag('-f'), '-'], manifest, { allowExitCodes: [0, 1] });
+  const applied = await kubectl.withStdin(['apply', flag('--server-side'), flag('--field-manager=katafleet'), flag('--filename=-')], manifest, { allowExitCodes: [0, 1] });
   if (applied.exitCode !== 0) {
     const reason = applied.stderr.trim() || applied.stdout.trim();
     if (/conflict/i.test(reason)) {

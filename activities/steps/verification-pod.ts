@@ -70,7 +70,7 @@ export async function verificationPod(shell: NodeShell, pool: SshPool, request: 
   const ns = [flag('-n'), step.namespace];
   const hostKernel = await shell.kernelRelease();
 
-  await kubectl.withStdin(['create', ...ns, flag('-f'), '-'], verificationPodManifest(name, node.name, step));
+  await kubectl.withStdin(['create', ...ns, flag('--filename=-')], verificationPodManifest(name, node.name, step));
   try {
     let last: Pod | undefined;
     const running = await pollUntil(async () => {
