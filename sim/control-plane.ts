@@ -148,7 +148,7 @@ async function stopProcesses(procs: Proc[]): Promise<void> {
   for (const p of [...procs].reverse()) {
     if (p.exitCode !== undefined) continue;
     p.child.kill('SIGTERM');
-    const killed = await Promise.race([p.exited.then(() => true), sleep(stopGraceMs).then(() => false)]);
+    const killed = await Promise.race([p.exited.then(() => true), sleep(stopGraceMs, undefined, { ref: false }).then(() => false)]);
     if (!killed) {
       p.child.kill('SIGKILL');
       await p.exited;
