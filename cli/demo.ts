@@ -6,9 +6,11 @@ import { startFleet, type Fleet } from '../sim/fleet';
 import { connectTemporal, temporalTargetFromEnv } from '../worker/connection';
 import { startDevServer, type RunningDevServer } from '../worker/dev-server';
 import { createWorker } from '../worker/worker';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { RolloutProgress } from '../workflows/rollout-messages';
 import { parseCommandArgs, type Command } from './command';
-import { formatResultTable, formatRolloutLive } from './rollout-view';
+import { followRollout } from './rollout';
+import { formatResultTable } from './rollout-view';
 
 const say = (line = '') => process.stdout.write(`${line}\n`);
 
@@ -43,6 +45,8 @@ end and prints the result table and the Temporal UI link.
       say(`Fleet up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${fleet.nodes.map((node) => `${node.name} ${node.address}`).join(', ')}`);
       say(`Inventory ${fleet.inventoryPath}`);
 
+      // The worker's INFO lines (bundling, state changes) would bury the rollout's progress.
+      Runtime.install({ logger: new DefaultLogger('WARN') });
       const worker = await createWorker({ target });
       const running = worker.worker.run();
       stack.push(async () => {
@@ -75,16 +79,7 @@ end and prints the result table and the Temporal UI link.
       });
       say(`\nPOST /v1/rollouts → 202, rollout ${startedRollout.rollout_id}\n  ${startedRollout.ui_link}\n`);
 
-      let last = '';
-      let progress: RolloutProgress & { status: string };
-      for (;;) {
-        progress = await call('GET', `/v1/rollouts/${startedRollout.rollout_id}`);
-        const view = formatRolloutLive(progress);
-        if (view !== last) say(view);
-        last = view;
-        if (progress.status !== 'RUNNING') break;
-        await new Promise((resolve) => setTimeout(resolve, 2000));
-      }
+      const progress: RolloutProgress & { status: string } = await followRollout(() => call('GET', `/v1/rollouts/${startedRollout.rollout_id}`), process.stdout, 2000);
       say(`\n${formatResultTable(progress)}`);
       say(`\nTemporal UI: ${startedRollout.ui_link}`);
       if (values.keep) {

@@ -8,8 +8,6 @@ import { RolloutOverrides } from '../playbooks/schema';
 import { parseCommandArgs, requireOption, UsageError, type Command } from './command';
 import { formatResultTable, formatRolloutLive } from './rollout-view';
 
-const finalPhases = new Set(['succeeded', 'completed', 'halted', 'aborted']);
-
 async function withClient<T>(work: (client: Client) => Promise<T>): Promise<T> {
   const { client, connection } = await connectTemporal();
   try {
@@ -19,22 +17,24 @@ async function withClient<T>(work: (client: Client) => Promise<T>): Promise<T> {
   }
 }
 
-/** Polls a rollout until it ends, redrawing the live view; returns its final progress. */
-export async function followRollout(client: Client, rolloutId: string, out: NodeJS.WriteStream = process.stdout): Promise<RolloutProgress> {
+/**
+ * Polls a rollout until its workflow closes, redrawing the live view (in place on a terminal, each
+ * changed view once in a log); returns its final progress. `read` fetches it (Temporal client or HTTP API).
+ */
+export async function followRollout<P extends RolloutProgress & { status: string }>(read: () => Promise<P>, out: NodeJS.WriteStream = process.stdout, intervalMs = 1000): Promise<P> {
   let drawn = 0;
   let last = '';
   for (;;) {
-    const progress = await getRollout(client, rolloutId);
+    const progress = await read();
     const view = formatRolloutLive(progress);
     if (view !== last) {
-      // On a terminal redraw in place; in a log, print each changed view once.
       if (out.isTTY && drawn > 0) out.write(`\x1b[${drawn}F\x1b[J`);
       out.write(`${view}\n`);
       drawn = view.split('\n').length;
       last = view;
     }
-    if (finalPhases.has(progress.phase) && progress.status !== 'RUNNING') return progress;
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    if (progress.status !== 'RUNNING') return progress;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
 
@@ -73,7 +73,7 @@ Exit status with --follow: 0 when the rollout got through every wave (failures w
       const started = await startRollout(client, playbook, inventory, { requestId: values['request-id'], overrides });
       process.stdout.write(`${started.started ? 'started' : 'already started'} rollout ${started.rolloutId}\n  ${started.uiLink}\n`);
       if (!values.follow) return 0;
-      const progress = await followRollout(client, started.rolloutId);
+      const progress = await followRollout(() => getRollout(client, started.rolloutId));
       process.stdout.write(`\n${formatResultTable(progress)}\n`);
       return progress.phase === 'succeeded' || progress.phase === 'completed' ? 0 : 1;
     });

@@ -12,7 +12,8 @@ export interface StepProgress {
   durationMs?: number;
 }
 
-export type NodePhase = 'running' | 'succeeded' | 'rolling-back' | 'rolled-back' | 'rollback-failed';
+/** `failed`: a step failed before anything had changed, so there was nothing to roll back. */
+export type NodePhase = 'running' | 'succeeded' | 'failed' | 'rolling-back' | 'rolled-back' | 'rollback-failed';
 
 /** What nodeWorkflow reports through {@link nodeProgressQuery} and returns when it succeeds. */
 export interface NodeProgress {

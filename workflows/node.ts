@@ -115,7 +115,7 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
       entry.summary = reason.reason;
       for (const later of progress.steps.slice(index + 1)) later.status = 'skipped';
       await CancellationScope.nonCancellable(() => rollBack(progress, undos, input));
-      finish(progress, progress.rollback?.every((outcome) => outcome.ok) ? 'rolled-back' : 'rollback-failed');
+      finish(progress, undos.length === 0 ? 'failed' : progress.rollback?.every((outcome) => outcome.ok) ? 'rolled-back' : 'rollback-failed');
       throw ApplicationFailure.create({
         type: isCancellation(err) ? 'NodeRolloutCancelled' : 'NodeRolloutFailed',
         message: `${step.kind} "${step.id}" failed on node ${input.node.name}: ${reason.reason}; ${rollbackSummary(progress)}`,
