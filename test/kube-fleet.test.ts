@@ -10,8 +10,8 @@ import { eventually, kataRuntimeClass, kubectlRunner, podManifest } from './kube
 
 let fleet: Fleet;
 let kubectl: ReturnType<typeof kubectlRunner>;
-const on = (node: string, command: string, input?: string) =>
-  sshRun(fleet, [...fleet.nodes, ...(fleet.controlPlane?.host ? [fleet.controlPlane.host] : [])].find((n) => n.name === node)!, command, { input });
+const on = (node: string, command: string, input?: string) => sshRun(fleet, fleet.nodes.find((n) => n.name === node)!, command, { input });
+const workers = () => fleet.nodes.filter((n) => n.role === 'worker');
 const jsonpath = async (args: string[], path: string): Promise<string> => (await kubectl([...args, '-o', `jsonpath=${path}`])).stdout;
 const readyOf = (node: string) => jsonpath(['get', 'node', node], '{.status.conditions[?(@.type=="Ready")].status}');
 
@@ -28,11 +28,13 @@ afterAll(() => fleet?.stop());
 
 describe('Kubernetes on the simulated fleet', () => {
   it('lists every worker as a Ready node, locally and with kubectl over SSH on the control-plane host', async () => {
+    expect(workers().map((n) => n.name)).toEqual(['node-1', 'node-2']);
     const local = await kubectl(['get', 'nodes', '--no-headers']);
-    for (const n of fleet.nodes) expect(local.stdout).toMatch(new RegExp(`^${n.name}\\s+Ready\\s`, 'm'));
+    expect(local.stdout.trimEnd().split('\n')).toHaveLength(2);
+    for (const n of workers()) expect(local.stdout).toMatch(new RegExp(`^${n.name}\\s+Ready\\s`, 'm'));
     const remote = await on('control-plane', 'kubectl get nodes --no-headers');
     expect(remote.exitCode).toBe(0);
-    for (const n of fleet.nodes) expect(remote.stdout).toMatch(new RegExp(`^${n.name}\\s+Ready\\s`, 'm'));
+    for (const n of workers()) expect(remote.stdout).toMatch(new RegExp(`^${n.name}\\s+Ready\\s`, 'm'));
     expect(await jsonpath(['get', 'node', 'node-1'], '{.status.runtimeHandlers[*].name}')).toBe('runc');
   });
 
@@ -54,7 +56,7 @@ describe('Kubernetes on the simulated fleet', () => {
 
     // Kata's package alone is not enough: the running containerd has no kata handler yet.
     expect((await on('node-1', 'apt-get install -y kata-containers=3.2.0')).exitCode).toBe(0);
-    await new Promise((r) => setTimeout(r, 4_000));
+    await new Promise((r) => setTimeout(r, 4_000)); // two polls of the node state
     expect(await jsonpath(['get', 'pod', 'kata-pod'], '{.status.phase}')).toBe('Pending');
 
     const patched = await on('node-1', 'cat >> /etc/containerd/config.toml && systemctl restart containerd', kataRuntime);
