@@ -11,13 +11,13 @@ import {
   workflowInfo,
   defineQuery,
 } from '@temporalio/workflow';
-import type { createNodeActivities } from '../activities/node-activities';
+import type { createDriftActivities } from '../activities/drift-check';
 import type { DriftCheck, KubernetesTarget, NodeTarget } from '../activities/node-types';
 import type { Step } from '../playbooks/schema';
 import { nodeWorkflow, nodeWorkflowId } from './node';
 import { searchAttributes } from './search-attributes';
 
-const { checkDrift } = proxyActivities<ReturnType<typeof createNodeActivities>>({
+const { checkDrift } = proxyActivities<ReturnType<typeof createDriftActivities>>({
   startToCloseTimeout: '2m',
   heartbeatTimeout: '30s',
   // An unreachable node is a finding, not a reason to wait: the check reports it instead of failing.
