@@ -9,6 +9,7 @@ import { planCommand } from './plan';
 import { reportError } from './report-error';
 import { abortCommand, pauseCommand, resumeCommand, rolloutCommand, statusCommand } from './rollout';
 import { serverCommand } from './server';
+import { simCliCommand } from './sim';
 import { validateCommand } from './validate';
 import { workerCommand } from './worker';
 
@@ -27,6 +28,7 @@ const commands: Command[] = [
   apiCommand,
   upCommand,
   doctorCommand,
+  simCliCommand,
   demoCommand,
 ];
 
