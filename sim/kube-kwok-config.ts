@@ -157,16 +157,16 @@ export function kwokConfigYaml(): string {
 
 /**
  * `uname` as seen by `kubectl exec` in a simulated pod: kwok runs exec commands on the host with the
- * pod's Exec environment; this wrapper, first on kwok's PATH, reports the sandbox's kernel release.
+ * pod's Exec environment; this wrapper, first on kwok's PATH, reports the sandbox's kernel release
+ * (`envName`) and the pod's hostname (`HOSTNAME`) in place of the host's, for any combination of flags.
  */
 export function unameWrapper(realUname: string, envName: string): string {
   return `#!/bin/sh
-# uname inside a katafleet simulated pod: the kernel release is the pod sandbox's (${envName}).
+# uname inside a katafleet simulated pod: kernel release and node name are the pod sandbox's.
 real=${realUname}
 [ -n "\${${envName}:-}" ] || exec "$real" "$@"
-case "$*" in
-  -r|--kernel-release) printf '%s\\n' "$${envName}" ;;
-  *) "$real" "$@" | sed "s|$("$real" -r)|$${envName}|g" ;;
-esac
+out=$("$real" "$@") || exit $?
+printf '%s\\n' "$out" | awk -v rel="$("$real" -r)" -v node="$("$real" -n)" -v newrel="$${envName}" -v newnode="\${HOSTNAME:-$("$real" -n)}" \\
+  '{ for (i = 1; i <= NF; i++) { if ($i == rel) $i = newrel; else if ($i == node) $i = newnode } print }'
 `;
 }
