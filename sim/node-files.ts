@@ -137,7 +137,7 @@ export async function prepareNodeDir(dir: string, c: NodeDirContents): Promise<N
     await mkdir(dirname(file), { recursive: true });
     await writeFile(file, content, { mode });
   };
-  for (const sub of ['overlay/etc/work', 'overlay/var/upper', 'overlay/var/work', 'fs/tmp', 'fs/home', 'fs/opt',
+  for (const sub of ['overlay/etc/work', 'overlay/var/upper', 'overlay/var/work', 'overlay/usr/upper', 'overlay/usr/work', 'fs/tmp', 'fs/home', 'fs/opt',
     'fs/usr/local/bin', 'fs/var/lib/containerd', 'fs/sys/module', 'fs/dev', 'fs/run/containerd', 'fs/run/sshd',
     'fs/run/katafleet-sim/services', 'fs/run/katafleet-sim/faults', 'keys']) {
     await mkdir(join(dir, sub), { recursive: true });

@@ -87,11 +87,12 @@ describe('a simulated node', () => {
   });
 
   it('keeps each node to itself: packages, config and modules of one node are not seen by another node or the machine', async () => {
-    await on(0, 'apt-get install -y runsc >/dev/null && modprobe vhost_vsock && echo "# node-1 only" >> /etc/containerd/config.toml');
-    const other = await on(1, 'command -v runsc || echo no-runsc; lsmod | grep -c "^vhost_vsock "; grep -c "node-1 only" /etc/containerd/config.toml; dpkg -l runsc 2>&1 | tail -1');
-    expect(other.stdout).toMatch(/^no-runsc\n0\n0\n/);
+    await on(0, 'apt-get install -y runsc >/dev/null && modprobe vhost_vsock && echo "# node-1 only" >> /etc/containerd/config.toml && touch /usr/bin/katafleet-sim-probe');
+    const other = await on(1, 'command -v runsc || echo no-runsc; lsmod | grep -c "^vhost_vsock "; grep -c "node-1 only" /etc/containerd/config.toml; ls /usr/bin/katafleet-sim-probe 2>/dev/null || echo no-probe; dpkg -l runsc 2>&1 | tail -1');
+    expect(other.stdout).toMatch(/^no-runsc\n0\n0\nno-probe\n/);
     expect(other.stdout).toContain('no packages found matching runsc');
     expect(existsSync('/usr/local/bin/runsc')).toBe(false);
+    expect(existsSync('/usr/bin/katafleet-sim-probe')).toBe(false);
     const self = await on(0, 'runsc --version | head -1; lsmod | grep -c "^vhost_vsock "');
     expect(self.stdout).toBe('runsc version release-20240212.0\n1\n');
   });

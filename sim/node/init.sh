@@ -14,7 +14,15 @@ source "$node_dir/fs/run/katafleet-sim/node.env"
 mount --make-rprivate /
 hostname "$NODE_NAME"
 
-# 1. Mounts whose sources the later mounts hide (the fleet may live under /tmp, binaries under /root).
+# 1. /etc, /var and /usr stay the machine's, with every change the node makes (dpkg, apt, configs,
+#    users, files a package puts in /usr) kept in the node's own upper layer. The fleet directory must
+#    not lie below them.
+for tree in etc var usr; do
+  mount -t overlay "node-$tree" \
+    -o "lowerdir=/$tree,upperdir=$node_dir/overlay/$tree/upper,workdir=$node_dir/overlay/$tree/work" "/$tree"
+done
+
+# 2. Mounts whose sources the later mounts hide (the fleet may live under /tmp, binaries under /root).
 mount --bind -o ro "$FLEET_DIR/sbin" /usr/local/sbin
 mount --bind -o ro "$FLEET_DIR/sbin/uname" /usr/bin/uname
 if [ -n "${CONTAINERD_BIN:-}" ]; then mount --bind -o ro "$CONTAINERD_BIN" /usr/bin/containerd; fi
@@ -35,12 +43,6 @@ ln -sfn pts/ptmx "$dev/ptmx"
 mount --bind "$dev" /dev
 mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts /dev/pts
 mount -t tmpfs -o mode=1777,size=64m shm /dev/shm
-
-# 2. /etc and /var stay the machine's, with every change the node makes kept in its own upper layer.
-for tree in etc var; do
-  mount -t overlay "node-$tree" \
-    -o "lowerdir=/$tree,upperdir=$node_dir/overlay/$tree/upper,workdir=$node_dir/overlay/$tree/work" "/$tree"
-done
 
 # 3. Node-private directories; /usr/local/bin first so kubectl can be mounted into it before /root hides it.
 mount --bind "$node_dir/fs/usr/local/bin" /usr/local/bin
