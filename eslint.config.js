@@ -6,8 +6,14 @@ const { builtinModules } = require('node:module');
 const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
 
 module.exports = tseslint.config(
-  { ignores: ['node_modules/**', '.katafleet/**', 'coverage/**', 'bin/**', '*.config.js', 'scripts/*.js'] },
+  { ignores: ['node_modules/**', '.katafleet/**', 'coverage/**', '*.config.js'] },
   ...tseslint.configs.recommended,
+  {
+    // Plain CommonJS that runs before dependencies are installed (setup) or loads tsx (bin).
+    files: ['**/*.js'],
+    languageOptions: { sourceType: 'commonjs' },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
   {
     files: ['**/*.ts'],
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: __dirname } },
