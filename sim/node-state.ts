@@ -3,6 +3,7 @@
 // PATH, and the guest kernel of the installed sandbox packages. The Kubernetes simulation uses it to
 // decide Node Ready and whether a pod with a RuntimeClass can run.
 import { execFile } from 'node:child_process';
+import { existsSync, lstatSync } from 'node:fs';
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -30,16 +31,53 @@ export interface NodeRuntimeState {
   hostKernel: string;
 }
 
-// The node's PATH: private dirs (mapped into the node's directory) and the machine's.
-const nodePath = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
-const privateRoots = ['/usr/local/bin', '/opt', '/root', '/tmp', '/home', '/run', '/var/lib/containerd'];
+// The node's PATH (/bin and /sbin are links to /usr/bin and /usr/sbin on Debian 12).
+const nodePath = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin'];
+const privateRoots = ['/usr/local/bin', '/opt', '/root', '/tmp', '/home', '/run', '/var/lib/containerd', '/sys/module'];
+const overlayRoots = ['/etc', '/var', '/usr'];
+const mergedUsr: Record<string, string> = { '/bin': '/usr/bin', '/sbin': '/usr/sbin', '/lib': '/usr/lib', '/lib64': '/usr/lib64' };
 
-/** Host path of a path as the node sees it (only private directories differ). */
+const under = (path: string, root: string) => path === root || path.startsWith(`${root}/`);
+
+/** A whiteout: how an overlay's upper layer records a file the node deleted. */
+function isWhiteout(path: string): boolean {
+  try {
+    const s = lstatSync(path);
+    return s.isCharacterDevice() && s.rdev === 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Where a path as the node sees it lives on the machine: in the node's private directories, in the
+ * upper layer of its /etc, /var or /usr overlay when the node changed it there, else the machine's own.
+ * A path the node deleted maps to a path that does not exist.
+ */
 export function hostPathOf(node: Pick<SimNode, 'dir'>, pathInNode: string): string {
-  const root = privateRoots.find((r) => pathInNode === r || pathInNode.startsWith(`${r}/`));
-  if (root) return join(node.dir, 'fs', pathInNode);
-  if (pathInNode === '/usr/local/sbin' || pathInNode.startsWith('/usr/local/sbin/')) return join(node.dir, '..', '..', 'sbin', pathInNode.slice('/usr/local/sbin'.length));
-  return pathInNode;
+  const link = Object.keys(mergedUsr).find((l) => under(pathInNode, l));
+  const path = link ? mergedUsr[link] + pathInNode.slice(link.length) : pathInNode;
+  if (under(path, '/usr/local/sbin')) return join(node.dir, '..', '..', 'sbin', path.slice('/usr/local/sbin'.length));
+  if (privateRoots.some((r) => under(path, r))) return join(node.dir, 'fs', path);
+  const tree = overlayRoots.find((r) => under(path, r));
+  if (tree) {
+    const upper = join(node.dir, 'overlay', tree.slice(1), 'upper', path.slice(tree.length));
+    if (isWhiteout(upper)) return join(node.dir, 'deleted-in-node', path);
+    if (existsSync(upper)) return upper;
+  }
+  return path;
+}
+
+/** Entries of a directory as the node sees it (an overlay directory: upper and lower, minus whiteouts). */
+async function readdirInNode(node: Pick<SimNode, 'dir'>, dirInNode: string): Promise<string[]> {
+  const tree = overlayRoots.find((r) => under(dirInNode, r));
+  const host = hostPathOf(node, dirInNode);
+  if (!tree || host === dirInNode) return readdir(host).catch(() => []);
+  const upperEntries = await readdir(host).catch(() => [] as string[]);
+  const lowerEntries = await readdir(dirInNode).catch(() => [] as string[]);
+  const visible = new Set([...lowerEntries, ...upperEntries]);
+  for (const entry of upperEntries) if (isWhiteout(join(host, entry))) visible.delete(entry);
+  return [...visible];
 }
 
 /** Follows symlinks the way the node would (absolute targets inside the node's view). */
@@ -58,8 +96,7 @@ async function existsInNode(node: Pick<SimNode, 'dir'>, pathInNode: string, dept
 async function installedShims(node: SimNode): Promise<string[]> {
   const found = new Set<string>();
   for (const dir of nodePath) {
-    const entries = await readdir(hostPathOf(node, dir)).catch(() => [] as string[]);
-    for (const entry of entries) {
+    for (const entry of await readdirInNode(node, dir)) {
       if (/^containerd-shim-[a-z0-9]+-v\d+$/.test(entry) && (await existsInNode(node, `${dir}/${entry}`))) found.add(entry);
     }
   }

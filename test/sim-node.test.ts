@@ -86,6 +86,15 @@ describe('a simulated node', () => {
     expect((await readNodeRuntimeState(fleet.nodes[0])).shims).not.toContain('containerd-shim-kata-v2');
   });
 
+  it('knows which shims a node has, wherever the node put them (its /usr layer included) and until it deletes them', async () => {
+    const shims = async () => (await readNodeRuntimeState(fleet.nodes[1])).shims;
+    expect(await shims()).toEqual(['containerd-shim-runc-v1', 'containerd-shim-runc-v2']);
+    await on(1, 'printf "#!/bin/sh\\n" > /usr/bin/containerd-shim-probe-v2 && chmod +x /usr/bin/containerd-shim-probe-v2 && rm /usr/bin/containerd-shim-runc-v1');
+    expect(await shims()).toEqual(['containerd-shim-probe-v2', 'containerd-shim-runc-v2']);
+    expect(existsSync('/usr/bin/containerd-shim-runc-v1')).toBe(true);
+    await on(1, 'rm /usr/bin/containerd-shim-probe-v2 && cp /usr/bin/containerd-shim-runc-v2 /usr/bin/containerd-shim-runc-v1');
+  });
+
   it('keeps each node to itself: packages, config and modules of one node are not seen by another node or the machine', async () => {
     await on(0, 'apt-get install -y runsc >/dev/null && modprobe vhost_vsock && echo "# node-1 only" >> /etc/containerd/config.toml && touch /usr/bin/katafleet-sim-probe');
     const other = await on(1, 'command -v runsc || echo no-runsc; lsmod | grep -c "^vhost_vsock "; grep -c "node-1 only" /etc/containerd/config.toml; ls /usr/bin/katafleet-sim-probe 2>/dev/null || echo no-probe; dpkg -l runsc 2>&1 | tail -1');
