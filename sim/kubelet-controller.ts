@@ -79,6 +79,7 @@ interface PendingSandbox {
 }
 
 const statusRefreshMs = 60_000;
+const nodeReadConcurrency = 4;
 const eventRepeatMs = 10_000;
 
 function now(): string {
@@ -180,8 +181,16 @@ export class KubeletController<N extends ControlledNode> {
     }
   }
 
+  /** Reads every node's state, a few at a time: on a large fleet a sweep takes longer instead of overloading the machine. */
   private async syncNodes(): Promise<void> {
-    await Promise.all(this.workers.map((n) => this.syncNode(n)));
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      while (next < this.workers.length) {
+        const node = this.workers[next++];
+        await this.syncNode(node).catch((err: unknown) => this.opts.log(`kubelet-controller: node ${node.name}: ${errorText(err)}`));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(nodeReadConcurrency, this.workers.length) }, lane));
   }
 
   private async syncNode(n: N): Promise<void> {
