@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UsageError, parseCommandArgs, type Command } from './command';
 import { faultNames, faults as faultDescriptions, parseFault, type Fault } from '../sim/faults';
-import { defaultFleetDir, fleetStatus, readFleetRecord, setFaultInDir, startFleet, stopFleetInDir } from '../sim/fleet';
+import { assertNoFleetIn, defaultFleetDir, fleetStatus, readFleetRecord, setFaultInDir, startFleet, stopFleetInDir } from '../sim/fleet';
 
 const usage = `Usage:
   katafleet sim up [--nodes N] [--dir D] [--fault NODE=FAULT ...] [--kubernetes] [--user U] [--port P]
@@ -55,6 +55,7 @@ function parseUp(args: string[]) {
 /** `sim up`: starts a detached `sim serve` that owns the fleet, waits until it is up, prints it. */
 async function up(args: string[]): Promise<number> {
   const o = parseUp(args);
+  await assertNoFleetIn(o.dir);
   const logFile = `${o.dir}.log`;
   await rm(logFile, { force: true });
   const fd = openSync(logFile, 'a');

@@ -581,7 +581,8 @@ async function reloadSshd(node: NodeRecord): Promise<void> {
   if (faultsNow.includes('sshd-frozen')) await nodeExec(node.initPid, ['/usr/local/sbin/systemctl', 'kill', '-s', 'STOP', 'ssh']);
 }
 
-async function assertNoFleetIn(dir: string): Promise<void> {
+/** Throws FleetAlreadyRunning when a live fleet is recorded in `dir`. */
+export async function assertNoFleetIn(dir: string): Promise<void> {
   const record = await readFleetRecord(dir);
   if (record && (alive(record.ownerPid) || record.nodes.some((n) => alive(n.pid)))) {
     throw new FleetAlreadyRunning(`a simulated fleet is already running in ${dir} (started by process ${record.ownerPid}): run \`katafleet sim down --dir ${dir}\` first`);

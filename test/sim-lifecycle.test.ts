@@ -60,6 +60,7 @@ describe('katafleet sim', () => {
     await simCli('up', '--nodes', '1', '--dir', dir, '--fault', 'node-1=sshd-down');
     try {
       expect((await simCli('status', '--dir', dir)).stdout).toContain('faults: sshd-down');
+      await expect(simCli('up', '--nodes', '1', '--dir', dir)).rejects.toMatchObject({ stderr: expect.stringContaining(`a simulated fleet is already running in ${dir}`) });
       expect((await simCli('fault', 'node-1', 'sshd-down', 'off', '--dir', dir)).stdout).toBe('node-1: sshd-down off\n');
       const inventory = await loadInventory(join(dir, 'inventory.toml'));
       const r = await sshRun({ identityFile: join(dir, 'id_ed25519'), knownHostsPath: join(dir, 'known_hosts') }, { address: inventory.nodes[0].address, port: 22 }, 'hostname');
