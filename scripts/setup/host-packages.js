@@ -4,7 +4,7 @@
 // run config version 3). Debian packages come from apt; crictl and containerd 2.x are built once from the
 // Go module proxy into ~/.cache/katafleet/bin. KATAFLEET_SKIP_CONTAINERD2=1 skips the containerd 2.x build
 // (about 10 minutes on 2 cores); every node then runs containerd 1.6.
-const { existsSync, mkdirSync, renameSync, rmSync } = require('node:fs');
+const { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 const { cacheDir, log, run } = require('./util.js');
 
@@ -47,8 +47,16 @@ module.exports = {
   async install() {
     if (!commands.every((c) => existsSync(c))) {
       const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-      run('apt-get', ['update', '-qq'], { env });
-      run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...aptPackages], { env });
+      // The machine's own sshd/containerd must not start: an sshd on *:22 would take every node's port.
+      const policy = '/usr/sbin/policy-rc.d';
+      const ownPolicy = !existsSync(policy);
+      if (ownPolicy) writeFileSync(policy, '#!/bin/sh\n# katafleet setup: install services without starting them\nexit 101\n', { mode: 0o755 });
+      try {
+        run('apt-get', ['update', '-qq'], { env });
+        run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...aptPackages], { env });
+      } finally {
+        if (ownPolicy) rmSync(policy, { force: true });
+      }
     }
     mkdirSync(binDir, { recursive: true });
     for (const build of goBuilds()) if (!existsSync(build.path)) goInstall(build);
