@@ -46,9 +46,15 @@ describe('Kubernetes on the simulated fleet', () => {
     expect(v1).toMatchObject({ code: 0, stdout: 'runtimeclass.node.k8s.io/kata created\n' });
   });
 
-  it('never runs a kata pod on a node without Kata, and runs it once the runtime is patched in and containerd restarted', async () => {
-    await kubectl(['label', 'node', 'node-1', 'katacontainers.io/kata-runtime=true']);
+  it('schedules a kata pod only onto a labelled node, never runs it there without Kata, and runs it once the runtime is patched in and containerd restarted', async () => {
+    // The RuntimeClass admission plugin merges scheduling.nodeSelector into the pod; the scheduler finds no node for it…
     expect((await kubectl(['apply', '-f', '-'], podManifest('kata-pod', { runtimeClassName: 'kata' }))).code).toBe(0);
+    expect(await jsonpath(['get', 'pod', 'kata-pod'], '{.spec.nodeSelector}')).toBe('{"katacontainers.io/kata-runtime":"true"}');
+    const unschedulable = await eventually('FailedScheduling event', async () =>
+      (await jsonpath(['get', 'events', '--field-selector', 'involvedObject.name=kata-pod,reason=FailedScheduling'], '{.items[0].message}')) || undefined);
+    expect(unschedulable).toContain('0/2 nodes are available: 2 node(s) didn\'t match Pod\'s node affinity/selector');
+    // …until a node carries the label.
+    await kubectl(['label', 'node', 'node-1', 'katacontainers.io/kata-runtime=true']);
     expect(await eventually('kata-pod scheduled', async () => (await jsonpath(['get', 'pod', 'kata-pod'], '{.spec.nodeName}')) || undefined)).toBe('node-1');
     const event = await eventually('FailedCreatePodSandBox event', async () =>
       (await jsonpath(['get', 'events', '--field-selector', 'involvedObject.name=kata-pod,reason=FailedCreatePodSandBox'], '{.items[0].message}')) || undefined);
