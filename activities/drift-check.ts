@@ -1,15 +1,226 @@
-import type { SshPool } from './ssh';
+/**
+ * The read-only drift check driftWorkflow runs on every node: what the playbook's steps would
+ * establish, compared with what the node and the cluster hold now. It only reads (files, package
+ * database, `crictl info`, kubectl get); repairs are the nodeWorkflow's business.
+ *
+ * Checked per step kind (with `action = "remove"`/`"delete"` the inverse: the thing must be absent):
+ * - `package-install`: each package installed at its pinned version;
+ * - `containerd-patch`: the pure patcher finds nothing to add to the config on disk (and, in drop-in
+ *   mode, the drop-in file holds the runtimes);
+ * - `service-restart`: the unit is active; for containerd, the running daemon is not older than its
+ *   config files and its CRI lists the handlers the playbook adds (and none it removes);
+ * - `node-label`: the Node has the labels;
+ * - `runtime-class`: the RuntimeClass exists and says what the step would apply.
+ *
+ * Not checked, on purpose: `prereq-check` and `readiness-gate` are gates (conditions a rollout waits
+ * for, not state it writes), `verification-pod` is a proof that starts a pod (not read-only), and
+ * `rollback` is a one-shot action, not a state to hold (hold the uninstalled state with the
+ * kata-uninstall playbook, whose remove/delete steps are checked).
+ */
+import { getPath, isTable, parseToml } from './containerd-config/data';
+import { patchContainerdConfig, removeRuntimes, type PatchOutcome } from './containerd-config';
+import { Kubectl, requireKubernetes, type KubeNode } from './kubectl';
+import { SshFailureType, type SshPool } from './ssh';
 import type { DriftCheck, DriftCheckRequest } from './node-types';
+import type { ContainerdPatchStep, NodeLabelStep, PackageInstallStep, RuntimeClassStep, ServiceRestartStep, Step } from '../playbooks/schema';
+import { NodeShell } from './steps/node-shell';
+import { detectPackageManager, installedVersions, versionMatches, type InstalledVersions, type PackageManager } from './steps/package-install';
+import { runtimeClassManifest, type RuntimeClassObject } from './steps/runtime-class';
+import { readDaemonState, type DaemonState } from './steps/service-restart';
+import { failureType, firstLine } from './steps/step-runtime';
 
 /**
- * The read-only drift check driftWorkflow runs on every node.
- * Contract only: implemented in the drift issue (see `issues show 7`).
+ * Failures that mean "this node (or the control-plane host) cannot be checked now", reported as
+ * state `unreachable`. Anything else is thrown: a check that cannot read a node it reached is a bug
+ * or a state nobody planned for, and hiding it as drift would start a repair on a guess.
  */
+const unreachableTypes: readonly string[] = [
+  SshFailureType.SshConnectFailed,
+  SshFailureType.SshAuthFailed,
+  SshFailureType.SshChannelFailed,
+  SshFailureType.HostKeyMismatch,
+  SshFailureType.HostKeyUnknown,
+  SshFailureType.CommandOutcomeUnknown,
+  SshFailureType.CommandTimedOut,
+];
+
+/** Builds the drift activity; register it with the worker (`workerActivities` does). */
 export function createDriftActivities(deps: { pool: SshPool }) {
   return {
+    /** Compares one node with the playbook's desired state; never writes. */
     async checkDrift(request: DriftCheckRequest): Promise<DriftCheck> {
-      void deps;
-      throw new Error(`checkDrift is not implemented yet (node ${request.node.name})`);
+      const node = request.node.name;
+      try {
+        const drifted = await findDrift(deps.pool, request);
+        return { node, state: drifted.length > 0 ? 'drifted' : 'in-sync', drifted };
+      } catch (err) {
+        const type = failureType(err);
+        if (type !== undefined && unreachableTypes.includes(type)) return { node, state: 'unreachable', drifted: [], error: firstLine(err) };
+        throw err;
+      }
     },
   };
+}
+
+/** Every difference between the node and the playbook's steps, in step order, without duplicates. */
+async function findDrift(pool: SshPool, request: DriftCheckRequest): Promise<string[]> {
+  const shell = new NodeShell(pool, request.node);
+  const kubectl = () => new Kubectl(pool, requireKubernetes(request.kubernetes, `the drift check of node ${request.node.name}`));
+  const found: string[] = [];
+  for (const step of request.steps) {
+    switch (step.kind) {
+      case 'package-install':
+        found.push(...(await checkPackages(shell, step)));
+        break;
+      case 'containerd-patch':
+        found.push(...containerdConfigDrift(step, await shell.readFile(step.config_path), step.action === 'add' && step.mode === 'drop-in' ? await shell.readFile(step.drop_in_path) : undefined));
+        break;
+      case 'service-restart':
+        found.push(...daemonDrift(step, await readDaemonState(shell, step.service), expectedHandlers(request.steps)));
+        break;
+      case 'node-label':
+        found.push(...(await checkLabels(kubectl(), request.node.name, step)));
+        break;
+      case 'runtime-class':
+        found.push(...runtimeClassDrift(step, await kubectl().getJson<RuntimeClassObject>(['get', 'runtimeclass', step.name])));
+        break;
+      case 'prereq-check':
+      case 'readiness-gate':
+      case 'verification-pod':
+      case 'rollback':
+        break;
+    }
+  }
+  return [...new Set(found)];
+}
+
+async function checkPackages(shell: NodeShell, step: PackageInstallStep): Promise<string[]> {
+  const manager = await detectPackageManager(shell, step.manager);
+  return packageDrift(step, await installedVersions(shell, manager, step.packages.map((spec) => spec.name)), manager);
+}
+
+/** Packages missing or at another version than pinned (install), or still installed (remove). */
+export function packageDrift(step: PackageInstallStep, installed: InstalledVersions, manager: PackageManager): string[] {
+  return step.packages.flatMap((spec) => {
+    const version = installed.get(spec.name);
+    if (step.action === 'remove') return version === undefined ? [] : [`package ${spec.name} is installed (${version}); the playbook removes it`];
+    if (version === undefined) return [`package ${spec.name} is not installed${spec.version ? ` (want ${spec.version})` : ''}`];
+    if (spec.version !== undefined && !versionMatches(version, spec.version, manager)) return [`package ${spec.name} is ${version}, not ${spec.version}`];
+    return [];
+  });
+}
+
+/**
+ * What the containerd-patch step would still change in the config on disk (`current`, undefined =
+ * no file) and, in drop-in mode, in the drop-in file (`dropInCurrent`). A config the patcher refuses
+ * (a conflicting runtime, an unsupported shape) is drift too: the phrase is its reason.
+ */
+export function containerdConfigDrift(step: ContainerdPatchStep, current: string | undefined, dropInCurrent: string | undefined): string[] {
+  const path = step.config_path;
+  let outcome: PatchOutcome;
+  try {
+    outcome = step.action === 'add'
+      ? patchContainerdConfig(current ?? '', step.runtimes, { replace: step.replace, mode: step.mode, dropInPath: step.drop_in_path, file: path })
+      : removeRuntimes(current ?? '', step.runtimes.map((runtime) => runtime.name), { file: path });
+  } catch (err) {
+    if (failureType(err) === undefined) throw err;
+    return [firstLine(err).split('; ')[0]];
+  }
+  const found: string[] = [];
+  if (step.action === 'remove') {
+    const data = outcome.status === 'patched' ? parseToml(current ?? '', path) : undefined;
+    for (const name of outcome.status === 'patched' ? outcome.removed ?? [] : []) {
+      const table = getPath(data!, [...outcome.pluginPath, name]);
+      // The step only removes runtimes of the playbook's runtime_type; another one is not its to remove.
+      const wanted = step.runtimes.find((runtime) => runtime.name === name)?.runtime_type;
+      if (!isTable(table) || table.runtime_type === undefined || table.runtime_type === wanted) found.push(`containerd config ${path} still has runtime "${name}"`);
+    }
+    return found;
+  }
+  if (current === undefined) found.push(`containerd config ${path} is missing`);
+  if (outcome.status === 'patched') {
+    found.push(...outcome.added.map((name) => `containerd config lacks runtime "${name}"`));
+    found.push(...outcome.replaced.map((name) => `containerd config has runtime "${name}" with other settings`));
+    if (outcome.dropIn && outcome.added.length === 0 && outcome.replaced.length === 0) found.push(`containerd config ${path} does not import ${outcome.dropIn.path}`);
+  }
+  if (outcome.dropIn && dropInCurrent !== outcome.dropIn.content) {
+    found.push(dropInCurrent === undefined ? `containerd drop-in ${outcome.dropIn.path} is missing` : `containerd drop-in ${outcome.dropIn.path} differs from the playbook's runtimes`);
+  }
+  return found;
+}
+
+/** Handlers the playbook adds (must be offered) and removes (must not be), from its containerd-patch and service-restart steps. */
+export function expectedHandlers(steps: readonly Step[]): { present: string[]; absent: string[] } {
+  const present = new Set<string>();
+  const absent = new Set<string>();
+  for (const step of steps) {
+    if (step.kind === 'service-restart') step.wait_for_handlers.forEach((name) => present.add(name));
+    if (step.kind !== 'containerd-patch') continue;
+    for (const runtime of step.runtimes) {
+      if (step.action === 'add') {
+        present.add(runtime.name);
+        absent.delete(runtime.name);
+      } else {
+        absent.add(runtime.name);
+        present.delete(runtime.name);
+      }
+    }
+  }
+  return { present: [...present], absent: [...absent] };
+}
+
+/**
+ * How the running service differs from what the service-restart step leaves: active, not older than
+ * its config, offering the playbook's handlers (containerd only).
+ */
+export function daemonDrift(step: ServiceRestartStep, state: DaemonState, handlers: { present: string[]; absent: string[] }): string[] {
+  const service = step.service;
+  if (!state.active) return [`${service} is not active`];
+  if (service !== 'containerd') return [];
+  const found: string[] = [];
+  if (state.stale) found.push('running containerd is older than its config (not restarted since /etc/containerd changed)');
+  if (state.handlers === undefined) {
+    found.push("running containerd's CRI does not answer (handlers unknown)");
+    return found;
+  }
+  found.push(...handlers.present.filter((name) => !state.handlers!.includes(name)).map((name) => `running containerd does not list handler "${name}"`));
+  found.push(...handlers.absent.filter((name) => state.handlers!.includes(name)).map((name) => `running containerd still lists handler "${name}"`));
+  return found;
+}
+
+async function checkLabels(kubectl: Kubectl, nodeName: string, step: NodeLabelStep): Promise<string[]> {
+  const node = await kubectl.getJson<KubeNode>(['get', 'node', nodeName]);
+  if (!node) return [`Kubernetes has no Node ${nodeName}`];
+  return labelDrift(step, node.metadata.labels ?? {});
+}
+
+/** Labels missing or with another value (add), or still set (remove). */
+export function labelDrift(step: NodeLabelStep, labels: Record<string, string>): string[] {
+  return Object.entries(step.labels).flatMap(([key, value]) => {
+    if (step.action === 'remove') return key in labels ? [`node label ${key} is set; the playbook removes it`] : [];
+    if (!(key in labels)) return [`node label ${key}=${value} is missing`];
+    return labels[key] === value ? [] : [`node label ${key} is "${labels[key]}", not "${value}"`];
+  });
+}
+
+/**
+ * How the cluster's RuntimeClass (undefined = none) differs from what the runtime-class step applies,
+ * or, for `action = "delete"`, that it still exists (only one with the step's handler: the step
+ * leaves others alone).
+ */
+export function runtimeClassDrift(step: RuntimeClassStep, existing: RuntimeClassObject | undefined): string[] {
+  const name = `RuntimeClass ${step.name}`;
+  if (step.action === 'delete') return existing?.handler === step.handler ? [`${name} exists; the playbook deletes it`] : [];
+  if (!existing) return [`${name} is missing`];
+  const wanted = runtimeClassManifest(step);
+  const found: string[] = [];
+  if (existing.handler !== wanted.handler) found.push(`${name} has handler "${existing.handler}", not "${wanted.handler}"`);
+  const describe = (map: Record<string, string> | undefined) => Object.entries(map ?? {}).sort().map(([k, v]) => `${k}=${v}`).join(',') || 'none';
+  const compare = (what: string, actual: Record<string, string> | undefined, desired: Record<string, string> | undefined) => {
+    if (describe(actual) !== describe(desired)) found.push(`${name} has ${what} ${describe(actual)}, not ${describe(desired)}`);
+  };
+  compare('nodeSelector', existing.scheduling?.nodeSelector, wanted.scheduling?.nodeSelector);
+  compare('overhead', existing.overhead?.podFixed, wanted.overhead?.podFixed);
+  if (existing.metadata.labels?.['app.kubernetes.io/managed-by'] !== 'katafleet') found.push(`${name} lacks label app.kubernetes.io/managed-by=katafleet`);
+  return found;
 }
