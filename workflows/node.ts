@@ -30,6 +30,12 @@ export interface NodeRolloutInput {
   /** `"apply"` runs the steps; `"undo"` only runs {@link undos} (abort with rollback of a finished node). */
   mode?: 'apply' | 'undo';
   undos?: Undo[];
+  /**
+   * How long a step activity may go without a heartbeat before Temporal gives its attempt to
+   * another worker: how soon a dead worker is noticed. Above the activities' 5 s heartbeat interval.
+   * @default "30s"
+   */
+  heartbeatTimeout?: string;
 }
 
 /** The per-node lock: one workflow id per node, so two rollouts never work on one node at once. */
@@ -53,12 +59,12 @@ const activityByKind = {
 } as const satisfies Record<Step['kind'], keyof NodeActivities>;
 
 /** Activity options of a step: its timeout and retry policy from the playbook. */
-function stepActivityOptions(step: Step): ActivityOptions {
+function stepActivityOptions(step: Step, heartbeatTimeout: string): ActivityOptions {
   const retry = step.retry;
   return {
     startToCloseTimeout: parseDuration(step.timeout),
     // Activities heartbeat while they wait; a dead worker is noticed after this, not after the step's timeout.
-    heartbeatTimeout: '30s',
+    heartbeatTimeout: parseDuration(heartbeatTimeout),
     summary: `${step.kind} ${step.id}`,
     retry: {
       maximumAttempts: retry?.max_attempts ?? 3,
@@ -69,9 +75,11 @@ function stepActivityOptions(step: Step): ActivityOptions {
   };
 }
 
+const defaultHeartbeatTimeout = '30s';
+
 const { undoStep } = proxyActivities<NodeActivities>({
   startToCloseTimeout: '10m',
-  heartbeatTimeout: '30s',
+  heartbeatTimeout: defaultHeartbeatTimeout,
   retry: { maximumAttempts: 5, initialInterval: '2s', nonRetryableErrorTypes: ['HostKeyMismatch', 'HostKeyUnknown', 'SshAuthFailed'] },
 });
 
@@ -133,7 +141,7 @@ async function runStep(step: Step, entry: StepProgress, progress: NodeProgress, 
   progress.currentStep = step.id;
   showDetails(progress);
   const started = Date.now();
-  const activity = proxyActivities<NodeActivities>(stepActivityOptions(step))[activityByKind[step.kind]] as (request: unknown) => Promise<StepOutcome>;
+  const activity = proxyActivities<NodeActivities>(stepActivityOptions(step, input.heartbeatTimeout ?? defaultHeartbeatTimeout))[activityByKind[step.kind]] as (request: unknown) => Promise<StepOutcome>;
   const outcome = await activity({ runId: workflowInfo().runId, rolloutId: input.rolloutId, node: input.node, kubernetes: input.kubernetes, step, drain: input.drain });
   entry.status = outcome.changed ? 'changed' : 'unchanged';
   entry.summary = outcome.summary;

@@ -1,0 +1,158 @@
+// What the nodeWorkflow tests share: a simulated fleet with its targets, the workflow's input built
+// the way the rollout service builds it, a snapshot of everything a rollout may change on a node,
+// playbook steps with test-sized timeouts, and reading activity attempts out of a workflow history.
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { WorkflowHandle } from '@temporalio/client';
+import type { KubernetesTarget, NodeTarget } from '../../activities/node-types';
+import { toKubernetesTarget, toNodeTarget } from '../../api/rollout-service';
+import { loadInventory, loadPlaybook } from '../../playbooks/load';
+import type { Step } from '../../playbooks/schema';
+import { startFleet, type Fleet, type FleetOptions, type SimNode } from '../../sim/fleet';
+import { sshRun } from '../../sim/ssh-run';
+import type { NodeRolloutInput } from '../../workflows/node';
+
+export interface NodeFleet {
+  fleet: Fleet;
+  targets: Record<string, NodeTarget>;
+  kubernetes?: KubernetesTarget;
+  node(name: string): SimNode;
+}
+
+/** A fleet in a fresh temp directory, with the targets the rollout service would build from its inventory. */
+export async function startNodeFleet(prefix: string, options: Omit<FleetOptions, 'dir'>): Promise<NodeFleet> {
+  const fleet = await startFleet({ ...options, dir: join(await mkdtemp(join(tmpdir(), `kf-${prefix}-`)), 'fleet') });
+  const inventory = await loadInventory(fleet.inventoryPath);
+  return {
+    fleet,
+    targets: Object.fromEntries(inventory.nodes.map((node) => [node.name, toNodeTarget(inventory, node)])),
+    kubernetes: toKubernetesTarget(inventory),
+    node: (name) => {
+      const found = fleet.nodes.find((n) => n.name === name);
+      if (!found) throw new Error(`no node ${name} in the fleet`);
+      return found;
+    },
+  };
+}
+
+/** The kata playbook's steps, optionally only some of them (by id, in playbook order), each edited by `edits[id]`. */
+export async function kataSteps(only?: string[], edits: Record<string, Partial<Step>> = {}): Promise<Step[]> {
+  const steps = (await loadPlaybook('kata')).steps.filter((step) => !only || only.includes(step.id));
+  if (only && steps.length !== only.length) throw new Error(`kata.toml has no step(s) ${only.filter((id) => !steps.some((s) => s.id === id)).join(', ')}`);
+  for (const id of Object.keys(edits)) if (!steps.some((s) => s.id === id)) throw new Error(`edit of step ${id}, which is not among ${steps.map((s) => s.id).join(', ')}`);
+  return steps.map((step) => ({ ...step, ...edits[step.id] }) as Step);
+}
+
+/** nodeWorkflow's input, as rolloutWorkflow gives it to its children. */
+export function nodeInput(nodes: NodeFleet, name: string, steps: Step[], extra: Partial<NodeRolloutInput> = {}): NodeRolloutInput {
+  return { rolloutId: `test-${name}`, node: nodes.targets[name], kubernetes: nodes.kubernetes, steps, drain: false, ...extra };
+}
+
+/** Runs `command` on a node as root through OpenSSH; fails on a non-zero exit. */
+export async function onNode(nodes: NodeFleet, name: string, command: string): Promise<string> {
+  const result = await sshRun(nodes.fleet, nodes.node(name), command, { timeoutMs: 60_000 });
+  if (result.exitCode !== 0) throw new Error(`${command} on ${name} exited with ${result.exitCode}: ${result.stderr.trim()}`);
+  return result.stdout;
+}
+
+/** kubectl on the fleet's control-plane host. */
+export async function kubectl(nodes: NodeFleet, args: string): Promise<string> {
+  const k = nodes.kubernetes;
+  if (!k) throw new Error('this fleet has no Kubernetes');
+  return onNode(nodes, 'control-plane', `${k.kubectl} --kubeconfig ${k.kubeconfig} ${args}`);
+}
+
+/** Everything a kata rollout may change on a node, in a form `toEqual` compares. */
+export interface NodeSnapshot {
+  configSha256: string;
+  /** Files in /etc/containerd, katafleet's backups aside. */
+  containerdFiles: string[];
+  /** katafleet's backups in /etc/containerd: file name → sha256. */
+  backups: Record<string, string>;
+  /** Files in /etc/modules-load.d with their content. */
+  modulesLoad: string;
+  /** Every package with its version and dpkg status. */
+  packages: string;
+  containerd: string;
+  /** The handlers of the running containerd (`crictl info`). */
+  handlers: string[];
+  /** The Node's labels and readiness, when the fleet has Kubernetes. */
+  labels?: Record<string, string>;
+  ready?: string;
+}
+
+export async function nodeSnapshot(nodes: NodeFleet, name: string): Promise<NodeSnapshot> {
+  const [configSha256, files, backups, modulesLoad, packages, containerd, crictl] = await Promise.all([
+    onNode(nodes, name, 'sha256sum /etc/containerd/config.toml'),
+    onNode(nodes, name, 'ls -A /etc/containerd'),
+    onNode(nodes, name, 'cd /etc/containerd && for f in *.katafleet-*.bak; do test -e "$f" && sha256sum "$f"; done; true'),
+    onNode(nodes, name, 'head -n 100 /etc/modules-load.d/* 2>/dev/null; true'),
+    onNode(nodes, name, "dpkg-query -W -f='${Package}=${Version} ${db:Status-Abbrev}\\n'"),
+    onNode(nodes, name, 'systemctl is-active containerd || true'),
+    onNode(nodes, name, 'crictl --runtime-endpoint unix:///run/containerd/containerd.sock info'),
+  ]);
+  const snapshot: NodeSnapshot = {
+    configSha256: configSha256.split(/\s+/)[0],
+    containerdFiles: files.split('\n').filter((file) => file && !/\.katafleet-.*\.bak$/.test(file)).sort(),
+    backups: Object.fromEntries(backups.split('\n').filter(Boolean).map((line) => line.split(/\s+/).reverse())),
+    modulesLoad,
+    packages,
+    containerd: containerd.trim(),
+    handlers: Object.keys((JSON.parse(crictl) as { config: { containerd: { runtimes: Record<string, unknown> } } }).config.containerd.runtimes).sort(),
+  };
+  if (nodes.kubernetes) {
+    const node = JSON.parse(await kubectl(nodes, `get node ${name} -o json`)) as { metadata: { labels: Record<string, string> }; status: { conditions: { type: string; status: string }[] } };
+    snapshot.labels = node.metadata.labels;
+    snapshot.ready = node.status.conditions.find((c) => c.type === 'Ready')?.status;
+  }
+  return snapshot;
+}
+
+/** One started attempt of an activity, from the workflow history. */
+export interface ActivityAttempt {
+  activityType: string;
+  /** Attempt number of the attempt that ended the activity (Temporal records only the last one's start). */
+  attempt: number;
+  /** The failure type of the attempt before it, if it was a retry. */
+  lastFailureType?: string;
+  result: 'completed' | 'failed' | 'timed-out' | 'running';
+  failureType?: string;
+}
+
+/** The activities of a workflow run, in order, with their final attempt numbers. */
+export async function activityAttempts(handle: WorkflowHandle): Promise<ActivityAttempt[]> {
+  return activitiesInHistory(await handle.fetchHistory());
+}
+
+export function activitiesInHistory(history: Awaited<ReturnType<WorkflowHandle['fetchHistory']>>): ActivityAttempt[] {
+  const byScheduled = new Map<string, ActivityAttempt>();
+  for (const event of history.events ?? []) {
+    const scheduled = event.activityTaskScheduledEventAttributes;
+    if (scheduled) byScheduled.set(String(event.eventId), { activityType: scheduled.activityType?.name ?? '?', attempt: 0, result: 'running' });
+    const started = event.activityTaskStartedEventAttributes;
+    if (started) {
+      const entry = byScheduled.get(String(started.scheduledEventId))!;
+      entry.attempt = started.attempt ?? 0;
+      entry.lastFailureType = started.lastFailure?.applicationFailureInfo?.type ?? started.lastFailure?.timeoutFailureInfo?.timeoutType?.toString() ?? undefined;
+    }
+    const completed = event.activityTaskCompletedEventAttributes;
+    if (completed) byScheduled.get(String(completed.scheduledEventId))!.result = 'completed';
+    const failed = event.activityTaskFailedEventAttributes;
+    if (failed) Object.assign(byScheduled.get(String(failed.scheduledEventId))!, { result: 'failed', failureType: failed.failure?.applicationFailureInfo?.type ?? undefined });
+    const timedOut = event.activityTaskTimedOutEventAttributes;
+    if (timedOut) byScheduled.get(String(timedOut.scheduledEventId))!.result = 'timed-out';
+  }
+  return [...byScheduled.values()];
+}
+
+/** Polls `probe` every `intervalMs` until it returns a value other than undefined; fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
