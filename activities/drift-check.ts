@@ -138,13 +138,16 @@ export function containerdConfigDrift(step: ContainerdPatchStep, current: string
     return found;
   }
   if (current === undefined) found.push(`containerd config ${path} is missing`);
-  if (outcome.status === 'patched') {
-    found.push(...outcome.added.map((name) => `containerd config lacks runtime "${name}"`));
+  if (outcome.dropIn) {
+    if (outcome.status === 'patched') found.push(`containerd config ${path} does not import ${outcome.dropIn.path}`);
+    if (dropInCurrent !== outcome.dropIn.content) {
+      found.push(dropInCurrent === undefined ? `containerd drop-in ${outcome.dropIn.path} is missing` : `containerd drop-in ${outcome.dropIn.path} differs from the playbook's runtimes`);
+    }
+  } else if (outcome.status === 'patched') {
+    // The patcher also writes out containerd's default runc into an empty config; only the playbook's runtimes are drift.
+    const ours = new Set(step.runtimes.map((runtime) => runtime.name));
+    found.push(...outcome.added.filter((name) => ours.has(name)).map((name) => `containerd config lacks runtime "${name}"`));
     found.push(...outcome.replaced.map((name) => `containerd config has runtime "${name}" with other settings`));
-    if (outcome.dropIn && outcome.added.length === 0 && outcome.replaced.length === 0) found.push(`containerd config ${path} does not import ${outcome.dropIn.path}`);
-  }
-  if (outcome.dropIn && dropInCurrent !== outcome.dropIn.content) {
-    found.push(dropInCurrent === undefined ? `containerd drop-in ${outcome.dropIn.path} is missing` : `containerd drop-in ${outcome.dropIn.path} differs from the playbook's runtimes`);
   }
   return found;
 }
