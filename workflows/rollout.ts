@@ -224,7 +224,10 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   return progress;
 }
 
-/** Abort with rollback: running nodes are cancelled (they roll themselves back), finished ones are undone. */
+/**
+ * Abort with rollback: nodes still running finish first (cancelling one mid-step could lose the undo of
+ * that step), then every node this rollout changed is undone, newest change first.
+ */
 async function rollBackChangedNodes(
   running: Map<string, ChildWorkflowHandle<typeof nodeWorkflow>>,
   results: RolloutNodeResult[],
