@@ -53,7 +53,7 @@ interface Condition {
 
 interface Pod {
   metadata: { name: string; namespace: string; uid: string; annotations?: Record<string, string>; deletionTimestamp?: string };
-  spec: { nodeName?: string; runtimeClassName?: string; containers: { name: string; image: string }[] };
+  spec: { nodeName?: string; runtimeClassName?: string; nodeSelector?: Record<string, string>; containers: { name: string; image: string }[] };
   status?: { phase?: string; containerStatuses?: unknown[] };
 }
 
@@ -257,9 +257,13 @@ export class KubeletController<N extends ControlledNode> {
     if (waiting.length === 0) return;
     const classes = await this.api.get<{ items: RuntimeClass[] }>('/apis/node.k8s.io/v1/runtimeclasses');
     const handlerOf = new Map(classes.items.map((rc) => [rc.metadata.name, rc.handler]));
+    const nodes = await this.api.get<{ items: { metadata: { name: string; labels?: Record<string, string> } }[] }>('/api/v1/nodes');
+    const labelsOf = new Map(nodes.items.map((n) => [n.metadata.name, n.metadata.labels ?? {}]));
     for (const pod of waiting) {
       try {
-        await this.syncPod(pod, handlerOf);
+        const labels = labelsOf.get(pod.spec.nodeName!) ?? {};
+        if (Object.entries(pod.spec.nodeSelector ?? {}).some(([k, v]) => labels[k] !== v)) await this.rejectPod(pod, 'NodeAffinity');
+        else await this.syncPod(pod, handlerOf);
       } catch (err) {
         if (err instanceof KubeApiError && (err.status === 404 || err.status === 409)) continue; // changed under us: next round
         throw err;
@@ -320,6 +324,34 @@ export class KubeletController<N extends ControlledNode> {
     });
     this.pending.delete(uid);
     this.opts.log(`pod ${namespace}/${name}: sandbox started with handler ${sandbox.handler} (${sandbox.shim}, kernel ${sandbox.kernelRelease})`);
+  }
+
+  /**
+   * Kubelet admission: a pod bound to a node (spec.nodeName, bypassing the scheduler) whose nodeSelector the node
+   * does not match is rejected and fails, e.g. a pod pinned to a node that lacks its RuntimeClass's label.
+   */
+  private async rejectPod(pod: Pod, predicate: string): Promise<void> {
+    const { name, namespace, uid } = pod.metadata;
+    const nodeName = pod.spec.nodeName!;
+    const message = `Pod was rejected: Predicate ${predicate} failed`;
+    await this.api.patch(`/api/v1/namespaces/${namespace}/pods/${name}/status`, { status: { phase: 'Failed', reason: predicate, message } }, 'strategic');
+    const ts = now();
+    await this.api.create(`/api/v1/namespaces/${namespace}/events`, {
+      apiVersion: 'v1',
+      kind: 'Event',
+      metadata: { name: `${name}.${randomBytes(8).toString('hex')}`, namespace },
+      involvedObject: { apiVersion: 'v1', kind: 'Pod', name, namespace, uid },
+      reason: predicate,
+      message: `Predicate ${predicate} failed`,
+      type: 'Warning',
+      source: { component: 'kubelet', host: nodeName },
+      reportingComponent: 'kubelet',
+      reportingInstance: nodeName,
+      firstTimestamp: ts,
+      lastTimestamp: ts,
+      count: 1,
+    });
+    this.opts.log(`pod ${namespace}/${name} on ${nodeName}: ${message}`);
   }
 
   private async reportSandboxFailure(pod: Pod, nodeName: string, message: string): Promise<void> {

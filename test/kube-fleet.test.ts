@@ -78,9 +78,15 @@ describe('Kubernetes on the simulated fleet', () => {
     expect(inKata.stdout.trim()).toBe((await on('node-1', 'cat /opt/kata/share/kata-containers/guest-kernel-version')).stdout.trim());
     expect(inKata.stdout.trim()).not.toBe(hostKernel);
 
-    await kubectl(['apply', '-f', '-'], podManifest('runc-pod', { nodeName: 'node-1' }));
+    await kubectl(['apply', '-f', '-'], podManifest('runc-pod', { onNode: 'node-1' }));
     await eventually('runc-pod Running', async () => (await jsonpath(['get', 'pod', 'runc-pod'], '{.status.phase}')) === 'Running' || undefined);
     expect((await kubectl(['exec', 'runc-pod', '--', 'uname', '-r'])).stdout.trim()).toBe(hostKernel);
+  });
+
+  it('fails a kata pod bound straight to a node without the RuntimeClass\'s label, as the kubelet\'s admission does', async () => {
+    await kubectl(['apply', '-f', '-'], podManifest('pinned-kata-pod', { runtimeClassName: 'kata', bindTo: 'node-2' }));
+    await eventually('pinned-kata-pod Failed', async () => (await jsonpath(['get', 'pod', 'pinned-kata-pod'], '{.status.phase}')) === 'Failed' || undefined);
+    expect(await jsonpath(['get', 'pod', 'pinned-kata-pod'], '{.status.reason}: {.status.message}')).toBe('NodeAffinity: Pod was rejected: Predicate NodeAffinity failed');
   });
 
   it('turns a node NotReady within 60 s of its containerd stopping', async () => {

@@ -38,13 +38,15 @@ export const kataRuntimeClass = (nodeSelector: Record<string, string>): string =
   scheduling: { nodeSelector },
 });
 
-export const podManifest = (name: string, opts: { runtimeClassName?: string; nodeName?: string } = {}): string => JSON.stringify({
+/** `onNode` selects the node through the scheduler (nodeSelector on its hostname); `bindTo` sets spec.nodeName, bypassing it. */
+export const podManifest = (name: string, opts: { runtimeClassName?: string; onNode?: string; bindTo?: string } = {}): string => JSON.stringify({
   apiVersion: 'v1',
   kind: 'Pod',
   metadata: { name },
   spec: {
     ...(opts.runtimeClassName ? { runtimeClassName: opts.runtimeClassName } : {}),
-    ...(opts.nodeName ? { nodeSelector: { 'kubernetes.io/hostname': opts.nodeName } } : {}),
+    ...(opts.onNode ? { nodeSelector: { 'kubernetes.io/hostname': opts.onNode } } : {}),
+    ...(opts.bindTo ? { nodeName: opts.bindTo } : {}),
     containers: [{ name: 'main', image: 'busybox:1.36', command: ['sleep', '3600'] }],
   },
 });
