@@ -82,16 +82,19 @@ export interface NodeSnapshot {
   ready?: string;
 }
 
+// One SSH command for the whole node side (parallel logins can hit sshd's MaxStartups), sections split by markers.
+const snapshotScript = [
+  'sha256sum /etc/containerd/config.toml',
+  'ls -A /etc/containerd',
+  'cd /etc/containerd && for f in *.katafleet-*.bak; do test -e "$f" && sha256sum "$f"; done; true',
+  'head -n 100 /etc/modules-load.d/* 2>/dev/null; true',
+  "dpkg-query -W -f='${Package}=${Version} ${db:Status-Abbrev}\\n'",
+  'systemctl is-active containerd; true',
+  "crictl --runtime-endpoint unix:///run/containerd/containerd.sock info 2>/dev/null || echo '{}'",
+].join('; echo @@@; ');
+
 export async function nodeSnapshot(nodes: NodeFleet, name: string): Promise<NodeSnapshot> {
-  const [configSha256, files, backups, modulesLoad, packages, containerd, crictl] = await Promise.all([
-    onNode(nodes, name, 'sha256sum /etc/containerd/config.toml'),
-    onNode(nodes, name, 'ls -A /etc/containerd'),
-    onNode(nodes, name, 'cd /etc/containerd && for f in *.katafleet-*.bak; do test -e "$f" && sha256sum "$f"; done; true'),
-    onNode(nodes, name, 'head -n 100 /etc/modules-load.d/* 2>/dev/null; true'),
-    onNode(nodes, name, "dpkg-query -W -f='${Package}=${Version} ${db:Status-Abbrev}\\n'"),
-    onNode(nodes, name, 'systemctl is-active containerd || true'),
-    onNode(nodes, name, 'crictl --runtime-endpoint unix:///run/containerd/containerd.sock info'),
-  ]);
+  const [configSha256, files, backups, modulesLoad, packages, containerd, crictl] = (await onNode(nodes, name, snapshotScript)).split('@@@\n');
   const snapshot: NodeSnapshot = {
     configSha256: configSha256.split(/\s+/)[0],
     containerdFiles: files.split('\n').filter((file) => file && !/\.katafleet-.*\.bak$/.test(file)).sort(),
@@ -99,7 +102,7 @@ export async function nodeSnapshot(nodes: NodeFleet, name: string): Promise<Node
     modulesLoad,
     packages,
     containerd: containerd.trim(),
-    handlers: Object.keys((JSON.parse(crictl) as { config: { containerd: { runtimes: Record<string, unknown> } } }).config.containerd.runtimes).sort(),
+    handlers: Object.keys((JSON.parse(crictl) as { config?: { containerd?: { runtimes?: Record<string, unknown> } } }).config?.containerd?.runtimes ?? {}).sort(),
   };
   if (nodes.kubernetes) {
     const node = JSON.parse(await kubectl(nodes, `get node ${name} -o json`)) as { metadata: { labels: Record<string, string> }; status: { conditions: { type: string; status: string }[] } };
