@@ -1,0 +1,108 @@
+// Durable resume: a rollout survives its worker being killed (SIGKILL, a separate process) and the
+// Temporal dev server being stopped and started again on its SQLite file, and still patches every
+// node exactly once.
+//
+// Cost: four nodes in waves of one, kata.toml's node steps (prereq, install, containerd, restart), so
+// that the worker dies while one node is mid-install and the server stops while another one works.
+import { mkdtemp } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { startRollout } from '../api/rollout-service';
+import { startFleet, type Fleet } from '../sim/fleet';
+import { startDevServer, type RunningDevServer } from '../worker/dev-server';
+import { nodeWorkflowId } from '../workflows/node';
+import { nodeProgressQuery, type NodeProgress } from '../workflows/node-messages';
+import { rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
+import { activitiesInHistory } from './helpers/node-workflow';
+import { startWorkerProcess, type WorkerProcess } from './helpers/worker-process';
+import { childTimeline, configBackups, configHashes, historiesOfAllRuns, inventoryOf, kataSubset, nodeOf, onNode, waitFor } from './rollout-helpers';
+
+const nodes = ['r-1', 'r-2', 'r-3', 'r-4'];
+
+let dir: string;
+let fleet: Fleet;
+let server: RunningDevServer | undefined;
+const workers: WorkerProcess[] = [];
+const connections: Connection[] = [];
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function connect(address: string): Promise<Client> {
+  const connection = await Connection.connect({ address });
+  connections.push(connection);
+  return new Client({ connection, namespace: 'default' });
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'kf-rollout-recovery-'));
+  fleet = await startFleet({ nodes: nodes.map((name) => ({ name })), dir: join(dir, 'fleet') });
+}, 180_000);
+
+afterAll(async () => {
+  for (const worker of workers) await worker.kill();
+  for (const connection of connections) await connection.close().catch(() => undefined);
+  await server?.stop();
+  await fleet?.stop();
+});
+
+describe('a rollout across crashes', () => {
+  it('finishes with every node patched exactly once after its worker was killed and Temporal was restarted', async () => {
+    const options = { dbFile: join(dir, 'temporal', 'temporal.db'), port: await freePort(), uiPort: await freePort() };
+    server = await startDevServer(options);
+    const workerLog = join(dir, 'worker.log');
+    workers.push(await startWorkerProcess(server.address, workerLog));
+    let client = await connect(server.address);
+
+    const before = await configHashes(fleet, nodes);
+    const playbook = await kataSubset(['prereq', 'install', 'containerd', 'restart'], 'kata-node-steps');
+    const started = await startRollout(client, playbook, await inventoryOf(fleet, nodes), {
+      requestId: 'recovery-1',
+      overrides: { canary: 1, wave_size: 1, failure_budget: 0, pause_between_waves: '0s' },
+    });
+    const nodeAt = async (name: string, step: string): Promise<NodeProgress | undefined> => {
+      const progress = await client.workflow.getHandle(started.workflowId).query(rolloutProgressQuery);
+      if (progress.nodes.find((node) => node.name === name)?.status !== 'running') return undefined;
+      const node = await client.workflow.getHandle(nodeWorkflowId(name)).query(nodeProgressQuery).catch(() => undefined);
+      return node?.currentStep === step ? node : undefined;
+    };
+
+    // 1. The worker dies (SIGKILL) while r-2 installs Kata; another worker takes over.
+    await waitFor('r-2 installing', () => nodeAt('r-2', 'install'), 180_000);
+    await workers[0].kill();
+    workers.push(await startWorkerProcess(server.address, workerLog));
+
+    // 2. Temporal stops while r-3 works, and starts again on the same SQLite file.
+    await waitFor('r-3 running', () => nodeAt('r-3', 'containerd'), 300_000);
+    await server.stop();
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    server = await startDevServer(options);
+    client = await connect(server.address);
+
+    const result: RolloutProgress = await client.workflow.getHandle(started.workflowId).result();
+    expect(result.phase).toBe('succeeded');
+    expect(result.nodes.map((node) => node.status)).toEqual(['succeeded', 'succeeded', 'succeeded', 'succeeded']);
+
+    // Exactly once: one nodeWorkflow per node, one backup per node holding the original bytes, one kata table.
+    const children = childTimeline(await historiesOfAllRuns(client, started.workflowId));
+    expect(children.map((child) => [nodeOf(child.workflowId), child.outcome])).toEqual(nodes.map((name) => [name, 'completed']));
+    for (const name of nodes) {
+      expect((await configBackups(fleet, name)).map((backup) => backup.sha256)).toEqual([before[name]]);
+      expect(await onNode(fleet, name, 'grep -c "runtimes.kata\\]" /etc/containerd/config.toml')).toBe('1\n');
+      expect(await onNode(fleet, name, "dpkg-query -W -f='${Version} ${Status}' kata-containers")).toBe('3.2.0 install ok installed');
+    }
+    // The kill really hit r-2 mid-install: the attempt the dead worker had started timed out, the new worker's retry completed.
+    const r2Activities = activitiesInHistory(await client.workflow.getHandle(nodeWorkflowId('r-2')).fetchHistory());
+    expect(r2Activities.find((activity) => activity.activityType === 'packageInstall')).toMatchObject({ result: 'completed', attempt: 2 });
+  }, 600_000);
+});
