@@ -131,6 +131,7 @@ spec:
       {{ end }}
       {{ end }}
       phase: Running
+      startTime: {{ or .status.startTime $now | Quote }}
 `;
 
 const podDelete = `

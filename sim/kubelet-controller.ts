@@ -285,11 +285,11 @@ export class KubeletController<N extends ControlledNode> {
     } else {
       outcome = createSandbox(handler, view.state, node.containerdSocket, sandboxId);
     }
-    if (outcome.ok) await this.startSandbox(pod, outcome);
+    if (outcome.ok) await this.startSandbox(pod, node.name, outcome);
     else await this.reportSandboxFailure(pod, node.name, outcome.message);
   }
 
-  private async startSandbox(pod: Pod, sandbox: Extract<SandboxOutcome, { ok: true }>): Promise<void> {
+  private async startSandbox(pod: Pod, nodeName: string, sandbox: Extract<SandboxOutcome, { ok: true }>): Promise<void> {
     const { name, namespace, uid } = pod.metadata;
     const workDir = join(this.opts.podsDir, namespace, name);
     await mkdir(workDir, { recursive: true });
@@ -323,27 +323,27 @@ export class KubeletController<N extends ControlledNode> {
       metadata: { annotations: { [sandboxAnnotation]: 'ready', [kernelAnnotation]: sandbox.kernelRelease, 'katafleet.dev/runtime-handler': sandbox.handler } },
     });
     this.pending.delete(uid);
+    for (const c of pod.spec.containers) {
+      await this.podEvent(pod, nodeName, 'Normal', 'Pulled', `Container image "${c.image}" already present on machine`);
+      await this.podEvent(pod, nodeName, 'Normal', 'Created', `Created container: ${c.name}`);
+      await this.podEvent(pod, nodeName, 'Normal', 'Started', `Started container ${c.name}`);
+    }
     this.opts.log(`pod ${namespace}/${name}: sandbox started with handler ${sandbox.handler} (${sandbox.shim}, kernel ${sandbox.kernelRelease})`);
   }
 
-  /**
-   * Kubelet admission: a pod bound to a node (spec.nodeName, bypassing the scheduler) whose nodeSelector the node
-   * does not match is rejected and fails, e.g. a pod pinned to a node that lacks its RuntimeClass's label.
-   */
-  private async rejectPod(pod: Pod, predicate: string): Promise<void> {
+  /** Records a kubelet event on the pod; returns the event's name. */
+  private async podEvent(pod: Pod, nodeName: string, type: 'Normal' | 'Warning', reason: string, message: string): Promise<string> {
     const { name, namespace, uid } = pod.metadata;
-    const nodeName = pod.spec.nodeName!;
-    const message = `Pod was rejected: Predicate ${predicate} failed`;
-    await this.api.patch(`/api/v1/namespaces/${namespace}/pods/${name}/status`, { status: { phase: 'Failed', reason: predicate, message } }, 'strategic');
+    const eventName = `${name}.${randomBytes(8).toString('hex')}`;
     const ts = now();
     await this.api.create(`/api/v1/namespaces/${namespace}/events`, {
       apiVersion: 'v1',
       kind: 'Event',
-      metadata: { name: `${name}.${randomBytes(8).toString('hex')}`, namespace },
+      metadata: { name: eventName, namespace },
       involvedObject: { apiVersion: 'v1', kind: 'Pod', name, namespace, uid },
-      reason: predicate,
-      message: `Predicate ${predicate} failed`,
-      type: 'Warning',
+      reason,
+      message,
+      type,
       source: { component: 'kubelet', host: nodeName },
       reportingComponent: 'kubelet',
       reportingInstance: nodeName,
@@ -351,6 +351,19 @@ export class KubeletController<N extends ControlledNode> {
       lastTimestamp: ts,
       count: 1,
     });
+    return eventName;
+  }
+
+  /**
+   * Kubelet admission: a pod bound to a node (spec.nodeName, bypassing the scheduler) whose nodeSelector the node
+   * does not match is rejected and fails, e.g. a pod pinned to a node that lacks its RuntimeClass's label.
+   */
+  private async rejectPod(pod: Pod, predicate: string): Promise<void> {
+    const { name, namespace } = pod.metadata;
+    const nodeName = pod.spec.nodeName!;
+    const message = `Pod was rejected: Predicate ${predicate} failed`;
+    await this.api.patch(`/api/v1/namespaces/${namespace}/pods/${name}/status`, { status: { phase: 'Failed', reason: predicate, message } }, 'strategic');
+    await this.podEvent(pod, nodeName, 'Warning', predicate, `Predicate ${predicate} failed`);
     this.opts.log(`pod ${namespace}/${name} on ${nodeName}: ${message}`);
   }
 
@@ -358,13 +371,14 @@ export class KubeletController<N extends ControlledNode> {
     const { name, namespace, uid } = pod.metadata;
     const prev = this.pending.get(uid);
     if (!prev) {
+      const unready = `containers with unready status: [${pod.spec.containers.map((c) => c.name).join(' ')}]`;
       await this.api.patch(`/api/v1/namespaces/${namespace}/pods/${name}/status`, {
         status: {
           phase: 'Pending',
           conditions: [
             { type: 'Initialized', status: 'True', lastTransitionTime: now() },
-            { type: 'Ready', status: 'False', reason: 'ContainersNotReady', message: `containers with unready status: [${pod.spec.containers.map((c) => c.name).join(' ')}]`, lastTransitionTime: now() },
-            { type: 'ContainersReady', status: 'False', reason: 'ContainersNotReady', message: `containers with unready status: [${pod.spec.containers.map((c) => c.name).join(' ')}]`, lastTransitionTime: now() },
+            { type: 'Ready', status: 'False', reason: 'ContainersNotReady', message: unready, lastTransitionTime: now() },
+            { type: 'ContainersReady', status: 'False', reason: 'ContainersNotReady', message: unready, lastTransitionTime: now() },
           ],
           containerStatuses: pod.spec.containers.map((c) => ({
             name: c.name, image: c.image, imageID: '', ready: false, started: false, restartCount: 0, state: { waiting: { reason: 'ContainerCreating' } },
@@ -382,22 +396,7 @@ export class KubeletController<N extends ControlledNode> {
       await this.api.patch(`/api/v1/namespaces/${namespace}/events/${prev.eventName}`, { count: prev.count, lastTimestamp: ts });
       return;
     }
-    const eventName = `${name}.${randomBytes(8).toString('hex')}`;
-    await this.api.create(`/api/v1/namespaces/${namespace}/events`, {
-      apiVersion: 'v1',
-      kind: 'Event',
-      metadata: { name: eventName, namespace },
-      involvedObject: { apiVersion: 'v1', kind: 'Pod', name, namespace, uid },
-      reason: 'FailedCreatePodSandBox',
-      message,
-      type: 'Warning',
-      source: { component: 'kubelet', host: nodeName },
-      reportingComponent: 'kubelet',
-      reportingInstance: nodeName,
-      firstTimestamp: ts,
-      lastTimestamp: ts,
-      count: 1,
-    });
+    const eventName = await this.podEvent(pod, nodeName, 'Warning', 'FailedCreatePodSandBox', message);
     this.pending.set(uid, { message, eventName, count: 1, lastEventAt: Date.now() });
     this.opts.log(`pod ${namespace}/${name} on ${nodeName}: ${message}`);
   }
