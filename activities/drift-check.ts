@@ -62,36 +62,33 @@ export function createDriftActivities(deps: { pool: SshPool }) {
   };
 }
 
-/** Every difference between the node and the playbook's steps, in step order, without duplicates. */
+/**
+ * Every difference between the node and the playbook's steps, in step order, without duplicates.
+ * The steps' reads are independent, so they run at once (the pool bounds the channels per host).
+ */
 async function findDrift(pool: SshPool, request: DriftCheckRequest): Promise<string[]> {
   const shell = new NodeShell(pool, request.node);
   const kubectl = () => new Kubectl(pool, requireKubernetes(request.kubernetes, `the drift check of node ${request.node.name}`));
-  const found: string[] = [];
-  for (const step of request.steps) {
+  const perStep = await Promise.all(request.steps.map(async (step): Promise<string[]> => {
     switch (step.kind) {
       case 'package-install':
-        found.push(...(await checkPackages(shell, step)));
-        break;
+        return checkPackages(shell, step);
       case 'containerd-patch':
-        found.push(...containerdConfigDrift(step, await shell.readFile(step.config_path), step.action === 'add' && step.mode === 'drop-in' ? await shell.readFile(step.drop_in_path) : undefined));
-        break;
+        return containerdConfigDrift(step, await shell.readFile(step.config_path), step.action === 'add' && step.mode === 'drop-in' ? await shell.readFile(step.drop_in_path) : undefined);
       case 'service-restart':
-        found.push(...daemonDrift(step, await readDaemonState(shell, step.service), expectedHandlers(request.steps)));
-        break;
+        return daemonDrift(step, await readDaemonState(shell, step.service), expectedHandlers(request.steps));
       case 'node-label':
-        found.push(...(await checkLabels(kubectl(), request.node.name, step)));
-        break;
+        return checkLabels(kubectl(), request.node.name, step);
       case 'runtime-class':
-        found.push(...runtimeClassDrift(step, await kubectl().getJson<RuntimeClassObject>(['get', 'runtimeclass', step.name])));
-        break;
+        return runtimeClassDrift(step, await kubectl().getJson<RuntimeClassObject>(['get', 'runtimeclass', step.name]));
       case 'prereq-check':
       case 'readiness-gate':
       case 'verification-pod':
       case 'rollback':
-        break;
+        return [];
     }
-  }
-  return [...new Set(found)];
+  }));
+  return [...new Set(perStep.flat())];
 }
 
 async function checkPackages(shell: NodeShell, step: PackageInstallStep): Promise<string[]> {
