@@ -9,12 +9,13 @@ import { faultNames, faults as faultDescriptions, parseFault, type Fault } from 
 import { assertNoFleetIn, defaultFleetDir, fleetStatus, readFleetRecord, setFaultInDir, startFleet, stopFleetInDir } from '../sim/fleet';
 
 const usage = `Usage:
-  katafleet sim up [--nodes N] [--dir D] [--fault NODE=FAULT ...] [--kubernetes] [--user U] [--port P]
+  katafleet sim up [--nodes N] [--dir D] [--fault NODE=FAULT ...] [--no-kubernetes] [--user U] [--port P]
   katafleet sim down [--dir D]
   katafleet sim fault NODE FAULT on|off [--dir D]
   katafleet sim status [--dir D]
 
-Starts N simulated nodes (default 3) on 127.0.1.x with real sshd, containerd and apt, writes the
+Starts N simulated nodes (default 3) on 127.0.1.x with real sshd, containerd and apt, and a real
+Kubernetes control plane with kubectl on the SSH host \`control-plane\` (unless --no-kubernetes), writes the
 inventory D/inventory.toml and returns; the fleet keeps running until \`katafleet sim down\`.
 D defaults to ${relativeToCwd(defaultFleetDir)}.
 
@@ -32,7 +33,7 @@ const upOptions = {
   nodes: { type: 'string' },
   dir: { type: 'string' },
   fault: { type: 'string', multiple: true },
-  kubernetes: { type: 'boolean' },
+  'no-kubernetes': { type: 'boolean' },
   user: { type: 'string' },
   port: { type: 'string' },
 } as const;
@@ -49,7 +50,7 @@ function parseUp(args: string[]) {
     if (!node || !fault) throw new UsageError(`katafleet sim up: --fault expects NODE=FAULT (e.g. node-2=sshd-down), got "${spec}"`, usage);
     (faults[node] ??= []).push(parseFault(fault, `--fault ${spec}`));
   }
-  return { nodes, port, faults, dir: resolve(values.dir ?? defaultFleetDir), kubernetes: Boolean(values.kubernetes), user: values.user ?? 'root' };
+  return { nodes, port, faults, dir: resolve(values.dir ?? defaultFleetDir), kubernetes: !values['no-kubernetes'], user: values.user ?? 'root' };
 }
 
 /** `sim up`: starts a detached `sim serve` that owns the fleet, waits until it is up, prints it. */
@@ -121,6 +122,7 @@ async function printStatus(dir: string): Promise<number> {
       `inventory: ${record.inventoryPath}`,
       ...rows.map((r) => `  ${r.map((c, i) => c.padEnd(widths[i])).join('  ')}`.trimEnd()),
       `ssh: ssh -i ${record.identityFile} -o UserKnownHostsFile=${record.knownHostsPath} root@${nodes[0].address}`,
+      ...(record.kubeconfig ? [`kubectl: kubectl --kubeconfig ${record.kubeconfig} get nodes   (or over ssh on the control-plane host)`] : []),
       '',
     ].join('\n'),
   );

@@ -16,6 +16,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { leaseAddresses, releaseAddresses } from './addresses';
+import { kubernetesBinaries, startControlPlane } from './control-plane';
 import { faultNames, parseFault, type Fault } from './faults';
 import { inventoryToml } from './inventory';
 import {
@@ -295,7 +296,6 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
 
     let kubectlBin = '';
     if (options.kubernetes) {
-      const { kubernetesBinaries } = await import('./control-plane');
       kubectlBin = join(kubernetesBinaries().binDir, 'kubectl');
       if (!existsSync(kubectlBin)) {
         throw new FleetPrerequisiteMissing(`kubernetes: true needs ${kubectlBin} (built by scripts/setup/kubernetes.js): run \`npm run setup\``);
@@ -363,7 +363,6 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     const workers = records.filter((r) => r.role === 'worker');
     const cpHost = records.find((r) => r.role === 'control-plane');
     if (options.kubernetes && cpHost) {
-      const { startControlPlane } = await import('./control-plane');
       const cp = await startControlPlane({ dir: join(dir, 'kubernetes'), nodes: workers.map(publicNode), readNodeRuntimeState, log });
       controlPlane = cp;
       const kubeconfigDir = join(cpHost.dir, 'fs', 'root', '.kube');

@@ -38,15 +38,31 @@ function tracesOf(dir: string): string[] {
 const tempDir = async (name: string) => join(await mkdtemp(join(tmpdir(), `kf-sim-${name}-`)), 'fleet');
 
 describe('katafleet sim', () => {
-  it('up prints the inventory and each address; the node answers over ssh; down leaves no process, mount, lease or file', async () => {
+  it('up prints the inventory and each address; the node answers over ssh; kubectl sees the nodes Ready; down leaves no process, mount, lease or file', async () => {
     const dir = await tempDir('cli');
-    const up = await simCli('up', '--nodes', '2', '--dir', dir);
+    const up = await simCli('up', '--nodes', '3', '--dir', dir);
     expect(up.stdout).toContain(`inventory: ${dir}/inventory.toml`);
     const inventory = await loadInventory(join(dir, 'inventory.toml'));
     for (const node of inventory.nodes) expect(up.stdout).toMatch(new RegExp(`${node.name}\\s+${node.address.replace(/\./g, '\\.')}\\s`));
     const fleet = { identityFile: join(dir, 'id_ed25519'), knownHostsPath: join(dir, 'known_hosts') };
     const r = await sshRun(fleet, { address: inventory.nodes[1].address, port: 22 }, 'uname -r; hostname; systemctl is-active containerd');
     expect(r.stdout).toBe('6.1.0-katafleet-sim\nnode-2\nactive\n');
+
+    // The control plane came up with the nodes: kubectl over SSH on the control-plane host, and locally.
+    const controlPlane = inventory.nodes.find((node) => node.role === 'control-plane')!;
+    const readyNodes = (output: string) => output.trim().split('\n').filter((line) => / Ready /.test(line)).map((line) => line.split(/\s+/)[0]).sort();
+    const [kubectlLine] = up.stdout.split('\n').filter((line) => line.startsWith('kubectl: '));
+    const kubeconfig = /--kubeconfig (\S+)/.exec(kubectlLine)![1];
+    const { kubernetesBinaries } = await import('../sim/control-plane');
+    let remote = '';
+    let local = '';
+    for (let attempt = 0; attempt < 30 && (readyNodes(remote).length < 3 || readyNodes(local).length < 3); attempt++) {
+      remote = (await sshRun(fleet, { address: controlPlane.address, port: 22 }, 'kubectl get nodes --no-headers')).stdout;
+      local = (await run(join(kubernetesBinaries().binDir, 'kubectl'), ['--kubeconfig', kubeconfig, 'get', 'nodes', '--no-headers'])).stdout;
+      if (readyNodes(remote).length < 3 || readyNodes(local).length < 3) await sleep(1000);
+    }
+    expect(readyNodes(remote)).toEqual(['node-1', 'node-2', 'node-3']);
+    expect(readyNodes(local)).toEqual(['node-1', 'node-2', 'node-3']);
     expect(tracesOf(dir).length).toBeGreaterThan(0);
 
     const down = await simCli('down', '--dir', dir);
@@ -57,7 +73,7 @@ describe('katafleet sim', () => {
 
   it('fault switches from the command line reach the running fleet', async () => {
     const dir = await tempDir('cli-fault');
-    await simCli('up', '--nodes', '1', '--dir', dir, '--fault', 'node-1=sshd-down');
+    await simCli('up', '--nodes', '1', '--no-kubernetes', '--dir', dir, '--fault', 'node-1=sshd-down');
     try {
       expect((await simCli('status', '--dir', dir)).stdout).toContain('faults: sshd-down');
       await expect(simCli('up', '--nodes', '1', '--dir', dir)).rejects.toMatchObject({ stderr: expect.stringContaining(`a simulated fleet is already running in ${dir}`) });
