@@ -42,12 +42,27 @@ export interface RolloutInput {
   rollout: RolloutSettings;
   nodes: NodeTarget[];
   kubernetes?: KubernetesTarget;
+  /** Lower limits than Temporal's, for tests that show how a large fleet stays within them. */
+  limits?: RolloutLimits;
   /** State carried across continue-as-new; absent on the first run. */
   carried?: { nodes: RolloutNodeResult[]; nextWave: number };
 }
 
-/** Continue-as-new well before Temporal's 10,240-event warning; checked between waves. */
-const historyEventsBeforeContinueAsNew = 8_000;
+/** How much one run of rolloutWorkflow takes on; it continues as new before reaching either. */
+export interface RolloutLimits {
+  /** History events of one run. @default 8000 (Temporal warns at 10,240) */
+  historyEvents?: number;
+  /** Child nodeWorkflows in flight at once, whatever the wave size. @default 1000 (Temporal allows 2,000 pending children) */
+  childrenInFlight?: number;
+}
+
+const defaultLimits: Required<RolloutLimits> = { historyEvents: 8_000, childrenInFlight: 1_000 };
+
+/**
+ * History events one node adds to the rollout's run at most: start initiated, started, closed, two
+ * search-attribute upserts and two workflow tasks of three events each (often shared by several nodes).
+ */
+export const historyEventsPerNode = 11;
 
 /**
  * Rolls a playbook out to a fleet: a canary wave first, then waves, each node a child
@@ -74,6 +89,12 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   let paused = false;
   let abort: AbortRequest | undefined;
   const running = new Map<string, ChildWorkflowHandle<typeof nodeWorkflow>>();
+  const limits = { ...defaultLimits, ...input.limits };
+  let startedThisRun = 0;
+  // Before starting a node: would this run's history pass the limit once every node in flight has closed?
+  const historyNearlyFull = () =>
+    startedThisRun > 0 && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength + (running.size + 1) * historyEventsPerNode >= limits.historyEvents);
+  let lastAttributes = '';
 
   const pause = (): RolloutPhase => {
     paused = true;
@@ -111,13 +132,18 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     }
     progress.counts = counts;
     if (!finished()) progress.phase = abort ? 'aborting' : paused ? (progress.phase === 'awaiting-approval' ? 'awaiting-approval' : 'paused') : progress.phase === 'paused' || progress.phase === 'awaiting-approval' ? 'running' : progress.phase;
-    upsertSearchAttributes([
-      { key: searchAttributes.phase, value: progress.phase },
-      { key: searchAttributes.playbook, value: input.playbook.name },
-      { key: searchAttributes.nodesTotal, value: counts.total },
-      { key: searchAttributes.nodesDone, value: counts.succeeded },
-      { key: searchAttributes.nodesFailed, value: counts.failed },
-    ]);
+    // Each upsert is a history event: only when a value the UI list shows has changed.
+    const attributes = JSON.stringify([progress.phase, counts.succeeded, counts.failed]);
+    if (attributes !== lastAttributes) {
+      lastAttributes = attributes;
+      upsertSearchAttributes([
+        { key: searchAttributes.phase, value: progress.phase },
+        { key: searchAttributes.playbook, value: input.playbook.name },
+        { key: searchAttributes.nodesTotal, value: counts.total },
+        { key: searchAttributes.nodesDone, value: counts.succeeded },
+        { key: searchAttributes.nodesFailed, value: counts.failed },
+      ]);
+    }
     setCurrentDetails(formatRolloutDetails(progress));
     return progress.phase;
   }
@@ -146,6 +172,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
       throw err;
     }
     running.set(name, handle);
+    startedThisRun++;
     result.status = 'running';
     report();
     try {
@@ -167,21 +194,28 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   }
 
   report();
+  /** 1-based wave the next run starts with (its nodes that are no longer pending are skipped), once this run is full. */
+  let continueAtWave: number | undefined;
   for (let waveIndex = progress.currentWave - 1; waveIndex < waves.length; waveIndex++) {
     if (abort || budgetExceeded()) break;
     progress.currentWave = waveIndex + 1;
-    const limit = input.rollout.max_parallel ?? waves[waveIndex].length;
+    const limit = Math.min(input.rollout.max_parallel ?? waves[waveIndex].length, limits.childrenInFlight);
     const inFlight: Promise<void>[] = [];
     for (const name of waves[waveIndex]) {
       if (byName.get(name)!.status !== 'pending') continue;
       // Pause takes effect here, at the next node start.
       await condition(() => (!paused && running.size < limit) || abort !== undefined);
       if (abort || budgetExceeded()) break;
+      // A run's children close in the same run (continue-as-new would ask them to cancel): let them finish first.
+      if (historyNearlyFull()) {
+        continueAtWave = waveIndex + 1;
+        break;
+      }
       inFlight.push(runNode(name));
       await condition(() => running.has(name) || byName.get(name)!.status !== 'pending');
     }
     await Promise.all(inFlight);
-    if (abort || budgetExceeded()) break;
+    if (abort || budgetExceeded() || continueAtWave !== undefined) break;
     const isLast = waveIndex === waves.length - 1;
     if (!isLast && waveIndex === 0 && input.rollout.canary > 0 && input.rollout.approval_after_canary) {
       paused = true;
@@ -194,10 +228,15 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
       await Promise.race([sleep(parseDuration(input.rollout.pause_between_waves)), condition(() => abort !== undefined)]);
       if (!abort) progress.phase = 'running';
     }
-    if (!isLast && !abort && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > historyEventsBeforeContinueAsNew)) {
-      await condition(() => paused === false);
-      await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: results, nextWave: waveIndex + 2 } });
+    if (!isLast && historyNearlyFull()) {
+      continueAtWave = waveIndex + 2;
+      break;
     }
+  }
+  if (continueAtWave !== undefined && !budgetExceeded()) {
+    // Pause and abort are not carried over: a paused rollout continues as new once resumed, an aborted one does not.
+    await condition(() => !paused || abort !== undefined);
+    if (!abort) await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: results, nextWave: continueAtWave } });
   }
 
   if (abort) {
