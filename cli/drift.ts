@@ -1,18 +1,8 @@
-import type { Client } from '@temporalio/client';
 import { buildDriftInput, createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from '../api/schedule-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
-import { connectTemporal, taskQueue, workflowUiLink } from '../worker/connection';
+import { taskQueue, withTemporalClient, workflowUiLink } from '../worker/connection';
 import { driftWorkflow, type DriftReport } from '../workflows/drift';
 import { parseCommandArgs, requireOption, UsageError, type Command } from './command';
-
-async function withClient<T>(work: (client: Client) => Promise<T>): Promise<T> {
-  const { client, connection } = await connectTemporal();
-  try {
-    return await work(client);
-  } finally {
-    await connection.close();
-  }
-}
 
 /** The drift report as a table: node, outcome, what drifted. */
 export function formatDriftReport(report: DriftReport): string {
@@ -43,20 +33,20 @@ while the previous one still runs, and show on the Temporal UI's Schedules page.
       const reportOnly = values['report-only'] ?? false;
       if (sub === 'schedule') {
         const every = requireOption(this, values.every, '--every DURATION');
-        const id = await withClient((client) => createDriftSchedule(client, playbook, inventory, { every, reportOnly }));
+        const id = await withTemporalClient((client) => createDriftSchedule(client, playbook, inventory, { every, reportOnly }));
         process.stdout.write(`created schedule ${id}: drift ${reportOnly ? 'report' : 'repair'} every ${every}\n`);
         return 0;
       }
       const input = buildDriftInput(playbook, inventory, reportOnly);
       const workflowId = `katafleet-drift-check-${Date.now()}`;
       process.stdout.write(`drift check ${workflowUiLink(workflowId)}\n`);
-      const report = await withClient((client) => client.workflow.execute(driftWorkflow, { taskQueue, workflowId, args: [input] }));
+      const report = await withTemporalClient((client) => client.workflow.execute(driftWorkflow, { taskQueue, workflowId, args: [input] }));
       process.stdout.write(`${formatDriftReport(report)}\n`);
       return report.nodes.every((result) => ['in-sync', 'repaired'].includes(result.outcome)) ? 0 : 1;
     }
     if (sub === 'schedules') {
       parseCommandArgs(this, rest, {}, { min: 0, max: 0 });
-      const schedules = await withClient((client) => listDriftSchedules(client));
+      const schedules = await withTemporalClient((client) => listDriftSchedules(client));
       for (const schedule of schedules) {
         process.stdout.write(`${schedule.scheduleId}  every ${schedule.every ?? '?'}  ${schedule.playbook ?? ''}${schedule.reportOnly ? ' (report only)' : ''}  next ${schedule.nextRun ?? '-'}  ${schedule.recentRuns.length} recent runs\n`);
       }
@@ -65,7 +55,7 @@ while the previous one still runs, and show on the Temporal UI's Schedules page.
     }
     if (sub === 'unschedule') {
       const { positionals } = parseCommandArgs(this, rest, {}, { min: 1, max: 1 });
-      await withClient((client) => deleteDriftSchedule(client, positionals[0]));
+      await withTemporalClient((client) => deleteDriftSchedule(client, positionals[0]));
       process.stdout.write(`deleted schedule ${positionals[0]}\n`);
       return 0;
     }

@@ -1,21 +1,11 @@
 import type { ParseArgsConfig } from 'node:util';
-import type { Client } from '@temporalio/client';
 import { controlRollout, getRollout, listRollouts, startRollout } from '../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
-import { connectTemporal } from '../worker/connection';
+import { withTemporalClient } from '../worker/connection';
 import type { RolloutProgress } from '../workflows/rollout-messages';
 import { RolloutOverrides } from '../playbooks/schema';
 import { parseCommandArgs, requireOption, UsageError, type Command } from './command';
 import { formatResultTable, formatRolloutLive } from './rollout-view';
-
-async function withClient<T>(work: (client: Client) => Promise<T>): Promise<T> {
-  const { client, connection } = await connectTemporal();
-  try {
-    return await work(client);
-  } finally {
-    await connection.close();
-  }
-}
 
 /**
  * Polls a rollout until its workflow closes, redrawing the live view (in place on a terminal, each
@@ -69,7 +59,7 @@ Exit status with --follow: 0 when the rollout got through every wave (failures w
     const overrides = parseOverrides(this, values);
     const playbook = await loadPlaybook(positionals[0]);
     const inventory = await loadInventory(requireOption(this, values.inventory, '--inventory FILE'));
-    return withClient(async (client) => {
+    return withTemporalClient(async (client) => {
       const started = await startRollout(client, playbook, inventory, { requestId: values['request-id'], overrides });
       process.stdout.write(`${started.started ? 'started' : 'already started'} rollout ${started.rolloutId}\n  ${started.uiLink}\n`);
       if (!values.follow) return 0;
@@ -104,7 +94,7 @@ export const statusCommand: Command = {
   usage: `Usage: katafleet status [ROLLOUT_ID]`,
   async run(args) {
     const { positionals } = parseCommandArgs(this, args, {}, { min: 0, max: 1 });
-    return withClient(async (client) => {
+    return withTemporalClient(async (client) => {
       if (positionals.length === 0) {
         for (const rollout of await listRollouts(client)) {
           process.stdout.write(`${rollout.rolloutId}  ${rollout.status.padEnd(10)} ${(rollout.phase ?? '').padEnd(18)} ${rollout.playbook ?? ''}  ${rollout.nodesDone ?? 0}/${rollout.nodesTotal ?? 0} done, ${rollout.nodesFailed ?? 0} failed  ${rollout.startTime}\n`);
@@ -127,7 +117,7 @@ function controlCommand(action: 'pause' | 'resume' | 'abort', summary: string): 
       const options: NonNullable<ParseArgsConfig['options']> = action === 'abort' ? { rollback: { type: 'boolean' }, reason: { type: 'string' } } : {};
       const { values, positionals } = parseCommandArgs(this, args, options, { min: 1, max: 1 });
       const request = values as { rollback?: boolean; reason?: string };
-      const phase = await withClient((client) => controlRollout(client, positionals[0], action, { rollback: request.rollback, reason: request.reason }));
+      const phase = await withTemporalClient((client) => controlRollout(client, positionals[0], action, { rollback: request.rollback, reason: request.reason }));
       process.stdout.write(`rollout ${positionals[0]}: ${phase}\n`);
       return 0;
     },

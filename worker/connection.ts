@@ -60,6 +60,16 @@ export async function connectTemporal(target: TemporalTarget = temporalTargetFro
   return { connection, client: new Client({ connection, namespace: target.namespace }) };
 }
 
+/** Runs `work` with a client of the target and closes the connection afterwards. */
+export async function withTemporalClient<T>(work: (client: Client) => Promise<T>, target: TemporalTarget = temporalTargetFromEnv()): Promise<T> {
+  const { client, connection } = await connectTemporal(target);
+  try {
+    return await work(client);
+  } finally {
+    await connection.close();
+  }
+}
+
 /** Link to a workflow in the Temporal Web UI (the embedded server's UI, or TEMPORAL_UI_URL). */
 export function workflowUiLink(workflowId: string, target: TemporalTarget = temporalTargetFromEnv(), env: NodeJS.ProcessEnv = process.env): string {
   const base = env.TEMPORAL_UI_URL?.replace(/\/$/, '') ?? 'http://127.0.0.1:8233';
