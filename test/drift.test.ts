@@ -1,7 +1,7 @@
 // Drift repair against the simulated fleet: a real control plane, three workers (kube-3 runs
 // containerd 2.x), a real Temporal dev server and a worker with katafleet's real activities.
 // The tests build on each other: kube-1 and kube-2 get Kata first, then the fleet drifts.
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +39,7 @@ const timings: Record<string, number> = {};
 const node = (name: string) => fleet.nodes.find((n) => n.name === name)!;
 const onNode = async (name: string, command: string, input?: string) => {
   const result = await sshRun(fleet, node(name), command, { input });
-  if (result.exitCode !== 0) throw new Error(`${command} on ${name} exited with ${result.exitCode}: ${result.stderr}`);
+  if (result.exitCode !== 0) throw new Error(`${command} on ${name} exited with ${result.exitCode}: ${result.stderr}${result.stdout}`);
   return result.stdout;
 };
 const kubectlCommand = () => {
@@ -133,6 +133,24 @@ describe('drift repair of the kata playbook', () => {
     ]);
     expect(await Promise.all([nodeSnapshot('kube-1'), nodeSnapshot('kube-2'), clusterSnapshot()])).toEqual(before);
   }, 120_000);
+
+  it('holds the inverse state for remove/delete steps: the kata-uninstall playbook finds everything Kata left (report only)', async () => {
+    const uninstall = await loadPlaybook('kata-uninstall');
+    const input = buildDriftInput(uninstall, inventory, true);
+    input.nodes = input.nodes.filter((target) => target.name === 'kube-1');
+    const report = await env.client.workflow.execute(driftWorkflow, { taskQueue, workflowId: `drift-test-${++runs}`, args: [input] });
+    expect(report.nodes).toEqual([{
+      node: 'kube-1',
+      outcome: 'drifted',
+      drifted: [
+        'node label katacontainers.io/kata-runtime is set; the playbook removes it',
+        'containerd config /etc/containerd/config.toml still has runtime "kata"',
+        'running containerd still lists handler "kata"',
+        'package kata-containers is installed (3.2.0); the playbook removes it',
+        'RuntimeClass kata exists; the playbook deletes it',
+      ],
+    }]);
+  }, 60_000);
 
   describe('after the fleet drifted', () => {
     beforeAll(async () => {
@@ -248,9 +266,15 @@ describe('drift schedules', () => {
     await api?.close();
   });
 
-  /** `katafleet ARGS` as a user runs it, against the test's Temporal server. */
-  const katafleet = (...args: string[]) =>
-    spawnSync(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: env.address }, timeout: 60_000 });
+  /**
+   * `katafleet ARGS` as a user runs it, against the test's Temporal server. Asynchronous: the worker
+   * runs in this process and must go on polling while the command waits for a workflow.
+   */
+  const katafleet = (...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> =>
+    new Promise((resolve) => {
+      execFile(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: env.address }, timeout: 60_000 },
+        (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }));
+    });
   const temporalScheduleList = () => {
     const result = spawnSync(temporalCliPath(), ['schedule', 'list', '--address', env.address], { encoding: 'utf8', timeout: 30_000 });
     expect(result.status).toBe(0);
@@ -289,7 +313,7 @@ describe('drift schedules', () => {
 
   it('runs a schedule created through the CLI and one created through the API on time; both show in `temporal schedule list` until deleted', async () => {
     const started = Date.now();
-    const created = katafleet('drift', 'schedule', 'kata', '--inventory', fleet.inventoryPath, '--every', '2s', '--report-only');
+    const created = await katafleet('drift', 'schedule', 'kata', '--inventory', fleet.inventoryPath, '--every', '2s', '--report-only');
     expect(created.stderr).toBe('');
     const cliId = /^created schedule (\S+): drift report every 2s$/m.exec(created.stdout)?.[1];
     expect(cliId).toMatch(/^katafleet-drift-kata-/);
@@ -300,14 +324,18 @@ describe('drift schedules', () => {
     await Promise.all([expectRunsOnTime(cliId!), expectRunsOnTime('katafleet-drift-api-test')]);
     timings.twoSchedulesTwoRunsEachMs = Date.now() - started;
 
+    const check = await katafleet('drift', 'check', 'kata', '--inventory', fleet.inventoryPath, '--report-only');
+    expect(check.status).toBe(0);
+    expect(check.stdout.split('\n').slice(1)).toEqual(['node    outcome       what', 'kube-1  in-sync', 'kube-2  in-sync', 'kube-3  in-sync', '']);
+
     const listed = temporalScheduleList();
     expect(listed).toContain(cliId);
     expect(listed).toContain('katafleet-drift-api-test');
-    expect(katafleet('drift', 'schedules').stdout).toMatch(new RegExp(`^${cliId} {2}every 2s {2}kata \\(report only\\) {2}next \\S+ {2}\\d+ recent runs$`, 'm'));
+    expect((await katafleet('drift', 'schedules')).stdout).toMatch(new RegExp(`^${cliId} {2}every 2s {2}kata \\(report only\\) {2}next \\S+ {2}\\d+ recent runs$`, 'm'));
     const apiList = await callApi('GET', '/v1/schedules');
     expect(apiList.json.schedules.map((s: { scheduleId: string }) => s.scheduleId).sort()).toEqual([cliId, 'katafleet-drift-api-test'].sort());
 
-    const removed = katafleet('drift', 'unschedule', cliId!);
+    const removed = await katafleet('drift', 'unschedule', cliId!);
     expect(removed.stdout).toBe(`deleted schedule ${cliId}\n`);
     expect(await callApi('DELETE', '/v1/schedules/katafleet-drift-api-test')).toEqual({ status: 204, json: undefined });
     const after = temporalScheduleList();
