@@ -77,11 +77,14 @@ function stepActivityOptions(step: Step, heartbeatTimeout: string): ActivityOpti
 
 const defaultHeartbeatTimeout = '30s';
 
-const { undoStep } = proxyActivities<NodeActivities>({
-  startToCloseTimeout: '10m',
-  heartbeatTimeout: defaultHeartbeatTimeout,
-  retry: { maximumAttempts: 5, initialInterval: '2s', nonRetryableErrorTypes: ['HostKeyMismatch', 'HostKeyUnknown', 'SshAuthFailed'] },
-});
+/** The undo activity, with the same heartbeat timeout as the steps. */
+function undoActivity(input: NodeRolloutInput): NodeActivities['undoStep'] {
+  return proxyActivities<NodeActivities>({
+    startToCloseTimeout: '10m',
+    heartbeatTimeout: parseDuration(input.heartbeatTimeout ?? defaultHeartbeatTimeout),
+    retry: { maximumAttempts: 5, initialInterval: '2s', nonRetryableErrorTypes: ['HostKeyMismatch', 'HostKeyUnknown', 'SshAuthFailed'] },
+  }).undoStep;
+}
 
 /**
  * Takes one node from its current state to the playbook's, step by step, or back to exactly
@@ -156,6 +159,7 @@ async function rollBack(progress: NodeProgress, undos: Undo[], input: NodeRollou
   if (undos.length === 0) return;
   progress.phase = 'rolling-back';
   showDetails(progress);
+  const undoStep = undoActivity(input);
   for (const undo of undos) {
     try {
       progress.rollback.push(await undoStep({ node: input.node, kubernetes: input.kubernetes, undo }));
@@ -188,9 +192,18 @@ function finish(progress: NodeProgress, phase: NodeProgress['phase']): NodeProgr
   return progress;
 }
 
+/**
+ * A Markdown table cell: one line (a failure's reason may carry the service's last log lines) of
+ * bounded length, pipes escaped.
+ */
+function tableCell(text: string): string {
+  const line = text.replace(/\s*\n\s*/g, ' ⏎ ');
+  return (line.length > 300 ? `${line.slice(0, 299)}…` : line).replace(/\|/g, '\\|');
+}
+
 /** The "current details" pane of the Temporal UI: a Markdown table of the steps. */
 function showDetails(progress: NodeProgress): void {
-  const rows = progress.steps.map((step) => `| ${step.id} | ${step.kind} | ${step.status} | ${(step.summary ?? '').replace(/\|/g, '\\|')} |`);
+  const rows = progress.steps.map((step) => `| ${step.id} | ${step.kind} | ${step.status} | ${tableCell(step.summary ?? '')} |`);
   const rollback = (progress.rollback ?? []).map((outcome) => `- ${outcome.ok ? 'undone' : 'FAILED'} ${outcome.stepId}: ${outcome.summary}`);
   setCurrentDetails(
     [`**${progress.node}**: ${progress.phase}${progress.currentStep ? ` (step ${progress.currentStep})` : ''}`, '', '| step | kind | status | result |', '|---|---|---|---|', ...rows, ...(rollback.length ? ['', '**Rollback**', ...rollback] : [])].join('\n'),
