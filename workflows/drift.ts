@@ -1,6 +1,6 @@
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import {
-  ApplicationFailure,
+  ActivityFailure,
   ChildWorkflowFailure,
   ParentClosePolicy,
   proxyActivities,
@@ -37,7 +37,8 @@ export interface DriftInput {
   parallelism?: number;
 }
 
-export type DriftOutcome = 'in-sync' | 'drifted' | 'repaired' | 'repair-failed' | 'busy' | 'unreachable';
+/** `check-failed`: the read-only check itself failed (e.g. the API server did not answer); the other nodes are still reported. */
+export type DriftOutcome = 'in-sync' | 'drifted' | 'repaired' | 'repair-failed' | 'busy' | 'unreachable' | 'check-failed';
 
 /** One node in a {@link DriftReport}. */
 export interface DriftNodeResult {
@@ -75,8 +76,14 @@ export async function driftWorkflow(input: DriftInput): Promise<DriftReport> {
   };
   show();
 
-  const checks = await inBatches(input.nodes, input.parallelism ?? 10, (node) => checkDrift({ node, kubernetes: input.kubernetes, steps: input.steps }));
-  report.nodes = checks.map(toResult);
+  const parallelism = input.parallelism ?? 10;
+  report.nodes = await inBatches(input.nodes, parallelism, async (node) => {
+    try {
+      return toResult(await checkDrift({ node, kubernetes: input.kubernetes, steps: input.steps }));
+    } catch (err) {
+      return { node: node.name, outcome: 'check-failed' as const, drifted: [], detail: failureMessage(err) };
+    }
+  });
   show();
 
   const drifted = report.nodes.filter((result) => result.outcome === 'drifted');
@@ -84,7 +91,8 @@ export async function driftWorkflow(input: DriftInput): Promise<DriftReport> {
     report.phase = 'repairing';
     show();
     const targets = new Map(input.nodes.map((node) => [node.name, node]));
-    await Promise.all(drifted.map((result) => repair(result, targets.get(result.node)!, input)));
+    // Repairs run in batches like checks: a new cluster of hundreds of drifted nodes is not restarted all at once.
+    await inBatches(drifted, parallelism, (result) => repair(result, targets.get(result.node)!, input));
   }
   report.phase = 'done';
   show();
@@ -113,9 +121,14 @@ async function repair(result: DriftNodeResult, node: NodeTarget, input: DriftInp
       return;
     }
     result.outcome = 'repair-failed';
-    const cause = err instanceof ChildWorkflowFailure ? err.cause : err;
-    result.detail = cause instanceof ApplicationFailure || cause instanceof Error ? cause.message : String(cause);
+    result.detail = failureMessage(err);
   }
+}
+
+/** The innermost message of a child workflow or activity failure. */
+function failureMessage(err: unknown): string {
+  const cause = (err instanceof ChildWorkflowFailure || err instanceof ActivityFailure) && err.cause ? err.cause : err;
+  return cause instanceof Error ? cause.message : String(cause);
 }
 
 /** Runs `work` over `items` with at most `size` at once, keeping the order of results. */
@@ -130,7 +143,7 @@ async function inBatches<T, R>(items: T[], size: number, work: (item: T) => Prom
 /** The drift report as Markdown for the Temporal UI's "current details". */
 export function formatDriftDetails(report: DriftReport): string {
   const count = (outcome: DriftOutcome) => report.nodes.filter((result) => result.outcome === outcome).length;
-  const header = `**drift check of ${report.playbook}**${report.reportOnly ? ' (report only)' : ''}: ${report.phase} — ${count('in-sync')} in sync, ${count('drifted')} drifted, ${count('repaired')} repaired, ${count('repair-failed')} repair failed, ${count('busy')} busy, ${count('unreachable')} unreachable`;
+  const header = `**drift check of ${report.playbook}**${report.reportOnly ? ' (report only)' : ''}: ${report.phase} — ${count('in-sync')} in sync, ${count('drifted')} drifted, ${count('repaired')} repaired, ${count('repair-failed')} repair failed, ${count('busy')} busy, ${count('unreachable')} unreachable, ${count('check-failed')} check failed`;
   const rows = report.nodes.map((result) => `| ${result.node} | ${result.outcome} | ${[...result.drifted, result.detail ?? ''].filter(Boolean).join('; ').replace(/\|/g, '\\|')} |`);
   return [header, '', '| node | outcome | what |', '|---|---|---|', ...rows].join('\n');
 }
