@@ -24,9 +24,10 @@ let workerLog: string;
 let patchAndRestart: Step[];
 
 beforeAll(async () => {
-  [env, nodes] = await Promise.all([startTestTemporal(), startNodeFleet('node-workflow-crash', { nodes: [{ name: 'crash-patch' }, { name: 'crash-restart' }] })]);
+  [env, nodes] = await Promise.all([startTestTemporal(), startNodeFleet('node-workflow-crash', { nodes: [{ name: 'crash-patch' }, { name: 'crash-restart' }, { name: 'cancel' }] })]);
   workerLog = join(nodes.fleet.dir, '..', 'worker.log');
   patchAndRestart = await kataSteps(['containerd', 'restart']);
+  await startWorker();
 }, 300_000);
 
 afterAll(async () => {
@@ -73,19 +74,23 @@ async function restartHanging(name: string): Promise<true | undefined> {
   return out.trim() ? true : undefined;
 }
 
+/** Resolves as soon as katafleet's backup of the config appears on the node: containerd-patch is mid-step. */
+async function backupAppears(name: string): Promise<void> {
+  // The backup is the step's first write; the candidate, its validation and the swap come after it.
+  // Watched on the host side of the node's /etc overlay, so whatever follows lands within milliseconds.
+  const containerdDir = join(nodePaths(nodes.node(name).dir).etc, 'containerd');
+  await waitFor('the backup of the original config', async () => {
+    return existsSync(containerdDir) && readdirSync(containerdDir).some((file) => /\.katafleet-.*\.bak$/.test(file)) ? true : undefined;
+  }, 60_000, 2);
+}
+
 describe('the worker killed with SIGKILL mid-step, then restarted', () => {
   it('in the middle of containerd-patch: the workflow finishes, the config is patched once, one backup equal to the original', async () => {
     const original = await onNode(nodes, 'crash-patch', 'cat /etc/containerd/config.toml');
     const originalSha = await sha256Of('crash-patch', '/etc/containerd/config.toml');
-    await startWorker();
     const handle = await startNode('crash-patch', patchAndRestart, 'kill-mid-patch');
 
-    // The backup is the step's first write; the candidate, its validation and the swap come after it.
-    // Watched on the host side of the node's /etc overlay, so the kill lands within milliseconds.
-    const containerdDir = join(nodePaths(nodes.node('crash-patch').dir).etc, 'containerd');
-    await waitFor('the backup of the original config', async () => {
-      return existsSync(containerdDir) && readdirSync(containerdDir).some((file) => /\.katafleet-.*\.bak$/.test(file)) ? true : undefined;
-    }, 60_000, 2);
+    await backupAppears('crash-patch');
     await worker!.kill();
     const patchedAtKill = (await onNode(nodes, 'crash-patch', 'cat /etc/containerd/config.toml')) !== original;
     await startWorker();
@@ -170,5 +175,21 @@ describe('commands that hang or lose their connection', () => {
     } finally {
       await nodes.fleet.setFault('crash-restart', 'command-hangs', false);
     }
+  }, 120_000);
+});
+
+describe('a node rollout cancelled mid-step (rollout abort)', () => {
+  it('rolls back what the interrupted containerd-patch did: the config keeps its original bytes', async () => {
+    const originalSha = await sha256Of('cancel', '/etc/containerd/config.toml');
+    const handle = await startNode('cancel', patchAndRestart, 'cancel-mid-patch');
+    await backupAppears('cancel');
+    await handle.cancel();
+    const err = await handle.result().then(() => undefined, (e: unknown) => e as { cause?: { type?: string; details?: unknown[] } });
+    expect(err?.cause?.type).toBe('NodeRolloutCancelled');
+    expect(await sha256Of('cancel', '/etc/containerd/config.toml')).toBe(originalSha);
+    expect((await onNode(nodes, 'cancel', 'systemctl is-active containerd')).trim()).toBe('active');
+    const progress = err?.cause?.details?.[0] as NodeProgress;
+    expect(progress.steps.map((s) => [s.id, s.status])).toEqual([['containerd', 'changed'], ['restart', 'failed']]);
+    expect(progress).toMatchObject({ phase: 'rolled-back', rollback: [{ stepId: 'containerd', ok: true }] });
   }, 120_000);
 });

@@ -1,4 +1,5 @@
 import {
+  ActivityCancellationType,
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
@@ -65,6 +66,9 @@ function stepActivityOptions(step: Step, heartbeatTimeout: string): ActivityOpti
     startToCloseTimeout: parseDuration(step.timeout),
     // Activities heartbeat while they wait; a dead worker is noticed after this, not after the step's timeout.
     heartbeatTimeout: parseDuration(heartbeatTimeout),
+    // On cancellation (a rollout abort) wait for the step to end: a step that still completes reports
+    // its undo, so the rollback takes back what it changed instead of leaving it behind.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     summary: `${step.kind} ${step.id}`,
     retry: {
       maximumAttempts: retry?.max_attempts ?? 3,
