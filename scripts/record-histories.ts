@@ -1,4 +1,4 @@
-// Records the workflow histories test/replay.test.ts replays: real nodeWorkflow runs on a dev server
+// Records the workflow histories test/replay.test.ts replays (success, rollback, retry, cancel): real nodeWorkflow runs on a dev server
 // against a simulated fleet (no Kubernetes; kata.toml's `containerd` and `restart` steps keep them small).
 //
 //   npx tsx scripts/record-histories.ts        # rewrites test/histories/*.json
@@ -12,7 +12,7 @@ import { SshPool } from '../activities/ssh';
 import { workerActivities } from '../worker/worker';
 import { nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
 import { historyToJsonText } from '../test/helpers/history-json';
-import { kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from '../test/helpers/node-workflow';
+import { backupAppears, kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from '../test/helpers/node-workflow';
 import { createTestWorker, startTestTemporal } from '../test/helpers/temporal';
 
 export const historiesDir = join(__dirname, '..', 'test', 'histories');
@@ -20,7 +20,7 @@ const taskQueue = 'record-histories';
 const quickRetry = { max_attempts: 3, initial_interval: '1s', backoff: 1, non_retryable: [] };
 
 async function main(): Promise<void> {
-  const [env, nodes] = await Promise.all([startTestTemporal(), startNodeFleet('record-histories', { nodes: [{ name: 'rec-1' }, { name: 'rec-2' }] })]);
+  const [env, nodes] = await Promise.all([startTestTemporal(), startNodeFleet('record-histories', { nodes: [{ name: 'rec-1' }, { name: 'rec-2' }, { name: 'rec-3' }] })]);
   const pool = new SshPool();
   const worker = await createTestWorker(env, taskQueue, workerActivities(pool));
   try {
@@ -48,6 +48,12 @@ async function main(): Promise<void> {
       await waitFor('the second attempt', async () => (((await retry.describe()).raw.pendingActivities?.[0]?.attempt ?? 0) >= 2 ? true : undefined), 60_000, 500);
       await nodes.fleet.setFault('rec-1', 'command-hangs', false);
       await save('node-retry', retry);
+
+      // cancel: the rollout is aborted while containerd-patch runs; the patch is rolled back.
+      const cancel = await start('rec-3', await kataSteps(['containerd', 'restart']), 'cancel');
+      await backupAppears(nodes, 'rec-3');
+      await cancel.cancel();
+      await save('node-cancel', cancel);
     });
   } finally {
     await pool.closeAll();

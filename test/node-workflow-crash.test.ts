@@ -2,19 +2,17 @@
 // the middle of `containerd-patch` and of `service-restart`, a command that hangs, and an SSH
 // connection that drops mid-command. Each time the workflow finishes, and the node is patched
 // exactly once. The steps are kata.toml's `containerd` and `restart` (no Kubernetes needed).
-import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { patchContainerdConfig } from '../activities/containerd-config';
 import type { Step } from '../playbooks/schema';
 import { nodeExec, readFleetRecord } from '../sim/fleet';
-import { nodePaths } from '../sim/node-files';
 import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
 import type { NodeProgress } from '../workflows/node-messages';
 import { startTestTemporal } from './helpers/temporal';
-import { activityAttempts, kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
+import { activityAttempts, backupAppears, kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
 import { startWorkerProcess, type WorkerProcess } from './helpers/worker-process';
 
 let env: TestWorkflowEnvironment;
@@ -74,23 +72,13 @@ async function restartHanging(name: string): Promise<true | undefined> {
   return out.trim() ? true : undefined;
 }
 
-/** Resolves as soon as katafleet's backup of the config appears on the node: containerd-patch is mid-step. */
-async function backupAppears(name: string): Promise<void> {
-  // The backup is the step's first write; the candidate, its validation and the swap come after it.
-  // Watched on the host side of the node's /etc overlay, so whatever follows lands within milliseconds.
-  const containerdDir = join(nodePaths(nodes.node(name).dir).etc, 'containerd');
-  await waitFor('the backup of the original config', async () => {
-    return existsSync(containerdDir) && readdirSync(containerdDir).some((file) => /\.katafleet-.*\.bak$/.test(file)) ? true : undefined;
-  }, 60_000, 2);
-}
-
 describe('the worker killed with SIGKILL mid-step, then restarted', () => {
   it('in the middle of containerd-patch: the workflow finishes, the config is patched once, one backup equal to the original', async () => {
     const original = await onNode(nodes, 'crash-patch', 'cat /etc/containerd/config.toml');
     const originalSha = await sha256Of('crash-patch', '/etc/containerd/config.toml');
     const handle = await startNode('crash-patch', patchAndRestart, 'kill-mid-patch');
 
-    await backupAppears('crash-patch');
+    await backupAppears(nodes, 'crash-patch');
     await worker!.kill();
     const patchedAtKill = (await onNode(nodes, 'crash-patch', 'cat /etc/containerd/config.toml')) !== original;
     await startWorker();
@@ -182,7 +170,7 @@ describe('a node rollout cancelled mid-step (rollout abort)', () => {
   it('rolls back what the interrupted containerd-patch did: the config keeps its original bytes', async () => {
     const originalSha = await sha256Of('cancel', '/etc/containerd/config.toml');
     const handle = await startNode('cancel', patchAndRestart, 'cancel-mid-patch');
-    await backupAppears('cancel');
+    await backupAppears(nodes, 'cancel');
     await handle.cancel();
     const err = await handle.result().then(() => undefined, (e: unknown) => e as { cause?: { type?: string; details?: unknown[] } });
     expect(err?.cause?.type).toBe('NodeRolloutCancelled');

@@ -17,12 +17,14 @@ const histories = readdirSync(dir).filter((file) => file.endsWith('.json')).sort
 }));
 
 describe('saved nodeWorkflow histories', () => {
-  it('cover a success, a rollback and a retry', () => {
+  it('cover a success, a rollback, a retry and a cancellation', () => {
     const activities = Object.fromEntries(histories.map(({ workflowId, history }) => [workflowId, activitiesInHistory(history).map((a) => `${a.activityType}#${a.attempt}:${a.result}`)]));
     expect(activities).toEqual({
       'node-success': ['containerdPatch#1:completed', 'serviceRestart#1:completed'],
       'node-rollback': ['containerdPatch#1:completed', 'serviceRestart#1:failed', 'undoStep#1:completed'],
       'node-retry': ['serviceRestart#2:completed'],
+      // Aborted mid containerd-patch: the step still completes (its undo is kept), the restart never starts, the undo runs.
+      'node-cancel': ['containerdPatch#1:completed', 'undoStep#1:completed'],
     });
   });
 

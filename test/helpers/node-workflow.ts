@@ -1,6 +1,7 @@
 // What the nodeWorkflow tests share: a simulated fleet with its targets, the workflow's input built
 // the way the rollout service builds it, a snapshot of everything a rollout may change on a node,
 // playbook steps with test-sized timeouts, and reading activity attempts out of a workflow history.
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import { toKubernetesTarget, toNodeTarget } from '../../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../../playbooks/load';
 import type { Step } from '../../playbooks/schema';
 import { startFleet, type Fleet, type FleetOptions, type SimNode } from '../../sim/fleet';
+import { nodePaths } from '../../sim/node-files';
 import { sshRun } from '../../sim/ssh-run';
 import type { NodeRolloutInput } from '../../workflows/node';
 
@@ -158,4 +160,14 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
+}
+
+/** Resolves as soon as katafleet's backup of the containerd config appears on the node: containerd-patch is mid-step. */
+export async function backupAppears(nodes: NodeFleet, name: string): Promise<void> {
+  // The backup is the step's first write; the candidate, its validation and the swap come after it.
+  // Watched on the host side of the node's /etc overlay, so whatever follows lands within milliseconds.
+  const containerdDir = join(nodePaths(nodes.node(name).dir).etc, 'containerd');
+  await waitFor('the backup of the original config', async () => {
+    return existsSync(containerdDir) && readdirSync(containerdDir).some((file) => /\.katafleet-.*\.bak$/.test(file)) ? true : undefined;
+  }, 60_000, 2);
 }
