@@ -82,11 +82,15 @@ export interface StartedRollout {
  */
 export async function startRollout(client: Client, playbook: Playbook, inventory: Inventory, options: { requestId?: string; overrides?: RolloutOverrides } = {}): Promise<StartedRollout> {
   const requestId = options.requestId ?? randomUUID();
+  // It becomes a workflow id and appears in visibility queries: the API's pattern, for the CLI's --request-id too.
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(requestId)) {
+    throw new RolloutServiceError('RolloutRequestRejected', `request id ${JSON.stringify(requestId)}: use letters, digits, ".", "_" and "-" (at most 100, starting with a letter or digit)`);
+  }
   const input = buildRolloutInput(playbook, inventory, requestId, options.overrides);
   const workflowId = rolloutWorkflowId(requestId);
   const existing = await describeOrUndefined(client, workflowId);
   if (existing) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
-  await refuseBusyNodes(client, input.nodes.map((node) => node.name));
+  await refuseBusyNodes(client, input.nodes.map((node) => node.name), workflowId);
   try {
     await client.workflow.start('rolloutWorkflow', {
       taskQueue,
@@ -109,10 +113,11 @@ export async function startRollout(client: Client, playbook: Playbook, inventory
   return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: true };
 }
 
-async function refuseBusyNodes(client: Client, nodes: string[]): Promise<void> {
+/** Refuses while another rollout runs on one of the nodes; `ownWorkflowId` is not another (a simultaneous duplicate request). */
+async function refuseBusyNodes(client: Client, nodes: string[], ownWorkflowId: string): Promise<void> {
   if (nodes.length === 0) return;
   const list = nodes.map((name) => `"${name}"`).join(', ');
-  const query = `WorkflowType = 'rolloutWorkflow' AND ExecutionStatus = 'Running' AND KatafleetNodes IN (${list})`;
+  const query = `WorkflowType = 'rolloutWorkflow' AND ExecutionStatus = 'Running' AND WorkflowId != '${ownWorkflowId}' AND KatafleetNodes IN (${list})`;
   for await (const execution of client.workflow.list({ query })) {
     const busy = (execution.typedSearchAttributes.get(searchAttributes.nodes) ?? []).filter((name) => nodes.includes(name));
     throw new RolloutServiceError('RolloutConflict', `rollout ${rolloutIdOf(execution.workflowId)} is still running on ${busy.join(', ')}: wait for it, or abort it, before starting another rollout on these nodes`);

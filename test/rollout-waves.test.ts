@@ -4,18 +4,21 @@
 // Cost: each node runs kata.toml's steps prereq, install, containerd and restart (the steps that touch
 // the node itself); the Kubernetes steps (readiness, label, RuntimeClass, verification pod) need a control
 // plane and are covered by test/rollout-abort.test.ts. One fleet of 16 nodes serves every test of this file.
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import { WorkflowFailedError } from '@temporalio/client';
 import { SshPool } from '../activities/ssh';
+import { buildApi } from '../api/server';
 import { controlRollout, getRollout, rolloutWorkflowId, startRollout, RolloutServiceError } from '../api/rollout-service';
 import type { Playbook, RolloutOverrides } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
+import { inventoryToml } from '../sim/inventory';
 import { taskQueue } from '../worker/connection';
 import { workerActivities } from '../worker/worker';
+import { nodeWorkflowId } from '../workflows/node';
 import { pauseSignal, resumeSignal, rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
 import { createTestWorker, startTestTemporal } from './helpers/temporal';
@@ -181,5 +184,40 @@ describe('rolloutWorkflow on the simulated fleet', () => {
     expect(result.counts.succeeded).toBe(nodes.length);
     expect((await getRollout(env.client, 'pause-1')).status).toBe('COMPLETED');
     expect(rolloutWorkflowId('pause-1')).toBe(handle.workflowId);
+  }, 300_000);
+
+  it('starts one rollout for two simultaneous POSTs with the same request id, and reports it through the API to the end', async () => {
+    const token = 'rollout-test-token-0123456789';
+    const api = await buildApi({ client: env.client, token });
+    const baseUrl = await api.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      // kata.toml's own text up to its Kubernetes steps (this fleet has no control plane); nodes that already have Kata.
+      const kataToml = await readFile(join(__dirname, '..', 'playbooks', 'kata.toml'), 'utf8');
+      const playbookToml = kataToml.slice(0, kataToml.indexOf('# 6. The node must come back Ready'));
+      const nodes = fleet.nodes.filter((node) => ['n-06', 'n-07', 'n-08'].includes(node.name));
+      const inventory = inventoryToml({ dir: fleet.dir, user: 'root', port: 22, identityFile: fleet.identityFile, knownHostsPath: fleet.knownHostsPath, nodes, kubernetes: false });
+      const body = JSON.stringify({ playbook_toml: playbookToml, inventory_toml: inventory, request_id: 'api-twice', options: { canary: 1, wave_size: 2, pause_between_waves: '0s' } });
+      const post = () => fetch(`${baseUrl}/v1/rollouts`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body });
+      const answers = await Promise.all([post(), post()]);
+      const bodies = await Promise.all(answers.map((answer) => answer.json() as Promise<{ rollout_id: string; started: boolean }>));
+      expect(answers.map((answer) => answer.status)).toEqual([202, 202]);
+      expect(bodies.map((answer) => answer.rollout_id)).toEqual(['api-twice', 'api-twice']);
+      expect(bodies.map((answer) => answer.started).sort()).toEqual([false, true]);
+
+      const get = async () => (await fetch(`${baseUrl}/v1/rollouts/api-twice`, { headers: { authorization: `Bearer ${token}` } })).json() as Promise<RolloutProgress & { status: string }>;
+      const final = await waitFor('the rollout to close', async () => {
+        const progress = await get();
+        return progress.status === 'RUNNING' ? undefined : progress;
+      }, 120_000, 500);
+      expect(final).toMatchObject({ status: 'COMPLETED', phase: 'succeeded', counts: { total: 3, succeeded: 3 } });
+
+      const executions = [];
+      for await (const execution of env.client.workflow.list({ query: `WorkflowId = '${rolloutWorkflowId('api-twice')}'` })) executions.push(execution);
+      expect(executions).toHaveLength(1);
+      const children = childTimeline(await historiesOfAllRuns(env.client, rolloutWorkflowId('api-twice')));
+      expect(children.map((child) => child.workflowId)).toEqual(['n-06', 'n-07', 'n-08'].map(nodeWorkflowId));
+    } finally {
+      await api.close();
+    }
   }, 300_000);
 });
