@@ -50,7 +50,8 @@ end and prints the result table and the Temporal UI link.
       const worker = await createWorker({ target });
       const running = worker.worker.run();
       stack.push(async () => {
-        worker.worker.shutdown();
+        // On Ctrl-C (--keep) the SDK has already begun shutting the worker down.
+        if (worker.worker.getState() === 'RUNNING') worker.worker.shutdown();
         await running;
         await worker.close();
       });
