@@ -57,7 +57,9 @@ export type Undo =
     }
   | { kind: 'remove-packages'; stepId: string; packages: string[]; manager: 'apt' | 'dnf' | 'zypper' }
   | { kind: 'remove-node-labels'; stepId: string; keys: string[] }
-  | { kind: 'uncordon-node'; stepId: string };
+  | { kind: 'uncordon-node'; stepId: string }
+  /** A small file a step wrote (e.g. the modules-load.d list): put back its previous content, or delete it if it had none. */
+  | { kind: 'restore-file'; stepId: string; path: string; previous?: string };
 
 /** What a step activity returns. */
 export interface StepOutcome {

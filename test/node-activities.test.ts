@@ -71,6 +71,8 @@ describe('step activities on a fresh node', () => {
     expect(first.outcome.facts?.hostKernel).toBe('6.1.0-katafleet-sim');
     expect(first.heartbeats.length).toBeGreaterThan(0);
     expect((await on('fresh-1', 'cat /etc/modules-load.d/katafleet.conf')).stdout).toContain('vhost_vsock\nkvm_intel\n');
+    // The file did not exist before: its undo deletes it.
+    expect(first.outcome.undo).toEqual({ kind: 'restore-file', stepId: 'prereq', path: '/etc/modules-load.d/katafleet.conf', previous: undefined });
     const second = await runStep(activities().prereqCheck, 'fresh-1', step('prereq'));
     expect(second.outcome.changed).toBe(false);
   }, 60_000);

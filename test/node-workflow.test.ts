@@ -91,7 +91,7 @@ describe('a fresh node', () => {
     expect(await handle.query<NodeProgress>('nodeProgress')).toEqual(first);
     expect(first.facts.guestKernel).toMatch(/./);
     expect(first.facts.guestKernel).not.toBe(first.facts.hostKernel);
-    expect(first.undos.map((u) => u.kind)).toEqual(['remove-node-labels', 'restore-containerd-config', 'remove-packages']);
+    expect(first.undos.map((u) => u.kind)).toEqual(['remove-node-labels', 'restore-containerd-config', 'remove-packages', 'restore-file']);
 
     const after = await nodeSnapshot(nodes, 'fresh');
     expect(after).toMatchObject({ containerd: 'active', ready: 'True', handlers: expect.arrayContaining(['kata', 'runc']) });
@@ -135,17 +135,15 @@ describe('a failure leaves the node exactly as it was', () => {
 
   /**
    * The node as before, apart from the backup of the original config the rollback restored from
-   * (returned) and /etc/modules-load.d (see the `it.failing` below).
+   * (returned).
    */
   function expectRestored(result: Awaited<ReturnType<typeof failOnVictim>>) {
     const { before, after } = result;
     const newBackups = Object.entries(after.backups).filter(([name]) => !(name in before.backups));
     for (const [, sha] of newBackups) expect(sha).toBe(before.configSha256);
-    expect({ ...after, backups: before.backups, modulesLoad: before.modulesLoad }).toEqual(before);
+    expect({ ...after, backups: before.backups }).toEqual(before);
     return newBackups;
   }
-
-  let installFailure: Awaited<ReturnType<typeof failOnVictim>>;
 
   it('no virtualization: fails at prereq, changes nothing, phase failed', async () => {
     const result = await failOnVictim(await kataSteps(), 'no-virtualization', 'no-virtualization');
@@ -160,26 +158,21 @@ describe('a failure leaves the node exactly as it was', () => {
   it('install failure (package mirror unreachable): retried per policy, then fails with nothing installed', async () => {
     const steps = await kataSteps(undefined, { install: { retry: { max_attempts: 2, initial_interval: '1s', backoff: 1, non_retryable: [] } } });
     const result = await failOnVictim(steps, 'package-repo-unreachable', 'repo-unreachable');
-    installFailure = result;
     expect(result.progress.failure).toMatchObject({ stepId: 'install', type: 'PackageRepositoryUnreachable' });
-    expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prereqCheck', 1, 'completed'], ['packageInstall', 2, 'failed']]);
-    expect(result.progress.phase).toBe('failed');
+    expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prereqCheck', 1, 'completed'], ['packageInstall', 2, 'failed'], ['undoStep', 1, 'completed']]);
+    // prereq-check had persisted the modules in /etc/modules-load.d: that file is taken back too.
+    expect(result.progress.phase).toBe('rolled-back');
+    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['prereq', true]]);
     expect(expectRestored(result)).toEqual([]);
   }, 180_000);
 
-  // Known gap: prereq-check persists the modules it needs in /etc/modules-load.d/katafleet.conf but
-  // records no undo, so a failure in a later step leaves that file behind. Turn this into `it` once
-  // prereq-check returns an undo for the file it wrote.
-  it.failing('removes the modules-load.d file prereq-check wrote when a later step fails', () => {
-    expect(installFailure.after.modulesLoad).toBe(installFailure.before.modulesLoad);
-  });
 
   it('containerd refuses the new config: config restored byte for byte, containerd active, Node Ready, no label', async () => {
     const steps = await kataSteps(undefined, { restart: { timeout: '30s', retry: { max_attempts: 1, initial_interval: '1s', backoff: 1, non_retryable: [] } } });
     const result = await failOnVictim(steps, 'containerd-refuses-start', 'refused');
     expect(result.progress.failure).toMatchObject({ stepId: 'restart', type: 'ServiceNotActive' });
     expect(result.progress.phase).toBe('rolled-back');
-    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['containerd', true], ['install', true]]);
+    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['containerd', true], ['install', true], ['prereq', true]]);
     expect(result.progress.rollback?.[0].summary).toMatch(/^restored \/etc\/containerd\/config\.toml from .*\(sha256 [0-9a-f]{12}…, equal to the original\); restarted containerd: active$/);
     expect(result.message).toMatch(/^service-restart "restart" failed on node victim: Node victim: containerd is not active [\s\S]*; rolled back: /);
     expect(result.after.labels?.['katacontainers.io/kata-runtime']).toBeUndefined();
@@ -200,7 +193,7 @@ describe('a failure leaves the node exactly as it was', () => {
     expect(result.progress.failure).toMatchObject({ stepId: 'verify', type: 'VerificationPodNotRunning' });
     expect(result.progress.failure?.reason).toMatch(/did not reach Running within 20s: FailedCreatePodSandBox: .*kata-qemu/);
     expect(result.progress.phase).toBe('rolled-back');
-    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['label', true], ['containerd', true], ['install', true]]);
+    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['label', true], ['containerd', true], ['install', true], ['prereq', true]]);
     expect(expectRestored(result)).toHaveLength(1);
     const pods = JSON.parse(await kubectl(nodes, 'get pods -l katafleet.dev/verify=true --field-selector spec.nodeName=victim -o json')) as { items: { metadata: { deletionTimestamp?: string } }[] };
     expect(pods.items.filter((pod) => !pod.metadata.deletionTimestamp)).toEqual([]);

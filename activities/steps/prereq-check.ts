@@ -5,7 +5,7 @@
  */
 import { sh } from '../ssh';
 import type { PrereqCheckStep } from '../../playbooks/schema';
-import type { StepOutcome, StepRequest } from '../node-types';
+import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import type { NodeShell } from './node-shell';
 import { permanentFailure } from './step-runtime';
 
@@ -87,11 +87,14 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
     facts.kataCheck = await kataCheck(shell);
   }
 
+  let undo: Undo | undefined;
   if (step.persist_modules && needed.length > 0) {
     const content = modulesLoadFile(needed);
-    if ((await shell.readFile(step.modules_load_file)) !== content) {
+    const previous = await shell.readFile(step.modules_load_file);
+    if (previous !== content) {
       await shell.writeFileAtomic(step.modules_load_file, content);
       done.push(`wrote ${step.modules_load_file}`);
+      undo = { kind: 'restore-file', stepId: step.id, path: step.modules_load_file, previous };
     }
   }
 
@@ -100,6 +103,7 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
     .join(', ');
   return {
     changed: done.length > 0,
+    undo,
     summary: `capable (${checks || 'no checks asked'}; kernel ${hostKernel})${done.length > 0 ? `; ${done.join('; ')}` : ''}`,
     facts,
   };

@@ -89,6 +89,16 @@ export async function runUndo(shell: NodeShell, pool: SshPool, kubernetes: Kuber
       await removeLabels(kubectl, shell.name, present);
       return outcome(`removed labels ${present.join(', ')}`);
     }
+    case 'restore-file': {
+      const current = await shell.readFile(undo.path);
+      if (current === undo.previous) return outcome(`${undo.path} already as before`);
+      if (undo.previous === undefined) {
+        await shell.run(sh`rm -f ${undo.path}`);
+        return outcome(`removed ${undo.path}`);
+      }
+      await shell.writeFileAtomic(undo.path, undo.previous);
+      return outcome(`restored ${undo.path}`);
+    }
     case 'uncordon-node': {
       const kubectl = new Kubectl(pool, requireKubernetes(kubernetes, 'uncordoning the node'));
       const node = await kubectl.getNode(shell.target);
