@@ -113,11 +113,18 @@ describe('the kata playbook, step by step, on a node of a real cluster', () => {
 describe('Kubernetes steps that fail', () => {
   it('a verification pod on a node without the kata handler never runs: the reason is its FailedCreatePodSandBox event, and the pod is deleted', async () => {
     await runStep('kube-2', kataStep('runtime-class'));
+    // Labelled like a node the rollout got to, so the RuntimeClass's nodeSelector matches (an unlabelled node
+    // would refuse the pod with NodeAffinity, as a real kubelet does): what is missing is only containerd's handler.
+    await kubectl('label node kube-2 katacontainers.io/kata-runtime=true --overwrite');
     const verify = { ...kataStep<'verification-pod'>('verify'), timeout: '40s' };
-    await expect(runStep('kube-2', verify, { startToCloseTimeoutMs: 40_000 })).rejects.toMatchObject({
-      type: 'VerificationPodNotRunning',
-      message: expect.stringMatching(/did not reach Running within 40s: FailedCreatePodSandBox: .*kata/),
-    });
+    try {
+      await expect(runStep('kube-2', verify, { startToCloseTimeoutMs: 40_000 })).rejects.toMatchObject({
+        type: 'VerificationPodNotRunning',
+        message: expect.stringMatching(/did not reach Running within 40s: FailedCreatePodSandBox: .*kata/),
+      });
+    } finally {
+      await kubectl('label node kube-2 katacontainers.io/kata-runtime-');
+    }
     const pods = JSON.parse(await kubectl('get pods -l katafleet.dev/verify=true --field-selector spec.nodeName=kube-2 -o json')) as { items: { metadata: { deletionTimestamp?: string } }[] };
     expect(pods.items.filter((pod) => !pod.metadata.deletionTimestamp)).toEqual([]);
   }, 90_000);
