@@ -80,6 +80,9 @@ describe('fault switches', () => {
     const hung = await on('node-2', 'systemctl restart containerd', { timeoutMs: 2_000 });
     expect(hung.exitCode).toBeNull();
     expect((await on('node-2', 'systemctl is-active containerd')).stdout).toBe('active\n');
+    // The cut command is killed on the node a second after our deadline (timeout -k): wait until it is gone,
+    // or it would be released together with the next one and the two restarts would race.
+    await on('node-2', 'for i in $(seq 50); do pgrep -f "systemctl restart" >/dev/null || exit 0; sleep 0.2; done; exit 1');
     const pending = on('node-2', 'systemctl restart containerd; echo restarted=$?');
     await sleep(500);
     await fleet.setFault('node-2', 'command-hangs', false);
