@@ -1,6 +1,7 @@
 // The Kubernetes steps (readiness-gate, node-label, runtime-class, verification-pod, drain) against the
 // simulated fleet's real control plane, reached with kubectl over SSH on its control-plane host, and the
 // whole kata playbook on one node: every step changes it once, a second pass changes nothing.
+import { activityByKind } from '../workflows/step-activities';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,24 +42,13 @@ afterAll(async () => {
   await fleet?.stop();
 });
 
-const activityFor: Record<Step['kind'], keyof ReturnType<typeof createNodeActivities>> = {
-  'prereq-check': 'prereqCheck',
-  'package-install': 'packageInstall',
-  'containerd-patch': 'containerdPatch',
-  'service-restart': 'serviceRestart',
-  'readiness-gate': 'readinessGate',
-  'node-label': 'nodeLabel',
-  'runtime-class': 'runtimeClass',
-  'verification-pod': 'verificationPod',
-  rollback: 'rollback',
-};
 
 function activityEnv(info: Partial<Info> = {}) {
   return new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000, ...info }, { logger: new DefaultLogger('ERROR') });
 }
 
 async function runStep(node: string, step: Step, info: Partial<Info> = {}, drain = false): Promise<StepOutcome> {
-  const fn = activities()[activityFor[step.kind]] as (request: StepRequest) => Promise<StepOutcome>;
+  const fn = activities()[activityByKind[step.kind]] as (request: StepRequest) => Promise<StepOutcome>;
   return (await activityEnv(info).run(fn, { runId, rolloutId: 'test', node: targets[node], kubernetes, step, drain })) as StepOutcome;
 }
 
@@ -96,7 +86,7 @@ describe('the kata playbook, step by step, on a node of a real cluster', () => {
   it('changes nothing when run again (another run of the same playbook)', async () => {
     const again: Record<string, boolean> = {};
     for (const step of kataSteps) {
-      const fn = activities()[activityFor[step.kind]] as (request: StepRequest) => Promise<StepOutcome>;
+      const fn = activities()[activityByKind[step.kind]] as (request: StepRequest) => Promise<StepOutcome>;
       const outcome = (await activityEnv().run(fn, { runId: 'ffffffff-second-run', rolloutId: 'test', node: targets['kube-1'], kubernetes, step, drain: false })) as StepOutcome;
       again[step.id] = outcome.changed;
     }

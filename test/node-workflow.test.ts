@@ -5,17 +5,14 @@
 // test/playbook-injection.test.ts.
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
-import { SshPool } from '../activities/ssh';
 import { startRollout } from '../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
 import type { Step } from '../playbooks/schema';
 import { taskQueue } from '../worker/connection';
-import { workerActivities } from '../worker/worker';
 import type { NodeProgress } from '../workflows/node-messages';
 import { nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
 import type { RolloutProgress } from '../workflows/rollout-messages';
-import { createTestWorker, startTestTemporal } from './helpers/temporal';
+import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import {
   activityAttempts,
   kataSteps,
@@ -29,25 +26,19 @@ import {
 
 let env: TestWorkflowEnvironment;
 let nodes: NodeFleet;
-let pool: SshPool;
-let worker: Worker;
-let running: Promise<void>;
+let katafleetWorker: RunningTestWorker;
 
 beforeAll(async () => {
   [env, nodes] = await Promise.all([
     startTestTemporal(),
     startNodeFleet('node-workflow', { nodes: [{ name: 'fresh' }, { name: 'victim' }], kubernetes: true }),
   ]);
-  pool = new SshPool();
   // The rollout service starts workflows on katafleet's own task queue; this dev server is the test's alone.
-  worker = await createTestWorker(env, taskQueue, workerActivities(pool));
-  running = worker.run();
+  katafleetWorker = await runKatafleetWorker(env, taskQueue);
 }, 300_000);
 
 afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await pool?.closeAll();
+  await katafleetWorker?.stop();
   await Promise.all([env?.teardown(), nodes?.fleet.stop()]);
 }, 60_000);
 
@@ -116,7 +107,7 @@ describe('a failure leaves the node exactly as it was', () => {
     const before = await nodeSnapshot(nodes, 'victim');
     if (fault) await nodes.fleet.setFault('victim', fault, true);
     // A host key changes when the host is reinstalled or replaced: the worker's pooled connection is gone then too.
-    if (fault === 'host-key-changed') await pool.close('victim');
+    if (fault === 'host-key-changed') await katafleetWorker.pool.close('victim');
     let failure: Awaited<ReturnType<typeof failedProgress>>;
     let handle: WorkflowHandle<typeof nodeWorkflow>;
     try {

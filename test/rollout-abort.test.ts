@@ -7,17 +7,14 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
-import { SshPool } from '../activities/ssh';
 import { controlRollout, startRollout } from '../api/rollout-service';
 import { kubernetesBinaries } from '../sim/control-plane';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { taskQueue } from '../worker/connection';
-import { workerActivities } from '../worker/worker';
 import { nodeWorkflowId } from '../workflows/node';
 import { nodeProgressQuery } from '../workflows/node-messages';
 import { rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
-import { createTestWorker, startTestTemporal } from './helpers/temporal';
+import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { kubectlRunner } from './kube-helpers';
 import { childTimeline, configBackups, configHashes, historiesOfAllRuns, inventoryOf, kataSubset, nodeOf, nodeWorkflowExists, onNode, waitFor } from './rollout-helpers';
 
@@ -26,24 +23,18 @@ const kataLabel = 'katacontainers.io/kata-runtime';
 
 let env: TestWorkflowEnvironment;
 let fleet: Fleet;
-let pool: SshPool;
-let worker: Worker;
-let running: Promise<void>;
+let katafleetWorker: RunningTestWorker;
 
 beforeAll(async () => {
   [env, fleet] = await Promise.all([
     startTestTemporal(),
     startFleet({ nodes: nodes.map((name) => ({ name, containerd: '1.6' as const })), kubernetes: true, dir: join(await mkdtemp(join(tmpdir(), 'kf-rollout-abort-')), 'fleet') }),
   ]);
-  pool = new SshPool();
-  worker = await createTestWorker(env, taskQueue, workerActivities(pool));
-  running = worker.run();
+  katafleetWorker = await runKatafleetWorker(env, taskQueue);
 }, 240_000);
 
 afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await pool?.closeAll();
+  await katafleetWorker?.stop();
   await Promise.all([fleet?.stop(), env?.teardown()]);
 });
 

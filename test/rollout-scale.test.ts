@@ -14,17 +14,14 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
-import { SshPool } from '../activities/ssh';
 import { buildRolloutInput, rolloutWorkflowId } from '../api/rollout-service';
 import type { Step } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { taskQueue } from '../worker/connection';
-import { workerActivities } from '../worker/worker';
 import type { RolloutInput } from '../workflows/rollout';
 import type { RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
-import { createTestWorker, startTestTemporal } from './helpers/temporal';
+import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { childTimeline, historiesOfAllRuns, inventoryOf, kataSubset, nodeOf } from './rollout-helpers';
 
 const hosts = ['h-1', 'h-2', 'h-3', 'h-4', 'h-5'];
@@ -33,24 +30,18 @@ const limits = { historyEvents: 1_000, childrenInFlight: 5 };
 
 let env: TestWorkflowEnvironment;
 let fleet: Fleet;
-let pool: SshPool;
-let worker: Worker;
-let running: Promise<void>;
+let katafleetWorker: RunningTestWorker;
 
 beforeAll(async () => {
   [env, fleet] = await Promise.all([
     startTestTemporal(),
     startFleet({ nodes: hosts.map((name) => ({ name })), dir: join(await mkdtemp(join(tmpdir(), 'kf-rollout-scale-')), 'fleet') }),
   ]);
-  pool = new SshPool();
-  worker = await createTestWorker(env, taskQueue, workerActivities(pool));
-  running = worker.run();
+  katafleetWorker = await runKatafleetWorker(env, taskQueue);
 }, 180_000);
 
 afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await pool?.closeAll();
+  await katafleetWorker?.stop();
   await Promise.all([fleet?.stop(), env?.teardown()]);
 });
 

@@ -8,20 +8,17 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
 import { WorkflowFailedError } from '@temporalio/client';
-import { SshPool } from '../activities/ssh';
 import { buildApi } from '../api/server';
 import { controlRollout, getRollout, rolloutWorkflowId, startRollout, RolloutServiceError } from '../api/rollout-service';
 import type { Playbook, RolloutOverrides } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { inventoryToml } from '../sim/inventory';
 import { taskQueue } from '../worker/connection';
-import { workerActivities } from '../worker/worker';
 import { nodeWorkflowId } from '../workflows/node';
 import { pauseSignal, resumeSignal, rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
-import { createTestWorker, startTestTemporal } from './helpers/temporal';
+import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { childTimeline, configBackups, configHashes, historiesOfAllRuns, inventoryOf, kataSubset, nodeOf, nodeWorkflowExists, onNode, waitFor } from './rollout-helpers';
 
 const tenNodes = Array.from({ length: 10 }, (_, i) => `n-${String(i + 1).padStart(2, '0')}`);
@@ -29,9 +26,7 @@ const budgetNodes = ['c-1', 'bad-1', 'c-2', 'bad-2', 'c-3', 'c-4'];
 
 let env: TestWorkflowEnvironment;
 let fleet: Fleet;
-let pool: SshPool;
-let worker: Worker;
-let running: Promise<void>;
+let katafleetWorker: RunningTestWorker;
 let playbook: Playbook;
 
 beforeAll(async () => {
@@ -44,15 +39,11 @@ beforeAll(async () => {
     }),
     kataSubset(['prereq', 'install', 'containerd', 'restart'], 'kata-node-steps'),
   ]);
-  pool = new SshPool();
-  worker = await createTestWorker(env, taskQueue, workerActivities(pool));
-  running = worker.run();
+  katafleetWorker = await runKatafleetWorker(env, taskQueue);
 }, 180_000);
 
 afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await pool?.closeAll();
+  await katafleetWorker?.stop();
   await Promise.all([fleet?.stop(), env?.teardown()]);
 });
 

@@ -15,6 +15,7 @@ import type { createNodeActivities } from '../activities/node-activities';
 import type { KubernetesTarget, NodeTarget, StepOutcome, Undo } from '../activities/node-types';
 import type { Step } from '../playbooks/schema';
 import { parseDuration } from './duration';
+import { activityByKind } from './step-activities';
 import { nodeProgressQuery, type NodeProgress, type StepProgress } from './node-messages';
 import { searchAttributes } from './search-attributes';
 
@@ -47,17 +48,6 @@ export function nodeWorkflowId(node: string): string {
 /** Failure types that no retry can fix, whatever the playbook says. */
 const permanentFailures = ['HostKeyMismatch', 'HostKeyUnknown', 'SshAuthFailed', 'NodeNotCapable', 'ContainerdConfigConflict', 'ContainerdCriDisabled', 'ContainerdConfigUnsupported', 'ContainerdConfigInvalid', 'ContainerdPatchVerificationFailed', 'UnsafeValue'];
 
-const activityByKind = {
-  'prereq-check': 'prereqCheck',
-  'package-install': 'packageInstall',
-  'containerd-patch': 'containerdPatch',
-  'service-restart': 'serviceRestart',
-  'readiness-gate': 'readinessGate',
-  'node-label': 'nodeLabel',
-  'runtime-class': 'runtimeClass',
-  'verification-pod': 'verificationPod',
-  rollback: 'rollback',
-} as const satisfies Record<Step['kind'], keyof NodeActivities>;
 
 /** Activity options of a step: its timeout and retry policy from the playbook. */
 function stepActivityOptions(step: Step, heartbeatTimeout: string): ActivityOptions {

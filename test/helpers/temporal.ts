@@ -1,6 +1,8 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities';
+import { SshPool } from '../../activities/ssh';
+import { workerActivities } from '../../worker/worker';
 import { temporalCliPath } from '../../worker/temporal-cli';
 import { allSearchAttributes } from '../../workflows/search-attributes';
 
@@ -27,4 +29,25 @@ export async function createTestWorker(env: TestWorkflowEnvironment, taskQueue: 
     workflowsPath: require.resolve('../../workflows'),
     activities,
   });
+}
+
+/** A worker with every katafleet activity and its own SSH pool, running until `stop()`. */
+export interface RunningTestWorker {
+  pool: SshPool;
+  stop(): Promise<void>;
+}
+
+/** Runs a worker with katafleet's real activities (one SSH pool) on `taskQueue` of the test environment. */
+export async function runKatafleetWorker(env: TestWorkflowEnvironment, taskQueue: string): Promise<RunningTestWorker> {
+  const pool = new SshPool();
+  const worker = await createTestWorker(env, taskQueue, workerActivities(pool));
+  const running = worker.run();
+  return {
+    pool,
+    async stop() {
+      worker.shutdown();
+      await running;
+      await pool.closeAll();
+    },
+  };
 }

@@ -1,0 +1,15 @@
+import type { createNodeActivities } from '../activities/node-activities';
+import type { Step } from '../playbooks/schema';
+
+/** The activity that runs each step kind (one activity per kind). Pure: workflows and tests share it. */
+export const activityByKind = {
+  'prereq-check': 'prereqCheck',
+  'package-install': 'packageInstall',
+  'containerd-patch': 'containerdPatch',
+  'service-restart': 'serviceRestart',
+  'readiness-gate': 'readinessGate',
+  'node-label': 'nodeLabel',
+  'runtime-class': 'runtimeClass',
+  'verification-pod': 'verificationPod',
+  rollback: 'rollback',
+} as const satisfies Record<Step['kind'], keyof ReturnType<typeof createNodeActivities>>;
