@@ -14,7 +14,8 @@ interface Lease {
   pid: number;
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid still exists. */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

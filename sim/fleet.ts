@@ -15,7 +15,7 @@ import { chmod, copyFile, mkdir, readdir, readFile, rm, unlink, writeFile } from
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { leaseAddresses, releaseAddresses } from './addresses';
+import { alive, leaseAddresses, releaseAddresses } from './addresses';
 import { kubernetesBinaries, startControlPlane } from './control-plane';
 import { faultNames, parseFault, type Fault } from './faults';
 import { inventoryToml } from './inventory';
@@ -148,15 +148,6 @@ export interface FleetRecord {
   nodes: NodeRecord[];
   addresses: string[];
   kubeconfig?: string;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function which(command: string): Promise<boolean> {
