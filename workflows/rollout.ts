@@ -121,6 +121,13 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   setHandler(resumeSignal, () => void (paused && resume()));
   setHandler(abortSignal, (request) => void (!finished() && abort === undefined && startAbort(request ?? {})));
 
+  /** The phase the pause/abort state implies; a pause during approval stays `awaiting-approval`. */
+  function currentPhase(): RolloutPhase {
+    if (abort) return 'aborting';
+    if (paused) return progress.phase === 'awaiting-approval' ? 'awaiting-approval' : 'paused';
+    return progress.phase === 'paused' || progress.phase === 'awaiting-approval' ? 'running' : progress.phase;
+  }
+
   function report(): RolloutPhase {
     const counts = { total: results.length, succeeded: 0, failed: 0, running: 0, pending: 0, skipped: 0 };
     for (const result of results) {
@@ -131,7 +138,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
       else counts.skipped++;
     }
     progress.counts = counts;
-    if (!finished()) progress.phase = abort ? 'aborting' : paused ? (progress.phase === 'awaiting-approval' ? 'awaiting-approval' : 'paused') : progress.phase === 'paused' || progress.phase === 'awaiting-approval' ? 'running' : progress.phase;
+    if (!finished()) progress.phase = currentPhase();
     // Each upsert is a history event: only when a value the UI list shows has changed.
     const attributes = JSON.stringify([progress.phase, counts.succeeded, counts.failed]);
     if (attributes !== lastAttributes) {
