@@ -1,13 +1,18 @@
 import { SshFailureType, sshFailure } from './failure-types';
 
 /**
- * Characters a value may contain to be put into a remote command: none of them means anything to a POSIX shell.
- * Spaces, quotes, `$`, backticks, `;`, `|`, `&`, redirections, globs and newlines are all refused.
+ * Characters a value may contain to be put into a remote command: none of them means anything to a POSIX shell
+ * inside single quotes, which is how every value is put in. `~` and `^` are in because package versions use them
+ * (`3.2.0~rc1`, `1.0^git`) and quoting keeps them literal (no tilde expansion). Spaces, quotes, `$`, backticks,
+ * `;`, `|`, `&`, redirections, globs and newlines are all refused.
+ *
+ * The playbook schema's allowlists (`playbooks/allowlists.ts`) admit only values this also admits, so a playbook
+ * that validates never fails here at run time (`test/security/allowlists-subset.test.ts`).
  */
-export const SAFE_SHELL_VALUE = /^[A-Za-z0-9@%+=:,./_-]+$/;
+export const SAFE_SHELL_VALUE = /^[A-Za-z0-9@%+=:,./_~^-]+$/;
 
 /** An option such as `-n` or `--now=yes`: a leading dash, then safe characters. */
-const SAFE_FLAG = /^--?[A-Za-z0-9][A-Za-z0-9@%+=:,./_-]*$/;
+const SAFE_FLAG = /^--?[A-Za-z0-9][A-Za-z0-9@%+=:,./_~^-]*$/;
 
 const commandBrand: unique symbol = Symbol('katafleet.Command');
 const flagBrand: unique symbol = Symbol('katafleet.Flag');
@@ -47,7 +52,7 @@ export function unsafeShellValueMessage(value: string, context: string): string 
       ? 'it starts with "-" and would be read as an option'
       : `it contains ${describeUnsafeCharacters(value)}`;
   return `Refusing to put ${shown} into the command ${context}: ${why}. ` +
-    'Values may contain only letters, digits and @%+=:,./_- and must not start with "-"; fix the value in the inventory or playbook.';
+    'Values may contain only letters, digits and @%+=:,./_~^- and must not start with "-"; fix the value in the inventory or playbook.';
 }
 
 function describeUnsafeCharacters(value: string): string {
@@ -63,7 +68,7 @@ function describeUnsafeCharacters(value: string): string {
 export function flag(value: string): Flag {
   if (!SAFE_FLAG.test(value)) {
     throw sshFailure(SshFailureType.UnsafeShellValue,
-      `Refusing the option ${JSON.stringify(value)}: an option is "-" or "--" followed by letters, digits and @%+=:,./_-.`);
+      `Refusing the option ${JSON.stringify(value)}: an option is "-" or "--" followed by letters, digits and @%+=:,./_~^-.`);
   }
   return { [flagBrand]: true, value };
 }
