@@ -23,6 +23,7 @@ import { Kubectl, requireKubernetes, type KubeNode } from './kubectl';
 import { SshFailureType, type SshPool } from './ssh';
 import type { DriftCheck, DriftCheckRequest } from './node-types';
 import type { ContainerdPatchStep, NodeLabelStep, PackageInstallStep, RuntimeClassStep, ServiceRestartStep, Step } from '../playbooks/schema';
+import { checkStep, checkTargets } from './step-policy';
 import { NodeShell } from './steps/node-shell';
 import { detectPackageManager, installedVersions, versionMatches, type InstalledVersions, type PackageManager } from './steps/package-install';
 import { runtimeClassManifest, type RuntimeClassObject } from './steps/runtime-class';
@@ -50,8 +51,10 @@ export function createDriftActivities(deps: { pool: SshPool }) {
     /** Compares one node with the playbook's desired state; never writes. */
     async checkDrift(request: DriftCheckRequest): Promise<DriftCheck> {
       const node = request.node.name;
+      checkTargets(request.node, request.kubernetes);
+      const steps = request.steps.map((step) => checkStep(step, request.node));
       try {
-        const drifted = await findDrift(deps.pool, request);
+        const drifted = await findDrift(deps.pool, { ...request, steps });
         return { node, state: drifted.length > 0 ? 'drifted' : 'in-sync', drifted };
       } catch (err) {
         const type = failureType(err);

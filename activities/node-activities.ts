@@ -2,6 +2,9 @@
  * The step activities of nodeWorkflow: one per step kind, plus `undoStep`. Each reads the node's
  * state first and changes nothing when the step's effect is already there; each heartbeats while
  * it waits; failures are `ApplicationFailure`s with PascalCase types that retry policies name.
+ *
+ * Each first checks its input again with the playbook schema (`step-policy.ts`): a workflow started
+ * straight on Temporal gets the same refusals as `katafleet validate`, as `StepRefused`.
  */
 import type {
   ContainerdPatchStep,
@@ -12,10 +15,12 @@ import type {
   RollbackStep,
   RuntimeClassStep,
   ServiceRestartStep,
+  Step,
   VerificationPodStep,
 } from '../playbooks/schema';
 import type { SshPool } from './ssh';
 import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest, Undo, UndoOutcome } from './node-types';
+import { checkResolvedPaths, checkStep, checkTargets, checkUndo, nodePathsOfStep, nodePathsOfUndo, StepRefused, stepRefusedMessage } from './step-policy';
 import { containerdPatch } from './steps/containerd-patch';
 import { NodeShell } from './steps/node-shell';
 import { nodeLabel } from './steps/node-label';
@@ -25,6 +30,7 @@ import { readinessGate } from './steps/readiness-gate';
 import { rollback } from './steps/rollback';
 import { runtimeClass } from './steps/runtime-class';
 import { serviceRestart } from './steps/service-restart';
+import { permanentFailure } from './steps/step-runtime';
 import { runUndo } from './steps/undo';
 import { verificationPod } from './steps/verification-pod';
 
@@ -44,46 +50,66 @@ export interface NodeActivityDeps {
 export function createNodeActivities(deps: NodeActivityDeps) {
   const { pool } = deps;
   const shellFor = (node: NodeTarget) => new NodeShell(pool, node);
+  /** The request with its step checked (StepRefused otherwise) and its node paths resolved on the node. */
+  const admit = async <S extends Step>(kind: S['kind'], request: StepRequest<S>): Promise<StepRequest<S>> => {
+    checkTargets(request.node, request.kubernetes);
+    const step = checkStep(request.step, request.node);
+    if (step.kind !== kind) {
+      throw permanentFailure(StepRefused, stepRefusedMessage(`a ${JSON.stringify(step.kind)} step given to the ${kind} activity`, [{ path: 'kind', message: `must be "${kind}"` }]));
+    }
+    await checkResolvedPaths(shellFor(request.node), `step "${step.id}" (${kind}) on node ${request.node.name}`, nodePathsOfStep(step));
+    return { ...request, step };
+  };
   return {
     /** `prereq-check`: CPU flags, /dev/kvm, kernel modules (loaded and persisted), `kata-runtime check`. */
     async prereqCheck(request: StepRequest<PrereqCheckStep>): Promise<StepOutcome> {
-      return prereqCheck(shellFor(request.node), request);
+      const admitted = await admit('prereq-check', request);
+      return prereqCheck(shellFor(admitted.node), admitted);
     },
     /** `package-install`: pinned packages with apt, dnf or zypper; undo removes what this run installed. */
     async packageInstall(request: StepRequest<PackageInstallStep>): Promise<StepOutcome> {
-      return packageInstall(shellFor(request.node), request);
+      const admitted = await admit('package-install', request);
+      return packageInstall(shellFor(admitted.node), admitted);
     },
     /** `containerd-patch`: backup, patch, validate on the node, atomic swap; undo restores the exact bytes. */
     async containerdPatch(request: StepRequest<ContainerdPatchStep>): Promise<StepOutcome> {
-      return containerdPatch(shellFor(request.node), request);
+      const admitted = await admit('containerd-patch', request);
+      return containerdPatch(shellFor(admitted.node), admitted);
     },
     /** `service-restart`: (cordon/drain,) restart, wait active with the handlers in the CRI, (uncordon). */
     async serviceRestart(request: StepRequest<ServiceRestartStep>): Promise<StepOutcome> {
-      return serviceRestart(shellFor(request.node), pool, request);
+      const admitted = await admit('service-restart', request);
+      return serviceRestart(shellFor(admitted.node), pool, admitted);
     },
     /** `readiness-gate`: Node Ready and its runtimeHandlers listing the handlers. */
     async readinessGate(request: StepRequest<ReadinessGateStep>): Promise<StepOutcome> {
-      return readinessGate(pool, request);
+      return readinessGate(pool, await admit('readiness-gate', request));
     },
     /** `node-label`: sets the labels that differ; undo removes the ones this run added. */
     async nodeLabel(request: StepRequest<NodeLabelStep>): Promise<StepOutcome> {
-      return nodeLabel(pool, request);
+      return nodeLabel(pool, await admit('node-label', request));
     },
     /** `runtime-class`: server-side apply of a node.k8s.io/v1 RuntimeClass (or delete). */
     async runtimeClass(request: StepRequest<RuntimeClassStep>): Promise<StepOutcome> {
-      return runtimeClass(pool, request);
+      return runtimeClass(pool, await admit('runtime-class', request));
     },
     /** `verification-pod`: a pod with the RuntimeClass on this node must run a kernel other than the host's. */
     async verificationPod(request: StepRequest<VerificationPodStep>): Promise<StepOutcome> {
-      return verificationPod(shellFor(request.node), pool, request);
+      const admitted = await admit('verification-pod', request);
+      return verificationPod(shellFor(admitted.node), pool, admitted);
     },
     /** `rollback`: restores the newest katafleet backup of the config, restarts containerd, removes katafleet's labels. */
     async rollback(request: StepRequest<RollbackStep>): Promise<StepOutcome> {
-      return rollback(shellFor(request.node), pool, request);
+      const admitted = await admit('rollback', request);
+      return rollback(shellFor(admitted.node), pool, admitted);
     },
     /** Runs one undo record of an earlier step of this run. */
     async undoStep(request: { node: NodeTarget; kubernetes?: KubernetesTarget; undo: Undo }): Promise<UndoOutcome> {
-      return runUndo(shellFor(request.node), pool, request.kubernetes, request.undo);
+      checkTargets(request.node, request.kubernetes);
+      const undo = checkUndo(request.undo, request.node);
+      const shell = shellFor(request.node);
+      await checkResolvedPaths(shell, `the undo ${undo.kind} of step "${undo.stepId}" on node ${request.node.name}`, nodePathsOfUndo(undo));
+      return runUndo(shell, pool, request.kubernetes, undo);
     },
   };
 }

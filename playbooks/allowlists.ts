@@ -116,6 +116,56 @@ export const packageVersion: Allowlist = {
   rule: 'a package version looks like "3.2.0", "1:2.1-3" or "3.2.0~rc1": an optional "EPOCH:", then a digit, then letters, digits and ". + ~ ^ _ -"',
 };
 
+/**
+ * The containerd config and its drop-ins: under `/etc/containerd/` (drop-ins usually in `/etc/containerd/conf.d/`),
+ * ending `.toml`. Anything else could overwrite (or, through the backup, read) any root file on the node.
+ */
+export const CONTAINERD_DIR = '/etc/containerd/';
+/** Where prereq-check persists kernel modules. */
+export const MODULES_LOAD_DIR = '/etc/modules-load.d/';
+/** The services a step may restart: containerd, and the two other units a Kata rollout can need. */
+export const ALLOWED_SERVICES = ['containerd', 'kubelet', 'crio'] as const;
+/**
+ * Where Kata Containers (and the shims containerd runs) are installed: a runtime's path-valued options
+ * (`BinaryName`, `ConfigPath`, `CriuPath`) must point under one of these. Sources: `reality/KATA.md`
+ * (kata-static under `/opt/kata`, distro packages under `/usr/bin` and `/usr/share/defaults/kata-containers`,
+ * the admin's `/etc/kata-containers`, kata-deploy 3.0–3.7 links in `/usr/local/bin`).
+ */
+export const INSTALL_PREFIXES = ['/opt/kata/', '/usr/bin/', '/usr/local/bin/', '/usr/share/defaults/kata-containers/', '/etc/kata-containers/'] as const;
+
+/** The first of `prefixes` that `path` is strictly under, or undefined. */
+export function underPrefix(path: string, prefixes: readonly string[]): string | undefined {
+  return prefixes.find((prefix) => path.startsWith(prefix) && path.length > prefix.length);
+}
+
+function nodePathUnder(prefixes: readonly string[], suffix: string, what: string): Allowlist {
+  const where = prefixes.map((prefix) => JSON.stringify(prefix)).join(' or ');
+  return {
+    pattern: /^\/[A-Za-z0-9._/-]+$/,
+    char: /[A-Za-z0-9._/-]/,
+    maxLength: 1024,
+    rule: `${what} is an absolute path under ${where} ending "${suffix}", of letters, digits and ". _ / -", without ".." segments`,
+    extra: (value) => noDotDotSegment(value)
+      ?? (underPrefix(value, prefixes) === undefined ? `it is not under ${where}` : undefined)
+      ?? (value.endsWith(suffix) && !value.endsWith(`/${suffix}`) ? undefined : `it does not end "${suffix}"`),
+  };
+}
+
+/** containerd's main config (`config_path`), e.g. `/etc/containerd/config.toml`. */
+export const containerdConfigPath: Allowlist = nodePathUnder([CONTAINERD_DIR], '.toml', 'a containerd config path');
+
+/** A containerd drop-in (`drop_in_path`), e.g. `/etc/containerd/conf.d/katafleet.toml`. */
+export const containerdDropInPath: Allowlist = nodePathUnder([CONTAINERD_DIR], '.toml', 'a containerd drop-in path');
+
+/** prereq-check's `modules_load_file`, e.g. `/etc/modules-load.d/katafleet.conf`. */
+export const modulesLoadFile: Allowlist = nodePathUnder([MODULES_LOAD_DIR], '.conf', 'a modules-load file');
+
+/** A file of an installed runtime (a shim binary, a Kata configuration), e.g. `/opt/kata/bin/containerd-shim-kata-v2`. */
+export const kataInstallPath: Allowlist = {
+  ...nodePathUnder(INSTALL_PREFIXES, '', 'a runtime file'),
+  rule: `a runtime file is an absolute path under ${INSTALL_PREFIXES.map((prefix) => JSON.stringify(prefix)).join(', ')}, of letters, digits and ". _ / -", without ".." segments`,
+};
+
 /** Absolute path on a node. */
 export const absolutePath: Allowlist = {
   pattern: /^\/[A-Za-z0-9._/-]+$/,
@@ -170,12 +220,13 @@ export const cpuFlag: Allowlist = {
   rule: 'a CPU flag (as in /proc/cpuinfo) holds only lowercase letters, digits and "_"',
 };
 
-/** systemd unit name. */
+/** systemd unit a step restarts: one of {@link ALLOWED_SERVICES} (any other unit, e.g. `reboot.target`, is refused). */
 export const serviceName: Allowlist = {
   pattern: /^[A-Za-z0-9][A-Za-z0-9@._-]*$/,
   char: /[A-Za-z0-9@._-]/,
   maxLength: 256,
-  rule: 'a service name holds only letters, digits and "@ . _ -", and starts with a letter or digit',
+  rule: `a service is one of ${ALLOWED_SERVICES.map((name) => JSON.stringify(name)).join(', ')}`,
+  extra: (value) => ((ALLOWED_SERVICES as readonly string[]).includes(value) ? undefined : 'it is not a service katafleet restarts'),
 };
 
 /** Container image reference, e.g. `docker.io/library/busybox:1.36.1` or one with `@sha256:…`. */

@@ -11,6 +11,8 @@ import { durationFormatHint, isDuration } from '../workflows/duration';
 import {
   absolutePath,
   allowlisted,
+  containerdConfigPath,
+  containerdDropInPath,
   cpuFlag,
   dnsLabel,
   dnsSubdomain,
@@ -20,6 +22,7 @@ import {
   labelKey,
   labelValue,
   localPath,
+  modulesLoadFile,
   nodeAddress,
   packageName,
   packageVersion,
@@ -124,8 +127,8 @@ export const PrereqCheckStep = z.strictObject({
   modules_any_of: z.array(z.array(allowlisted(kernelModule)).min(1)).default([]),
   /** Write the loaded modules to `modules_load_file` so they survive a reboot. @default true */
   persist_modules: z.boolean().default(true),
-  /** File for `persist_modules`. @default "/etc/modules-load.d/katafleet.conf" */
-  modules_load_file: allowlisted(absolutePath).default('/etc/modules-load.d/katafleet.conf'),
+  /** File for `persist_modules`: under `/etc/modules-load.d/`, ending `.conf`. @default "/etc/modules-load.d/katafleet.conf" */
+  modules_load_file: allowlisted(modulesLoadFile).default('/etc/modules-load.d/katafleet.conf'),
   /** Run `kata-runtime check` (needs Kata installed, so use it in a check after `package-install`). @default false */
   run_kata_check: z.boolean().default(false),
 });
@@ -168,15 +171,15 @@ export const ContainerdPatchStep = z.strictObject({
    * one given here is removed; a different one is an error. @default "add"
    */
   action: z.enum(['add', 'remove']).default('add'),
-  /** containerd's main config on the node. @default "/etc/containerd/config.toml" */
-  config_path: allowlisted(absolutePath).default('/etc/containerd/config.toml'),
+  /** containerd's main config on the node: under `/etc/containerd/`, ending `.toml`. @default "/etc/containerd/config.toml" */
+  config_path: allowlisted(containerdConfigPath).default('/etc/containerd/config.toml'),
   /**
    * `"in-place"` edits `config_path`; `"drop-in"` writes the runtimes to `drop_in_path` and makes
    * sure `config_path` imports it (containerd ≥ 2.0). @default "in-place"
    */
   mode: z.enum(['in-place', 'drop-in']).default('in-place'),
-  /** File written in `"drop-in"` mode. @default "/etc/containerd/conf.d/katafleet.toml" */
-  drop_in_path: allowlisted(absolutePath).default('/etc/containerd/conf.d/katafleet.toml'),
+  /** File written in `"drop-in"` mode: under `/etc/containerd/`, ending `.toml`. @default "/etc/containerd/conf.d/katafleet.toml" */
+  drop_in_path: allowlisted(containerdDropInPath).default('/etc/containerd/conf.d/katafleet.toml'),
   /** Overwrite an existing runtime of the same name that differs; otherwise that is an error. @default false */
   replace: z.boolean().default(false),
   /** The runtimes, `[[steps.runtimes]]` tables (see {@link RuntimeSpec}); at least one. */
@@ -190,7 +193,7 @@ export type ContainerdPatchStep = z.infer<typeof ContainerdPatchStep>;
  */
 export const ServiceRestartStep = z.strictObject({
   ...stepBase('service-restart', '5m'),
-  /** systemd unit to restart. @default "containerd" */
+  /** systemd unit to restart: `containerd`, `kubelet` or `crio`. @default "containerd" */
   service: allowlisted(serviceName).default('containerd'),
   /** Runtime handlers the CRI must report after the restart (`crictl info`). @default [] */
   wait_for_handlers: z.array(allowlisted(dnsLabel)).default([]),
@@ -285,8 +288,8 @@ export type VerificationPodStep = z.infer<typeof VerificationPodStep>;
  */
 export const RollbackStep = z.strictObject({
   ...stepBase('rollback', '10m'),
-  /** The config whose recorded backup is restored. @default "/etc/containerd/config.toml" */
-  config_path: allowlisted(absolutePath).default('/etc/containerd/config.toml'),
+  /** The config whose recorded backup is restored: under `/etc/containerd/`, ending `.toml`. @default "/etc/containerd/config.toml" */
+  config_path: allowlisted(containerdConfigPath).default('/etc/containerd/config.toml'),
   /** Also remove the packages that rollout installed. @default false */
   remove_packages: z.boolean().default(false),
 });

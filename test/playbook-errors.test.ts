@@ -205,10 +205,10 @@ describe('schema errors', () => {
 
   it('refuses relative and escaping paths on the node', () => {
     expect(problemLines(edit('kind = "containerd-patch"', 'kind = "containerd-patch"\nconfig_path = "etc/containerd/config.toml"'))).toEqual([
-      'demo.toml: steps[1].config_path: "etc/containerd/config.toml" is not allowed: an absolute path starts with "/" and holds only letters, digits and ". _ / -", without ".." segments',
+      'demo.toml: steps[1].config_path: "etc/containerd/config.toml" is not allowed: a containerd config path is an absolute path under "/etc/containerd/" ending ".toml", of letters, digits and ". _ / -", without ".." segments',
     ]);
     expect(problemLines(edit('kind = "containerd-patch"', 'kind = "containerd-patch"\nconfig_path = "/etc/containerd/../shadow"'))).toEqual([
-      'demo.toml: steps[1].config_path: "/etc/containerd/../shadow" is refused: it contains a ".." segment; an absolute path starts with "/" and holds only letters, digits and ". _ / -", without ".." segments',
+      'demo.toml: steps[1].config_path: "/etc/containerd/../shadow" is refused: it contains a ".." segment; a containerd config path is an absolute path under "/etc/containerd/" ending ".toml", of letters, digits and ". _ / -", without ".." segments',
     ]);
   });
 });

@@ -30,6 +30,10 @@ const examples: Record<string, string[]> = {
   kernelModule: ['vhost_vsock'],
   cpuFlag: ['vmx'],
   serviceName: ['containerd'],
+  containerdConfigPath: ['/etc/containerd/config.toml'],
+  containerdDropInPath: ['/etc/containerd/conf.d/katafleet.toml'],
+  modulesLoadFile: ['/etc/modules-load.d/katafleet.conf'],
+  kataInstallPath: ['/opt/kata/share/defaults/kata-containers/configuration-qemu.toml'],
   imageReference: ['docker.io/library/busybox:1.36.1', 'registry.k8s.io/pause@sha256:abc'],
   quantity: ['250m', '160Mi'],
   userName: ['deploy'],
@@ -41,7 +45,7 @@ describe('one grammar for the schema and the SSH layer', () => {
     expect(shellLists.map(([name]) => name).sort()).toEqual(Object.keys(examples).sort());
   });
 
-  it.each(shellLists)('every character %s admits is one the quote layer admits', (name, list) => {
+  it.each(shellLists)('every character %s admits is one the quote layer admits', (_name, list) => {
     const admittedBySchema = candidates.filter((ch) => list.char.test(ch));
     const refusedByQuoteLayer = admittedBySchema.filter((ch) => !isSafeShellValue(`a${ch}`));
     expect(refusedByQuoteLayer).toEqual([]);

@@ -1,0 +1,204 @@
+/**
+ * The activities' own wall: every step, undo record and node target an activity receives is checked again with
+ * the playbook schema's allowlists, because a workflow can be started straight on Temporal (anyone who can write
+ * to the namespace can) without `katafleet validate` or the API ever seeing its input. A refusal is the
+ * non-retryable `StepRefused`, raised before anything is sent to the node, and names the field, the value's
+ * problem and what is allowed. Paths that pass are then resolved on the node (`realpath -m`) before anything is
+ * written, so a symlink cannot carry a write out of its directory.
+ */
+import { z } from 'zod';
+import {
+  allowlisted,
+  absolutePath,
+  checkAllowlist,
+  containerdConfigPath,
+  containerdDropInPath,
+  dnsLabel,
+  dnsSubdomain,
+  labelKey,
+  modulesLoadFile,
+  nodeAddress,
+  packageName,
+  serviceName,
+  userName,
+  type Allowlist,
+} from '../playbooks/allowlists';
+import { Step } from '../playbooks/schema';
+import { problemsFromZod } from '../playbooks/zod-issues';
+import type { Problem } from '../playbooks/errors';
+import { sh } from './ssh';
+import type { KubernetesTarget, NodeTarget, Undo } from './node-types';
+import type { NodeShell } from './steps/node-shell';
+import { permanentFailure } from './steps/step-runtime';
+
+/** An activity's input breaks the playbook or inventory rules (e.g. a path outside its directory). Never retried. */
+export const StepRefused = 'StepRefused';
+
+/** The part of a node target that reaches a node or a command: checked, the rest passes through. */
+const NodeTargetShape = z.looseObject({
+  name: allowlisted(dnsSubdomain),
+  address: allowlisted(nodeAddress),
+  port: z.int().min(1).max(65535),
+  user: allowlisted(userName),
+});
+
+const KubernetesTargetShape = z.looseObject({
+  host: NodeTargetShape,
+  kubectl: z.union([z.literal('kubectl'), allowlisted(absolutePath)]),
+  kubeconfig: allowlisted(absolutePath).optional(),
+});
+
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 in hex (64 characters 0-9a-f)');
+
+/** A backup katafleet made next to `file`: `<file>.katafleet-<run>.bak`. */
+function backupOf(file: string | undefined, backup: string): string | undefined {
+  const reason = checkAllowlist(backup, absolutePath);
+  if (reason !== undefined) return reason;
+  return file !== undefined && new RegExp(`^${escapeRegExp(file)}\\.katafleet-[A-Za-z0-9-]{1,12}\\.bak$`).test(backup)
+    ? undefined
+    : `${JSON.stringify(backup)} is not a katafleet backup of ${JSON.stringify(file)} (${file}.katafleet-RUN.bak)`;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+const UndoShape = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('restore-containerd-config'),
+    stepId: allowlisted(dnsLabel),
+    configPath: allowlisted(containerdConfigPath),
+    backupPath: z.string().optional(),
+    sha256: sha256.optional(),
+    createdDropIn: allowlisted(containerdDropInPath).optional(),
+    service: allowlisted(serviceName),
+  }),
+  z.strictObject({
+    kind: z.literal('remove-packages'),
+    stepId: allowlisted(dnsLabel),
+    packages: z.array(allowlisted(packageName)),
+    manager: z.enum(['apt', 'dnf', 'zypper']),
+  }),
+  z.strictObject({ kind: z.literal('remove-node-labels'), stepId: allowlisted(dnsLabel), keys: z.array(allowlisted(labelKey)) }),
+  z.strictObject({ kind: z.literal('uncordon-node'), stepId: allowlisted(dnsLabel) }),
+  z.strictObject({
+    kind: z.literal('restore-file'),
+    stepId: allowlisted(dnsLabel),
+    path: allowlisted(modulesLoadFile),
+    backupPath: z.string().optional(),
+    sha256: sha256.optional(),
+  }),
+]).superRefine((undo, ctx) => {
+  if (!('backupPath' in undo) || undo.backupPath === undefined) return;
+  const reason = backupOf(undo.kind === 'restore-file' ? undo.path : undo.configPath, undo.backupPath);
+  if (reason !== undefined) ctx.addIssue({ code: 'custom', path: ['backupPath'], message: reason });
+});
+
+/**
+ * The message of a refusal: what was refused, every problem with its field, and why the activity checks at all.
+ *
+ * @example `Refusing step "containerd" (containerd-patch) on node worker-1: runtimes[0].options.BinaryName: "/tmp/x" is refused: …`
+ */
+export function stepRefusedMessage(what: string, problems: readonly Pick<Problem, 'path' | 'message'>[]): string {
+  const listed = problems.slice(0, 10).map((problem) => (problem.path ? `${problem.path}: ${problem.message}` : problem.message));
+  const more = problems.length > 10 ? ` (and ${problems.length - 10} more)` : '';
+  return `Refusing ${what}: ${listed.join('; ')}${more}. Nothing was sent to the node. ` +
+    'katafleet validate and the API refuse the same input; this one reached the worker without them (a workflow started straight on Temporal?) — fix the playbook or inventory and start it through katafleet';
+}
+
+function refuse(what: string, problems: readonly Pick<Problem, 'path' | 'message'>[]): never {
+  throw permanentFailure(StepRefused, stepRefusedMessage(what, problems));
+}
+
+function check<T>(schema: z.ZodType<T>, value: unknown, what: string, prefix = ''): T {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const problems = problemsFromZod('', parsed.error.issues, schema, value);
+  return refuse(what, problems.map((problem) => ({ ...problem, path: [prefix, problem.path].filter(Boolean).join('.') })));
+}
+
+/** Short name of a value for messages, whatever the input held. */
+function shown(value: unknown): string {
+  const text = typeof value === 'string' ? value : JSON.stringify(value) ?? String(value);
+  return JSON.stringify(text.length > 64 ? `${text.slice(0, 61)}…` : text);
+}
+
+function nodeName(node: unknown): string {
+  return shown((node as { name?: unknown } | null)?.name);
+}
+
+/** Checks the node (and the Kubernetes host) an activity is asked to reach; throws `StepRefused`. */
+export function checkTargets(node: NodeTarget, kubernetes: KubernetesTarget | undefined): void {
+  check(NodeTargetShape, node, `the node target ${nodeName(node)}`, 'node');
+  if (kubernetes !== undefined) check(KubernetesTargetShape, kubernetes, `the Kubernetes target of node ${nodeName(node)}`, 'kubernetes');
+}
+
+/**
+ * The step as the playbook schema reads it (defaults filled in), or `StepRefused` naming every field that breaks
+ * a rule: `runtimes[0].options.BinaryName: "/tmp/x" is refused: it is not under "/opt/kata/" …`.
+ */
+export function checkStep<S extends Step>(step: S, node: NodeTarget): S {
+  const raw = step as unknown as { id?: unknown; kind?: unknown } | null;
+  return check(Step, step, `step ${shown(raw?.id)} (${shown(raw?.kind)}) on node ${nodeName(node)}`) as S;
+}
+
+/** The undo record as recorded by the step that made it, or `StepRefused`. */
+export function checkUndo(undo: Undo, node: NodeTarget): Undo {
+  const raw = undo as unknown as { stepId?: unknown; kind?: unknown } | null;
+  return check(UndoShape, undo, `the undo ${shown(raw?.kind)} of step ${shown(raw?.stepId)} on node ${nodeName(node)}`, 'undo') as Undo;
+}
+
+/** One node path an activity will write, with the rule it must still meet once symlinks are resolved. */
+export interface NodePath {
+  field: string;
+  path: string;
+  list: Allowlist;
+}
+
+/** The node paths a step writes (or, for rollback, restores). */
+export function nodePathsOfStep(step: Step): NodePath[] {
+  switch (step.kind) {
+    case 'prereq-check':
+      return step.persist_modules ? [{ field: 'modules_load_file', path: step.modules_load_file, list: modulesLoadFile }] : [];
+    case 'containerd-patch':
+      return [
+        { field: 'config_path', path: step.config_path, list: containerdConfigPath },
+        ...(step.mode === 'drop-in' ? [{ field: 'drop_in_path', path: step.drop_in_path, list: containerdDropInPath }] : []),
+      ];
+    case 'rollback':
+      return [{ field: 'config_path', path: step.config_path, list: containerdConfigPath }];
+    default:
+      return [];
+  }
+}
+
+/** The node paths an undo writes or deletes. */
+export function nodePathsOfUndo(undo: Undo): NodePath[] {
+  switch (undo.kind) {
+    case 'restore-containerd-config':
+      return [
+        { field: 'undo.configPath', path: undo.configPath, list: containerdConfigPath },
+        ...(undo.createdDropIn ? [{ field: 'undo.createdDropIn', path: undo.createdDropIn, list: containerdDropInPath }] : []),
+      ];
+    case 'restore-file':
+      return [{ field: 'undo.path', path: undo.path, list: modulesLoadFile }];
+    default:
+      return [];
+  }
+}
+
+/**
+ * Resolves `paths` on the node (`realpath -m`: symlinks followed, missing parts allowed) and refuses any whose
+ * real location breaks its rule, e.g. `/etc/containerd/config.toml` as a symlink to `/etc/shadow`.
+ */
+export async function checkResolvedPaths(shell: NodeShell, what: string, paths: readonly NodePath[]): Promise<void> {
+  if (paths.length === 0) return;
+  const resolved = (await shell.output(sh`realpath -m ${paths.map((p) => p.path)}`)).split('\n');
+  const problems = paths.flatMap((entry, i) => {
+    const real = resolved[i] ?? '';
+    if (real === entry.path) return [];
+    const reason = checkAllowlist(real, entry.list);
+    return reason === undefined ? [] : [{ path: entry.field, message: `${JSON.stringify(entry.path)} resolves on the node to ${JSON.stringify(real)} (a symlink), which is refused: ${reason}` }];
+  });
+  if (problems.length > 0) refuse(what, problems);
+}
