@@ -58,8 +58,11 @@ export type Undo =
   | { kind: 'remove-packages'; stepId: string; packages: string[]; manager: 'apt' | 'dnf' | 'zypper' }
   | { kind: 'remove-node-labels'; stepId: string; keys: string[] }
   | { kind: 'uncordon-node'; stepId: string }
-  /** A small file a step wrote (e.g. the modules-load.d list): put back its previous content, or delete it if it had none. */
-  | { kind: 'restore-file'; stepId: string; path: string; previous?: string };
+  /**
+   * A small file a step wrote (e.g. the modules-load.d list): restore it from its backup on the node, byte for byte
+   * (sha256 checked), or delete it if there was none. Never the content itself: that would be kept in history.
+   */
+  | { kind: 'restore-file'; stepId: string; path: string; backupPath?: string; sha256?: string };
 
 /** What a step activity returns. */
 export interface StepOutcome {

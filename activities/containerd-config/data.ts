@@ -2,12 +2,15 @@ import { parse } from '@iarna/toml';
 import { ContainerdConfigError, ContainerdConfigInvalid, ContainerdPatchVerificationFailed } from './errors';
 import type { TomlData } from './render';
 
-/** Parses TOML text or throws `ContainerdConfigInvalid` as `FILE:LINE:COL: message`. */
+/**
+ * Parses TOML text or throws `ContainerdConfigInvalid` as `FILE:LINE:COL: message`. The parser's own error is not
+ * kept as `cause`: its message quotes the offending lines of the file, and failures end up in Temporal history.
+ */
 export function parseToml(text: string, file: string): TomlData {
   try {
     return parse(text) as unknown as TomlData;
   } catch (error) {
-    throw new ContainerdConfigError(ContainerdConfigInvalid, `${file}:${parseErrorPlace(error)}: ${parseErrorReason(error)}; fix the file before patching it`, { cause: error });
+    throw new ContainerdConfigError(ContainerdConfigInvalid, `${file}:${parseErrorPlace(error)}: ${parseErrorReason(error)}; fix the file before patching it`);
   }
 }
 
@@ -23,7 +26,6 @@ export function verifyEdit(candidate: string, expected: TomlData, file: string, 
     throw new ContainerdConfigError(
       ContainerdPatchVerificationFailed,
       `${file}: the edited config (${intent}) does not parse at line ${parseErrorPlace(error)}: ${parseErrorReason(error)}; nothing was written, the file keeps its bytes`,
-      { cause: error },
     );
   }
   const differences = dataDifferences(expected, actual);
@@ -40,9 +42,15 @@ function parseErrorPlace(error: unknown): string {
   return typeof line === 'number' && typeof col === 'number' ? `${line + 1}:${col + 1}` : '1:1';
 }
 
+/**
+ * The parser's reason without any text of the file: @iarna/toml's first line is a fixed phrase such as
+ * `Invalid character, expected "="`; its later lines quote the file, and are dropped. A first line that quotes
+ * the file (an unknown escape, a duplicate key) is replaced by a fixed one.
+ */
 function parseErrorReason(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
-  return message.split('\n')[0].replace(/ at row \d+, col \d+, pos \d+:$/, '');
+  const first = message.split('\n')[0].replace(/ at row \d+, col \d+, pos \d+:$/, '');
+  return /^[A-Za-z0-9 ,.:'()-]*("[^"]{1,3}"[A-Za-z0-9 ,.:'()-]*)?$/.test(first) && first.length <= 120 ? first : 'not valid TOML here';
 }
 
 export function isTable(value: unknown): value is TomlData {

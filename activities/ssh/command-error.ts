@@ -1,5 +1,5 @@
 import { nodeEndpointLabel, nodeLabel, type SshNode } from './node';
-import { tail, type CommandResult } from './result';
+import { MESSAGE_TAIL_BYTES, tail, type CommandResult } from './result';
 
 /** Linux signal numbers, to explain exit codes 128+n that a shell reports for a child killed by signal n. */
 const linuxSignalNames: Record<number, string> = {
@@ -25,10 +25,13 @@ export function describeExitCode(exitCode: number, stderr = ''): string | null {
   return signal ? `killed by ${signal}` : null;
 }
 
-/** The stderr tail (or stdout's, when stderr is empty) on its own lines below a message. */
+/** The stderr tail (or stdout's, when stderr is empty) on its own lines below a message, saying when it was cut. */
 function outputSuffix(result: Pick<CommandResult, 'stdout' | 'stderr'>): string {
-  const output = result.stderr.trim() !== '' ? result.stderr : result.stdout;
-  return output.trim() === '' ? '' : `\n${tail(output.trimEnd())}`;
+  const stream = result.stderr.trim() !== '' ? 'stderr' : 'stdout';
+  const output = result[stream].trimEnd();
+  if (output.trim() === '') return '';
+  const cut = Buffer.byteLength(output) > MESSAGE_TAIL_BYTES ? `\n(${stream}, last ${MESSAGE_TAIL_BYTES / 1024} KiB)` : '';
+  return `${cut}\n${tail(output)}`;
 }
 
 /**

@@ -13,7 +13,7 @@ import { isError, SshFailureType, sshFailure } from './failure-types';
 import { appendKnownHost, checkHostKey, hostKeyAlgorithmsFor, readKnownHosts } from './known-hosts';
 import { DEFAULT_MAX_SESSIONS, DEFAULT_SSH_PORT, nodeEndpointLabel, type SshNode } from './node';
 import { sudo, withDeadline, type Command } from './quote';
-import { normalizeSignal, type CommandResult } from './result';
+import { failureDetails, normalizeSignal, type CommandResult } from './result';
 import { Semaphore } from './semaphore';
 
 /** Pool-wide settings; every field has a default suited to a fleet on a LAN. */
@@ -228,7 +228,7 @@ export class SshPool {
    * Runs `command` on `node` and returns its result when the exit code is allowed.
    *
    * @throws ApplicationFailure typed `CommandFailed` (exit code not allowed, or killed by a signal; the result is in
-   * `details[0]`), `CommandTimedOut`, `CommandOutputTooLarge`, `CommandOutcomeUnknown` (the connection dropped mid-command:
+   * `details[0]`, with at most the last 4 KiB of stdout and of stderr), `CommandTimedOut`, `CommandOutputTooLarge`, `CommandOutcomeUnknown` (the connection dropped mid-command:
    * re-read the node's state before redoing a mutation), or a connection failure (`SshConnectFailed`, `SshAuthFailed`,
    * `HostKeyMismatch`, `HostKeyUnknown`, `SshChannelFailed`).
    */
@@ -367,11 +367,11 @@ export class SshPool {
       const finished = result();
       if (exit === null || (finished.exitCode === null && finished.signal === null)) {
         const reason = first.kind === 'dropped' ? first.reason : 'the channel closed without an exit status';
-        throw sshFailure(SshFailureType.CommandOutcomeUnknown, commandOutcomeUnknownMessage(finished, node, reason), { details: finished });
+        throw sshFailure(SshFailureType.CommandOutcomeUnknown, commandOutcomeUnknownMessage(finished, node, reason), { details: failureDetails(finished) });
       }
       const allowed = options.allowExitCodes ?? [0];
       if (finished.signal !== null || !allowed.includes(finished.exitCode ?? -1)) {
-        throw sshFailure(SshFailureType.CommandFailed, commandFailedMessage(finished), { details: finished });
+        throw sshFailure(SshFailureType.CommandFailed, commandFailedMessage(finished), { details: failureDetails(finished) });
       }
       return { kind: 'done', result: finished };
     }
@@ -380,10 +380,10 @@ export class SshPool {
     this.stopChannel(connection, session, channel, execution, release);
     const stopped = result();
     if (first.kind === 'timeout') {
-      throw sshFailure(SshFailureType.CommandTimedOut, commandTimedOutMessage(stopped, timeoutMs), { details: stopped });
+      throw sshFailure(SshFailureType.CommandTimedOut, commandTimedOutMessage(stopped, timeoutMs), { details: failureDetails(stopped) });
     }
     if (first.kind === 'output-too-large') {
-      throw sshFailure(SshFailureType.CommandOutputTooLarge, commandOutputTooLargeMessage(stopped, maxBytes), { details: stopped });
+      throw sshFailure(SshFailureType.CommandOutputTooLarge, commandOutputTooLargeMessage(stopped, maxBytes), { details: failureDetails(stopped) });
     }
     throw isError(first.reason) ? first.reason : new Error(`Command aborted: ${command.display}`);
   }

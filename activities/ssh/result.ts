@@ -33,6 +33,15 @@ export function tail(text: string, maxBytes: number = MESSAGE_TAIL_BYTES): strin
   return `…${bytes.subarray(start).toString('utf8')}`;
 }
 
+/**
+ * The result as failure details carry it (they go into Temporal history): stdout and stderr cut to their last
+ * {@link MESSAGE_TAIL_BYTES} each, because a command's output can hold file contents and credentials
+ * (`containerd config dump`, `crictl info`) and history keeps everything for good.
+ */
+export function failureDetails(result: CommandResult): CommandResult {
+  return { ...result, stdout: tail(result.stdout), stderr: tail(result.stderr) };
+}
+
 /** ssh2 reports signals without the prefix (`KILL`); people and OpenSSH write `SIGKILL`. */
 export function normalizeSignal(signal: string | null | undefined): string | null {
   if (!signal) return null;

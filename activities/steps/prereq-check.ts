@@ -6,8 +6,9 @@
 import { sh } from '../ssh';
 import type { PrereqCheckStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
-import type { NodeShell } from './node-shell';
-import { permanentFailure } from './step-runtime';
+import { backupPathFor } from './containerd-patch';
+import { sha256Hex, type NodeShell } from './node-shell';
+import { permanentFailure, transientFailure } from './step-runtime';
 
 /** The node cannot run Kata Containers; the message says why. Never retried. */
 export const NodeNotCapable = 'NodeNotCapable';
@@ -89,12 +90,19 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
 
   let undo: Undo | undefined;
   if (step.persist_modules && needed.length > 0) {
+    const path = step.modules_load_file;
     const content = modulesLoadFile(needed);
-    const previous = await shell.readFile(step.modules_load_file);
-    if (previous !== content) {
-      await shell.writeFileAtomic(step.modules_load_file, content);
-      done.push(`wrote ${step.modules_load_file}`);
-      undo = { kind: 'restore-file', stepId: step.id, path: step.modules_load_file, previous };
+    const backupPath = backupPathFor(path, request.runId);
+    const previousSha = await shell.sha256(path);
+    if (previousSha !== sha256Hex(content)) {
+      const backupSha = previousSha === undefined ? undefined : await backUpFile(shell, path, backupPath, previousSha);
+      await shell.writeFileAtomic(path, content);
+      done.push(`wrote ${path}${backupSha ? ` (the previous one backed up to ${backupPath})` : ''}`);
+      undo = { kind: 'restore-file', stepId: step.id, path, backupPath: backupSha && backupPath, sha256: backupSha };
+    } else {
+      // An earlier attempt of this run wrote it and lost its result: its backup says what to restore.
+      const backupSha = await shell.sha256(backupPath);
+      if (backupSha !== undefined) undo = { kind: 'restore-file', stepId: step.id, path, backupPath, sha256: backupSha };
     }
   }
 
@@ -107,6 +115,48 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
     summary: `capable (${checks || 'no checks asked'}; kernel ${hostKernel})${done.length > 0 ? `; ${done.join('; ')}` : ''}`,
     facts,
   };
+}
+
+/**
+ * Backs `path` up to `backupPath` on the node (copy, then a hard link, so an existing backup is never replaced) and
+ * checks the backup holds the bytes whose sha256 was read. Returns that sha256.
+ */
+async function backUpFile(shell: NodeShell, path: string, backupPath: string, sha256: string): Promise<string> {
+  if ((await shell.sha256(backupPath)) === undefined) {
+    const temp = `${backupPath}.tmp`;
+    await shell.run(sh`cp -p ${path} ${temp} && { ln ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; rm -f ${temp}; exit $status`);
+  }
+  const backupSha = await shell.sha256(backupPath);
+  if (backupSha !== sha256) {
+    throw transientFailure('FileChanged', `Node ${shell.name}: ${path} changed while katafleet backed it up (backup sha256 ${backupSha}, read ${sha256}); the step will try again`);
+  }
+  return sha256;
+}
+
+/**
+ * The `restore-file` undo: puts the backup back byte for byte (copy to a temp file, rename; the sha256 recorded
+ * when it was made is checked before and after), or deletes the file when there was none before. Safe to repeat.
+ */
+export async function restoreFile(shell: NodeShell, undo: Extract<Undo, { kind: 'restore-file' }>): Promise<string> {
+  const { path, backupPath } = undo;
+  if (backupPath === undefined) {
+    if (!(await shell.exists(path))) return `${path} already absent`;
+    await shell.run(sh`rm -f ${path}`);
+    return `removed ${path} (there was none before)`;
+  }
+  const backupSha = await shell.sha256(backupPath);
+  if (backupSha === undefined || (undo.sha256 !== undefined && backupSha !== undo.sha256)) {
+    throw permanentFailure(backupSha === undefined ? 'FileBackupMissing' : 'FileBackupCorrupted',
+      `Node ${shell.name}: the backup ${backupPath} of ${path} ${backupSha === undefined ? 'is gone' : `has sha256 ${backupSha}, not the ${undo.sha256} recorded when it was made`}; restore ${path} by hand`);
+  }
+  if ((await shell.sha256(path)) === backupSha) return `${path} already as before`;
+  const temp = `${path}.katafleet-restore`;
+  await shell.run(sh`cp -p ${backupPath} ${temp} && mv -f ${temp} ${path}`);
+  const restoredSha = await shell.sha256(path);
+  if (restoredSha !== backupSha) {
+    throw transientFailure('FileRestoreFailed', `Node ${shell.name}: ${path} has sha256 ${restoredSha} after restoring ${backupPath} (sha256 ${backupSha}); trying again`);
+  }
+  return `restored ${path} from ${backupPath} (sha256 ${backupSha.slice(0, 12)}…)`;
 }
 
 /** Runs `kata-runtime check`; returns its verdict line, or throws NodeNotCapable with its errors. */

@@ -8,6 +8,7 @@ import type { KubernetesTarget, Undo, UndoOutcome } from '../node-types';
 import type { NodeShell } from './node-shell';
 import { removeLabels } from './node-label';
 import { PACKAGE_MARKER_DIR, purgeInstalled } from './package-install';
+import { restoreFile } from './prereq-check';
 import { readDaemonState, waitForService } from './service-restart';
 import { permanentFailure, transientFailure } from './step-runtime';
 
@@ -89,16 +90,8 @@ export async function runUndo(shell: NodeShell, pool: SshPool, kubernetes: Kuber
       await removeLabels(kubectl, shell.name, present);
       return outcome(`removed labels ${present.join(', ')}`);
     }
-    case 'restore-file': {
-      const current = await shell.readFile(undo.path);
-      if (current === undo.previous) return outcome(`${undo.path} already as before`);
-      if (undo.previous === undefined) {
-        await shell.run(sh`rm -f ${undo.path}`);
-        return outcome(`removed ${undo.path}`);
-      }
-      await shell.writeFileAtomic(undo.path, undo.previous);
-      return outcome(`restored ${undo.path}`);
-    }
+    case 'restore-file':
+      return outcome(await restoreFile(shell, undo));
     case 'uncordon-node': {
       const kubectl = new Kubectl(pool, requireKubernetes(kubernetes, 'uncordoning the node'));
       const node = await kubectl.getNode(shell.target);
