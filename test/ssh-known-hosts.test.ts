@@ -54,6 +54,18 @@ describe('known_hosts', () => {
     expect(checkHostKey(entries, '10.0.0.6', 22, keys.rsa.blob).verdict).toBe('unknown');
   });
 
+  it('matches a hashed entry whatever the case of the address, so a changed key on a mixed-case host name is a mismatch, never unknown (+ TOFU)', () => {
+    const file = join(dir, 'hashed-mixed-case');
+    writeFileSync(file, `worker-3.example.internal ${keys.ed25519.line}\n[worker-4.example.internal]:2222 ${keys.ed25519.line}\n`);
+    execFileSync('ssh-keygen', ['-H', '-f', file], { stdio: 'ignore' });
+    const entries = parseKnownHosts(readFileSync(file, 'utf8'));
+    expect(entries.every((e) => e.hosts.startsWith('|1|'))).toBe(true);
+    expect(checkHostKey(entries, 'Worker-3.example.internal', 22, keys.other.blob).verdict).toBe('mismatch');
+    expect(checkHostKey(entries, 'WORKER-3.EXAMPLE.INTERNAL', 22, keys.ed25519.blob).verdict).toBe('known');
+    expect(checkHostKey(entries, 'Worker-4.Example.Internal', 2222, keys.other.blob).verdict).toBe('mismatch');
+    expect(checkHostKey(parseKnownHosts(`worker-3.example.internal ${keys.ed25519.line}\n`), 'Worker-3.example.internal', 22, keys.other.blob).verdict).toBe('mismatch');
+  });
+
   it('writes hashed names that ssh-keygen -F finds', () => {
     const file = join(dir, 'ours-hashed');
     writeFileSync(file, `${hashKnownHostsName('[10.0.0.7]:2201')} ${keys.ecdsa.line}\n`);

@@ -31,9 +31,14 @@ export function parseKnownHosts(text: string): KnownHostEntry[] {
   return entries;
 }
 
-/** The name OpenSSH looks up: `host` on port 22, `[host]:port` otherwise. */
+/**
+ * The name OpenSSH looks up (and writes): `host` on port 22, `[host]:port` otherwise, with the host name in
+ * lowercase, as ssh(1) lowercases it before any known_hosts lookup. Hashed entries can only be compared that way:
+ * hashing `Worker-3` would miss the entry for `worker-3`, and a changed key would look unknown instead of changed.
+ */
 export function knownHostsName(host: string, port: number): string {
-  return port === 22 ? host : `[${host}]:${port}`;
+  const name = host.toLowerCase();
+  return port === 22 ? name : `[${name}]:${port}`;
 }
 
 /** The key type at the start of an SSH public key blob (`string keytype` in RFC 4253 wire format). */
