@@ -91,7 +91,7 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
     originalSha = await backUp(shell, configPath, backupPath, original);
   }
   const candidate = candidatePathFor(configPath, runId);
-  await shell.run(sh`cat > ${candidate}`, { stdin: outcome.content });
+  await shell.run(sh`umask 077 && cat > ${candidate}`, { stdin: outcome.content }); // 0600 until chmod --reference: the config may hold registry credentials
   const ownFiles = [candidate, original === undefined ? absentMarker : backupPath, ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];
   await validateOnNode(shell, candidate, configPath, ownFiles);
   await shell.run(original === undefined
