@@ -11,6 +11,8 @@ import { promisify } from 'node:util';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../../api/server';
+import { createNodeActivities } from '../../activities/node-activities';
+import { SshPool } from '../../activities/ssh';
 import type { NodeTarget } from '../../activities/node-types';
 import { Step } from '../../playbooks/schema';
 import { nodeWorkflowId, type nodeWorkflow } from '../../workflows/node';
@@ -236,5 +238,23 @@ describe('the injection corpus', () => {
 
   it('nothing reached the node: its sshd accepted no login while the corpus ran (only this check\'s own)', async () => {
     expect(await acceptedLogins()).toBe(loginsBefore + 1);
+  });
+});
+
+describe('node paths resolved on the node', () => {
+  it('refuses a modules-load file that is a symlink out of /etc/modules-load.d/, before writing through it', async () => {
+    await onNode(nodes, 'c-1', 'mkdir -p /etc/cron.d && rm -f /etc/cron.d/katafleet.conf && ln -sfn /etc/cron.d/katafleet.conf /etc/modules-load.d/katafleet.conf');
+    const pool = new SshPool();
+    try {
+      const step = Step.parse({ id: 'prereq', kind: 'prereq-check', cpu_flags: [], require_kvm: false, modules: ['vhost_net'] });
+      const failure = await createNodeActivities({ pool }).prereqCheck({ runId: 'symlink-1', rolloutId: 'corpus', node: nodes.targets['c-1'], step: step as never, drain: false })
+        .then(() => undefined, (err: { type?: string; message: string }) => err);
+      expect(failure?.type).toBe('StepRefused');
+      expect(failure?.message).toContain('modules_load_file: "/etc/modules-load.d/katafleet.conf" resolves on the node to "/etc/cron.d/katafleet.conf" (a symlink), which is refused: it is not under "/etc/modules-load.d/"');
+      expect(await onNode(nodes, 'c-1', 'test -e /etc/cron.d/katafleet.conf && echo written || echo absent')).toBe('absent\n');
+    } finally {
+      await pool.closeAll();
+      await onNode(nodes, 'c-1', 'rm -f /etc/modules-load.d/katafleet.conf');
+    }
   });
 });

@@ -2,6 +2,9 @@
 // field and what is allowed, and the activities refuse the same input again when it arrives without the schema.
 import { parsePlaybook } from '../../playbooks/load';
 import { checkStep, checkUndo, StepRefused } from '../../activities/step-policy';
+import { createDriftActivities } from '../../activities/drift-check';
+import { createNodeActivities } from '../../activities/node-activities';
+import { SshPool } from '../../activities/ssh';
 import type { NodeTarget, Undo } from '../../activities/node-types';
 import type { Step } from '../../playbooks/schema';
 
@@ -112,3 +115,39 @@ describe('the activities check their input again (a workflow started straight on
     expect(checkUndo(undo, node)).toEqual(undo);
   });
 });
+
+describe('the activity entry points', () => {
+  // A node nobody listens on: a refusal must come before any connection, or these would fail with SshConnectFailed.
+  const nowhere: NodeTarget = { ...node, address: '127.255.255.254', connectTimeoutMs: 500 };
+  const pool = new SshPool({ connectTimeoutMs: 500 });
+  afterAll(() => pool.closeAll());
+
+  it('containerdPatch refuses a hostile step with StepRefused before connecting', async () => {
+    const step = { id: 'c', kind: 'containerd-patch', timeout: '2m', action: 'add', config_path: '/etc/shadow', mode: 'in-place', drop_in_path: '/etc/containerd/conf.d/k.toml', replace: false, runtimes: [{ name: 'kata', runtime_type: 'io.containerd.kata.v2' }] };
+    const failure = await createNodeActivities({ pool }).containerdPatch({ runId: 'r', rolloutId: 'r', node: nowhere, step: step as never, drain: false })
+      .then(() => undefined, (err: { type?: string; message: string }) => err);
+    expect(failure?.type).toBe(StepRefused);
+    expect(failure?.message).toContain('config_path: "/etc/shadow" is refused');
+  });
+
+  it('a step activity refuses a step of another kind', async () => {
+    const failure = await createNodeActivities({ pool }).prereqCheck({ runId: 'r', rolloutId: 'r', node: nowhere, step: { id: 'restart', kind: 'service-restart' } as never, drain: false })
+      .then(() => undefined, (err: { type?: string; message: string }) => err);
+    expect(failure?.type).toBe(StepRefused);
+    expect(failure?.message).toContain('kind: must be "prereq-check"');
+  });
+
+  it('undoStep refuses a hostile undo record before connecting', async () => {
+    const failure = await createNodeActivities({ pool }).undoStep({ node: nowhere, undo: { kind: 'restore-file', stepId: 'p', path: '/etc/passwd' } })
+      .then(() => undefined, (err: { type?: string; message: string }) => err);
+    expect(failure?.type).toBe(StepRefused);
+  });
+
+  it('the drift check re-validates the steps it reads', async () => {
+    const failure = await createDriftActivities({ pool }).checkDrift({ node: nowhere, steps: [{ id: 'restart', kind: 'service-restart', service: 'reboot.target' } as never] })
+      .then(() => undefined, (err: { type?: string; message: string }) => err);
+    expect(failure?.type).toBe(StepRefused);
+    expect(failure?.message).toContain('service: "reboot.target" is refused');
+  });
+});
+
