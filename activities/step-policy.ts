@@ -198,7 +198,7 @@ export async function checkResolvedPaths(shell: NodeShell, what: string, paths: 
     const real = resolved[i] ?? '';
     if (real === entry.path) return [];
     const reason = checkAllowlist(real, entry.list);
-    return reason === undefined ? [] : [{ path: entry.field, message: `${JSON.stringify(entry.path)} resolves on the node to ${JSON.stringify(real)} (a symlink), which is refused: ${reason}` }];
+    return reason === undefined ? [] : [{ path: entry.field, message: `${JSON.stringify(entry.path)} is a symlink on the node; its target ${reason}` }];
   });
   if (problems.length > 0) refuse(what, problems);
 }

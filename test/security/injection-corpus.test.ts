@@ -250,7 +250,7 @@ describe('node paths resolved on the node', () => {
       const failure = await createNodeActivities({ pool }).prereqCheck({ runId: 'symlink-1', rolloutId: 'corpus', node: nodes.targets['c-1'], step: step as never, drain: false })
         .then(() => undefined, (err: { type?: string; message: string }) => err);
       expect(failure?.type).toBe('StepRefused');
-      expect(failure?.message).toContain('modules_load_file: "/etc/modules-load.d/katafleet.conf" resolves on the node to "/etc/cron.d/katafleet.conf" (a symlink), which is refused: it is not under "/etc/modules-load.d/"');
+      expect(failure?.message).toContain('modules_load_file: "/etc/modules-load.d/katafleet.conf" is a symlink on the node; its target "/etc/cron.d/katafleet.conf" is refused: it is not under "/etc/modules-load.d/"');
       expect(await onNode(nodes, 'c-1', 'test -e /etc/cron.d/katafleet.conf && echo written || echo absent')).toBe('absent\n');
     } finally {
       await pool.closeAll();
