@@ -12,10 +12,17 @@ import { AbortBody, CreateScheduleBody, DriftScheduleBody, ErrorBody, PhaseBody,
 
 export interface ApiOptions {
   client: Client;
-  /** Bearer token every /v1 request must carry; undefined only with `insecureNoAuth`. */
+  /** Bearer token every request but `/healthz` must carry; undefined only with `insecureNoAuth`. */
   token?: string;
   insecureNoAuth?: boolean;
+  /** Serve `/openapi.json` without the token. @default false */
+  publicOpenapi?: boolean;
   logger?: boolean;
+}
+
+/** Route `config` of katafleet's routes: `public` routes are the only ones answered without the token. */
+interface RouteAccess {
+  public?: boolean;
 }
 
 const statusByType: Record<string, number> = { PlaybookError: 400, RolloutNotFound: 404, RolloutConflict: 409, RolloutRequestRejected: 409 };
@@ -36,8 +43,13 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     transformObject: jsonSchemaTransformObject,
   });
 
+  // Decided on the route the router matched, never on the raw request target (percent-encoding, absolute-form
+  // targets and dot segments all reach a route under another spelling). Default deny: only routes marked public
+  // are answered without the token; an unknown route is 401 too, so nothing tells which paths exist.
   app.addHook('onRequest', async (request, reply) => {
-    if (!request.url.startsWith('/v1/') || !options.token) return;
+    const access = request.routeOptions.config as RouteAccess | undefined;
+    const matched = request.routeOptions.url !== undefined;
+    if ((matched && access?.public === true) || options.token === undefined) return;
     if (!bearerMatches(request.headers.authorization, options.token)) {
       await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'Unauthorized', message: 'missing or wrong bearer token: send "Authorization: Bearer <token>"' });
     }
@@ -56,8 +68,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   const api = app.withTypeProvider<ZodTypeProvider>();
   const client = options.client;
 
-  api.get('/healthz', { schema: { security: [], response: { 200: z.object({ ok: z.literal(true), version: z.string() }) } } }, async () => ({ ok: true as const, version: katafleetVersion() }));
-  api.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  api.get('/healthz', { config: { public: true } satisfies RouteAccess, schema: { security: [], response: { 200: z.object({ ok: z.literal(true), version: z.string() }) } } }, async () => ({ ok: true as const, version: katafleetVersion() }));
+  api.get('/openapi.json', { config: { public: options.publicOpenapi === true } satisfies RouteAccess, schema: { hide: true } }, async () => app.swagger());
 
   api.post('/v1/rollouts', { schema: { body: StartRolloutBody, response: { 202: StartedRolloutBody, 400: ErrorBody, 409: ErrorBody } } }, async (request, reply) => {
     const body = request.body;

@@ -13,6 +13,7 @@ const apiOptions = {
   port: { type: 'string', default: '8080' },
   'token-file': { type: 'string' },
   'insecure-no-auth': { type: 'boolean' },
+  'public-openapi': { type: 'boolean' },
 } as const;
 
 interface ApiFlags {
@@ -20,6 +21,7 @@ interface ApiFlags {
   port: string;
   'token-file'?: string;
   'insecure-no-auth'?: boolean;
+  'public-openapi'?: boolean;
 }
 
 /** The bearer token: KATAFLEET_API_TOKEN, else the first line of --token-file. */
@@ -39,7 +41,7 @@ function readToken(flags: ApiFlags, usage: string): string | undefined {
 
 async function listen(flags: ApiFlags, token: string | undefined): Promise<{ app: FastifyInstance; close(): Promise<void> }> {
   const { client, connection } = await connectTemporal();
-  const app = await buildApi({ client, token, insecureNoAuth: token === undefined });
+  const app = await buildApi({ client, token, insecureNoAuth: token === undefined, publicOpenapi: flags['public-openapi'] });
   await app.listen({ host: flags.host, port: Number(flags.port) });
   process.stdout.write(`katafleet API on http://${flags.host}:${flags.port} (OpenAPI: /openapi.json)${token ? '' : ' WITHOUT authentication'}\n`);
   return {
@@ -61,11 +63,12 @@ function untilInterrupted(): Promise<void> {
 export const apiCommand: Command = {
   name: 'api',
   summary: 'serve the HTTP API (bearer token from KATAFLEET_API_TOKEN or --token-file)',
-  usage: `Usage: katafleet api [--host 127.0.0.1] [--port 8080] [--token-file FILE] [--insecure-no-auth]
+  usage: `Usage: katafleet api [--host 127.0.0.1] [--port 8080] [--token-file FILE] [--insecure-no-auth] [--public-openapi]
 
-Serves POST/GET /v1/rollouts, GET /v1/rollouts/{id}, POST /v1/rollouts/{id}/pause|resume|abort, GET /healthz and
-GET /openapi.json. Every /v1 request needs "Authorization: Bearer <token>". Without a token the API refuses to start,
-unless --insecure-no-auth is given and it listens on loopback.`,
+Serves POST/GET /v1/rollouts, GET /v1/rollouts/{id}, POST /v1/rollouts/{id}/pause|resume|abort, the schedules,
+GET /healthz and GET /openapi.json. Every request but /healthz needs "Authorization: Bearer <token>" (/openapi.json
+too, unless --public-openapi). Without a token the API refuses to start, unless --insecure-no-auth is given and it
+listens on loopback.`,
   async run(args) {
     const { values } = parseCommandArgs(this, args, apiOptions, { min: 0, max: 0 });
     const flags = values as ApiFlags;
