@@ -1,10 +1,11 @@
 import { timingSafeEqual } from 'node:crypto';
+import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { loadInventory, loadPlaybook, parseInventory, parsePlaybook } from '../playbooks/load';
+import { loadNamedInventory, loadNamedPlaybook, maxFileBytes, parseInventory, parsePlaybook, shippedPlaybooksDir } from '../playbooks/load';
 import { katafleetVersion } from '../worker/version';
 import { createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from './schedule-service';
 import { controlRollout, getRollout, listRollouts, RolloutServiceError, startRollout } from './rollout-service';
@@ -17,6 +18,10 @@ export interface ApiOptions {
   insecureNoAuth?: boolean;
   /** Serve `/openapi.json` without the token. @default false */
   publicOpenapi?: boolean;
+  /** Folder of the playbooks a request may name. @default the shipped playbooks */
+  playbooksDir?: string;
+  /** Folder of the inventories a request may name. @default ".katafleet/inventories" */
+  inventoriesDir?: string;
   logger?: boolean;
 }
 
@@ -30,7 +35,14 @@ const statusByType: Record<string, number> = { PlaybookError: 400, RolloutNotFou
 /** Builds the HTTP API (not listening yet): rollouts, their control, health and the OpenAPI document. */
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   if (!options.token && !options.insecureNoAuth) throw new Error('the API needs a bearer token (KATAFLEET_API_TOKEN or --token-file), or --insecure-no-auth on loopback');
-  const app = Fastify({ logger: options.logger ?? false });
+  const app = Fastify({
+    logger: options.logger ?? false,
+    // Explicit rather than Fastify's defaults: 1 MiB, the size cap of a playbook or inventory file.
+    bodyLimit: maxFileBytes,
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+  });
+  const folders = { playbooks: options.playbooksDir ?? shippedPlaybooksDir, inventories: options.inventoriesDir ?? path.join('.katafleet', 'inventories') };
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   await app.register(fastifySwagger, {
@@ -73,7 +85,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
   api.post('/v1/rollouts', { schema: { body: StartRolloutBody, response: { 202: StartedRolloutBody, 400: ErrorBody, 409: ErrorBody } } }, async (request, reply) => {
     const body = request.body;
-    const { playbook, inventory } = await loadFromBody(body);
+    const { playbook, inventory } = await loadFromBody(body, folders);
     const started = await startRollout(client, playbook, inventory, { requestId: body.request_id, overrides: body.options });
     return reply.code(202).send({ rollout_id: started.rolloutId, workflow_id: started.workflowId, ui_link: started.uiLink, started: started.started });
   });
@@ -95,7 +107,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
   api.post('/v1/schedules', { schema: { body: CreateScheduleBody, response: { 201: z.object({ schedule_id: z.string() }), 400: ErrorBody } } }, async (request, reply) => {
     const body = request.body;
-    const { playbook, inventory } = await loadFromBody(body);
+    const { playbook, inventory } = await loadFromBody(body, folders);
     const scheduleId = await createDriftSchedule(client, playbook, inventory, { every: body.every, reportOnly: body.report_only, scheduleId: body.schedule_id });
     return reply.code(201).send({ schedule_id: scheduleId });
   });
@@ -108,10 +120,13 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   return app;
 }
 
-/** The playbook and inventory of a request, from files on this host or inline TOML; invalid ones throw PlaybookError (400). */
-async function loadFromBody(body: { playbook?: string; playbook_toml?: string; inventory?: string; inventory_toml?: string }) {
-  const playbook = body.playbook_toml ? parsePlaybook(body.playbook_toml, 'playbook_toml') : await loadPlaybook(body.playbook!);
-  const inventory = body.inventory_toml ? parseInventory(body.inventory_toml, 'inventory_toml') : await loadInventory(body.inventory!);
+/**
+ * The playbook and inventory of a request: by name from the configured folders, or inline TOML. The caller
+ * never chooses a path. Invalid ones throw PlaybookError (400).
+ */
+async function loadFromBody(body: { playbook?: string; playbook_toml?: string; inventory?: string; inventory_toml?: string }, folders: { playbooks: string; inventories: string }) {
+  const playbook = body.playbook_toml ? parsePlaybook(body.playbook_toml, 'playbook_toml') : await loadNamedPlaybook(body.playbook!, folders.playbooks);
+  const inventory = body.inventory_toml ? parseInventory(body.inventory_toml, 'inventory_toml') : await loadNamedInventory(body.inventory!, folders.inventories);
   return { playbook, inventory };
 }
 

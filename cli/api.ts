@@ -14,6 +14,8 @@ const apiOptions = {
   'token-file': { type: 'string' },
   'insecure-no-auth': { type: 'boolean' },
   'public-openapi': { type: 'boolean' },
+  'playbooks-dir': { type: 'string' },
+  'inventories-dir': { type: 'string' },
 } as const;
 
 interface ApiFlags {
@@ -22,6 +24,8 @@ interface ApiFlags {
   'token-file'?: string;
   'insecure-no-auth'?: boolean;
   'public-openapi'?: boolean;
+  'playbooks-dir'?: string;
+  'inventories-dir'?: string;
 }
 
 /** The bearer token: KATAFLEET_API_TOKEN, else the first line of --token-file. */
@@ -41,7 +45,7 @@ function readToken(flags: ApiFlags, usage: string): string | undefined {
 
 async function listen(flags: ApiFlags, token: string | undefined): Promise<{ app: FastifyInstance; close(): Promise<void> }> {
   const { client, connection } = await connectTemporal();
-  const app = await buildApi({ client, token, insecureNoAuth: token === undefined, publicOpenapi: flags['public-openapi'] });
+  const app = await buildApi({ client, token, insecureNoAuth: token === undefined, publicOpenapi: flags['public-openapi'], playbooksDir: flags['playbooks-dir'], inventoriesDir: flags['inventories-dir'] });
   await app.listen({ host: flags.host, port: Number(flags.port) });
   process.stdout.write(`katafleet API on http://${flags.host}:${flags.port} (OpenAPI: /openapi.json)${token ? '' : ' WITHOUT authentication'}\n`);
   return {

@@ -3,8 +3,8 @@
  * its source. Every function throws a {@link PlaybookError} listing all problems at once.
  */
 import { createHash } from 'node:crypto';
-import { readdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { constants, readdirSync } from 'node:fs';
+import { open, realpath } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import type { z } from 'zod';
@@ -112,15 +112,120 @@ function displayName(absolute: string): string {
   return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : absolute;
 }
 
+/** Largest playbook, inventory or credentials file katafleet reads: 1 MiB. */
+export const maxFileBytes = 1024 * 1024;
+
+/** Why a file was not read, as a message for {@link Problem}. */
+class FileRefused extends Error {}
+
+/**
+ * The text of a regular file of at most {@link maxFileBytes}. Opened without blocking (a FIFO opens at once
+ * and is refused), checked with fstat on the opened descriptor (no race with a rename), and read at most
+ * one byte past the cap, so `/dev/zero` or a growing `/proc` file never fills memory.
+ */
+export async function readBoundedFile(file: string, flags = 0): Promise<string> {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | flags);
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new FileRefused(stat.isDirectory() ? 'is a folder, not a TOML file' : 'is not a regular file (a FIFO, socket or device): give a TOML file');
+    if (stat.size > maxFileBytes) throw new FileRefused(tooLarge);
+    const buffer = Buffer.alloc(maxFileBytes + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    if (length > maxFileBytes) throw new FileRefused(tooLarge);
+    return buffer.subarray(0, length).toString('utf8');
+  } finally {
+    await handle.close();
+  }
+}
+
+const tooLarge = `is larger than ${maxFileBytes / 1024 / 1024} MiB: playbooks, inventories and credentials files are small TOML files`;
+
 async function readText(file: string, shown: string, missingHint: string): Promise<string> {
   try {
-    return await readFile(file, 'utf8');
+    return await readBoundedFile(file);
   } catch (error) {
+    if (error instanceof FileRefused) throw new PlaybookError([{ file: shown, path: '', message: error.message }]);
     const code = (error as NodeJS.ErrnoException).code;
     const message = code === 'ENOENT' ? `no such file${missingHint}` : code === 'EISDIR' ? 'is a folder, not a TOML file' : `cannot be read (${code ?? (error as Error).message})`;
     throw new PlaybookError([{ file: shown, path: '', message }]);
   }
 }
+
+/** What the API accepts as a playbook or inventory name: no `/`, no `..`, at most 64 characters. */
+export const fileNamePattern = /^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/** The regular `.toml` files in `dir` (no symlinks), by name without `.toml`; none when it cannot be listed. */
+function namesIn(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((entry) => entry.isFile() && entry.name.endsWith('.toml') && fileNamePattern.test(entry.name.slice(0, -'.toml'.length)))
+      .map((entry) => entry.name.slice(0, -'.toml'.length))
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The text of `<dir>/<name>.toml`, for callers that may read only what the operator put into `dir` (the HTTP
+ * API). The real path must stay inside the real `dir` (a symlink out is refused), and the file must be a regular
+ * file of at most 1 MiB. A name that is missing, malformed or refused gets one answer whether or not anything
+ * exists under that name elsewhere, so the answer tells nothing about files outside `dir`.
+ * @throws PlaybookError
+ */
+export async function readNamedFile(kind: 'playbook' | 'inventory', name: string, dir: string): Promise<{ text: string; shown: string }> {
+  const bare = name.endsWith('.toml') ? name.slice(0, -'.toml'.length) : name;
+  const root = await realpath(dir).catch(() => path.resolve(dir));
+  const shown = displayName(path.join(root, `${bare}.toml`));
+  const available = namesIn(root);
+  const missing = () =>
+    new PlaybookError([{ file: shown, path: '', message: `no ${kind} named ${quoteCapped(name)} in ${displayName(root)}${didYouMean(bare, available)}; available: ${available.join(', ') || 'none'}` }]);
+  if (!fileNamePattern.test(bare)) throw missing();
+  let real: string;
+  try {
+    real = await realpath(path.join(root, `${bare}.toml`));
+  } catch {
+    throw missing();
+  }
+  if (path.dirname(real) !== root) throw missing();
+  try {
+    return { text: await readBoundedFile(real, constants.O_NOFOLLOW), shown };
+  } catch (error) {
+    if (error instanceof FileRefused) throw new PlaybookError([{ file: shown, path: '', message: error.message }]);
+    throw missing();
+  }
+}
+
+/** A value quoted for a message, cut after 80 characters: error messages never carry long input back. */
+export function quoteCapped(value: string, limit = 80): string {
+  return JSON.stringify(value.length > limit ? `${value.slice(0, limit)}…` : value);
+}
+
+/**
+ * A playbook by name from `dir` (for the API; default folder: the shipped playbooks). See {@link readNamedFile}.
+ * @throws PlaybookError
+ */
+export async function loadNamedPlaybook(name: string, dir: string = shippedPlaybooks): Promise<Playbook> {
+  const { text, shown } = await readNamedFile('playbook', name, dir);
+  return parsePlaybook(text, shown);
+}
+
+/**
+ * An inventory by name from `dir` (for the API). See {@link readNamedFile}.
+ * @throws PlaybookError
+ */
+export async function loadNamedInventory(name: string, dir: string): Promise<Inventory> {
+  const { text, shown } = await readNamedFile('inventory', name, dir);
+  return parseInventory(text, shown);
+}
+
+/** Folder of the shipped playbooks: the API's default playbooks folder. */
+export const shippedPlaybooksDir = shippedPlaybooks;
 
 /**
  * Reads, parses and validates a playbook file, or a shipped one by name (`kata`).
