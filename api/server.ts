@@ -5,7 +5,8 @@ import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { loadNamedInventory, loadNamedPlaybook, maxFileBytes, parseInventory, parsePlaybook, shippedPlaybooksDir } from '../playbooks/load';
+import { defaultCredentialsFile } from '../playbooks/credentials';
+import { attachCredentials, loadNamedInventory, loadNamedPlaybook, maxFileBytes, parseInventory, parsePlaybook, shippedPlaybooksDir } from '../playbooks/load';
 import { katafleetVersion } from '../worker/version';
 import { createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from './schedule-service';
 import { controlRollout, getRollout, listRollouts, RolloutServiceError, startRollout } from './rollout-service';
@@ -22,6 +23,8 @@ export interface ApiOptions {
   playbooksDir?: string;
   /** Folder of the inventories a request may name. @default ".katafleet/inventories" */
   inventoriesDir?: string;
+  /** Credentials file whose profiles API inventories name. @default `KATAFLEET_CREDENTIALS`, else ".katafleet/credentials.toml" */
+  credentialsFile?: string;
   logger?: boolean;
 }
 
@@ -42,7 +45,11 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     requestTimeout: 30_000,
     connectionTimeout: 60_000,
   });
-  const folders = { playbooks: options.playbooksDir ?? shippedPlaybooksDir, inventories: options.inventoriesDir ?? path.join('.katafleet', 'inventories') };
+  const folders = {
+    playbooks: options.playbooksDir ?? shippedPlaybooksDir,
+    inventories: options.inventoriesDir ?? path.join('.katafleet', 'inventories'),
+    credentials: path.resolve(options.credentialsFile ?? defaultCredentialsFile()),
+  };
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   await app.register(fastifySwagger, {
@@ -124,9 +131,14 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
  * The playbook and inventory of a request: by name from the configured folders, or inline TOML. The caller
  * never chooses a path. Invalid ones throw PlaybookError (400).
  */
-async function loadFromBody(body: { playbook?: string; playbook_toml?: string; inventory?: string; inventory_toml?: string }, folders: { playbooks: string; inventories: string }) {
+async function loadFromBody(
+  body: { playbook?: string; playbook_toml?: string; inventory?: string; inventory_toml?: string },
+  folders: { playbooks: string; inventories: string; credentials: string },
+) {
   const playbook = body.playbook_toml ? parsePlaybook(body.playbook_toml, 'playbook_toml') : await loadNamedPlaybook(body.playbook!, folders.playbooks);
-  const inventory = body.inventory_toml ? parseInventory(body.inventory_toml, 'inventory_toml') : await loadNamedInventory(body.inventory!, folders.inventories);
+  const inventory = body.inventory_toml
+    ? attachCredentials(parseInventory(body.inventory_toml, 'inventory_toml', { profilesOnly: true }), folders.credentials)
+    : await loadNamedInventory(body.inventory!, folders.inventories, folders.credentials);
   return { playbook, inventory };
 }
 

@@ -3,11 +3,11 @@
  * its source. Every function throws a {@link PlaybookError} listing all problems at once.
  */
 import { createHash } from 'node:crypto';
-import { constants, readdirSync } from 'node:fs';
+import { constants, existsSync, readdirSync } from 'node:fs';
 import { open, realpath } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import path from 'node:path';
 import type { z } from 'zod';
+import { credentialKeys, defaultCredentialsFile, loadCredentials, resolveLocalPath, type Credentials } from './credentials';
 import { crossCheckInventory, crossCheckPairing, crossCheckPlaybook } from './cross-checks';
 import { didYouMean, PlaybookError, throwIfProblems, type Problem } from './errors';
 import { Inventory, Playbook, type SourceInfo, type SshOverride } from './schema';
@@ -30,9 +30,10 @@ function parseDocument<Schema extends z.ZodType>(
   file: string,
   schema: Schema,
   crossCheck: (document: z.output<Schema>, file: string) => Problem[],
+  rawCheck: (data: Record<string, unknown>, file: string) => Problem[] = () => [],
 ): z.output<Schema> {
   const reading = readToml(text, file);
-  const problems = [...reading.problems];
+  const problems = [...reading.problems, ...(reading.data === undefined ? [] : rawCheck(reading.data, file))];
   let document: z.output<Schema> | undefined;
   if (reading.data !== undefined) {
     const result = schema.safeParse(reading.data, { reportInput: true });
@@ -58,12 +59,6 @@ export function parsePlaybook(text: string, file: string): Playbook {
   return { ...parseDocument(text, file, Playbook, crossCheckPlaybook), source: sourceOf(text, file) };
 }
 
-/** `~/x` → home directory; relative → relative to the inventory file's folder. */
-function resolveLocalPath(value: string, inventoryDir: string): string {
-  if (value.startsWith('~/')) return path.join(homedir(), value.slice(2));
-  return path.resolve(inventoryDir, value);
-}
-
 function resolveSshPaths<T extends SshOverride>(ssh: T, inventoryDir: string): T {
   return {
     ...ssh,
@@ -72,13 +67,55 @@ function resolveSshPaths<T extends SshOverride>(ssh: T, inventoryDir: string): T
   };
 }
 
+/** Options of {@link parseInventory}. */
+export interface InventoryOptions {
+  /**
+   * The inventory comes from someone who may choose nodes but not logins (the HTTP API): the login keys
+   * (`user`, `identity_file`, `known_hosts`, `sudo`, `trust_on_first_use`) are refused, and a credential
+   * profile must be named.
+   */
+  profilesOnly?: boolean;
+}
+
+/** The `ssh` tables of a raw inventory document, with their paths. */
+function sshTables(data: Record<string, unknown>): [string, Record<string, unknown>][] {
+  const tables: [string, Record<string, unknown>][] = [];
+  const isTable = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+  if (isTable(data.ssh)) tables.push(['ssh', data.ssh]);
+  if (Array.isArray(data.nodes)) {
+    data.nodes.forEach((node: unknown, index) => {
+      if (isTable(node) && isTable(node.ssh)) tables.push([`nodes[${index}].ssh`, node.ssh]);
+    });
+  }
+  return tables;
+}
+
+/** Login keys where they must not be: anywhere in an API inventory, and next to a profile anywhere. */
+function credentialKeyProblems(data: Record<string, unknown>, file: string, options: InventoryOptions): Problem[] {
+  const tables = sshTables(data);
+  const usesProfiles = tables.some(([, table]) => table.profile !== undefined);
+  const problems: Problem[] = [];
+  for (const [where, table] of tables) {
+    for (const key of credentialKeys.filter((name) => table[name] !== undefined)) {
+      const message = options.profilesOnly
+        ? `an inventory sent to the API names nodes and addresses only; the login comes from the server — define ${key} in a credential profile of the server's credentials file and set ssh.profile = "NAME"`
+        : `${key} and a credential profile do not mix in one inventory — define ${key} in the profile, or drop the profile`;
+      if (options.profilesOnly || usesProfiles) problems.push({ file, path: `${where}.${key}`, message });
+    }
+  }
+  if (options.profilesOnly && !usesProfiles) {
+    problems.push({ file, path: 'ssh.profile', message: 'required: an inventory sent to the API names a credential profile of the server (ssh.profile = "NAME"), which holds the SSH login' });
+  }
+  return problems;
+}
+
 /**
  * Parses and validates an inventory. Local paths (`identity_file`, `known_hosts`) come back
- * absolute, resolved against the folder of `file`.
+ * absolute, resolved against the folder of `file`. Profiles are not looked up here: see {@link attachCredentials}.
  * @throws PlaybookError with every problem found
  */
-export function parseInventory(text: string, file: string): Inventory {
-  const document = parseDocument(text, file, Inventory, crossCheckInventory);
+export function parseInventory(text: string, file: string, options: InventoryOptions = {}): Inventory {
+  const document = parseDocument(text, file, Inventory, crossCheckInventory, (data, name) => credentialKeyProblems(data, name, options));
   const inventoryDir = path.dirname(path.resolve(file));
   return {
     ...document,
@@ -86,6 +123,48 @@ export function parseInventory(text: string, file: string): Inventory {
     nodes: document.nodes.map((node) => (node.ssh ? { ...node, ssh: resolveSshPaths(node.ssh, inventoryDir) } : node)),
     source: sourceOf(text, file),
   };
+}
+
+/** The profile names an inventory refers to, with where. */
+function profileReferences(inventory: Inventory): [string, string][] {
+  const references: [string, string][] = [];
+  if (inventory.ssh.profile !== undefined) references.push(['ssh.profile', inventory.ssh.profile]);
+  inventory.nodes.forEach((node, index) => {
+    if (node.ssh?.profile !== undefined) references.push([`nodes[${index}].ssh.profile`, node.ssh.profile]);
+  });
+  return references;
+}
+
+/**
+ * The inventory with the credentials file its profiles come from; every profile it names must be defined
+ * there. An inventory that names no profile comes back unchanged.
+ * @throws PlaybookError naming the inventory key, or the credentials file, and the fix
+ */
+export function attachCredentials(inventory: Inventory, credentialsFile: string): Inventory {
+  const references = profileReferences(inventory);
+  if (references.length === 0) return inventory;
+  const credentials: Credentials = loadCredentials(credentialsFile);
+  const defined = Object.keys(credentials.profiles).sort();
+  throwIfProblems(
+    references
+      .filter(([, name]) => credentials.profiles[name] === undefined)
+      .map(([where, name]) => ({
+        file: inventory.source.file,
+        path: where,
+        message: `no credential profile named ${quoteCapped(name)} in ${credentialsFile}${didYouMean(name, defined)}; defined: ${defined.join(', ') || 'none'} — add [profiles.${name}] there, or name one of these`,
+      })),
+  );
+  return { ...inventory, credentials };
+}
+
+/**
+ * The credentials file for an operator's inventory file: `KATAFLEET_CREDENTIALS`, else a `credentials.toml`
+ * next to the inventory, else `.katafleet/credentials.toml`.
+ */
+export function credentialsFileFor(inventoryFile: string): string {
+  if (process.env.KATAFLEET_CREDENTIALS) return path.resolve(process.env.KATAFLEET_CREDENTIALS);
+  const sibling = path.join(path.dirname(path.resolve(inventoryFile)), 'credentials.toml');
+  return existsSync(sibling) ? sibling : defaultCredentialsFile();
 }
 
 const bareName = /^[a-z0-9][a-z0-9-]*$/;
@@ -219,9 +298,9 @@ export async function loadNamedPlaybook(name: string, dir: string = shippedPlayb
  * An inventory by name from `dir` (for the API). See {@link readNamedFile}.
  * @throws PlaybookError
  */
-export async function loadNamedInventory(name: string, dir: string): Promise<Inventory> {
+export async function loadNamedInventory(name: string, dir: string, credentialsFile: string = defaultCredentialsFile()): Promise<Inventory> {
   const { text, shown } = await readNamedFile('inventory', name, dir);
-  return parseInventory(text, shown);
+  return attachCredentials(parseInventory(text, shown, { profilesOnly: true }), credentialsFile);
 }
 
 /** Folder of the shipped playbooks: the API's default playbooks folder. */
@@ -242,11 +321,13 @@ export async function loadPlaybook(pathOrName: string): Promise<Playbook> {
 }
 
 /**
- * Reads, parses and validates an inventory file.
+ * Reads, parses and validates an inventory file (the CLI: the operator's own file). Its `[ssh]` may set the
+ * login itself, or name credential profiles, found in `credentialsFile` (default: {@link credentialsFileFor}).
  * @throws PlaybookError
  */
-export async function loadInventory(file: string): Promise<Inventory> {
-  return parseInventory(await readText(path.resolve(file), file, ''), file);
+export async function loadInventory(file: string, options: { credentialsFile?: string } = {}): Promise<Inventory> {
+  const inventory = parseInventory(await readText(path.resolve(file), file, ''), file);
+  return attachCredentials(inventory, options.credentialsFile ?? credentialsFileFor(file));
 }
 
 /**

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { FastifyInstance } from 'fastify';
 import { loadInventory } from '../playbooks/load';
-import { apiInventoryToml, startTestApi, testToken } from './helpers/api';
+import { apiInventoryToml, startTestApi, testToken, writeTestCredentials } from './helpers/api';
 import { startTestTemporal } from './helpers/temporal';
 
 const secretLines = 'DB_USER=appuser\n# a comment\nDB_PASSWORD=Hunter2SuperSecret\nAPI_KEY=AKIAIOSFODNN7EXAMPLE\n';
@@ -20,6 +20,7 @@ describe('HTTP API: playbooks and inventories by name from configured folders', 
   let dir: string;
   let inventories: string;
   let playbooks: string;
+  let credentials: string;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'katafleet-api-input-'));
@@ -39,7 +40,8 @@ describe('HTTP API: playbooks and inventories by name from configured folders', 
     mkdirSync(join(inventories, 'folder.toml'));
     writeFileSync(join(inventories, 'big.toml'), `# ${'x'.repeat(1024 * 1024)}\n`);
     env = await startTestTemporal();
-    ({ app, baseUrl } = await startTestApi(env.client, { inventoriesDir: inventories, playbooksDir: playbooks }));
+    credentials = writeTestCredentials(dir);
+    ({ app, baseUrl } = await startTestApi(env.client, { inventoriesDir: inventories, playbooksDir: playbooks, credentialsFile: credentials }));
   });
   afterAll(async () => {
     await app?.close();
@@ -150,6 +152,6 @@ describe('HTTP API: playbooks and inventories by name from configured folders', 
     await expect(loadInventory('/dev/zero')).rejects.toThrow('/dev/zero: is not a regular file');
     await expect(loadInventory(join(inventories, 'fifo.toml'))).rejects.toThrow('is not a regular file');
     await expect(loadInventory(join(inventories, 'big.toml'))).rejects.toThrow('is larger than 1 MiB');
-    await expect(loadInventory(join(inventories, 'prod.toml'))).resolves.toMatchObject({ nodes: expect.any(Array) });
+    await expect(loadInventory(join(inventories, 'prod.toml'), { credentialsFile: credentials })).resolves.toMatchObject({ nodes: expect.any(Array) });
   });
 });

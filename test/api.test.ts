@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../api/server';
-import { apiInventoryToml, testToken } from './helpers/api';
+import { apiInventoryToml, startTestApi, testToken } from './helpers/api';
 import { startTestTemporal } from './helpers/temporal';
 
 const token = testToken;
@@ -28,8 +28,7 @@ describe('HTTP API', () => {
 
   beforeAll(async () => {
     env = await startTestTemporal();
-    app = await buildApi({ client: env.client, token });
-    baseUrl = await app.listen({ host: '127.0.0.1', port: 0 });
+    ({ app, baseUrl } = await startTestApi(env.client));
   });
   afterAll(async () => {
     await app?.close();
