@@ -356,7 +356,7 @@ export const SshSettings = z.strictObject({
   user: allowlisted(userName).default('root'),
   /** @default 22 */
   port: z.int().min(1).max(65535).default(22),
-  /** Private key; relative paths are relative to the inventory file, `~/` is the home directory. Absent = the SSH agent (`SSH_AUTH_SOCK`). */
+  /** Private key; relative paths are relative to the inventory file, `~/` is the home directory. Needed (here or in a profile): katafleet does not use the SSH agent. */
   identity_file: allowlisted(localPath).optional(),
   /** known_hosts file that host keys are checked against. @default "~/.ssh/known_hosts" */
   known_hosts: allowlisted(localPath).default('~/.ssh/known_hosts'),
