@@ -260,11 +260,12 @@ function namesIn(dir: string): string[] {
 export async function readNamedFile(kind: 'playbook' | 'inventory', name: string, dir: string): Promise<{ text: string; shown: string }> {
   const bare = name.endsWith('.toml') ? name.slice(0, -'.toml'.length) : name;
   const root = await realpath(dir).catch(() => path.resolve(dir));
-  const shown = displayName(path.join(root, `${bare}.toml`));
+  const valid = fileNamePattern.test(bare);
+  const shown = valid ? displayName(path.join(root, `${bare}.toml`)) : displayName(root);
   const available = namesIn(root);
   const missing = () =>
     new PlaybookError([{ file: shown, path: '', message: `no ${kind} named ${quoteCapped(name)} in ${displayName(root)}${didYouMean(bare, available)}; available: ${available.join(', ') || 'none'}` }]);
-  if (!fileNamePattern.test(bare)) throw missing();
+  if (!valid) throw missing();
   let real: string;
   try {
     real = await realpath(path.join(root, `${bare}.toml`));
