@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { FastifyInstance } from 'fastify';
-import { loadInventory } from '../playbooks/load';
+import { loadInventory, loadNamedInventory } from '../playbooks/load';
 import { apiInventoryToml, startTestApi, testToken, writeTestCredentials } from './helpers/api';
 import { startTestTemporal } from './helpers/temporal';
 
@@ -146,6 +146,12 @@ describe('HTTP API: playbooks and inventories by name from configured folders', 
     expect(shipped.json().message).toContain('no playbook named "kata" in');
     expect(shipped.json().message).toContain('available: mine');
     await env.client.workflow.getHandle('katafleet-rollout-named-files').terminate('test done');
+  });
+
+  it('the named-file loader refuses paths on its own too (behind the API schema), with the same answer', async () => {
+    for (const name of ['../secret.env', '/etc/passwd', 'environ/../prod', 'a..b', '.', '..']) {
+      await expect(loadNamedInventory(name, inventories, credentials)).rejects.toThrow(`${inventories}: no inventory named ${JSON.stringify(name)} in ${inventories}; available: big, creds, prod`);
+    }
   });
 
   it('the CLI (a local, trusted user) still takes paths, but regular files only: /dev/zero and a FIFO are refused at once', async () => {
