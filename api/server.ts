@@ -203,9 +203,9 @@ export function tokenId(token: string): string {
 const tokenIds = new WeakMap<FastifyRequest, string>();
 const auditSubjects = new WeakMap<FastifyRequest, { rollout_id?: string; schedule_id?: string }>();
 
-/** One audit log line: when, who (token id), what (method, route, rollout or schedule), request id, outcome. */
+/** One audit log line: when, who (token id), what (method, route, rollout, schedule or node), request id, outcome. */
 function auditRecord(request: FastifyRequest, status: number) {
-  const params = (request.params ?? {}) as { id?: string };
+  const params = (request.params ?? {}) as { id?: string; name?: string };
   const route = request.routeOptions.url;
   const subject = auditSubjects.get(request) ?? (params.id === undefined ? {} : route?.startsWith('/v1/schedules') ? { schedule_id: params.id } : { rollout_id: params.id });
   return {
@@ -214,6 +214,7 @@ function auditRecord(request: FastifyRequest, status: number) {
     method: request.method,
     route: route ?? null,
     ...subject,
+    ...(params.name === undefined ? {} : { node: params.name }),
     request_id: request.id,
     status,
     outcome: status < 300 ? 'ok' : status === 401 || status === 421 ? 'refused' : 'failed',
