@@ -25,10 +25,13 @@ function cached<T>(file: string, parse: (text: string) => T): T {
 }
 
 /**
- * The login for node `nodeName` as `ref` says where to find it.
+ * The login for node `node.name` as `ref` says where to find it. An inventory's own login is bound to the
+ * address (and port) that inventory gives the node: a target that names the inventory but another address is
+ * refused, so the operator's key for one fleet does not travel to hosts the inventory does not list.
  * @throws Error whose message names the file and the fix (the caller turns it into a permanent failure)
  */
-export function loginFor(ref: CredentialRef, nodeName: string): Login {
+export function loginFor(ref: CredentialRef, node: { name: string; address: string; port: number }): Login {
+  const nodeName = node.name;
   if ('profile' in ref) {
     const credentials = cached(ref.file, (text) => parseCredentials(text, ref.file));
     const profile = credentials.profiles[ref.profile];
@@ -36,9 +39,12 @@ export function loginFor(ref: CredentialRef, nodeName: string): Login {
     return loginOf(profile);
   }
   const inventory = cached(ref.inventory, (text) => parseInventory(text, ref.inventory));
-  const node = inventory.nodes.find((candidate) => candidate.name === nodeName);
-  if (!node) throw new Error(`${ref.inventory} has no node named "${nodeName}"`);
-  const ssh = resolveNodeSsh(inventory, node);
+  const listed = inventory.nodes.find((candidate) => candidate.name === nodeName);
+  if (!listed) throw new Error(`${ref.inventory} has no node named "${nodeName}"`);
+  const ssh = resolveNodeSsh(inventory, listed);
+  if (listed.address !== node.address || ssh.port !== node.port) {
+    throw new Error(`${ref.inventory} lists node ${nodeName} at ${listed.address} port ${ssh.port}, not at ${node.address} port ${node.port}; start the rollout again from the inventory`);
+  }
   if (ssh.profile !== undefined) throw new Error(`${ref.inventory}: node ${nodeName} uses credential profile "${ssh.profile}"; start the rollout again so that it names the profile`);
   if (!ssh.identity_file) {
     throw new Error(`Node ${nodeName} has no identity_file: katafleet's SSH pool logs in with a key file, not the SSH agent — set identity_file in the inventory's [ssh] table or for this node, or use a credential profile`);

@@ -153,7 +153,8 @@ describe('credential profiles', () => {
       const inventory = await loadInventory(inventoryFile);
       const target = toNodeTarget(inventory, inventory.nodes[0]);
       expect(target.credentials).toEqual({ inventory: inventoryFile, node: 'a' });
-      expect(loginFor(target.credentials, 'a')).toEqual({ user: 'root', identityFile: '/keys/a', knownHosts: '/keys/kh', sudo: false, trustOnFirstUse: false });
+      expect(loginFor(target.credentials, target)).toEqual({ user: 'root', identityFile: '/keys/a', knownHosts: '/keys/kh', sudo: false, trustOnFirstUse: false });
+      expect(() => loginFor(target.credentials, { ...target, address: '10.9.9.9' })).toThrow(`${inventoryFile} lists node a at 10.0.0.1 port 22, not at 10.9.9.9 port 22`);
     });
 
     it('refuses a target (e.g. a workflow started straight on Temporal) that points at a file others can write or own', () => {

@@ -14,7 +14,7 @@ import { cancellationSignal, permanentFailure, whileHeartbeating } from './step-
 export function sshNodeOf(target: NodeTarget): SshNode {
   let login: Login;
   try {
-    login = loginFor(target.credentials, target.name);
+    login = loginFor(target.credentials, target);
   } catch (error) {
     throw permanentFailure('SshAuthFailed', `Node ${target.name} (${target.address}): no login: ${(error as Error).message}`);
   }
