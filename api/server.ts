@@ -118,9 +118,12 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
   if (options.auditLog) {
     const auditLog = options.auditLog;
-    app.addHook('onResponse', async (request, reply) => {
-      if (['GET', 'HEAD', 'OPTIONS'].includes(request.method)) return;
-      await appendFile(auditLog, `${JSON.stringify(auditRecord(request, reply.statusCode))}\n`, { mode: 0o600 });
+    // Written before the answer leaves (onSend), so a caller never sees an outcome that is not in the log yet.
+    app.addHook('onSend', async (request, reply, payload) => {
+      if (!['GET', 'HEAD', 'OPTIONS'].includes(request.method)) {
+        await appendFile(auditLog, `${JSON.stringify(auditRecord(request, reply.statusCode))}\n`, { mode: 0o600 });
+      }
+      return payload;
     });
   }
 

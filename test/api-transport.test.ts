@@ -79,11 +79,12 @@ describe('HTTP API transport and token', () => {
       child = undefined;
     });
 
-    /** Starts `katafleet api ARGS` in `cwd` and resolves with its port and what it printed so far. */
-    async function startCliApi(cwd: string, args: string[]): Promise<{ port: number; stderr: string }> {
+    /** Starts `katafleet api ARGS` (or another command) in `cwd` and resolves with its port and what it printed so far. */
+    async function startCliApi(cwd: string, args: string[], command = 'api'): Promise<{ port: number; stderr: string }> {
       const tokenFile = join(cwd, 'token');
       writeFileSync(tokenFile, `${testToken}\n`, { mode: 0o600 });
-      child = spawn(process.execPath, [join(root, 'bin', 'katafleet.js'), 'api', '--port', '0', '--token-file', tokenFile, ...args], { cwd, env: { ...process.env, TEMPORAL_ADDRESS: env.address } });
+      const tokenArgs = command === 'api' ? ['--token-file', tokenFile] : [];
+      child = spawn(process.execPath, [join(root, 'bin', 'katafleet.js'), command, '--port', '0', ...tokenArgs, ...args], { cwd, env: { ...process.env, TEMPORAL_ADDRESS: env.address } });
       let stdout = '';
       let stderr = '';
       child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -104,6 +105,19 @@ describe('HTTP API transport and token', () => {
       expect(stderr).toContain('--tls-cert FILE --tls-key FILE');
       expect(await statusWithHost(port, '127.0.0.1')).toBe(200);
       expect(statSync(join(cwd, '.katafleet')).mode & 0o777).toBe(0o700);
+    });
+
+    it('katafleet up creates .katafleet (mode 700) with a 64-hex-digit api-token (mode 600) and audits to .katafleet/audit.log', async () => {
+      const cwd = mkdtempSync(join(dir, 'up-'));
+      const { port } = await startCliApi(cwd, [], 'up');
+      expect(statSync(join(cwd, '.katafleet')).mode & 0o777).toBe(0o700);
+      expect(statSync(join(cwd, '.katafleet', 'api-token')).mode & 0o777).toBe(0o600);
+      const token = readFileSync(join(cwd, '.katafleet', 'api-token'), 'utf8').trim();
+      expect(token).toMatch(/^[0-9a-f]{64}$/);
+      const response = await fetch(`http://127.0.0.1:${port}/v1/rollouts/none/pause`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      expect(response.status).toBe(404);
+      const audit = JSON.parse(readFileSync(join(cwd, '.katafleet', 'audit.log'), 'utf8').trim()) as Record<string, unknown>;
+      expect(audit).toMatchObject({ token_id: createHash('sha256').update(token).digest('hex').slice(0, 8), route: '/v1/rollouts/:id/pause', rollout_id: 'none', status: 404 });
     });
 
     it('serves HTTPS with --tls-cert and --tls-key, without the warning', async () => {
