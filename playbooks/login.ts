@@ -31,6 +31,23 @@ function cached<T>(file: string, parse: (text: string) => T): T {
  * @throws Error whose message names the file and the fix (the caller turns it into a permanent failure)
  */
 export function loginFor(ref: CredentialRef, node: { name: string; address: string; port: number }): Login {
+  const login = findLogin(ref, node);
+  refuseExposedKey(login.identityFile);
+  return login;
+}
+
+/** A private key that group or others can read is refused, as OpenSSH refuses it; a missing one is left to the SSH layer's message. */
+function refuseExposedKey(file: string): void {
+  let mode: number;
+  try {
+    mode = statSync(file).mode;
+  } catch {
+    return;
+  }
+  if ((mode & 0o077) !== 0) throw new Error(`the private key ${file} can be read by group or others (mode ${(mode & 0o777).toString(8)}): chmod 600 ${file}`);
+}
+
+function findLogin(ref: CredentialRef, node: { name: string; address: string; port: number }): Login {
   const nodeName = node.name;
   if ('profile' in ref) {
     const credentials = cached(ref.file, (text) => parseCredentials(text, ref.file));

@@ -157,6 +157,17 @@ describe('credential profiles', () => {
       expect(() => loginFor(target.credentials, { ...target, address: '10.9.9.9' })).toThrow(`${inventoryFile} lists node a at 10.0.0.1 port 22, not at 10.9.9.9 port 22`);
     });
 
+    it('refuses a private key that group or others can read, as OpenSSH does', () => {
+      const key = join(dir, 'exposed_key');
+      writeFileSync(key, 'not really a key\n', { mode: 0o644 });
+      const file = join(dir, 'exposed.toml');
+      writeFileSync(file, `[profiles.x]\nidentity_file = "${key}"\n`, { mode: 0o600 });
+      const target = { name: 'a', address: '10.0.0.1', port: 22, maxSessions: 1, connectTimeoutMs: 1000, credentials: { profile: 'x', file } };
+      expect(() => sshNodeOf(target)).toThrow(`Node a (10.0.0.1): no login: the private key ${key} can be read by group or others (mode 644): chmod 600 ${key}`);
+      chmodSync(key, 0o600);
+      expect(sshNodeOf(target)).toMatchObject({ identityFile: key });
+    });
+
     it('refuses a target (e.g. a workflow started straight on Temporal) that points at a file others can write or own', () => {
       const planted = join(dir, 'planted.toml');
       writeFileSync(planted, '[profiles.x]\nidentity_file = "/root/.ssh/id_ed25519"\ntrust_on_first_use = true\n');
