@@ -2,21 +2,27 @@
 // this file, so it must stay free of runtime code.
 import type { Step } from '../playbooks/schema';
 
+/**
+ * Where the worker reads a node's login (user, private key, known_hosts, sudo, trust on first use): a profile
+ * of a credentials file, or the `[ssh]` settings of the operator's inventory file. Never the key or known_hosts
+ * path itself; the worker reads only files owned by its user (or root) that nobody else can write.
+ */
+export type CredentialRef =
+  /** `[profiles.<profile>]` of the credentials file `file` (absolute). */
+  | { profile: string; file: string }
+  /** The SSH settings for this node in the inventory file `inventory` (absolute), as the CLI was given it. */
+  | { inventory: string; node: string };
+
 /** Everything needed to reach one node over SSH; resolved from the inventory outside workflows. */
 export interface NodeTarget {
   /** Kubernetes node name. */
   name: string;
   address: string;
   port: number;
-  user: string;
-  /** Absolute path of the private key on the worker's machine; absent = SSH agent. */
-  identityFile?: string;
-  /** Absolute path of the known_hosts file host keys are checked against. */
-  knownHosts: string;
-  sudo: boolean;
-  trustOnFirstUse: boolean;
   maxSessions: number;
   connectTimeoutMs: number;
+  /** Where the worker finds the login for this node. */
+  credentials: CredentialRef;
 }
 
 /** kubectl on a control-plane host over SSH: how Kubernetes steps reach the API. */

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/common';
 import { WorkflowUpdateFailedError, type Client, type WorkflowExecutionInfo } from '@temporalio/client';
 import type { KubernetesTarget, NodeTarget } from '../activities/node-types';
+import { defaultCredentialsFile } from '../playbooks/credentials';
 import { checkPlaybookAgainstInventory } from '../playbooks/load';
 import { resolveNodeSsh, rolloutNodes, type Inventory, type InventoryNode, type Playbook, type RolloutOverrides } from '../playbooks/schema';
 import { taskQueue, workflowUiLink } from '../worker/connection';
@@ -28,20 +30,22 @@ export function rolloutWorkflowId(rolloutId: string): string {
   return `${rolloutPrefix}${rolloutId}`;
 }
 
-/** How to reach a node, from the inventory: the SSH settings in effect for it, paths absolute. */
+/**
+ * How to reach a node, from the inventory: address and connection settings, and where the worker reads the
+ * login — the credential profile in effect, or else the operator's inventory file itself. No key path travels.
+ */
 export function toNodeTarget(inventory: Inventory, node: InventoryNode): NodeTarget {
   const ssh = resolveNodeSsh(inventory, node);
   return {
     name: node.name,
     address: node.address,
     port: ssh.port,
-    user: ssh.user,
-    identityFile: ssh.identity_file,
-    knownHosts: ssh.known_hosts,
-    sudo: ssh.sudo,
-    trustOnFirstUse: ssh.trust_on_first_use,
     maxSessions: ssh.max_sessions,
     connectTimeoutMs: parseDuration(ssh.connect_timeout),
+    credentials:
+      ssh.profile !== undefined
+        ? { profile: ssh.profile, file: inventory.credentials?.file ?? defaultCredentialsFile() }
+        : { inventory: path.resolve(inventory.source.file), node: node.name },
   };
 }
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { fileNamePattern, maxFileBytes } from '../playbooks/load';
 import { RolloutOverrides } from '../playbooks/schema';
 
 /** Request and response bodies of the HTTP API; the OpenAPI document at /openapi.json is generated from them. */
@@ -20,11 +21,18 @@ function exactlyOneSourceEach(context: z.core.ParsePayload<{ playbook?: string; 
   }
 }
 
+const name = (kind: string, folder: string) =>
+  z
+    .string()
+    .regex(fileNamePattern, `a ${kind} name: lowercase letters, digits, ".", "_" and "-", at most 64, no "/" and no ".." (the API reads only the ${kind}s in ${folder})`)
+    .optional();
+const tomlText = z.string().min(1).max(maxFileBytes, `at most ${maxFileBytes} characters`).optional();
+
 const FilesOrText = {
-  playbook: z.string().min(1).optional().describe('name of a shipped playbook (kata, kata-uninstall, gvisor) or a path on the API host'),
-  playbook_toml: z.string().min(1).optional().describe('the playbook itself, as TOML text'),
-  inventory: z.string().min(1).optional().describe('path of an inventory file on the API host'),
-  inventory_toml: z.string().min(1).optional().describe('the inventory itself, as TOML text; relative paths in it resolve against the API process directory'),
+  playbook: name('playbook', 'its playbooks folder').describe('name of a playbook in the API\'s playbooks folder (--playbooks-dir; default the shipped ones: kata, kata-uninstall, gvisor)'),
+  playbook_toml: tomlText.describe('the playbook itself, as TOML text (at most 1 MiB)'),
+  inventory: name('inventory', 'its inventories folder').describe('name of an inventory in the API\'s inventories folder (--inventories-dir; default .katafleet/inventories), without .toml'),
+  inventory_toml: tomlText.describe('the inventory itself, as TOML text (at most 1 MiB): nodes and addresses; SSH credentials come from a credential profile of the server'),
 };
 
 export const StartRolloutBody = z

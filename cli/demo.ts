@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { buildApi } from '../api/server';
 import { startFleet, type Fleet } from '../sim/fleet';
@@ -59,7 +59,8 @@ end and prints the result table and the Temporal UI link.
       const token = randomBytes(16).toString('hex');
       const { client, connection } = await connectTemporal(target);
       stack.push(() => connection.close());
-      const api = await buildApi({ client, token });
+      // The API reads inventories by name from its folder, and the login from the fleet's credential profile.
+      const api = await buildApi({ client, token, inventoriesDir: dirname(fleet.inventoryPath), credentialsFile: join(dirname(fleet.inventoryPath), 'credentials.toml') });
       await api.listen({ host: '127.0.0.1', port: 0 });
       stack.push(() => api.close());
       const baseUrl = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`;
@@ -74,7 +75,7 @@ end and prints the result table and the Temporal UI link.
       };
       const startedRollout = await call('POST', '/v1/rollouts', {
         playbook: 'kata',
-        inventory: fleet.inventoryPath,
+        inventory: 'inventory',
         options: { canary: 1, wave_size: 3, failure_budget: 1, pause_between_waves: '0s' },
         request_id: `demo-${Date.now()}`,
       });

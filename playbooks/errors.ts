@@ -64,12 +64,16 @@ function commonPrefixLength(a: string, b: string): number {
   return length;
 }
 
+/** Longest word for which suggestions are computed: the edit distance costs length × length. */
+const maxSuggestedWordLength = 64;
+
 /**
  * The candidate closest to a misspelt `word`, if one is close enough to be what was meant: a few
  * edits away, or else the only candidate sharing its first five letters (`verify-pod` →
- * `verification-pod`).
+ * `verification-pod`). Words longer than 64 characters get no suggestion (no typo is that long).
  */
 export function closestMatch(word: string, candidates: readonly string[]): string | undefined {
+  if (word.length > maxSuggestedWordLength) return undefined;
   const lower = word.toLowerCase();
   const limit = Math.max(2, Math.floor(word.length / 3));
   let best: { candidate: string; distance: number } | undefined;

@@ -3,11 +3,11 @@
  * its source. Every function throws a {@link PlaybookError} listing all problems at once.
  */
 import { createHash } from 'node:crypto';
-import { readdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
+import { constants, existsSync, readdirSync } from 'node:fs';
+import { open, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import type { z } from 'zod';
+import { credentialKeys, defaultCredentialsFile, loadCredentials, resolveLocalPath, type Credentials } from './credentials';
 import { crossCheckInventory, crossCheckPairing, crossCheckPlaybook } from './cross-checks';
 import { didYouMean, PlaybookError, throwIfProblems, type Problem } from './errors';
 import { Inventory, Playbook, type SourceInfo, type SshOverride } from './schema';
@@ -30,9 +30,10 @@ function parseDocument<Schema extends z.ZodType>(
   file: string,
   schema: Schema,
   crossCheck: (document: z.output<Schema>, file: string) => Problem[],
+  rawCheck: (data: Record<string, unknown>, file: string) => Problem[] = () => [],
 ): z.output<Schema> {
   const reading = readToml(text, file);
-  const problems = [...reading.problems];
+  const problems = [...reading.problems, ...(reading.data === undefined ? [] : rawCheck(reading.data, file))];
   let document: z.output<Schema> | undefined;
   if (reading.data !== undefined) {
     const result = schema.safeParse(reading.data, { reportInput: true });
@@ -58,12 +59,6 @@ export function parsePlaybook(text: string, file: string): Playbook {
   return { ...parseDocument(text, file, Playbook, crossCheckPlaybook), source: sourceOf(text, file) };
 }
 
-/** `~/x` → home directory; relative → relative to the inventory file's folder. */
-function resolveLocalPath(value: string, inventoryDir: string): string {
-  if (value.startsWith('~/')) return path.join(homedir(), value.slice(2));
-  return path.resolve(inventoryDir, value);
-}
-
 function resolveSshPaths<T extends SshOverride>(ssh: T, inventoryDir: string): T {
   return {
     ...ssh,
@@ -72,13 +67,55 @@ function resolveSshPaths<T extends SshOverride>(ssh: T, inventoryDir: string): T
   };
 }
 
+/** Options of {@link parseInventory}. */
+export interface InventoryOptions {
+  /**
+   * The inventory comes from someone who may choose nodes but not logins (the HTTP API): the login keys
+   * (`user`, `identity_file`, `known_hosts`, `sudo`, `trust_on_first_use`) are refused, and a credential
+   * profile must be named.
+   */
+  profilesOnly?: boolean;
+}
+
+/** The `ssh` tables of a raw inventory document, with their paths. */
+function sshTables(data: Record<string, unknown>): [string, Record<string, unknown>][] {
+  const tables: [string, Record<string, unknown>][] = [];
+  const isTable = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+  if (isTable(data.ssh)) tables.push(['ssh', data.ssh]);
+  if (Array.isArray(data.nodes)) {
+    data.nodes.forEach((node: unknown, index) => {
+      if (isTable(node) && isTable(node.ssh)) tables.push([`nodes[${index}].ssh`, node.ssh]);
+    });
+  }
+  return tables;
+}
+
+/** Login keys where they must not be: anywhere in an API inventory, and next to a profile anywhere. */
+function credentialKeyProblems(data: Record<string, unknown>, file: string, options: InventoryOptions): Problem[] {
+  const tables = sshTables(data);
+  const usesProfiles = tables.some(([, table]) => table.profile !== undefined);
+  const problems: Problem[] = [];
+  for (const [where, table] of tables) {
+    for (const key of credentialKeys.filter((name) => table[name] !== undefined)) {
+      const message = options.profilesOnly
+        ? `an inventory sent to the API names nodes and addresses only; the login comes from the server — define ${key} in a credential profile of the server's credentials file and set ssh.profile = "NAME"`
+        : `${key} and a credential profile do not mix in one inventory — define ${key} in the profile, or drop the profile`;
+      if (options.profilesOnly || usesProfiles) problems.push({ file, path: `${where}.${key}`, message });
+    }
+  }
+  if (options.profilesOnly && !usesProfiles) {
+    problems.push({ file, path: 'ssh.profile', message: 'required: an inventory sent to the API names a credential profile of the server (ssh.profile = "NAME"), which holds the SSH login' });
+  }
+  return problems;
+}
+
 /**
  * Parses and validates an inventory. Local paths (`identity_file`, `known_hosts`) come back
- * absolute, resolved against the folder of `file`.
+ * absolute, resolved against the folder of `file`. Profiles are not looked up here: see {@link attachCredentials}.
  * @throws PlaybookError with every problem found
  */
-export function parseInventory(text: string, file: string): Inventory {
-  const document = parseDocument(text, file, Inventory, crossCheckInventory);
+export function parseInventory(text: string, file: string, options: InventoryOptions = {}): Inventory {
+  const document = parseDocument(text, file, Inventory, crossCheckInventory, (data, name) => credentialKeyProblems(data, name, options));
   const inventoryDir = path.dirname(path.resolve(file));
   return {
     ...document,
@@ -86,6 +123,48 @@ export function parseInventory(text: string, file: string): Inventory {
     nodes: document.nodes.map((node) => (node.ssh ? { ...node, ssh: resolveSshPaths(node.ssh, inventoryDir) } : node)),
     source: sourceOf(text, file),
   };
+}
+
+/** The profile names an inventory refers to, with where. */
+function profileReferences(inventory: Inventory): [string, string][] {
+  const references: [string, string][] = [];
+  if (inventory.ssh.profile !== undefined) references.push(['ssh.profile', inventory.ssh.profile]);
+  inventory.nodes.forEach((node, index) => {
+    if (node.ssh?.profile !== undefined) references.push([`nodes[${index}].ssh.profile`, node.ssh.profile]);
+  });
+  return references;
+}
+
+/**
+ * The inventory with the credentials file its profiles come from; every profile it names must be defined
+ * there. An inventory that names no profile comes back unchanged.
+ * @throws PlaybookError naming the inventory key, or the credentials file, and the fix
+ */
+export function attachCredentials(inventory: Inventory, credentialsFile: string): Inventory {
+  const references = profileReferences(inventory);
+  if (references.length === 0) return inventory;
+  const credentials: Credentials = loadCredentials(credentialsFile);
+  const defined = Object.keys(credentials.profiles).sort();
+  throwIfProblems(
+    references
+      .filter(([, name]) => credentials.profiles[name] === undefined)
+      .map(([where, name]) => ({
+        file: inventory.source.file,
+        path: where,
+        message: `no credential profile named ${quoteCapped(name)} in ${credentialsFile}${didYouMean(name, defined)}; defined: ${defined.join(', ') || 'none'} — add [profiles.${name}] there, or name one of these`,
+      })),
+  );
+  return { ...inventory, credentials };
+}
+
+/**
+ * The credentials file for an operator's inventory file: `KATAFLEET_CREDENTIALS`, else a `credentials.toml`
+ * next to the inventory, else `.katafleet/credentials.toml`.
+ */
+export function credentialsFileFor(inventoryFile: string): string {
+  if (process.env.KATAFLEET_CREDENTIALS) return path.resolve(process.env.KATAFLEET_CREDENTIALS);
+  const sibling = path.join(path.dirname(path.resolve(inventoryFile)), 'credentials.toml');
+  return existsSync(sibling) ? sibling : defaultCredentialsFile();
 }
 
 const bareName = /^[a-z0-9][a-z0-9-]*$/;
@@ -112,15 +191,121 @@ function displayName(absolute: string): string {
   return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : absolute;
 }
 
+/** Largest playbook, inventory or credentials file katafleet reads: 1 MiB. */
+export const maxFileBytes = 1024 * 1024;
+
+/** Why a file was not read, as a message for {@link Problem}. */
+class FileRefused extends Error {}
+
+/**
+ * The text of a regular file of at most {@link maxFileBytes}. Opened without blocking (a FIFO opens at once
+ * and is refused), checked with fstat on the opened descriptor (no race with a rename), and read at most
+ * one byte past the cap, so `/dev/zero` or a growing `/proc` file never fills memory.
+ */
+export async function readBoundedFile(file: string, flags = 0): Promise<string> {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | flags);
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new FileRefused(stat.isDirectory() ? 'is a folder, not a TOML file' : 'is not a regular file (a FIFO, socket or device): give a TOML file');
+    if (stat.size > maxFileBytes) throw new FileRefused(tooLarge);
+    const buffer = Buffer.alloc(maxFileBytes + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    if (length > maxFileBytes) throw new FileRefused(tooLarge);
+    return buffer.subarray(0, length).toString('utf8');
+  } finally {
+    await handle.close();
+  }
+}
+
+const tooLarge = `is larger than ${maxFileBytes / 1024 / 1024} MiB: playbooks, inventories and credentials files are small TOML files`;
+
 async function readText(file: string, shown: string, missingHint: string): Promise<string> {
   try {
-    return await readFile(file, 'utf8');
+    return await readBoundedFile(file);
   } catch (error) {
+    if (error instanceof FileRefused) throw new PlaybookError([{ file: shown, path: '', message: error.message }]);
     const code = (error as NodeJS.ErrnoException).code;
     const message = code === 'ENOENT' ? `no such file${missingHint}` : code === 'EISDIR' ? 'is a folder, not a TOML file' : `cannot be read (${code ?? (error as Error).message})`;
     throw new PlaybookError([{ file: shown, path: '', message }]);
   }
 }
+
+/** What the API accepts as a playbook or inventory name: no `/`, no `..`, at most 64 characters. */
+export const fileNamePattern = /^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/** The regular `.toml` files in `dir` (no symlinks), by name without `.toml`; none when it cannot be listed. */
+function namesIn(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((entry) => entry.isFile() && entry.name.endsWith('.toml') && fileNamePattern.test(entry.name.slice(0, -'.toml'.length)))
+      .map((entry) => entry.name.slice(0, -'.toml'.length))
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The text of `<dir>/<name>.toml`, for callers that may read only what the operator put into `dir` (the HTTP
+ * API). The real path must stay inside the real `dir` (a symlink out is refused), and the file must be a regular
+ * file of at most 1 MiB. A name that is missing, malformed or refused gets one answer whether or not anything
+ * exists under that name elsewhere, so the answer tells nothing about files outside `dir`.
+ * @throws PlaybookError
+ */
+export async function readNamedFile(kind: 'playbook' | 'inventory', name: string, dir: string): Promise<{ text: string; shown: string }> {
+  const bare = name.endsWith('.toml') ? name.slice(0, -'.toml'.length) : name;
+  const root = await realpath(dir).catch(() => path.resolve(dir));
+  const valid = fileNamePattern.test(bare);
+  const shown = valid ? displayName(path.join(root, `${bare}.toml`)) : displayName(root);
+  const available = namesIn(root);
+  const missing = () =>
+    new PlaybookError([{ file: shown, path: '', message: `no ${kind} named ${quoteCapped(name)} in ${displayName(root)}${didYouMean(bare, available)}; available: ${available.join(', ') || 'none'}` }]);
+  if (!valid) throw missing();
+  let real: string;
+  try {
+    real = await realpath(path.join(root, `${bare}.toml`));
+  } catch {
+    throw missing();
+  }
+  if (path.dirname(real) !== root) throw missing();
+  try {
+    return { text: await readBoundedFile(real, constants.O_NOFOLLOW), shown };
+  } catch (error) {
+    if (error instanceof FileRefused) throw new PlaybookError([{ file: shown, path: '', message: error.message }]);
+    throw missing();
+  }
+}
+
+/** A value quoted for a message, cut after 80 characters: error messages never carry long input back. */
+export function quoteCapped(value: string, limit = 80): string {
+  return JSON.stringify(value.length > limit ? `${value.slice(0, limit)}…` : value);
+}
+
+/**
+ * A playbook by name from `dir` (for the API; default folder: the shipped playbooks). See {@link readNamedFile}.
+ * @throws PlaybookError
+ */
+export async function loadNamedPlaybook(name: string, dir: string = shippedPlaybooks): Promise<Playbook> {
+  const { text, shown } = await readNamedFile('playbook', name, dir);
+  return parsePlaybook(text, shown);
+}
+
+/**
+ * An inventory by name from `dir` (for the API). See {@link readNamedFile}.
+ * @throws PlaybookError
+ */
+export async function loadNamedInventory(name: string, dir: string, credentialsFile: string = defaultCredentialsFile()): Promise<Inventory> {
+  const { text, shown } = await readNamedFile('inventory', name, dir);
+  return attachCredentials(parseInventory(text, shown, { profilesOnly: true }), credentialsFile);
+}
+
+/** Folder of the shipped playbooks: the API's default playbooks folder. */
+export const shippedPlaybooksDir = shippedPlaybooks;
 
 /**
  * Reads, parses and validates a playbook file, or a shipped one by name (`kata`).
@@ -137,11 +322,13 @@ export async function loadPlaybook(pathOrName: string): Promise<Playbook> {
 }
 
 /**
- * Reads, parses and validates an inventory file.
+ * Reads, parses and validates an inventory file (the CLI: the operator's own file). Its `[ssh]` may set the
+ * login itself, or name credential profiles, found in `credentialsFile` (default: {@link credentialsFileFor}).
  * @throws PlaybookError
  */
-export async function loadInventory(file: string): Promise<Inventory> {
-  return parseInventory(await readText(path.resolve(file), file, ''), file);
+export async function loadInventory(file: string, options: { credentialsFile?: string } = {}): Promise<Inventory> {
+  const inventory = parseInventory(await readText(path.resolve(file), file, ''), file);
+  return attachCredentials(inventory, options.credentialsFile ?? credentialsFileFor(file));
 }
 
 /**

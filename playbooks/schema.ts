@@ -30,6 +30,7 @@ import {
   serviceName,
   userName,
 } from './allowlists';
+import { profileNamePattern, type Credentials } from './credentials';
 import { RuntimeSpec } from './runtime-spec';
 
 /** A duration string such as `"30s"`, `"5m"`, `"1m30s"`; workflows read it with `parseDuration`. */
@@ -343,13 +344,22 @@ export type Playbook = z.infer<typeof Playbook> & { source: SourceInfo };
 
 // ───────────────────────────── inventory ─────────────────────────────
 
-/** `[ssh]` of an inventory: how to reach every node unless the node overrides it. */
+const profileName = z.string().regex(profileNamePattern, 'a profile name holds lowercase letters, digits, ".", "_" and "-" (at most 64)');
+
+/**
+ * `[ssh]` of an inventory: how to reach every node unless the node overrides it. The login (`user`,
+ * `identity_file`, `known_hosts`, `sudo`, `trust_on_first_use`) comes either from these keys (inventories the
+ * operator passes to the CLI) or from a server-side credential profile named by `profile` (the only way for an
+ * inventory sent through the HTTP API).
+ */
 export const SshSettings = z.strictObject({
+  /** Name of a credential profile (playbooks/credentials.ts) that sets the login; see the credentials file. */
+  profile: profileName.optional(),
   /** Login user. @default "root" */
   user: allowlisted(userName).default('root'),
   /** @default 22 */
   port: z.int().min(1).max(65535).default(22),
-  /** Private key; relative paths are relative to the inventory file, `~/` is the home directory. Absent = the SSH agent (`SSH_AUTH_SOCK`). */
+  /** Private key; relative paths are relative to the inventory file, `~/` is the home directory. Needed (here or in a profile): katafleet does not use the SSH agent. */
   identity_file: allowlisted(localPath).optional(),
   /** known_hosts file that host keys are checked against. @default "~/.ssh/known_hosts" */
   known_hosts: allowlisted(localPath).default('~/.ssh/known_hosts'),
@@ -366,6 +376,7 @@ export type SshSettings = z.infer<typeof SshSettings>;
 
 /** `ssh` table of one node: any key of `[ssh]`, overriding it for this node. */
 export const SshOverride = z.strictObject({
+  profile: profileName.optional(),
   user: allowlisted(userName).optional(),
   port: z.int().min(1).max(65535).optional(),
   identity_file: allowlisted(localPath).optional(),
@@ -411,13 +422,21 @@ export const Inventory = z.strictObject({
   /** The hosts; at least one. */
   nodes: z.array(InventoryNode).min(1),
 });
-/** A validated inventory (local paths resolved to absolute ones) plus its {@link SourceInfo}. */
-export type Inventory = z.infer<typeof Inventory> & { source: SourceInfo };
+/**
+ * A validated inventory (local paths resolved to absolute ones) plus its {@link SourceInfo}, and the
+ * credentials file its profiles were found in (when it names profiles).
+ */
+export type Inventory = z.infer<typeof Inventory> & { source: SourceInfo; credentials?: Credentials };
 
-/** The SSH settings in effect for `node`: its own `ssh` table over the inventory's `[ssh]`. */
-export function resolveNodeSsh(inventory: Pick<Inventory, 'ssh'>, node: Pick<InventoryNode, 'ssh'>): SshSettings {
+/**
+ * The SSH settings in effect for `node`: its own `ssh` table over the inventory's `[ssh]`, and the login of
+ * the credential profile in effect over both (when the inventory's credentials are loaded).
+ */
+export function resolveNodeSsh(inventory: Pick<Inventory, 'ssh' | 'credentials'>, node: Pick<InventoryNode, 'ssh'>): SshSettings {
   const override = Object.fromEntries(Object.entries(node.ssh ?? {}).filter(([, value]) => value !== undefined));
-  return { ...inventory.ssh, ...override };
+  const settings: SshSettings = { ...inventory.ssh, ...override };
+  const profile = settings.profile === undefined ? undefined : inventory.credentials?.profiles[settings.profile];
+  return profile ? { ...settings, ...profile } : settings;
 }
 
 /** The nodes a rollout works on: every `role = "worker"` node, in inventory order. */

@@ -56,6 +56,12 @@ function pathOfKeyLine(lines: readonly string[], index: number): string | undefi
   return formatPath([...table, ...keySegments(key[1])]);
 }
 
+/** The first line of a parser message, cut after 120 characters (parser messages can quote the text). */
+function firstSentence(message: string): string {
+  const line = message.split('\n')[0];
+  return line.length > 120 ? `${line.slice(0, 120)}…` : line;
+}
+
 interface TomlSyntaxError {
   message: string;
   line: number;
@@ -68,16 +74,21 @@ function asSyntaxError(error: unknown): TomlSyntaxError | undefined {
   // @iarna/toml counts lines and columns from 0 and appends " at row R, col C, pos P:" plus a
   // source excerpt (1-based) to the message; keep only the sentence.
   const sentence = (candidate.message ?? '').split('\n')[0].replace(/ at row \d+, col \d+, pos \d+:?$/, '');
-  return { message: sentence, line: candidate.line, col: candidate.col ?? 0 };
+  return { message: firstSentence(sentence), line: candidate.line, col: candidate.col ?? 0 };
 }
 
 const bareWordValue = new RegExp(String.raw`^\s*(${keyPart}(?:\s*\.\s*${keyPart})*)\s*=\s*([A-Za-z/~][^\s#,\]}]*)\s*(#.*)?$`);
 
-/** A parser message, plus the fix when the line holds an unquoted word or path: `mode = inplace`, `config_path = /etc/x`. */
+/**
+ * A parser message, plus the fix when the line holds an unquoted word or path (`mode = inplace`,
+ * `config_path = /etc/x`). The hint names the key only, never the value or the line: a message may reach
+ * someone who must not read the file (the HTTP API), and such a line can be a secret (`PASSWORD=...`).
+ */
 function withHint(message: string, line: string | undefined): string {
   const bare = bareWordValue.exec(line ?? '');
   if (bare && !['true', 'false', 'inf', 'nan'].includes(bare[2])) {
-    return `${message} — text needs quotes: ${bare[1].trim()} = ${JSON.stringify(bare[2])}`;
+    const key = bare[1].trim();
+    return `${message} — text needs quotes: put the value of ${key.length > 80 ? `${key.slice(0, 80)}…` : key} in double quotes ("...")`;
   }
   return message;
 }
@@ -105,7 +116,7 @@ export function readToml(text: string, file: string): TomlReading {
     } catch (error) {
       syntax = asSyntaxError(error);
       if (!syntax) {
-        problems.push({ file, path: '', message: `cannot be read as TOML: ${(error as Error).message}` });
+        problems.push({ file, path: '', message: `cannot be read as TOML: ${firstSentence((error as Error).message)}` });
         return { data: undefined, problems, leftOut };
       }
     }

@@ -15,7 +15,7 @@ export function formatPath(path: readonly Key[]): string {
     if (typeof key === 'number') text += `[${key}]`;
     else {
       const name = String(key);
-      const part = /^[A-Za-z0-9_-]+$/.test(name) ? name : JSON.stringify(name);
+      const part = /^[A-Za-z0-9_-]{1,80}$/.test(name) ? name : JSON.stringify(capped(name));
       text += text === '' ? part : `.${part}`;
     }
   }
@@ -31,9 +31,14 @@ function valueAt(data: unknown, path: readonly Key[]): unknown {
   return current;
 }
 
-/** How a value looks in a message: strings quoted, tables and arrays by their kind. */
+/** Long text cut after 80 characters: a message never carries a long value back. */
+function capped(text: string): string {
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
+/** How a value looks in a message: strings quoted (at most 80 characters), tables and arrays by their kind. */
 function describeValue(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return JSON.stringify(capped(value));
   if (Array.isArray(value)) return 'an array';
   if (value instanceof Date) return 'a date';
   if (value !== null && typeof value === 'object') return 'a table';

@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 import { alive, leaseAddresses, releaseAddresses } from './addresses';
 import { kubernetesBinaries, startControlPlane } from './control-plane';
 import { faultNames, parseFault, type Fault } from './faults';
-import { inventoryToml } from './inventory';
+import { credentialsToml, inventoryToml } from './inventory';
 import {
   hostsFile,
   nodeCpuinfo,
@@ -368,7 +368,8 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     );
     await writeFile(knownHostsPath, knownHosts.join('\n') + '\n');
     const inventoryPath = join(dir, 'inventory.toml');
-    await writeFile(inventoryPath, inventoryToml({ dir, user: sshUser, port, identityFile, knownHostsPath, nodes: records, kubernetes: Boolean(cpHost) }));
+    await writeFile(join(dir, 'credentials.toml'), credentialsToml({ dir, user: sshUser, identityFile, knownHostsPath }), { mode: 0o600 });
+    await writeFile(inventoryPath, inventoryToml({ dir, port, nodes: records, kubernetes: Boolean(cpHost) }));
     const record: FleetRecord = {
       dir, ownerPid: process.pid, inventoryPath, knownHostsPath, identityFile, repoPort: repo.port, nodes: records, addresses,
       kubeconfig: controlPlane?.kubeconfig,

@@ -8,25 +8,36 @@ export function simLabels(node: Pick<SimNode, 'containerd' | 'labels'>): Record<
   return { ...(node.containerd ? { 'sim.katafleet.dev/containerd': node.containerd } : {}), ...node.labels };
 }
 
-export function inventoryToml(o: {
-  dir: string;
-  user: string;
-  port: number;
-  identityFile: string;
-  knownHostsPath: string;
-  nodes: SimNode[];
-  kubernetes: boolean;
-}): string {
+/** The credential profile every simulated fleet's inventory names. */
+export const simProfile = 'sim';
+
+/**
+ * The fleet's credentials file (`credentials.toml` next to its inventory, where `loadInventory` looks for it):
+ * the profile `sim` with the fleet's key, known_hosts and login user.
+ */
+export function credentialsToml(o: { dir: string; user: string; identityFile: string; knownHostsPath: string }): string {
+  return [
+    `# Credential profiles of the simulated fleet in ${o.dir} (format: playbooks/credentials.ts)`,
+    '# Written by startFleet (sim/fleet.ts) / `katafleet sim up`; removed by `katafleet sim down`.',
+    '',
+    `[profiles.${simProfile}]`,
+    `user = ${str(o.user)}`,
+    `identity_file = ${str(o.identityFile)}`,
+    `known_hosts = ${str(o.knownHostsPath)}`,
+    `sudo = ${o.user !== 'root'}`,
+    '',
+  ].join('\n');
+}
+
+/** The fleet's inventory: nodes and addresses; the login comes from the credential profile `sim`. */
+export function inventoryToml(o: { dir: string; port: number; nodes: SimNode[]; kubernetes: boolean }): string {
   const lines = [
     `# Inventory of the simulated fleet in ${o.dir}`,
     '# Written by startFleet (sim/fleet.ts) / `katafleet sim up`; removed by `katafleet sim down`.',
     '',
     '[ssh]',
-    `user = ${str(o.user)}`,
+    `profile = ${str(simProfile)}`,
     `port = ${o.port}`,
-    `identity_file = ${str(o.identityFile)}`,
-    `known_hosts = ${str(o.knownHostsPath)}`,
-    `sudo = ${o.user !== 'root'}`,
     '',
   ];
   if (o.kubernetes) {

@@ -3,30 +3,11 @@ import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../api/server';
+import { apiInventoryToml, startTestApi, testToken } from './helpers/api';
 import { startTestTemporal } from './helpers/temporal';
 
-const token = 'test-token-0123456789';
-const inventoryToml = `
-[ssh]
-identity_file = "/nonexistent/id_ed25519"
-known_hosts = "/nonexistent/known_hosts"
-
-[kubernetes]
-control_plane = "cp"
-
-[[nodes]]
-name = "cp"
-address = "127.0.1.250"
-role = "control-plane"
-
-[[nodes]]
-name = "api-node-1"
-address = "127.0.1.251"
-
-[[nodes]]
-name = "api-node-2"
-address = "127.0.1.252"
-`;
+const token = testToken;
+const inventoryToml = apiInventoryToml;
 
 describe('HTTP API', () => {
   let env: TestWorkflowEnvironment;
@@ -47,8 +28,7 @@ describe('HTTP API', () => {
 
   beforeAll(async () => {
     env = await startTestTemporal();
-    app = await buildApi({ client: env.client, token });
-    baseUrl = await app.listen({ host: '127.0.0.1', port: 0 });
+    ({ app, baseUrl } = await startTestApi(env.client));
   });
   afterAll(async () => {
     await app?.close();
@@ -74,7 +54,7 @@ describe('HTTP API', () => {
   });
 
   it('serves an OpenAPI document that validates and lists every route', async () => {
-    const response = await call({ method: 'GET', url: '/openapi.json' });
+    const response = await call({ method: 'GET', url: '/openapi.json', headers: auth });
     expect(response.statusCode).toBe(200);
     const document = response.json();
     const validation = spawnSync(process.execPath, [join(__dirname, 'helpers', 'validate-openapi.mjs')], { input: response.body, encoding: 'utf8' });

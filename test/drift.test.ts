@@ -4,7 +4,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
@@ -254,12 +254,12 @@ describe('drift repair of the kata playbook', () => {
 });
 
 describe('drift schedules', () => {
-  const token = 'drift-test-token-0123456789';
+  const token = 'drift-test-token-0123456789abcdef012345';
   let api: FastifyInstance;
   let baseUrl: string;
 
   beforeAll(async () => {
-    api = await buildApi({ client: env.client, token });
+    api = await buildApi({ client: env.client, token, inventoriesDir: dirname(fleet.inventoryPath), credentialsFile: join(dirname(fleet.inventoryPath), 'credentials.toml') });
     baseUrl = await api.listen({ host: '127.0.0.1', port: 0 });
   });
   afterAll(async () => {
@@ -318,7 +318,7 @@ describe('drift schedules', () => {
     const cliId = /^created schedule (\S+): drift report every 2s$/m.exec(created.stdout)?.[1];
     expect(cliId).toMatch(/^katafleet-drift-kata-/);
 
-    const viaApi = await callApi('POST', '/v1/schedules', { playbook: 'kata', inventory: fleet.inventoryPath, every: '2s', report_only: true, schedule_id: 'api-test' });
+    const viaApi = await callApi('POST', '/v1/schedules', { playbook: 'kata', inventory: 'inventory', every: '2s', report_only: true, schedule_id: 'api-test' });
     expect(viaApi).toEqual({ status: 201, json: { schedule_id: 'katafleet-drift-api-test' } });
 
     await Promise.all([expectRunsOnTime(cliId!), expectRunsOnTime('katafleet-drift-api-test')]);

@@ -75,7 +75,7 @@ describe('TOML syntax errors', () => {
 
   it('say how to fix an unquoted word', () => {
     expect(problemLines(edit('handler = "kata"', 'handler = kata'))).toContain(
-      'demo.toml:25:11: Unexpected character, expecting string, number, datetime, boolean, inline array or inline table — text needs quotes: handler = "kata"',
+      'demo.toml:25:11: Unexpected character, expecting string, number, datetime, boolean, inline array or inline table — text needs quotes: put the value of handler in double quotes ("...")',
     );
   });
 
@@ -105,13 +105,13 @@ describe('TOML syntax errors', () => {
   it('do not turn a left-out line into a "required" problem', () => {
     // Left out, the first step would also lack an id; that is not reported as a second problem.
     const lines = problemLines(edit('id = "install"', 'id = install-kata'));
-    expect(lines).toEqual(['demo.toml:9:8: Unexpected character, expected "inf", "+inf" or "-inf" — text needs quotes: id = "install-kata"']);
+    expect(lines).toEqual(['demo.toml:9:8: Unexpected character, expected "inf", "+inf" or "-inf" — text needs quotes: put the value of id in double quotes ("...")']);
   });
 
   it('still report the same key missing in another step', () => {
     const text = edit('kind = "package-install"', 'kind = package-install').replace('kind = "verification-pod"\n', '');
     expect(problemLines(text)).toEqual([
-      'demo.toml:10:8: Unexpected character, expecting string, number, datetime, boolean, inline array or inline table — text needs quotes: kind = "package-install"',
+      'demo.toml:10:8: Unexpected character, expecting string, number, datetime, boolean, inline array or inline table — text needs quotes: put the value of kind in double quotes ("...")',
       'demo.toml: steps[3].kind: required: one of prereq-check | package-install | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback',
     ]);
   });

@@ -178,15 +178,15 @@ describe('rolloutWorkflow on the simulated fleet', () => {
   }, 300_000);
 
   it('starts one rollout for two simultaneous POSTs with the same request id, and reports it through the API to the end', async () => {
-    const token = 'rollout-test-token-0123456789';
-    const api = await buildApi({ client: env.client, token });
+    const token = 'rollout-test-token-0123456789abcdef01234';
+    const api = await buildApi({ client: env.client, token, credentialsFile: join(fleet.dir, 'credentials.toml') });
     const baseUrl = await api.listen({ host: '127.0.0.1', port: 0 });
     try {
       // kata.toml's own text up to its Kubernetes steps (this fleet has no control plane); nodes that already have Kata.
       const kataToml = await readFile(join(__dirname, '..', 'playbooks', 'kata.toml'), 'utf8');
       const playbookToml = kataToml.slice(0, kataToml.indexOf('# 6. The node must come back Ready'));
       const nodes = fleet.nodes.filter((node) => ['n-06', 'n-07', 'n-08'].includes(node.name));
-      const inventory = inventoryToml({ dir: fleet.dir, user: 'root', port: 22, identityFile: fleet.identityFile, knownHostsPath: fleet.knownHostsPath, nodes, kubernetes: false });
+      const inventory = inventoryToml({ dir: fleet.dir, port: 22, nodes, kubernetes: false });
       const body = JSON.stringify({ playbook_toml: playbookToml, inventory_toml: inventory, request_id: 'api-twice', options: { canary: 1, wave_size: 2, pause_between_waves: '0s' } });
       const post = () => fetch(`${baseUrl}/v1/rollouts`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body });
       const answers = await Promise.all([post(), post()]);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { loadInventory } from '../playbooks/load';
+import { resolveNodeSsh } from '../playbooks/schema';
 import { containerd2Path, startFleet } from '../sim/fleet';
 import { readNodeRuntimeState } from '../sim/node-state';
 import { sshRun } from '../sim/ssh-run';
@@ -110,7 +111,7 @@ describe('startFleet', () => {
       const noConfig = await sshRun(a, a.nodes[0], 'test -e /etc/containerd/config.toml && echo config || echo no-config; systemctl is-active containerd');
       expect(noConfig.stdout).toBe('no-config\nactive\n');
       const inventory = await loadInventory(b.inventoryPath);
-      expect(inventory.ssh).toMatchObject({ user: 'deploy', sudo: true });
+      expect(resolveNodeSsh(inventory, inventory.nodes[0])).toMatchObject({ user: 'deploy', sudo: true });
       const r = await sshRun(b, b.nodes[0], 'whoami; sudo -n systemctl is-active containerd; sudo -n cat /etc/containerd/config.toml | head -1; cat /etc/containerd/config.toml >/dev/null 2>&1 || echo not-readable-without-sudo', { user: 'deploy' });
       expect(r.stdout).toBe('deploy\nactive\ndisabled_plugins = []\n');
       expect((await sshRun(b, b.nodes[0], 'true')).stderr).toContain('Permission denied');

@@ -4,6 +4,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadInventory } from '../playbooks/load';
+import { resolveNodeSsh } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { readNodeRuntimeState } from '../sim/node-state';
 import { sshRun } from '../sim/ssh-run';
@@ -35,8 +36,9 @@ describe('a simulated node', () => {
   it('writes an inventory that the playbook loader accepts, with a known_hosts that ssh verifies strictly', async () => {
     const inventory = await loadInventory(fleet.inventoryPath);
     expect(inventory.nodes.map((n) => [n.name, n.address])).toEqual(fleet.nodes.map((n) => [n.name, n.address]));
-    expect(inventory.ssh.known_hosts).toBe(fleet.knownHostsPath);
-    expect(inventory.ssh.identity_file).toBe(fleet.identityFile);
+    const login = resolveNodeSsh(inventory, inventory.nodes[0]);
+    expect(login.known_hosts).toBe(fleet.knownHostsPath);
+    expect(login.identity_file).toBe(fleet.identityFile);
   });
 
   it('gives root a plain Debian profile of its own, not the machine\'s (whose pyenv costs 0.6 s per command)', async () => {

@@ -5,26 +5,20 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { sh, type Command, type CommandResult, type RunOptions, type SshNode, type SshPool } from '../ssh';
+import type { Login } from '../../playbooks/credentials';
+import { loginFor } from '../../playbooks/login';
 import type { NodeTarget } from '../node-types';
 import { cancellationSignal, permanentFailure, whileHeartbeating } from './step-runtime';
 
-/** The SSH layer's view of an inventory node. */
+/** The SSH layer's view of an inventory node; the login is read by this worker from where the target says (see {@link loginFor}). */
 export function sshNodeOf(target: NodeTarget): SshNode {
-  if (!target.identityFile) {
-    throw permanentFailure('SshAuthFailed',
-      `Node ${target.name} (${target.address}) has no identity_file: katafleet's SSH pool logs in with a key file, not the SSH agent — set identity_file in the inventory's [ssh] table or for this node`);
+  let login: Login;
+  try {
+    login = loginFor(target.credentials, target);
+  } catch (error) {
+    throw permanentFailure('SshAuthFailed', `Node ${target.name} (${target.address}): no login: ${(error as Error).message}`);
   }
-  return {
-    name: target.name,
-    address: target.address,
-    port: target.port,
-    user: target.user,
-    identityFile: target.identityFile,
-    knownHosts: target.knownHosts,
-    sudo: target.sudo,
-    trustOnFirstUse: target.trustOnFirstUse,
-    maxSessions: target.maxSessions,
-  };
+  return { name: target.name, address: target.address, port: target.port, maxSessions: target.maxSessions, ...login };
 }
 
 /** sha256 (hex) of text as UTF-8, the way `sha256sum` on the node sees the same bytes. */

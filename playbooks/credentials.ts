@@ -1,0 +1,161 @@
+/**
+ * Credential profiles: how katafleet logs in to nodes (user, private key, known_hosts, sudo, trust on first
+ * use), kept in a server-side file that the operator owns. Inventories refer to a profile by name
+ * (`[ssh] profile = "prod"`); an inventory sent through the HTTP API may do nothing else, so an API caller can
+ * choose which nodes to reach, never which key or which known_hosts file the worker uses.
+ *
+ * ```toml
+ * # .katafleet/credentials.toml (mode 600, owned by the user katafleet runs as)
+ * [profiles.prod]
+ * user = "katafleet"
+ * identity_file = "/etc/katafleet/id_ed25519"
+ * known_hosts = "/etc/katafleet/known_hosts"
+ * sudo = true
+ * ```
+ */
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import { allowlisted, localPath, userName } from './allowlists';
+import { PlaybookError, throwIfProblems, type Problem } from './errors';
+import { readToml } from './toml-text';
+import { problemsFromZod } from './zod-issues';
+
+/** Largest credentials (or inventory) file read by the worker: 1 MiB. */
+const maxBytes = 1024 * 1024;
+
+/** A profile name: lowercase letters, digits, "." "_" "-", at most 64. */
+export const profileNamePattern = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/** The inventory keys that only a credential profile may set when the inventory comes through the API. */
+export const credentialKeys = ['user', 'identity_file', 'known_hosts', 'sudo', 'trust_on_first_use'] as const;
+
+/** One `[profiles.NAME]` table. */
+export const CredentialProfile = z.strictObject({
+  /** Login user. @default "root" */
+  user: allowlisted(userName).default('root'),
+  /** Private key; relative paths are relative to the credentials file, `~/` is the home directory. */
+  identity_file: allowlisted(localPath),
+  /** known_hosts file that host keys are checked against. @default "~/.ssh/known_hosts" */
+  known_hosts: allowlisted(localPath).default('~/.ssh/known_hosts'),
+  /** Prefix commands with `sudo -n` (needed unless `user` is root). @default false */
+  sudo: z.boolean().default(false),
+  /** Accept and record an unknown host key on first contact (only ever from a profile). @default false */
+  trust_on_first_use: z.boolean().default(false),
+});
+export type CredentialProfile = z.infer<typeof CredentialProfile>;
+
+/** A credentials file. */
+export const CredentialsFile = z.strictObject({
+  profiles: z.record(z.string().regex(profileNamePattern, 'a profile name holds lowercase letters, digits, ".", "_" and "-" (at most 64)'), CredentialProfile),
+});
+
+/** A loaded credentials file: its absolute path and its profiles, paths absolute. */
+export interface Credentials {
+  file: string;
+  profiles: Record<string, CredentialProfile>;
+}
+
+/** The login a node's commands run with, as the SSH layer needs it. */
+export interface Login {
+  user: string;
+  identityFile: string;
+  knownHosts: string;
+  sudo: boolean;
+  trustOnFirstUse: boolean;
+}
+
+/** The credentials file used when none is named: `KATAFLEET_CREDENTIALS`, else `.katafleet/credentials.toml`. */
+export function defaultCredentialsFile(): string {
+  return path.resolve(process.env.KATAFLEET_CREDENTIALS || path.join('.katafleet', 'credentials.toml'));
+}
+
+/** `~/x` → home directory; relative → relative to `baseDir`. */
+export function resolveLocalPath(value: string, baseDir: string): string {
+  if (value.startsWith('~/')) return path.join(homedir(), value.slice(2));
+  return path.resolve(baseDir, value);
+}
+
+/**
+ * Why katafleet must not trust a file that holds login settings, or undefined when it may: it must belong to
+ * the user katafleet runs as (or root) and be writable by nobody else, like OpenSSH's own rule for its files.
+ */
+export function untrustedFileReason(stat: { uid: number; mode: number }): string | undefined {
+  const uid = process.getuid?.();
+  if (uid !== undefined && stat.uid !== uid && stat.uid !== 0) return `is owned by uid ${stat.uid}, not by the user katafleet runs as (uid ${uid}) — chown it`;
+  if ((stat.mode & 0o022) !== 0) return `can be written by group or others (mode ${(stat.mode & 0o777).toString(8)}) — chmod 600 it`;
+  return undefined;
+}
+
+/**
+ * The text of an operator-owned regular file of at most 1 MiB (synchronous: the worker resolves logins while it
+ * builds a node's shell). Refuses FIFOs and devices without blocking, and files that others could have written.
+ */
+export function readTrustedFile(file: string): string {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new Error(`${file} is not a regular file`);
+    const untrusted = untrustedFileReason(stat);
+    if (untrusted) throw new Error(`${file} ${untrusted}`);
+    const buffer = Buffer.alloc(maxBytes + 1);
+    let length = 0;
+    for (let read = -1; read !== 0 && length < buffer.length; length += read) read = readSync(fd, buffer, length, buffer.length - length, null);
+    if (length > maxBytes) throw new Error(`${file} is larger than 1 MiB`);
+    return buffer.subarray(0, length).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Parses a credentials file's text; paths come back absolute (relative to the file's folder).
+ * @throws PlaybookError with every problem found
+ */
+export function parseCredentials(text: string, file: string): Credentials {
+  const reading = readToml(text, file);
+  const problems: Problem[] = [...reading.problems];
+  if (reading.data !== undefined) {
+    const result = CredentialsFile.safeParse(reading.data, { reportInput: true });
+    if (result.success) {
+      const dir = path.dirname(path.resolve(file));
+      const profiles = Object.fromEntries(
+        Object.entries(result.data.profiles).map(([name, profile]) => [
+          name,
+          { ...profile, identity_file: resolveLocalPath(profile.identity_file, dir), known_hosts: resolveLocalPath(profile.known_hosts, dir) },
+        ]),
+      );
+      throwIfProblems(problems);
+      return { file: path.resolve(file), profiles };
+    }
+    problems.push(...problemsFromZod(file, result.error.issues, CredentialsFile, reading.data));
+  }
+  throw new PlaybookError(problems.length > 0 ? problems : [{ file, path: '', message: 'is not a credentials file' }]);
+}
+
+/**
+ * Reads a credentials file (operator-owned, not writable by others, regular, at most 1 MiB).
+ * @throws PlaybookError naming the file and the fix
+ */
+export function loadCredentials(file: string): Credentials {
+  let text: string;
+  try {
+    text = readTrustedFile(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const message =
+      code === 'ENOENT'
+        ? 'no such file: create it (mode 600) with a [profiles.NAME] table per login (identity_file, known_hosts, user, sudo, trust_on_first_use)'
+        : code
+          ? `cannot be read (${code})`
+          : (error as Error).message.replace(`${file} `, '');
+    throw new PlaybookError([{ file, path: '', message }]);
+  }
+  return parseCredentials(text, file);
+}
+
+/** The login of `profile` from `credentials`. */
+export function loginOf(profile: CredentialProfile): Login {
+  return { user: profile.user, identityFile: profile.identity_file, knownHosts: profile.known_hosts, sudo: profile.sudo, trustOnFirstUse: profile.trust_on_first_use };
+}
