@@ -20,9 +20,9 @@ import {
   nodeAddress,
   packageName,
   serviceName,
-  userName,
   type Allowlist,
 } from '../playbooks/allowlists';
+import { profileNamePattern } from '../playbooks/credentials';
 import { Step } from '../playbooks/schema';
 import { problemsFromZod } from '../playbooks/zod-issues';
 import type { Problem } from '../playbooks/errors';
@@ -39,7 +39,11 @@ const NodeTargetShape = z.looseObject({
   name: allowlisted(dnsSubdomain),
   address: allowlisted(nodeAddress),
   port: z.int().min(1).max(65535),
-  user: allowlisted(userName),
+  // The login itself (user, key, known_hosts) is read by the worker from this reference, never from the input.
+  credentials: z.union([
+    z.strictObject({ profile: z.string().regex(profileNamePattern, 'must be a profile name (a-z, 0-9, ".", "_", "-")'), file: allowlisted(absolutePath) }),
+    z.strictObject({ inventory: allowlisted(absolutePath), node: allowlisted(dnsSubdomain) }),
+  ]),
 });
 
 const KubernetesTargetShape = z.looseObject({

@@ -128,7 +128,7 @@ const inventoryCases: Case[] = [
   { what: 'node name: 1 MiB', field: 'inventory: nodes[0].name', path: 'nodes[0].name', toml: inventoryWith(`name = "${MiB}"\naddress = "10.0.0.1"`) },
   { what: 'node address: option', field: 'inventory: nodes[0].address', path: 'nodes[0].address', toml: inventoryWith('name = "n"\naddress = "-oProxyCommand=reboot"'), target: { address: '-oProxyCommand=reboot' } },
   { what: 'node address: fullwidth digits', field: 'inventory: nodes[0].address', path: 'nodes[0].address', toml: inventoryWith('name = "n"\naddress = "１２７.0.0.1"'), target: { address: '１２７.0.0.1' } },
-  { what: 'ssh user: substitution', field: 'inventory: nodes[0].ssh.user', path: 'nodes[0].ssh.user', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"\nssh = { user = "$(reboot)" }'), target: { user: '$(reboot)' } },
+  { what: 'ssh user: substitution', field: 'inventory: nodes[0].ssh.user', path: 'nodes[0].ssh.user', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"\nssh = { user = "$(reboot)" }'), target: { credentials: { profile: '$(reboot)', file: '/etc/katafleet/credentials.toml' } } },
   { what: 'kubeconfig: newline', field: 'inventory: kubernetes.kubeconfig', path: 'kubernetes.kubeconfig', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\ncontrol_plane = "n"\nkubeconfig = "/root/.kube/config\\nreboot"\n\n') },
   { what: 'kubectl: relative', field: 'inventory: kubernetes.kubectl', path: 'kubernetes.kubectl', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\ncontrol_plane = "n"\nkubectl = "../../tmp/kubectl"\n\n') },
 ];

@@ -21,8 +21,8 @@ function problemLines(text: string): string[] {
 }
 
 const node: NodeTarget = {
-  name: 'worker-1', address: '127.0.1.1', port: 22, user: 'root', identityFile: '/k', knownHosts: '/kh', sudo: false,
-  trustOnFirstUse: false, maxSessions: 4, connectTimeoutMs: 1000,
+  name: 'worker-1', address: '127.0.1.1', port: 22, maxSessions: 4, connectTimeoutMs: 1000,
+  credentials: { profile: 'sim', file: '/etc/katafleet/credentials.toml' },
 };
 
 function refusal(run: () => unknown): { type?: string; nonRetryable?: boolean; message: string } {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { sh, SshPool } from '../../activities/ssh';
 import { createNodeActivities } from '../../activities/node-activities';
 import type { StepOutcome, StepRequest, Undo } from '../../activities/node-types';
+import { loginFor } from '../../playbooks/login';
 import type { Step } from '../../playbooks/schema';
 import { checkStep } from '../../activities/step-policy';
 import { sshNodeOf } from '../../activities/steps/node-shell';
@@ -34,8 +35,9 @@ afterAll(async () => {
 describe('the sudoers file of docs/node-privileges.md', () => {
   it('is all a non-root login user needs for the node steps and their undos', async () => {
     const target = nodes.targets['p-1'];
-    expect(target.user).toBe(user);
-    expect(target.sudo).toBe(true);
+    const login = loginFor(target.credentials, target);
+    expect(login.user).toBe(user);
+    expect(login.sudo).toBe(true);
     const ssh = sshNodeOf(target);
 
     // Replace the simulated node's NOPASSWD:ALL with the documented file (checked by visudo first).
