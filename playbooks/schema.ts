@@ -68,6 +68,8 @@ export const RolloutSettings = z.strictObject({
   drain: z.boolean().default(false),
   /** Nodes of one wave worked on at the same time; absent = the whole wave at once. */
   max_parallel: count(1).optional(),
+  /** Nodes an abort with rollback undoes at the same time (newest wave first); absent = the wave size. */
+  max_parallel_rollback: count(1).optional(),
 });
 export type RolloutSettings = z.infer<typeof RolloutSettings>;
 
