@@ -3,7 +3,8 @@
 // small). The node-level histories are scripts/record-histories.ts's.
 //
 //   npx tsx scripts/record-rollout-histories.ts            # rewrites test/histories/{rollout,drift}-*.json
-//   npx tsx scripts/record-rollout-histories.ts NAME...    # only these scenarios
+//   npx tsx scripts/record-rollout-histories.ts NAME...    # only these scenarios (the new ones: rollout-canary-rolled-back-halts
+//                                                          # rollout-bounded-abort drift-desired-state)
 //
 // The histories recorded before a change of the workflows are the "previous version" that the new code
 // must still replay (every change goes behind patched()): add new histories for new behaviour, and
@@ -98,6 +99,27 @@ async function main(only: string[]): Promise<void> {
       const input = buildDriftInput(playbook, await inventoryOf(fleet, ['rr-12', 'rr-13']), false);
       const handle = await env.client.workflow.start('driftWorkflow', { taskQueue, workflowId: 'drift-repair', args: [input] });
       await save('drift-repair', handle);
+    },
+    // Recorded on the code of issue 11 (the new behaviour, behind patched()):
+    // the canary rolled back with budget 1 halts the rollout.
+    'rollout-canary-rolled-back-halts': async () => {
+      await fleet.setFault('rr-1', 'containerd-refuses-start', true);
+      await save('rollout-canary-rolled-back-halts', await start('canary-rolled-back-halts', ['rr-1', 'rr-2'], { canary: 1, wave_size: 1, failure_budget: 1 }));
+    },
+    // Abort with rollback in batches of 2, newest wave first, across continue-as-new (before and during the rollback).
+    'rollout-bounded-abort': async () => {
+      const handle = await start('bounded-abort', ['rr-3', 'rr-4', 'rr-5', 'rr-6', 'rr-7', 'rr-8'], { canary: 1, wave_size: 2, failure_budget: 0, pause_between_waves: '20s', max_parallel_rollback: 2 }, { historyEvents: 70 });
+      await waitFor('five nodes done', async () => {
+        const progress = await env.client.workflow.getHandle(handle.workflowId).query(rolloutProgressQuery);
+        return progress.counts.succeeded === 5 && progress.phase === 'waiting-between-waves' ? true : undefined;
+      }, 300_000);
+      await controlRollout(env.client, 'bounded-abort', 'abort', { rollback: true, reason: 'recorded bounded abort' });
+      await save('rollout-bounded-abort', handle);
+    },
+    // Drift after the bounded abort: rr-3 was rolled back by it (conflict), rr-8 never rolled out (repaired).
+    'drift-desired-state': async () => {
+      const input = buildDriftInput(playbook, await inventoryOf(fleet, ['rr-3', 'rr-8']), false);
+      await save('drift-desired-state', await env.client.workflow.start('driftWorkflow', { taskQueue, workflowId: 'drift-desired-state', args: [input] }));
     },
   };
   try {

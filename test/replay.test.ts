@@ -43,7 +43,7 @@ describe('saved nodeWorkflow histories', () => {
 const fleetHistories = historiesOf(['rollout-', 'drift-']);
 
 describe('saved rolloutWorkflow and driftWorkflow histories', () => {
-  it('cover a canary halt, pause and resume, approval, abort with rollback, continue-as-new and a drift repair', () => {
+  it('cover a canary halt, pause and resume, approval, abort with rollback, continue-as-new, a drift repair, and the new behaviour', () => {
     const names = fleetHistories.map(({ workflowId }) => workflowId);
     expect(names).toEqual(expect.arrayContaining([
       'drift-repair',
@@ -54,10 +54,21 @@ describe('saved rolloutWorkflow and driftWorkflow histories', () => {
       'rollout-continue-as-new-run1',
       'rollout-continue-as-new-run2',
       'rollout-pause-resume',
+      // Recorded on the code of issue 11: the patch markers are in these.
+      'drift-desired-state',
+      'rollout-bounded-abort-run1',
+      'rollout-bounded-abort-run2',
+      'rollout-canary-rolled-back-halts',
     ]));
     const lastEvent = (name: string) => fleetHistories.find(({ workflowId }) => workflowId === name)!.history.events!.at(-1)!.eventType;
     expect(lastEvent('rollout-continue-as-new-run1')).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW);
     expect(lastEvent('rollout-canary-halt')).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED);
+    expect(lastEvent('rollout-canary-rolled-back-halts')).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED);
+    // The histories of before issue 11 hold no patch marker, the new ones hold one per change.
+    const markers = (name: string) => fleetHistories.find(({ workflowId }) => workflowId === name)!.history.events!.filter((event) => event.markerRecordedEventAttributes).length;
+    expect(markers('rollout-canary-budget')).toBe(0);
+    expect(markers('rollout-canary-rolled-back-halts')).toBe(4);
+    expect(markers('drift-desired-state')).toBe(1);
   });
 
   it('replay without a nondeterminism error on the current workflow code', async () => {

@@ -61,7 +61,7 @@ describe('abort with rollback', () => {
     expect((await configHashes(fleet, ['a-1', 'a-2']))).not.toEqual({ 'a-1': before['a-1'], 'a-2': before['a-2'] });
 
     expect(await controlRollout(env.client, 'abort-1', 'abort', { rollback: true, reason: 'test: abort with rollback' })).toBe('aborting');
-    await expect(controlRollout(env.client, 'abort-1', 'abort', { rollback: true })).rejects.toMatchObject({ type: 'RolloutRequestRejected', message: 'cannot abort: the rollout is already aborting' });
+    await expect(controlRollout(env.client, 'abort-1', 'abort', { rollback: true })).rejects.toMatchObject({ type: 'RolloutRequestRejected', message: 'cannot abort: the rollout is already aborting with rollback' });
 
     const result: RolloutProgress = await handle.result();
     expect(result).toMatchObject({ phase: 'aborted', reason: 'test: abort with rollback' });

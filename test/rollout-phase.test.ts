@@ -22,7 +22,7 @@ import { configBackups, configHashes, waitFor } from './rollout-helpers';
 
 const root = join(__dirname, '..');
 const token = 'phase-test-token-0123456789';
-const nodes = ['p-1', 'p-2', 'p-3', 'p-4', 'p-5', 'p-6', 'race-1', 'race-2'];
+const nodes = ['p-1', 'p-2', 'p-3', 'p-4', 'p-5', 'p-6', 'race-1', 'race-2', 'up-1', 'up-2', 'cr-1', 'cr-2'];
 
 let env: TestWorkflowEnvironment;
 let fleet: Fleet;
@@ -66,7 +66,8 @@ async function inventoryFile(name: string, names: string[]): Promise<string> {
 }
 
 const progressOf = (id: string) => env.client.workflow.getHandle(`katafleet-rollout-${id}`).query(rolloutProgressQuery);
-const phaseIs = (id: string, phase: string) => waitFor(`rollout ${id} ${phase}`, async () => ((await progressOf(id)).phase === phase ? true : undefined), 120_000);
+// A rollout started by a CLI still starting up is not there yet: keep asking.
+const phaseIs = (id: string, phase: string) => waitFor(`rollout ${id} ${phase}`, async () => ((await progressOf(id).catch(() => undefined))?.phase === phase ? true : undefined), 120_000);
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'kf-rollout-phase-'));
@@ -85,12 +86,12 @@ afterAll(async () => {
 
 describe('pause between waves, approval, cancel', () => {
   it('shows paused when paused while waiting between waves, refuses a second pause as paused, and goes on after resume', async () => {
-    const started = await katafleet('rollout', join(work, 'playbook.toml'), '--inventory', await inventoryFile('pause', ['p-1', 'p-2']), '--canary', '1', '--wave-size', '1', '--pause', '3s', '--request-id', 'pause-between');
+    const started = await katafleet('rollout', join(work, 'playbook.toml'), '--inventory', await inventoryFile('pause', ['p-1', 'p-2']), '--canary', '1', '--wave-size', '1', '--pause', '10s', '--request-id', 'pause-between');
     expect(started.code).toBe(0);
     await phaseIs('pause-between', 'waiting-between-waves');
-    expect(await katafleet('pause', 'pause-between')).toMatchObject({ code: 0, stdout: 'rollout pause-between: paused\n' });
-    // Well past the 3 s wait: still paused, and p-2 not started.
-    await new Promise((resolve) => setTimeout(resolve, 6_000));
+    expect(await katafleet('pause', 'pause-between')).toMatchObject({ code: 0, stdout: 'rollout pause-between: paused\n', stderr: '' });
+    // Past the 10 s wait: still paused, and p-2 not started.
+    await new Promise((resolve) => setTimeout(resolve, 12_000));
     const status = await katafleet('status', 'pause-between');
     expect(status.stdout).toMatch(/^rollout pause-between \(kata-node-steps\): paused/);
     expect((await progressOf('pause-between')).nodes.map((node) => node.status)).toEqual(['succeeded', 'pending']);
@@ -128,6 +129,55 @@ describe('pause between waves, approval, cancel', () => {
     expect(progress.phase).toBe('cancelled');
     expect(progress.nodes.map((node) => [node.name, node.status])).toEqual([['p-5', 'succeeded'], ['p-6', 'skipped']]);
     expect(await configHashes(fleet, ['p-6'])).toEqual({ 'p-6': before['p-6'] });
+  }, 300_000);
+});
+
+describe('abort', () => {
+  /** The latest nodeWorkflow of a node is running an activity (a step or an undo). */
+  const nodeActivityPending = (node: string) => waitFor(`an activity of ${nodeWorkflowId(node)}`, async () =>
+    ((await env.client.workflow.getHandle(nodeWorkflowId(node)).describe().catch(() => undefined))?.raw.pendingActivities?.length ? true : undefined), 120_000);
+
+  it('upgrades an abort without rollback to one with rollback while a node still runs', async () => {
+    const before = await configHashes(fleet, ['up-1', 'up-2']);
+    await fleet.setFault('up-1', 'command-hangs', true);
+    try {
+      expect((await katafleet('rollout', join(work, 'playbook.toml'), '--inventory', await inventoryFile('upgrade', ['up-1', 'up-2']), '--canary', '1', '--wave-size', '1', '--pause', '0s', '--request-id', 'upgrade')).code).toBe(0);
+      await waitFor('up-1 restarting', async () => ((await env.client.workflow.getHandle(nodeWorkflowId('up-1')).describe().catch(() => undefined))?.raw.pendingActivities?.[0]?.activityType?.name === 'serviceRestart' ? true : undefined), 120_000);
+      expect(await katafleet('abort', 'upgrade')).toMatchObject({ code: 0, stdout: 'rollout upgrade: aborting\n' });
+      const plain = await katafleet('abort', 'upgrade');
+      expect(plain.stderr).toContain('cannot abort: the rollout is already aborting (only abort --rollback can still be added)');
+      expect(await katafleet('abort', 'upgrade', '--rollback')).toMatchObject({ code: 0, stdout: 'rollout upgrade: aborting\n' });
+    } finally {
+      await fleet.setFault('up-1', 'command-hangs', false);
+    }
+    const result: RolloutProgress = await env.client.workflow.getHandle('katafleet-rollout-upgrade').result();
+    expect(result.phase).toBe('aborted');
+    expect(result.nodes.map((node) => [node.name, node.status])).toEqual([['up-1', 'rolled-back'], ['up-2', 'skipped']]);
+    expect(await configHashes(fleet, ['up-1', 'up-2'])).toEqual(before);
+  }, 300_000);
+
+  it('lets an undo finish when the aborting rollout is cancelled through Temporal', async () => {
+    const before = await configHashes(fleet, ['cr-1']);
+    expect((await katafleet('rollout', join(work, 'playbook.toml'), '--inventory', await inventoryFile('cancel-rollback', ['cr-1', 'cr-2']), '--canary', '1', '--wave-size', '1', '--pause', '5m', '--request-id', 'cancel-rollback')).code).toBe(0);
+    await phaseIs('cancel-rollback', 'waiting-between-waves');
+    // The undo's containerd restart hangs until the fault is off: the cancel arrives in the middle of it.
+    await fleet.setFault('cr-1', 'command-hangs', true);
+    const applyRun = (await env.client.workflow.getHandle(nodeWorkflowId('cr-1')).describe()).runId;
+    try {
+      expect((await katafleet('abort', 'cancel-rollback', '--rollback')).code).toBe(0);
+      await waitFor('the undo run of cr-1', async () => ((await env.client.workflow.getHandle(nodeWorkflowId('cr-1')).describe()).runId !== applyRun ? true : undefined), 60_000);
+      await nodeActivityPending('cr-1');
+      await env.client.workflow.getHandle('katafleet-rollout-cancel-rollback').cancel();
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+    } finally {
+      await fleet.setFault('cr-1', 'command-hangs', false);
+    }
+    const undo = env.client.workflow.getHandle(nodeWorkflowId('cr-1'));
+    expect((await undo.result()).phase).toBe('rolled-back');
+    expect(await configHashes(fleet, ['cr-1'])).toEqual(before);
+    const rollout = env.client.workflow.getHandle('katafleet-rollout-cancel-rollback');
+    await rollout.result().catch(() => undefined);
+    expect((await rollout.query(rolloutProgressQuery)).nodes[0]).toMatchObject({ name: 'cr-1', status: 'rolled-back' });
   }, 300_000);
 });
 
