@@ -24,6 +24,7 @@ const root = join(__dirname, '..');
 const token = 'canary-test-token-0123456789';
 const reproNodes = ['node-1', 'node-2', 'node-3', 'node-4'];
 const busyNodes = ['busy-1', 'busy-2'];
+const laterNodes = ['late-1', 'late-2'];
 
 let env: TestWorkflowEnvironment;
 let fleet: Fleet;
@@ -98,7 +99,7 @@ beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'kf-rollout-canary-'));
   [env, fleet] = await Promise.all([
     startTestTemporal(),
-    startFleet({ nodes: [...reproNodes, ...busyNodes].map((name) => ({ name, containerd: '1.6' as const })), faults: { 'node-1': ['package-repo-unreachable'] }, dir: join(work, 'fleet') }),
+    startFleet({ nodes: [...reproNodes, ...busyNodes, ...laterNodes].map((name) => ({ name, containerd: '1.6' as const })), faults: { 'node-1': ['package-repo-unreachable'] }, dir: join(work, 'fleet') }),
   ]);
   worker = await runKatafleetWorker(env, taskQueue);
   api = await buildApi({ client: env.client, token });
@@ -169,6 +170,35 @@ describe('the canary halts the rollout whatever the failure budget', () => {
     } finally {
       await fleet.setFault('busy-1', 'command-hangs', false);
       await env.client.workflow.getHandle(nodeWorkflowId('busy-1')).terminate('test over').catch(() => undefined);
+      await holder;
+    }
+  }, 600_000);
+});
+
+describe('a busy node after the canary', () => {
+  it('is tried again at the end of its wave and once more after the last wave, then counts against the budget', async () => {
+    await onNode(fleet, 'late-1', 'touch /etc/containerd/config.toml');
+    await fleet.setFault('late-1', 'command-hangs', true);
+    const holder = katafleet('drift', 'check', join(work, 'restart.toml'), '--inventory', await inventoryFile('late-holder', ['late-1']));
+    try {
+      await waitFor('the drift repair restarting containerd on late-1', async () => ((await env.client.workflow.getHandle(nodeWorkflowId('late-1')).describe().catch(() => undefined))?.raw.pendingActivities?.length ? true : undefined), 60_000);
+      // No canary; waves [late-1] [late-2]; budget 1: a node still busy at the end uses it up, the rollout completes.
+      const run = await katafleet('rollout', join(work, 'prereq-install.toml'), '--inventory', await inventoryFile('late', laterNodes),
+        '--canary', '0', '--wave-size', '1', '--failure-budget', '1', '--pause', '0s', '--follow', '--request-id', 'busy-later');
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/completed: 1 of 2 nodes done, 1 failed, 0 skipped/);
+      const history = await env.client.workflow.getHandle('katafleet-rollout-busy-later').fetchHistory();
+      const events = history.events ?? [];
+      const refused = events.filter((event) => event.startChildWorkflowExecutionFailedEventAttributes?.workflowId === nodeWorkflowId('late-1')).map((event) => Number(event.eventId));
+      // Three tries: in its wave, at the end of its wave, and after the last wave (after late-2 had run).
+      expect(refused).toHaveLength(3);
+      const late2Closed = Number(events.find((event) => event.childWorkflowExecutionCompletedEventAttributes?.workflowExecution?.workflowId === nodeWorkflowId('late-2'))!.eventId);
+      expect(refused[1]).toBeLessThan(late2Closed);
+      expect(refused[2]).toBeGreaterThan(late2Closed);
+    } finally {
+      await fleet.setFault('late-1', 'command-hangs', false);
+      await env.client.workflow.getHandle(nodeWorkflowId('late-1')).terminate('test over').catch(() => undefined);
       await holder;
     }
   }, 600_000);

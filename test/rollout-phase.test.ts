@@ -15,7 +15,7 @@ import { startFleet, type Fleet } from '../sim/fleet';
 import { inventoryToml } from '../sim/inventory';
 import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId } from '../workflows/node';
-import { rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
+import { abortSignal, rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { configBackups, configHashes, waitFor } from './rollout-helpers';
@@ -105,9 +105,13 @@ describe('pause between waves, approval, cancel', () => {
   }, 300_000);
 
   it('waits for approval after the canary; resume approves the next waves', async () => {
-    await writeFile(join(work, 'approval.toml'), playbookToml.replace('[[steps]]', '[rollout]\napproval_after_canary = true\n\n[[steps]]'));
-    const run = katafleet('rollout', join(work, 'approval.toml'), '--inventory', await inventoryFile('approval', ['p-3', 'p-4']), '--canary', '1', '--wave-size', '1', '--pause', '0s', '--request-id', 'approval', '--follow');
-    await phaseIs('approval', 'awaiting-approval');
+    await writeFile(join(work, 'approval-playbook.toml'), playbookToml.replace('[[steps]]', '[rollout]\napproval_after_canary = true\n\n[[steps]]'));
+    const run = katafleet('rollout', join(work, 'approval-playbook.toml'), '--inventory', await inventoryFile('approval', ['p-3', 'p-4']), '--canary', '1', '--wave-size', '1', '--pause', '0s', '--request-id', 'approval', '--follow');
+    let waiting = true;
+    const endedEarly = run.then((result) => (waiting ? new Error(`katafleet rollout ended before the approval: exit ${result.code} ${result.stderr}`) : undefined));
+    const early = await Promise.race([phaseIs('approval', 'awaiting-approval').then(() => undefined), endedEarly]);
+    waiting = false;
+    if (early) throw early;
     expect((await progressOf('approval')).nodes.map((node) => node.status)).toEqual(['succeeded', 'pending']);
     expect(await katafleet('resume', 'approval')).toMatchObject({ code: 0, stdout: 'rollout approval: running\n' });
     const followed = await run;
@@ -137,7 +141,7 @@ describe('abort', () => {
   const nodeActivityPending = (node: string) => waitFor(`an activity of ${nodeWorkflowId(node)}`, async () =>
     ((await env.client.workflow.getHandle(nodeWorkflowId(node)).describe().catch(() => undefined))?.raw.pendingActivities?.length ? true : undefined), 120_000);
 
-  it('upgrades an abort without rollback to one with rollback while a node still runs', async () => {
+  it('upgrades an abort without rollback to one with rollback (by the abort signal) while a node still runs', async () => {
     const before = await configHashes(fleet, ['up-1', 'up-2']);
     await fleet.setFault('up-1', 'command-hangs', true);
     try {
@@ -146,7 +150,8 @@ describe('abort', () => {
       expect(await katafleet('abort', 'upgrade')).toMatchObject({ code: 0, stdout: 'rollout upgrade: aborting\n' });
       const plain = await katafleet('abort', 'upgrade');
       expect(plain.stderr).toContain('cannot abort: the rollout is already aborting (only abort --rollback can still be added)');
-      expect(await katafleet('abort', 'upgrade', '--rollback')).toMatchObject({ code: 0, stdout: 'rollout upgrade: aborting\n' });
+      // The upgrade through the abort signal: the fallback for clients that cannot wait for an update's answer.
+      await env.client.workflow.getHandle('katafleet-rollout-upgrade').signal(abortSignal, { rollback: true });
     } finally {
       await fleet.setFault('up-1', 'command-hangs', false);
     }
