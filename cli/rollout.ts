@@ -39,7 +39,7 @@ Overrides of the playbook's [rollout] for this run:
   --canary N  --wave-size N|P%  --failure-budget N  --pause DURATION  --max-parallel N
 
 Exit status with --follow: 0 when the rollout got through every wave (failures within the budget included),
-1 when it halted or was aborted.`,
+1 when it halted (a canary that did not succeed, or the budget used up), was aborted or cancelled.`,
   async run(args) {
     const { values, positionals } = parseCommandArgs(
       this,

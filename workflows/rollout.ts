@@ -394,7 +394,8 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
       progress.phase = results.some((result) => result.status !== 'succeeded') ? 'completed' : 'succeeded';
     }
     for (const result of results) {
-      if (result.status === 'pending' || result.status === 'busy') Object.assign(result, { status: 'skipped', reason: progress.reason ?? 'not started' });
+      // A node waiting for its retry when the rollout stopped was not started: not a failure of its own.
+      if (result.status === 'pending' || result.status === 'busy') Object.assign(result, { status: 'skipped', busy: undefined, reason: progress.reason ?? 'not started' });
     }
     report();
     if (progress.phase === 'halted') {
@@ -509,7 +510,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
       progress.phase = 'cancelled';
       progress.reason = 'cancelled through Temporal (not by katafleet abort): running nodes rolled back, no further node was started';
       for (const result of results) {
-        if (result.status === 'pending' || result.status === 'busy') Object.assign(result, { status: 'skipped', reason: progress.reason });
+        if (result.status === 'pending' || result.status === 'busy') Object.assign(result, { status: 'skipped', busy: undefined, reason: progress.reason });
       }
       report();
     });
