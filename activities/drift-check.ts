@@ -21,6 +21,7 @@ import { getPath, isTable, parseToml } from './containerd-config/data';
 import { patchContainerdConfig, removeRuntimes, type PatchOutcome } from './containerd-config';
 import { Kubectl, requireKubernetes, type KubeNode } from './kubectl';
 import { SshFailureType, type SshPool } from './ssh';
+import { desiredStatePath, parseDesiredState, quarantinePath, type DesiredState, type QuarantineMarker } from './desired-state';
 import type { DriftCheck, DriftCheckRequest } from './node-types';
 import type { ContainerdPatchStep, NodeLabelStep, PackageInstallStep, RuntimeClassStep, ServiceRestartStep, Step } from '../playbooks/schema';
 import { checkStep, checkTargets } from './step-policy';
@@ -45,17 +46,29 @@ const unreachableTypes: readonly string[] = [
   SshFailureType.CommandTimedOut,
 ];
 
+/**
+ * {@link DriftCheck} with what the node itself says it should run: its desired state (the playbook its last
+ * successful rollout applied), its quarantine marker, and the packages a repair would downgrade.
+ */
+export interface NodeDriftCheck extends DriftCheck {
+  desired?: DesiredState;
+  quarantine?: QuarantineMarker;
+  /** `name installed → pinned` for each package installed at a newer version than the playbook pins. */
+  downgrades?: string[];
+}
+
 /** Builds the drift activity; register it with the worker (`workerActivities` does). */
 export function createDriftActivities(deps: { pool: SshPool }) {
   return {
     /** Compares one node with the playbook's desired state; never writes. */
-    async checkDrift(request: DriftCheckRequest): Promise<DriftCheck> {
+    async checkDrift(request: DriftCheckRequest): Promise<NodeDriftCheck> {
       const node = request.node.name;
       checkTargets(request.node, request.kubernetes);
       const steps = request.steps.map((step) => checkStep(step, request.node));
       try {
-        const drifted = await findDrift(deps.pool, { ...request, steps });
-        return { node, state: drifted.length > 0 ? 'drifted' : 'in-sync', drifted };
+        const shell = new NodeShell(deps.pool, request.node);
+        const [drifted, desired, quarantine, downgrades] = await Promise.all([findDrift(deps.pool, { ...request, steps }), readDesired(shell), readQuarantine(shell), findDowngrades(shell, steps)]);
+        return { node, state: drifted.length > 0 ? 'drifted' : 'in-sync', drifted, desired, quarantine, downgrades };
       } catch (err) {
         const type = failureType(err);
         if (type !== undefined && unreachableTypes.includes(type)) return { node, state: 'unreachable', drifted: [], error: firstLine(err) };
@@ -92,6 +105,64 @@ async function findDrift(pool: SshPool, request: DriftCheckRequest): Promise<str
     }
   }));
   return [...new Set(perStep.flat())];
+}
+
+async function readDesired(shell: NodeShell): Promise<DesiredState | undefined> {
+  return parseDesiredState(await shell.readFile(desiredStatePath), shell.name);
+}
+
+/** The quarantine marker, when there is one; one that is not JSON still quarantines (its text is the reason). */
+async function readQuarantine(shell: NodeShell): Promise<QuarantineMarker | undefined> {
+  const text = await shell.readFile(quarantinePath);
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as QuarantineMarker;
+  } catch {
+    return { reason: `${quarantinePath} is not JSON: ${text.slice(0, 200)}` };
+  }
+}
+
+async function findDowngrades(shell: NodeShell, steps: readonly Step[]): Promise<string[]> {
+  const installs = steps.filter((step): step is PackageInstallStep => step.kind === 'package-install' && step.action !== 'remove');
+  const found = await Promise.all(installs.map(async (step) => {
+    const manager = await detectPackageManager(shell, step.manager);
+    return packageDowngrades(step, await installedVersions(shell, manager, step.packages.map((spec) => spec.name)));
+  }));
+  return found.flat();
+}
+
+/** Packages installed at a newer version than the step pins: repairing them would be a downgrade. */
+export function packageDowngrades(step: PackageInstallStep, installed: InstalledVersions): string[] {
+  return step.packages.flatMap((spec) => {
+    const version = installed.get(spec.name);
+    return version !== undefined && spec.version !== undefined && compareVersions(version, spec.version) > 0 ? [`${spec.name} ${version} → ${spec.version}`] : [];
+  });
+}
+
+/**
+ * Orders two package versions the way dpkg and rpm do for the usual shapes (`[epoch:]1.2.3[-release]`):
+ * epoch first, then each run of digits numerically and each run of other characters as text, `~` before
+ * anything. Negative: `a` is older; 0: equal; positive: `a` is newer.
+ */
+export function compareVersions(a: string, b: string): number {
+  const split = (version: string) => {
+    const match = /^(?:(\d+):)?(.*)$/.exec(version)!;
+    return { epoch: Number(match[1] ?? 0), parts: match[2].match(/\d+|~|[^\d~]+/g) ?? [] };
+  };
+  const left = split(a);
+  const right = split(b);
+  if (left.epoch !== right.epoch) return left.epoch - right.epoch;
+  for (let index = 0; index < Math.max(left.parts.length, right.parts.length); index++) {
+    const x = left.parts[index];
+    const y = right.parts[index];
+    if (x === y) continue;
+    if (x === '~' || y === undefined) return x === '~' ? -1 : 1;
+    if (y === '~' || x === undefined) return y === '~' ? 1 : -1;
+    const numeric = /^\d/.test(x) && /^\d/.test(y);
+    const order = numeric ? Number(x) - Number(y) : x < y ? -1 : 1;
+    if (order !== 0) return order;
+  }
+  return 0;
 }
 
 async function checkPackages(shell: NodeShell, step: PackageInstallStep): Promise<string[]> {

@@ -74,9 +74,11 @@ export const RolloutSummaryBody = z
 export const RolloutNodeBody = z.object({
   name: z.string(),
   wave: z.number(),
-  status: z.enum(['pending', 'running', 'succeeded', 'failed', 'skipped', 'rolled-back']),
+  status: z.enum(['pending', 'running', 'busy', 'succeeded', 'failed', 'skipped', 'rolled-back', 'rollback-failed', 'needs-attention']),
   nodePhase: z.string().optional(),
   reason: z.string().optional(),
+  busy: z.boolean().optional(),
+  undone: z.boolean().optional(),
   facts: z.record(z.string(), z.string()).optional(),
   durationMs: z.number().optional(),
 });

@@ -7,8 +7,9 @@ import { parseCommandArgs, requireOption, UsageError, type Command } from './com
 /** The drift report as a table: node, outcome, what drifted. */
 export function formatDriftReport(report: DriftReport): string {
   const width = Math.max(4, ...report.nodes.map((result) => result.node.length));
-  const rows = report.nodes.map((result) => `${result.node.padEnd(width)}  ${result.outcome.padEnd(13)} ${[...result.drifted, result.detail ?? ''].filter(Boolean).join('; ')}`.trimEnd());
-  return [`${'node'.padEnd(width)}  ${'outcome'.padEnd(13)} what`, ...rows].join('\n');
+  const outcomeWidth = Math.max(13, ...report.nodes.map((result) => result.outcome.length + 1));
+  const rows = report.nodes.map((result) => `${result.node.padEnd(width)}  ${result.outcome.padEnd(outcomeWidth)} ${[...result.drifted, result.detail ?? ''].filter(Boolean).join('; ')}`.trimEnd());
+  return [`${'node'.padEnd(width)}  ${'outcome'.padEnd(outcomeWidth)} what`, ...rows].join('\n');
 }
 
 export const driftCommand: Command = {
@@ -21,7 +22,9 @@ export const driftCommand: Command = {
   katafleet drift unschedule SCHEDULE_ID
 
 A check is read-only. Drifted nodes are repaired by running the playbook on them through the same per-node lock as
-rollouts, so a node busy in a rollout is skipped this round. --report-only changes nothing. Schedules skip a run
+rollouts, so a node busy in a rollout is skipped this round. A repair only re-applies the playbook (and version) the
+node's last successful rollout recorded in /var/lib/katafleet/desired.json: another playbook, a node an abort rolled
+back, or a downgrade is reported as conflict; a quarantined node as needs-attention. --report-only changes nothing. Schedules skip a run
 while the previous one still runs, and show on the Temporal UI's Schedules page.`,
   async run(args) {
     const [sub, ...rest] = args;

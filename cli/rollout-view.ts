@@ -34,7 +34,9 @@ export function formatResultTable(progress: RolloutProgress): string {
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column].length)));
   const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd();
   const summary = `${progress.phase}: ${progress.counts.succeeded} of ${progress.counts.total} nodes done, ${progress.counts.failed} failed, ${progress.counts.skipped} skipped${progress.reason ? ` — ${progress.reason}` : ''}`;
-  return [line(header), ...rows.map(line), '', summary].join('\n');
+  // A quarantined node needs a person: its whole reason, with the exact fix, not cut like the table's.
+  const attention = progress.nodes.filter((node) => node.status === 'needs-attention').map((node) => `  ${node.name}: ${node.reason ?? 'quarantined'}`);
+  return [line(header), ...rows.map(line), '', summary, ...(attention.length > 0 ? ['', 'needs attention:', ...attention] : [])].join('\n');
 }
 
 function reasonOf(node: RolloutNodeResult): string {

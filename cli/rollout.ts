@@ -36,10 +36,10 @@ export const rolloutCommand: Command = {
   --follow             show live progress (a bar per wave, a line per node), then the result table
   --request-id ID      idempotency key and rollout id: the same id twice starts one rollout
 Overrides of the playbook's [rollout] for this run:
-  --canary N  --wave-size N|P%  --failure-budget N  --pause DURATION  --max-parallel N
+  --canary N  --wave-size N|P%  --failure-budget N  --pause DURATION  --max-parallel N  --max-parallel-rollback N
 
 Exit status with --follow: 0 when the rollout got through every wave (failures within the budget included),
-1 when it halted or was aborted.`,
+1 when it halted (a canary that did not succeed, or the budget used up), was aborted or cancelled.`,
   async run(args) {
     const { values, positionals } = parseCommandArgs(
       this,
@@ -53,6 +53,7 @@ Exit status with --follow: 0 when the rollout got through every wave (failures w
         'failure-budget': { type: 'string' },
         pause: { type: 'string' },
         'max-parallel': { type: 'string' },
+        'max-parallel-rollback': { type: 'string' },
       },
       { min: 1, max: 1 },
     );
@@ -80,9 +81,10 @@ function parseOverrides(command: Command, values: Record<string, string | boolea
     failure_budget: number('failure-budget'),
     pause_between_waves: values.pause,
     max_parallel: number('max-parallel'),
+    max_parallel_rollback: number('max-parallel-rollback'),
   });
   if (!parsed.success) {
-    const flags: Record<string, string> = { canary: '--canary', wave_size: '--wave-size', failure_budget: '--failure-budget', pause_between_waves: '--pause', max_parallel: '--max-parallel' };
+    const flags: Record<string, string> = { canary: '--canary', wave_size: '--wave-size', failure_budget: '--failure-budget', pause_between_waves: '--pause', max_parallel: '--max-parallel', max_parallel_rollback: '--max-parallel-rollback' };
     throw new UsageError(parsed.error.issues.map((issue) => `katafleet rollout: ${flags[String(issue.path[0])] ?? String(issue.path[0])}: ${issue.message}`).join('\n'), command.usage);
   }
   return parsed.data;

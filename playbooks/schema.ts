@@ -62,7 +62,7 @@ export const RolloutSettings = z.strictObject({
   wave_size: z
     .union([count(1), z.string().regex(/^(100|[1-9][0-9]?)%$/, 'must be a percentage from "1%" to "100%"')])
     .default('25%'),
-  /** Failed nodes tolerated over the whole rollout; one more stops it (the canary never tolerates one). @default 0 */
+  /** Nodes that did not succeed tolerated over the whole rollout; one more stops it (a canary that does not succeed always does). @default 0 */
   failure_budget: count(0).default(0),
   /** Wait between two waves, e.g. `"5m"`. @default "0s" */
   pause_between_waves: Duration.default('0s'),
@@ -72,6 +72,8 @@ export const RolloutSettings = z.strictObject({
   drain: z.boolean().default(false),
   /** Nodes of one wave worked on at the same time; absent = the whole wave at once. */
   max_parallel: count(1).optional(),
+  /** Nodes an abort with rollback undoes at the same time (newest wave first); absent = the wave size. */
+  max_parallel_rollback: count(1).optional(),
 });
 export type RolloutSettings = z.infer<typeof RolloutSettings>;
 

@@ -11,7 +11,7 @@ import type { Step } from '../playbooks/schema';
 import { taskQueue } from '../worker/connection';
 import type { NodeProgress } from '../workflows/node-messages';
 import { nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
-import type { RolloutProgress } from '../workflows/rollout-messages';
+import { rolloutProgressQuery } from '../workflows/rollout-messages';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import {
   activityAttempts,
@@ -209,11 +209,15 @@ describe('the per-node lock', () => {
 
       const inventory = await loadInventory(nodes.fleet.inventoryPath);
       const started = await startRollout(env.client, await loadPlaybook('kata'), { ...inventory, nodes: inventory.nodes.filter((n) => n.name !== 'fresh') });
-      const rollout = await env.client.workflow.getHandle(started.workflowId).result() as RolloutProgress;
+      // The busy canary is tried again at the end of its wave, still busy, so the rollout halts (issue 11).
+      await expect(env.client.workflow.getHandle(started.workflowId).result()).rejects.toThrow();
+      const rollout = await env.client.workflow.getHandle(started.workflowId).query(rolloutProgressQuery);
+      expect(rollout.phase).toBe('halted');
       expect(rollout.nodes).toEqual([expect.objectContaining({
         name: 'victim',
         status: 'skipped',
-        reason: 'node is busy: workflow katafleet-node-victim (another rollout or drift repair) holds its lock',
+        busy: true,
+        reason: 'node is busy: workflow katafleet-node-victim (another rollout or drift repair) holds its lock, still after its retries',
       })]);
       expect((await holder.describe()).status.name).toBe('RUNNING');
       await nodes.fleet.setFault('victim', 'command-hangs', false);

@@ -4,6 +4,7 @@
 // different order of undos) fails here instead of breaking running rollouts after a deploy.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { temporal } from '@temporalio/proto';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { activitiesInHistory } from './helpers/node-workflow';
 import { historyFromJsonText } from './helpers/history-json';
@@ -11,10 +12,11 @@ import { historyFromJsonText } from './helpers/history-json';
 Runtime.install({ logger: new DefaultLogger('WARN') });
 
 const dir = join(__dirname, 'histories');
-const histories = readdirSync(dir).filter((file) => file.endsWith('.json')).sort().map((file) => ({
+const historiesOf = (prefixes: string[]) => readdirSync(dir).filter((file) => file.endsWith('.json') && prefixes.some((prefix) => file.startsWith(prefix))).sort().map((file) => ({
   workflowId: file.replace(/\.json$/, ''),
   history: historyFromJsonText(readFileSync(join(dir, file), 'utf8')),
 }));
+const histories = historiesOf(['node-']);
 
 describe('saved nodeWorkflow histories', () => {
   it('cover a success, a rollback, a retry and a cancellation', () => {
@@ -33,4 +35,45 @@ describe('saved nodeWorkflow histories', () => {
     for await (const result of Worker.runReplayHistories({ workflowsPath: require.resolve('../workflows') }, histories)) results.push(result);
     expect(results.map(({ workflowId, error }) => ({ workflowId, error: error?.message }))).toEqual(histories.map(({ workflowId }) => ({ workflowId, error: undefined })));
   }, 120_000);
+});
+
+// rolloutWorkflow and driftWorkflow histories recorded by scripts/record-rollout-histories.ts. Those
+// recorded on the code before issue 11 (main at 0c4c69f) are the previous version: every change since is
+// behind patched(), so they must keep replaying.
+const fleetHistories = historiesOf(['rollout-', 'drift-']);
+
+describe('saved rolloutWorkflow and driftWorkflow histories', () => {
+  it('cover a canary halt, pause and resume, approval, abort with rollback, continue-as-new, a drift repair, and the new behaviour', () => {
+    const names = fleetHistories.map(({ workflowId }) => workflowId);
+    expect(names).toEqual(expect.arrayContaining([
+      'drift-repair',
+      'rollout-abort-rollback',
+      'rollout-approval',
+      'rollout-canary-budget',
+      'rollout-canary-halt',
+      'rollout-continue-as-new-run1',
+      'rollout-continue-as-new-run2',
+      'rollout-pause-resume',
+      // Recorded on the code of issue 11: the patch markers are in these.
+      'drift-desired-state',
+      'rollout-bounded-abort-run1',
+      'rollout-bounded-abort-run2',
+      'rollout-canary-rolled-back-halts',
+    ]));
+    const lastEvent = (name: string) => fleetHistories.find(({ workflowId }) => workflowId === name)!.history.events!.at(-1)!.eventType;
+    expect(lastEvent('rollout-continue-as-new-run1')).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW);
+    expect(lastEvent('rollout-canary-halt')).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED);
+    expect(lastEvent('rollout-canary-rolled-back-halts')).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED);
+    // The histories of before issue 11 hold no patch marker, the new ones hold one per change.
+    const markers = (name: string) => fleetHistories.find(({ workflowId }) => workflowId === name)!.history.events!.filter((event) => event.markerRecordedEventAttributes).length;
+    expect(markers('rollout-canary-budget')).toBe(0);
+    expect(markers('rollout-canary-rolled-back-halts')).toBe(4);
+    expect(markers('drift-desired-state')).toBe(1);
+  });
+
+  it('replay without a nondeterminism error on the current workflow code', async () => {
+    const results = [];
+    for await (const result of Worker.runReplayHistories({ workflowsPath: require.resolve('../workflows') }, fleetHistories)) results.push(result);
+    expect(results.map(({ workflowId, error }) => ({ workflowId, error: error?.message }))).toEqual(fleetHistories.map(({ workflowId }) => ({ workflowId, error: undefined })));
+  }, 180_000);
 });

@@ -61,7 +61,7 @@ describe('abort with rollback', () => {
     expect((await configHashes(fleet, ['a-1', 'a-2']))).not.toEqual({ 'a-1': before['a-1'], 'a-2': before['a-2'] });
 
     expect(await controlRollout(env.client, 'abort-1', 'abort', { rollback: true, reason: 'test: abort with rollback' })).toBe('aborting');
-    await expect(controlRollout(env.client, 'abort-1', 'abort', { rollback: true })).rejects.toMatchObject({ type: 'RolloutRequestRejected', message: 'cannot abort: the rollout is already aborting' });
+    await expect(controlRollout(env.client, 'abort-1', 'abort', { rollback: true })).rejects.toMatchObject({ type: 'RolloutRequestRejected', message: 'cannot abort: the rollout is already aborting with rollback' });
 
     const result: RolloutProgress = await handle.result();
     expect(result).toMatchObject({ phase: 'aborted', reason: 'test: abort with rollback' });
@@ -86,9 +86,9 @@ describe('abort with rollback', () => {
     expect(children.map((child) => [nodeOf(child.workflowId), child.outcome])).toEqual([
       ['a-1', 'completed'],
       ['a-2', 'completed'],
-      // The undo of a-1 and a-2 after the abort: nodeWorkflow in undo mode, under the same per-node lock.
-      ['a-1', 'completed'],
+      // The undo of a-2 and a-1 after the abort, newest wave first: nodeWorkflow in undo mode, under the same per-node lock.
       ['a-2', 'completed'],
+      ['a-1', 'completed'],
     ]);
     expect(await nodeWorkflowExists(env.client, 'a-3')).toBe(false);
     expect(await configBackups(fleet, 'a-3')).toEqual([]);

@@ -99,7 +99,7 @@ describe('rolloutWorkflow on the simulated fleet', () => {
       (err: unknown) => err,
     );
     expect(failure).toBeInstanceOf(WorkflowFailedError);
-    expect((failure as WorkflowFailedError).cause).toMatchObject({ type: 'RolloutHalted', message: expect.stringContaining('failure budget exceeded: 2 node(s) failed, budget 1') });
+    expect((failure as WorkflowFailedError).cause).toMatchObject({ type: 'RolloutHalted', message: expect.stringContaining('failure budget exceeded: 2 node(s) did not succeed (2 failed), budget 1') });
 
     const progress = await handle.query(rolloutProgressQuery);
     expect(progress.phase).toBe('halted');

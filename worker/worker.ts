@@ -1,5 +1,6 @@
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities';
+import { createDesiredStateActivities } from '../activities/desired-state';
 import { createDriftActivities } from '../activities/drift-check';
 import { createNodeActivities } from '../activities/node-activities';
 import { SshPool } from '../activities/ssh';
@@ -40,5 +41,5 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
 
 /** Every activity a katafleet worker registers, sharing one SSH pool (one connection per node). */
 export function workerActivities(pool: SshPool) {
-  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }), ...createDriftActivities({ pool }) };
+  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }), ...createDriftActivities({ pool }), ...createDesiredStateActivities({ pool }) };
 }

@@ -3,6 +3,7 @@ import {
   ActivityFailure,
   ChildWorkflowFailure,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -11,7 +12,7 @@ import {
   workflowInfo,
   defineQuery,
 } from '@temporalio/workflow';
-import type { createDriftActivities } from '../activities/drift-check';
+import type { createDriftActivities, NodeDriftCheck } from '../activities/drift-check';
 import type { DriftCheck, KubernetesTarget, NodeTarget } from '../activities/node-types';
 import type { Step } from '../playbooks/schema';
 import { nodeWorkflow, nodeWorkflowId } from './node';
@@ -37,8 +38,19 @@ export interface DriftInput {
   parallelism?: number;
 }
 
-/** `check-failed`: the read-only check itself failed (e.g. the API server did not answer); the other nodes are still reported. */
-export type DriftOutcome = 'in-sync' | 'drifted' | 'repaired' | 'repair-failed' | 'busy' | 'unreachable' | 'check-failed';
+/**
+ * `check-failed`: the read-only check itself failed (e.g. the API server did not answer); the other nodes are
+ * still reported. `conflict`: the node's desired state (desired.json, written by its last successful rollout)
+ * names another playbook or version than this drift run's, an abort rolled it back, or a repair would
+ * downgrade a package: reported, never repaired. `needs-attention`: the node is quarantined; nothing is done.
+ */
+export type DriftOutcome = 'in-sync' | 'drifted' | 'repaired' | 'repair-failed' | 'busy' | 'unreachable' | 'check-failed' | 'conflict' | 'needs-attention';
+
+/** Ids of the changes made to driftWorkflow since histories were first kept (main at 0c4c69f). */
+export const driftPatches = {
+  /** Repair only back to the node's recorded desired state; skip quarantined nodes; no downgrade. */
+  desiredState: 'drift-desired-state',
+} as const;
 
 /** One node in a {@link DriftReport}. */
 export interface DriftNodeResult {
@@ -64,6 +76,7 @@ export const driftReportQuery = defineQuery<DriftReport>('driftReport');
  * working on it) is skipped this round and reported as busy: drift repair never races a rollout.
  */
 export async function driftWorkflow(input: DriftInput): Promise<DriftReport> {
+  const followsDesiredState = patched(driftPatches.desiredState);
   const report: DriftReport = { playbook: input.playbook.name, reportOnly: input.reportOnly, phase: 'checking', nodes: [] };
   setHandler(driftReportQuery, () => report);
   const show = () => {
@@ -79,7 +92,8 @@ export async function driftWorkflow(input: DriftInput): Promise<DriftReport> {
   const parallelism = input.parallelism ?? 10;
   report.nodes = await inBatches(input.nodes, parallelism, async (node) => {
     try {
-      return toResult(await checkDrift({ node, kubernetes: input.kubernetes, steps: input.steps }));
+      const check = await checkDrift({ node, kubernetes: input.kubernetes, steps: input.steps });
+      return followsDesiredState ? toResultFollowingDesiredState(check, input.playbook) : toResult(check);
     } catch (err) {
       return { node: node.name, outcome: 'check-failed' as const, drifted: [], detail: failureMessage(err) };
     }
@@ -102,6 +116,33 @@ export async function driftWorkflow(input: DriftInput): Promise<DriftReport> {
 function toResult(check: DriftCheck): DriftNodeResult {
   if (check.state === 'unreachable') return { node: check.node, outcome: 'unreachable', drifted: [], detail: check.error };
   return { node: check.node, outcome: check.state, drifted: check.drifted };
+}
+
+/**
+ * A check's result when repairs follow the node's own record: a quarantined node needs a person; a node
+ * whose last successful rollout applied another playbook (or another version of this one), or that an
+ * abort rolled back, is a conflict to report, not to repair; so is a repair that would downgrade.
+ */
+export function toResultFollowingDesiredState(check: NodeDriftCheck, playbook: DriftInput['playbook']): DriftNodeResult {
+  const result = toResult(check);
+  if (check.state === 'unreachable') return result;
+  if (check.quarantine) {
+    const marker = check.quarantine;
+    const detail = [`quarantined${marker.since ? ` since ${marker.since}` : ''}${marker.rolloutId ? ` by rollout ${marker.rolloutId}` : ''}: ${marker.reason ?? 'no reason recorded'}`, `fix: ${marker.fix ?? `katafleet node release ${check.node} --inventory FILE`}`].join('; ');
+    return { ...result, outcome: 'needs-attention', detail };
+  }
+  const desired = check.desired;
+  const short = (sha: string) => sha.slice(0, 12);
+  if (desired && (desired.playbook.name !== playbook.name || desired.playbook.sha256 !== playbook.sha256)) {
+    return { ...result, outcome: 'conflict', detail: `not repaired: the node's last successful rollout ${desired.rolloutId} applied playbook ${desired.playbook.name} (sha256 ${short(desired.playbook.sha256)}), this drift run holds ${playbook.name} (sha256 ${short(playbook.sha256)}); drift only re-applies what the node's last rollout applied — roll this playbook out, or schedule drift with the node's playbook` };
+  }
+  if (desired?.state === 'rolled-back' && check.state === 'drifted') {
+    return { ...result, outcome: 'conflict', detail: `not repaired: the abort of rollout ${desired.rolloutId} rolled this node back on purpose; roll the playbook out again to want it back` };
+  }
+  if (check.state === 'drifted' && (check.downgrades ?? []).length > 0) {
+    return { ...result, outcome: 'conflict', detail: `not repaired: it would downgrade ${check.downgrades!.join(', ')}; roll out a playbook that pins the installed version` };
+  }
+  return result;
 }
 
 async function repair(result: DriftNodeResult, node: NodeTarget, input: DriftInput): Promise<void> {
@@ -143,7 +184,8 @@ async function inBatches<T, R>(items: T[], size: number, work: (item: T) => Prom
 /** The drift report as Markdown for the Temporal UI's "current details". */
 export function formatDriftDetails(report: DriftReport): string {
   const count = (outcome: DriftOutcome) => report.nodes.filter((result) => result.outcome === outcome).length;
-  const header = `**drift check of ${report.playbook}**${report.reportOnly ? ' (report only)' : ''}: ${report.phase} — ${count('in-sync')} in sync, ${count('drifted')} drifted, ${count('repaired')} repaired, ${count('repair-failed')} repair failed, ${count('busy')} busy, ${count('unreachable')} unreachable, ${count('check-failed')} check failed`;
+  const extra = (['conflict', 'needs-attention'] as const).filter((outcome) => count(outcome) > 0).map((outcome) => `, ${count(outcome)} ${outcome}`).join('');
+  const header = `**drift check of ${report.playbook}**${report.reportOnly ? ' (report only)' : ''}: ${report.phase} — ${count('in-sync')} in sync, ${count('drifted')} drifted, ${count('repaired')} repaired, ${count('repair-failed')} repair failed, ${count('busy')} busy, ${count('unreachable')} unreachable, ${count('check-failed')} check failed${extra}`;
   const rows = report.nodes.map((result) => `| ${result.node} | ${result.outcome} | ${[...result.drifted, result.detail ?? ''].filter(Boolean).join('; ').replace(/\|/g, '\\|')} |`);
   return [header, '', '| node | outcome | what |', '|---|---|---|', ...rows].join('\n');
 }

@@ -1,9 +1,15 @@
 import {
+  ActivityFailure,
   ApplicationFailure,
+  CancellationScope,
+  ChildWorkflowCancellationType,
   ChildWorkflowFailure,
   condition,
   continueAsNew,
+  isCancellation,
   ParentClosePolicy,
+  patched,
+  proxyActivities,
   setCurrentDetails,
   setHandler,
   sleep,
@@ -13,6 +19,7 @@ import {
   type ChildWorkflowHandle,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import type { createDesiredStateActivities } from '../activities/desired-state';
 import type { KubernetesTarget, NodeTarget } from '../activities/node-types';
 import type { RolloutSettings, Step } from '../playbooks/schema';
 import { parseDuration } from './duration';
@@ -26,13 +33,15 @@ import {
   resumeSignal,
   resumeUpdate,
   rolloutProgressQuery,
+  isNonSuccess,
   type AbortRequest,
+  type NodeStatus,
   type RolloutNodeResult,
   type RolloutPhase,
   type RolloutProgress,
 } from './rollout-messages';
 import { searchAttributes } from './search-attributes';
-import { planWaves } from './waves';
+import { planWaves, waveSizeFor } from './waves';
 
 /** Input of {@link rolloutWorkflow}: a validated playbook and inventory as plain data. */
 export interface RolloutInput {
@@ -44,8 +53,8 @@ export interface RolloutInput {
   kubernetes?: KubernetesTarget;
   /** Lower limits than Temporal's, for tests that show how a large fleet stays within them. */
   limits?: RolloutLimits;
-  /** State carried across continue-as-new; absent on the first run. */
-  carried?: { nodes: RolloutNodeResult[]; nextWave: number };
+  /** State carried across continue-as-new; absent on the first run. `abort`: the run was rolling back after an abort. */
+  carried?: { nodes: RolloutNodeResult[]; nextWave: number; abort?: AbortRequest };
 }
 
 /** How much one run of rolloutWorkflow takes on; it continues as new before reaching either. */
@@ -54,9 +63,14 @@ export interface RolloutLimits {
   historyEvents?: number;
   /** Child nodeWorkflows in flight at once, whatever the wave size. @default 1000 (Temporal allows 2,000 pending children) */
   childrenInFlight?: number;
+  /**
+   * Wait before a node found busy (its lock held) is tried again at the end of its wave; the try after the
+   * last wave waits twice this. @default "30s"
+   */
+  busyRetry?: string;
 }
 
-const defaultLimits: Required<RolloutLimits> = { historyEvents: 8_000, childrenInFlight: 1_000 };
+const defaultLimits: Required<RolloutLimits> = { historyEvents: 8_000, childrenInFlight: 1_000, busyRetry: '30s' };
 
 /**
  * History events one node adds to the rollout's run at most: start initiated, started, closed, two
@@ -64,13 +78,46 @@ const defaultLimits: Required<RolloutLimits> = { historyEvents: 8_000, childrenI
  */
 export const historyEventsPerNode = 11;
 
+/** With the desired-state record after each node: its activity (scheduled, started, completed) and a workflow task. */
+const historyEventsPerNodeWithRecord = historyEventsPerNode + 6;
+
+/**
+ * Ids of the changes made to rolloutWorkflow since histories were first kept (main at 0c4c69f): a run
+ * that started on the older code replays it unchanged, a new run takes the new behaviour.
+ */
+export const rolloutPatches = {
+  /** Any canary outcome but succeeded halts; the budget counts every non-success; busy nodes are retried. */
+  canaryAndBudget: 'rollout-canary-and-budget',
+  /** Abort with rollback in bounded batches, newest wave first, across continue-as-new, not cut by a cancel; abort upgradable. */
+  boundedAbort: 'rollout-bounded-abort',
+  /** The node's desired state (desired.json) recorded after it succeeded, marked rolled-back after an abort undid it. */
+  desiredState: 'rollout-desired-state',
+  /** The phase shows a pause while waiting between waves; a Temporal cancel ends with phase cancelled. */
+  phaseDisplay: 'rollout-phase-display',
+} as const;
+
+const { recordDesiredState } = proxyActivities<ReturnType<typeof createDesiredStateActivities>>({
+  startToCloseTimeout: '1m',
+  heartbeatTimeout: '30s',
+  retry: { maximumAttempts: 10, initialInterval: '2s', maximumInterval: '30s', nonRetryableErrorTypes: ['HostKeyMismatch', 'HostKeyUnknown', 'SshAuthFailed'] },
+});
+
+/** Tries of a node's undo after an abort when its lock is held (a drift repair): then it is reported. */
+const undoStartAttempts = 4;
+
 /**
  * Rolls a playbook out to a fleet: a canary wave first, then waves, each node a child
- * nodeWorkflow (whose id is the node's lock). Stops starting nodes once more nodes failed than
- * the failure budget allows (a failed canary always stops it); nodes already running finish or
- * roll back. Pause / resume / abort arrive as updates (or signals).
+ * nodeWorkflow (whose id is the node's lock). Any canary outcome other than succeeded halts it;
+ * later, it stops starting nodes once more nodes did not succeed than the failure budget allows;
+ * nodes already running finish or roll back. Pause / resume / abort arrive as updates (or signals).
  */
 export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgress> {
+  const v = {
+    canary: patched(rolloutPatches.canaryAndBudget),
+    abort: patched(rolloutPatches.boundedAbort),
+    desired: patched(rolloutPatches.desiredState),
+    phase: patched(rolloutPatches.phaseDisplay),
+  };
   const waves = planWaves(input.nodes.map((node) => node.name), input.rollout);
   const targets = new Map(input.nodes.map((node) => [node.name, node]));
   const results: RolloutNodeResult[] =
@@ -87,13 +134,15 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     counts: { total: results.length, succeeded: 0, failed: 0, running: 0, pending: 0, skipped: 0 },
   };
   let paused = false;
-  let abort: AbortRequest | undefined;
+  let betweenWaves = false;
+  let abort: AbortRequest | undefined = v.abort ? input.carried?.abort : undefined;
   const running = new Map<string, ChildWorkflowHandle<typeof nodeWorkflow>>();
   const limits = { ...defaultLimits, ...input.limits };
+  const eventsPerNode = v.desired ? historyEventsPerNodeWithRecord : historyEventsPerNode;
   let startedThisRun = 0;
   // Before starting a node: would this run's history pass the limit once every node in flight has closed?
   const historyNearlyFull = () =>
-    startedThisRun > 0 && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength + (running.size + 1) * historyEventsPerNode >= limits.historyEvents);
+    startedThisRun > 0 && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength + (running.size + 1) * eventsPerNode >= limits.historyEvents);
   let lastAttributes = '';
 
   const pause = (): RolloutPhase => {
@@ -105,26 +154,36 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     return report();
   };
   const startAbort = (request: AbortRequest): RolloutPhase => {
-    abort = request;
+    // An upgrade (abort --rollback after an abort without) keeps the first reason unless it gives one.
+    abort = abort === undefined ? request : { rollback: request.rollback ?? abort.rollback, reason: request.reason ?? abort.reason };
     paused = false;
     return report();
   };
-  const finished = () => ['halted', 'aborted', 'completed', 'succeeded', 'aborting'].includes(progress.phase);
+  const finished = () => ['halted', 'aborted', 'cancelled', 'completed', 'succeeded', 'aborting'].includes(progress.phase);
   const rejectIf = (refuse: boolean, reason: string) => {
     if (refuse) throw new Error(reason);
+  };
+  /** An abort is refused once the rollout has ended; an abort without rollback may still be upgraded to one. */
+  const abortRefusal = (request: AbortRequest): string | undefined => {
+    if (!v.abort) return finished() || abort !== undefined ? `cannot abort: the rollout is already ${progress.phase}` : undefined;
+    if (abort === undefined) return finished() ? `cannot abort: the rollout is already ${progress.phase}` : undefined;
+    if (abort.rollback) return `cannot abort: the rollout is already ${progress.phase} with rollback`;
+    if (!request.rollback || progress.phase !== 'aborting') return `cannot abort: the rollout is already ${progress.phase}${progress.phase === 'aborting' ? ' (only abort --rollback can still be added)' : ''}`;
+    return undefined;
   };
   setHandler(rolloutProgressQuery, () => progress);
   setHandler(pauseUpdate, pause, { validator: () => rejectIf(finished() || paused || abort !== undefined, `cannot pause: the rollout is ${progress.phase}`) });
   setHandler(resumeUpdate, resume, { validator: () => rejectIf(!paused, `cannot resume: the rollout is ${progress.phase}, not paused or awaiting approval`) });
-  setHandler(abortUpdate, startAbort, { validator: (_request: AbortRequest) => rejectIf(finished() || abort !== undefined, `cannot abort: the rollout is already ${progress.phase}`) });
+  setHandler(abortUpdate, startAbort, { validator: (request: AbortRequest) => rejectIf(abortRefusal(request ?? {}) !== undefined, abortRefusal(request ?? {}) ?? '') });
   setHandler(pauseSignal, () => void (!finished() && abort === undefined && pause()));
   setHandler(resumeSignal, () => void (paused && resume()));
-  setHandler(abortSignal, (request) => void (!finished() && abort === undefined && startAbort(request ?? {})));
+  setHandler(abortSignal, (request) => void (abortRefusal(request ?? {}) === undefined && startAbort(request ?? {})));
 
   /** The phase the pause/abort state implies; a pause during approval stays `awaiting-approval`. */
   function currentPhase(): RolloutPhase {
     if (abort) return 'aborting';
     if (paused) return progress.phase === 'awaiting-approval' ? 'awaiting-approval' : 'paused';
+    if (v.phase && betweenWaves) return 'waiting-between-waves';
     return progress.phase === 'paused' || progress.phase === 'awaiting-approval' ? 'running' : progress.phase;
   }
 
@@ -132,9 +191,9 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     const counts = { total: results.length, succeeded: 0, failed: 0, running: 0, pending: 0, skipped: 0 };
     for (const result of results) {
       if (result.status === 'succeeded') counts.succeeded++;
-      else if (result.status === 'failed' || result.status === 'rolled-back') counts.failed++;
+      else if (isNonSuccess(result)) counts.failed++;
       else if (result.status === 'running') counts.running++;
-      else if (result.status === 'pending') counts.pending++;
+      else if (result.status === 'pending' || result.status === 'busy') counts.pending++;
       else counts.skipped++;
     }
     progress.counts = counts;
@@ -155,7 +214,12 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     return progress.phase;
   }
 
-  const budgetExceeded = () => progress.counts.failed > input.rollout.failure_budget || results.some((r) => r.wave === 1 && input.rollout.canary > 0 && r.status === 'failed');
+  /** Canary nodes that ended in anything but success (none without a canary wave). */
+  const failedCanaries = () => (input.rollout.canary > 0 ? results.filter((r) => r.wave === 1 && isNonSuccess(r)) : []);
+  const budgetExceeded = () =>
+    v.canary
+      ? progress.counts.failed > input.rollout.failure_budget || failedCanaries().length > 0
+      : progress.counts.failed > input.rollout.failure_budget || results.some((r) => r.wave === 1 && input.rollout.canary > 0 && r.status === 'failed');
 
   async function runNode(name: string): Promise<void> {
     const result = byName.get(name)!;
@@ -172,7 +236,8 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
       });
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
-        Object.assign(result, { status: 'skipped', reason: `node is busy: workflow ${nodeWorkflowId(name)} (another rollout or drift repair) holds its lock` });
+        const reason = `node is busy: workflow ${nodeWorkflowId(name)} (another rollout or drift repair) holds its lock`;
+        Object.assign(result, v.canary ? { status: 'busy', busy: true, reason: `${reason}; tried again later` } : { status: 'skipped', reason });
         report();
         return;
       }
@@ -180,15 +245,16 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     }
     running.set(name, handle);
     startedThisRun++;
-    result.status = 'running';
+    Object.assign(result, { status: 'running', reason: undefined });
     report();
     try {
       const outcome = await handle.result();
-      Object.assign(result, { status: 'succeeded', nodePhase: outcome.phase, facts: { ...outcome.facts, undos: JSON.stringify(outcome.undos) } });
+      Object.assign(result, { status: 'succeeded', busy: undefined, nodePhase: outcome.phase, facts: { ...outcome.facts, undos: JSON.stringify(outcome.undos) } });
+      if (v.desired) await recordApplied(name, result);
     } catch (err) {
       const details = nodeFailureDetails(err);
       Object.assign(result, {
-        status: details?.phase === 'rolled-back' ? 'rolled-back' : 'failed',
+        status: v.canary ? nodeFailureStatus(err, details) : details?.phase === 'rolled-back' ? 'rolled-back' : 'failed',
         nodePhase: details?.phase,
         facts: details?.facts,
         reason: err instanceof ChildWorkflowFailure && err.cause ? err.cause.message : String(err),
@@ -200,79 +266,261 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     }
   }
 
-  report();
-  /** 1-based wave the next run starts with (its nodes that are no longer pending are skipped), once this run is full. */
-  let continueAtWave: number | undefined;
-  for (let waveIndex = progress.currentWave - 1; waveIndex < waves.length; waveIndex++) {
-    if (abort || budgetExceeded()) break;
-    progress.currentWave = waveIndex + 1;
-    const limit = Math.min(input.rollout.max_parallel ?? waves[waveIndex].length, limits.childrenInFlight);
+  /** desired.json on the node: what it now runs. A failed record is shown, not fatal: the node did succeed. */
+  async function recordApplied(name: string, result: RolloutNodeResult): Promise<void> {
+    try {
+      await recordDesiredState({ node: targets.get(name)!, desired: { playbook: { name: input.playbook.name, sha256: input.playbook.sha256 }, rolloutId: input.rolloutId, state: 'applied', since: new Date(Date.now()).toISOString() } });
+    } catch (err) {
+      result.reason = `succeeded, but its desired state was not recorded (drift will not repair it): ${failureMessage(err)}`;
+    }
+  }
+
+  /**
+   * Starts the pending nodes among `names`, at most `limit` at once, and waits for them.
+   * `stopped`: an abort or the budget stopped it; `full`: this run's history is full (continue as new).
+   */
+  async function runNodes(names: readonly string[], limit: number): Promise<'stopped' | 'full' | undefined> {
     const inFlight: Promise<void>[] = [];
-    for (const name of waves[waveIndex]) {
+    let stop: 'stopped' | 'full' | undefined;
+    for (const name of names) {
       if (byName.get(name)!.status !== 'pending') continue;
       // Pause takes effect here, at the next node start.
       await condition(() => (!paused && running.size < limit) || abort !== undefined);
-      if (abort || budgetExceeded()) break;
+      if (abort || budgetExceeded()) {
+        stop = 'stopped';
+        break;
+      }
       // A run's children close in the same run (continue-as-new would ask them to cancel): let them finish first.
       if (historyNearlyFull()) {
-        continueAtWave = waveIndex + 1;
+        stop = 'full';
         break;
       }
       inFlight.push(runNode(name));
       await condition(() => running.has(name) || byName.get(name)!.status !== 'pending');
     }
     await Promise.all(inFlight);
-    if (abort || budgetExceeded() || continueAtWave !== undefined) break;
-    const isLast = waveIndex === waves.length - 1;
-    if (!isLast && waveIndex === 0 && input.rollout.canary > 0 && input.rollout.approval_after_canary) {
-      paused = true;
-      progress.phase = 'awaiting-approval';
-      report();
-      await condition(() => !paused || abort !== undefined);
-    } else if (!isLast && parseDuration(input.rollout.pause_between_waves) > 0) {
-      progress.phase = 'waiting-between-waves';
-      report();
-      await Promise.race([sleep(parseDuration(input.rollout.pause_between_waves)), condition(() => abort !== undefined)]);
-      if (!abort) progress.phase = 'running';
-    }
-    if (!isLast && historyNearlyFull()) {
-      continueAtWave = waveIndex + 2;
-      break;
-    }
-  }
-  if (continueAtWave !== undefined && !budgetExceeded()) {
-    // Pause and abort are not carried over: a paused rollout continues as new once resumed, an aborted one does not.
-    await condition(() => !paused || abort !== undefined);
-    if (!abort) await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: results, nextWave: continueAtWave } });
+    return stop;
   }
 
-  if (abort) {
-    progress.phase = 'aborting';
+  /** Tries the busy nodes among `names` once more after `delayMs`; `final`: those still busy are skipped for good. */
+  async function retryBusy(names: readonly string[], limit: number, delayMs: number, final: boolean): Promise<'stopped' | 'full' | undefined> {
+    const busy = names.filter((name) => byName.get(name)!.status === 'busy');
+    if (busy.length === 0) return undefined;
+    await Promise.race([sleep(delayMs), condition(() => abort !== undefined)]);
+    if (abort) return 'stopped';
+    for (const name of busy) byName.get(name)!.status = 'pending';
+    const stop = await runNodes(busy, limit);
+    for (const name of busy) {
+      const result = byName.get(name)!;
+      if (stop !== undefined && result.status === 'pending') result.status = 'busy';
+      else if (final && result.status === 'busy') Object.assign(result, { status: 'skipped', reason: `${result.reason!.replace(/; tried again later$/, '')}, still after its retries` });
+    }
     report();
-    if (abort.rollback) await rollBackChangedNodes(running, results, input, targets);
-    else await condition(() => running.size === 0);
-    progress.phase = 'aborted';
-    progress.reason = abort.reason ?? 'aborted by request';
-  } else if (budgetExceeded()) {
-    await condition(() => running.size === 0);
-    progress.phase = 'halted';
-    progress.reason = `failure budget exceeded: ${progress.counts.failed} node(s) failed, budget ${input.rollout.failure_budget}; no further node was started`;
-  } else {
-    progress.phase = results.some((result) => result.status !== 'succeeded') ? 'completed' : 'succeeded';
+    return stop;
   }
-  for (const result of results) {
-    if (result.status === 'pending') Object.assign(result, { status: 'skipped', reason: progress.reason ?? 'not started' });
+
+  const main = async (): Promise<RolloutProgress> => {
+    report();
+    /** 1-based wave the next run starts with (its nodes that are no longer pending are skipped), once this run is full. */
+    let continueAtWave: number | undefined;
+    const busyRetryMs = parseDuration(limits.busyRetry);
+    for (let waveIndex = progress.currentWave - 1; waveIndex < waves.length; waveIndex++) {
+      if (abort || budgetExceeded()) break;
+      progress.currentWave = waveIndex + 1;
+      const limit = Math.min(input.rollout.max_parallel ?? waves[waveIndex].length, limits.childrenInFlight);
+      let stop = await runNodes(waves[waveIndex], limit);
+      // A node found busy is tried again at the end of its wave; a canary still busy then halts the rollout.
+      if (v.canary && stop === undefined) stop = await retryBusy(waves[waveIndex], limit, busyRetryMs, waveIndex === 0 && input.rollout.canary > 0);
+      if (stop === 'full') continueAtWave = waveIndex + 1;
+      if (abort || budgetExceeded() || continueAtWave !== undefined) break;
+      const isLast = waveIndex === waves.length - 1;
+      if (!isLast && waveIndex === 0 && input.rollout.canary > 0 && input.rollout.approval_after_canary) {
+        paused = true;
+        progress.phase = 'awaiting-approval';
+        report();
+        await condition(() => !paused || abort !== undefined);
+      } else if (!isLast && parseDuration(input.rollout.pause_between_waves) > 0) {
+        progress.phase = 'waiting-between-waves';
+        betweenWaves = true;
+        report();
+        await Promise.race([sleep(parseDuration(input.rollout.pause_between_waves)), condition(() => abort !== undefined)]);
+        betweenWaves = false;
+        if (!abort) {
+          progress.phase = 'running';
+          // A pause that arrived while waiting is still in force: show it (and refuse a second pause as "paused").
+          if (v.phase) report();
+        }
+      }
+      if (!isLast && historyNearlyFull()) {
+        continueAtWave = waveIndex + 2;
+        break;
+      }
+    }
+    // The last try of the nodes that were busy in their wave (their lock may be free by now).
+    if (v.canary && continueAtWave === undefined && !abort && !budgetExceeded()) {
+      const limit = Math.min(input.rollout.max_parallel ?? waveSizeFor(input.rollout.wave_size, input.nodes.length), limits.childrenInFlight);
+      const stop = await retryBusy(results.map((result) => result.name), limit, busyRetryMs * 2, true);
+      if (stop === 'full') continueAtWave = waves.length;
+    }
+    if (continueAtWave !== undefined && !budgetExceeded()) {
+      // Pause and abort are not carried over: a paused rollout continues as new once resumed, an aborted one does not.
+      await condition(() => !paused || abort !== undefined);
+      if (!abort) await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: results, nextWave: continueAtWave } });
+    }
+
+    if (abort && v.abort) {
+      progress.phase = 'aborting';
+      report();
+      // Nodes still running finish first (cancelling one mid-step could lose the undo of that step); an
+      // abort without rollback may be upgraded meanwhile.
+      await condition(() => running.size === 0);
+      if (abort.rollback && (await rollBackInBatches()) === 'full') {
+        await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: results, nextWave: waves.length + 1, abort } });
+      }
+      progress.phase = 'aborted';
+      progress.reason = abort.reason ?? 'aborted by request';
+    } else if (abort) {
+      progress.phase = 'aborting';
+      report();
+      if (abort.rollback) await rollBackChangedNodes(running, results, input, targets);
+      else await condition(() => running.size === 0);
+      progress.phase = 'aborted';
+      progress.reason = abort.reason ?? 'aborted by request';
+    } else if (budgetExceeded()) {
+      await condition(() => running.size === 0);
+      progress.phase = 'halted';
+      progress.reason = v.canary ? haltReason() : `failure budget exceeded: ${progress.counts.failed} node(s) failed, budget ${input.rollout.failure_budget}; no further node was started`;
+    } else {
+      progress.phase = results.some((result) => result.status !== 'succeeded') ? 'completed' : 'succeeded';
+    }
+    for (const result of results) {
+      // A node waiting for its retry when the rollout stopped was not started: not a failure of its own.
+      if (result.status === 'pending' || result.status === 'busy') Object.assign(result, { status: 'skipped', busy: undefined, reason: progress.reason ?? 'not started' });
+    }
+    report();
+    if (progress.phase === 'halted') {
+      throw ApplicationFailure.create({ type: 'RolloutHalted', message: progress.reason!, nonRetryable: true, details: [progress] });
+    }
+    return progress;
+  };
+
+  /** Why the rollout halted: the canary that did not succeed, or the nodes over the budget. */
+  function haltReason(): string {
+    const canaries = failedCanaries();
+    if (canaries.length > 0) {
+      const which = canaries.map((node) => `${node.name} ${node.status === 'skipped' ? 'busy' : node.status}${node.reason ? ` (${firstLine(node.reason)})` : ''}`).join('; ');
+      return `canary did not succeed: ${which}; a canary must succeed whatever the failure budget (${input.rollout.failure_budget}); no further node was started`;
+    }
+    const byStatus = new Map<string, number>();
+    for (const result of results.filter(isNonSuccess)) {
+      const key = result.status === 'skipped' ? 'busy' : result.status;
+      byStatus.set(key, (byStatus.get(key) ?? 0) + 1);
+    }
+    const detail = [...byStatus].map(([status, count]) => `${count} ${status}`).join(', ');
+    return `failure budget exceeded: ${progress.counts.failed} node(s) did not succeed (${detail}), budget ${input.rollout.failure_budget}; no further node was started`;
   }
-  report();
-  if (progress.phase === 'halted') {
-    throw ApplicationFailure.create({ type: 'RolloutHalted', message: progress.reason!, nonRetryable: true, details: [progress] });
+
+  /**
+   * Abort with rollback, bounded: the nodes this rollout changed are undone newest wave first, at most
+   * `max_parallel_rollback` (default: the wave size) at once and never more than `childrenInFlight`. Undo
+   * children run in a non-cancellable scope and are abandoned, not cancelled, when the rollout closes: a
+   * cancel of the rollout cannot cut a node's undo in half. `full`: the run's history is full, continue as new.
+   */
+  async function rollBackInBatches(): Promise<'full' | undefined> {
+    const cap = Math.max(1, Math.min(input.rollout.max_parallel_rollback ?? waveSizeFor(input.rollout.wave_size, input.nodes.length), limits.childrenInFlight));
+    const queue = results
+      .map((result, index) => ({ result, index }))
+      .filter(({ result }) => result.status === 'succeeded' && !result.undone && result.facts?.undos && result.facts.undos !== '[]')
+      .sort((a, b) => b.result.wave - a.result.wave || b.index - a.index)
+      .map(({ result }) => result);
+    return CancellationScope.nonCancellable(async () => {
+      const inFlight: Promise<void>[] = [];
+      let full: 'full' | undefined;
+      for (const result of queue) {
+        await condition(() => running.size < cap);
+        if (historyNearlyFull()) {
+          full = 'full';
+          break;
+        }
+        inFlight.push(undoNode(result));
+        await condition(() => running.has(result.name) || result.undone === true);
+      }
+      await Promise.all(inFlight);
+      return full;
+    });
   }
-  return progress;
+
+  async function undoNode(result: RolloutNodeResult): Promise<void> {
+    const node = targets.get(result.name)!;
+    const undoInput: NodeRolloutInput = { rolloutId: input.rolloutId, node, kubernetes: input.kubernetes, steps: [], drain: input.rollout.drain, mode: 'undo', undos: [...JSON.parse(result.facts!.undos)].reverse() };
+    for (let attempt = 1; ; attempt++) {
+      let handle: ChildWorkflowHandle<typeof nodeWorkflow>;
+      try {
+        handle = await startChild(nodeWorkflow, {
+          workflowId: nodeWorkflowId(result.name),
+          args: [undoInput],
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+          cancellationType: ChildWorkflowCancellationType.ABANDON,
+          staticSummary: `undo of ${input.playbook.name} on ${result.name} (abort of ${input.rolloutId})`,
+        });
+      } catch (err) {
+        if (err instanceof WorkflowExecutionAlreadyStartedError && attempt < undoStartAttempts) {
+          await sleep(parseDuration(limits.busyRetry) * attempt);
+          continue;
+        }
+        Object.assign(result, { status: 'rollback-failed', undone: true, reason: `rollback after abort failed: ${err instanceof WorkflowExecutionAlreadyStartedError ? `node still busy after ${attempt} tries (${nodeWorkflowId(result.name)} holds its lock)` : failureMessage(err)}` });
+        report();
+        return;
+      }
+      running.set(result.name, handle);
+      startedThisRun++;
+      result.undone = true;
+      try {
+        const outcome = await handle.result();
+        Object.assign(result, { status: 'rolled-back', nodePhase: outcome.phase, reason: 'rolled back by abort' });
+        if (v.desired) await recordRolledBack(result);
+      } catch (err) {
+        const details = nodeFailureDetails(err);
+        Object.assign(result, { status: nodeFailureStatus(err, details), nodePhase: details?.phase, reason: `rollback after abort failed: ${failureMessage(err)}` });
+      } finally {
+        running.delete(result.name);
+        report();
+      }
+      return;
+    }
+  }
+
+  async function recordRolledBack(result: RolloutNodeResult): Promise<void> {
+    try {
+      await recordDesiredState({ node: targets.get(result.name)!, desired: { playbook: { name: input.playbook.name, sha256: input.playbook.sha256 }, rolloutId: input.rolloutId, state: 'rolled-back', since: new Date(Date.now()).toISOString() } });
+    } catch (err) {
+      result.reason = `rolled back by abort, but desired.json still says applied (drift may re-apply it): ${failureMessage(err)}`;
+    }
+  }
+
+  if (!v.phase) return main();
+  try {
+    return await main();
+  } catch (err) {
+    if (!isCancellation(err)) throw err;
+    // Cancelled through Temporal (not abort): the running nodes were asked to stop and roll back; wait for
+    // them, then say so in the phase instead of leaving "running" behind.
+    await CancellationScope.nonCancellable(async () => {
+      await condition(() => running.size === 0);
+      progress.phase = 'cancelled';
+      progress.reason = 'cancelled through Temporal (not by katafleet abort): running nodes rolled back, no further node was started';
+      for (const result of results) {
+        if (result.status === 'pending' || result.status === 'busy') Object.assign(result, { status: 'skipped', busy: undefined, reason: progress.reason });
+      }
+      report();
+    });
+    throw err;
+  }
 }
 
 /**
- * Abort with rollback: nodes still running finish first (cancelling one mid-step could lose the undo of
- * that step), then every node this rollout changed is undone, newest change first.
+ * Abort with rollback as before issue 11 (runs recorded on that code replay it): nodes still running
+ * finish first, then every node this rollout changed is undone, all at once.
  */
 async function rollBackChangedNodes(
   running: Map<string, ChildWorkflowHandle<typeof nodeWorkflow>>,
@@ -296,6 +544,27 @@ async function rollBackChangedNodes(
   await Promise.all(undoRuns);
 }
 
+/** The rollout's status of a node whose child failed: from the phase it reported (or its failure type). */
+function nodeFailureStatus(err: unknown, details: NodeProgress | undefined): NodeStatus {
+  const phase: string | undefined = details?.phase;
+  const type = err instanceof ChildWorkflowFailure && err.cause instanceof ApplicationFailure ? err.cause.type : undefined;
+  if (phase === 'needs-attention' || type === 'NodeQuarantined') return 'needs-attention';
+  if (phase === 'rollback-failed') return 'rollback-failed';
+  if (phase === 'rolled-back') return 'rolled-back';
+  return 'failed';
+}
+
+/** The innermost message of a child workflow or activity failure. */
+function failureMessage(err: unknown): string {
+  const cause = (err instanceof ChildWorkflowFailure || err instanceof ActivityFailure) && err.cause ? err.cause : err;
+  return cause instanceof Error ? cause.message : String(cause);
+}
+
+function firstLine(text: string): string {
+  const line = text.split('\n')[0];
+  return line.length > 200 ? `${line.slice(0, 199)}…` : line;
+}
+
 function nodeFailureDetails(err: unknown): NodeProgress | undefined {
   if (err instanceof ChildWorkflowFailure && err.cause instanceof ApplicationFailure) {
     return err.cause.details?.[0] as NodeProgress | undefined;
@@ -307,6 +576,9 @@ function nodeFailureDetails(err: unknown): NodeProgress | undefined {
 export function formatRolloutDetails(progress: RolloutProgress): string {
   const { counts } = progress;
   const header = `**${progress.playbook}** rollout ${progress.rolloutId}: ${progress.phase}, wave ${progress.currentWave}/${progress.waves.length} — ${counts.succeeded} done, ${counts.failed} failed (budget ${progress.failureBudget}), ${counts.running} running, ${counts.pending} pending${progress.reason ? `\n\n${progress.reason}` : ''}`;
-  const rows = progress.nodes.map((node) => `| ${node.wave} | ${node.name} | ${node.status} | ${(node.reason ?? node.facts?.guestKernel ?? '').replace(/\|/g, '\\|')} |`);
-  return [header, '', '| wave | node | status | detail |', '|---|---|---|---|', ...rows].join('\n');
+  const cell = (text: string) => text.replace(/\s*\n\s*/g, ' ⏎ ').replace(/\|/g, '\\|');
+  const rows = progress.nodes.map((node) => `| ${node.wave} | ${node.name} | ${node.status} | ${cell(node.reason ?? node.facts?.guestKernel ?? '')} |`);
+  // Quarantined nodes need a person: their reason and the exact fix, whole, under the table.
+  const attention = progress.nodes.filter((node) => node.status === 'needs-attention').map((node) => `- **${node.name}**: ${node.reason ?? 'quarantined'}`);
+  return [header, '', '| wave | node | status | detail |', '|---|---|---|---|', ...rows, ...(attention.length ? ['', '**Needs attention**', ...attention] : [])].join('\n');
 }

@@ -1,0 +1,187 @@
+// Drift follows the node's desired state (issue 11, review R4), through the public CLI: a rollout records
+// on each node what it applied (/var/lib/katafleet/desired.json); `katafleet drift check` repairs a node only
+// back to that playbook and version. A drift run of another playbook, a node an abort rolled back, and a
+// quarantined node are reported and left alone.
+//
+// Cost: a containerd-patch + restart playbook (no Kubernetes), 6 nodes.
+import { execFile } from 'node:child_process';
+import { copyFile, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { compareVersions, packageDowngrades } from '../activities/drift-check';
+import { parseDesiredState } from '../activities/desired-state';
+import type { PackageInstallStep } from '../playbooks/schema';
+import { startFleet, type Fleet } from '../sim/fleet';
+import { inventoryToml } from '../sim/inventory';
+import { taskQueue } from '../worker/connection';
+import { toResultFollowingDesiredState } from '../workflows/drift';
+import { nodeWorkflowId } from '../workflows/node';
+import { rolloutProgressQuery } from '../workflows/rollout-messages';
+import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
+import { configHashes, onNode, waitFor } from './rollout-helpers';
+
+const root = join(__dirname, '..');
+const nodes = ['d-1', 'd-2', 'd-3', 'd-4', 'd-5'];
+
+let env: TestWorkflowEnvironment;
+let fleet: Fleet;
+let worker: RunningTestWorker;
+let work: string;
+
+/** kata.toml's containerd and restart steps; `annotations` changes the runtime (and so the playbook's sha256). */
+const playbookToml = (name: string, annotations: string) => `
+[playbook]
+name = "${name}"
+
+[rollout]
+canary = 1
+wave_size = 1
+pause_between_waves = "0s"
+
+[[steps]]
+id = "containerd"
+kind = "containerd-patch"
+config_path = "/etc/containerd/config.toml"
+
+[[steps.runtimes]]
+name = "kata"
+runtime_type = "io.containerd.kata.v2"
+pod_annotations = [${annotations}]
+
+[[steps]]
+id = "restart"
+kind = "service-restart"
+service = "containerd"
+wait_for_handlers = ["kata"]
+`;
+
+function katafleet(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: env.address }, timeout: 300_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+async function inventoryFile(name: string, names: string[]): Promise<string> {
+  const file = join(work, `${name}.toml`);
+  await writeFile(file, inventoryToml({ dir: fleet.dir, port: 22, nodes: fleet.nodes.filter((node) => names.includes(node.name)), kubernetes: false }));
+  await copyFile(join(fleet.dir, 'credentials.toml'), join(dirname(file), 'credentials.toml'));
+  return file;
+}
+
+/** The table row of a node in `katafleet drift check`'s output. */
+const rowOf = (stdout: string, node: string) => stdout.split('\n').find((line) => line.startsWith(`${node} `)) ?? '';
+
+/** The run id of the node's latest nodeWorkflow: a repair would start a new one. */
+async function nodeRuns(node: string): Promise<string> {
+  return (await env.client.workflow.getHandle(nodeWorkflowId(node)).describe()).runId;
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'kf-drift-desired-'));
+  [env, fleet] = await Promise.all([startTestTemporal(), startFleet({ nodes: nodes.map((name) => ({ name, containerd: '1.6' as const })), dir: join(work, 'fleet') })]);
+  worker = await runKatafleetWorker(env, taskQueue);
+  await writeFile(join(work, 'kata-a.toml'), playbookToml('kata-a', '"io.katacontainers.*"'));
+  await writeFile(join(work, 'kata-b.toml'), playbookToml('kata-b', ''));
+}, 180_000);
+
+afterAll(async () => {
+  await worker?.stop();
+  await Promise.all([fleet?.stop(), env?.teardown()]);
+});
+
+describe('drift repair follows the desired state the node recorded', () => {
+  it('records the playbook on each node a rollout succeeded on, and repairs a drifted node back to it', async () => {
+    const rollout = await katafleet('rollout', join(work, 'kata-a.toml'), '--inventory', await inventoryFile('a', ['d-1', 'd-2', 'd-4']), '--follow', '--request-id', 'desired-a');
+    expect(rollout.code).toBe(0);
+    for (const node of ['d-1', 'd-2', 'd-4']) {
+      const desired = parseDesiredState(await onNode(fleet, node, 'cat /var/lib/katafleet/desired.json'), node);
+      expect(desired).toMatchObject({ playbook: { name: 'kata-a', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) }, rolloutId: 'desired-a', state: 'applied' });
+    }
+    // Config management rewrites d-1's config: drift of the same playbook repairs it.
+    await onNode(fleet, 'd-1', 'containerd config default > /etc/containerd/config.toml');
+    const check = await katafleet('drift', 'check', join(work, 'kata-a.toml'), '--inventory', await inventoryFile('d1', ['d-1']));
+    expect(check.code).toBe(0);
+    expect(rowOf(check.stdout, 'd-1')).toMatch(/^d-1\s+repaired\s+containerd config lacks runtime "kata"/);
+    expect(await onNode(fleet, 'd-1', 'grep -c "runtimes.kata\\]" /etc/containerd/config.toml')).toBe('1\n');
+  }, 300_000);
+
+  it('reports a conflict and repairs nothing when the drift run holds another playbook than the node recorded', async () => {
+    await onNode(fleet, 'd-2', 'containerd config default > /etc/containerd/config.toml');
+    const before = await configHashes(fleet, ['d-2']);
+    const runs = await nodeRuns('d-2');
+    const check = await katafleet('drift', 'check', join(work, 'kata-b.toml'), '--inventory', await inventoryFile('d2', ['d-2']));
+    expect(check.code).toBe(1);
+    expect(rowOf(check.stdout, 'd-2')).toMatch(/^d-2\s+conflict\s+.*not repaired: the node's last successful rollout desired-a applied playbook kata-a \(sha256 [0-9a-f]{12}\), this drift run holds kata-b/);
+    expect(await configHashes(fleet, ['d-2'])).toEqual(before);
+    expect(await nodeRuns('d-2')).toBe(runs);
+  }, 300_000);
+
+  it('does not re-apply a playbook to a node an abort rolled back', async () => {
+    const inventory = await inventoryFile('abort', ['d-3', 'd-5']);
+    const before = await configHashes(fleet, ['d-3']);
+    const started = await katafleet('rollout', join(work, 'kata-a.toml'), '--inventory', inventory, '--pause', '5m', '--request-id', 'desired-abort');
+    expect(started.code).toBe(0);
+    const handle = env.client.workflow.getHandle('katafleet-rollout-desired-abort');
+    await waitFor('the canary done', async () => ((await handle.query(rolloutProgressQuery)).phase === 'waiting-between-waves' ? true : undefined), 120_000);
+    expect((await katafleet('abort', 'desired-abort', '--rollback')).code).toBe(0);
+    await handle.result();
+    expect(await configHashes(fleet, ['d-3'])).toEqual(before);
+    expect(JSON.parse(await onNode(fleet, 'd-3', 'cat /var/lib/katafleet/desired.json'))).toMatchObject({ rolloutId: 'desired-abort', state: 'rolled-back' });
+
+    const runs = await nodeRuns('d-3');
+    const check = await katafleet('drift', 'check', join(work, 'kata-a.toml'), '--inventory', await inventoryFile('d3', ['d-3']));
+    expect(check.code).toBe(1);
+    expect(rowOf(check.stdout, 'd-3')).toMatch(/^d-3\s+conflict\s+.*not repaired: the abort of rollout desired-abort rolled this node back on purpose/);
+    expect(await configHashes(fleet, ['d-3'])).toEqual(before);
+    expect(await nodeRuns('d-3')).toBe(runs);
+  }, 300_000);
+
+  it('skips a quarantined node: needs-attention with the reason and the fix, nothing changed', async () => {
+    await onNode(fleet, 'd-4', 'containerd config default > /etc/containerd/config.toml');
+    const marker = { rolloutId: 'r-9', runId: 'x', reason: 'rollback of containerd failed', fix: 'katafleet node release d-4 --inventory FILE', since: '2026-11-30T00:00:00Z' };
+    await onNode(fleet, 'd-4', `mkdir -p /var/lib/katafleet && echo '${JSON.stringify(marker)}' > /var/lib/katafleet/quarantine.json`);
+    const before = await configHashes(fleet, ['d-4']);
+    const runs = await nodeRuns('d-4');
+    try {
+      const check = await katafleet('drift', 'check', join(work, 'kata-a.toml'), '--inventory', await inventoryFile('d4', ['d-4']));
+      expect(check.code).toBe(1);
+      expect(rowOf(check.stdout, 'd-4')).toMatch(/^d-4\s+needs-attention\s+.*quarantined since 2026-11-30T00:00:00Z by rollout r-9: rollback of containerd failed; fix: katafleet node release d-4 --inventory FILE/);
+      expect(await configHashes(fleet, ['d-4'])).toEqual(before);
+      expect(await nodeRuns('d-4')).toBe(runs);
+    } finally {
+      await onNode(fleet, 'd-4', 'rm -f /var/lib/katafleet/quarantine.json');
+    }
+  }, 300_000);
+});
+
+describe('no downgrade', () => {
+  const step = { kind: 'package-install', id: 'install', action: 'install', packages: [{ name: 'kata-containers', version: '3.2.0' }] } as unknown as PackageInstallStep;
+
+  it('orders versions the way dpkg does for the usual shapes', () => {
+    expect(compareVersions('3.3.0', '3.2.0')).toBeGreaterThan(0);
+    expect(compareVersions('3.10.0', '3.9.1')).toBeGreaterThan(0);
+    expect(compareVersions('3.2.0', '3.2.0')).toBe(0);
+    expect(compareVersions('3.2.0~rc1', '3.2.0')).toBeLessThan(0);
+    expect(compareVersions('1:2.0', '3.0')).toBeGreaterThan(0);
+    expect(compareVersions('3.2.0-1', '3.2.0')).toBeGreaterThan(0);
+  });
+
+  it('names a package installed newer than the playbook pins, and the drift result is a conflict, not a repair', () => {
+    expect(packageDowngrades(step, new Map([['kata-containers', '3.3.0']]))).toEqual(['kata-containers 3.3.0 → 3.2.0']);
+    expect(packageDowngrades(step, new Map([['kata-containers', '3.1.0']]))).toEqual([]);
+    const result = toResultFollowingDesiredState(
+      { node: 'n', state: 'drifted', drifted: ['package kata-containers is 3.3.0, not 3.2.0'], downgrades: ['kata-containers 3.3.0 → 3.2.0'] },
+      { name: 'kata', file: 'kata.toml', sha256: 'a'.repeat(64) },
+    );
+    expect(result).toMatchObject({ outcome: 'conflict', detail: expect.stringContaining('not repaired: it would downgrade kata-containers 3.3.0 → 3.2.0') });
+  });
+
+  it('refuses a desired.json that is not its own with the file and the fix', () => {
+    expect(() => parseDesiredState('{', 'n')).toThrow('node n: /var/lib/katafleet/desired.json is not JSON: fix or delete the file');
+    expect(() => parseDesiredState('{"playbook":{}}', 'n')).toThrow('lacks playbook.name, playbook.sha256, rolloutId or state');
+    expect(parseDesiredState(undefined, 'n')).toBeUndefined();
+  });
+});

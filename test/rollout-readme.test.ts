@@ -1,0 +1,149 @@
+// Every sentence of README.md's "How a rollout runs", and the tests that prove it through the public CLI or
+// HTTP API (or, for the node level and the upgrade promise, the real workflows on the simulated fleet and the
+// recorded histories). This file checks that the table is complete: each sentence of the section contains one
+// of the phrases below, and each named test exists in its file. The tests themselves run in their own files.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { isNonSuccess, type NodeStatus } from '../workflows/rollout-messages';
+
+interface Proof {
+  /** A phrase of the README sentence (exact text, whitespace folded). */
+  sentence: string;
+  /** test file → the titles of its tests that prove the sentence. */
+  tests: Record<string, string[]>;
+}
+
+export const proofs: Proof[] = [
+  { sentence: 'plans waves from `[rollout]`: the canary first, then waves by count or percent', tests: { 'rollout-waves.test.ts': ['rolls out to 10 nodes with a canary of 1 and waves of 3, wave after wave'] } },
+  {
+    sentence: 'never work on one node at once',
+    tests: {
+      'rollout-phase.test.ts': ['never works on one node from both at once: each node changed once, its nodeWorkflow runs one after another'],
+      'rollout-canary.test.ts': ['halts when the canary stays busy (a drift repair holds its lock): tried again, then halted, busy-2 never started'],
+      'drift.test.ts': ['skips a node that a rollout is working on and says so, and the rollout finishes undisturbed'],
+    },
+  },
+  { sentence: 'It runs each node as a child `nodeWorkflow`', tests: { 'rollout-waves.test.ts': ['rolls out to 10 nodes with a canary of 1 and waves of 3, wave after wave'] } },
+  {
+    sentence: 'Any canary outcome other than succeeded halts the rollout, whatever `failure_budget` says',
+    tests: {
+      'rollout-canary.test.ts': [
+        'halts when the canary is rolled back, with --failure-budget 1: exit 1, phase halted, nodes 2-4 untouched, the reason in status, API and UI',
+        'halts when the canary stays busy (a drift repair holds its lock): tried again, then halted, busy-2 never started',
+      ],
+      'rollout-readme.test.ts': ['counts every outcome but succeeded as a non-success'],
+    },
+  },
+  {
+    sentence: '`katafleet rollout --follow` then exits 1, and the reason is in `katafleet status`',
+    tests: { 'rollout-canary.test.ts': ['halts when the canary is rolled back, with --failure-budget 1: exit 1, phase halted, nodes 2-4 untouched, the reason in status, API and UI'] },
+  },
+  {
+    sentence: 'the rollout stops starting nodes once more nodes did not succeed than `failure_budget` allows',
+    tests: { 'rollout-waves.test.ts': ['halts after the wave in which the failure budget is exceeded and never touches a later node'] },
+  },
+  {
+    sentence: 'Every outcome other than succeeded counts',
+    tests: {
+      'rollout-readme.test.ts': ['counts every outcome but succeeded as a non-success'],
+      'rollout-canary.test.ts': ['is tried again at the end of its wave and once more after the last wave, then counts against the budget'],
+    },
+  },
+  {
+    sentence: 'is tried again at the end of its wave and once more after the last wave',
+    tests: { 'rollout-canary.test.ts': ['is tried again at the end of its wave and once more after the last wave, then counts against the budget'] },
+  },
+  { sentence: 'It counts against the budget only if it is still busy then', tests: { 'rollout-canary.test.ts': ['is tried again at the end of its wave and once more after the last wave, then counts against the budget'] } },
+  {
+    sentence: 'Pause, resume and abort are Temporal updates, with signal fallbacks',
+    tests: {
+      'rollout-waves.test.ts': ['holds new node starts while paused (update or signal) and goes on after resume; resume when not paused is refused with a reason'],
+      'rollout-phase.test.ts': ['upgrades an abort without rollback to one with rollback (by the abort signal) while a node still runs'],
+    },
+  },
+  {
+    sentence: 'A pause holds new node starts; a pause while the rollout waits between waves shows `paused`',
+    tests: { 'rollout-phase.test.ts': ['shows paused when paused while waiting between waves, refuses a second pause as paused, and goes on after resume'] },
+  },
+  { sentence: 'With `approval_after_canary` the rollout waits after the canary', tests: { 'rollout-phase.test.ts': ['waits for approval after the canary; resume approves the next waves'] } },
+  {
+    sentence: '`abort --rollback` lets running nodes finish, then undoes every node the rollout changed, newest wave first',
+    tests: {
+      'rollout-abort-bounded.test.ts': ['restores every changed node byte for byte, newest wave first, never more than max_parallel_rollback undos at once'],
+      'rollout-abort.test.ts': ['stops new work and returns every node the rollout changed to its original bytes, without the label'],
+    },
+  },
+  { sentence: 'An abort without rollback can still be upgraded', tests: { 'rollout-phase.test.ts': ['upgrades an abort without rollback to one with rollback (by the abort signal) while a node still runs'] } },
+  { sentence: 'A cancel of the rollout does not cut an undo in half', tests: { 'rollout-phase.test.ts': ['lets an undo finish when the aborting rollout is cancelled through Temporal'] } },
+  { sentence: 'A rollout cancelled through Temporal', tests: { 'rollout-phase.test.ts': ['ends with KatafleetPhase cancelled, not running, when the rollout is cancelled through Temporal'] } },
+  {
+    sentence: 'After a node succeeded, the rollout records on it which playbook it applied',
+    tests: {
+      'drift-desired.test.ts': ['records the playbook on each node a rollout succeeded on, and repairs a drifted node back to it', 'does not re-apply a playbook to a node an abort rolled back'],
+      'rollout-abort-bounded.test.ts': ['restores every changed node byte for byte, newest wave first, never more than max_parallel_rollback undos at once'],
+    },
+  },
+  { sentence: 'Drift repair follows this record', tests: { 'drift-desired.test.ts': ['reports a conflict and repairs nothing when the drift run holds another playbook than the node recorded'] } },
+  {
+    sentence: '`nodeWorkflow` runs the playbook\'s steps in order, one activity per step kind over SSH, each idempotent',
+    tests: { 'node-workflow.test.ts': ['rolls out end to end: kata handler in containerd, Node labeled, RuntimeClass, a pod in a VM', 'changes nothing when rolled out again, and succeeds'] },
+  },
+  {
+    sentence: 'After each step that changed something it keeps an undo',
+    tests: { 'node-workflow.test.ts': ['containerd refuses the new config: config restored byte for byte, containerd active, Node Ready, no label'] },
+  },
+  {
+    sentence: 'Progress: the Temporal UI shows',
+    tests: {
+      'rollout-waves.test.ts': ['rolls out to 10 nodes with a canary of 1 and waves of 3, wave after wave'],
+      'rollout-canary.test.ts': ['halts when the canary is rolled back, with --failure-budget 1: exit 1, phase halted, nodes 2-4 untouched, the reason in status, API and UI'],
+    },
+  },
+  { sentence: 'every change to `rolloutWorkflow` and `driftWorkflow` since workflow histories were first kept is behind Temporal\'s `patched()`', tests: { 'replay.test.ts': ['replay without a nondeterminism error on the current workflow code'] } },
+];
+
+const fold = (text: string) => text.replace(/\s+/g, ' ').trim();
+
+/** The sentences of the README's "How a rollout runs" section, whitespace folded. */
+function sectionSentences(): string[] {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
+  const start = readme.indexOf('## How a rollout runs');
+  const end = readme.indexOf('\n## ', start + 1);
+  const section = readme.slice(start, end).split('\n').slice(1).join('\n');
+  return section.split(/\n- /).map(fold).flatMap((bullet) => bullet.replace(/^- /, '').split(/(?<=\.)(?<!e\.g\.)\s+(?=[A-Z`])/)).filter(Boolean);
+}
+
+describe('README "How a rollout runs"', () => {
+  it('has a proving test named for every sentence', () => {
+    const unproven = sectionSentences().filter((sentence) => !proofs.some((proof) => sentence.includes(fold(proof.sentence))));
+    expect(unproven).toEqual([]);
+  });
+
+  it('names only tests that exist, in the files named', () => {
+    const missing = proofs.flatMap((proof) =>
+      Object.entries(proof.tests).flatMap(([file, titles]) => {
+        const source = readFileSync(join(__dirname, file), 'utf8');
+        return titles.filter((title) => !source.includes(`it('${title.replace(/'/g, "\\'")}'`) && !source.includes(`it("${title}"`)).map((title) => `${file}: ${title}`);
+      }),
+    );
+    expect(missing).toEqual([]);
+  });
+
+  it('counts every outcome but succeeded as a non-success', () => {
+    const statuses: NodeStatus[] = ['pending', 'running', 'busy', 'succeeded', 'failed', 'skipped', 'rolled-back', 'rollback-failed', 'needs-attention'];
+    expect(Object.fromEntries(statuses.map((status) => [status, isNonSuccess({ status })]))).toEqual({
+      pending: false,
+      running: false,
+      // Not final: tried again later.
+      busy: false,
+      succeeded: false,
+      failed: true,
+      // Not started (the rollout stopped before it): not the node's outcome.
+      skipped: false,
+      'rolled-back': true,
+      'rollback-failed': true,
+      'needs-attention': true,
+    });
+    expect(isNonSuccess({ status: 'skipped', busy: true })).toBe(true);
+  });
+});
