@@ -27,6 +27,7 @@ import { runtimeClass } from './steps/runtime-class';
 import { serviceRestart } from './steps/service-restart';
 import { runUndo } from './steps/undo';
 import { verificationPod } from './steps/verification-pod';
+import { createRecoveryActivities, withStepLock } from './node-recovery';
 
 /** What the step activities need: the worker's SSH pool (one connection per node, shared by all activities). */
 export interface NodeActivityDeps {
@@ -44,22 +45,26 @@ export interface NodeActivityDeps {
 export function createNodeActivities(deps: NodeActivityDeps) {
   const { pool } = deps;
   const shellFor = (node: NodeTarget) => new NodeShell(pool, node);
+  /** The step's shell: for journaling runs, one holding the node's lock for the step's whole remote work. */
+  const withShell = <T>(request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> =>
+    request.journal ? withStepLock(pool, request, work) : work(shellFor(request.node));
   return {
+    ...createRecoveryActivities(pool),
     /** `prereq-check`: CPU flags, /dev/kvm, kernel modules (loaded and persisted), `kata-runtime check`. */
     async prereqCheck(request: StepRequest<PrereqCheckStep>): Promise<StepOutcome> {
-      return prereqCheck(shellFor(request.node), request);
+      return withShell(request, (shell) => prereqCheck(shell, request));
     },
     /** `package-install`: pinned packages with apt, dnf or zypper; undo removes what this run installed. */
     async packageInstall(request: StepRequest<PackageInstallStep>): Promise<StepOutcome> {
-      return packageInstall(shellFor(request.node), request);
+      return withShell(request, (shell) => packageInstall(shell, request));
     },
     /** `containerd-patch`: backup, patch, validate on the node, atomic swap; undo restores the exact bytes. */
     async containerdPatch(request: StepRequest<ContainerdPatchStep>): Promise<StepOutcome> {
-      return containerdPatch(shellFor(request.node), request);
+      return withShell(request, (shell) => containerdPatch(shell, request));
     },
     /** `service-restart`: (cordon/drain,) restart, wait active with the handlers in the CRI, (uncordon). */
     async serviceRestart(request: StepRequest<ServiceRestartStep>): Promise<StepOutcome> {
-      return serviceRestart(shellFor(request.node), pool, request);
+      return withShell(request, (shell) => serviceRestart(shell, pool, request));
     },
     /** `readiness-gate`: Node Ready and its runtimeHandlers listing the handlers. */
     async readinessGate(request: StepRequest<ReadinessGateStep>): Promise<StepOutcome> {
@@ -67,7 +72,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     },
     /** `node-label`: sets the labels that differ; undo removes the ones this run added. */
     async nodeLabel(request: StepRequest<NodeLabelStep>): Promise<StepOutcome> {
-      return nodeLabel(pool, request);
+      return withShell(request, (shell) => nodeLabel(shell, pool, request));
     },
     /** `runtime-class`: server-side apply of a node.k8s.io/v1 RuntimeClass (or delete). */
     async runtimeClass(request: StepRequest<RuntimeClassStep>): Promise<StepOutcome> {
@@ -75,11 +80,11 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     },
     /** `verification-pod`: a pod with the RuntimeClass on this node must run a kernel other than the host's. */
     async verificationPod(request: StepRequest<VerificationPodStep>): Promise<StepOutcome> {
-      return verificationPod(shellFor(request.node), pool, request);
+      return withShell(request, (shell) => verificationPod(shell, pool, request));
     },
     /** `rollback`: restores the newest katafleet backup of the config, restarts containerd, removes katafleet's labels. */
     async rollback(request: StepRequest<RollbackStep>): Promise<StepOutcome> {
-      return rollback(shellFor(request.node), pool, request);
+      return withShell(request, (shell) => rollback(shell, pool, request));
     },
     /** Runs one undo record of an earlier step of this run. */
     async undoStep(request: { node: NodeTarget; kubernetes?: KubernetesTarget; undo: Undo }): Promise<UndoOutcome> {

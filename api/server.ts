@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { loadInventory, loadPlaybook, parseInventory, parsePlaybook } from '../playbooks/load';
 import { katafleetVersion } from '../worker/version';
 import { createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from './schedule-service';
+import { registerNodeRoutes } from './node-routes';
 import { controlRollout, getRollout, listRollouts, RolloutServiceError, startRollout } from './rollout-service';
 import { AbortBody, CreateScheduleBody, DriftScheduleBody, ErrorBody, PhaseBody, RolloutBody, RolloutIdParams, RolloutSummaryBody, StartedRolloutBody, StartRolloutBody } from './schemas';
 
@@ -93,6 +94,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     return reply.code(204).send(null);
   });
 
+  registerNodeRoutes(app, client);
   return app;
 }
 
