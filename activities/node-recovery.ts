@@ -12,12 +12,12 @@ import { NodeShell } from './steps/node-shell';
 import { prepareNode, quarantine, readQuarantine, recoverRun, releaseQuarantine } from './steps/recover';
 import { activityContext } from './steps/step-runtime';
 
-/** How long an activity may wait for the node's lock: half of what its attempt has left (the other half is for its work). */
+/** How long an activity may wait for the node's lock: two thirds of what its attempt has left (the rest is for its work). */
 function lockWaitMs(fallbackMs: number): number {
   const info = activityContext()?.info;
   const budget = info?.startToCloseTimeoutMs || fallbackMs;
   const started = info?.currentAttemptScheduledTimestampMs ?? Date.now();
-  return Math.max(0, (started + budget - Date.now()) / 2);
+  return Math.max(0, ((started + budget - Date.now()) * 2) / 3);
 }
 
 /** Runs a step's remote work holding the node's lock (owner: run, step, attempt). */

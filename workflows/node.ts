@@ -221,7 +221,7 @@ function quarantinedFailure(progress: NodeProgress, what: string): ApplicationFa
   const q = progress.quarantine;
   return ApplicationFailure.create({
     type: NodeQuarantined,
-    message: `node ${progress.node} needs attention: ${what === 'it' ? '' : `${what} could not finish: `}${q?.reason ?? '?'}. Fix: ${q?.fix ?? '?'}`,
+    message: `node ${progress.node} needs attention: ${what === 'it' ? '' : `${what} could not finish: `}${(q?.reason ?? '?').replace(/\.$/, '')}. Fix: ${q?.fix ?? '?'}`,
     nonRetryable: true,
     details: [progress],
   });

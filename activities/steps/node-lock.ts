@@ -30,7 +30,7 @@ export const NodeBusy = 'NodeBusy';
 export const NodeLockLost = 'NodeLockLost';
 
 const LOCK_LOST_EXIT = 97;
-const LOCK_LOST_TEXT = 'katafleet: node lock lost';
+const LOCK_LOST_TEXT = 'katafleet-node-lock-lost';
 
 /** Who holds a lease: `<run id>/<what>/<attempt>`, e.g. `0192…/step-containerd/2`. */
 export function lockOwner(runId: string, what: string, attempt = activityContext()?.info.attempt ?? 1): string {
@@ -44,8 +44,8 @@ function attemptDeadline(fallbackMs: number): number {
   return (info?.currentAttemptScheduledTimestampMs ?? Date.now()) + budget;
 }
 
-/** A fresh lease: a minute, or what is left of the attempt when that is less. */
-const LEASE_STEP_MS = 60_000;
+/** A fresh lease: 30 s, or what is left of the attempt when that is less; extended before each longer command. */
+const LEASE_STEP_MS = 30_000;
 
 /** The shell script that takes (or renews) the lease for OWNER for LEASE seconds; exit 97 prints the holder. */
 function takeScript(owner: string, leaseSeconds: number): Command {
@@ -89,7 +89,7 @@ export class LockedShell extends NodeShell {
   /** Runs `command` behind the lease check; its timeout never runs past the lease (extended first when needed). */
   override async run(command: Command, options: RunOptions = {}): Promise<CommandResult> {
     const wanted = options.timeoutMs ?? 60_000;
-    if (this.expiresAt - Date.now() < wanted + 5_000) await this.extend(Date.now() + wanted + 30_000);
+    if (this.expiresAt - Date.now() < wanted + 5_000) await this.extend(Date.now() + wanted + 10_000);
     const leftMs = this.expiresAt - Date.now();
     if (leftMs <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the lease of ${this.owner} on the node's lock has ended with its attempt; the attempt stops here and the next one takes over`);
     const guard = sh`read o e < ${LOCK_PATH} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi`;
