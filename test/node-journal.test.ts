@@ -219,7 +219,8 @@ describe('README "When things fail": a rollback that cannot reach the node', () 
     try {
       handle = await start('j-down', patchAndRestart, 'down-undo', { mode: 'undo', undos: applied.undos, rollbackFor: '25s' });
       await waitFor('the undo restart hanging', async () => ((await onNode(nodes, 'j-down', "pgrep -f '^(/bin/bash |bash )?/usr/local/sbin/systemctl restart containerd' || true")).trim() ? true : undefined), 60_000, 200);
-      await nodes.fleet.setFault('j-down', 'sshd-down', true);
+      // sshd frozen (SIGSTOP: no handshake for new connections); the worker's connection cut.
+      await nodes.fleet.setFault('j-down', 'sshd-frozen', true);
       await nodeExec(initPid, ['sh', '-c', "pids=$(pgrep -f '^sshd: [^/]'); kill -9 $pids; echo $pids"]);
       const retry = await waitFor('a visible rollback retry', async () => (await handle!.query(nodeProgressQuery)).rollbackRetry, 120_000, 200);
       expect(retry).toEqual({ attempt: expect.any(Number), lastError: expect.any(String), nextAt: expect.any(String), until: expect.any(String) });
@@ -228,9 +229,8 @@ describe('README "When things fail": a rollback that cannot reach the node', () 
       expect(progress.phase).toBe('needs-attention');
       expect(progress.quarantine).toEqual({ reason: expect.stringContaining('the rollback kept failing for 25s'), fix: expect.stringContaining('katafleet node release j-down'), since: expect.any(String), markedOnNode: false });
     } finally {
-      // command-hangs first: it would hang sshd's own start too.
+      await nodes.fleet.setFault('j-down', 'sshd-frozen', false);
       await nodes.fleet.setFault('j-down', 'command-hangs', false);
-      await nodes.fleet.setFault('j-down', 'sshd-down', false);
     }
     // The marker could not be written (the node is unreachable), but Temporal shows needs-attention.
     expect((await handle!.describe()).searchAttributes.KatafleetPhase).toEqual(['needs-attention']);

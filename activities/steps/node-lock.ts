@@ -5,14 +5,14 @@
  * read-modify-write under `flock`; a lease expires on its own, so a SIGKILLed worker never blocks
  * the node for longer than its attempt's start-to-close.
  *
- * While it holds the lease, an owner runs every command through {@link LockedShell}: before a command
- * whose timeout would outlast the lease, the lease is extended to cover it (never past the attempt's
- * start-to-close); each command first checks on the node that the lease is still its own and not
- * expired, and its timeout is cut to the lease, so no command of a late attempt can start, or still
- * run, when the next owner takes over ({@link LOCK_GRACE_SECONDS} after the expiry, more than
- * timeout(1)'s kill delay). A dead worker's lease ends with its last command's timeout.
+ * While it holds the lease (30 s, renewed before a command when short, never past the attempt's
+ * start-to-close), an owner runs every command through {@link LockedShell}: each command first checks on
+ * the node that the lease is still its own and not expired, then runs holding `lock.running` shared. A new
+ * owner takes the lock only when the lease has expired and no command of the old owner still runs, so no
+ * command of a late attempt (a dead worker's, or one past its start-to-close) can start, or still run,
+ * when the next owner acts.
  */
-import { sh, type Command, type CommandResult, type RunOptions, type SshPool } from '../ssh';
+import { quote, sh, type Command, type CommandResult, type RunOptions, type SshPool } from '../ssh';
 import type { NodeTarget } from '../node-types';
 import { NodeShell } from './node-shell';
 import { activityContext, pause, permanentFailure, transientFailure } from './step-runtime';
@@ -21,8 +21,14 @@ import { activityContext, pause, permanentFailure, transientFailure } from './st
 export const KATAFLEET_DIR = '/var/lib/katafleet';
 /** The lease file. */
 export const LOCK_PATH = `${KATAFLEET_DIR}/lock`;
-/** Seconds after a lease's expiry before another owner may take it: timeout(1)'s `-k 5` plus the extra second, with margin. */
-export const LOCK_GRACE_SECONDS = 15;
+/** Seconds after a lease's expiry before another owner may take it (clock granularity, a guard in progress). */
+export const LOCK_GRACE_SECONDS = 3;
+/**
+ * Held shared (`flock -s -o`) by every command an owner runs, for as long as it runs (not by daemons it
+ * starts); a new owner takes the lock only when it can take this one exclusively: no command of the
+ * previous owner is still running.
+ */
+export const RUNNING_PATH = `${KATAFLEET_DIR}/lock.running`;
 
 /** Another owner holds the node's lease; retried (the lease ends with its attempt). */
 export const NodeBusy = 'NodeBusy';
@@ -44,8 +50,9 @@ function attemptDeadline(fallbackMs: number): number {
   return (info?.currentAttemptScheduledTimestampMs ?? Date.now()) + budget;
 }
 
-/** A fresh lease: 30 s, or what is left of the attempt when that is less; extended before each longer command. */
+/** A lease lasts 30 s (never past the attempt's start-to-close); renewed before a command when less than 10 s are left. */
 const LEASE_STEP_MS = 30_000;
+const RENEW_BELOW_MS = 10_000;
 
 /** The shell script that takes (or renews) the lease for OWNER for LEASE seconds; exit 97 prints the holder. */
 function takeScript(owner: string, leaseSeconds: number): Command {
@@ -54,15 +61,21 @@ now=$(date +%s); o=; e=0; g=${LOCK_GRACE_SECONDS}; l=${leaseSeconds}
 if [ -f ${LOCK_PATH} ]; then read o e < ${LOCK_PATH} || true; fi
 case "$e" in ''|*[!0-9]*) e=0 ;; esac
 if [ -n "$o" ] && [ "$o" != ${owner} ] && [ "$now" -lt $((e + g)) ]; then echo "$o $e $now"; exit 97; fi
+if [ -n "$o" ] && [ "$o" != ${owner} ] && ! flock -x -n ${RUNNING_PATH} true; then echo "$o $e $now running"; exit 97; fi
 printf '%s %s\\n' ${owner} $((now + l)) > ${LOCK_PATH}.tmp && sync ${LOCK_PATH}.tmp && mv -f ${LOCK_PATH}.tmp ${LOCK_PATH} && sync ${KATAFLEET_DIR}`;
+}
+
+/** `command` as one single-quoted shell word, to hand to `sh -c` (already-checked text: no new values). */
+function quoted(command: Command): Command {
+  return { ...command, text: quote(command.text) };
 }
 
 /** The holder and expiry a refused take printed, in words. */
 function describeHolder(stdout: string): string {
-  const [holder, expires, now] = stdout.trim().split(/\s+/);
+  const [holder, expires, now, running] = stdout.trim().split(/\s+/);
   const left = Number(expires) - Number(now);
   const [run, what, attempt] = (holder ?? '?').split('/');
-  return `${what ?? '?'} (attempt ${attempt ?? '?'}) of run ${run}, lease ${left >= 0 ? `ends in ${left} s` : `ended ${-left} s ago (grace ${LOCK_GRACE_SECONDS} s)`}`;
+  return `${what ?? '?'} (attempt ${attempt ?? '?'}) of run ${run}, lease ${left >= 0 ? `ends in ${left} s` : `ended ${-left} s ago`}${running ? ', a command of it still running on the node' : ''}`;
 }
 
 /**
@@ -86,17 +99,22 @@ export class LockedShell extends NodeShell {
     this.expiresAt = requested + seconds * 1000;
   }
 
-  /** Runs `command` behind the lease check; its timeout never runs past the lease (extended first when needed). */
+  /**
+   * Runs `command` only if this owner's lease is valid (renewed first when it is short), holding the
+   * running lock shared while it runs, so the next owner waits for it to end.
+   */
   override async run(command: Command, options: RunOptions = {}): Promise<CommandResult> {
-    const wanted = options.timeoutMs ?? 60_000;
-    if (this.expiresAt - Date.now() < wanted + 5_000) await this.extend(Date.now() + wanted + 10_000);
-    const leftMs = this.expiresAt - Date.now();
-    if (leftMs <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the lease of ${this.owner} on the node's lock has ended with its attempt; the attempt stops here and the next one takes over`);
-    const guard = sh`read o e < ${LOCK_PATH} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi`;
-    const guarded = sh`${guard}\n${command}`;
+    if (this.expiresAt - Date.now() < RENEW_BELOW_MS) await this.extend(Date.now() + LEASE_STEP_MS);
+    if (this.expiresAt - Date.now() <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the lease of ${this.owner} on the node's lock has ended with its attempt; the attempt stops here and the next one takes over`);
+    const guard = sh`exec 9>>${LOCK_PATH}.flock && flock -w 10 9 || exit ${LOCK_LOST_EXIT}
+read o e < ${LOCK_PATH} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi
+exec 9>&-`;
+    // The command runs under `flock -s -o`: the shared lock is held by flock itself until the command exits
+    // (not by a daemon the command starts). A new owner needs the lease expired for LOCK_GRACE_SECONDS, far
+    // more than the moment between the check above and this lock.
+    const guarded = sh`${guard}\nexec flock -s -o -w 10 -E ${LOCK_LOST_EXIT} ${RUNNING_PATH} sh -c ${quoted(command)}`;
     const allowed = options.allowExitCodes ?? [0];
-    const timeoutMs = Math.min(wanted, leftMs);
-    const result = await super.run(guarded, { ...options, timeoutMs, allowExitCodes: [...new Set([...allowed, LOCK_LOST_EXIT])] });
+    const result = await super.run(guarded, { ...options, allowExitCodes: [...new Set([...allowed, LOCK_LOST_EXIT])] });
     if (result.exitCode === LOCK_LOST_EXIT && result.stderr.includes(LOCK_LOST_TEXT)) {
       throw transientFailure(NodeLockLost, `Node ${this.name}: ${this.owner} no longer holds the node's lock (its lease ended or another attempt took over); nothing more was done by this attempt`);
     }
