@@ -12,6 +12,7 @@
 // that waits while /run/kf-test-hang exists and config.toml already has the kata runtime (so only the
 // step's check after the swap hangs).
 import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -24,10 +25,21 @@ import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId, type nodeWorkflow, type NodeRolloutInput } from '../workflows/node';
 import type { NodeProgress } from '../workflows/node-messages';
 import { nodeProgressQuery } from '../workflows/node-messages';
+import { historyToJsonText } from './helpers/history-json';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
 
 const root = join(__dirname, '..');
+
+/**
+ * With KATAFLEET_RECORD_HISTORIES=1, the histories of the new paths are saved for test/replay.test.ts
+ * (node-journal-recovery: cancelled after the swap and recovered; node-journal-quarantine: an undo refused,
+ * the node quarantined; node-journal-recovered-first: a run that first recovers a terminated run's journal).
+ */
+async function keepHistory(handle: WorkflowHandle, name: string): Promise<void> {
+  if (process.env.KATAFLEET_RECORD_HISTORIES !== '1') return;
+  writeFileSync(join(__dirname, 'histories', `${name}.json`), `${historyToJsonText(await handle.fetchHistory())}\n`);
+}
 let env: TestWorkflowEnvironment;
 let nodes: NodeFleet;
 let worker: RunningTestWorker;
@@ -102,6 +114,7 @@ describe('README "When things fail": a rollout cancelled or terminated through T
       expect(progress.rollback).toEqual([expect.objectContaining({ stepId: 'containerd', ok: true, summary: expect.stringContaining('restored /etc/containerd/config.toml') })]);
       expect(await configSha('j-cancel')).toBe(before);
       expect(await journalListing('j-cancel')).toBe('');
+      await keepHistory(handle, 'node-journal-recovery');
     } finally {
       await hangAfterSwap('j-cancel', false);
     }
@@ -130,6 +143,7 @@ describe('README "When things fail": a rollout cancelled or terminated through T
     expect(result.recovered).toEqual([expect.stringMatching(new RegExp(`^recovered the journal of run ${terminatedRun} \\(terminate-after-swap\\): containerd: restored /etc/containerd/config.toml`))]);
     expect(await configSha('j-term')).toBe(before);
     expect(await journalListing('j-term')).toBe('');
+    await keepHistory(next, 'node-journal-recovered-first');
   }, 240_000);
 });
 
@@ -156,6 +170,7 @@ describe('README "When things fail": quarantine', () => {
     const marker = JSON.parse(await onNode(nodes, 'j-quar', 'cat /var/lib/katafleet/quarantine.json')) as Record<string, string>;
     expect(marker).toEqual({ rolloutId: 'quar-abort', runId: (await handle.describe()).runId, reason: expect.stringContaining('changed since katafleet wrote it'), fix: expect.stringContaining('katafleet node release j-quar'), since: expect.any(String) });
     expect((await handle.describe()).searchAttributes.KatafleetPhase).toEqual(['needs-attention']);
+    await keepHistory(handle, 'node-journal-quarantine');
   }, 240_000);
 
   it('a later run is refused with nothing changed: NodeQuarantined with the reason and the fix', async () => {
