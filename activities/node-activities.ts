@@ -82,7 +82,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     async verificationPod(request: StepRequest<VerificationPodStep>): Promise<StepOutcome> {
       return withShell(request, (shell) => verificationPod(shell, pool, request));
     },
-    /** `rollback`: restores the newest katafleet backup of the config, restarts containerd, removes katafleet's labels. */
+    /** `rollback`: takes back the newest katafleet run recorded on the node (its backup, labels, and optionally its packages). */
     async rollback(request: StepRequest<RollbackStep>): Promise<StepOutcome> {
       return withShell(request, (shell) => rollback(shell, pool, request));
     },

@@ -6,7 +6,7 @@
  */
 import type { SshPool } from './ssh';
 import type { KubernetesTarget, NodeTarget, QuarantineMarker, RecoveryResult, StepRequest, Undo } from './node-types';
-import { clearJournal } from './steps/journal';
+import { commitJournal } from './steps/journal';
 import { lockOwner, withNodeLock, type LockedShell } from './steps/node-lock';
 import { NodeShell } from './steps/node-shell';
 import { prepareNode, quarantine, readQuarantine, recoverRun, releaseQuarantine } from './steps/recover';
@@ -49,9 +49,12 @@ export function createRecoveryActivities(pool: SshPool) {
     async quarantineNode(request: RunOnNode & { reason: string; fix: string }): Promise<QuarantineMarker> {
       return locked(request, 'quarantine', (shell) => quarantine(shell, { rolloutId: request.rolloutId, runId: request.runId, reason: request.reason, fix: request.fix, since: new Date().toISOString() }));
     },
-    /** A run succeeded: its journal is deleted (its undos live on in the rollout's result). */
-    async commitRun(request: RunOnNode): Promise<void> {
-      await locked(request, 'commit', (shell) => clearJournal(shell, request.runId));
+    /**
+     * A run succeeded: its journal becomes an applied record (its undos, for the `rollback` step kind; they
+     * also live on in the rollout's result for an abort) and is deleted.
+     */
+    async commitRun(request: RunOnNode & { undos?: Undo[] }): Promise<void> {
+      await locked(request, 'commit', (shell) => commitJournal(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [] }));
     },
     /** `katafleet node release`: removes the quarantine marker and sets aside journals left on the node. */
     async releaseNode(request: RunOnNode): Promise<{ marker?: QuarantineMarker; journals: string[] }> {

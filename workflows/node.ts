@@ -179,7 +179,7 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
   progress.undos = undos;
   if (journaled) {
     // The run is done: its journal goes (a journal left on the node means a run that did not finish).
-    await CancellationScope.nonCancellable(() => recoveryActivities(input, 10).commitRun(runOnNode(input)));
+    await CancellationScope.nonCancellable(() => recoveryActivities(input, 10).commitRun({ ...runOnNode(input), undos }));
   }
   return finish(progress, 'succeeded');
 }

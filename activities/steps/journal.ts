@@ -99,3 +99,45 @@ export async function journaledRuns(shell: NodeShell): Promise<string[]> {
 export async function clearJournal(shell: NodeShell, runId: string): Promise<void> {
   await shell.run(sh`rm -rf ${journalDirFor(runId)} && sync ${KATAFLEET_DIR}`, { signal: undefined });
 }
+
+/** Where succeeded runs' undo records are kept (newest highest), for the `rollback` step kind. */
+export const APPLIED_DIR = `${KATAFLEET_DIR}/applied`;
+
+/** A succeeded run's record: what it changed and how to take it back. */
+export interface AppliedRecord {
+  runId: string;
+  rolloutId: string;
+  /** When the run finished (worker clock, ISO 8601). */
+  at: string;
+  /** Newest step first. */
+  undos: Undo[];
+}
+
+/**
+ * Moves a succeeded run's journal into one applied record (numbered after the newest one, never by file
+ * times) and deletes the journal. The `rollback` step kind takes back the newest record.
+ */
+export async function commitJournal(shell: NodeShell, record: { runId: string; rolloutId: string; undos: Undo[] }): Promise<void> {
+  if (record.undos.length > 0) {
+    const text = `${JSON.stringify({ ...record, at: new Date().toISOString() } satisfies AppliedRecord)}\n`;
+    await shell.run(sh`mkdir -p ${APPLIED_DIR} && cd ${APPLIED_DIR} && if ls *-${record.runId}.json >/dev/null 2>&1; then cat >/dev/null; exit 0; fi
+n=$(ls -1 | sed -n 's/^\([0-9][0-9]*\)-.*\.json$/\1/p' | sort -n | tail -n 1); n=$(( \${n:-0} + 1 ))
+cat > .tmp-${record.runId} && sync .tmp-${record.runId} && mv -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && sync .`, { stdin: text, signal: undefined });
+  }
+  await clearJournal(shell, record.runId);
+}
+
+/** The newest applied record whose undos satisfy `wanted`, with its file; undefined when there is none. */
+export async function newestApplied(shell: NodeShell, wanted: (record: AppliedRecord) => boolean): Promise<{ file: string; record: AppliedRecord } | undefined> {
+  const text = await shell.output(sh`if test -d ${APPLIED_DIR}; then cd ${APPLIED_DIR} && for f in $(ls -1 | grep -E '^[0-9]+-.*\.json$' | sort -rn); do echo "@@@ $f"; cat "$f"; echo; done; fi`);
+  for (const chunk of text.split(/^@@@ /m).filter((c) => c.trim())) {
+    const newline = chunk.indexOf('\n');
+    try {
+      const record = JSON.parse(chunk.slice(newline + 1)) as AppliedRecord;
+      if (Array.isArray(record.undos) && wanted(record)) return { file: `${APPLIED_DIR}/${chunk.slice(0, newline).trim()}`, record };
+    } catch {
+      // an unreadable record is skipped; the rollback says which one it took
+    }
+  }
+  return undefined;
+}
