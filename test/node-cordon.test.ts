@@ -29,10 +29,9 @@ afterAll(async () => {
   await Promise.all([env?.teardown(), nodes?.fleet.stop()]);
 }, 60_000);
 
-/** The restart step with a cordon (no drain: the simulated kubelet has nothing to evict), on a config newer than containerd. */
-async function cordonedRestart(name: string): Promise<Step[]> {
-  await onNode(nodes, name, 'touch /etc/containerd/config.toml');
-  return kataSteps(['restart'], { restart: { cordon: true, timeout: '60s', retry: { max_attempts: 5, initial_interval: '1s', backoff: 1, non_retryable: [] } } as Partial<Step> });
+/** containerd-patch, then the restart with a cordon (no drain: the simulated kubelet has nothing to evict). */
+async function cordonedRestart(): Promise<Step[]> {
+  return kataSteps(['containerd', 'restart'], { restart: { cordon: true, timeout: '60s', retry: { max_attempts: 5, initial_interval: '1s', backoff: 1, non_retryable: [] } } as Partial<Step> });
 }
 
 function start(name: string, steps: Step[], runName: string): Promise<WorkflowHandle<typeof nodeWorkflow>> {
@@ -52,7 +51,7 @@ const restartHanging = async (name: string) => ((await onNode(nodes, name, "pgre
 
 describe('README "When things fail": cordon ownership', () => {
   it('a worker SIGKILLed between cordon and uncordon: the retry knows the cordon is its run\'s and the node ends uncordoned', async () => {
-    const steps = await cordonedRestart('c-kill');
+    const steps = await cordonedRestart();
     await nodes.fleet.setFault('c-kill', 'command-hangs', true);
     let handle: WorkflowHandle<typeof nodeWorkflow>;
     try {
@@ -73,7 +72,7 @@ describe('README "When things fail": cordon ownership', () => {
   it('a node someone else cordoned stays cordoned: katafleet neither uncordons it nor claims it', async () => {
     await kubectl(nodes, 'cordon c-theirs');
     try {
-      const result = await (await start('c-theirs', await cordonedRestart('c-theirs'), 'cordon-theirs')).result();
+      const result = await (await start('c-theirs', await cordonedRestart(), 'cordon-theirs')).result();
       expect(result.phase).toBe('succeeded');
       expect(await nodeState('c-theirs')).toEqual({ unschedulable: true, owner: undefined });
     } finally {

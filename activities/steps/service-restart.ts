@@ -149,7 +149,8 @@ export async function serviceRestart(shell: NodeShell, pool: SshPool, request: S
   } finally {
     if (kubectl && cordoned) {
       await uncordonOwned(kubectl, shell.name);
-      await dropIntent(shell, request);
+      // Best effort: an entry left behind only makes a recovery check the annotation (and find no cordon of this run).
+      await dropIntent(shell, request).catch(() => undefined);
     }
   }
 }
