@@ -50,7 +50,11 @@ export function dropInMarkerFor(dropInPath: string, runId: string): string {
 
 /** The candidate file validated before the swap: per attempt, so two attempts never share one (R16). */
 function candidatePathFor(configPath: string, runId: string, attempt: number): string {
-  return `${configPath}.katafleet-${runTag(runId)}-a${attempt}.new`;
+  return `${candidatePrefix(configPath, runId)}${attempt}.new`;
+}
+
+function candidatePrefix(configPath: string, runId: string): string {
+  return `${configPath}.katafleet-${runTag(runId)}-a`;
 }
 
 export async function containerdPatch(shell: NodeShell, request: StepRequest<ContainerdPatchStep>): Promise<StepOutcome> {
@@ -103,21 +107,25 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
   }
 
   let originalSha: string | undefined;
+  const backupCreated = { now: false };
   if (original === undefined) {
     await shell.run(sh`mkdir -p ${posix.dirname(configPath)} && touch ${absentMarker}`);
   } else {
-    originalSha = await backUp(shell, configPath, backupPath, original, attempt);
+    originalSha = await backUp(shell, configPath, backupPath, original, attempt, backupCreated);
   }
   const candidate = candidatePathFor(configPath, runId, attempt);
   await shell.run(sh`cat > ${candidate} && sync ${candidate}`, { stdin: outcome.content });
-  // The backup stays on a refusal: another attempt of this run may rely on it, and the journal names it.
-  const ownFiles = [candidate, ...(original === undefined ? [absentMarker] : []), ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];
+  // On a refusal the files this attempt made go (the node's lock keeps every other attempt out meanwhile);
+  // a backup an earlier attempt made stays, its journal entry names it.
+  const ownFiles = [candidate, original === undefined ? absentMarker : backupCreated.now ? backupPath : candidate, ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];
   await validateOnNode(shell, candidate, configPath, ownFiles);
   // The swap and the check after it are not stopped by a cancellation: once started they finish, and the
   // journal (written above) lets the recovery take the swap back.
   await shell.run(original === undefined
     ? sh`chmod 0644 ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`
     : sh`chmod --reference=${configPath} ${candidate} && chown --reference=${configPath} ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`, { signal: undefined });
+  // Candidates of earlier attempts of this run (a crashed attempt's, or one named before candidates were per attempt).
+  await shell.run(sh`rm -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
   const configSha = await shell.sha256(configPath);
   if (configSha !== sha256Hex(outcome.content)) {
     throw transientFailure('ContainerdConfigChanged', `Node ${shell.name}: ${configPath} changed while katafleet replaced it (sha256 ${configSha}); the step will re-read it and try again`);
@@ -190,9 +198,10 @@ function assertSameRuntimeTypes(text: string, outcome: PatchOutcome, step: Conta
  * complete temp copy: `ln` refuses an existing name), then checks the backup holds the bytes read.
  * Returns the original's sha256.
  */
-async function backUp(shell: NodeShell, configPath: string, backupPath: string, original: string, attempt: number): Promise<string> {
+async function backUp(shell: NodeShell, configPath: string, backupPath: string, original: string, attempt: number, created?: { now: boolean }): Promise<string> {
   const expected = sha256Hex(original);
   const existing = await shell.sha256(backupPath);
+  if (created) created.now = existing === undefined;
   if (existing === undefined) {
     const temp = `${backupPath}.${attempt}.tmp`;
     await shell.run(sh`cp -p ${configPath} ${temp} && sync ${temp} && { ln ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; rm -f ${temp}; sync ${posix.dirname(backupPath)}; exit $status`);

@@ -6,7 +6,7 @@
  * only while its sha256 is the one recorded and the config is still what that run wrote; the labels
  * that run added are removed; with `remove_packages`, only the packages that run installed are purged
  * (never another playbook's). Nodes without such a record (changed by an older katafleet) fall back to
- * the newest backup next to the config, and their packages are left alone.
+ * the newest backup next to the config and the packages recorded by the run that made that backup.
  */
 import { Kubectl } from '../kubectl';
 import { sh, type SshPool } from '../ssh';
@@ -15,6 +15,7 @@ import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import { newestApplied } from './journal';
 import type { NodeShell } from './node-shell';
 import { labelsAddedByKatafleet, removeLabels } from './node-label';
+import { PACKAGE_MARKER_DIR, detectPackageManager, purgeInstalled } from './package-install';
 import { restoreContainerdConfig, runUndo } from './undo';
 
 /** The newest of this config's backups (`.bak`) and no-config markers (`.absent`), by the time each was made. */
@@ -66,6 +67,18 @@ export async function rollback(shell: NodeShell, pool: SshPool, request: StepReq
       done.push(`removed labels ${keys.join(', ')}`);
     }
   }
-  if (step.remove_packages) done.push('packages left installed: without an applied record katafleet cannot tell which run (which playbook) installed them');
+  if (step.remove_packages && backup !== undefined) {
+    // Only the packages the run that made this backup installed (its markers carry the same run tag).
+    const tag = /\.katafleet-([^.]+)\.(bak|absent)$/.exec(backup)?.[1];
+    const names = tag ? [...new Set((await shell.output(sh`cat ${PACKAGE_MARKER_DIR}/installed-${tag}-*.packages 2>/dev/null || true`)).split('\n').map((l) => l.trim()).filter(Boolean))] : [];
+    if (tag && names.length > 0) {
+      const removed = await purgeInstalled(shell, await detectPackageManager(shell, 'auto'), names);
+      if (removed.length > 0) {
+        changed = true;
+        done.push(`removed ${removed.join(', ')} (installed by the run of that backup)`);
+      }
+      await shell.run(sh`rm -f ${PACKAGE_MARKER_DIR}/installed-${tag}-*.packages`);
+    }
+  }
   return { changed, summary: done.join('; ') };
 }
