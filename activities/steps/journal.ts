@@ -121,7 +121,7 @@ export async function commitJournal(shell: NodeShell, record: { runId: string; r
   if (record.undos.length > 0) {
     const text = `${JSON.stringify({ ...record, at: new Date().toISOString() } satisfies AppliedRecord)}\n`;
     await shell.run(sh`mkdir -p ${APPLIED_DIR} && cd ${APPLIED_DIR} && if ls *-${record.runId}.json >/dev/null 2>&1; then cat >/dev/null; exit 0; fi
-n=$(ls -1 | sed -n 's/^\([0-9][0-9]*\)-.*\.json$/\1/p' | sort -n | tail -n 1); n=$(( \${n:-0} + 1 ))
+n=$(ls -1 | grep -E '^[0-9]+-' | cut -d- -f1 | sort -n | tail -n 1 | sed 's/^0*//'); n=$(( \${n:-0} + 1 ))
 cat > .tmp-${record.runId} && sync .tmp-${record.runId} && mv -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && sync .`, { stdin: text, signal: undefined });
   }
   await clearJournal(shell, record.runId);
