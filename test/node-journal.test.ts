@@ -207,6 +207,21 @@ describe('README "When things fail": quarantine', () => {
     expect((await (await start('j-quar', patchAndRestart, 'quar-after-release')).result()).phase).toBe('succeeded');
   }, 240_000);
 
+  it('the rollback step takes back the newest applied run (its backup, sha-checked), and leaves other runs\' package markers', async () => {
+    const marker = '/var/lib/katafleet/installed-zzzzzzzzzzzz-install.packages';
+    await onNode(nodes, 'j-quar', `mkdir -p /var/lib/katafleet && echo runsc > ${marker}`);
+    const applied = (await onNode(nodes, 'j-quar', 'ls -1 /var/lib/katafleet/applied')).trim().split('\n');
+    // quar-apply and quar-after-release succeeded: one record each, numbered in the order they finished.
+    expect(applied).toEqual([expect.stringMatching(/^000001-.*\.json$/), expect.stringMatching(/^000002-.*\.json$/)]);
+    const steps: Step[] = [{ id: 'rollback', kind: 'rollback', timeout: '2m', config_path: '/etc/containerd/config.toml', remove_packages: true } as Step];
+    const result = await (await start('j-quar', steps, 'quar-rollback-step')).result();
+    expect(result.phase).toBe('succeeded');
+    expect(result.steps[0].summary).toMatch(/^rolling back run .* of quar-after-release .*restored \/etc\/containerd\/config.toml from .*equal to the original/);
+    expect(await configSha('j-quar')).toBe(before);
+    expect((await onNode(nodes, 'j-quar', 'ls -1 /var/lib/katafleet/applied')).trim()).toBe(applied[0]);
+    expect((await onNode(nodes, 'j-quar', `cat ${marker}`)).trim()).toBe('runsc');
+  }, 240_000);
+
   it('POST /v1/nodes/{name}/release: 400 for bad input, 200 for a node that is not quarantined', async () => {
     const address = api.server.address() as { port: number };
     const post = async (name: string, body: unknown) => {
