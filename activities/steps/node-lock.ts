@@ -114,7 +114,9 @@ exec 9>&-`;
     // more than the moment between the check above and this lock.
     const guarded = sh`${guard}\nexec flock -s -o -w 10 -E ${LOCK_LOST_EXIT} ${RUNNING_PATH} sh -c ${quoted(command)}`;
     const allowed = options.allowExitCodes ?? [0];
-    const result = await super.run(guarded, { ...options, allowExitCodes: [...new Set([...allowed, LOCK_LOST_EXIT])] });
+    // Timeouts nest: no command runs past the attempt's start-to-close.
+    const timeoutMs = Math.min(options.timeoutMs ?? 60_000, this.deadline - Date.now() - 1_000);
+    const result = await super.run(guarded, { ...options, timeoutMs, allowExitCodes: [...new Set([...allowed, LOCK_LOST_EXIT])] });
     if (result.exitCode === LOCK_LOST_EXIT && result.stderr.includes(LOCK_LOST_TEXT)) {
       throw transientFailure(NodeLockLost, `Node ${this.name}: ${this.owner} no longer holds the node's lock (its lease ended or another attempt took over); nothing more was done by this attempt`);
     }
