@@ -7,6 +7,7 @@
 //   quarantined               /var/lib/katafleet/quarantine.json (phase needs-attention)
 //   changed and unrecorded    anything else: the state katafleet must never leave (target: 0 cells)
 // A terminated run is judged after the next run on the node (no steps of its own) has recovered it.
+// "containerd refuses to start" (one-shot) runs with a single restart attempt, so the run must roll back.
 //   npx tsx bench/faults.ts [KIND ...]       KIND: package-install containerd-patch service-restart
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -74,7 +75,10 @@ async function main(): Promise<void> {
   let worker: WorkerProcess = await startWorkerProcess(server.address, workerLog, 120_000);
   const client = () => Connection.connect({ address: server.address }).then((connection) => new Client({ connection }));
   let temporal = await client();
-  const steps: Step[] = await kataSteps(['install', 'containerd', 'restart'], { restart: { timeout: '40s', retry: { max_attempts: 3, initial_interval: '1s', backoff: 1, non_retryable: [] } } as Partial<Step> });
+  const stepsWith = (attempts: number) => kataSteps(['install', 'containerd', 'restart'], { restart: { timeout: '40s', retry: { max_attempts: attempts, initial_interval: '1s', backoff: 1, non_retryable: [] } } as Partial<Step> });
+  const steps: Step[] = await stepsWith(3);
+  // containerd's refusal is one-shot: with retries the restart's next attempt converges; with one attempt the run rolls back.
+  const singleAttempt: Step[] = await stepsWith(1);
   const results: Record<string, Record<string, Outcome>> = {};
   const started = Date.now();
 
@@ -87,7 +91,7 @@ async function main(): Promise<void> {
       }));
       if (fault === 'containerd refuses to start') for (const cell of cells) await nodes.fleet.setFault(cell.name, 'containerd-refuses-start', true);
       const handles = await Promise.all(cells.map((cell) => temporal.workflow.start<typeof nodeWorkflow>('nodeWorkflow', {
-        taskQueue, workflowId: nodeWorkflowId(cell.name), args: [nodeInput(nodes, cell.name, steps, { rolloutId: `bench-${f}`, heartbeatTimeout: '10s', rollbackFor: '2m' })],
+        taskQueue, workflowId: nodeWorkflowId(cell.name), args: [nodeInput(nodes, cell.name, fault === 'containerd refuses to start' ? singleAttempt : steps, { rolloutId: `bench-${f}`, heartbeatTimeout: '10s', rollbackFor: '2m' })],
       })));
       // Each cell: wait until its step runs, then the fault (per node, or once for the whole round).
       await Promise.all(cells.map((cell, i) => waitUntil(`${cell.kind} running on ${cell.name}`, async () => (await pendingActivity(handles[i])) === activityByKind[cell.kind], 120_000)));
