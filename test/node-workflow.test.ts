@@ -99,6 +99,22 @@ describe('a fresh node', () => {
     expect(again.undos).toEqual([]);
     expect(await nodeSnapshot(nodes, 'fresh')).toEqual(before);
   }, 240_000);
+
+  it('kata-uninstall failing after it removed the packages: every remove step is undone (packages, runtime, labels)', async () => {
+    const before = await nodeSnapshot(nodes, 'fresh');
+    const uninstall = (await loadPlaybook('kata-uninstall')).steps.filter((step) => step.kind !== 'runtime-class');
+    // A last step that cannot succeed: containerd never offers a handler called "absent".
+    const failing = { id: 'never', kind: 'service-restart', service: 'containerd', wait_for_handlers: ['absent'], timeout: '15s', retry: { max_attempts: 1, initial_interval: '1s', backoff: 1, non_retryable: [] } } as unknown as Step;
+    const { progress } = await failedProgress(await startNode('fresh', [...uninstall, failing], 'uninstall-fails'));
+    expect(progress.steps.map((s) => [s.id, s.status])).toEqual([['unlabel', 'changed'], ['containerd', 'changed'], ['restart', 'changed'], ['ready', 'unchanged'], ['remove-packages', 'changed'], ['never', 'failed']]);
+    expect(progress.phase).toBe('rolled-back');
+    expect(progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['remove-packages', true], ['containerd', true], ['unlabel', true]]);
+    expect(progress.rollback?.[0].summary).toBe('installed again kata-containers 3.2.0');
+    const after = await nodeSnapshot(nodes, 'fresh');
+    // The uninstall's own backup of the kata config stays next to it; everything else is as before.
+    expect({ ...after, backups: undefined, containerdFiles: after.containerdFiles.filter((f) => !f.includes('.katafleet-')) })
+      .toEqual({ ...before, backups: undefined, containerdFiles: before.containerdFiles.filter((f) => !f.includes('.katafleet-')) });
+  }, 300_000);
 });
 
 describe('a failure leaves the node exactly as it was', () => {
