@@ -147,6 +147,29 @@ describe('README "When things fail": a rollout cancelled or terminated through T
   }, 240_000);
 });
 
+describe('README "When things fail": undo mode (abort --rollback) is not cancellable', () => {
+  it('cancelled while an undo\'s containerd restart hangs: every undo still runs, the config is byte-exact as before', async () => {
+    const before = await configSha('j-cancel');
+    const applied = await (await start('j-cancel', patchAndRestart, 'undo-apply')).result();
+    expect(applied.phase).toBe('succeeded');
+    await nodes.fleet.setFault('j-cancel', 'command-hangs', true);
+    try {
+      const handle = await start('j-cancel', patchAndRestart, 'undo-cancelled', { mode: 'undo', undos: applied.undos });
+      await waitFor('the undo restart hanging', async () => ((await onNode(nodes, 'j-cancel', "pgrep -f '^(/bin/bash |bash )?/usr/local/sbin/systemctl restart containerd' || true")).trim() ? true : undefined), 60_000, 200);
+      await handle.cancel();
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      await nodes.fleet.setFault('j-cancel', 'command-hangs', false);
+      const result = await handle.result();
+      expect(result.phase).toBe('rolled-back');
+      expect(result.rollback).toEqual([expect.objectContaining({ stepId: 'containerd', ok: true })]);
+      expect(await configSha('j-cancel')).toBe(before);
+      expect((await onNode(nodes, 'j-cancel', 'systemctl is-active containerd')).trim()).toBe('active');
+    } finally {
+      await nodes.fleet.setFault('j-cancel', 'command-hangs', false);
+    }
+  }, 240_000);
+});
+
 describe('README "When things fail": quarantine', () => {
   let undos: Undo[];
   let before: string;
