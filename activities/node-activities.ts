@@ -20,7 +20,7 @@ import type {
 } from '../playbooks/schema';
 import type { SshPool } from './ssh';
 import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest, Undo, UndoOutcome } from './node-types';
-import { checkResolvedPaths, checkStep, checkTargets, checkUndo, nodePathsOfStep, nodePathsOfUndo, StepRefused, stepRefusedMessage } from './step-policy';
+import { checkResolvedPaths, checkStep, checkTargets, nodePathsOfStep, StepRefused, stepRefusedMessage } from './step-policy';
 import { containerdPatch } from './steps/containerd-patch';
 import { NodeShell } from './steps/node-shell';
 import { nodeLabel } from './steps/node-label';
@@ -33,6 +33,7 @@ import { serviceRestart } from './steps/service-restart';
 import { permanentFailure } from './steps/step-runtime';
 import { runUndo } from './steps/undo';
 import { verificationPod } from './steps/verification-pod';
+import { createRecoveryActivities, withStepLock } from './node-recovery';
 
 /** What the step activities need: the worker's SSH pool (one connection per node, shared by all activities). */
 export interface NodeActivityDeps {
@@ -60,26 +61,30 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     await checkResolvedPaths(shellFor(request.node), `step "${step.id}" (${kind}) on node ${request.node.name}`, nodePathsOfStep(step));
     return { ...request, step };
   };
+  /** The step's shell: for journaling runs, one holding the node's lock for the step's whole remote work. */
+  const withShell = <T>(request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> =>
+    request.journal ? withStepLock(pool, request, work) : work(shellFor(request.node));
   return {
+    ...createRecoveryActivities(pool),
     /** `prereq-check`: CPU flags, /dev/kvm, kernel modules (loaded and persisted), `kata-runtime check`. */
     async prereqCheck(request: StepRequest<PrereqCheckStep>): Promise<StepOutcome> {
       const admitted = await admit('prereq-check', request);
-      return prereqCheck(shellFor(admitted.node), admitted);
+      return withShell(admitted, (shell) => prereqCheck(shell, admitted));
     },
     /** `package-install`: pinned packages with apt, dnf or zypper; undo removes what this run installed. */
     async packageInstall(request: StepRequest<PackageInstallStep>): Promise<StepOutcome> {
       const admitted = await admit('package-install', request);
-      return packageInstall(shellFor(admitted.node), admitted);
+      return withShell(admitted, (shell) => packageInstall(shell, admitted));
     },
     /** `containerd-patch`: backup, patch, validate on the node, atomic swap; undo restores the exact bytes. */
     async containerdPatch(request: StepRequest<ContainerdPatchStep>): Promise<StepOutcome> {
       const admitted = await admit('containerd-patch', request);
-      return containerdPatch(shellFor(admitted.node), admitted);
+      return withShell(admitted, (shell) => containerdPatch(shell, admitted));
     },
     /** `service-restart`: (cordon/drain,) restart, wait active with the handlers in the CRI, (uncordon). */
     async serviceRestart(request: StepRequest<ServiceRestartStep>): Promise<StepOutcome> {
       const admitted = await admit('service-restart', request);
-      return serviceRestart(shellFor(admitted.node), pool, admitted);
+      return withShell(admitted, (shell) => serviceRestart(shell, pool, admitted));
     },
     /** `readiness-gate`: Node Ready and its runtimeHandlers listing the handlers. */
     async readinessGate(request: StepRequest<ReadinessGateStep>): Promise<StepOutcome> {
@@ -87,7 +92,8 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     },
     /** `node-label`: sets the labels that differ; undo removes the ones this run added. */
     async nodeLabel(request: StepRequest<NodeLabelStep>): Promise<StepOutcome> {
-      return nodeLabel(pool, await admit('node-label', request));
+      const admitted = await admit('node-label', request);
+      return withShell(admitted, (shell) => nodeLabel(shell, pool, admitted));
     },
     /** `runtime-class`: server-side apply of a node.k8s.io/v1 RuntimeClass (or delete). */
     async runtimeClass(request: StepRequest<RuntimeClassStep>): Promise<StepOutcome> {
@@ -96,20 +102,17 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     /** `verification-pod`: a pod with the RuntimeClass on this node must run a kernel other than the host's. */
     async verificationPod(request: StepRequest<VerificationPodStep>): Promise<StepOutcome> {
       const admitted = await admit('verification-pod', request);
-      return verificationPod(shellFor(admitted.node), pool, admitted);
+      return withShell(admitted, (shell) => verificationPod(shell, pool, admitted));
     },
-    /** `rollback`: restores the newest katafleet backup of the config, restarts containerd, removes katafleet's labels. */
+    /** `rollback`: takes back the newest katafleet run recorded on the node (its backup, labels, and optionally its packages). */
     async rollback(request: StepRequest<RollbackStep>): Promise<StepOutcome> {
       const admitted = await admit('rollback', request);
-      return rollback(shellFor(admitted.node), pool, admitted);
+      return withShell(admitted, (shell) => rollback(shell, pool, admitted));
     },
     /** Runs one undo record of an earlier step of this run. */
     async undoStep(request: { node: NodeTarget; kubernetes?: KubernetesTarget; undo: Undo }): Promise<UndoOutcome> {
       checkTargets(request.node, request.kubernetes);
-      const undo = checkUndo(request.undo, request.node);
-      const shell = shellFor(request.node);
-      await checkResolvedPaths(shell, `the undo ${undo.kind} of step "${undo.stepId}" on node ${request.node.name}`, nodePathsOfUndo(undo));
-      return runUndo(shell, pool, request.kubernetes, undo);
+      return runUndo(shellFor(request.node), pool, request.kubernetes, request.undo);
     },
   };
 }

@@ -42,6 +42,13 @@ export interface StepRequest<S extends Step = Step> {
   step: S;
   /** `rollout.drain` of the playbook, the default for service-restart's cordon/drain. */
   drain: boolean;
+  /** The step's position in the playbook (orders the journal's entries). */
+  stepIndex?: number;
+  /**
+   * Write the step's intent to the journal on the node before each side effect, and hold the node's
+   * lock. Set by nodeWorkflow runs that recover from the journal; absent in histories recorded before.
+   */
+  journal?: boolean;
 }
 
 /**
@@ -59,11 +66,28 @@ export type Undo =
       sha256?: string;
       /** Drop-in file this step created (drop-in mode); deleted on undo. */
       createdDropIn?: string;
+      /**
+       * sha256 of the config this run wrote: the undo restores only while the config still has these bytes
+       * (or already the original's), never over a file someone changed since katafleet wrote it.
+       */
+      writtenSha256?: string;
       service: string;
     }
-  | { kind: 'remove-packages'; stepId: string; packages: string[]; manager: 'apt' | 'dnf' | 'zypper' }
+  | {
+      kind: 'remove-packages';
+      stepId: string;
+      packages: string[];
+      manager: 'apt' | 'dnf' | 'zypper';
+      /** This run's marker file listing the packages (deleted with them; other runs' markers are left). */
+      marker?: string;
+    }
   | { kind: 'remove-node-labels'; stepId: string; keys: string[] }
-  | { kind: 'uncordon-node'; stepId: string }
+  /** Uncordons the Node only while katafleet's cordon annotation names `owner` (this run): never someone else's cordon. */
+  | { kind: 'uncordon-node'; stepId: string; owner?: string }
+  /** Puts back labels a `node-label` remove took off (key → value they had). */
+  | { kind: 'restore-node-labels'; stepId: string; labels: Record<string, string> }
+  /** Installs again, at the versions they had, packages a `package-install` remove took off. */
+  | { kind: 'reinstall-packages'; stepId: string; packages: { name: string; version: string }[]; manager: 'apt' | 'dnf' | 'zypper' }
   /**
    * A small file a step wrote (e.g. the modules-load.d list): restore it from its backup on the node, byte for byte
    * (sha256 checked), or delete it if there was none. Never the content itself: that would be kept in history.
@@ -88,6 +112,29 @@ export interface UndoOutcome {
   kind: Undo['kind'];
   ok: boolean;
   summary: string;
+}
+
+/**
+ * `/var/lib/katafleet/quarantine.json` on a node: katafleet left it in a state it could not take back
+ * (or does not know); every run refuses the node until `katafleet node release NODE`.
+ */
+export interface QuarantineMarker {
+  rolloutId: string;
+  runId: string;
+  /** What went wrong, for people. */
+  reason: string;
+  /** The exact manual fix, ending with the release command. */
+  fix: string;
+  /** When (ISO 8601). */
+  since: string;
+}
+
+/** What the recovery of a run's journal found and did. */
+export interface RecoveryResult {
+  /** Each undo run, newest step first. */
+  outcomes: UndoOutcome[];
+  /** Set when an undo was refused for good (the node changed since katafleet wrote it, a backup is gone): quarantine. */
+  refused?: { stepId: string; reason: string; fix: string };
 }
 
 /** What the read-only drift check of one node receives. */

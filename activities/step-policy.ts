@@ -16,9 +16,11 @@ import {
   dnsLabel,
   dnsSubdomain,
   labelKey,
+  labelValue,
   modulesLoadFile,
   nodeAddress,
   packageName,
+  packageVersion,
   serviceName,
   type Allowlist,
 } from '../playbooks/allowlists';
@@ -75,6 +77,7 @@ const UndoShape = z.discriminatedUnion('kind', [
     backupPath: z.string().optional(),
     sha256: sha256.optional(),
     createdDropIn: allowlisted(containerdDropInPath).optional(),
+    writtenSha256: sha256.optional(),
     service: allowlisted(serviceName),
   }),
   z.strictObject({
@@ -82,9 +85,18 @@ const UndoShape = z.discriminatedUnion('kind', [
     stepId: allowlisted(dnsLabel),
     packages: z.array(allowlisted(packageName)),
     manager: z.enum(['apt', 'dnf', 'zypper']),
+    // This run's package marker: only under katafleet's own directory on the node.
+    marker: z.string().regex(/^\/var\/lib\/katafleet\/installed-[A-Za-z0-9-]{1,12}-[a-z0-9-]{1,63}\.packages$/, 'must be a katafleet package marker (/var/lib/katafleet/installed-RUN-STEP.packages)').optional(),
+  }),
+  z.strictObject({
+    kind: z.literal('reinstall-packages'),
+    stepId: allowlisted(dnsLabel),
+    packages: z.array(z.strictObject({ name: allowlisted(packageName), version: allowlisted(packageVersion) })),
+    manager: z.enum(['apt', 'dnf', 'zypper']),
   }),
   z.strictObject({ kind: z.literal('remove-node-labels'), stepId: allowlisted(dnsLabel), keys: z.array(allowlisted(labelKey)) }),
-  z.strictObject({ kind: z.literal('uncordon-node'), stepId: allowlisted(dnsLabel) }),
+  z.strictObject({ kind: z.literal('restore-node-labels'), stepId: allowlisted(dnsLabel), labels: z.record(allowlisted(labelKey), allowlisted(labelValue)) }),
+  z.strictObject({ kind: z.literal('uncordon-node'), stepId: allowlisted(dnsLabel), owner: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'must be a run id').optional() }),
   z.strictObject({
     kind: z.literal('restore-file'),
     stepId: allowlisted(dnsLabel),

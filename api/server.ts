@@ -10,6 +10,7 @@ import { defaultCredentialsFile } from '../playbooks/credentials';
 import { attachCredentials, loadNamedInventory, loadNamedPlaybook, maxFileBytes, parseInventory, parsePlaybook, shippedPlaybooksDir } from '../playbooks/load';
 import { katafleetVersion } from '../worker/version';
 import { createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from './schedule-service';
+import { registerNodeRoutes } from './node-routes';
 import { controlRollout, getRollout, listRollouts, RolloutServiceError, startRollout } from './rollout-service';
 import { AbortBody, CreateScheduleBody, DriftScheduleBody, ErrorBody, PhaseBody, RolloutBody, RolloutIdParams, RolloutSummaryBody, StartedRolloutBody, StartRolloutBody } from './schemas';
 
@@ -169,6 +170,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     return reply.code(204).send(null);
   });
 
+  registerNodeRoutes(app, client);
   return app;
 }
 

@@ -4,6 +4,7 @@ import { apiCommand, upCommand } from './api';
 import { demoCommand } from './demo';
 import { doctorCommand } from './doctor';
 import { driftCommand } from './drift';
+import { nodeCommand } from './node';
 import { patchConfigCommand } from './patch-config';
 import { planCommand } from './plan';
 import { reportError } from './report-error';
@@ -23,6 +24,7 @@ const commands: Command[] = [
   resumeCommand,
   abortCommand,
   driftCommand,
+  nodeCommand,
   serverCommand,
   workerCommand,
   apiCommand,

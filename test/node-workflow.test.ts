@@ -99,6 +99,22 @@ describe('a fresh node', () => {
     expect(again.undos).toEqual([]);
     expect(await nodeSnapshot(nodes, 'fresh')).toEqual(before);
   }, 240_000);
+
+  it('kata-uninstall failing after it removed the packages: every remove step is undone (packages, runtime, labels)', async () => {
+    const before = await nodeSnapshot(nodes, 'fresh');
+    const uninstall = (await loadPlaybook('kata-uninstall')).steps.filter((step) => step.kind !== 'runtime-class');
+    // A last step that cannot succeed: containerd never offers a handler called "absent".
+    const failing = { id: 'never', kind: 'service-restart', service: 'containerd', wait_for_handlers: ['absent'], timeout: '15s', retry: { max_attempts: 1, initial_interval: '1s', backoff: 1, non_retryable: [] } } as unknown as Step;
+    const { progress } = await failedProgress(await startNode('fresh', [...uninstall, failing], 'uninstall-fails'));
+    expect(progress.steps.map((s) => [s.id, s.status])).toEqual([['unlabel', 'changed'], ['containerd', 'changed'], ['restart', 'changed'], ['ready', 'unchanged'], ['remove-packages', 'changed'], ['never', 'failed']]);
+    expect(progress.phase).toBe('rolled-back');
+    expect(progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['remove-packages', true], ['containerd', true], ['unlabel', true]]);
+    expect(progress.rollback?.[0].summary).toBe('installed again kata-containers 3.2.0');
+    const after = await nodeSnapshot(nodes, 'fresh');
+    // The uninstall's own backup of the kata config stays next to it; everything else is as before.
+    expect({ ...after, backups: undefined, containerdFiles: after.containerdFiles.filter((f) => !f.includes('.katafleet-')) })
+      .toEqual({ ...before, backups: undefined, containerdFiles: before.containerdFiles.filter((f) => !f.includes('.katafleet-')) });
+  }, 300_000);
 });
 
 describe('a failure leaves the node exactly as it was', () => {
@@ -142,7 +158,8 @@ describe('a failure leaves the node exactly as it was', () => {
     expect(result.progress).toMatchObject({ phase: 'failed', rollback: [], failure: { stepId: 'prereq', type: 'NodeNotCapable' } });
     expect(result.message).toMatch(/prereq-check "prereq" failed on node victim: Node victim cannot run Kata Containers: CPU has no vmx or svm flag.*; nothing had changed, so nothing was rolled back/);
     expect(result.progress.steps.map((s) => s.status)).toEqual(['failed', ...Array(8).fill('skipped')]);
-    expect(result.attempts.map((a) => [a.activityType, a.attempt])).toEqual([['prereqCheck', 1]]);
+    // The run checks the node first (prepareNode); after the failure its recovery finds nothing in the journal.
+    expect(result.attempts.map((a) => [a.activityType, a.attempt])).toEqual([['prepareNode', 1], ['prereqCheck', 1], ['recoverRun', 1]]);
     expect(expectRestored(result)).toEqual([]);
   }, 120_000);
 
@@ -150,10 +167,12 @@ describe('a failure leaves the node exactly as it was', () => {
     const steps = await kataSteps(undefined, { install: { retry: { max_attempts: 2, initial_interval: '1s', backoff: 1, non_retryable: [] } } });
     const result = await failOnVictim(steps, 'package-repo-unreachable', 'repo-unreachable');
     expect(result.progress.failure).toMatchObject({ stepId: 'install', type: 'PackageRepositoryUnreachable' });
-    expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prereqCheck', 1, 'completed'], ['packageInstall', 2, 'failed'], ['undoStep', 1, 'completed']]);
+    expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prepareNode', 1, 'completed'], ['prereqCheck', 1, 'completed'], ['packageInstall', 2, 'failed'], ['recoverRun', 1, 'completed']]);
     // prereq-check had persisted the modules in /etc/modules-load.d: that file is taken back too.
     expect(result.progress.phase).toBe('rolled-back');
-    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['prereq', true]]);
+    // install had journaled its intent before apt ran, so the recovery checks (and finds nothing installed) as well.
+    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['install', true], ['prereq', true]]);
+    expect(result.progress.rollback?.[0].summary).toBe('packages kata-containers already removed');
     expect(expectRestored(result)).toEqual([]);
   }, 180_000);
 
@@ -192,8 +211,9 @@ describe('a failure leaves the node exactly as it was', () => {
 
   it('host key changed: HostKeyMismatch on the first attempt, no retry, nothing run', async () => {
     const result = await failOnVictim(await kataSteps(), 'host-key-changed', 'host-key');
-    expect(result.progress).toMatchObject({ phase: 'failed', failure: { stepId: 'prereq', type: 'HostKeyMismatch' } });
-    expect(result.attempts).toEqual([{ activityType: 'prereqCheck', attempt: 1, result: 'failed', failureType: 'HostKeyMismatch' }]);
+    // The check every run makes first (quarantine, journals left behind) is where it stops.
+    expect(result.progress).toMatchObject({ phase: 'failed', failure: { stepId: '(prepare)', type: 'HostKeyMismatch' } });
+    expect(result.attempts).toEqual([{ activityType: 'prepareNode', attempt: 1, result: 'failed', failureType: 'HostKeyMismatch' }]);
     expect(expectRestored(result)).toEqual([]);
   }, 120_000);
 });

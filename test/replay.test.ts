@@ -27,6 +27,13 @@ describe('saved nodeWorkflow histories', () => {
       'node-retry': ['serviceRestart#2:completed'],
       // Aborted mid containerd-patch: the step still completes (its undo is kept), the restart never starts, the undo runs.
       'node-cancel': ['containerdPatch#1:completed', 'undoStep#1:completed'],
+      // Recorded with the journal (patched 'node-journal', test/node-journal.test.ts with KATAFLEET_RECORD_HISTORIES=1):
+      // cancelled after containerd-patch's swap, the run's recovery takes it back from the journal on the node.
+      'node-journal-recovery': ['prepareNode#1:completed', 'containerdPatch#1:running' /* cancelled: no completed/failed event */, 'recoverRun#1:completed'],
+      // A run that first recovers the journal of a terminated run, then has nothing of its own to do.
+      'node-journal-recovered-first': ['prepareNode#1:completed', 'commitRun#1:completed'],
+      // Undo mode refused (the config changed since katafleet wrote it): the node is quarantined.
+      'node-journal-quarantine': ['prepareNode#1:completed', 'recoverRun#1:completed', 'quarantineNode#1:completed'],
     });
   });
 

@@ -1,5 +1,5 @@
 // Every workflow the katafleet worker registers. The worker bundles this file (workflowsPath).
 export { doctorWorkflow } from './doctor';
-export { nodeWorkflow } from './node';
+export { nodeWorkflow, nodeReleaseWorkflow } from './node';
 export { rolloutWorkflow } from './rollout';
 export { driftWorkflow } from './drift';

@@ -12,8 +12,13 @@ export interface StepProgress {
   durationMs?: number;
 }
 
-/** `failed`: a step failed before anything had changed, so there was nothing to roll back. */
-export type NodePhase = 'running' | 'succeeded' | 'failed' | 'rolling-back' | 'rolled-back' | 'rollback-failed';
+/**
+ * `failed`: a step failed before anything had changed, so there was nothing to roll back.
+ * `needs-attention`: the node is quarantined — its rollback failed, or its state is unknown, or it
+ * already was quarantined when this run started. It carries `/var/lib/katafleet/quarantine.json`, and
+ * every run refuses it (changing nothing) until `katafleet node release NODE`.
+ */
+export type NodePhase = 'running' | 'succeeded' | 'failed' | 'rolling-back' | 'rolled-back' | 'rollback-failed' | 'needs-attention';
 
 /** What nodeWorkflow reports through {@link nodeProgressQuery} and returns when it succeeds. */
 export interface NodeProgress {
@@ -30,6 +35,12 @@ export interface NodeProgress {
   facts: Record<string, string>;
   /** On success: how to take back what this run changed, newest first (used by abort with rollback). */
   undos: Undo[];
+  /** Journals of earlier runs this run found on the node and took back before its first step. */
+  recovered?: string[];
+  /** While a rollback is retried: the attempt that failed last, why, and when the next one starts (ISO 8601). */
+  rollbackRetry?: { attempt: number; lastError: string; nextAt: string; until: string };
+  /** Phase `needs-attention`: why, and the exact manual fix (ends with `katafleet node release`). */
+  quarantine?: { reason: string; fix: string; since: string; markedOnNode: boolean };
 }
 
 export const nodeProgressQuery = defineQuery<NodeProgress>('nodeProgress');

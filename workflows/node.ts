@@ -4,15 +4,18 @@ import {
   ApplicationFailure,
   CancellationScope,
   isCancellation,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
+  sleep,
   upsertSearchAttributes,
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { createNodeActivities } from '../activities/node-activities';
-import type { KubernetesTarget, NodeTarget, StepOutcome, Undo } from '../activities/node-types';
+import type { KubernetesTarget, NodeTarget, RecoveryResult, StepOutcome, Undo } from '../activities/node-types';
+import type { createRecoveryActivities } from '../activities/node-recovery';
 import type { Step } from '../playbooks/schema';
 import { parseDuration } from './duration';
 import { activityByKind } from './step-activities';
@@ -20,6 +23,15 @@ import { nodeProgressQuery, type NodeProgress, type StepProgress } from './node-
 import { searchAttributes } from './search-attributes';
 
 type NodeActivities = ReturnType<typeof createNodeActivities>;
+type RecoveryActivities = ReturnType<typeof createRecoveryActivities>;
+
+/**
+ * `patched()` ids of nodeWorkflow's behaviour changes, so that histories recorded before them still replay.
+ * `node-journal`: the journal and lock on the node, the check of the quarantine marker and of journals left
+ * behind before the first step, recovery from the journal (retried for `rollbackFor`, non-cancellable also in
+ * undo mode), quarantine, and the journal deleted when the run succeeds.
+ */
+export const nodePatches = { journal: 'node-journal' } as const;
 
 /** Input of {@link nodeWorkflow}: plain data, validated before it gets here. */
 export interface NodeRolloutInput {
@@ -38,6 +50,12 @@ export interface NodeRolloutInput {
    * @default "30s"
    */
   heartbeatTimeout?: string;
+  /**
+   * How long a failed rollback keeps being retried (with backoff, 2 s doubling up to 1 min) before the
+   * node is quarantined (`[rollout] rollback_for`).
+   * @default "1h"
+   */
+  rollbackFor?: string;
 }
 
 /** The per-node lock: one workflow id per node, so two rollouts never work on one node at once. */
@@ -80,6 +98,19 @@ function undoActivity(input: NodeRolloutInput): NodeActivities['undoStep'] {
   }).undoStep;
 }
 
+/** The recovery activities; each holds the node's lock. Start-to-close above the lock wait plus the undos' inner timeouts. */
+function recoveryActivities(input: NodeRolloutInput, maximumAttempts: number): RecoveryActivities {
+  return proxyActivities<RecoveryActivities>({
+    // An undo may wait for the lock, then restart containerd (2 + 2 min) or purge packages (up to 10 min).
+    startToCloseTimeout: '30m',
+    heartbeatTimeout: parseDuration(input.heartbeatTimeout ?? defaultHeartbeatTimeout),
+    retry: { maximumAttempts, initialInterval: '2s', nonRetryableErrorTypes: ['NodeQuarantined', 'HostKeyMismatch', 'HostKeyUnknown', 'SshAuthFailed'] },
+  });
+}
+
+/** The failure type every run that finds (or leaves) its node quarantined ends with. */
+export const NodeQuarantined = 'NodeQuarantined';
+
 /**
  * Takes one node from its current state to the playbook's, step by step, or back to exactly
  * where it was: after each step that changed something its undo is kept, and on any failure the
@@ -101,17 +132,26 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
     { key: searchAttributes.rolloutId, value: input.rolloutId },
     { key: searchAttributes.phase, value: 'running' },
   ]);
+  const journaled = patched(nodePatches.journal);
+  if (journaled) await CancellationScope.nonCancellable(() => prepare(progress, input));
 
   if (input.mode === 'undo') {
-    await rollBack(progress, [...(input.undos ?? [])].reverse(), input);
-    return finish(progress, progress.rollback?.every((outcome) => outcome.ok) ? 'rolled-back' : 'rollback-failed');
+    if (!journaled) {
+      await rollBack(progress, [...(input.undos ?? [])].reverse(), input);
+      return finish(progress, progress.rollback?.every((outcome) => outcome.ok) ? 'rolled-back' : 'rollback-failed');
+    }
+    // Not cancellable: a cancelled abort must not leave the node half restored (R11).
+    const undos = [...(input.undos ?? [])].reverse();
+    await CancellationScope.nonCancellable(() => recover(progress, undos, input));
+    if (progress.quarantine) throw quarantinedFailure(progress, 'its undo');
+    return finish(progress, 'rolled-back');
   }
 
   const undos: Undo[] = [];
   for (const [index, step] of input.steps.entries()) {
     const entry = progress.steps[index];
     try {
-      const outcome = await runStep(step, entry, progress, input);
+      const outcome = await runStep(step, index, entry, progress, input, journaled);
       if (outcome.undo) undos.unshift(outcome.undo);
     } catch (err) {
       entry.status = 'failed';
@@ -119,8 +159,15 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
       progress.failure = { stepId: step.id, ...reason };
       entry.summary = reason.reason;
       for (const later of progress.steps.slice(index + 1)) later.status = 'skipped';
-      await CancellationScope.nonCancellable(() => rollBack(progress, undos, input));
-      finish(progress, undos.length === 0 ? 'failed' : progress.rollback?.every((outcome) => outcome.ok) ? 'rolled-back' : 'rollback-failed');
+      if (journaled) {
+        // The journal on the node, not only the undos that came back, says what to take back (R3).
+        await CancellationScope.nonCancellable(() => recover(progress, undos, input));
+        if (progress.quarantine) throw quarantinedFailure(progress, `${step.kind} "${step.id}" failed (${reason.reason}) and its rollback`);
+        finish(progress, (progress.rollback ?? []).length === 0 ? 'failed' : 'rolled-back');
+      } else {
+        await CancellationScope.nonCancellable(() => rollBack(progress, undos, input));
+        finish(progress, undos.length === 0 ? 'failed' : progress.rollback?.every((outcome) => outcome.ok) ? 'rolled-back' : 'rollback-failed');
+      }
       throw ApplicationFailure.create({
         type: isCancellation(err) ? 'NodeRolloutCancelled' : 'NodeRolloutFailed',
         message: `${step.kind} "${step.id}" failed on node ${input.node.name}: ${reason.reason}; ${rollbackSummary(progress)}`,
@@ -130,16 +177,113 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
     }
   }
   progress.undos = undos;
+  if (journaled) {
+    // The run is done: its journal goes (a journal left on the node means a run that did not finish).
+    await CancellationScope.nonCancellable(() => recoveryActivities(input, 10).commitRun({ ...runOnNode(input), undos }));
+  }
   return finish(progress, 'succeeded');
 }
 
-async function runStep(step: Step, entry: StepProgress, progress: NodeProgress, input: NodeRolloutInput): Promise<StepOutcome> {
+function runOnNode(input: NodeRolloutInput) {
+  return { node: input.node, kubernetes: input.kubernetes, runId: workflowInfo().runId, rolloutId: input.rolloutId };
+}
+
+/**
+ * Before the first step: a quarantined node is refused with nothing changed; a journal another run left
+ * behind is taken back first (or the node is quarantined). Throws the run's failure in both cases.
+ */
+async function prepare(progress: NodeProgress, input: NodeRolloutInput): Promise<void> {
+  try {
+    const recovered = await recoveryActivities(input, 5).prepareNode(runOnNode(input));
+    if (recovered.length > 0) progress.recovered = recovered;
+  } catch (err) {
+    const reason = failureReason(err);
+    for (const step of progress.steps) step.status = 'skipped';
+    if (reason.type === NodeQuarantined) {
+      const [why, fix] = splitFix(reason.reason);
+      progress.quarantine = { reason: why, fix, since: new Date(Date.now()).toISOString(), markedOnNode: true };
+      throw quarantinedFailure(progress, 'it');
+    }
+    progress.failure = { stepId: '(prepare)', ...reason };
+    finish(progress, 'failed');
+    throw ApplicationFailure.create({ type: 'NodeRolloutFailed', message: `node ${input.node.name} could not be checked before the first step: ${reason.reason}; nothing was changed`, nonRetryable: true, details: [progress] });
+  }
+}
+
+/** "… Fix: …" of a NodeQuarantined message, split. */
+function splitFix(message: string): [string, string] {
+  const at = message.lastIndexOf(' Fix: ');
+  return at < 0 ? [message, ''] : [message.slice(0, at), message.slice(at + ' Fix: '.length)];
+}
+
+function quarantinedFailure(progress: NodeProgress, what: string): ApplicationFailure {
+  finish(progress, 'needs-attention');
+  const q = progress.quarantine;
+  return ApplicationFailure.create({
+    type: NodeQuarantined,
+    message: `node ${progress.node} needs attention: ${what === 'it' ? '' : `${what} could not finish: `}${(q?.reason ?? '?').replace(/\.$/, '')}. Fix: ${q?.fix ?? '?'}`,
+    nonRetryable: true,
+    details: [progress],
+  });
+}
+
+/**
+ * Takes back what this run changed: the recovery activity reads the run's journal on the node (merged
+ * with the undos the workflow holds) and undoes it, newest step first. A failed attempt is retried with
+ * backoff (2 s, doubling, at most 1 min) for `rollbackFor`, visibly in the details; a refused undo (the
+ * node changed since katafleet wrote it, a backup gone) or the end of that time quarantines the node.
+ */
+async function recover(progress: NodeProgress, undos: Undo[], input: NodeRolloutInput): Promise<void> {
+  progress.phase = 'rolling-back';
+  progress.rollback = [];
+  showDetails(progress);
+  const until = Date.now() + parseDuration(input.rollbackFor ?? '1h');
+  const activities = recoveryActivities(input, 1);
+  let backoff = 2_000;
+  let result: RecoveryResult | undefined;
+  let lastError = '';
+  for (let attempt = 1; ; attempt++) {
+    try {
+      result = await activities.recoverRun({ ...runOnNode(input), stepOrder: input.steps.map((step) => step.id), undos });
+      break;
+    } catch (err) {
+      lastError = failureReason(err).reason;
+      if (Date.now() + backoff > until) break;
+      progress.rollbackRetry = { attempt, lastError, nextAt: new Date(Date.now() + backoff).toISOString(), until: new Date(until).toISOString() };
+      showDetails(progress);
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, 60_000);
+    }
+  }
+  progress.rollbackRetry = undefined;
+  progress.rollback = result?.outcomes ?? [];
+  const refused = result?.refused;
+  if (result && !refused) return;
+  const reason = refused
+    ? `the rollback was refused at step ${refused.stepId}: ${refused.reason}`
+    : `the rollback kept failing for ${input.rollbackFor ?? '1h'} (last error: ${lastError})`;
+  const fix = refused?.fix ?? `check what the run changed on ${input.node.name} (its journal is in /var/lib/katafleet/journal/${workflowInfo().runId}/, one JSON file per step with the undo), put it back by hand; then run: katafleet node release ${input.node.name} --inventory FILE`;
+  let markedOnNode = true;
+  try {
+    await recoveryActivities(input, 3).quarantineNode({ ...runOnNode(input), reason, fix });
+  } catch {
+    // The node cannot be reached: Temporal still shows needs-attention, and the journal left on the node
+    // makes the next run recover it (or quarantine it) before anything else.
+    markedOnNode = false;
+  }
+  progress.quarantine = { reason, fix, since: new Date(Date.now()).toISOString(), markedOnNode };
+}
+
+async function runStep(step: Step, index: number, entry: StepProgress, progress: NodeProgress, input: NodeRolloutInput, journaled: boolean): Promise<StepOutcome> {
   entry.status = 'running';
   progress.currentStep = step.id;
   showDetails(progress);
   const started = Date.now();
   const activity = proxyActivities<NodeActivities>(stepActivityOptions(step, input.heartbeatTimeout ?? defaultHeartbeatTimeout))[activityByKind[step.kind]] as (request: unknown) => Promise<StepOutcome>;
-  const outcome = await activity({ runId: workflowInfo().runId, rolloutId: input.rolloutId, node: input.node, kubernetes: input.kubernetes, step, drain: input.drain });
+  const outcome = await activity({
+    runId: workflowInfo().runId, rolloutId: input.rolloutId, node: input.node, kubernetes: input.kubernetes, step, drain: input.drain,
+    ...(journaled ? { journal: true, stepIndex: index } : {}),
+  });
   entry.status = outcome.changed ? 'changed' : 'unchanged';
   entry.summary = outcome.summary;
   entry.durationMs = Date.now() - started;
@@ -199,7 +343,48 @@ function tableCell(text: string): string {
 function showDetails(progress: NodeProgress): void {
   const rows = progress.steps.map((step) => `| ${step.id} | ${step.kind} | ${step.status} | ${tableCell(step.summary ?? '')} |`);
   const rollback = (progress.rollback ?? []).map((outcome) => `- ${outcome.ok ? 'undone' : 'FAILED'} ${outcome.stepId}: ${outcome.summary}`);
+  const retry = progress.rollbackRetry;
+  if (retry) rollback.push(`- rollback attempt ${retry.attempt} failed: ${tableCell(retry.lastError)}; next in ${Math.max(0, Math.round((Date.parse(retry.nextAt) - Date.now()) / 1000))} s (at ${retry.nextAt}), retried until ${retry.until}`);
+  const extra = [
+    ...(progress.quarantine ? ['', `**Needs attention**: ${tableCell(progress.quarantine.reason)}`, '', `**Fix**: ${tableCell(progress.quarantine.fix)}`] : []),
+    ...(progress.recovered?.length ? ['', '**Recovered first**', ...progress.recovered.map((line) => `- ${tableCell(line)}`)] : []),
+  ];
   setCurrentDetails(
-    [`**${progress.node}**: ${progress.phase}${progress.currentStep ? ` (step ${progress.currentStep})` : ''}`, '', '| step | kind | status | result |', '|---|---|---|---|', ...rows, ...(rollback.length ? ['', '**Rollback**', ...rollback] : [])].join('\n'),
+    [`**${progress.node}**: ${progress.phase}${progress.currentStep ? ` (step ${progress.currentStep})` : ''}`, '', '| step | kind | status | result |', '|---|---|---|---|', ...rows, ...(rollback.length ? ['', '**Rollback**', ...rollback] : []), ...extra].join('\n'),
   );
+}
+
+/** Input of {@link nodeReleaseWorkflow}. */
+export interface NodeReleaseInput {
+  node: NodeTarget;
+  kubernetes?: KubernetesTarget;
+}
+
+/** What `katafleet node release` did. */
+export interface NodeReleaseResult {
+  node: string;
+  /** The marker that was removed; absent when the node was not quarantined. */
+  marker?: { rolloutId: string; runId: string; reason: string; fix: string; since: string };
+  /** Runs whose journals were set aside (moved to /var/lib/katafleet/journal-released/). */
+  journals: string[];
+}
+
+/**
+ * `katafleet node release NODE`: lifts a node's quarantine under the node's lock (workflow id
+ * {@link nodeWorkflowId}, so never while a run works on the node): removes the marker and sets aside the
+ * journals left on the node, whose changes the operator has now dealt with by hand.
+ */
+export async function nodeReleaseWorkflow(input: NodeReleaseInput): Promise<NodeReleaseResult> {
+  upsertSearchAttributes([
+    { key: searchAttributes.node, value: input.node.name },
+    { key: searchAttributes.phase, value: 'releasing' },
+  ]);
+  const released = await proxyActivities<RecoveryActivities>({
+    startToCloseTimeout: '5m',
+    heartbeatTimeout: '30s',
+    retry: { maximumAttempts: 5, initialInterval: '2s', nonRetryableErrorTypes: ['HostKeyMismatch', 'HostKeyUnknown', 'SshAuthFailed'] },
+  }).releaseNode({ node: input.node, kubernetes: input.kubernetes, runId: workflowInfo().runId, rolloutId: 'release' });
+  upsertSearchAttributes([{ key: searchAttributes.phase, value: 'released' }]);
+  setCurrentDetails(`**${input.node.name}**: ${released.marker ? `released (was quarantined: ${released.marker.reason})` : 'was not quarantined'}${released.journals.length ? `; set aside the journals of ${released.journals.join(', ')}` : ''}`);
+  return { node: input.node.name, ...released };
 }

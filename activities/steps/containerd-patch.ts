@@ -4,7 +4,8 @@
  * Order of work, each part safe to repeat after a crash at any point:
  * read the config → patch it in memory (pure patcher) → back up the original next to it, named for
  * this run and never overwritten → write the candidate to a temp file → `containerd --config TMP
- * config dump` must accept it → rename it over the config. A retried attempt that finds the config
+ * config dump` must accept it → rename it over the config. Before the first change the step writes its
+ * intent (the undo, with the sha256 it is about to write) to the journal on the node. A retried attempt that finds the config
  * already patched and this run's backup present reports the change (with its undo) instead of
  * forgetting it, so a run records exactly one backup and patches exactly once.
  */
@@ -21,7 +22,8 @@ import { sh } from '../ssh';
 import type { ContainerdPatchStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import { sha256Hex, type NodeShell } from './node-shell';
-import { failureType, permanentFailure, transientFailure } from './step-runtime';
+import { writeIntent } from './journal';
+import { activityContext, failureType, permanentFailure, transientFailure } from './step-runtime';
 
 /** A backup named for this run exists but holds other bytes than the config it would back up. Never retried. */
 export const ContainerdBackupConflict = 'ContainerdBackupConflict';
@@ -46,18 +48,37 @@ export function dropInMarkerFor(dropInPath: string, runId: string): string {
   return `${dropInPath}.katafleet-${runTag(runId)}.created`;
 }
 
-/** The candidate file validated before the swap. */
-function candidatePathFor(configPath: string, runId: string): string {
-  return `${configPath}.katafleet-${runTag(runId)}.new`;
+/** The candidate file validated before the swap: per attempt, so two attempts never share one (R16). */
+function candidatePathFor(configPath: string, runId: string, attempt: number): string {
+  return `${candidatePrefix(configPath, runId)}${attempt}.new`;
+}
+
+function candidatePrefix(configPath: string, runId: string): string {
+  return `${configPath}.katafleet-${runTag(runId)}-a`;
 }
 
 export async function containerdPatch(shell: NodeShell, request: StepRequest<ContainerdPatchStep>): Promise<StepOutcome> {
   const { step, runId } = request;
   const configPath = step.config_path;
+  const attempt = activityContext()?.info.attempt ?? 1;
   const original = await shell.readFile(configPath);
   const outcome = computePatch(shell, step, original ?? '');
+  const dropInMode = step.action === 'add' && step.mode === 'drop-in';
 
-  const dropIn = step.action === 'add' && step.mode === 'drop-in' ? await placeDropIn(shell, runId, outcome) : undefined;
+  // The intent goes to the journal on the node before the first change (drop-in, backup, swap).
+  if (request.journal) {
+    const dropInCurrent = dropInMode && outcome.dropIn ? await shell.readFile(outcome.dropIn.path) : undefined;
+    const dropInOurs = dropInMode && outcome.dropIn !== undefined
+      && (dropInCurrent === undefined || (dropInCurrent === outcome.dropIn.content && (await shell.exists(dropInMarkerFor(outcome.dropIn.path, runId)))));
+    const dropInConflict = dropInMode && dropInCurrent !== undefined && dropInCurrent !== outcome.dropIn?.content;
+    if ((outcome.status !== 'unchanged' || dropInOurs) && !dropInConflict) {
+      const originalSha = original === undefined ? undefined : sha256Hex(original);
+      const undo: Undo = restoreUndo(step, original === undefined ? undefined : backupPathFor(configPath, runId), originalSha, dropInOurs ? outcome.dropIn?.path : undefined, outcome.status === 'unchanged' ? originalSha : sha256Hex(outcome.content));
+      await writeIntent(shell, request, undo, `${describe(step)} in ${configPath}${original === undefined ? ' (no config yet: write one)' : `, original backed up to ${backupPathFor(configPath, runId)}`}`, { keepFirst: true });
+    }
+  }
+
+  const dropIn = dropInMode ? await placeDropIn(shell, runId, outcome, attempt) : undefined;
   const createdDropIn = dropIn?.created ? dropIn.path : undefined;
   const backupPath = backupPathFor(configPath, runId);
   const absentMarker = absentMarkerFor(configPath, runId);
@@ -65,44 +86,53 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
   if (outcome.status === 'unchanged') {
     if (dropIn?.created && original !== undefined) {
       // Only the drop-in is new (the config already imports it): back up the config anyway, so the undo has one shape.
-      const originalSha = await backUp(shell, configPath, backupPath, original);
-      if (dropIn.writtenNow) await validateOnNode(shell, configPath, configPath, [dropIn.path, dropIn.marker, backupPath]);
-      const undo = restoreUndo(step, backupPath, originalSha, createdDropIn);
+      const originalSha = await backUp(shell, configPath, backupPath, original, attempt);
+      if (dropIn.writtenNow) await validateOnNode(shell, configPath, configPath, [dropIn.path, dropIn.marker]);
+      const undo: Undo = restoreUndo(step, backupPath, originalSha, createdDropIn, originalSha);
       return { changed: true, summary: `${dropIn.summary}; ${configPath} already imports it`, undo, facts: facts(undo, originalSha) };
     }
     // This run's backup (or absent marker) next to an already patched config: an earlier attempt patched it and lost its result.
     const backupSha = await shell.sha256(backupPath);
     if (backupSha !== undefined || (await shell.exists(absentMarker))) {
-      const undo = restoreUndo(step, backupSha === undefined ? undefined : backupPath, backupSha, createdDropIn);
+      const currentSha = await shell.sha256(configPath);
+      const undo: Undo = restoreUndo(step, backupSha === undefined ? undefined : backupPath, backupSha, createdDropIn, currentSha);
       return {
         changed: true,
         summary: `${describe(step)} already in ${configPath} (patched by an earlier attempt of this run)${dropIn ? `; ${dropIn.summary}` : ''}`,
         undo,
-        facts: facts(undo, await shell.sha256(configPath)),
+        facts: facts(undo, currentSha),
       };
     }
     return { changed: false, summary: `${describe(step)} already in ${configPath}${dropIn ? `; ${dropIn.path} up to date` : ''}` };
   }
 
   let originalSha: string | undefined;
+  const backupCreated = { now: false };
   if (original === undefined) {
     await shell.run(sh`mkdir -p ${posix.dirname(configPath)} && touch ${absentMarker}`);
   } else {
-    originalSha = await backUp(shell, configPath, backupPath, original);
+    originalSha = await backUp(shell, configPath, backupPath, original, attempt, backupCreated);
   }
-  const candidate = candidatePathFor(configPath, runId);
-  await shell.run(sh`umask 077 && cat > ${candidate}`, { stdin: outcome.content }); // 0600 until chmod --reference: the config may hold registry credentials
-  const ownFiles = [candidate, original === undefined ? absentMarker : backupPath, ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];
+  const candidate = candidatePathFor(configPath, runId, attempt);
+  // 0600 until chmod --reference: the config may hold registry credentials.
+  await shell.run(sh`umask 077 && cat > ${candidate} && sync ${candidate}`, { stdin: outcome.content });
+  // On a refusal the files this attempt made go (the node's lock keeps every other attempt out meanwhile);
+  // a backup an earlier attempt made stays, its journal entry names it.
+  const ownFiles = [candidate, original === undefined ? absentMarker : backupCreated.now ? backupPath : candidate, ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];
   await validateOnNode(shell, candidate, configPath, ownFiles);
+  // The swap and the check after it are not stopped by a cancellation: once started they finish, and the
+  // journal (written above) lets the recovery take the swap back.
   await shell.run(original === undefined
-    ? sh`chmod 0644 ${candidate} && mv -f ${candidate} ${configPath}`
-    : sh`chmod --reference=${configPath} ${candidate} && chown --reference=${configPath} ${candidate} && mv -f ${candidate} ${configPath}`);
+    ? sh`chmod 0644 ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`
+    : sh`chmod --reference=${configPath} ${candidate} && chown --reference=${configPath} ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`, { signal: undefined });
+  // Candidates of earlier attempts of this run (a crashed attempt's, or one named before candidates were per attempt).
+  await shell.run(sh`rm -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
   const configSha = await shell.sha256(configPath);
   if (configSha !== sha256Hex(outcome.content)) {
     throw transientFailure('ContainerdConfigChanged', `Node ${shell.name}: ${configPath} changed while katafleet replaced it (sha256 ${configSha}); the step will re-read it and try again`);
   }
 
-  const undo = restoreUndo(step, original === undefined ? undefined : backupPath, originalSha, createdDropIn);
+  const undo: Undo = restoreUndo(step, original === undefined ? undefined : backupPath, originalSha, createdDropIn, configSha);
   const changes = outcome.status === 'patched'
     ? [...outcome.added.map((n) => `added ${n}`), ...outcome.replaced.map((n) => `replaced ${n}`), ...(outcome.removed ?? []).map((n) => `removed ${n}`)]
     : [];
@@ -119,8 +149,8 @@ function describe(step: ContainerdPatchStep): string {
   return step.action === 'add' ? `runtime ${names}` : `no runtime ${names}`;
 }
 
-function restoreUndo(step: ContainerdPatchStep, backupPath: string | undefined, sha256: string | undefined, createdDropIn: string | undefined): Undo {
-  return { kind: 'restore-containerd-config', stepId: step.id, configPath: step.config_path, backupPath, sha256, createdDropIn, service: 'containerd' };
+function restoreUndo(step: ContainerdPatchStep, backupPath: string | undefined, sha256: string | undefined, createdDropIn: string | undefined, writtenSha256: string | undefined): Undo {
+  return { kind: 'restore-containerd-config', stepId: step.id, configPath: step.config_path, backupPath, sha256, createdDropIn, writtenSha256, service: 'containerd' };
 }
 
 function facts(undo: Undo, configSha: string | undefined): Record<string, string> {
@@ -169,12 +199,13 @@ function assertSameRuntimeTypes(text: string, outcome: PatchOutcome, step: Conta
  * complete temp copy: `ln` refuses an existing name), then checks the backup holds the bytes read.
  * Returns the original's sha256.
  */
-async function backUp(shell: NodeShell, configPath: string, backupPath: string, original: string): Promise<string> {
+async function backUp(shell: NodeShell, configPath: string, backupPath: string, original: string, attempt: number, created?: { now: boolean }): Promise<string> {
   const expected = sha256Hex(original);
   const existing = await shell.sha256(backupPath);
+  if (created) created.now = existing === undefined;
   if (existing === undefined) {
-    const temp = `${backupPath}.tmp`;
-    await shell.run(sh`cp -p ${configPath} ${temp} && { ln ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; rm -f ${temp}; exit $status`);
+    const temp = `${backupPath}.${attempt}.tmp`;
+    await shell.run(sh`cp -p ${configPath} ${temp} && sync ${temp} && { ln ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; rm -f ${temp}; sync ${posix.dirname(backupPath)}; exit $status`);
   }
   const backupSha = await shell.sha256(backupPath);
   if (backupSha === expected) return expected;
@@ -214,7 +245,7 @@ interface PlacedDropIn {
  * Drop-in mode: writes the runtimes' file unless the node has it already. An existing file with other
  * content belongs to someone (or an earlier playbook) and is refused rather than overwritten.
  */
-async function placeDropIn(shell: NodeShell, runId: string, outcome: PatchOutcome): Promise<PlacedDropIn> {
+async function placeDropIn(shell: NodeShell, runId: string, outcome: PatchOutcome, attempt: number): Promise<PlacedDropIn> {
   const dropIn = outcome.dropIn;
   if (!dropIn) throw new Error('the patcher returned no drop-in in drop-in mode');
   const marker = dropInMarkerFor(dropIn.path, runId);
@@ -229,6 +260,6 @@ async function placeDropIn(shell: NodeShell, runId: string, outcome: PatchOutcom
       'compare it with the playbook, then remove it or set drop_in_path to another file');
   }
   await shell.run(sh`mkdir -p ${posix.dirname(dropIn.path)} && touch ${marker}`);
-  await shell.writeFileAtomic(dropIn.path, dropIn.content, `${dropIn.path}.katafleet-tmp`);
+  await shell.writeFileAtomic(dropIn.path, dropIn.content, `${dropIn.path}.katafleet-a${attempt}-tmp`);
   return { path: dropIn.path, marker, created: true, writtenNow: true, summary: `wrote ${dropIn.path}` };
 }

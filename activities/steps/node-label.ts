@@ -8,8 +8,10 @@ import { flag } from '../ssh';
 import { Kubectl, requireKubernetes, type KubeNode } from '../kubectl';
 import type { SshPool } from '../ssh';
 import type { NodeLabelStep } from '../../playbooks/schema';
-import type { StepOutcome, StepRequest } from '../node-types';
+import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import { runTag } from './containerd-patch';
+import { writeIntent } from './journal';
+import type { NodeShell } from './node-shell';
 
 /** Annotation naming the labels a run added: `{"run":"<12 chars of the run id>","keys":[...]}`. */
 export const LABELS_ANNOTATION = 'katafleet.dev/labels-added';
@@ -35,7 +37,7 @@ export function labelsAddedByKatafleet(node: KubeNode): string[] {
   return readAdded(node)?.keys ?? [];
 }
 
-export async function nodeLabel(pool: SshPool, request: StepRequest<NodeLabelStep>): Promise<StepOutcome> {
+export async function nodeLabel(shell: NodeShell, pool: SshPool, request: StepRequest<NodeLabelStep>): Promise<StepOutcome> {
   const { step, node, runId } = request;
   const kubectl = new Kubectl(pool, requireKubernetes(request.kubernetes, `node-label "${step.id}"`));
   const current = await kubectl.getNode(node);
@@ -44,8 +46,10 @@ export async function nodeLabel(pool: SshPool, request: StepRequest<NodeLabelSte
   if (step.action === 'remove') {
     const present = Object.keys(step.labels).filter((key) => key in labels);
     if (present.length === 0) return { changed: false, summary: `labels ${Object.keys(step.labels).join(', ')} not set` };
+    const undo: Undo = { kind: 'restore-node-labels', stepId: step.id, labels: Object.fromEntries(present.map((key) => [key, labels[key]])) };
+    await writeIntent(shell, request, undo, `remove labels ${present.join(', ')} from Node ${node.name}`);
     await removeLabels(kubectl, node.name, present);
-    return { changed: true, summary: `removed labels ${present.join(', ')}` };
+    return { changed: true, summary: `removed labels ${present.join(', ')}`, undo };
   }
 
   const differing = Object.entries(step.labels).filter(([key, value]) => labels[key] !== value);
@@ -57,6 +61,7 @@ export async function nodeLabel(pool: SshPool, request: StepRequest<NodeLabelSte
     return { changed: true, summary: `${summary} (by an earlier attempt of this run)`, undo: { kind: 'remove-node-labels', stepId: step.id, keys: ours } };
   }
   const newKeys = [...new Set([...ours, ...differing.filter(([key]) => !(key in labels)).map(([key]) => key)])];
+  if (newKeys.length > 0) await writeIntent(shell, request, { kind: 'remove-node-labels', stepId: step.id, keys: newKeys }, `add labels ${newKeys.join(', ')} to Node ${node.name}`);
   const patch = {
     metadata: {
       labels: Object.fromEntries(differing),
@@ -76,4 +81,9 @@ export async function nodeLabel(pool: SshPool, request: StepRequest<NodeLabelSte
 export async function removeLabels(kubectl: Kubectl, node: string, keys: readonly string[]): Promise<void> {
   const patch = { metadata: { labels: Object.fromEntries(keys.map((key) => [key, null])), annotations: { [LABELS_ANNOTATION]: null } } };
   await kubectl.withStdin(['patch', 'node', node, flag('--type'), 'merge', flag('--patch-file'), '/dev/stdin'], patch);
+}
+
+/** Sets labels on the Node (the undo of a `node-label` remove). */
+export async function setLabels(kubectl: Kubectl, node: string, labels: Record<string, string>): Promise<void> {
+  await kubectl.withStdin(['patch', 'node', node, flag('--type'), 'merge', flag('--patch-file'), '/dev/stdin'], { metadata: { labels } }, { signal: undefined });
 }

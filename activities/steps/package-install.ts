@@ -11,7 +11,9 @@ import { cmd, flag, sh, type Command } from '../ssh';
 import type { PackageInstallStep, PackageSpec } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import type { NodeShell } from './node-shell';
-import { permanentFailure, transientFailure } from './step-runtime';
+import { parseDuration } from '../../workflows/duration';
+import { writeIntent } from './journal';
+import { activityContext, permanentFailure, timeLeftMs, transientFailure } from './step-runtime';
 
 export type PackageManager = 'apt' | 'dnf' | 'zypper';
 
@@ -21,6 +23,8 @@ export const PackageNotAvailable = 'PackageNotAvailable';
 export const PackageInstallFailed = 'PackageInstallFailed';
 /** The package sources cannot be reached (mirror down, network); retried. */
 export const PackageRepositoryUnreachable = 'PackageRepositoryUnreachable';
+/** Another process holds the dpkg lock longer than the step may wait for it; retried. The message names the holder. */
+export const DpkgLockBusy = 'DpkgLockBusy';
 /** The node has none of apt-get, dnf, zypper. Never retried. */
 export const PackageManagerMissing = 'PackageManagerMissing';
 
@@ -72,11 +76,19 @@ function pinned(manager: PackageManager, spec: PackageSpec): string {
   return manager === 'dnf' ? `${spec.name}-${spec.version}` : `${spec.name}=${spec.version}`;
 }
 
-function installCommand(manager: PackageManager, specs: readonly PackageSpec[]): Command {
+/** How long apt waits for the dpkg lock before it gives up (bounded: never the whole step). */
+const DPKG_LOCK_WAIT_S = 60;
+
+/** `-o DPkg::Lock::Timeout=N`: apt waits at most N seconds for the dpkg lock, then fails naming the holder. */
+function lockTimeout(seconds: number): string {
+  return `DPkg::Lock::Timeout=${Math.max(1, Math.floor(seconds))}`;
+}
+
+function installCommand(manager: PackageManager, specs: readonly PackageSpec[], lockWaitS = DPKG_LOCK_WAIT_S): Command {
   const packages = specs.map((spec) => pinned(manager, spec));
   switch (manager) {
     case 'apt':
-      return sh`DEBIAN_FRONTEND=noninteractive apt-get install -y --allow-downgrades -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ${packages}`;
+      return sh`DEBIAN_FRONTEND=noninteractive apt-get install -y --allow-downgrades -o ${lockTimeout(lockWaitS)} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ${packages}`;
     case 'dnf':
       return cmd('dnf', [flag('-y'), 'install', ...packages]);
     case 'zypper':
@@ -85,10 +97,10 @@ function installCommand(manager: PackageManager, specs: readonly PackageSpec[]):
 }
 
 /** Removes packages; `purge` also deletes their configuration files (apt), for packages that were never there before. */
-export function removeCommand(manager: PackageManager, names: readonly string[], purge: boolean): Command {
+export function removeCommand(manager: PackageManager, names: readonly string[], purge: boolean, lockWaitS = DPKG_LOCK_WAIT_S): Command {
   switch (manager) {
     case 'apt':
-      return sh`DEBIAN_FRONTEND=noninteractive apt-get ${purge ? 'purge' : 'remove'} -y ${names}`;
+      return sh`DEBIAN_FRONTEND=noninteractive apt-get ${purge ? 'purge' : 'remove'} -y -o ${lockTimeout(lockWaitS)} ${names}`;
     case 'dnf':
       return cmd('dnf', [flag('-y'), 'remove', ...names]);
     case 'zypper':
@@ -103,9 +115,22 @@ export function removeCommand(manager: PackageManager, names: readonly string[],
 export async function purgeInstalled(shell: NodeShell, manager: PackageManager, names: readonly string[]): Promise<string[]> {
   const installed = await installedVersions(shell, manager, names);
   const present = names.filter((name) => installed.has(name));
-  if (present.length > 0) await runPackageManager(shell, removeCommand(manager, present, true), 'removal');
+  if (present.length > 0) await runPackageManager(shell, removeCommand(manager, present, true), 'removal', PACKAGE_COMMAND_TIMEOUT_MS);
   return present.map((name) => `${name} ${installed.get(name)}`);
 }
+
+/** Installs again those of `packages` that are missing, at the given versions (undo of a remove). Returns `name version` of each. */
+export async function reinstallPackages(shell: NodeShell, manager: PackageManager, packages: readonly { name: string; version: string }[]): Promise<string[]> {
+  const installed = await installedVersions(shell, manager, packages.map((p) => p.name));
+  const missing = packages.filter((p) => !versionMatches(installed.get(p.name) ?? '', p.version, manager));
+  if (missing.length === 0) return [];
+  if (manager === 'apt') await ensureAptCandidates(shell, missing, 5 * 60_000);
+  await runPackageManager(shell, installCommand(manager, missing), 'install', PACKAGE_COMMAND_TIMEOUT_MS);
+  return missing.map((p) => `${p.name} ${p.version}`);
+}
+
+/** The longest a package command of an undo may run (an undo's start-to-close covers it; see nodeWorkflow). */
+export const PACKAGE_COMMAND_TIMEOUT_MS = 10 * 60_000;
 
 /** True when every pinned version is offered by the node's repositories (apt only; dnf/zypper report it on install). */
 async function aptHasCandidates(shell: NodeShell, specs: readonly PackageSpec[]): Promise<boolean> {
@@ -113,9 +138,10 @@ async function aptHasCandidates(shell: NodeShell, specs: readonly PackageSpec[])
   return result.exitCode === 0;
 }
 
-async function ensureAptCandidates(shell: NodeShell, specs: readonly PackageSpec[]): Promise<void> {
+async function ensureAptCandidates(shell: NodeShell, specs: readonly PackageSpec[], timeoutMs: number): Promise<void> {
   if (await aptHasCandidates(shell, specs)) return;
-  const update = await shell.run(sh`apt-get update`, { allowExitCodes: [0, 100], timeoutMs: 5 * 60_000 });
+  const update = await shell.run(sh`apt-get update -o ${lockTimeout(Math.min(DPKG_LOCK_WAIT_S, timeoutMs / 3000))}`, { allowExitCodes: [0, 100], timeoutMs: Math.max(5_000, timeoutMs) });
+  if (/Could not get lock/.test(update.stderr)) throw dpkgLockBusy(shell, update.stderr, 'apt-get update');
   if (await aptHasCandidates(shell, specs)) return;
   const problems = `${update.stdout}\n${update.stderr}`.split('\n').map((l) => l.trim()).filter((l) => /^(E|W|Err):/.test(l));
   const wanted = specs.map((spec) => pinned('apt', spec)).join(', ');
@@ -129,7 +155,10 @@ async function ensureAptCandidates(shell: NodeShell, specs: readonly PackageSpec
 }
 
 export async function packageInstall(shell: NodeShell, request: StepRequest<PackageInstallStep>): Promise<StepOutcome> {
+  const started = Date.now();
   const { step } = request;
+  // Inner timeouts come from the time this attempt has left, so no command outlives the step's start-to-close.
+  const budget = () => timeLeftMs(started, parseDuration(step.timeout), 20_000);
   const manager = await detectPackageManager(shell, step.manager);
   const names = step.packages.map((spec) => spec.name);
   const before = await installedVersions(shell, manager, names);
@@ -138,8 +167,10 @@ export async function packageInstall(shell: NodeShell, request: StepRequest<Pack
   if (step.action === 'remove') {
     const present = names.filter((name) => before.has(name));
     if (present.length === 0) return { changed: false, summary: `not installed: ${names.join(', ')}`, facts };
-    await runPackageManager(shell, removeCommand(manager, present, false), 'remove');
-    return { changed: true, summary: `removed ${present.map((name) => `${name} ${before.get(name)}`).join(', ')}`, facts };
+    const undo: Undo = { kind: 'reinstall-packages', stepId: step.id, manager, packages: present.map((name) => ({ name, version: before.get(name) ?? '' })) };
+    await writeIntent(shell, request, undo, `remove packages ${present.map((name) => `${name} ${before.get(name)}`).join(', ')}`);
+    await runPackageManager(shell, removeCommand(manager, present, false, lockWait(budget())), 'remove', budget());
+    return { changed: true, summary: `removed ${present.map((name) => `${name} ${before.get(name)}`).join(', ')}`, undo, facts };
   }
 
   const unpinned = step.packages.filter((spec) => spec.version === undefined).map((spec) => spec.name);
@@ -150,7 +181,7 @@ export async function packageInstall(shell: NodeShell, request: StepRequest<Pack
   const recorded = ((await shell.readFile(marker)) ?? '').split('\n').filter(Boolean);
   const missing = step.packages.filter((spec) => !versionMatches(before.get(spec.name) ?? '', spec.version ?? '', manager));
   const undoFor = (installed: readonly string[]): Undo | undefined =>
-    step.remove_on_rollback && installed.length > 0 ? { kind: 'remove-packages', stepId: step.id, packages: [...installed], manager } : undefined;
+    step.remove_on_rollback && installed.length > 0 ? { kind: 'remove-packages', stepId: step.id, packages: [...installed], manager, ...(request.journal ? { marker } : {}) } : undefined;
 
   if (missing.length === 0) {
     const summary = `already installed: ${step.packages.map((spec) => `${spec.name} ${before.get(spec.name)}`).join(', ')}`;
@@ -159,12 +190,14 @@ export async function packageInstall(shell: NodeShell, request: StepRequest<Pack
     return { changed: false, summary, facts };
   }
 
-  if (manager === 'apt') await ensureAptCandidates(shell, missing);
+  if (manager === 'apt') await ensureAptCandidates(shell, missing, Math.min(5 * 60_000, budget() / 2));
   const newlyInstalled = [...new Set([...recorded, ...missing.filter((spec) => !before.has(spec.name)).map((spec) => spec.name)])];
   if (newlyInstalled.length > recorded.length) {
-    await shell.writeFileAtomic(marker, newlyInstalled.map((name) => `${name}\n`).join(''));
+    await shell.writeFileAtomic(marker, newlyInstalled.map((name) => `${name}\n`).join(''), `${marker}.${activityContext()?.info.attempt ?? 1}.tmp`);
   }
-  await runPackageManager(shell, installCommand(manager, missing), 'install');
+  const intended = undoFor(newlyInstalled);
+  if (intended) await writeIntent(shell, request, intended, `install ${missing.map((spec) => `${spec.name} ${spec.version}`).join(', ')} with ${manager}`);
+  await runPackageManager(shell, installCommand(manager, missing, lockWait(budget())), 'install', budget());
 
   const after = await installedVersions(shell, manager, names);
   const wrong = step.packages.filter((spec) => !versionMatches(after.get(spec.name) ?? '', spec.version ?? '', manager));
@@ -180,11 +213,25 @@ export async function packageInstall(shell: NodeShell, request: StepRequest<Pack
   };
 }
 
-/** Runs an install or remove; a failure names the package manager's own error lines. */
-async function runPackageManager(shell: NodeShell, command: Command, what: string): Promise<void> {
-  const result = await shell.run(command, { allowExitCodes: [...Array(256).keys()], timeoutMs: 10 * 60_000 });
+/** Seconds apt may wait for the dpkg lock out of `budgetMs`: at most a third of it, at most {@link DPKG_LOCK_WAIT_S}. */
+function lockWait(budgetMs: number): number {
+  return Math.min(DPKG_LOCK_WAIT_S, budgetMs / 3000);
+}
+
+/** DpkgLockBusy naming the holder apt reported ("It is held by process 1234 (apt-get)"). */
+function dpkgLockBusy(shell: NodeShell, output: string, what: string): Error {
+  const holder = /held by process (\d+) \(([^)]*)\)/.exec(output);
+  return transientFailure(DpkgLockBusy,
+    `Node ${shell.name}: ${what} gave up waiting for the dpkg lock: ${holder ? `it is held by process ${holder[1]} (${holder[2]})` : 'another package manager holds it'}; ` +
+    'nothing was installed or removed by this attempt — the step is retried, or finish or stop that process on the node');
+}
+
+/** Runs an install or remove, at most `timeoutMs`; a failure names the package manager's own error lines. */
+async function runPackageManager(shell: NodeShell, command: Command, what: string, timeoutMs: number): Promise<void> {
+  const result = await shell.run(command, { allowExitCodes: [...Array(256).keys()], timeoutMs: Math.max(5_000, timeoutMs) });
   if (result.exitCode === 0) return;
   const output = `${result.stdout}\n${result.stderr}`;
+  if (/Could not get lock|Unable to acquire the dpkg frontend lock/.test(output)) throw dpkgLockBusy(shell, output, `package ${what}`);
   const errors = output.split('\n').map((l) => l.trim()).filter((l) => /^(E:|Error|error:|Problem)/.test(l));
   const detail = (errors.length > 0 ? errors : output.trim().split('\n').slice(-3)).join('; ');
   const notFound = /Version '.*' for '.*' was not found|Unable to locate package|No match for argument|not found in package names/.test(output);

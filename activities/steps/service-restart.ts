@@ -13,11 +13,18 @@ import { flag, sh, type SshPool } from '../ssh';
 import type { ServiceRestartStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest } from '../node-types';
 import type { NodeShell } from './node-shell';
+import { dropIntent, writeIntent } from './journal';
 import { failureType, firstLine, pollUntil, timeLeftMs, transientFailure } from './step-runtime';
 import { parseDuration } from '../../workflows/duration';
 
 /** The unit did not become active (or its CRI did not offer the handlers) within the step's timeout. Retried. */
 export const ServiceNotActive = 'ServiceNotActive';
+
+/**
+ * Annotation on the Node naming the run that cordoned it (`<run id>`), set in the same patch as the cordon:
+ * a retry or a rollback uncordons only a cordon katafleet's own run made, never someone else's.
+ */
+export const CORDON_ANNOTATION = 'katafleet.dev/cordoned-by';
 
 /** containerd's CRI socket inside a node. */
 export const CONTAINERD_SOCKET = 'unix:///run/containerd/containerd.sock';
@@ -120,23 +127,49 @@ export async function serviceRestart(shell: NodeShell, pool: SshPool, request: S
   const handlers = step.wait_for_handlers;
   const before = await readDaemonState(shell, step.service);
   if (before.active && !before.stale && handlers.every((h) => before.handlers?.includes(h))) {
-    return { changed: false, summary: `${step.service} active, already running its current config${describeHandlers(before)}` };
+    // An earlier attempt of this run may have cordoned the node and died before uncordoning it.
+    const leftCordon = request.kubernetes ? await uncordonIfOurs(new Kubectl(pool, request.kubernetes), shell.name, request.runId) : false;
+    if (leftCordon) await dropIntent(shell, request);
+    return { changed: false, summary: `${step.service} active, already running its current config${describeHandlers(before)}${leftCordon ? '; uncordoned the node an earlier attempt of this run had cordoned' : ''}` };
   }
 
   const drain = step.drain ?? request.drain;
   const cordon = drain || (step.cordon ?? request.drain);
   const kubectl = cordon ? new Kubectl(pool, requireKubernetes(request.kubernetes, `service-restart "${step.id}" with cordon/drain`)) : undefined;
-  const cordoned = kubectl ? await cordonNode(kubectl, shell.name, drain, timeLeftMs(started, parseDuration(step.timeout), 60_000)) : false;
+  if (kubectl) await writeIntent(shell, request, { kind: 'uncordon-node', stepId: step.id, owner: request.runId }, `cordon${drain ? ' and drain' : ''} node ${shell.name} around the restart of ${step.service}`);
+  const cordoned = kubectl ? await cordonNode(kubectl, shell.name, request.runId, drain, timeLeftMs(started, parseDuration(step.timeout), 60_000)) : false;
   try {
-    await shell.run(sh`systemctl restart ${step.service}`, { allowExitCodes: [0, 1], timeoutMs: Math.max(10_000, timeLeftMs(started, parseDuration(step.timeout), 20_000)) });
+    // Not stopped by a cancellation: the restart (and its wait) finish, so the node is never left between two configs.
+    await shell.run(sh`systemctl restart ${step.service}`, { allowExitCodes: [0, 1], timeoutMs: Math.max(10_000, timeLeftMs(started, parseDuration(step.timeout), 20_000)), signal: undefined });
     const after = await waitForService(shell, step.service, handlers, timeLeftMs(started, parseDuration(step.timeout), 15_000));
     return {
       changed: true,
       summary: `restarted ${step.service}: active${describeHandlers(after)}${cordoned ? `; ${drain ? 'drained' : 'cordoned'} and uncordoned` : ''}`,
     };
   } finally {
-    if (kubectl && cordoned) await kubectl.run(['uncordon', shell.name]);
+    if (kubectl && cordoned) {
+      await uncordonOwned(kubectl, shell.name);
+      // Best effort: an entry left behind only makes a recovery check the annotation (and find no cordon of this run).
+      await dropIntent(shell, request).catch(() => undefined);
+    }
   }
+}
+
+/**
+ * Uncordons the Node and removes katafleet's cordon annotation (one merge patch). Not stopped by a
+ * cancellation: a cordon katafleet made is always taken back.
+ */
+export async function uncordonOwned(kubectl: Kubectl, node: string): Promise<void> {
+  await kubectl.withStdin(['patch', 'node', node, flag('--type'), 'merge', flag('--patch-file'), '/dev/stdin'],
+    { spec: { unschedulable: null }, metadata: { annotations: { [CORDON_ANNOTATION]: null } } }, { signal: undefined });
+}
+
+/** Uncordons the Node when katafleet's annotation says this run cordoned it; true when it did. */
+async function uncordonIfOurs(kubectl: Kubectl, node: string, runId: string): Promise<boolean> {
+  const current = await kubectl.getJson<{ metadata?: { annotations?: Record<string, string> } }>(['get', 'node', node]);
+  if (current?.metadata?.annotations?.[CORDON_ANNOTATION] !== runId) return false;
+  await uncordonOwned(kubectl, node);
+  return true;
 }
 
 function describeHandlers(state: DaemonState): string {
@@ -144,23 +177,29 @@ function describeHandlers(state: DaemonState): string {
 }
 
 /**
- * Cordons (and drains) the node unless it already is unschedulable. Returns whether this step
- * cordoned it, so only then it uncordons it again.
+ * Cordons (and drains) the node unless someone else made it unschedulable. The cordon and the
+ * annotation naming this run are one patch, so a retry (after a worker SIGKILL) knows the cordon is
+ * its own. Returns whether this run holds the cordon, so only then it uncordons it again.
  */
-async function cordonNode(kubectl: Kubectl, node: string, drain: boolean, timeoutMs: number): Promise<boolean> {
-  const current = await kubectl.getJson<{ spec?: { unschedulable?: boolean } }>(['get', 'node', node]);
-  const wasUnschedulable = current?.spec?.unschedulable === true;
-  if (!wasUnschedulable) await kubectl.run(['cordon', node]);
+async function cordonNode(kubectl: Kubectl, node: string, runId: string, drain: boolean, timeoutMs: number): Promise<boolean> {
+  const current = await kubectl.getJson<{ spec?: { unschedulable?: boolean }; metadata?: { annotations?: Record<string, string> } }>(['get', 'node', node]);
+  const owner = current?.metadata?.annotations?.[CORDON_ANNOTATION];
+  const someoneElses = current?.spec?.unschedulable === true && owner !== runId;
+  if (someoneElses) return false;
+  if (current?.spec?.unschedulable !== true || owner !== runId) {
+    await kubectl.withStdin(['patch', 'node', node, flag('--type'), 'merge', flag('--patch-file'), '/dev/stdin'],
+      { spec: { unschedulable: true }, metadata: { annotations: { [CORDON_ANNOTATION]: runId } } });
+  }
   if (drain) {
     const seconds = Math.max(30, Math.floor(timeoutMs / 1000));
     try {
       await kubectl.run(['drain', node, flag('--ignore-daemonsets'), flag('--delete-emptydir-data'), flag(`--timeout=${seconds}s`)], { timeoutMs: (seconds + 15) * 1000 });
     } catch (err) {
-      if (!wasUnschedulable) await kubectl.run(['uncordon', node]).catch(() => undefined);
+      await uncordonOwned(kubectl, node).catch(() => undefined);
       throw failureType(err) === 'CommandFailed'
         ? transientFailure('DrainFailed', `Node ${node}: kubectl drain did not finish: ${firstLine(err)}; the node was uncordoned again`, err)
         : err;
     }
   }
-  return !wasUnschedulable;
+  return true;
 }

@@ -6,10 +6,11 @@ import { Kubectl, requireKubernetes } from '../kubectl';
 import { sh, type SshPool } from '../ssh';
 import type { KubernetesTarget, Undo, UndoOutcome } from '../node-types';
 import type { NodeShell } from './node-shell';
-import { removeLabels } from './node-label';
-import { PACKAGE_MARKER_DIR, purgeInstalled } from './package-install';
+import { removeLabels, setLabels } from './node-label';
+import { PACKAGE_MARKER_DIR, purgeInstalled, reinstallPackages } from './package-install';
 import { restoreFile } from './prereq-check';
-import { readDaemonState, waitForService } from './service-restart';
+import { CORDON_ANNOTATION, readDaemonState, uncordonOwned, waitForService } from './service-restart';
+import { checkResolvedPaths, checkUndo, nodePathsOfUndo, StepRefused } from '../step-policy';
 import { permanentFailure, transientFailure } from './step-runtime';
 
 /** How long an undo waits for containerd to come back after restoring its config. */
@@ -19,6 +20,11 @@ const RESTORE_RESTART_TIMEOUT_MS = 2 * 60_000;
 export const ContainerdBackupMissing = 'ContainerdBackupMissing';
 /** The backup's sha256 is not the one recorded when it was made. Never retried. */
 export const ContainerdBackupCorrupted = 'ContainerdBackupCorrupted';
+/** The config is neither what this run wrote nor the original: someone changed it since. Never retried. */
+export const ContainerdConfigChangedSinceWritten = 'ContainerdConfigChangedSinceWritten';
+
+/** Undo failures no retry can fix: the node must be looked at (quarantine). */
+export const permanentUndoFailures = [ContainerdBackupMissing, ContainerdBackupCorrupted, ContainerdConfigChangedSinceWritten, StepRefused, 'FileBackupMissing', 'FileBackupCorrupted'];
 
 type RestoreUndo = Extract<Undo, { kind: 'restore-containerd-config' }>;
 
@@ -30,7 +36,16 @@ type RestoreUndo = Extract<Undo, { kind: 'restore-containerd-config' }>;
 export async function restoreContainerdConfig(shell: NodeShell, undo: Omit<RestoreUndo, 'kind' | 'stepId'>): Promise<{ changed: boolean; summary: string }> {
   const { configPath, backupPath } = undo;
   const done: string[] = [];
-  if (backupPath) {
+  const current = await shell.sha256(configPath);
+  if (undo.writtenSha256 !== undefined && current !== undefined && current !== undo.writtenSha256 && current !== undo.sha256) {
+    throw permanentFailure(ContainerdConfigChangedSinceWritten,
+      `Node ${shell.name}: ${configPath} has sha256 ${current}, neither what katafleet wrote (${undo.writtenSha256}) nor the original (${undo.sha256 ?? 'no file'}): ` +
+      `it changed since katafleet wrote it, so katafleet does not put ${backupPath ?? 'the earlier state'} back over it`);
+  }
+  if (backupPath && undo.sha256 !== undefined && current === undo.sha256) {
+    // The swap never happened (or was already taken back): the config has the original bytes.
+    done.push(`${configPath} already has the original bytes (sha256 ${current.slice(0, 12)}…)`);
+  } else if (backupPath) {
     const backupSha = await shell.sha256(backupPath);
     if (backupSha === undefined) {
       throw permanentFailure(ContainerdBackupMissing, `Node ${shell.name}: the backup ${backupPath} of ${configPath} is gone, so the original cannot be restored; restore ${configPath} by hand`);
@@ -39,9 +54,9 @@ export async function restoreContainerdConfig(shell: NodeShell, undo: Omit<Resto
       throw permanentFailure(ContainerdBackupCorrupted,
         `Node ${shell.name}: the backup ${backupPath} has sha256 ${backupSha}, but ${undo.sha256} was recorded when it was made; it was changed since — restore ${configPath} by hand`);
     }
-    if ((await shell.sha256(configPath)) !== backupSha) {
+    if (current !== backupSha) {
       const temp = `${configPath}.katafleet-restore`;
-      await shell.run(sh`cp -p ${backupPath} ${temp} && mv -f ${temp} ${configPath}`);
+      await shell.run(sh`cp -p ${backupPath} ${temp} && sync ${temp} && mv -f ${temp} ${configPath}`, { signal: undefined });
       const restoredSha = await shell.sha256(configPath);
       if (restoredSha !== backupSha) {
         throw transientFailure('ContainerdRestoreFailed', `Node ${shell.name}: ${configPath} has sha256 ${restoredSha} after restoring ${backupPath} (sha256 ${backupSha}); trying again`);
@@ -50,8 +65,8 @@ export async function restoreContainerdConfig(shell: NodeShell, undo: Omit<Resto
     } else {
       done.push(`${configPath} already equals ${backupPath} (sha256 ${backupSha.slice(0, 12)}…)`);
     }
-  } else if (await shell.exists(configPath)) {
-    await shell.run(sh`rm -f ${configPath} ${configPath}.katafleet-*.absent`);
+  } else if (current !== undefined) {
+    await shell.run(sh`rm -f ${configPath} ${configPath}.katafleet-*.absent`, { signal: undefined });
     done.push(`deleted ${configPath} (there was none before)`);
   }
   if (undo.createdDropIn && (await shell.exists(undo.createdDropIn))) {
@@ -59,10 +74,10 @@ export async function restoreContainerdConfig(shell: NodeShell, undo: Omit<Resto
     done.push(`deleted ${undo.createdDropIn}`);
   }
 
-  const changed = done.some((line) => !line.includes('already equals'));
+  const changed = done.some((line) => !line.includes('already'));
   const state = await readDaemonState(shell, undo.service);
   if (changed || !state.active || state.stale) {
-    await shell.run(sh`systemctl restart ${undo.service}`, { allowExitCodes: [0, 1], timeoutMs: RESTORE_RESTART_TIMEOUT_MS });
+    await shell.run(sh`systemctl restart ${undo.service}`, { allowExitCodes: [0, 1], timeoutMs: RESTORE_RESTART_TIMEOUT_MS, signal: undefined });
     await waitForService(shell, undo.service, [], RESTORE_RESTART_TIMEOUT_MS);
     done.push(`restarted ${undo.service}: active`);
   } else {
@@ -72,14 +87,18 @@ export async function restoreContainerdConfig(shell: NodeShell, undo: Omit<Resto
 }
 
 /** Runs one undo record. Throws (typed) when it cannot; nodeWorkflow records that as a failed undo. */
-export async function runUndo(shell: NodeShell, pool: SshPool, kubernetes: KubernetesTarget | undefined, undo: Undo): Promise<UndoOutcome> {
+export async function runUndo(shell: NodeShell, pool: SshPool, kubernetes: KubernetesTarget | undefined, recorded: Undo): Promise<UndoOutcome> {
+  // Undo records come from workflow history and from the node's journal: both are checked like a step's input.
+  const undo = checkUndo(recorded, shell.target);
+  await checkResolvedPaths(shell, `the undo ${undo.kind} of step "${undo.stepId}" on node ${shell.name}`, nodePathsOfUndo(undo));
   const outcome = (summary: string): UndoOutcome => ({ stepId: undo.stepId, kind: undo.kind, ok: true, summary });
   switch (undo.kind) {
     case 'restore-containerd-config':
       return outcome((await restoreContainerdConfig(shell, undo)).summary);
     case 'remove-packages': {
       const removed = await purgeInstalled(shell, undo.manager, undo.packages);
-      await shell.run(sh`rm -f ${PACKAGE_MARKER_DIR}/installed-*-${undo.stepId}.packages`);
+      // Only this run's marker; an undo recorded before markers were named in it falls back to the step's.
+      await shell.run(undo.marker ? sh`rm -f ${undo.marker}` : sh`rm -f ${PACKAGE_MARKER_DIR}/installed-*-${undo.stepId}.packages`);
       return outcome(removed.length > 0 ? `removed ${removed.join(', ')}` : `packages ${undo.packages.join(', ')} already removed`);
     }
     case 'remove-node-labels': {
@@ -95,9 +114,25 @@ export async function runUndo(shell: NodeShell, pool: SshPool, kubernetes: Kuber
     case 'uncordon-node': {
       const kubectl = new Kubectl(pool, requireKubernetes(kubernetes, 'uncordoning the node'));
       const node = await kubectl.getNode(shell.target);
-      if (!node.spec?.unschedulable) return outcome('node already schedulable');
-      await kubectl.run(['uncordon', shell.name]);
-      return outcome('uncordoned the node');
+      const owner = node.metadata.annotations?.[CORDON_ANNOTATION];
+      if (undo.owner !== undefined && owner !== undo.owner) {
+        return outcome(node.spec?.unschedulable ? `node cordoned, but not by this run (${owner ? `by ${owner}` : 'no katafleet annotation'}): left as it is` : 'node schedulable');
+      }
+      if (!node.spec?.unschedulable && owner === undefined) return outcome('node already schedulable');
+      await uncordonOwned(kubectl, shell.name);
+      return outcome('uncordoned the node (katafleet had cordoned it)');
+    }
+    case 'restore-node-labels': {
+      const kubectl = new Kubectl(pool, requireKubernetes(kubernetes, 'restoring node labels'));
+      const node = await kubectl.getNode(shell.target);
+      const missing = Object.entries(undo.labels).filter(([key, value]) => node.metadata.labels?.[key] !== value);
+      if (missing.length === 0) return outcome(`labels ${Object.keys(undo.labels).join(', ')} already set`);
+      await setLabels(kubectl, shell.name, Object.fromEntries(missing));
+      return outcome(`put back labels ${missing.map(([k, v]) => `${k}=${v}`).join(', ')}`);
+    }
+    case 'reinstall-packages': {
+      const installed = await reinstallPackages(shell, undo.manager, undo.packages);
+      return outcome(installed.length > 0 ? `installed again ${installed.join(', ')}` : `packages ${undo.packages.map((p) => p.name).join(', ')} already installed`);
     }
   }
 }

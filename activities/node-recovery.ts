@@ -1,0 +1,68 @@
+/**
+ * The activities around the steps of a journaling nodeWorkflow: the node's lock for each step, the
+ * check every run makes first (quarantine, a journal left behind), the recovery from the journal, the
+ * quarantine marker, the end of a successful run (its journal deleted), and `katafleet node release`.
+ * Each holds the node's lock for its whole remote work (activities/steps/node-lock.ts).
+ */
+import type { SshPool } from './ssh';
+import type { KubernetesTarget, NodeTarget, QuarantineMarker, RecoveryResult, StepRequest, Undo } from './node-types';
+import { commitJournal } from './steps/journal';
+import { lockOwner, withNodeLock, type LockedShell } from './steps/node-lock';
+import { NodeShell } from './steps/node-shell';
+import { prepareNode, quarantine, readQuarantine, recoverRun, releaseQuarantine } from './steps/recover';
+import { activityContext } from './steps/step-runtime';
+
+/** How long an activity may wait for the node's lock: two thirds of what its attempt has left (the rest is for its work). */
+function lockWaitMs(fallbackMs: number): number {
+  const info = activityContext()?.info;
+  const budget = info?.startToCloseTimeoutMs || fallbackMs;
+  const started = info?.currentAttemptScheduledTimestampMs ?? Date.now();
+  return Math.max(0, ((started + budget - Date.now()) * 2) / 3);
+}
+
+/** Runs a step's remote work holding the node's lock (owner: run, step, attempt). */
+export function withStepLock<T>(pool: SshPool, request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> {
+  return withNodeLock(pool, request.node, lockOwner(request.runId, `step-${request.step.id}`), lockWaitMs(10 * 60_000), work);
+}
+
+/** What the recovery activities receive: the node and the run. */
+export interface RunOnNode {
+  node: NodeTarget;
+  kubernetes?: KubernetesTarget;
+  runId: string;
+  rolloutId: string;
+}
+
+export function createRecoveryActivities(pool: SshPool) {
+  const locked = <T>(request: { node: NodeTarget; runId: string }, what: string, work: (shell: LockedShell) => Promise<T>) =>
+    withNodeLock(pool, request.node, lockOwner(request.runId, what), lockWaitMs(10 * 60_000), work);
+  return {
+    /** First thing of a run: refuses a quarantined node (NodeQuarantined); recovers a journal another run left. */
+    async prepareNode(request: RunOnNode): Promise<string[]> {
+      return locked(request, 'prepare', (shell) => prepareNode(shell, pool, request.kubernetes, request));
+    },
+    /** Takes back what the run's journal (and `undos`) say it changed, newest step first. */
+    async recoverRun(request: RunOnNode & { stepOrder: string[]; undos: Undo[] }): Promise<RecoveryResult> {
+      return locked(request, 'recover', (shell) => recoverRun(shell, pool, request.kubernetes, request));
+    },
+    /** Writes the quarantine marker (the first one stays); returns the marker in force. */
+    async quarantineNode(request: RunOnNode & { reason: string; fix: string }): Promise<QuarantineMarker> {
+      return locked(request, 'quarantine', (shell) => quarantine(shell, { rolloutId: request.rolloutId, runId: request.runId, reason: request.reason, fix: request.fix, since: new Date().toISOString() }));
+    },
+    /**
+     * A run succeeded: its journal becomes an applied record (its undos, for the `rollback` step kind; they
+     * also live on in the rollout's result for an abort) and is deleted.
+     */
+    async commitRun(request: RunOnNode & { undos?: Undo[] }): Promise<void> {
+      await locked(request, 'commit', (shell) => commitJournal(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [] }));
+    },
+    /** `katafleet node release`: removes the quarantine marker and sets aside journals left on the node. */
+    async releaseNode(request: RunOnNode): Promise<{ marker?: QuarantineMarker; journals: string[] }> {
+      return locked(request, 'release', (shell) => releaseQuarantine(shell));
+    },
+    /** The node's quarantine marker, if any (read-only, no lock). */
+    async readQuarantine(request: { node: NodeTarget }): Promise<QuarantineMarker | undefined> {
+      return readQuarantine(new NodeShell(pool, request.node));
+    },
+  };
+}

@@ -1,0 +1,143 @@
+/**
+ * The journal on the node: before a step changes anything it writes its intent — what it will change,
+ * where the backup is, how to take it back (an {@link Undo}), which run and attempt — to
+ * `/var/lib/katafleet/journal/<run id>/<NN>-<step>.json`, written and fsynced before the change.
+ * The undo of a run is derived from its journal, so it survives what workflow state does not: a
+ * cancellation that lands after the side effect, a termination, a reset, a lost activity result.
+ *
+ * The run's journal is deleted when the run succeeds (its undos then live in the rollout's result for
+ * an abort with rollback) or when its recovery has taken everything back. A journal left on the node
+ * belongs to a run that ended without either: the next run recovers it before doing anything.
+ */
+import { posix } from 'node:path';
+import { sh } from '../ssh';
+import type { StepRequest, Undo } from '../node-types';
+import type { NodeShell } from './node-shell';
+import { KATAFLEET_DIR } from './node-lock';
+import { activityContext } from './step-runtime';
+
+/** Where runs' journals live on a node. */
+export const JOURNAL_DIR = `${KATAFLEET_DIR}/journal`;
+/** Journals set aside by `katafleet node release` (kept for people, never replayed). */
+export const RELEASED_JOURNAL_DIR = `${KATAFLEET_DIR}/journal-released`;
+
+/** One intent, as written on the node. */
+export interface JournalEntry {
+  runId: string;
+  rolloutId: string;
+  stepId: string;
+  /** The step's position in the playbook: recovery undoes the highest first. */
+  index: number;
+  attempt: number;
+  /** When it was written (worker clock, ISO 8601). */
+  at: string;
+  /** What the step is about to change, for people. */
+  intent: string;
+  undo: Undo;
+}
+
+/** The journal directory of one run. */
+export function journalDirFor(runId: string): string {
+  return posix.join(JOURNAL_DIR, runId);
+}
+
+function entryPath(runId: string, index: number, stepId: string): string {
+  return posix.join(journalDirFor(runId), `${String(index).padStart(2, '0')}-${stepId}.json`);
+}
+
+/**
+ * Writes a step's intent and fsyncs it (file and directory) before returning; a no-op for requests of
+ * workflows that do not journal (histories recorded before the journal existed). With `keepFirst`, an
+ * entry an earlier attempt of this run wrote (before its change, so it knows the original) is kept.
+ */
+export async function writeIntent(shell: NodeShell, request: StepRequest, undo: Undo, intent: string, options: { keepFirst?: boolean } = {}): Promise<void> {
+  if (!request.journal) return;
+  const attempt = activityContext()?.info.attempt ?? 1;
+  const entry: JournalEntry = {
+    runId: request.runId, rolloutId: request.rolloutId, stepId: request.step.id, index: request.stepIndex ?? 0, attempt, at: new Date().toISOString(), intent, undo,
+  };
+  const path = entryPath(request.runId, entry.index, entry.stepId);
+  const temp = `${path}.${attempt}.tmp`;
+  const write = sh`mkdir -p ${posix.dirname(path)} && cat > ${temp} && sync ${temp} && mv -f ${temp} ${path} && sync ${posix.dirname(path)}`;
+  await shell.run(options.keepFirst ? sh`if test -e ${path}; then cat >/dev/null; else ${write}; fi` : write, { stdin: `${JSON.stringify(entry)}\n`, signal: undefined });
+}
+
+/** Removes one step's entry (its change was taken back by the step itself, e.g. an uncordon). */
+export async function dropIntent(shell: NodeShell, request: StepRequest): Promise<void> {
+  if (!request.journal) return;
+  await shell.run(sh`rm -f ${entryPath(request.runId, request.stepIndex ?? 0, request.step.id)} && sync ${journalDirFor(request.runId)}`, { signal: undefined });
+}
+
+/** Every entry of one run's journal, highest index (newest step) first. Unreadable entries are reported, not skipped. */
+export async function readJournal(shell: NodeShell, runId: string): Promise<{ entries: JournalEntry[]; unreadable: string[] }> {
+  const dir = journalDirFor(runId);
+  const text = await shell.output(sh`for f in ${dir}/*.json; do test -f "$f" || continue; echo "@@@ $f"; cat "$f"; echo; done`);
+  const entries: JournalEntry[] = [];
+  const unreadable: string[] = [];
+  for (const chunk of text.split(/^@@@ /m).filter((c) => c.trim())) {
+    const newline = chunk.indexOf('\n');
+    const file = chunk.slice(0, newline).trim();
+    try {
+      const entry = JSON.parse(chunk.slice(newline + 1)) as JournalEntry;
+      if (typeof entry.stepId !== 'string' || typeof entry.undo?.kind !== 'string') throw new Error('not a journal entry');
+      entries.push(entry);
+    } catch {
+      unreadable.push(file);
+    }
+  }
+  entries.sort((a, b) => b.index - a.index);
+  return { entries, unreadable };
+}
+
+/** Run ids with a journal on the node. */
+export async function journaledRuns(shell: NodeShell): Promise<string[]> {
+  const listing = await shell.output(sh`if test -d ${JOURNAL_DIR}; then ls -1 ${JOURNAL_DIR}; fi`);
+  return listing.split('\n').map((line) => line.trim()).filter((line) => line && !line.startsWith('.'));
+}
+
+/** Deletes one run's journal (all taken back, or the run succeeded). */
+export async function clearJournal(shell: NodeShell, runId: string): Promise<void> {
+  await shell.run(sh`rm -rf ${journalDirFor(runId)} && sync ${KATAFLEET_DIR}`, { signal: undefined });
+}
+
+/** Where succeeded runs' undo records are kept (newest highest), for the `rollback` step kind. */
+export const APPLIED_DIR = `${KATAFLEET_DIR}/applied`;
+
+/** A succeeded run's record: what it changed and how to take it back. */
+export interface AppliedRecord {
+  runId: string;
+  rolloutId: string;
+  /** When the run finished (worker clock, ISO 8601). */
+  at: string;
+  /** Newest step first. */
+  undos: Undo[];
+}
+
+/**
+ * Moves a succeeded run's journal into one applied record (numbered after the newest one, never by file
+ * times) and deletes the journal. The `rollback` step kind takes back the newest record.
+ */
+export async function commitJournal(shell: NodeShell, record: { runId: string; rolloutId: string; undos: Undo[] }): Promise<void> {
+  if (record.undos.length > 0) {
+    const text = `${JSON.stringify({ ...record, at: new Date().toISOString() } satisfies AppliedRecord)}\n`;
+    await shell.run(sh`mkdir -p ${APPLIED_DIR} && cd ${APPLIED_DIR} && if ls *-${record.runId}.json >/dev/null 2>&1; then cat >/dev/null; exit 0; fi
+n=$(ls -1 | grep -E '^[0-9]+-' | cut -d- -f1 | sort -n | tail -n 1 | sed 's/^0*//'); n=$(( \${n:-0} + 1 ))
+cat > .tmp-${record.runId} && sync .tmp-${record.runId} && mv -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && sync .`, { stdin: text, signal: undefined });
+  }
+  await clearJournal(shell, record.runId);
+}
+
+/** The newest applied record whose undos satisfy `wanted`, with its file; undefined when there is none. */
+export async function newestApplied(shell: NodeShell, wanted: (record: AppliedRecord) => boolean): Promise<{ file: string; record: AppliedRecord } | undefined> {
+  const text = await shell.output(sh`if test -d ${APPLIED_DIR}; then cd ${APPLIED_DIR} && for f in $(ls -1 | grep -E '^[0-9]+-.*\.json$' | sort -rn); do echo "@@@ $f"; cat "$f"; echo; done; fi`);
+  for (const chunk of text.split(/^@@@ /m).filter((c) => c.trim())) {
+    const newline = chunk.indexOf('\n');
+    try {
+      const record = JSON.parse(chunk.slice(newline + 1)) as AppliedRecord;
+      if (Array.isArray(record.undos) && wanted(record)) return { file: `${APPLIED_DIR}/${chunk.slice(0, newline).trim()}`, record };
+    } catch {
+      // an unreadable record is skipped; the rollback says which one it took
+    }
+  }
+  return undefined;
+}

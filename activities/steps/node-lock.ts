@@ -1,0 +1,167 @@
+/**
+ * The lock on the node: one owner at a time (a run's step attempt, its recovery, a release) may act on a
+ * node, whatever Temporal retries. The lock file `/var/lib/katafleet/lock` holds `<owner> <expires>`
+ * (the node's clock, seconds): a lease that ends with the owner's attempt. Taking it is a
+ * read-modify-write under `flock`; a lease expires on its own, so a SIGKILLed worker never blocks
+ * the node for longer than its attempt's start-to-close.
+ *
+ * While it holds the lease (30 s, renewed before a command when short, never past the attempt's
+ * start-to-close), an owner runs every command through {@link LockedShell}: each command first checks on
+ * the node that the lease is still its own and not expired, then runs holding `lock.running` shared. A new
+ * owner takes the lock only when the lease has expired and no command of the old owner still runs, so no
+ * command of a late attempt (a dead worker's, or one past its start-to-close) can start, or still run,
+ * when the next owner acts.
+ */
+import { quote, sh, type Command, type CommandResult, type RunOptions, type SshPool } from '../ssh';
+import type { NodeTarget } from '../node-types';
+import { NodeShell } from './node-shell';
+import { activityContext, pause, permanentFailure, transientFailure } from './step-runtime';
+
+/** katafleet's directory on a node: markers, journal, lock, quarantine. */
+export const KATAFLEET_DIR = '/var/lib/katafleet';
+/** The lease file. */
+export const LOCK_PATH = `${KATAFLEET_DIR}/lock`;
+/** Seconds after a lease's expiry before another owner may take it (clock granularity, a guard in progress). */
+export const LOCK_GRACE_SECONDS = 3;
+/**
+ * Held shared (`flock -s -o`) by every command an owner runs, for as long as it runs (not by daemons it
+ * starts); a new owner takes the lock only when it can take this one exclusively: no command of the
+ * previous owner is still running.
+ */
+export const RUNNING_PATH = `${KATAFLEET_DIR}/lock.running`;
+
+/** Another owner holds the node's lease; retried (the lease ends with its attempt). */
+export const NodeBusy = 'NodeBusy';
+/** This attempt's lease ended (or was taken over) before its work was done; retried. */
+export const NodeLockLost = 'NodeLockLost';
+
+const LOCK_LOST_EXIT = 97;
+const LOCK_LOST_TEXT = 'katafleet-node-lock-lost';
+
+/** Who holds a lease: `<run id>/<what>/<attempt>`, e.g. `0192…/step-containerd/2`. */
+export function lockOwner(runId: string, what: string, attempt = activityContext()?.info.attempt ?? 1): string {
+  return `${runId}/${what}/${attempt}`;
+}
+
+/** The end of this attempt (worker clock): its start-to-close after it was scheduled, or `fallbackMs` from now outside an activity. */
+function attemptDeadline(fallbackMs: number): number {
+  const info = activityContext()?.info;
+  const budget = info?.startToCloseTimeoutMs || fallbackMs;
+  return (info?.currentAttemptScheduledTimestampMs ?? Date.now()) + budget;
+}
+
+/** A lease lasts 30 s (never past the attempt's start-to-close); renewed before a command when less than 10 s are left. */
+const LEASE_STEP_MS = 30_000;
+const RENEW_BELOW_MS = 10_000;
+
+/** The shell script that takes (or renews) the lease for OWNER for LEASE seconds; exit 97 prints the holder. */
+function takeScript(owner: string, leaseSeconds: number): Command {
+  return sh`mkdir -p ${KATAFLEET_DIR} && exec 9>>${LOCK_PATH}.flock && flock -w 10 9 || exit 98
+now=$(date +%s); o=; e=0; g=${LOCK_GRACE_SECONDS}; l=${leaseSeconds}
+if [ -f ${LOCK_PATH} ]; then read o e < ${LOCK_PATH} || true; fi
+case "$e" in ''|*[!0-9]*) e=0 ;; esac
+if [ -n "$o" ] && [ "$o" != ${owner} ] && [ "$now" -lt $((e + g)) ]; then echo "$o $e $now"; exit 97; fi
+if [ -n "$o" ] && [ "$o" != ${owner} ] && ! flock -x -n ${RUNNING_PATH} true; then echo "$o $e $now running"; exit 97; fi
+printf '%s %s\\n' ${owner} $((now + l)) > ${LOCK_PATH}.tmp && sync ${LOCK_PATH}.tmp && mv -f ${LOCK_PATH}.tmp ${LOCK_PATH} && sync ${KATAFLEET_DIR}`;
+}
+
+/** `command` as one single-quoted shell word, to hand to `sh -c` (already-checked text: no new values). */
+function quoted(command: Command): Command {
+  return { ...command, text: quote(command.text) };
+}
+
+/** The holder and expiry a refused take printed, in words. */
+function describeHolder(stdout: string): string {
+  const [holder, expires, now, running] = stdout.trim().split(/\s+/);
+  const left = Number(expires) - Number(now);
+  const [run, what, attempt] = (holder ?? '?').split('/');
+  return `${what ?? '?'} (attempt ${attempt ?? '?'}) of run ${run}, lease ${left >= 0 ? `ends in ${left} s` : `ended ${-left} s ago`}${running ? ', a command of it still running on the node' : ''}`;
+}
+
+/**
+ * A {@link NodeShell} that acts only while `owner` holds the node's lease. Construct it with
+ * {@link lockNode}; {@link release} it when done (an expired lease needs no release).
+ */
+export class LockedShell extends NodeShell {
+  constructor(pool: SshPool, target: NodeTarget, readonly owner: string, private expiresAt: number, private readonly deadline: number) {
+    super(pool, target);
+  }
+
+  /** Extends the lease to `until` (worker clock, capped at the attempt's deadline). */
+  private async extend(until: number): Promise<void> {
+    const seconds = Math.ceil((Math.min(until, this.deadline) - Date.now()) / 1000);
+    if (seconds <= 1) return;
+    const requested = Date.now();
+    const result = await NodeShell.prototype.run.call(this, takeScript(this.owner, seconds), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
+    if (result.exitCode !== 0) {
+      throw transientFailure(NodeLockLost, `Node ${this.name}: ${this.owner} could not extend its lease on the node's lock (${result.exitCode === 97 ? describeHolder(result.stdout) : 'flock busy'}); nothing more was done by this attempt`);
+    }
+    this.expiresAt = requested + seconds * 1000;
+  }
+
+  /**
+   * Runs `command` only if this owner's lease is valid (renewed first when it is short), holding the
+   * running lock shared while it runs, so the next owner waits for it to end.
+   */
+  override async run(command: Command, options: RunOptions = {}): Promise<CommandResult> {
+    if (this.expiresAt - Date.now() < RENEW_BELOW_MS) await this.extend(Date.now() + LEASE_STEP_MS);
+    if (this.expiresAt - Date.now() <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the lease of ${this.owner} on the node's lock has ended with its attempt; the attempt stops here and the next one takes over`);
+    const guard = sh`exec 9>>${LOCK_PATH}.flock && flock -w 10 9 || exit ${LOCK_LOST_EXIT}
+read o e < ${LOCK_PATH} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi
+exec 9>&-`;
+    // The command runs under `flock -s -o`: the shared lock is held by flock itself until the command exits
+    // (not by a daemon the command starts). A new owner needs the lease expired for LOCK_GRACE_SECONDS, far
+    // more than the moment between the check above and this lock.
+    const guarded = sh`${guard}\nexec flock -s -o -w 10 -E ${LOCK_LOST_EXIT} ${RUNNING_PATH} sh -c ${quoted(command)}`;
+    const allowed = options.allowExitCodes ?? [0];
+    // Timeouts nest: no command runs past the attempt's start-to-close.
+    const timeoutMs = Math.min(options.timeoutMs ?? 60_000, this.deadline - Date.now() - 1_000);
+    const result = await super.run(guarded, { ...options, timeoutMs, allowExitCodes: [...new Set([...allowed, LOCK_LOST_EXIT])] });
+    if (result.exitCode === LOCK_LOST_EXIT && result.stderr.includes(LOCK_LOST_TEXT)) {
+      throw transientFailure(NodeLockLost, `Node ${this.name}: ${this.owner} no longer holds the node's lock (its lease ended or another attempt took over); nothing more was done by this attempt`);
+    }
+    if (result.exitCode === LOCK_LOST_EXIT && !allowed.includes(LOCK_LOST_EXIT)) {
+      throw transientFailure('CommandFailed', `Node ${this.name}: ${command.display} exited with ${LOCK_LOST_EXIT}: ${result.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    }
+    return result;
+  }
+
+  /** Gives the lease back if it is still this owner's (a no-op otherwise). */
+  async release(): Promise<void> {
+    await NodeShell.prototype.run.call(this,
+      sh`exec 9>>${LOCK_PATH}.flock && flock -w 10 9 || exit 0; read o e < ${LOCK_PATH} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then rm -f ${LOCK_PATH}; sync ${KATAFLEET_DIR}; fi`,
+      { signal: undefined, timeoutMs: 20_000 });
+  }
+}
+
+/**
+ * Takes the node's lease for `owner` for the rest of this attempt, waiting (heartbeating) while another
+ * owner holds it, at most `waitMs`; then fails with {@link NodeBusy} naming the holder.
+ */
+export async function lockNode(pool: SshPool, target: NodeTarget, owner: string, options: { waitMs: number; fallbackAttemptMs?: number }): Promise<LockedShell> {
+  const plain = new NodeShell(pool, target);
+  const deadline = Date.now() + options.waitMs;
+  const attemptEnd = attemptDeadline(options.fallbackAttemptMs ?? 10 * 60_000);
+  for (;;) {
+    const lease = Math.max(5, Math.ceil(Math.min(LEASE_STEP_MS, attemptEnd - Date.now()) / 1000));
+    const requested = Date.now();
+    const result = await plain.run(takeScript(owner, lease), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
+    if (result.exitCode === 0) return new LockedShell(pool, target, owner, requested + lease * 1000, attemptEnd);
+    const holder = result.exitCode === 98 ? `${LOCK_PATH}.flock held for over 10 s` : describeHolder(result.stdout);
+    if (Date.now() + 2_000 > deadline) {
+      throw transientFailure(NodeBusy, `Node ${target.name} is locked by ${holder}; ${owner} waited ${Math.round(options.waitMs / 1000)} s and will be retried`);
+    }
+    await pause(Math.min(2_000, deadline - Date.now()));
+  }
+}
+
+/** Runs `work` while holding the node's lock; releases it afterwards (also on failure). */
+export async function withNodeLock<T>(pool: SshPool, target: NodeTarget, owner: string, waitMs: number, work: (shell: LockedShell) => Promise<T>): Promise<T> {
+  if (waitMs < 0) throw permanentFailure('NodeLockMisused', 'negative wait for the node lock');
+  const shell = await lockNode(pool, target, owner, { waitMs });
+  try {
+    return await work(shell);
+  } finally {
+    await shell.release().catch(() => undefined);
+  }
+}

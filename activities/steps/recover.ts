@@ -1,0 +1,172 @@
+/**
+ * Recovery from the journal on the node, and quarantine.
+ *
+ * - {@link recoverRun}: after a failed, cancelled or timed-out step, takes back what the run's journal
+ *   (plus the undos the workflow holds) says it changed, newest step first; each entry is deleted once
+ *   undone. An undo that can never succeed (the config changed since katafleet wrote it, a backup is
+ *   gone) is reported as refused: the node is then quarantined, never left changed and unrecorded.
+ * - {@link prepareNode}: first thing of every run: refuses a quarantined node, and recovers the journal a
+ *   run left behind (terminated, reset, its rollback interrupted) before anything else happens.
+ * - {@link quarantine} / {@link releaseQuarantine}: `/var/lib/katafleet/quarantine.json`.
+ */
+import { sh, type SshPool } from '../ssh';
+import type { KubernetesTarget, QuarantineMarker, RecoveryResult, Undo, UndoOutcome } from '../node-types';
+import { clearJournal, journalDirFor, journaledRuns, readJournal, RELEASED_JOURNAL_DIR, JOURNAL_DIR } from './journal';
+import { KATAFLEET_DIR, type LockedShell } from './node-lock';
+import type { NodeShell } from './node-shell';
+import { failureType, firstLine, permanentFailure } from './step-runtime';
+import { permanentUndoFailures, runUndo } from './undo';
+
+/** The quarantine marker on a node. */
+export const QUARANTINE_PATH = `${KATAFLEET_DIR}/quarantine.json`;
+/** The node carries a quarantine marker: nothing is changed until `katafleet node release`. Never retried. */
+export const NodeQuarantined = 'NodeQuarantined';
+
+/** The command that lifts a quarantine, for messages. */
+export function releaseCommand(node: string): string {
+  return `katafleet node release ${node} --inventory FILE`;
+}
+
+/** The NodeQuarantined failure message: the reason and the exact fix. Pure. */
+export function quarantineMessage(node: string, marker: QuarantineMarker): string {
+  return `Node ${node} is quarantined since ${marker.since} (run ${marker.runId} of ${marker.rolloutId}): ${marker.reason}. Fix: ${marker.fix}`;
+}
+
+/** The manual fix for a refused or failed undo, ending with the release command. Pure. */
+export function manualFix(node: string, undo: Undo | undefined): string {
+  const release = `then run: ${releaseCommand(node)}`;
+  switch (undo?.kind) {
+    case 'restore-containerd-config':
+      return undo.backupPath
+        ? `on ${node}, compare ${undo.configPath} with katafleet's backup ${undo.backupPath} (sha256 ${undo.sha256 ?? '?'}); keep the one that is right (cp -p ${undo.backupPath} ${undo.configPath} restores the original), run systemctl restart ${undo.service} and check it is active; ${release}`
+        : `on ${node}, ${undo.configPath} did not exist before katafleet wrote it: check it and delete it if nothing else needs it, run systemctl restart ${undo.service}; ${release}`;
+    case 'remove-packages':
+      return `on ${node}, check the packages ${undo.packages.join(', ')} (katafleet installed them) and remove them if they should not stay; ${release}`;
+    case 'reinstall-packages':
+      return `on ${node}, install again ${undo.packages.map((p) => `${p.name}=${p.version}`).join(', ')} if the node should keep them; ${release}`;
+    case 'remove-node-labels':
+      return `remove the labels ${undo.keys.join(', ')} from Node ${node} if they should not stay (kubectl label node ${node} ${undo.keys.map((k) => `${k}-`).join(' ')}); ${release}`;
+    case 'restore-node-labels':
+      return `put back the labels ${Object.entries(undo.labels).map(([k, v]) => `${k}=${v}`).join(', ')} on Node ${node} if it should keep them; ${release}`;
+    case 'uncordon-node':
+      return `uncordon Node ${node} if nothing else needs it cordoned (kubectl uncordon ${node}); ${release}`;
+    case 'restore-file':
+      return `on ${node}, check ${undo.path} (katafleet ${undo.backupPath === undefined ? 'created it' : `changed it; its previous bytes are in ${undo.backupPath}`}); ${release}`;
+    default:
+      return `check the node (containerd config, packages, labels, cordon) against the playbook's steps; ${release}`;
+  }
+}
+
+/** The node's quarantine marker, or undefined. An unreadable marker still quarantines (its text is the reason). */
+export async function readQuarantine(shell: NodeShell): Promise<QuarantineMarker | undefined> {
+  const text = await shell.readFile(QUARANTINE_PATH);
+  if (text === undefined) return undefined;
+  try {
+    const marker = JSON.parse(text) as QuarantineMarker;
+    if (typeof marker.reason === 'string' && typeof marker.fix === 'string') return marker;
+  } catch {
+    // fall through
+  }
+  return { rolloutId: '?', runId: '?', reason: `unreadable ${QUARANTINE_PATH}: ${text.slice(0, 200)}`, fix: `check the node, then run: ${releaseCommand(shell.name)}`, since: '?' };
+}
+
+/** Writes the quarantine marker (fsynced); an existing marker is kept (the first reason stays). */
+export async function quarantine(shell: NodeShell, marker: QuarantineMarker): Promise<QuarantineMarker> {
+  const existing = await readQuarantine(shell);
+  if (existing) return existing;
+  await shell.run(sh`mkdir -p ${KATAFLEET_DIR} && cat > ${QUARANTINE_PATH}.tmp && sync ${QUARANTINE_PATH}.tmp && mv -f ${QUARANTINE_PATH}.tmp ${QUARANTINE_PATH} && sync ${KATAFLEET_DIR}`,
+    { stdin: `${JSON.stringify(marker, null, 2)}\n`, signal: undefined });
+  return marker;
+}
+
+/**
+ * Lifts a quarantine: removes the marker and sets aside every journal left on the node (the operator
+ * fixed the node by hand; replaying an old journal over that fix would undo it). Returns what it did.
+ */
+export async function releaseQuarantine(shell: NodeShell): Promise<{ marker?: QuarantineMarker; journals: string[] }> {
+  const marker = await readQuarantine(shell);
+  const journals = await journaledRuns(shell);
+  const stamp = new Date().toISOString().replace(/[^0-9]/g, '').slice(0, 14);
+  if (journals.length > 0) {
+    await shell.run(sh`mkdir -p ${RELEASED_JOURNAL_DIR}/${stamp} && mv ${journals.map((run) => `${JOURNAL_DIR}/${run}`)} ${RELEASED_JOURNAL_DIR}/${stamp}/`, { signal: undefined });
+  }
+  await shell.run(sh`rm -f ${QUARANTINE_PATH} && sync ${KATAFLEET_DIR}`, { signal: undefined });
+  return { marker, journals };
+}
+
+/**
+ * Runs the undos of run `runId`: its journal's entries merged with `undos` (what the workflow holds, for
+ * steps whose entry is missing), ordered by `stepOrder`, newest step first. Each journal entry is
+ * deleted once its undo succeeded, and the journal when all did. Transient failures throw (the
+ * workflow retries); a permanent refusal is returned as `refused`, with the manual fix.
+ */
+export async function recoverRun(
+  shell: LockedShell,
+  pool: SshPool,
+  kubernetes: KubernetesTarget | undefined,
+  request: { runId: string; stepOrder: string[]; undos: Undo[] },
+): Promise<RecoveryResult> {
+  const { entries, unreadable } = await readJournal(shell, request.runId);
+  if (unreadable.length > 0) {
+    return { outcomes: [], refused: { stepId: '?', reason: `unreadable journal entries ${unreadable.join(', ')}`, fix: manualFix(shell.name, undefined) } };
+  }
+  const byStep = new Map<string, { undo: Undo; file?: string }>();
+  for (const undo of request.undos) byStep.set(undo.stepId, { undo });
+  for (const entry of entries) byStep.set(entry.stepId, { undo: entry.undo, file: `${journalDirFor(request.runId)}/${String(entry.index).padStart(2, '0')}-${entry.stepId}.json` });
+  const position = (stepId: string) => {
+    const index = request.stepOrder.indexOf(stepId);
+    return index >= 0 ? index : (entries.find((e) => e.stepId === stepId)?.index ?? -1);
+  };
+  const ordered = [...byStep.entries()].sort(([a], [b]) => position(b) - position(a));
+
+  const outcomes: UndoOutcome[] = [];
+  for (const [stepId, { undo, file }] of ordered) {
+    try {
+      outcomes.push(await runUndo(shell, pool, kubernetes, undo));
+      if (file) await shell.run(sh`rm -f ${file}`, { signal: undefined });
+    } catch (err) {
+      const type = failureType(err);
+      if (type && permanentUndoFailures.includes(type)) {
+        outcomes.push({ stepId, kind: undo.kind, ok: false, summary: firstLine(err) });
+        return { outcomes, refused: { stepId, reason: firstLine(err), fix: manualFix(shell.name, undo) } };
+      }
+      throw err;
+    }
+  }
+  await clearJournal(shell, request.runId);
+  return { outcomes };
+}
+
+/**
+ * The first thing every run does on its node: a quarantined node is refused (NodeQuarantined, nothing
+ * changed); a journal some other run left behind (it was terminated, reset, or its recovery never
+ * finished) is recovered first. If that recovery is refused, the node is quarantined and refused.
+ * Returns one line per recovered run for the run's details.
+ */
+export async function prepareNode(shell: LockedShell, pool: SshPool, kubernetes: KubernetesTarget | undefined, request: { runId: string; rolloutId: string }): Promise<string[]> {
+  const refuse = (marker: QuarantineMarker) => permanentFailure(NodeQuarantined, quarantineMessage(shell.name, marker));
+  const existing = await readQuarantine(shell);
+  if (existing) throw refuse(existing);
+  const recovered: string[] = [];
+  for (const runId of await journaledRuns(shell)) {
+    if (runId === request.runId) continue;
+    const { entries } = await readJournal(shell, runId);
+    const result = await recoverRun(shell, pool, kubernetes, { runId, stepOrder: [], undos: [] }).catch((err: unknown) => {
+      // The node cannot be brought back now: its state is unknown, so it is quarantined.
+      const type = failureType(err);
+      return { outcomes: [], refused: { stepId: '?', reason: `${type ? `${type}: ` : ''}${firstLine(err)}`, fix: manualFix(shell.name, entries[0]?.undo) } } satisfies RecoveryResult;
+    });
+    if (result.refused) {
+      const marker = await quarantine(shell, {
+        rolloutId: entries[0]?.rolloutId ?? '?',
+        runId,
+        reason: `run ${runId} ended without finishing or taking back its changes (its journal is on the node), and recovering it failed: ${result.refused.reason}`,
+        fix: result.refused.fix,
+        since: new Date().toISOString(),
+      });
+      throw refuse(marker);
+    }
+    recovered.push(`recovered the journal of run ${runId} (${entries[0]?.rolloutId ?? '?'}): ${result.outcomes.map((o) => `${o.stepId}: ${o.summary}`).join('; ') || 'nothing to take back'}`);
+  }
+  return recovered;
+}
