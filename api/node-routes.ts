@@ -8,11 +8,10 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Inventory } from '../playbooks/schema';
-import { loadInventory, parseInventory } from '../playbooks/load';
 import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId, type NodeReleaseResult, type nodeReleaseWorkflow } from '../workflows/node';
 import { toKubernetesTarget, toNodeTarget } from './rollout-service';
-import { ErrorBody } from './schemas';
+import { ErrorBody, ReleaseNodeBody } from './schemas';
 
 /** A release the service refuses; `type` picks the HTTP status (NodeUnknown 400, NodeBusy 409). */
 export class NodeServiceError extends Error {
@@ -59,13 +58,6 @@ export function describeRelease(result: NodeReleaseResult): string {
 }
 
 const NodeNameParams = z.object({ name: z.string().regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'a Kubernetes node name (RFC 1123 subdomain)') });
-const ReleaseBody = z
-  .object({
-    inventory: z.string().min(1).optional().describe('path of an inventory file on the API host'),
-    inventory_toml: z.string().min(1).optional().describe('the inventory itself, as TOML text'),
-  })
-  .strict()
-  .refine((body) => (body.inventory === undefined) !== (body.inventory_toml === undefined), { message: 'give exactly one of inventory, inventory_toml' });
 const ReleasedBody = z.object({
   node: z.string(),
   released: z.boolean().describe('false when the node was not quarantined'),
@@ -74,11 +66,14 @@ const ReleasedBody = z.object({
   message: z.string(),
 });
 
-/** Registers the node endpoints on the API. */
-export function registerNodeRoutes(app: FastifyInstance, client: Client): void {
+/**
+ * Registers the node endpoints on the API. `inventoryOf` reads the body's inventory the way the rollout routes do:
+ * by name from the configured folder, or inline with credential profiles only.
+ */
+export function registerNodeRoutes(app: FastifyInstance, client: Client, inventoryOf: (body: z.infer<typeof ReleaseNodeBody>) => Promise<Inventory>): void {
   const api = app.withTypeProvider<ZodTypeProvider>();
-  api.post('/v1/nodes/:name/release', { schema: { params: NodeNameParams, body: ReleaseBody, response: { 200: ReleasedBody, 400: ErrorBody, 409: ErrorBody } } }, async (request, reply) => {
-    const inventory = request.body.inventory_toml ? parseInventory(request.body.inventory_toml, 'inventory_toml') : await loadInventory(request.body.inventory!);
+  api.post('/v1/nodes/:name/release', { schema: { params: NodeNameParams, body: ReleaseNodeBody, response: { 200: ReleasedBody, 400: ErrorBody, 409: ErrorBody } } }, async (request, reply) => {
+    const inventory = await inventoryOf(request.body);
     try {
       const result = await releaseNode(client, inventory, request.params.name);
       return { node: result.node, released: result.marker !== undefined, reason: result.marker?.reason, journals_set_aside: result.journals, message: describeRelease(result) };

@@ -35,6 +35,11 @@ const FilesOrText = {
   inventory_toml: tomlText.describe('the inventory itself, as TOML text (at most 1 MiB): nodes and addresses; SSH credentials come from a credential profile of the server'),
 };
 
+/** The body of `POST /v1/nodes/{name}/release`: the inventory the node belongs to, by name or inline. */
+export const ReleaseNodeBody = z
+  .strictObject({ inventory: FilesOrText.inventory, inventory_toml: FilesOrText.inventory_toml })
+  .refine((body) => (body.inventory === undefined) !== (body.inventory_toml === undefined), { message: 'give exactly one of inventory and inventory_toml', path: ['inventory'] });
+
 export const StartRolloutBody = z
   .strictObject({
     ...FilesOrText,

@@ -170,7 +170,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     return reply.code(204).send(null);
   });
 
-  registerNodeRoutes(app, client);
+  registerNodeRoutes(app, client, (body) => loadInventoryFromBody(body, folders));
   return app;
 }
 
@@ -183,10 +183,14 @@ async function loadFromBody(
   folders: { playbooks: string; inventories: string; credentials: string },
 ) {
   const playbook = body.playbook_toml ? parsePlaybook(body.playbook_toml, 'playbook_toml') : await loadNamedPlaybook(body.playbook!, folders.playbooks);
-  const inventory = body.inventory_toml
+  return { playbook, inventory: await loadInventoryFromBody(body, folders) };
+}
+
+/** The inventory of a request: by name from the configured folder, or inline TOML naming credential profiles only. */
+async function loadInventoryFromBody(body: { inventory?: string; inventory_toml?: string }, folders: { inventories: string; credentials: string }) {
+  return body.inventory_toml
     ? attachCredentials(parseInventory(body.inventory_toml, 'inventory_toml', { profilesOnly: true }), folders.credentials)
-    : await loadNamedInventory(body.inventory!, folders.inventories, folders.credentials);
-  return { playbook, inventory };
+    : loadNamedInventory(body.inventory!, folders.inventories, folders.credentials);
 }
 
 /** The minimum length of an API token. */

@@ -4,24 +4,22 @@
 // quarantined node are reported and left alone.
 //
 // Cost: a containerd-patch + restart playbook (no Kubernetes), 6 nodes.
-import { execFile } from 'node:child_process';
-import { copyFile, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { compareVersions, packageDowngrades } from '../activities/drift-check';
 import { parseDesiredState } from '../activities/desired-state';
 import type { PackageInstallStep } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
-import { inventoryToml } from '../sim/inventory';
 import { taskQueue } from '../worker/connection';
 import { toResultFollowingDesiredState } from '../workflows/drift';
 import { nodeWorkflowId } from '../workflows/node';
 import { rolloutProgressQuery } from '../workflows/rollout-messages';
+import { runKatafleet, writeFleetInventory } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { configHashes, onNode, waitFor } from './rollout-helpers';
 
-const root = join(__dirname, '..');
 const nodes = ['d-1', 'd-2', 'd-3', 'd-4', 'd-5'];
 
 let env: TestWorkflowEnvironment;
@@ -56,20 +54,10 @@ service = "containerd"
 wait_for_handlers = ["kata"]
 `;
 
-function katafleet(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: env.address }, timeout: 300_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
-    );
-  });
-}
+/** Runs the katafleet command as a user does, against the test's Temporal server. */
+const katafleet = (...args: string[]) => runKatafleet(env.address, args, 300_000);
 
-async function inventoryFile(name: string, names: string[]): Promise<string> {
-  const file = join(work, `${name}.toml`);
-  await writeFile(file, inventoryToml({ dir: fleet.dir, port: 22, nodes: fleet.nodes.filter((node) => names.includes(node.name)), kubernetes: false }));
-  await copyFile(join(fleet.dir, 'credentials.toml'), join(dirname(file), 'credentials.toml'));
-  return file;
-}
+const inventoryFile = (name: string, names: string[]) => writeFleetInventory(fleet, work, name, names);
 
 /** The table row of a node in `katafleet drift check`'s output. */
 const rowOf = (stdout: string, node: string) => stdout.split('\n').find((line) => line.startsWith(`${node} `)) ?? '';

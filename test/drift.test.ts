@@ -1,7 +1,7 @@
 // Drift repair against the simulated fleet: a real control plane, three workers (kube-3 runs
 // containerd 2.x), a real Temporal dev server and a worker with katafleet's real activities.
 // The tests build on each other: kube-1 and kube-2 get Kata first, then the fleet drifts.
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -21,10 +21,10 @@ import { workerActivities } from '../worker/worker';
 import { driftWorkflow, type DriftNodeResult, type DriftReport } from '../workflows/drift';
 import { nodeWorkflow, nodeWorkflowId } from '../workflows/node';
 import { nodeProgressQuery } from '../workflows/node-messages';
+import { runKatafleet } from './helpers/cli';
 import { createTestWorker, startTestTemporal } from './helpers/temporal';
 import { eventually } from './kube-helpers';
 
-const root = join(__dirname, '..');
 let fleet: Fleet;
 let env: TestWorkflowEnvironment;
 let pool: SshPool;
@@ -270,11 +270,7 @@ describe('drift schedules', () => {
    * `katafleet ARGS` as a user runs it, against the test's Temporal server. Asynchronous: the worker
    * runs in this process and must go on polling while the command waits for a workflow.
    */
-  const katafleet = (...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> =>
-    new Promise((resolve) => {
-      execFile(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: env.address }, timeout: 60_000 },
-        (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }));
-    });
+  const katafleet = (...args: string[]) => runKatafleet(env.address, args, 60_000);
   const temporalScheduleList = () => {
     const result = spawnSync(temporalCliPath(), ['schedule', 'list', '--address', env.address], { encoding: 'utf8', timeout: 30_000 });
     expect(result.status).toBe(0);
@@ -325,7 +321,7 @@ describe('drift schedules', () => {
     timings.twoSchedulesTwoRunsEachMs = Date.now() - started;
 
     const check = await katafleet('drift', 'check', 'kata', '--inventory', fleet.inventoryPath, '--report-only');
-    expect(check.status).toBe(0);
+    expect(check.code).toBe(0);
     expect(check.stdout.split('\n').slice(1)).toEqual(['node    outcome       what', 'kube-1  in-sync', 'kube-2  in-sync', 'kube-3  in-sync', '']);
 
     const listed = temporalScheduleList();

@@ -11,8 +11,8 @@
 // The "hang after the swap" is a test-side hanging command: a `sha256sum` in the node's /usr/local/bin
 // that waits while /run/kf-test-hang exists and config.toml already has the kata runtime (so only the
 // step's check after the swap hangs).
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -26,10 +26,10 @@ import { nodeWorkflowId, type nodeWorkflow, type NodeRolloutInput } from '../wor
 import type { NodeProgress } from '../workflows/node-messages';
 import { nodeProgressQuery } from '../workflows/node-messages';
 import { historyToJsonText } from './helpers/history-json';
+import { runKatafleet } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
 
-const root = join(__dirname, '..');
 
 /**
  * With KATAFLEET_RECORD_HISTORIES=1, the histories of the new paths are saved for test/replay.test.ts
@@ -45,13 +45,17 @@ let nodes: NodeFleet;
 let worker: RunningTestWorker;
 let patchAndRestart: Step[];
 let api: FastifyInstance;
-const token = 'node-journal-test-token';
+const token = 'node-journal-test-token-0123456789abcdef';
 
 beforeAll(async () => {
   [env, nodes] = await Promise.all([startTestTemporal(), startNodeFleet('node-journal', { nodes: [{ name: 'j-cancel' }, { name: 'j-term' }, { name: 'j-quar' }, { name: 'j-down' }] })]);
   worker = await runKatafleetWorker(env, taskQueue);
   patchAndRestart = await kataSteps(['containerd', 'restart']);
-  api = await buildApi({ client: env.client, token });
+  // The API reads inventories by name from its folder, with the fleet's credentials profile.
+  const inventories = join(nodes.fleet.dir, 'api-inventories');
+  await mkdir(inventories, { recursive: true });
+  await copyFile(nodes.fleet.inventoryPath, join(inventories, 'fleet.toml'));
+  api = await buildApi({ client: env.client, token, inventoriesDir: inventories, credentialsFile: join(nodes.fleet.dir, 'credentials.toml') });
   await api.listen({ host: '127.0.0.1', port: 0 });
   for (const name of ['j-cancel', 'j-term', 'j-quar', 'j-down']) {
     await onNode(nodes, name, `cat > /usr/local/bin/sha256sum <<'EOF'
@@ -90,11 +94,7 @@ const hangAfterSwap = (name: string, on: boolean) => onNode(nodes, name, on ? 't
 /** The step's sha256sum after the swap is hanging on the node. */
 const checkHanging = (name: string) => waitFor('sha256sum hanging after the swap', async () => ((await onNode(nodes, name, "pgrep -f '[/]usr/local/bin/sha256sum' || true")).trim() ? true : undefined), 60_000, 100);
 
-const katafleet = (...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> =>
-  new Promise((resolve) => {
-    execFile(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: env.address }, timeout: 120_000 },
-      (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }));
-  });
+const katafleet = (...args: string[]) => runKatafleet(env.address, args, 120_000);
 
 describe('README "When things fail": a rollout cancelled or terminated through Temporal mid containerd-patch', () => {
   it('cancelled after the swap: the run recovers from its journal, the config is byte-exact as before, no journal left', async () => {
@@ -207,11 +207,11 @@ describe('README "When things fail": quarantine', () => {
   }, 120_000);
 
   it('katafleet node release: bad input is refused with exit 2, an unknown node names the inventory', async () => {
-    expect((await katafleet('node', 'release', 'j-quar')).status).toBe(2);
+    expect((await katafleet('node', 'release', 'j-quar')).code).toBe(2);
     const unknown = await katafleet('node', 'release', 'no-such-node', '--inventory', nodes.fleet.inventoryPath);
-    expect(unknown.status).toBe(2);
+    expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('no node "no-such-node" in the inventory');
-    expect((await katafleet('node', 'frobnicate')).status).toBe(2);
+    expect((await katafleet('node', 'frobnicate')).code).toBe(2);
     // The marker is still there.
     expect(await onNode(nodes, 'j-quar', 'test -f /var/lib/katafleet/quarantine.json && echo yes')).toBe('yes\n');
   }, 120_000);
@@ -223,7 +223,7 @@ describe('README "When things fail": quarantine', () => {
     await onNode(nodes, 'j-quar', `cp -p ${backup.backupPath} /etc/containerd/config.toml`);
     const released = await katafleet('node', 'release', 'j-quar', '--inventory', nodes.fleet.inventoryPath);
     expect(released.stderr).toBe('');
-    expect(released.status).toBe(0);
+    expect(released.code).toBe(0);
     expect(released.stdout).toContain('released node j-quar (quarantined since');
     expect(await onNode(nodes, 'j-quar', 'test -e /var/lib/katafleet/quarantine.json && echo yes || echo no')).toBe('no\n');
     expect(await configSha('j-quar')).toBe(before);
@@ -252,11 +252,17 @@ describe('README "When things fail": quarantine', () => {
       return { status: response.status, body: (await response.json()) as Record<string, unknown> };
     };
     expect((await post('j-quar', {})).status).toBe(400);
-    expect((await post('j-quar', { inventory: nodes.fleet.inventoryPath, extra: 1 })).status).toBe(400);
-    expect((await post('Bad_Name', { inventory: nodes.fleet.inventoryPath })).status).toBe(400);
-    const unknown = await post('nobody', { inventory: nodes.fleet.inventoryPath });
+    expect((await post('j-quar', { inventory: 'fleet', extra: 1 })).status).toBe(400);
+    expect((await post('Bad_Name', { inventory: 'fleet' })).status).toBe(400);
+    // The caller names an inventory of the API's folder; a path of the API host is never read.
+    for (const hostile of [nodes.fleet.inventoryPath, '../fleet', '/proc/self/environ', 'fleet/../../credentials']) {
+      const refused = await post('j-quar', { inventory: hostile });
+      expect(refused.status).toBe(400);
+      expect(JSON.stringify(refused.body)).not.toContain('profile');
+    }
+    const unknown = await post('nobody', { inventory: 'fleet' });
     expect(unknown).toEqual({ status: 400, body: { error: 'NodeUnknown', message: expect.stringContaining('no node "nobody" in the inventory') } });
-    const ok = await post('j-quar', { inventory: nodes.fleet.inventoryPath });
+    const ok = await post('j-quar', { inventory: 'fleet' });
     expect(ok).toEqual({ status: 200, body: { node: 'j-quar', released: false, journals_set_aside: [], message: 'node j-quar was not quarantined; nothing to release' } });
   }, 120_000);
 });

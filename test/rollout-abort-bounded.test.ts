@@ -4,7 +4,6 @@
 // makes a 7-node rollout behave like a fleet of thousands). Read from the rollout's own histories.
 //
 // Cost: kata.toml's containerd and restart steps (no Kubernetes), 7 nodes.
-import { execFile } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,10 +13,10 @@ import { startFleet, type Fleet } from '../sim/fleet';
 import { taskQueue } from '../worker/connection';
 import { rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
 import type { RolloutInput } from '../workflows/rollout';
+import { runKatafleet } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { childTimeline, configBackups, configHashes, historiesOfAllRuns, inventoryOf, kataSubset, nodeOf, onNode, waitFor } from './rollout-helpers';
 
-const root = join(__dirname, '..');
 const nodes = ['ab-1', 'ab-2', 'ab-3', 'ab-4', 'ab-5', 'ab-6', 'ab-7'];
 
 let env: TestWorkflowEnvironment;
@@ -37,13 +36,8 @@ afterAll(async () => {
   await Promise.all([fleet?.stop(), env?.teardown()]);
 });
 
-function katafleet(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: env.address }, timeout: 120_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
-    );
-  });
-}
+/** Runs the katafleet command as a user does, against the test's Temporal server. */
+const katafleet = (...args: string[]) => runKatafleet(env.address, args, 120_000);
 
 describe('abort --rollback in bounded batches across continue-as-new', () => {
   it('restores every changed node byte for byte, newest wave first, never more than max_parallel_rollback undos at once', async () => {

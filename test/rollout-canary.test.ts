@@ -5,22 +5,20 @@
 // The repro of the issue: `katafleet sim up --nodes 4 --fault node-1=package-repo-unreachable` (here the
 // test helper startFleet, same fleet), then `katafleet rollout PLAYBOOK --canary 1 --wave-size 3
 // --failure-budget 1 --pause 0s --follow` with kata.toml's prereq (writes modules-load.d) and install steps.
-import { execFile } from 'node:child_process';
-import { copyFile, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { buildApi } from '../api/server';
 import { startFleet, type Fleet } from '../sim/fleet';
-import { inventoryToml } from '../sim/inventory';
 import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId } from '../workflows/node';
 import { searchAttributes } from '../workflows/search-attributes';
+import { runKatafleet, writeFleetInventory } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { childTimeline, configHashes, historiesOfAllRuns, nodeOf, nodeWorkflowExists, onNode, waitFor } from './rollout-helpers';
 
-const root = join(__dirname, '..');
 const token = 'canary-test-token-0123456789abcdef0123456789';
 const reproNodes = ['node-1', 'node-2', 'node-3', 'node-4'];
 const busyNodes = ['busy-1', 'busy-2'];
@@ -70,21 +68,9 @@ timeout = "10m"
 `;
 
 /** Runs the katafleet command as a user does, against the test's Temporal server. */
-function katafleet(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: env.address }, timeout: 600_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const katafleet = (...args: string[]) => runKatafleet(env.address, args, 600_000);
 
-async function inventoryFile(name: string, nodes: string[]): Promise<string> {
-  const file = join(work, `${name}.toml`);
-  const chosen = fleet.nodes.filter((node) => nodes.includes(node.name));
-  await writeFile(file, inventoryToml({ dir: fleet.dir, port: 22, nodes: chosen, kubernetes: false }));
-  await copyFile(join(fleet.dir, 'credentials.toml'), join(dirname(file), 'credentials.toml'));
-  return file;
-}
+const inventoryFile = (name: string, nodes: string[]) => writeFleetInventory(fleet, work, name, nodes);
 
 /** What a rollout may change on a node: containerd config, the modules-load file, the kata package. */
 async function nodeState(names: string[]): Promise<Record<string, string>> {

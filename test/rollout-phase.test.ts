@@ -4,23 +4,21 @@
 // rollouts started at the same moment never work on one node at once.
 //
 // Cost: kata.toml's containerd and restart steps (no Kubernetes), 8 nodes.
-import { execFile } from 'node:child_process';
-import { copyFile, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { buildApi } from '../api/server';
 import { startFleet, type Fleet } from '../sim/fleet';
-import { inventoryToml } from '../sim/inventory';
 import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId } from '../workflows/node';
 import { abortSignal, rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
+import { runKatafleet, writeFleetInventory } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { configBackups, configHashes, waitFor } from './rollout-helpers';
 
-const root = join(__dirname, '..');
 const token = 'phase-test-token-0123456789abcdef0123456789';
 const nodes = ['p-1', 'p-2', 'p-3', 'p-4', 'p-5', 'p-6', 'race-1', 'race-2', 'up-1', 'up-2', 'cr-1', 'cr-2'];
 
@@ -51,20 +49,10 @@ service = "containerd"
 wait_for_handlers = ["kata"]
 `;
 
-function katafleet(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: env.address }, timeout: 300_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
-    );
-  });
-}
+/** Runs the katafleet command as a user does, against the test's Temporal server. */
+const katafleet = (...args: string[]) => runKatafleet(env.address, args, 300_000);
 
-async function inventoryFile(name: string, names: string[]): Promise<string> {
-  const file = join(work, `${name}.toml`);
-  await writeFile(file, inventoryToml({ dir: fleet.dir, port: 22, nodes: fleet.nodes.filter((node) => names.includes(node.name)), kubernetes: false }));
-  await copyFile(join(fleet.dir, 'credentials.toml'), join(dirname(file), 'credentials.toml'));
-  return file;
-}
+const inventoryFile = (name: string, names: string[]) => writeFleetInventory(fleet, work, name, names);
 
 const progressOf = (id: string) => env.client.workflow.getHandle(`katafleet-rollout-${id}`).query(rolloutProgressQuery);
 // A rollout started by a CLI still starting up is not there yet: keep asking.
