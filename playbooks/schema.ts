@@ -74,6 +74,8 @@ export const RolloutSettings = z.strictObject({
   max_parallel: count(1).optional(),
   /** Nodes an abort with rollback undoes at the same time (newest wave first); absent = the wave size. */
   max_parallel_rollback: count(1).optional(),
+  /** How long a node's rollback keeps retrying (with backoff) before the node is quarantined as needs-attention. @default "1h" */
+  rollback_for: Duration.default('1h'),
 });
 export type RolloutSettings = z.infer<typeof RolloutSettings>;
 

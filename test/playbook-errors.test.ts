@@ -52,7 +52,7 @@ const edit = (from: string, to: string) => {
 describe('a valid playbook', () => {
   it('parses, with defaults filled in and its source recorded', () => {
     const playbook = parsePlaybook(validPlaybook, 'demo.toml');
-    expect(playbook.rollout).toEqual({ canary: 1, wave_size: 2, failure_budget: 0, pause_between_waves: '0s', approval_after_canary: false, drain: false });
+    expect(playbook.rollout).toEqual({ canary: 1, wave_size: 2, failure_budget: 0, pause_between_waves: '0s', approval_after_canary: false, drain: false, rollback_for: '1h' });
     expect(playbook.steps.map((step) => step.kind)).toEqual(['package-install', 'containerd-patch', 'runtime-class', 'verification-pod']);
     expect(playbook.steps[1]).toMatchObject({ action: 'add', config_path: '/etc/containerd/config.toml', mode: 'in-place', replace: false, timeout: '2m' });
     expect(playbook.steps[2]).toMatchObject({ api_version: 'node.k8s.io/v1', node_selector: {} });
@@ -61,7 +61,7 @@ describe('a valid playbook', () => {
 
   it('gets all rollout defaults when [rollout] is left out', () => {
     const playbook = parsePlaybook(edit('[rollout]\ncanary = 1\nwave_size = 2\n', ''), 'demo.toml');
-    expect(playbook.rollout).toEqual({ canary: 1, wave_size: '25%', failure_budget: 0, pause_between_waves: '0s', approval_after_canary: false, drain: false });
+    expect(playbook.rollout).toEqual({ canary: 1, wave_size: '25%', failure_budget: 0, pause_between_waves: '0s', approval_after_canary: false, drain: false, rollback_for: '1h' });
   });
 });
 
@@ -158,7 +158,7 @@ describe('schema errors', () => {
 
   it('list the known keys when no key is close', () => {
     expect(problemLines(edit('canary = 1', 'colour = "blue"'))).toEqual([
-      'demo.toml: rollout.colour: unknown key (known keys: canary, wave_size, failure_budget, pause_between_waves, approval_after_canary, drain, max_parallel)',
+      'demo.toml: rollout.colour: unknown key (known keys: canary, wave_size, failure_budget, pause_between_waves, approval_after_canary, drain, max_parallel, max_parallel_rollback, rollback_for)',
     ]);
   });
 
@@ -190,6 +190,9 @@ describe('schema errors', () => {
   it('report a bad duration with the expected form', () => {
     expect(problemLines(edit('canary = 1', 'pause_between_waves = "5 minutes"'))).toEqual([
       'demo.toml: rollout.pause_between_waves: must be a duration such as "500ms", "30s", "5m", "1h" or "1m30s"',
+    ]);
+    expect(problemLines(edit('canary = 1', 'rollback_for = "until it works"'))).toEqual([
+      'demo.toml: rollout.rollback_for: must be a duration such as "500ms", "30s", "5m", "1h" or "1m30s"',
     ]);
   });
 

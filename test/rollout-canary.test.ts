@@ -36,6 +36,9 @@ const prereqInstallToml = `
 [playbook]
 name = "kata-prereq-install"
 
+[rollout]
+rollback_for = "90s"
+
 [[steps]]
 id = "prereq"
 kind = "prereq-check"
@@ -115,6 +118,10 @@ describe('the canary halts the rollout whatever the failure budget', () => {
     for (const node of ['node-2', 'node-3', 'node-4']) expect(await nodeWorkflowExists(env.client, node)).toBe(false);
     const children = childTimeline(await historiesOfAllRuns(env.client, 'katafleet-rollout-canary-repro'));
     expect(children.map((child) => nodeOf(child.workflowId))).toEqual(['node-1']);
+    // [rollout] rollback_for reaches the node's workflow: how long its rollback would keep retrying.
+    const nodeHistory = await env.client.workflow.getHandle(nodeWorkflowId('node-1')).fetchHistory();
+    const nodeInput = JSON.parse(Buffer.from(nodeHistory.events![0].workflowExecutionStartedEventAttributes!.input!.payloads![0].data!).toString()) as { rollbackFor?: string };
+    expect(nodeInput.rollbackFor).toBe('90s');
 
     const status = await katafleet('status', 'canary-repro');
     expect(status.code).toBe(0);

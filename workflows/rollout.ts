@@ -224,7 +224,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   async function runNode(name: string): Promise<void> {
     const result = byName.get(name)!;
     const started = Date.now();
-    const childInput: NodeRolloutInput = { rolloutId: input.rolloutId, node: targets.get(name)!, kubernetes: input.kubernetes, steps: input.steps, drain: input.rollout.drain };
+    const childInput: NodeRolloutInput = { rolloutId: input.rolloutId, node: targets.get(name)!, kubernetes: input.kubernetes, steps: input.steps, drain: input.rollout.drain, rollbackFor: input.rollout.rollback_for };
     let handle: ChildWorkflowHandle<typeof nodeWorkflow>;
     try {
       handle = await startChild(nodeWorkflow, {
@@ -452,7 +452,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
 
   async function undoNode(result: RolloutNodeResult): Promise<void> {
     const node = targets.get(result.name)!;
-    const undoInput: NodeRolloutInput = { rolloutId: input.rolloutId, node, kubernetes: input.kubernetes, steps: [], drain: input.rollout.drain, mode: 'undo', undos: [...JSON.parse(result.facts!.undos)].reverse() };
+    const undoInput: NodeRolloutInput = { rolloutId: input.rolloutId, node, kubernetes: input.kubernetes, steps: [], drain: input.rollout.drain, rollbackFor: input.rollout.rollback_for, mode: 'undo', undos: [...JSON.parse(result.facts!.undos)].reverse() };
     for (let attempt = 1; ; attempt++) {
       let handle: ChildWorkflowHandle<typeof nodeWorkflow>;
       try {
@@ -532,7 +532,7 @@ async function rollBackChangedNodes(
   const undoRuns = results
     .filter((result) => result.status === 'succeeded' && result.facts?.undos && result.facts.undos !== '[]')
     .map(async (result) => {
-      const undoInput: NodeRolloutInput = { rolloutId: input.rolloutId, node: targets.get(result.name)!, kubernetes: input.kubernetes, steps: [], drain: input.rollout.drain, mode: 'undo', undos: [...JSON.parse(result.facts!.undos)].reverse() };
+      const undoInput: NodeRolloutInput = { rolloutId: input.rolloutId, node: targets.get(result.name)!, kubernetes: input.kubernetes, steps: [], drain: input.rollout.drain, rollbackFor: input.rollout.rollback_for, mode: 'undo', undos: [...JSON.parse(result.facts!.undos)].reverse() };
       try {
         const handle = await startChild(nodeWorkflow, { workflowId: nodeWorkflowId(result.name), args: [undoInput], parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL });
         const outcome = await handle.result();
