@@ -8,9 +8,9 @@ const { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } = require('no
 const { join } = require('node:path');
 const { cacheDir, log, run } = require('./util.js');
 
-const aptPackages = ['openssh-server', 'openssh-client', 'containerd', 'runc', 'sudo', 'util-linux', 'dpkg', 'apt'];
+const aptPackages = ['openssh-server', 'openssh-client', 'containerd', 'runc', 'sudo', 'util-linux', 'dpkg', 'apt', 'openssl', 'xz-utils', 'zstd'];
 const commands = ['/usr/sbin/sshd', '/usr/bin/ssh', '/usr/bin/ssh-keygen', '/usr/bin/containerd', '/usr/sbin/runc', '/usr/bin/sudo',
-  '/usr/bin/unshare', '/usr/bin/setpriv', '/usr/bin/nsenter', '/usr/bin/dpkg-deb'];
+  '/usr/bin/unshare', '/usr/bin/setpriv', '/usr/bin/nsenter', '/usr/bin/dpkg-deb', '/usr/bin/openssl', '/usr/bin/xz', '/usr/bin/zstd'];
 
 const binDir = join(cacheDir, 'bin');
 const crictl = { path: join(binDir, 'crictl'), module: 'sigs.k8s.io/cri-tools/cmd/crictl@v1.36.0', binary: 'crictl' };
