@@ -98,6 +98,11 @@ export interface Fleet {
   identityFile: string;
   nodes: SimNode[];
   controlPlane?: { kubeconfig: string; host?: SimNode };
+  /**
+   * The package mirror on 127.0.0.1: its port and the directory it serves (the apt repository, and the Kata
+   * release tarballs at GitHub's paths, with their sha256 in `kata-releases.json`; see sim/kata-release.ts).
+   */
+  mirror: { port: number; dir: string };
   /** Turns a fault switch on or off on a running node. */
   setFault(node: string, fault: Fault, on: boolean): Promise<void>;
   /** The fault switches currently on for a node. */
@@ -381,6 +386,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       inventoryPath,
       knownHostsPath,
       identityFile,
+      mirror: { port: repo.port, dir: repoBuilt.dir },
       nodes: records.map(publicNode),
       controlPlane: controlPlane ? { kubeconfig: controlPlane.kubeconfig, host: cpHost && publicNode(cpHost) } : undefined,
       setFault: async (node, fault, on) => applyFault(findNode(records, node), parseFault(fault, 'setFault'), on),
