@@ -277,6 +277,8 @@ export class KubeletController<N extends ControlledNode> {
     const rcName = pod.spec.runtimeClassName;
     const handler = rcName === undefined ? defaultHandler : handlerOf.get(rcName);
     const sandboxId = randomBytes(32).toString('hex');
+    // containerd resolves the shim when it creates the sandbox: read the node now, not at the last node poll.
+    view.state = await this.opts.readNodeRuntimeState(node).catch(() => view.state);
     let outcome: SandboxOutcome;
     if (handler === undefined) {
       outcome = { ok: false, handler: '', message: `Failed to create pod sandbox: failed to lookup RuntimeClass ${rcName}: runtimeclass.node.k8s.io "${rcName}" not found` };
