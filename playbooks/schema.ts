@@ -339,9 +339,9 @@ export type ReleaseTarballStep = z.infer<typeof ReleaseTarballStep>;
 
 /** One step of a playbook, by `kind`. */
 export const Step = z.discriminatedUnion('kind', [
-  ReleaseTarballStep,
   PrereqCheckStep,
   PackageInstallStep,
+  ReleaseTarballStep,
   ContainerdPatchStep,
   ServiceRestartStep,
   ReadinessGateStep,

@@ -12,7 +12,7 @@ import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest } from '../
 import { SshPool } from '../activities/ssh';
 import { toKubernetesTarget, toNodeTarget } from '../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
-import { ContainerdPatchStep, ReleaseTarballStep, type Step } from '../playbooks/schema';
+import { ReleaseTarballStep, type Step } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { createSandbox, type NodeRuntimeState } from '../sim/kube-sandbox';
 import { sshRun } from '../sim/ssh-run';
@@ -50,18 +50,11 @@ beforeAll(async () => {
   node = toNodeTarget(inventory, inventory.nodes.find((n) => n.name === 'up-1')!);
   kubernetes = toKubernetesTarget(inventory)!;
   const shas = JSON.parse(await readFile(join(fleet.mirror.dir, 'kata-releases.json'), 'utf8')) as Record<string, { sha256: string }>;
-  // kata.toml's steps, with Kata from the mirror's 3.32.0 tarball and containerd pointed at the tarball's shim.
-  steps = (await loadPlaybook('kata')).steps.map((step): Step => {
-    if (step.kind === 'package-install' || step.kind === 'release-tarball') {
-      return ReleaseTarballStep.parse({ id: step.id, kind: 'release-tarball', version: '3.32.0', sha256: { amd64: shas['3.32.0'].sha256 },
-        url: `http://127.0.0.1:${fleet.mirror.port}/kata-containers/kata-containers/releases/download/{version}/kata-static-{version}-{arch}.{ext}` });
-    }
-    if (step.kind === 'containerd-patch') {
-      return ContainerdPatchStep.parse({ ...step, runtimes: step.runtimes.map((runtime) => ({ ...runtime,
-        runtime_path: '/opt/kata/bin/containerd-shim-kata-v2', options: { ConfigPath: '/opt/kata/share/defaults/kata-containers/configuration.toml' } })) });
-    }
-    return step;
-  });
+  // playbooks/examples/kata-release.toml as written, but its tarball from the mirror: version, url and sha256 of the simulated 3.32.0.
+  steps = (await loadPlaybook('playbooks/examples/kata-release.toml')).steps.map((step): Step => (step.kind !== 'release-tarball' ? step : ReleaseTarballStep.parse({
+    ...step, version: '3.32.0', sha256: { amd64: shas['3.32.0'].sha256 },
+    url: `http://127.0.0.1:${fleet.mirror.port}/kata-containers/kata-containers/releases/download/{version}/kata-static-{version}-{arch}.{ext}`,
+  })));
   pool = new SshPool();
 }, 240_000);
 afterAll(async () => {
@@ -76,7 +69,7 @@ async function runStep(step: Step, run = runId, timeoutMs = 300_000): Promise<St
 }
 const on = async (command: string) => (await sshRun(fleet, fleet.nodes[0], command)).stdout.trim();
 
-describe('the kata playbook with Kata from the release tarball', () => {
+describe('playbooks/examples/kata-release.toml (Kata from the release tarball) on a node', () => {
   it('installs from the tarball, wires containerd to its shim by runtime_path, and the verification pod runs in the guest kernel', async () => {
     const outcomes: Record<string, StepOutcome> = {};
     for (const step of steps) outcomes[step.id] = await runStep(step);
