@@ -39,15 +39,15 @@ describe('the simulated containerd resolves runtime_path as containerd does (pur
 
 let fleet: Fleet;
 let pool: SshPool;
-let node: NodeTarget;
+let targets: Record<string, NodeTarget>;
 let kubernetes: KubernetesTarget;
 let steps: Step[];
 const runId = '3e5a7c9b-2d4f-4a6b-8c0d-1e3f5a7b9c2d';
 
 beforeAll(async () => {
-  fleet = await startFleet({ nodes: [{ name: 'up-1' }], kubernetes: true, dir: join(await mkdtemp(join(tmpdir(), 'kf-sim-upstream-')), 'fleet') });
+  fleet = await startFleet({ nodes: [{ name: 'up-1', containerd: '1.6' }, { name: 'up-2', containerd: '2' }], kubernetes: true, dir: join(await mkdtemp(join(tmpdir(), 'kf-sim-upstream-')), 'fleet') });
   const inventory = await loadInventory(fleet.inventoryPath);
-  node = toNodeTarget(inventory, inventory.nodes.find((n) => n.name === 'up-1')!);
+  targets = Object.fromEntries(inventory.nodes.map((n) => [n.name, toNodeTarget(inventory, n)]));
   kubernetes = toKubernetesTarget(inventory)!;
   const shas = JSON.parse(await readFile(join(fleet.mirror.dir, 'kata-releases.json'), 'utf8')) as Record<string, { sha256: string }>;
   // playbooks/examples/kata-release.toml as written, but its tarball from the mirror: version, url and sha256 of the simulated 3.32.0.
@@ -62,10 +62,10 @@ afterAll(async () => {
   await fleet?.stop();
 });
 
-async function runStep(step: Step, run = runId, timeoutMs = 300_000): Promise<StepOutcome> {
+async function runStep(step: Step, run = runId, timeoutMs = 300_000, node = 'up-1'): Promise<StepOutcome> {
   const fn = createNodeActivities({ pool })[activityByKind[step.kind]] as (request: StepRequest) => Promise<StepOutcome>;
   const env = new MockActivityEnvironment({ startToCloseTimeoutMs: timeoutMs } as Partial<Info>, { logger: new DefaultLogger('ERROR') });
-  return (await env.run(fn, { runId: run, rolloutId: 'test', node, kubernetes, step, drain: false })) as StepOutcome;
+  return (await env.run(fn, { runId: run, rolloutId: 'test', node: targets[node], kubernetes, step, drain: false })) as StepOutcome;
 }
 const on = async (command: string) => (await sshRun(fleet, fleet.nodes[0], command)).stdout.trim();
 
@@ -77,6 +77,15 @@ describe('playbooks/examples/kata-release.toml (Kata from the release tarball) o
     expect(outcomes['kata-check'].summary).toContain('capable (kata-runtime check');
     expect(await on('grep -A1 "runtimes.kata\\]" /etc/containerd/config.toml; grep -E "runtime_path|ConfigPath" /etc/containerd/config.toml'))
       .toContain('runtime_path = "/opt/kata/bin/containerd-shim-kata-v2"');
+    expect(outcomes.verify.facts).toMatchObject({ guestKernel: '6.12.47-kata' });
+    // containerd 1.6 never reports runtime handlers, so the readiness gate checks Ready only, and says so.
+    expect(outcomes.ready.summary).toContain('status.runtimeHandlers not reported (it needs containerd >= 2.0 and Kubernetes >= 1.31)');
+  }, 300_000);
+
+  it('on a containerd 2 node the kubelet reports the handlers and the readiness gate requires kata among them', async () => {
+    const outcomes: Record<string, StepOutcome> = {};
+    for (const step of steps) outcomes[step.id] = await runStep(step, runId, 300_000, 'up-2');
+    expect(outcomes.ready.summary).toBe('Ready; runtimeHandlers kata, runc');
     expect(outcomes.verify.facts).toMatchObject({ guestKernel: '6.12.47-kata' });
   }, 300_000);
 
