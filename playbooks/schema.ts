@@ -207,12 +207,12 @@ export const ServiceRestartStep = z.strictObject({
 export type ServiceRestartStep = z.infer<typeof ServiceRestartStep>;
 
 /**
- * `readiness-gate`: waits (up to `timeout`) until the node is Ready and, on Kubernetes ≥ 1.30,
+ * `readiness-gate`: waits (up to `timeout`) until the node is Ready and, with containerd ≥ 2.0 on Kubernetes ≥ 1.31,
  * its `status.runtimeHandlers` lists the handlers.
  */
 export const ReadinessGateStep = z.strictObject({
   ...stepBase('readiness-gate', '5m'),
-  /** Handlers the kubelet must report in `status.runtimeHandlers` (skipped before 1.30). @default [] */
+  /** Handlers the kubelet must report in `status.runtimeHandlers` (skipped where the field is not reported: containerd 1.x, Kubernetes < 1.31). @default [] */
   require_runtime_handlers: z.array(allowlisted(dnsLabel)).default([]),
 });
 export type ReadinessGateStep = z.infer<typeof ReadinessGateStep>;
