@@ -5,6 +5,7 @@
  *
  * Checked per step kind (with `action = "remove"`/`"delete"` the inverse: the thing must be absent):
  * - `package-install`: each package installed at its pinned version;
+ * - `release-tarball`: the version's tree with the pinned sha256, `/opt/kata` pointing to it, the links;
  * - `containerd-patch`: the pure patcher finds nothing to add to the config on disk (and, in drop-in
  *   mode, the drop-in file holds the runtimes);
  * - `service-restart`: the unit is active; for containerd, the running daemon is not older than its

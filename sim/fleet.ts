@@ -29,6 +29,7 @@ import {
 } from './node-files';
 import { readNodeRuntimeState } from './node-state';
 import { buildPackageRepository, servePackageRepository } from './packages';
+import { snapshotMachineVar } from './node-files';
 import { containerd2Path, crictlPath, nodeProcessEnv } from './tools';
 
 export { containerd2Path, crictlPath, nodeProcessEnv } from './tools';
@@ -288,6 +289,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       installNodeCommands(join(dir, 'sbin')),
     ]);
     repo = await servePackageRepository(repoBuilt.dir);
+    const varSnapshot = await snapshotMachineVar(join(dir, 'var-snapshot'));
     log(`package mirror on 127.0.0.1:${repo.port}`);
 
     let kubectlBin = '';
@@ -320,6 +322,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
             CONTAINERD_BIN: isWorker && host.containerd === '2' ? containerd2Path : '',
             KUBECTL_BIN: role === 'control-plane' ? kubectlBin : '',
             CONTAINERD_CONFIG: containerdConfig === null ? 'absent' : 'present',
+            VAR_LOWER: varSnapshot,
           },
           port,
           maxSessions: options.maxSessions ?? 10,

@@ -1,6 +1,8 @@
 // The release-tarball step against the simulated fleet's real nodes and mirror: a Kata static release with
 // upstream's name and layout, fetched by the worker (pushed over SSH) or by the node, installed side by side
 // under /opt/kata-releases, /opt/kata switched atomically, undone exactly, checked by the drift check.
+// Covers playbooks/README.md "release-tarball — Kata's static release tarball, side by side" (steps 1–5, "Nothing
+// happens when …", the upgrade and its undo, the drift check) and sim/README.md "Kata release tarballs".
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

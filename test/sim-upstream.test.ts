@@ -1,7 +1,7 @@
 // The simulation follows upstream: a Kata install from the release tarball (release-tarball), wired into
 // containerd the way kata-deploy 3.8+ writes it (runtime_path to the tarball's shim, ConfigPath to its
 // config; reality/KATA.md §3.2), runs a pod in "a VM" only while the shim is really at runtime_path.
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Info } from '@temporalio/activity';
@@ -68,6 +68,18 @@ async function runStep(step: Step, run = runId, timeoutMs = 300_000, node = 'up-
   return (await env.run(fn, { runId: run, rolloutId: 'test', node: targets[node], kubernetes, step, drain: false })) as StepOutcome;
 }
 const on = async (command: string) => (await sshRun(fleet, fleet.nodes[0], command)).stdout.trim();
+
+describe("a node's /var", () => {
+  it('is the machine\'s /var as it was at fleet start: a file the machine adds later does not show through', async () => {
+    const probe = `/var/lib/katafleet-var-snapshot-probe-${process.pid}`;
+    await writeFile(probe, 'added after the fleet started\n');
+    try {
+      expect(await on(`test -e ${probe} && echo visible || echo absent; test -d /var/lib/dpkg && echo dpkg`)).toBe('absent\ndpkg');
+    } finally {
+      await rm(probe, { force: true });
+    }
+  });
+});
 
 describe('playbooks/examples/kata-release.toml (Kata from the release tarball) on a node', () => {
   it('installs from the tarball, wires containerd to its shim by runtime_path, and the verification pod runs in the guest kernel', async () => {
