@@ -326,7 +326,8 @@ async function extractRelease(shell: NodeShell, o: { version: string; url: strin
   const dir = releaseDir(o.version);
   await shell.run(sh`mkdir -p ${KATA_RELEASES_DIR} && chmod 0755 ${KATA_RELEASES_DIR} && rm -rf ${staging} ${incoming}`);
   if (o.fetch === 'worker') {
-    const bytes = await workerDownload(o.url, o.sha256);
+    // A real tarball is hundreds of MB: heartbeat while it downloads, or the workflow's heartbeat timeout ends the attempt.
+    const bytes = await whileHeartbeating(workerDownload(o.url, o.sha256));
     await shell.run(sh`cat > ${incoming}`, { stdin: bytes, timeoutMs: 30 * 60_000 });
   } else {
     const got = await shell.run(sh`if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 2 -o ${incoming} ${o.url}; elif command -v wget >/dev/null 2>&1; then wget -q -O ${incoming} ${o.url}; else exit 127; fi`,
