@@ -5,6 +5,7 @@
  *
  * Checked per step kind (with `action = "remove"`/`"delete"` the inverse: the thing must be absent):
  * - `package-install`: each package installed at its pinned version;
+ * - `release-tarball`: the version's tree with the pinned sha256, `/opt/kata` pointing to it, the links;
  * - `containerd-patch`: the pure patcher finds nothing to add to the config on disk (and, in drop-in
  *   mode, the drop-in file holds the runtimes);
  * - `service-restart`: the unit is active; for containerd, the running daemon is not older than its
@@ -27,6 +28,7 @@ import type { ContainerdPatchStep, NodeLabelStep, PackageInstallStep, RuntimeCla
 import { checkStep, checkTargets } from './step-policy';
 import { NodeShell } from './steps/node-shell';
 import { detectPackageManager, installedVersions, versionMatches, type InstalledVersions, type PackageManager } from './steps/package-install';
+import { checkRelease } from './steps/release-tarball';
 import { runtimeClassManifest, type RuntimeClassObject } from './steps/runtime-class';
 import { readDaemonState, type DaemonState } from './steps/service-restart';
 import { failureType, firstLine } from './steps/step-runtime';
@@ -89,6 +91,8 @@ async function findDrift(pool: SshPool, request: DriftCheckRequest): Promise<str
     switch (step.kind) {
       case 'package-install':
         return checkPackages(shell, step);
+      case 'release-tarball':
+        return checkRelease(shell, step);
       case 'containerd-patch':
         return containerdConfigDrift(step, await shell.readFile(step.config_path), step.action === 'add' && step.mode === 'drop-in' ? await shell.readFile(step.drop_in_path) : undefined);
       case 'service-restart':

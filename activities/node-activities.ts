@@ -12,6 +12,7 @@ import type {
   PackageInstallStep,
   PrereqCheckStep,
   ReadinessGateStep,
+  ReleaseTarballStep,
   RollbackStep,
   RuntimeClassStep,
   ServiceRestartStep,
@@ -27,6 +28,7 @@ import { nodeLabel } from './steps/node-label';
 import { packageInstall } from './steps/package-install';
 import { prereqCheck } from './steps/prereq-check';
 import { readinessGate } from './steps/readiness-gate';
+import { releaseTarball } from './steps/release-tarball';
 import { rollback } from './steps/rollback';
 import { runtimeClass } from './steps/runtime-class';
 import { serviceRestart } from './steps/service-restart';
@@ -75,6 +77,11 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     async packageInstall(request: StepRequest<PackageInstallStep>): Promise<StepOutcome> {
       const admitted = await admit('package-install', request);
       return withShell(admitted, (shell) => packageInstall(shell, admitted));
+    },
+    /** `release-tarball`: a Kata static release side by side under /opt/kata-releases, /opt/kata switched to it. */
+    async releaseTarball(request: StepRequest<ReleaseTarballStep>): Promise<StepOutcome> {
+      const admitted = await admit('release-tarball', request);
+      return releaseTarball(shellFor(admitted.node), admitted);
     },
     /** `containerd-patch`: backup, patch, validate on the node, atomic swap; undo restores the exact bytes. */
     async containerdPatch(request: StepRequest<ContainerdPatchStep>): Promise<StepOutcome> {

@@ -92,7 +92,12 @@ export type Undo =
    * A small file a step wrote (e.g. the modules-load.d list): restore it from its backup on the node, byte for byte
    * (sha256 checked), or delete it if there was none. Never the content itself: that would be kept in history.
    */
-  | { kind: 'restore-file'; stepId: string; path: string; backupPath?: string; sha256?: string };
+  | { kind: 'restore-file'; stepId: string; path: string; backupPath?: string; sha256?: string }
+  /**
+   * A Kata release `release-tarball` installed: switch `/opt/kata` back to `previous` (absent = remove it), remove the
+   * links and the version directory this run created (activities/steps/release-tarball.ts).
+   */
+  | { kind: 'remove-release'; stepId: string; version: string; previous?: string; createdVersionDir: boolean; createdLinks: string[] };
 
 /** What a step activity returns. */
 export interface StepOutcome {

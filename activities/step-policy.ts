@@ -15,6 +15,7 @@ import {
   containerdDropInPath,
   dnsLabel,
   dnsSubdomain,
+  kataVersion,
   labelKey,
   labelValue,
   modulesLoadFile,
@@ -97,6 +98,14 @@ const UndoShape = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('remove-node-labels'), stepId: allowlisted(dnsLabel), keys: z.array(allowlisted(labelKey)) }),
   z.strictObject({ kind: z.literal('restore-node-labels'), stepId: allowlisted(dnsLabel), labels: z.record(allowlisted(labelKey), allowlisted(labelValue)) }),
   z.strictObject({ kind: z.literal('uncordon-node'), stepId: allowlisted(dnsLabel), owner: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'must be a run id').optional() }),
+  z.strictObject({
+    kind: z.literal('remove-release'),
+    stepId: allowlisted(dnsLabel),
+    version: allowlisted(kataVersion),
+    previous: z.string().regex(/^\/opt\/kata-releases\/[0-9]+\.[0-9]+\.[0-9]+[A-Za-z0-9.+~^_-]*\/opt\/kata$/, 'must be /opt/kata-releases/VERSION/opt/kata').optional(),
+    createdVersionDir: z.boolean(),
+    createdLinks: z.array(z.enum(['/usr/local/bin/kata-runtime', '/usr/local/bin/containerd-shim-kata-v2'])),
+  }),
   z.strictObject({
     kind: z.literal('restore-file'),
     stepId: allowlisted(dnsLabel),

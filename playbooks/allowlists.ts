@@ -276,3 +276,68 @@ export const nodeAddress: Allowlist = {
     return hostname.test(value) ? undefined : 'it is not a valid host name';
   },
 };
+
+/** Where `release-tarball` extracts Kata releases, one directory per version; `/opt/kata` becomes a symlink into it. */
+export const KATA_RELEASES_DIR = '/opt/kata-releases/';
+/** Where `release-tarball` puts its kata-manager-style links (`kata-runtime`, `containerd-shim-kata-v2`). */
+export const KATA_LINK_DIR = '/usr/local/bin/';
+
+/**
+ * A Kata release version, e.g. `3.32.0` or `3.21.0-rc0`: the package-version grammar without an epoch, so
+ * that it is also one path segment (`/opt/kata-releases/3.32.0/`) and one URL segment.
+ */
+export const kataVersion: Allowlist = {
+  pattern: /^[0-9]+\.[0-9]+\.[0-9]+[A-Za-z0-9.+~^_-]*$/,
+  char: /[A-Za-z0-9.+~^_-]/,
+  maxLength: 64,
+  rule: 'a Kata version looks like "3.32.0" or "3.21.0-rc0": MAJOR.MINOR.PATCH, then letters, digits and ". + ~ ^ _ -"',
+};
+
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '[::1]' || /^127\.[0-9]+\.[0-9]+\.[0-9]+$/.test(host);
+}
+
+/** Why a release URL (expanded) is refused beyond its characters: scheme, credentials, the archive's suffix. */
+function releaseUrlProblem(value: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'it is not a URL';
+  }
+  if (url.username || url.password) return 'it carries credentials';
+  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) return 'it is plain http to a host other than loopback (only https, or http to 127.0.0.1 / localhost for tests)';
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return `its scheme ${JSON.stringify(url.protocol)} is neither https nor http to loopback`;
+  if (!/\.tar\.(xz|zst)$/.test(url.pathname)) return 'it does not end ".tar.xz" or ".tar.zst"';
+  return undefined;
+}
+
+/**
+ * A Kata release tarball's URL after expansion, e.g.
+ * `https://github.com/kata-containers/kata-containers/releases/download/3.32.0/kata-static-3.32.0-amd64.tar.zst`:
+ * https (http only to loopback), no credentials, ending `.tar.xz` or `.tar.zst`.
+ */
+export const releaseUrl: Allowlist = {
+  pattern: /^https?:\/\/[A-Za-z0-9.:/_%+~-]+$/,
+  char: /[A-Za-z0-9.:/_%+~-]/,
+  maxLength: 2048,
+  rule: 'a release URL is https://HOST/PATH (http:// only to 127.0.0.1 or localhost) ending ".tar.xz" or ".tar.zst", of letters, digits and ". : / _ % + ~ -"',
+  extra: releaseUrlProblem,
+};
+
+/**
+ * `release-tarball`'s `url` template: a {@link releaseUrl} in which `{version}`, `{arch}` and `{ext}` (`tar.xz`
+ * below 3.21, `tar.zst` from 3.21) are replaced. The expansion is checked again with {@link releaseUrl}.
+ */
+export const releaseUrlTemplate: Allowlist = {
+  pattern: /^https?:\/\/[A-Za-z0-9.:/_%+~{}-]+$/,
+  char: /[A-Za-z0-9.:/_%+~{}-]/,
+  maxLength: 2048,
+  rule: 'a release URL template is https://HOST/PATH (http:// only to 127.0.0.1 or localhost) with the placeholders {version}, {arch} and {ext}, of letters, digits and ". : / _ % + ~ - { }"',
+  extra: (value) => {
+    const unknown = (value.match(/\{[^}]*\}/g) ?? []).find((p) => !['{version}', '{arch}', '{ext}'].includes(p));
+    if (unknown !== undefined) return `it has the placeholder ${unknown}; only {version}, {arch} and {ext} exist`;
+    if (/[{}]/.test(value.replace(/\{(version|arch|ext)\}/g, ''))) return 'it has a "{" or "}" outside a placeholder';
+    return releaseUrlProblem(value.replace(/\{version\}/g, '3.32.0').replace(/\{arch\}/g, 'amd64').replace(/\{ext\}/g, 'tar.zst'));
+  },
+};

@@ -102,6 +102,12 @@ export const RuntimeSpec = z.strictObject({
   name: RuntimeName,
   /** containerd shim, e.g. `io.containerd.kata.v2` or `io.containerd.runsc.v1`. */
   runtime_type: allowlisted(runtimeType),
+  /**
+   * The shim binary by absolute path (containerd ≥ 1.6 CRI `runtime_path`: containerd then ignores the name derived
+   * from `runtime_type`), e.g. `/opt/kata/bin/containerd-shim-kata-v2` as kata-deploy 3.8+ writes it; under the
+   * install prefixes only.
+   */
+  runtime_path: allowlisted(kataInstallPath).optional(),
   /** Privileged pods of this runtime do not get the host's devices (recommended for VM runtimes). */
   privileged_without_host_devices: z.boolean().optional(),
   /** Pod annotations passed through to the runtime, e.g. `["io.katacontainers.*"]`. */

@@ -18,6 +18,7 @@ import {
   dnsSubdomain,
   failureType,
   imageReference,
+  kataVersion,
   kernelModule,
   labelKey,
   labelValue,
@@ -27,6 +28,7 @@ import {
   packageName,
   packageVersion,
   quantity,
+  releaseUrlTemplate,
   serviceName,
   userName,
 } from './allowlists';
@@ -210,12 +212,12 @@ export const ServiceRestartStep = z.strictObject({
 export type ServiceRestartStep = z.infer<typeof ServiceRestartStep>;
 
 /**
- * `readiness-gate`: waits (up to `timeout`) until the node is Ready and, on Kubernetes ≥ 1.30,
+ * `readiness-gate`: waits (up to `timeout`) until the node is Ready and, with containerd ≥ 2.0 on Kubernetes ≥ 1.31,
  * its `status.runtimeHandlers` lists the handlers.
  */
 export const ReadinessGateStep = z.strictObject({
   ...stepBase('readiness-gate', '5m'),
-  /** Handlers the kubelet must report in `status.runtimeHandlers` (skipped before 1.30). @default [] */
+  /** Handlers the kubelet must report in `status.runtimeHandlers` (skipped where the field is not reported: containerd 1.x, Kubernetes < 1.31). @default [] */
   require_runtime_handlers: z.array(allowlisted(dnsLabel)).default([]),
 });
 export type ReadinessGateStep = z.infer<typeof ReadinessGateStep>;
@@ -300,10 +302,51 @@ export const RollbackStep = z.strictObject({
 });
 export type RollbackStep = z.infer<typeof RollbackStep>;
 
+/** CPU architectures Kata publishes static tarballs for (3.3.0+; KATA.md §1.1), by their asset-name spelling. */
+export const KATA_ARCHES = ['amd64', 'arm64', 's390x', 'ppc64le'] as const;
+export type KataArch = (typeof KATA_ARCHES)[number];
+
+/** Upstream's release asset URL (GitHub); `{ext}` is `tar.xz` below 3.21 and `tar.zst` from 3.21. */
+export const KATA_RELEASE_URL = 'https://github.com/kata-containers/kata-containers/releases/download/{version}/kata-static-{version}-{arch}.{ext}';
+
+/**
+ * `release-tarball`: installs a Kata Containers static release (`kata-static-<version>-<arch>.tar.{xz,zst}`)
+ * side by side under `/opt/kata-releases/<version>/` and switches `/opt/kata` to it with one atomic rename;
+ * adds kata-manager-style links in `/usr/local/bin/`. The undo switches back and removes what it created.
+ */
+export const ReleaseTarballStep = z.strictObject({
+  ...stepBase('release-tarball', '10m'),
+  /** Kata release, e.g. `"3.32.0"`. */
+  version: allowlisted(kataVersion),
+  /** Architecture in the asset name; `"auto"` maps the node's `uname -m` (x86_64 → amd64, aarch64 → arm64, …). @default "auto" */
+  arch: z.enum(['auto', ...KATA_ARCHES]).default('auto'),
+  /**
+   * Where the tarball is, with `{version}`, `{arch}`, `{ext}` replaced; https, or http only to loopback.
+   * @default "https://github.com/kata-containers/kata-containers/releases/download/{version}/kata-static-{version}-{arch}.{ext}"
+   */
+  url: allowlisted(releaseUrlTemplate).default(KATA_RELEASE_URL),
+  /**
+   * The tarball's sha256 per architecture, `{ amd64 = "<64 hex>" }`: required, because upstream publishes no
+   * checksums; a node whose architecture has no entry is refused before anything is downloaded.
+   */
+  sha256: z
+    .partialRecord(z.enum(KATA_ARCHES), z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 in hex (64 characters 0-9a-f)'))
+    .refine((table) => Object.keys(table).length > 0, { message: 'must pin the sha256 of at least one architecture, e.g. { amd64 = "<64 hex>" }' }),
+  /**
+   * `"worker"`: the worker downloads the tarball once (cached by sha256), checks it and sends it over SSH (for
+   * offline nodes); `"node"`: the node downloads it with curl or wget and checks it. @default "worker"
+   */
+  fetch: z.enum(['worker', 'node']).default('worker'),
+  /** Links `/usr/local/bin/kata-runtime` and `/usr/local/bin/containerd-shim-kata-v2` → `/opt/kata/bin/…`, as kata-manager links them. @default true */
+  links: z.boolean().default(true),
+});
+export type ReleaseTarballStep = z.infer<typeof ReleaseTarballStep>;
+
 /** One step of a playbook, by `kind`. */
 export const Step = z.discriminatedUnion('kind', [
   PrereqCheckStep,
   PackageInstallStep,
+  ReleaseTarballStep,
   ContainerdPatchStep,
   ServiceRestartStep,
   ReadinessGateStep,
@@ -318,6 +361,7 @@ export type Step = z.infer<typeof Step>;
 export const stepKinds = [
   'prereq-check',
   'package-install',
+  'release-tarball',
   'containerd-patch',
   'service-restart',
   'readiness-gate',

@@ -29,6 +29,7 @@ import {
 } from './node-files';
 import { readNodeRuntimeState } from './node-state';
 import { buildPackageRepository, servePackageRepository } from './packages';
+import { snapshotMachineVar } from './node-files';
 import { containerd2Path, crictlPath, nodeProcessEnv } from './tools';
 
 export { containerd2Path, crictlPath, nodeProcessEnv } from './tools';
@@ -98,6 +99,11 @@ export interface Fleet {
   identityFile: string;
   nodes: SimNode[];
   controlPlane?: { kubeconfig: string; host?: SimNode };
+  /**
+   * The package mirror on 127.0.0.1: its port and the directory it serves (the apt repository, and the Kata
+   * release tarballs at GitHub's paths, with their sha256 in `kata-releases.json`; see sim/kata-release.ts).
+   */
+  mirror: { port: number; dir: string };
   /** Turns a fault switch on or off on a running node. */
   setFault(node: string, fault: Fault, on: boolean): Promise<void>;
   /** The fault switches currently on for a node. */
@@ -283,6 +289,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       installNodeCommands(join(dir, 'sbin')),
     ]);
     repo = await servePackageRepository(repoBuilt.dir);
+    const varSnapshot = await snapshotMachineVar(join(dir, 'var-snapshot'));
     log(`package mirror on 127.0.0.1:${repo.port}`);
 
     let kubectlBin = '';
@@ -315,6 +322,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
             CONTAINERD_BIN: isWorker && host.containerd === '2' ? containerd2Path : '',
             KUBECTL_BIN: role === 'control-plane' ? kubectlBin : '',
             CONTAINERD_CONFIG: containerdConfig === null ? 'absent' : 'present',
+            VAR_LOWER: varSnapshot,
           },
           port,
           maxSessions: options.maxSessions ?? 10,
@@ -382,6 +390,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       inventoryPath,
       knownHostsPath,
       identityFile,
+      mirror: { port: repo.port, dir: repoBuilt.dir },
       nodes: records.map(publicNode),
       controlPlane: controlPlane ? { kubeconfig: controlPlane.kubeconfig, host: cpHost && publicNode(cpHost) } : undefined,
       setFault: async (node, fault, on) => applyFault(findNode(records, node), parseFault(fault, 'setFault'), on),

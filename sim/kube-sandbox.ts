@@ -14,6 +14,8 @@ export interface NodeRuntimeState {
   hostKernel: string;
   /** handler → runtime_type (e.g. `io.containerd.kata.v2`), when the node state knows it. */
   runtimeTypes?: Record<string, string>;
+  /** handler → its `runtime_path` and whether that file exists on the node, when the runtime sets one. */
+  runtimePaths?: Record<string, { path: string; exists: boolean }>;
   /** Kernel each sandboxing shim shows its pods, by shim name, when the node state knows it. */
   guestKernels?: Record<string, string>;
 }
@@ -60,8 +62,14 @@ export function createSandbox(handler: string, state: NodeRuntimeState, containe
     return fail(`failed to get sandbox runtime: no runtime for "${handler}" is configured`);
   }
   const runtimeType = state.runtimeTypes?.[handler] || guessRuntimeType(handler);
-  const shim = shimBinary(runtimeType);
-  if (!state.shims.includes(shim)) {
+  const runtimePath = state.runtimePaths?.[handler];
+  const shim = runtimePath ? runtimePath.path.slice(runtimePath.path.lastIndexOf('/') + 1) : shimBinary(runtimeType);
+  if (runtimePath && !runtimePath.exists) {
+    // containerd uses an absolute runtime_path as is (resolveRuntimePath), so the start itself fails (exec).
+    return fail(`failed to start sandbox "${sandboxId}": failed to create containerd task: failed to create shim task: ` +
+      `failed to start shim: start failed: fork/exec ${runtimePath.path}: no such file or directory: unknown`);
+  }
+  if (!runtimePath && !state.shims.includes(shim)) {
     return fail(`failed to start sandbox "${sandboxId}": failed to create containerd task: failed to create shim task: ` +
       `failed to start shim: failed to resolve runtime path: runtime "${runtimeType}" binary not installed "${shim}": file does not exist: unknown`);
   }

@@ -26,6 +26,8 @@ export interface ControlledNode {
   containerdSocket: string;
   hostKernel: string;
   labels?: Record<string, string>;
+  /** The node's containerd: `2` reports `status.runtimeHandlers` (CRI ≥ 2.0), `1.6` does not. */
+  containerd?: '' | '1.6' | '2';
 }
 
 export interface KubeletControllerOptions<N extends ControlledNode> {
@@ -167,7 +169,7 @@ export class KubeletController<N extends ControlledNode> {
           kernelVersion: n.hostKernel,
           kubeletVersion: this.opts.kubeletVersion,
           kubeProxyVersion: '',
-          containerRuntimeVersion: 'containerd://simulated',
+          containerRuntimeVersion: n.containerd === '2' ? 'containerd://2.2.9' : n.containerd === '1.6' ? 'containerd://1.6.20' : 'containerd://simulated',
           machineID: '',
           systemUUID: '',
           bootID: '',
@@ -237,7 +239,11 @@ export class KubeletController<N extends ControlledNode> {
             lastTransitionTime: view.readySince,
           },
         ],
-        runtimeHandlers: handlers.map((name) => ({ name, features: { recursiveReadOnlyMounts: false, userNamespaces: false } })),
+        // Only containerd >= 2.0 sends handlers in its CRI status (1.7 and older never do; KATA.md §6); the apiserver
+        // (v1.34, gate RecursiveReadOnlyMounts GA) keeps the field. Features are introspected for runc only (≤ v2.3).
+        ...(n.containerd === '2' ? {
+          runtimeHandlers: handlers.map((name) => ({ name, ...(name === 'runc' ? { features: { recursiveReadOnlyMounts: false, userNamespaces: false } } : {}) })),
+        } : {}),
         nodeInfo: { kernelVersion: view.state?.hostKernel ?? n.hostKernel },
       },
     };
@@ -277,6 +283,8 @@ export class KubeletController<N extends ControlledNode> {
     const rcName = pod.spec.runtimeClassName;
     const handler = rcName === undefined ? defaultHandler : handlerOf.get(rcName);
     const sandboxId = randomBytes(32).toString('hex');
+    // containerd resolves the shim when it creates the sandbox: read the node now, not at the last node poll.
+    view.state = await this.opts.readNodeRuntimeState(node).catch(() => view.state);
     let outcome: SandboxOutcome;
     if (handler === undefined) {
       outcome = { ok: false, handler: '', message: `Failed to create pod sandbox: failed to lookup RuntimeClass ${rcName}: runtimeclass.node.k8s.io "${rcName}" not found` };

@@ -1,7 +1,9 @@
 // The files that make one simulated node what it is: pure builders for their contents, and
 // `prepareNodeDir`, which lays them out in the node's directory before its first boot.
 // sim/node/init.sh mounts them into the node's view; sim/README.md lists every one.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { dirname, join } from 'node:path';
 import type { Fault } from './faults';
 
@@ -108,6 +110,8 @@ export interface NodeEnv {
   KUBECTL_BIN: string;
   /** `absent`: the node has no /etc/containerd/config.toml (the machine's must not show through). */
   CONTAINERD_CONFIG: 'present' | 'absent';
+  /** The lower layer of the node's /var: the machine's /var as it was at fleet start ({@link snapshotMachineVar}). */
+  VAR_LOWER: string;
 }
 
 export function nodeEnvFile(env: NodeEnv): string {
@@ -127,6 +131,24 @@ export interface NodeDirContents {
   repoPort: number;
   faults: Fault[];
   kubeconfig?: string;
+}
+
+/**
+ * The machine's /var as it is now, for the nodes' /var overlays, so that what the machine installs or logs later
+ * (apt lists, the dpkg database) does not show through into running nodes. Hard links where the fleet directory
+ * shares /var's file system (a file the machine replaces — dpkg, apt and most tools write a new file and rename it —
+ * keeps its old content here; one it rewrites in place, such as an appended log, shows through), a copy otherwise.
+ * `/var/tmp` is left out (an empty one, mode 1777). Returns `target`.
+ */
+export async function snapshotMachineVar(target: string): Promise<string> {
+  await mkdir(target, { recursive: true });
+  for (const entry of await readdir('/var')) {
+    if (entry === 'tmp') continue;
+    await promisify(execFile)('cp', ['-al', `/var/${entry}`, `${target}/`]).catch(() => promisify(execFile)('cp', ['-a', `/var/${entry}`, `${target}/`]));
+  }
+  await mkdir(join(target, 'tmp'), { recursive: true });
+  await chmod(join(target, 'tmp'), 0o1777);
+  return target;
 }
 
 /** Writes everything a node needs before its first boot into its (fresh) directory. */

@@ -21,6 +21,8 @@ export interface NodeRuntimeState {
   handlers: string[];
   /** handler → runtime_type (e.g. `io.containerd.kata.v2`) from the same CRI answer. */
   runtimeTypes: Record<string, string>;
+  /** handler → its CRI `runtime_path` and whether a file is there (symlinks followed as on the node). */
+  runtimePaths: Record<string, { path: string; exists: boolean }>;
   /** containerd-shim-*-v* binaries on the node's PATH (what containerd can start). */
   shims: string[];
   /** Guest kernel of the installed Kata package (`uname -r` inside a Kata pod), if installed. */
@@ -80,17 +82,33 @@ async function readdirInNode(node: Pick<SimNode, 'dir'>, dirInNode: string): Pro
   return [...visible];
 }
 
-/** Follows symlinks the way the node would (absolute targets inside the node's view). */
-async function existsInNode(node: Pick<SimNode, 'dir'>, pathInNode: string, depth = 0): Promise<boolean> {
-  if (depth > 8) return false;
-  const host = hostPathOf(node, pathInNode);
-  try {
-    const target = await readlink(host);
-    const next = isAbsolute(target) ? target : resolve(pathInNode, '..', target);
-    return existsInNode(node, next, depth + 1);
-  } catch {
-    return stat(host).then((s) => s.isFile(), () => false);
+/**
+ * The path with every symlink resolved the way the node would resolve it, component by component (absolute
+ * targets inside the node's view: `/opt/kata` → `/opt/kata-releases/3.32.0/opt/kata`), or undefined after 40 links.
+ */
+export async function realPathInNode(node: Pick<SimNode, 'dir'>, pathInNode: string): Promise<string | undefined> {
+  let parts = pathInNode.split('/').filter(Boolean);
+  let done = '';
+  for (let links = 0; parts.length > 0;) {
+    const next = `${done}/${parts[0]}`;
+    const target = await readlink(hostPathOf(node, next)).catch(() => undefined);
+    if (target === undefined) {
+      done = next;
+      parts = parts.slice(1);
+      continue;
+    }
+    if (++links > 40) return undefined;
+    const resolved = isAbsolute(target) ? target : resolve(done || '/', target);
+    parts = [...resolved.split('/').filter(Boolean), ...parts.slice(1)];
+    done = '';
   }
+  return done || '/';
+}
+
+/** Whether a regular file is at `pathInNode`, following symlinks the way the node would. */
+async function existsInNode(node: Pick<SimNode, 'dir'>, pathInNode: string): Promise<boolean> {
+  const real = await realPathInNode(node, pathInNode);
+  return real !== undefined && stat(hostPathOf(node, real)).then((s) => s.isFile(), () => false);
 }
 
 async function installedShims(node: SimNode): Promise<string[]> {
@@ -105,7 +123,7 @@ async function installedShims(node: SimNode): Promise<string[]> {
 
 interface CriInfo {
   status?: { conditions?: { type: string; status: boolean }[]; runtimeHandlers?: { name: string }[] };
-  config?: { containerd?: { runtimes?: Record<string, { runtimeType?: string }> } };
+  config?: { containerd?: { runtimes?: Record<string, { runtimeType?: string; runtimePath?: string }> } };
 }
 
 async function criInfo(node: SimNode): Promise<CriInfo | undefined> {
@@ -130,7 +148,13 @@ export async function readNodeRuntimeState(node: SimNode): Promise<NodeRuntimeSt
   for (const h of info?.status?.runtimeHandlers ?? []) if (h.name) handlers.add(h.name);
   const runtimeTypes = Object.fromEntries(Object.entries(runtimes).map(([name, r]) => [name, r.runtimeType ?? '']));
   const shims = await installedShims(node);
-  const guestKernel = (await readFile(hostPathOf(node, '/opt/kata/share/kata-containers/guest-kernel-version'), 'utf8').catch(() => '')).trim() || undefined;
+  const kernelFile = await realPathInNode(node, '/opt/kata/share/kata-containers/guest-kernel-version');
+  const guestKernel = kernelFile === undefined ? undefined : (await readFile(hostPathOf(node, kernelFile), 'utf8').catch(() => '')).trim() || undefined;
+  // runtime_path (containerd >= 1.6): containerd runs that file and ignores the name runtime_type implies.
+  const runtimePaths: Record<string, { path: string; exists: boolean }> = {};
+  for (const [name, r] of Object.entries(runtimes)) {
+    if (r.runtimePath) runtimePaths[name] = { path: r.runtimePath, exists: await existsInNode(node, r.runtimePath) };
+  }
   const guestKernels: Record<string, string> = {};
   if (guestKernel && shims.includes('containerd-shim-kata-v2')) guestKernels['containerd-shim-kata-v2'] = guestKernel;
   if (shims.includes('containerd-shim-runsc-v1')) guestKernels['containerd-shim-runsc-v1'] = gvisorKernel;
@@ -138,6 +162,7 @@ export async function readNodeRuntimeState(node: SimNode): Promise<NodeRuntimeSt
     containerdActive: info !== undefined,
     handlers: [...handlers].sort(),
     runtimeTypes,
+    runtimePaths,
     shims,
     guestKernel,
     guestKernels,

@@ -1,5 +1,6 @@
 // The fleet's package mirror: real .deb packages built with dpkg-deb (a simulated Kata Containers and
-// gVisor), a flat apt repository (Packages + Release), and an HTTP server for it on 127.0.0.1.
+// gVisor), a flat apt repository (Packages + Release), Kata static release tarballs with upstream's
+// names and layout (sim/kata-release.ts), and an HTTP server for all of it on 127.0.0.1.
 // Every node's apt source points at http://packages.katafleet.test:PORT/ (see node-files.ts).
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -9,6 +10,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join, normalize, relative } from 'node:path';
 import { promisify } from 'node:util';
+import { buildKataReleases } from './kata-release';
 
 const run = promisify(execFile);
 const sources = join(__dirname, 'node', 'packages');
@@ -114,6 +116,7 @@ export async function buildPackageRepository(dir: string): Promise<{ dir: string
     );
   }
   await rm(join(dir, 'build'), { recursive: true, force: true });
+  await buildKataReleases(dir);
   const packagesFile = join(dir, 'Packages');
   await writeFile(packagesFile, entries.join('\n'));
   const size = (await stat(packagesFile)).size;

@@ -5,6 +5,7 @@ import type { Step } from '../playbooks/schema';
 export const activityByKind = {
   'prereq-check': 'prereqCheck',
   'package-install': 'packageInstall',
+  'release-tarball': 'releaseTarball',
   'containerd-patch': 'containerdPatch',
   'service-restart': 'serviceRestart',
   'readiness-gate': 'readinessGate',

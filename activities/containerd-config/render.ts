@@ -31,6 +31,7 @@ export type TomlValue = string | number | boolean | TomlValue[] | TomlData;
 /** The table data a runtime spec stands for, exactly as a TOML parser returns it from the rendered text. */
 export function runtimeData(runtime: RuntimeSpec): TomlData {
   const data: TomlData = { runtime_type: runtime.runtime_type };
+  if (runtime.runtime_path !== undefined) data.runtime_path = runtime.runtime_path;
   if (runtime.privileged_without_host_devices !== undefined) data.privileged_without_host_devices = runtime.privileged_without_host_devices;
   if (runtime.pod_annotations !== undefined) data.pod_annotations = [...runtime.pod_annotations];
   if (runtime.snapshotter !== undefined) data.snapshotter = runtime.snapshotter;

@@ -1,6 +1,6 @@
 /**
  * `readiness-gate`: waits until the Kubernetes Node is Ready and, where the kubelet reports
- * `status.runtimeHandlers` (Kubernetes ≥ 1.30), lists the handlers. Read-only.
+ * `status.runtimeHandlers` (containerd ≥ 2.0 with Kubernetes ≥ 1.31; reality/KATA.md §6), lists the handlers. Read-only.
  */
 import { describeReady, isReady, Kubectl, requireKubernetes, type KubeNode } from '../kubectl';
 import type { SshPool } from '../ssh';
@@ -35,7 +35,9 @@ export async function readinessGate(pool: SshPool, request: StepRequest<Readines
   }, timeLeftMs(started, parseDuration(step.timeout), 5_000), 2_000);
 
   const reported = last && reportedHandlers(last);
-  const handlers = reported === undefined ? 'status.runtimeHandlers not reported (Kubernetes < 1.30)' : `runtimeHandlers ${reported.join(', ') || 'none'}`;
+  const handlers = reported === undefined
+    ? `status.runtimeHandlers not reported (it needs containerd >= 2.0 and Kubernetes >= 1.31), so ${required.length > 0 ? `${required.join(', ')} not checked there: ` : ''}Ready checked only`
+    : `runtimeHandlers ${reported.join(', ') || 'none'}`;
   if (!passed) {
     const missing = reported ? required.filter((h) => !reported.includes(h)) : [];
     throw transientFailure(NodeNotReady,

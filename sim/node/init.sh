@@ -17,9 +17,12 @@ hostname "$NODE_NAME"
 # 1. /etc, /var and /usr stay the machine's, with every change the node makes (dpkg, apt, configs,
 #    users, files a package puts in /usr) kept in the node's own upper layer. The fleet directory must
 #    not lie below them.
+#    /var's lower layer is the machine's /var as it was at fleet start (VAR_LOWER, sim/node-files.ts), not the live one.
 for tree in etc var usr; do
+  lower=/$tree
+  if [ "$tree" = var ] && [ -n "${VAR_LOWER:-}" ]; then lower=$VAR_LOWER; fi
   mount -t overlay "node-$tree" \
-    -o "lowerdir=/$tree,upperdir=$node_dir/overlay/$tree/upper,workdir=$node_dir/overlay/$tree/work" "/$tree"
+    -o "lowerdir=$lower,upperdir=$node_dir/overlay/$tree/upper,workdir=$node_dir/overlay/$tree/work" "/$tree"
 done
 
 # 2. Mounts whose sources the later mounts hide (the fleet may live under /tmp, binaries under /root).

@@ -9,6 +9,7 @@ import { checkAllowlist, type Allowlist } from '../../playbooks/allowlists';
 const notForTheShell: Record<string, string> = {
   localPath: 'a path on the machine running katafleet (key files, known_hosts); read by the worker, never sent to a node',
   failureType: 'a Temporal failure type name; never sent to a node',
+  releaseUrlTemplate: 'a template with {placeholders}; only its expansion, checked with releaseUrl, reaches a node',
 };
 
 const shellLists = Object.entries(allowlists)
@@ -33,6 +34,8 @@ const examples: Record<string, string[]> = {
   containerdConfigPath: ['/etc/containerd/config.toml'],
   containerdDropInPath: ['/etc/containerd/conf.d/katafleet.toml'],
   modulesLoadFile: ['/etc/modules-load.d/katafleet.conf'],
+  kataVersion: ['3.32.0', '3.21.0-rc0', '3.2.0~rc1'],
+  releaseUrl: ['https://github.com/kata-containers/kata-containers/releases/download/3.32.0/kata-static-3.32.0-amd64.tar.zst', 'http://127.0.0.1:8080/k/kata-static-3.20.0-arm64.tar.xz'],
   kataInstallPath: ['/opt/kata/share/defaults/kata-containers/configuration-qemu.toml'],
   imageReference: ['docker.io/library/busybox:1.36.1', 'registry.k8s.io/pause@sha256:abc'],
   quantity: ['250m', '160Mi'],

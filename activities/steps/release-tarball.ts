@@ -1,0 +1,416 @@
+/**
+ * `release-tarball`: installs a Kata Containers static release the way upstream ships it
+ * (`kata-static-<version>-<arch>.tar.{xz,zst}`, members `./opt/kata/...`; reality/KATA.md §1), side by side:
+ *
+ *   /opt/kata-releases/<version>/opt/kata/…        the extracted tree (+ `.katafleet-release`, its marker)
+ *   /opt/kata → /opt/kata-releases/<version>/opt/kata   a symlink, switched with `ln -sfn` + `mv -T` (one rename)
+ *   /usr/local/bin/{kata-runtime,containerd-shim-kata-v2} → /opt/kata/bin/…   kata-manager-style links
+ *
+ * Side effects are few and ordered so that a re-run after a crash finishes the job: (1) a journal file names
+ * what was there before (the previous `/opt/kata` target, whether the version directory and links existed);
+ * (2) the tarball is checked (sha256, member paths) and extracted into a temporary directory, renamed into
+ * place; (3) `/opt/kata` is switched; (4) the links are made. The undo reads nothing from the node's past but
+ * its own record: it switches `/opt/kata` back (or removes it), removes the links and version directory it
+ * created, and deletes the journal.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, posix } from 'node:path';
+import { checkAllowlist, KATA_LINK_DIR, KATA_RELEASES_DIR, kataVersion, releaseUrl } from '../../playbooks/allowlists';
+import { KATA_ARCHES, type KataArch, type ReleaseTarballStep } from '../../playbooks/schema';
+import { flag, sh } from '../ssh';
+import type { StepOutcome, StepRequest, Undo } from '../node-types';
+import type { NodeShell } from './node-shell';
+import { permanentFailure, transientFailure, whileHeartbeating } from './step-runtime';
+
+/** `/opt/kata` (or a link in /usr/local/bin) is something katafleet did not make: never overwritten. */
+export const KataInstallConflict = 'KataInstallConflict';
+/** The downloaded tarball's sha256 is not the pinned one. Never retried: the pin or the URL must change. */
+export const ReleaseChecksumMismatch = 'ReleaseChecksumMismatch';
+/** The playbook pins no sha256 for the node's architecture, or the architecture has no Kata release. */
+export const ReleaseArchUnsupported = 'ReleaseArchUnsupported';
+/** The tarball could not be downloaded (network, HTTP error); retried. */
+export const ReleaseDownloadFailed = 'ReleaseDownloadFailed';
+/** The tarball holds members outside `./opt/kata/`, or is not a readable tar. Never retried. */
+export const ReleaseTarballUnsafe = 'ReleaseTarballUnsafe';
+
+/** The path containerd, kata-manager and kata-deploy expect Kata under. */
+export const KATA_PATH = '/opt/kata';
+/** The links kata-manager makes (KATA.md §1.3), here in /usr/local/bin. */
+export const KATA_LINK_NAMES = ['kata-runtime', 'containerd-shim-kata-v2'] as const;
+/** Where the step's journal lives on the node, next to package-install's markers. */
+export const RELEASE_JOURNAL_DIR = '/var/lib/katafleet';
+
+/** `/opt/kata-releases/<version>`: one directory per installed version. */
+export function releaseDir(version: string): string {
+  return posix.join(KATA_RELEASES_DIR, version);
+}
+
+/** The extracted `opt/kata` tree of `version`; `/opt/kata` points here. */
+export function releaseTree(version: string): string {
+  return posix.join(releaseDir(version), 'opt', 'kata');
+}
+
+/** Whether `path` is a version tree of {@link releaseTree}'s form, e.g. `/opt/kata-releases/3.31.0/opt/kata`. */
+export function isReleaseTree(path: string): boolean {
+  return /^\/opt\/kata-releases\/[0-9]+\.[0-9]+\.[0-9]+[A-Za-z0-9.+~^_-]*\/opt\/kata$/.test(path) && !path.split('/').includes('..');
+}
+
+/** The marker katafleet writes into each tree it extracted: `version=…` and `sha256=…`. */
+export function releaseMarker(tree: string): string {
+  return posix.join(tree, '.katafleet-release');
+}
+
+/** The journal of run `runId`'s step `stepId`: what was there before it changed anything. */
+export function releaseJournalPath(runId: string, stepId: string): string {
+  return posix.join(RELEASE_JOURNAL_DIR, `release-${runId.slice(0, 12)}-${stepId}.state`);
+}
+
+/** The Kata asset name of a machine (`uname -m`), or undefined when Kata publishes none for it. */
+export function kataArchOf(machine: string): KataArch | undefined {
+  const byMachine: Record<string, KataArch> = { x86_64: 'amd64', amd64: 'amd64', aarch64: 'arm64', arm64: 'arm64', s390x: 's390x', ppc64le: 'ppc64le' };
+  return byMachine[machine.trim()];
+}
+
+/** `tar.zst` from 3.21.0 (upstream commit ad240a39e6), `tar.xz` before. */
+export function releaseExtension(version: string): 'tar.xz' | 'tar.zst' {
+  const [major, minor] = version.split('.').map((part) => Number.parseInt(part, 10));
+  return major > 3 || (major === 3 && minor >= 21) ? 'tar.zst' : 'tar.xz';
+}
+
+/** The URL template with `{version}`, `{arch}`, `{ext}` replaced. */
+export function expandReleaseUrl(template: string, version: string, arch: KataArch): string {
+  return template.replaceAll('{version}', version).replaceAll('{arch}', arch).replaceAll('{ext}', releaseExtension(version));
+}
+
+/** Compression from the file name, as upstream names it. */
+export function compressionOf(url: string): 'xz' | 'zstd' {
+  return url.endsWith('.tar.zst') ? 'zstd' : 'xz';
+}
+
+/**
+ * Members that kata-manager would refuse ("contains unexpected paths": anything but `./`, `./opt/`,
+ * `./opt/kata/…`), plus any `..` segment. Empty = the listing is safe to extract.
+ */
+export function unsafeMembers(listing: string): string[] {
+  return listing.split('\n').map((line) => line.trim()).filter(Boolean)
+    .filter((member) => !/^(\.\/)?(opt\/?(kata(\/.*)?)?)?$/.test(member) || member.split('/').includes('..'));
+}
+
+/** What the node holds now, read in one command. */
+export interface ReleaseState {
+  machine: string;
+  /** What `/opt/kata` is. */
+  kata: 'link' | 'dir' | 'other' | 'absent';
+  /** `readlink /opt/kata` when it is a link. */
+  target?: string;
+  /** Marker fields of the tree `/opt/kata` leads to (link or directory). */
+  current: Record<string, string>;
+  /** Marker fields of this version's tree, when it exists. */
+  wanted?: Record<string, string>;
+  versionDirExists: boolean;
+  /** link path → `readlink` (or `file` for a non-link). Absent = no such file. */
+  links: Record<string, string>;
+  /** This run's journal, when an earlier attempt wrote it. */
+  journal?: Record<string, string>;
+}
+
+/** Parses the probe's `key=value` lines (prefix `current.`, `wanted.`, `link.`, `journal.`). */
+export function parseReleaseState(output: string): ReleaseState {
+  const state: ReleaseState = { machine: '', kata: 'absent', current: {}, versionDirExists: false, links: {} };
+  for (const line of output.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq < 0) continue;
+    const key = line.slice(0, eq);
+    const value = line.slice(eq + 1);
+    if (key === 'machine') state.machine = value;
+    else if (key === 'kata') state.kata = value as ReleaseState['kata'];
+    else if (key === 'target') state.target = value;
+    else if (key === 'versiondir') state.versionDirExists = value === 'yes';
+    else if (key.startsWith('current.')) state.current[key.slice(8)] = value;
+    else if (key.startsWith('wanted.')) (state.wanted ??= {})[key.slice(7)] = value;
+    else if (key.startsWith('link.')) state.links[key.slice(5)] = value;
+    else if (key.startsWith('journal.')) (state.journal ??= {})[key.slice(8)] = value;
+  }
+  return state;
+}
+
+function linkPaths(step: Pick<ReleaseTarballStep, 'links'>): string[] {
+  return step.links ? KATA_LINK_NAMES.map((name) => posix.join(KATA_LINK_DIR, name)) : [];
+}
+
+/** Reads `/opt/kata`, the wanted version's tree and marker, the links and this run's journal. */
+export async function readReleaseState(shell: NodeShell, version: string, links: readonly string[], journal?: string): Promise<ReleaseState> {
+  const output = await shell.output(sh`k=${KATA_PATH}
+echo "machine=$(uname -m)"
+if test -L "$k"; then echo kata=link; echo "target=$(readlink "$k")"; elif test -d "$k"; then echo kata=dir; elif test -e "$k"; then echo kata=other; else echo kata=absent; fi
+if test -f "$k/.katafleet-release"; then sed 's/^/current./' "$k/.katafleet-release"; fi
+if test -d ${releaseDir(version)}; then echo versiondir=yes; fi
+if test -f ${releaseMarker(releaseTree(version))}; then sed 's/^/wanted./' ${releaseMarker(releaseTree(version))}; fi
+for l in ${[...links]}; do if test -L "$l"; then echo "link.$l=$(readlink "$l")"; elif test -e "$l"; then echo "link.$l=file"; fi; done
+${journal === undefined ? sh`true` : sh`if test -f ${journal}; then sed 's/^/journal./' ${journal}; fi`}`, { asRoot: true });
+  return parseReleaseState(output);
+}
+
+/** The message of a conflict: what was found, and what to do about it. */
+export function installConflictMessage(node: string, found: string, fix: string): string {
+  return `Node ${node}: ${found}; katafleet installs Kata only where it does not overwrite what it did not make — ${fix}. Nothing was changed`;
+}
+
+/** Refuses (KataInstallConflict) what the install would overwrite; pure, over the state read. */
+export function findConflicts(node: string, state: ReleaseState, links: readonly string[], journal: Record<string, string> | undefined): void {
+  if (state.kata === 'other') {
+    throw permanentFailure(KataInstallConflict, installConflictMessage(node, `${KATA_PATH} is neither a directory nor a symlink`, `move ${KATA_PATH} aside and run the rollout again`));
+  }
+  if (state.kata === 'link' && !isReleaseTree(state.target ?? '')) {
+    throw permanentFailure(KataInstallConflict, installConflictMessage(node, `${KATA_PATH} is a symlink to ${state.target}, not into ${KATA_RELEASES_DIR}`,
+      `remove the link (rm ${KATA_PATH}) if that install is no longer used, then run the rollout again`));
+  }
+  if (state.kata === 'dir' && (state.current.version === undefined || checkAllowlist(state.current.version, kataVersion) !== undefined)) {
+    throw permanentFailure(KataInstallConflict, installConflictMessage(node,
+      `${KATA_PATH} is a directory that katafleet did not install (no ${releaseMarker(KATA_PATH)}: a kata-containers package, kata-manager or kata-deploy?)`,
+      `remove that install first (apt-get purge kata-containers, kata-deploy's cleanup, or move ${KATA_PATH} aside by hand), then run the rollout again`));
+  }
+  const createdByUs = new Set((journal?.links ?? '').split(',').filter(Boolean));
+  for (const link of links) {
+    const found = state.links[link];
+    const name = posix.basename(link);
+    if (found === undefined || found === posix.join(KATA_PATH, 'bin', name) || createdByUs.has(link)) continue;
+    throw permanentFailure(KataInstallConflict, installConflictMessage(node, `${link} exists and ${found === 'file' ? 'is not a symlink' : `points to ${found}`}, not to ${posix.join(KATA_PATH, 'bin', name)}`,
+      `remove it if it belongs to an old install, or set links = false in the release-tarball step`));
+  }
+}
+
+// ───────────────────────────── the worker's download cache ─────────────────────────────
+
+/** Where the worker keeps downloaded tarballs, one file per sha256. */
+export function releaseCacheDir(): string {
+  return process.env.KATAFLEET_RELEASE_CACHE ?? join(tmpdir(), 'katafleet-release-cache');
+}
+
+const downloads = new Map<string, Promise<Buffer>>();
+
+/** The message when a tarball's sha256 is not the pinned one. */
+export function checksumMismatchMessage(url: string, wanted: string, got: string, where: string): string {
+  return `The Kata release ${url} has sha256 ${got} (${where}), but the playbook pins ${wanted}: a changed or corrupted file, or a wrong pin — ` +
+    'check the file and fix the sha256 table (or the url) of the release-tarball step';
+}
+
+/**
+ * The tarball's bytes, downloaded by the worker once per sha256 (concurrent callers share the download; later
+ * ones read the cache) and checked against `sha256` before anything uses them.
+ */
+export function workerDownload(url: string, sha256: string): Promise<Buffer> {
+  let pending = downloads.get(sha256);
+  if (!pending) {
+    pending = downloadOnce(url, sha256).finally(() => downloads.delete(sha256));
+    downloads.set(sha256, pending);
+  }
+  return pending;
+}
+
+async function downloadOnce(url: string, sha256: string): Promise<Buffer> {
+  const cached = join(releaseCacheDir(), sha256);
+  const hit = await readFile(cached).catch(() => undefined);
+  if (hit && createHash('sha256').update(hit).digest('hex') === sha256) return hit;
+  let body: Buffer;
+  try {
+    const response = await fetch(url, { redirect: 'follow' });
+    if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`);
+    body = Buffer.from(await response.arrayBuffer());
+  } catch (err) {
+    throw transientFailure(ReleaseDownloadFailed, `The worker could not download the Kata release ${url}: ${(err as Error).message}; trying again`, err);
+  }
+  const got = createHash('sha256').update(body).digest('hex');
+  if (got !== sha256) throw permanentFailure(ReleaseChecksumMismatch, checksumMismatchMessage(url, sha256, got, 'downloaded by the worker'));
+  await mkdir(releaseCacheDir(), { recursive: true, mode: 0o700 });
+  await writeFile(`${cached}.tmp-${process.pid}`, body, { mode: 0o600 });
+  await rename(`${cached}.tmp-${process.pid}`, cached);
+  return body;
+}
+
+// ───────────────────────────── the step ─────────────────────────────
+
+/** Runs the step: see the file's header. */
+export async function releaseTarball(shell: NodeShell, request: StepRequest<ReleaseTarballStep>): Promise<StepOutcome> {
+  const { step, runId } = request;
+  const links = linkPaths(step);
+  const journalPath = releaseJournalPath(runId, step.id);
+  const tree = releaseTree(step.version);
+  const state = await readReleaseState(shell, step.version, links, journalPath);
+
+  const arch = step.arch === 'auto' ? kataArchOf(state.machine) : step.arch;
+  if (arch === undefined) {
+    throw permanentFailure(ReleaseArchUnsupported, `Node ${shell.name}: Kata publishes no static release for machine "${state.machine}" (only ${KATA_ARCHES.join(', ')}); leave this node out or set arch in the release-tarball step`);
+  }
+  const sha256 = step.sha256[arch];
+  if (sha256 === undefined) {
+    throw permanentFailure(ReleaseArchUnsupported, `Node ${shell.name} is ${arch}, but release-tarball "${step.id}" pins a sha256 only for ${Object.keys(step.sha256).join(', ')}: add ${arch} = "<sha256 of kata-static-${step.version}-${arch}.${releaseExtension(step.version)}>" to its sha256 table`);
+  }
+  const url = expandReleaseUrl(step.url, step.version, arch);
+  const urlProblem = checkAllowlist(url, releaseUrl);
+  if (urlProblem !== undefined) throw permanentFailure('StepRefused', `release-tarball "${step.id}": the url expands to ${urlProblem}; fix url in the playbook`);
+
+  const facts = { version: step.version, arch, url, sha256, fetch: step.fetch };
+  const linksOk = links.every((link) => state.links[link] === posix.join(KATA_PATH, 'bin', posix.basename(link)));
+  const installed = state.kata === 'link' && state.target === tree && state.wanted?.sha256 === sha256;
+  if (installed && linksOk) {
+    if (state.journal !== undefined) {
+      return { changed: true, summary: `Kata ${step.version} active at ${KATA_PATH} → ${tree} (by an earlier attempt of this run)`, undo: undoOf(step, state.journal), facts };
+    }
+    return { changed: false, summary: `Kata ${step.version} already active at ${KATA_PATH} → ${tree} (sha256 ${sha256.slice(0, 12)}…)`, facts };
+  }
+
+  findConflicts(shell.name, state, links, state.journal);
+  if (state.versionDirExists && state.wanted?.sha256 !== sha256 && state.journal?.createdDir !== '1') {
+    throw permanentFailure(KataInstallConflict, installConflictMessage(shell.name,
+      `${releaseDir(step.version)} exists but ${state.wanted ? `holds a tarball with sha256 ${state.wanted.sha256}` : 'is not a tree katafleet extracted'}`,
+      `remove ${releaseDir(step.version)} (no /opt/kata points to it) and run the rollout again`));
+  }
+
+  // (1) Journal: what was there before this run changed anything (kept from an earlier attempt).
+  const journal = state.journal ?? {
+    previous: state.kata === 'link' ? state.target! : state.kata === 'dir' ? releaseTree(state.current.version) : '',
+    createdDir: state.versionDirExists ? '0' : '1',
+    links: links.filter((link) => state.links[link] === undefined).join(','),
+  };
+  if (state.journal === undefined) {
+    await shell.writeFileAtomic(journalPath, Object.entries(journal).map(([key, value]) => `${key}=${value}\n`).join(''));
+  }
+
+  // (2) The version's tree: checked and extracted beside, renamed into place.
+  if (state.wanted?.sha256 !== sha256) await extractRelease(shell, { ...step, url, sha256, runId });
+
+  // (3) An earlier katafleet tree that is a real directory at /opt/kata moves to its versioned place.
+  if (state.kata === 'dir') {
+    const aside = releaseTree(state.current.version);
+    if (await shell.exists(aside)) {
+      throw permanentFailure(KataInstallConflict, installConflictMessage(shell.name, `${KATA_PATH} is katafleet's Kata ${state.current.version} as a directory, and ${aside} exists too`,
+        `remove one of them, then run the rollout again`));
+    }
+    await shell.run(sh`mkdir -p ${posix.dirname(aside)} && mv -T ${KATA_PATH} ${aside}`);
+  }
+  // (4) The switch: one rename.
+  await shell.run(sh`ln -sfn ${tree} ${KATA_PATH}.katafleet-new && mv -T ${KATA_PATH}.katafleet-new ${KATA_PATH}`);
+  // (5) kata-manager-style links.
+  for (const link of links) await shell.run(sh`ln -sfn ${posix.join(KATA_PATH, 'bin', posix.basename(link))} ${link}`);
+
+  const version = await shell.run(sh`${posix.join(KATA_PATH, 'bin', 'kata-runtime')} --version`, { asRoot: false, allowExitCodes: [...Array(256).keys()] });
+  const from = journal.previous ? ` (was ${journal.previous})` : '';
+  return {
+    changed: true,
+    summary: `installed Kata ${step.version} (${arch}, sha256 ${sha256.slice(0, 12)}…) at ${tree}; ${KATA_PATH} → it${from}` +
+      `${links.length > 0 ? `; links ${links.join(', ')}` : ''}; ${version.stdout.split('\n')[0].replace(/\s+/g, ' ').trim() || 'kata-runtime --version said nothing'}`,
+    undo: undoOf(step, journal),
+    facts,
+  };
+}
+
+function undoOf(step: ReleaseTarballStep, journal: Record<string, string>): Undo {
+  return {
+    kind: 'remove-release',
+    stepId: step.id,
+    version: step.version,
+    ...(journal.previous ? { previous: journal.previous } : {}),
+    createdVersionDir: journal.createdDir === '1',
+    createdLinks: (journal.links ?? '').split(',').filter(Boolean),
+  };
+}
+
+/** Gets the tarball onto the node (pushed by the worker or fetched there), checks it, extracts it beside, renames it into place. */
+async function extractRelease(shell: NodeShell, o: { version: string; url: string; sha256: string; fetch: 'worker' | 'node'; runId: string }): Promise<void> {
+  const run12 = o.runId.slice(0, 12).replace(/[^A-Za-z0-9-]/g, '');
+  const incoming = posix.join(KATA_RELEASES_DIR, `.incoming-${run12}.${releaseExtension(o.version)}`);
+  const staging = posix.join(KATA_RELEASES_DIR, `.extract-${run12}`);
+  const dir = releaseDir(o.version);
+  await shell.run(sh`mkdir -p ${KATA_RELEASES_DIR} && chmod 0755 ${KATA_RELEASES_DIR} && rm -rf ${staging} ${incoming}`);
+  if (o.fetch === 'worker') {
+    // A real tarball is hundreds of MB: heartbeat while it downloads, or the workflow's heartbeat timeout ends the attempt.
+    const bytes = await whileHeartbeating(workerDownload(o.url, o.sha256));
+    await shell.run(sh`cat > ${incoming}`, { stdin: bytes, timeoutMs: 30 * 60_000 });
+  } else {
+    const got = await shell.run(sh`if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 2 -o ${incoming} ${o.url}; elif command -v wget >/dev/null 2>&1; then wget -q -O ${incoming} ${o.url}; else exit 127; fi`,
+      { allowExitCodes: [...Array(256).keys()], timeoutMs: 30 * 60_000 });
+    if (got.exitCode === 127) {
+      throw permanentFailure(ReleaseDownloadFailed, `Node ${shell.name} has neither curl nor wget, so it cannot fetch ${o.url}: install one, or use fetch = "worker" (the worker downloads and sends the tarball over SSH)`);
+    }
+    if (got.exitCode !== 0) {
+      await shell.run(sh`rm -f ${incoming}`);
+      throw transientFailure(ReleaseDownloadFailed, `Node ${shell.name} could not download ${o.url} (exit ${got.exitCode}: ${got.stderr.trim().split('\n').slice(-2).join('; ')}); trying again — a node without internet needs fetch = "worker"`);
+    }
+  }
+  const onNode = await shell.sha256(incoming);
+  if (onNode !== o.sha256) {
+    await shell.run(sh`rm -f ${incoming}`);
+    throw permanentFailure(ReleaseChecksumMismatch, checksumMismatchMessage(o.url, o.sha256, onNode ?? 'none (the file is missing)', `as received by node ${shell.name}`));
+  }
+  const compression = flag(compressionOf(o.url) === 'zstd' ? '--zstd' : '--xz');
+  const listing = await whileHeartbeating(shell.run(sh`tar ${compression} -tf ${incoming}`, { allowExitCodes: [...Array(256).keys()], timeoutMs: 10 * 60_000 }));
+  const unsafe = listing.exitCode === 0 ? unsafeMembers(listing.stdout) : [];
+  if (listing.exitCode !== 0 || unsafe.length > 0) {
+    await shell.run(sh`rm -f ${incoming}`);
+    throw permanentFailure(ReleaseTarballUnsafe, listing.exitCode !== 0
+      ? `Node ${shell.name}: tar cannot read ${o.url} (${listing.stderr.trim().split('\n').slice(-1)[0]}); nothing was extracted — check the url`
+      : `Node ${shell.name}: ${o.url} holds members outside ./opt/kata/ (${unsafe.slice(0, 3).join(', ')}${unsafe.length > 3 ? ', …' : ''}), which kata-manager refuses too; nothing was extracted — check the url and the pinned sha256`);
+  }
+  const marker = releaseMarker(posix.join(staging, 'opt', 'kata'));
+  await shell.run(sh`mkdir -p ${staging} && tar ${compression} -xf ${incoming} -C ${staging} && test -x ${posix.join(staging, 'opt', 'kata', 'bin', 'kata-runtime')} && printf 'version=%s\nsha256=%s\n' ${o.version} ${o.sha256} > ${marker} && rm -rf ${dir} && mv -T ${staging} ${dir} && rm -f ${incoming}`,
+    { timeoutMs: 10 * 60_000 });
+}
+
+/** The undo: switch `/opt/kata` back (or remove it), remove the links and version directory this run created, drop the journal. */
+export async function removeRelease(shell: NodeShell, undo: Extract<Undo, { kind: 'remove-release' }>): Promise<string> {
+  const tree = releaseTree(undo.version);
+  const done: string[] = [];
+  const target = (await shell.run(sh`readlink ${KATA_PATH}`, { allowExitCodes: [0, 1] })).stdout.trim();
+  if (target === tree) {
+    if (undo.previous) {
+      await shell.run(sh`ln -sfn ${undo.previous} ${KATA_PATH}.katafleet-new && mv -T ${KATA_PATH}.katafleet-new ${KATA_PATH}`);
+      done.push(`${KATA_PATH} → ${undo.previous} again`);
+    } else {
+      await shell.run(sh`rm -f ${KATA_PATH}`);
+      done.push(`removed ${KATA_PATH}`);
+    }
+  } else {
+    done.push(target ? `${KATA_PATH} → ${target} (not ${tree}), left alone` : `${KATA_PATH} is not a link to ${tree}, left alone`);
+  }
+  for (const link of undo.createdLinks) {
+    const expected = posix.join(KATA_PATH, 'bin', posix.basename(link));
+    if ((await shell.run(sh`readlink ${link}`, { allowExitCodes: [0, 1] })).stdout.trim() === expected) {
+      await shell.run(sh`rm -f ${link}`);
+      done.push(`removed ${link}`);
+    }
+  }
+  if (undo.createdVersionDir && (await shell.exists(releaseDir(undo.version)))) {
+    const now = (await shell.run(sh`readlink ${KATA_PATH}`, { allowExitCodes: [0, 1] })).stdout.trim();
+    if (now === tree) done.push(`kept ${releaseDir(undo.version)}: ${KATA_PATH} still points to it`);
+    else {
+      await shell.run(sh`rm -rf ${releaseDir(undo.version)}`);
+      done.push(`removed ${releaseDir(undo.version)}`);
+    }
+  }
+  await shell.run(sh`rm -f ${RELEASE_JOURNAL_DIR}/release-*-${undo.stepId}.state`);
+  return done.join('; ');
+}
+
+/** What differs from the installed release the step leaves (drift check): tree + marker, the /opt/kata link, the links. */
+export function releaseDrift(step: ReleaseTarballStep, state: ReleaseState): string[] {
+  const tree = releaseTree(step.version);
+  const arch = step.arch === 'auto' ? kataArchOf(state.machine) : step.arch;
+  const sha256 = arch === undefined ? undefined : step.sha256[arch];
+  const found: string[] = [];
+  if (!state.wanted) found.push(`Kata ${step.version} is not installed at ${tree}`);
+  else if (sha256 !== undefined && state.wanted.sha256 !== sha256) found.push(`Kata ${step.version} at ${tree} is from a tarball with sha256 ${state.wanted.sha256}, not the pinned ${sha256}`);
+  if (state.kata !== 'link' || state.target !== tree) found.push(`${KATA_PATH} ${state.kata === 'link' ? `points to ${state.target}` : state.kata === 'absent' ? 'is missing' : `is a ${state.kata === 'dir' ? 'directory' : 'file'}`}, not a link to ${tree}`);
+  for (const link of linkPaths(step)) {
+    const expected = posix.join(KATA_PATH, 'bin', posix.basename(link));
+    if (state.links[link] !== expected) found.push(`${link} ${state.links[link] === undefined ? 'is missing' : `is ${state.links[link] === 'file' ? 'not a symlink' : `a link to ${state.links[link]}`}`}, not a link to ${expected}`);
+  }
+  return found;
+}
+
+/** Reads the node and returns the drift of a release-tarball step. */
+export async function checkRelease(shell: NodeShell, step: ReleaseTarballStep): Promise<string[]> {
+  return releaseDrift(step, await readReleaseState(shell, step.version, linkPaths(step)));
+}
