@@ -21,7 +21,7 @@ import type {
 } from '../playbooks/schema';
 import type { SshPool } from './ssh';
 import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest, Undo, UndoOutcome } from './node-types';
-import { checkResolvedPaths, checkStep, checkTargets, nodePathsOfStep, StepRefused, stepRefusedMessage } from './step-policy';
+import { checkResolvedPaths, checkStep, checkTargets, checkUndo, nodePathsOfStep, StepRefused, stepRefusedMessage } from './step-policy';
 import { containerdPatch } from './steps/containerd-patch';
 import { NodeShell } from './steps/node-shell';
 import { nodeLabel } from './steps/node-label';
@@ -119,6 +119,8 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     /** Runs one undo record of an earlier step of this run. */
     async undoStep(request: { node: NodeTarget; kubernetes?: KubernetesTarget; undo: Undo }): Promise<UndoOutcome> {
       checkTargets(request.node, request.kubernetes);
+      // Refused before the node's login is even read; runUndo checks again, as its records also come from the node's journal.
+      checkUndo(request.undo, request.node);
       return runUndo(shellFor(request.node), pool, request.kubernetes, request.undo);
     },
   };

@@ -4,7 +4,9 @@
  * quarantine marker, the end of a successful run (its journal deleted), and `katafleet node release`.
  * Each holds the node's lock for its whole remote work (activities/steps/node-lock.ts).
  */
+import type { Step } from '../playbooks/schema';
 import type { SshPool } from './ssh';
+import { checkStep, checkTargets, checkUndo } from './step-policy';
 import type { KubernetesTarget, NodeTarget, QuarantineMarker, RecoveryResult, StepRequest, Undo } from './node-types';
 import { commitJournal } from './steps/journal';
 import { lockOwner, withNodeLock, type LockedShell } from './steps/node-lock';
@@ -37,8 +39,14 @@ export function createRecoveryActivities(pool: SshPool) {
   const locked = <T>(request: { node: NodeTarget; runId: string }, what: string, work: (shell: LockedShell) => Promise<T>) =>
     withNodeLock(pool, request.node, lockOwner(request.runId, what), lockWaitMs(10 * 60_000), work);
   return {
-    /** First thing of a run: refuses a quarantined node (NodeQuarantined); recovers a journal another run left. */
-    async prepareNode(request: RunOnNode): Promise<string[]> {
+    /**
+     * First thing of a run: checks the run's steps and undos like the step activities do (StepRefused, before
+     * anything reaches the node), refuses a quarantined node (NodeQuarantined), recovers a journal another run left.
+     */
+    async prepareNode(request: RunOnNode & { steps?: Step[]; undos?: Undo[] }): Promise<string[]> {
+      checkTargets(request.node, request.kubernetes);
+      for (const step of request.steps ?? []) checkStep(step, request.node);
+      for (const undo of request.undos ?? []) checkUndo(undo, request.node);
       return locked(request, 'prepare', (shell) => prepareNode(shell, pool, request.kubernetes, request));
     },
     /** Takes back what the run's journal (and `undos`) say it changed, newest step first. */

@@ -194,7 +194,7 @@ function runOnNode(input: NodeRolloutInput) {
  */
 async function prepare(progress: NodeProgress, input: NodeRolloutInput): Promise<void> {
   try {
-    const recovered = await recoveryActivities(input, 5).prepareNode(runOnNode(input));
+    const recovered = await recoveryActivities(input, 5).prepareNode({ ...runOnNode(input), steps: input.mode === 'undo' ? [] : input.steps, undos: input.undos ?? [] });
     if (recovered.length > 0) progress.recovered = recovered;
   } catch (err) {
     const reason = failureReason(err);

@@ -8,10 +8,16 @@ import { sh, type Command, type CommandResult, type RunOptions, type SshNode, ty
 import type { Login } from '../../playbooks/credentials';
 import { loginFor } from '../../playbooks/login';
 import type { NodeTarget } from '../node-types';
+import { checkTargets } from '../step-policy';
 import { cancellationSignal, permanentFailure, whileHeartbeating } from './step-runtime';
 
-/** The SSH layer's view of an inventory node; the login is read by this worker from where the target says (see {@link loginFor}). */
+/**
+ * The SSH layer's view of an inventory node; the login is read by this worker from where the target says (see
+ * {@link loginFor}). Every activity reaches a node through here, so the target is checked here (StepRefused): a
+ * workflow started straight on Temporal cannot send a hostile name, address or credentials reference to SSH.
+ */
 export function sshNodeOf(target: NodeTarget): SshNode {
+  checkTargets(target, undefined);
   let login: Login;
   try {
     login = loginFor(target.credentials, target);
