@@ -186,6 +186,25 @@ describe('failures leave the node as it was', () => {
     }
   }, 120_000);
 
+  it('another process holding the dpkg lock: apt waits a bounded time, then DpkgLockBusy names the holder, nothing installed', async () => {
+    // dpkg's lock is an fcntl lock on lock-frontend; a stand-in for an unattended-upgrades run holds it.
+    await on('novirt-2', `nohup python3 -c 'import fcntl,time; f=open("/var/lib/dpkg/lock-frontend","w"); fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(90)' >/dev/null 2>&1 &`);
+    try {
+      const env = activityEnv({ startToCloseTimeoutMs: 30_000 });
+      const request: StepRequest<Extract<Step, { kind: 'package-install' }>> = { runId, rolloutId: 'test', node: targets['novirt-2'], step: step<'package-install'>('install'), drain: false };
+      const started = Date.now();
+      await expect(env.run(activities().packageInstall, request)).rejects.toMatchObject({
+        type: 'DpkgLockBusy',
+        nonRetryable: false,
+        message: expect.stringMatching(/gave up waiting for the dpkg lock: it is held by process \d+ \(python3\)/),
+      });
+      process.stdout.write(`dpkg lock: DpkgLockBusy after ${Date.now() - started} ms of a 30 s attempt\n`);
+      expect((await on('novirt-2', 'dpkg-query -W kata-containers 2>&1')).stdout).toContain('no packages found matching kata-containers');
+    } finally {
+      await on('novirt-2', "pkill -f 'fcntl.lockf' || true");
+    }
+  }, 120_000);
+
   it('containerd refusing the candidate config: ContainerdConfigInvalid with its reason, config bytes unchanged, no file of the attempt left', async () => {
     const refused = 'version = 2\n[grpc]\n  max_recv_message_size = "big"\n';
     await on('crash-4', 'cp -p /etc/containerd/config.toml /root/config.good');

@@ -99,7 +99,63 @@ export const proofs: Proof[] = [
       'rollout-canary.test.ts': ['halts when the canary is rolled back, with --failure-budget 1: exit 1, phase halted, nodes 2-4 untouched, the reason in status, API and UI'],
     },
   },
-  { sentence: 'every change to `rolloutWorkflow` and `driftWorkflow` since workflow histories were first kept is behind Temporal\'s `patched()`', tests: { 'replay.test.ts': ['replay without a nondeterminism error on the current workflow code'] } },
+  { sentence: 'since workflow histories were first kept is behind Temporal\'s `patched()`', tests: { 'replay.test.ts': ['replay without a nondeterminism error on the current workflow code'] } },
+  // "When things fail": the node level, proved on the real workflows and the simulated fleet.
+  { sentence: 'Every run leaves its node either converged, or byte-exact as it was before, or quarantined', tests: { 'node-journal.test.ts': ['cancelled after the swap: the run recovers from its journal, the config is byte-exact as before, no journal left', 'an undo refused because the config changed since katafleet wrote it quarantines the node, with the exact fix'] } },
+  { sentence: 'How (test/node-journal.test.ts, test/node-cordon.test.ts', tests: { 'node-journal.test.ts': ['terminated after the swap: the next run finds the journal and restores the config byte-exact before doing anything'] } },
+  { sentence: '**A journal on the node.** Before a step changes anything it writes its intent', tests: { 'node-journal.test.ts': ['cancelled after the swap: the run recovers from its journal, the config is byte-exact as before, no journal left'] } },
+  { sentence: 'the run\'s recovery reads that journal and takes back what is there', tests: { 'node-journal.test.ts': ['cancelled after the swap: the run recovers from its journal, the config is byte-exact as before, no journal left', 'cancelled while an undo\'s containerd restart hangs: every undo still runs, the config is byte-exact as before'] } },
+  { sentence: 'A run cancelled through Temporal right after containerd-patch swapped the config ends `rolled-back`', tests: { 'node-journal.test.ts': ['cancelled after the swap: the run recovers from its journal, the config is byte-exact as before, no journal left'] } },
+  { sentence: 'A run that succeeds turns its journal into a record under', tests: { 'node-journal.test.ts': ['the rollback step takes back the newest applied run (its backup, sha-checked), and leaves other runs\' package markers'] } },
+  { sentence: '**Termination, reset, a lost result.**', tests: { 'node-journal.test.ts': ['terminated after the swap: the next run finds the journal and restores the config byte-exact before doing anything'] } },
+  {
+    sentence: '**A lock on the node.**',
+    tests: {
+      'node-overlap.test.ts': ['attempt 2 neither overlaps attempt 1 (still running on the node) nor reports rolled-back while it finishes'],
+      'node-workflow-crash.test.ts': ['in the middle of containerd-patch: the workflow finishes, the config is patched once, one backup equal to the original'],
+    },
+  },
+  { sentence: 'Temporary and candidate files are per attempt.', tests: { 'node-overlap.test.ts': ['attempt 2 neither overlaps attempt 1 (still running on the node) nor reports rolled-back while it finishes'] } },
+  {
+    sentence: '**Timeouts that nest.**',
+    tests: {
+      'node-overlap.test.ts': ['attempt 2 neither overlaps attempt 1 (still running on the node) nor reports rolled-back while it finishes'],
+      'node-activities.test.ts': ['another process holding the dpkg lock: apt waits a bounded time, then DpkgLockBusy names the holder, nothing installed'],
+    },
+  },
+  { sentence: '**Quarantine.**', tests: { 'node-journal.test.ts': ['an undo refused because the config changed since katafleet wrote it quarantines the node, with the exact fix'] } },
+  {
+    sentence: 'Every later rollout, undo and drift repair refuses it with `NodeQuarantined`',
+    tests: {
+      'node-journal.test.ts': [
+        'a later run is refused with nothing changed: NodeQuarantined with the reason and the fix',
+        'katafleet node release: bad input is refused with exit 2, an unknown node names the inventory',
+        'katafleet node release lifts it; the next run works on the node again',
+        'POST /v1/nodes/{name}/release: 400 for bad input, 200 for a node that is not quarantined',
+      ],
+    },
+  },
+  { sentence: 'A rollback keeps being retried with backoff', tests: { 'node-journal.test.ts': ['is retried visibly ("rollback attempt N, next in …") for rollbackFor, then the node needs attention'], 'rollout-canary.test.ts': ['halts when the canary is rolled back, with --failure-budget 1: exit 1, phase halted, nodes 2-4 untouched, the reason in status, API and UI'] } },
+  {
+    sentence: '**Cordon ownership.**',
+    tests: {
+      'node-cordon.test.ts': [
+        'a worker SIGKILLed between cordon and uncordon: the retry knows the cordon is its run\'s and the node ends uncordoned',
+        'a node someone else cordoned stays cordoned: katafleet neither uncordons it nor claims it',
+      ],
+    },
+  },
+  {
+    sentence: 'Fault matrix (`npx tsx bench/faults.ts`',
+    tests: {
+      'node-workflow-crash.test.ts': [
+        'in the middle of service-restart: the workflow finishes, containerd runs the kata handler, one backup',
+        'a hanging restart is cut by its timeout and retried per the policy; the next attempt succeeds',
+        'a connection dropped mid-command (its sshd killed) is recovered: the outcome-unknown attempt is retried',
+      ],
+      'node-journal.test.ts': ['terminated after the swap: the next run finds the journal and restores the config byte-exact before doing anything'],
+    },
+  },
 ];
 
 const fold = (text: string) => text.replace(/\s+/g, ' ').trim();
