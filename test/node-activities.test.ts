@@ -252,6 +252,9 @@ describe('failures leave the node as it was', () => {
       expect(Date.now() - started).toBeLessThan(20_000);
       expect(heartbeats.length).toBeGreaterThanOrEqual(3);
     } finally {
+      // The cut restart is killed on the node a moment after the deadline (timeout -k): wait until it is gone, or
+      // releasing the hang would let it finish the restart itself and the retry would find nothing to do.
+      await on('refuses-3', 'for i in $(seq 100); do pgrep -f "systemctl restart" >/dev/null || exit 0; sleep 0.2; done; exit 1');
       await fleet.setFault('refuses-3', 'command-hangs', false);
     }
     const retried = await runStep(activities().serviceRestart, 'refuses-3', restart, 2);
