@@ -36,6 +36,18 @@ async function isStale(file: string): Promise<boolean> {
   }
 }
 
+/** A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice), for a server started next. */
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
 async function portFree(address: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();

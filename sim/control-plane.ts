@@ -6,7 +6,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,6 +14,7 @@ import { KubeApi } from './kube-api';
 import { kwokConfigYaml, unameWrapper } from './kube-kwok-config';
 import type { NodeRuntimeState } from './kube-sandbox';
 import { KubeletController, unameEnv, type ControlledNode } from './kubelet-controller';
+import { freeLoopbackPort } from './addresses';
 
 export type { NodeRuntimeState } from './kube-sandbox';
 
@@ -81,17 +81,6 @@ function installExitHook(): void {
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function startProcess(name: string, binary: string, args: string[], logDir: string, env?: NodeJS.ProcessEnv): Proc {
   const logFile = join(logDir, `${name}.log`);
@@ -224,7 +213,7 @@ export async function startControlPlane<N extends KubeSimNode>(opts: StartContro
   await writeFile(join(pki, 'sa.key'), sa.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   await writeFile(join(pki, 'sa.pub'), sa.publicKey.export({ type: 'spki', format: 'pem' }));
 
-  const [etcdClient, etcdPeer, apiPort, kwokPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [etcdClient, etcdPeer, apiPort, kwokPort] = [await freeLoopbackPort(), await freeLoopbackPort(), await freeLoopbackPort(), await freeLoopbackPort()];
   const procs: Proc[] = [];
   let controller: KubeletController<N> | undefined;
   let api: KubeApi | undefined;

@@ -5,7 +5,6 @@
 // Cost: four nodes in waves of one, kata.toml's node steps (prereq, install, containerd, restart), so
 // that the worker dies while one node is mid-install and the server stops while another one works.
 import { mkdtemp } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -18,6 +17,7 @@ import { rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout
 import { activitiesInHistory } from './helpers/node-workflow';
 import { startWorkerProcess, type WorkerProcess } from './helpers/worker-process';
 import { childTimeline, configBackups, configHashes, historiesOfAllRuns, inventoryOf, kataSubset, nodeOf, onNode, waitFor } from './rollout-helpers';
+import { freeLoopbackPort } from '../sim/addresses';
 
 const nodes = ['r-1', 'r-2', 'r-3', 'r-4'];
 
@@ -27,16 +27,6 @@ let server: RunningDevServer | undefined;
 const workers: WorkerProcess[] = [];
 const connections: Connection[] = [];
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 async function connect(address: string): Promise<Client> {
   const connection = await Connection.connect({ address });
@@ -58,7 +48,7 @@ afterAll(async () => {
 
 describe('a rollout across crashes', () => {
   it('finishes with every node patched exactly once after its worker was killed and Temporal was restarted', async () => {
-    const options = { dbFile: join(dir, 'temporal', 'temporal.db'), port: await freePort(), uiPort: await freePort() };
+    const options = { dbFile: join(dir, 'temporal', 'temporal.db'), port: await freeLoopbackPort(), uiPort: await freeLoopbackPort() };
     server = await startDevServer(options);
     const workerLog = join(dir, 'worker.log');
     workers.push(await startWorkerProcess(server.address, workerLog));

@@ -2,21 +2,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { createServer } from 'node:net';
 import { startDevServer } from '../worker/dev-server';
 import { doctorWorkflow } from '../workflows';
 import { createTestWorker, startTestTemporal } from './helpers/temporal';
+import { freeLoopbackPort } from '../sim/addresses';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 describe('Temporal through the test environment', () => {
   it('runs a workflow and its activity on the real dev server', async () => {
@@ -40,8 +30,8 @@ describe('katafleet server (embedded dev server)', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('serves the Web UI and keeps workflow history across a restart (SQLite)', async () => {
-    const port = await freePort();
-    const uiPort = await freePort();
+    const port = await freeLoopbackPort();
+    const uiPort = await freeLoopbackPort();
     const dbFile = join(dir, 'temporal.db');
 
     const first = await startDevServer({ dbFile, port, uiPort });

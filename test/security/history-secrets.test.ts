@@ -9,7 +9,6 @@
 // keeps the last 4 KiB). On s-2: a containerd config that is not valid TOML, the secret on the offending line.
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -19,6 +18,7 @@ import { startDevServer, type RunningDevServer } from '../../worker/dev-server';
 import { temporalCliPath } from '../../worker/temporal-cli';
 import { startWorkerProcess, type WorkerProcess } from '../helpers/worker-process';
 import { onNode } from '../rollout-helpers';
+import { freeLoopbackPort } from '../../sim/addresses';
 
 const run = promisify(execFile);
 const repoRoot = join(__dirname, '..', '..');
@@ -72,16 +72,6 @@ let server: RunningDevServer | undefined;
 let worker: WorkerProcess | undefined;
 let connection: Connection | undefined;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 /** The base64 body of an OpenSSH private key, and each of its lines (any one of them in a history is a leak). */
 function keyFragments(pem: string): string[] {
@@ -114,7 +104,7 @@ beforeAll(async () => {
   // s-2: a config that is not TOML, with the secret on the offending line.
   await onNode(fleet, 's-2', `printf '# ${secrets.modulesComment}-2\\n' > ${modulesFile}`);
   await onNode(fleet, 's-2', `printf 'version = 2\\npassword = ${secrets.invalidToml}\\n' > ${config}`);
-  server = await startDevServer({ dbFile: join(dir, 'temporal.db'), port: await freePort(), uiPort: await freePort() });
+  server = await startDevServer({ dbFile: join(dir, 'temporal.db'), port: await freeLoopbackPort(), uiPort: await freeLoopbackPort() });
   worker = await startWorkerProcess(server.address, join(dir, 'worker.log'));
   connection = await Connection.connect({ address: server.address });
 }, 240_000);
