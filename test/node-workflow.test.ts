@@ -110,7 +110,11 @@ describe('a fresh node', () => {
     expect(progress.phase).toBe('rolled-back');
     expect(progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['remove-packages', true], ['containerd', true], ['unlabel', true]]);
     expect(progress.rollback?.[0].summary).toBe('installed again kata-containers 3.2.0');
-    const after = await nodeSnapshot(nodes, 'fresh');
+    // The rollback restarted containerd: the simulated kubelet reports the node Ready again a moment later, as a real one.
+    const after = await waitFor('node fresh Ready again after the rollback', async () => {
+      const snapshot = await nodeSnapshot(nodes, 'fresh');
+      return snapshot.ready === before.ready ? snapshot : undefined;
+    }, 60_000);
     // The uninstall's own backup of the kata config stays next to it; everything else is as before.
     expect({ ...after, backups: undefined, containerdFiles: after.containerdFiles.filter((f) => !f.includes('.katafleet-')) })
       .toEqual({ ...before, backups: undefined, containerdFiles: before.containerdFiles.filter((f) => !f.includes('.katafleet-')) });
