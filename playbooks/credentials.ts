@@ -10,7 +10,8 @@
  * user = "katafleet"
  * identity_file = "/etc/katafleet/id_ed25519"
  * known_hosts = "/etc/katafleet/known_hosts"
- * sudo = true
+ * sudo = true            # or "narrow": root only through the shipped helper (deploy/, docs/node-privileges.md)
+ * hosts = ["10.0.1.*", "10.0.2.0/24"]   # the node addresses this profile may log in to
  * ```
  */
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
@@ -31,6 +32,16 @@ export const profileNamePattern = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 /** The inventory keys that only a credential profile may set when the inventory comes through the API. */
 export const credentialKeys = ['user', 'identity_file', 'known_hosts', 'sudo', 'trust_on_first_use'] as const;
 
+/**
+ * A `hosts` entry: an IPv4 network in CIDR form (`10.0.2.0/24`), or an address or DNS name where `*` stands for
+ * any run of characters (`10.0.1.*`, `*.lab.example.com`, `2001:db8::*`). Names compare case-insensitively.
+ */
+export const hostPatternPattern = /^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}\/[0-9]{1,2}|[A-Za-z0-9*][A-Za-z0-9.*:_-]{0,252})$/;
+
+const hostsRequired =
+  'required: the node addresses this profile may log in to, e.g. hosts = ["10.0.1.*", "10.0.2.0/24", "*.lab.example.com"]; ' +
+  'a rollout (or a workflow started straight on Temporal) may use the profile for these addresses only';
+
 /** One `[profiles.NAME]` table. */
 export const CredentialProfile = z.strictObject({
   /** Login user. @default "root" */
@@ -39,12 +50,21 @@ export const CredentialProfile = z.strictObject({
   identity_file: allowlisted(localPath),
   /** known_hosts file that host keys are checked against. @default "~/.ssh/known_hosts" */
   known_hosts: allowlisted(localPath).default('~/.ssh/known_hosts'),
-  /** Prefix commands with `sudo -n` (needed unless `user` is root). @default false */
-  sudo: z.boolean().default(false),
+  /**
+   * How root is reached when `user` is not root: `true` runs each command as `sudo -n sh -c` (sudoers must allow
+   * `sh`, i.e. all of root), `"narrow"` only through the shipped helper `kf-root` (deploy/sudoers.d/katafleet).
+   * @default false
+   */
+  sudo: z.union([z.boolean(), z.literal('narrow')], { error: 'must be true, false or "narrow"' }).default(false),
   /** Accept and record an unknown host key on first contact (only ever from a profile). @default false */
   trust_on_first_use: z.boolean().default(false),
+  /** The node addresses the profile may log in to (see {@link hostPatternPattern}); the worker refuses any other. */
+  hosts: z.array(
+    z.string().regex(hostPatternPattern, 'a host pattern is an address or name with "*" wildcards, or an IPv4 network such as "10.0.2.0/24"'),
+  ).min(1, hostsRequired).optional(),
 });
-export type CredentialProfile = z.infer<typeof CredentialProfile>;
+/** A profile as loaded: `hosts` is required (parseCredentials says so with {@link hostsRequired}). */
+export type CredentialProfile = z.infer<typeof CredentialProfile> & { hosts: string[] };
 
 /** A credentials file. */
 export const CredentialsFile = z.strictObject({
@@ -62,8 +82,45 @@ export interface Login {
   user: string;
   identityFile: string;
   knownHosts: string;
-  sudo: boolean;
+  /** `"narrow"`: root only through kf-root (activities/ssh/quote.ts `narrowSudo`). */
+  sudo: boolean | 'narrow';
   trustOnFirstUse: boolean;
+}
+
+/** True when `address` (a node's address) is one of `patterns` (a profile's `hosts`). Pure. */
+export function hostCovered(address: string, patterns: readonly string[]): boolean {
+  return patterns.some((pattern) => hostMatches(address, pattern));
+}
+
+function hostMatches(address: string, pattern: string): boolean {
+  const cidr = /^([0-9.]+)\/([0-9]{1,2})$/.exec(pattern);
+  if (cidr) {
+    const network = ipv4(cidr[1]);
+    const host = ipv4(address);
+    const bits = Number(cidr[2]);
+    if (network === undefined || host === undefined || bits > 32) return false;
+    const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+    return ((network & mask) >>> 0) === ((host & mask) >>> 0);
+  }
+  const glob = new RegExp(`^${pattern.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 'i');
+  return glob.test(address);
+}
+
+function ipv4(text: string): number | undefined {
+  const parts = text.split('.');
+  if (parts.length !== 4 || !parts.every((part) => /^[0-9]{1,3}$/.test(part) && Number(part) <= 255)) return undefined;
+  return parts.reduce((value, part) => ((value << 8) | Number(part)) >>> 0, 0);
+}
+
+/**
+ * Why profile `name` may not log in to `address`, or undefined when it may. Pure: the worker calls it before
+ * every connection (playbooks/login.ts), so a workflow started straight on Temporal cannot take a profile to a
+ * host the operator did not bind it to.
+ */
+export function profileScopeProblem(name: string, profile: Pick<CredentialProfile, 'hosts'>, address: string, file: string): string | undefined {
+  if (hostCovered(address, profile.hosts)) return undefined;
+  return `credential profile "${name}" of ${file} may log in to ${profile.hosts.join(', ')} only, not to ${address} — ` +
+    `add a pattern covering ${address} to its hosts if that node belongs to it, or use the profile made for that node`;
 }
 
 /** The credentials file used when none is named: `KATAFLEET_CREDENTIALS`, else `.katafleet/credentials.toml`. */
@@ -118,18 +175,20 @@ export function parseCredentials(text: string, file: string): Credentials {
   const problems: Problem[] = [...reading.problems];
   if (reading.data !== undefined) {
     const result = CredentialsFile.safeParse(reading.data, { reportInput: true });
-    if (result.success) {
+    const unbound = result.success ? Object.entries(result.data.profiles).filter(([, profile]) => profile.hosts === undefined) : [];
+    problems.push(...unbound.map(([name]) => ({ file, path: `profiles.${name}.hosts`, message: hostsRequired })));
+    if (result.success && unbound.length === 0) {
       const dir = path.dirname(path.resolve(file));
       const profiles = Object.fromEntries(
         Object.entries(result.data.profiles).map(([name, profile]) => [
           name,
-          { ...profile, identity_file: resolveLocalPath(profile.identity_file, dir), known_hosts: resolveLocalPath(profile.known_hosts, dir) },
+          { ...profile, hosts: profile.hosts ?? [], identity_file: resolveLocalPath(profile.identity_file, dir), known_hosts: resolveLocalPath(profile.known_hosts, dir) },
         ]),
       );
       throwIfProblems(problems);
       return { file: path.resolve(file), profiles };
     }
-    problems.push(...problemsFromZod(file, result.error.issues, CredentialsFile, reading.data));
+    if (!result.success) problems.push(...problemsFromZod(file, result.error.issues, CredentialsFile, reading.data));
   }
   throw new PlaybookError(problems.length > 0 ? problems : [{ file, path: '', message: 'is not a credentials file' }]);
 }

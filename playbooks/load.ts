@@ -7,7 +7,7 @@ import { constants, existsSync, readdirSync } from 'node:fs';
 import { open, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import type { z } from 'zod';
-import { credentialKeys, defaultCredentialsFile, loadCredentials, resolveLocalPath, type Credentials } from './credentials';
+import { credentialKeys, defaultCredentialsFile, loadCredentials, profileScopeProblem, resolveLocalPath, type Credentials } from './credentials';
 import { crossCheckInventory, crossCheckPairing, crossCheckPlaybook } from './cross-checks';
 import { didYouMean, PlaybookError, throwIfProblems, type Problem } from './errors';
 import { Inventory, Playbook, type SourceInfo, type SshOverride } from './schema';
@@ -154,6 +154,12 @@ export function attachCredentials(inventory: Inventory, credentialsFile: string)
         message: `no credential profile named ${quoteCapped(name)} in ${credentialsFile}${didYouMean(name, defined)}; defined: ${defined.join(', ') || 'none'} — add [profiles.${name}] there, or name one of these`,
       })),
   );
+  // A profile logs in only to the addresses its `hosts` cover (checked again by the worker before each connection).
+  throwIfProblems(inventory.nodes.flatMap((node, index) => {
+    const name = node.ssh?.profile ?? inventory.ssh.profile;
+    const problem = name === undefined ? undefined : profileScopeProblem(name, credentials.profiles[name], node.address, credentials.file);
+    return problem ? [{ file: inventory.source.file, path: `nodes[${index}].address`, message: problem }] : [];
+  }));
   return { ...inventory, credentials };
 }
 

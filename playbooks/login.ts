@@ -7,9 +7,14 @@
  */
 import { statSync } from 'node:fs';
 import type { CredentialRef } from '../activities/node-types';
-import { loginOf, parseCredentials, readTrustedFile, type Login } from './credentials';
+import { loginOf, parseCredentials, profileScopeProblem, readTrustedFile, type Login } from './credentials';
 import { parseInventory } from './load';
 import { resolveNodeSsh } from './schema';
+
+/** A profile named for a node address its `hosts` do not cover: refused before anything reaches the node. */
+export class ProfileScopeError extends Error {
+  override name = 'ProfileScopeError';
+}
 
 /** Parsed files by path, valid while the file's identity, size and mtime stay the same. */
 const cache = new Map<string, { stamp: string; value: unknown }>();
@@ -25,7 +30,8 @@ function cached<T>(file: string, parse: (text: string) => T): T {
 }
 
 /**
- * The login for node `node.name` as `ref` says where to find it. An inventory's own login is bound to the
+ * The login for node `node.name` as `ref` says where to find it. A profile logs in only to the addresses its
+ * `hosts` cover ({@link ProfileScopeError} otherwise). An inventory's own login is bound to the
  * address (and port) that inventory gives the node: a target that names the inventory but another address is
  * refused, so the operator's key for one fleet does not travel to hosts the inventory does not list.
  * @throws Error whose message names the file and the fix (the caller turns it into a permanent failure)
@@ -53,6 +59,8 @@ function findLogin(ref: CredentialRef, node: { name: string; address: string; po
     const credentials = cached(ref.file, (text) => parseCredentials(text, ref.file));
     const profile = credentials.profiles[ref.profile];
     if (!profile) throw new Error(`no credential profile named "${ref.profile}" in ${ref.file} — add [profiles.${ref.profile}] there`);
+    const outOfScope = profileScopeProblem(ref.profile, profile, node.address, ref.file);
+    if (outOfScope) throw new ProfileScopeError(outOfScope);
     return loginOf(profile);
   }
   const inventory = cached(ref.inventory, (text) => parseInventory(text, ref.inventory));

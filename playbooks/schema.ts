@@ -480,7 +480,7 @@ export type Inventory = z.infer<typeof Inventory> & { source: SourceInfo; creden
  * The SSH settings in effect for `node`: its own `ssh` table over the inventory's `[ssh]`, and the login of
  * the credential profile in effect over both (when the inventory's credentials are loaded).
  */
-export function resolveNodeSsh(inventory: Pick<Inventory, 'ssh' | 'credentials'>, node: Pick<InventoryNode, 'ssh'>): SshSettings {
+export function resolveNodeSsh(inventory: Pick<Inventory, 'ssh' | 'credentials'>, node: Pick<InventoryNode, 'ssh'>): Omit<SshSettings, 'sudo'> & { sudo: boolean | 'narrow' } {
   const override = Object.fromEntries(Object.entries(node.ssh ?? {}).filter(([, value]) => value !== undefined));
   const settings: SshSettings = { ...inventory.ssh, ...override };
   const profile = settings.profile === undefined ? undefined : inventory.credentials?.profiles[settings.profile];

@@ -25,6 +25,8 @@ export function credentialsToml(o: { dir: string; user: string; identityFile: st
     `identity_file = ${str(o.identityFile)}`,
     `known_hosts = ${str(o.knownHostsPath)}`,
     `sudo = ${o.user !== 'root'}`,
+    '# The simulated nodes all live on loopback addresses (sim/addresses.ts).',
+    'hosts = ["127.0.0.0/8"]',
     '',
   ].join('\n');
 }

@@ -8,7 +8,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { FastifyInstance } from 'fastify';
 import { toNodeTarget } from '../api/rollout-service';
 import { sshNodeOf } from '../activities/steps/node-shell';
-import { loadCredentials } from '../playbooks/credentials';
+import { hostCovered, loadCredentials } from '../playbooks/credentials';
 import { loadInventory, parseInventory } from '../playbooks/load';
 import { loginFor } from '../playbooks/login';
 import type { RolloutInput } from '../workflows/rollout';
@@ -16,7 +16,7 @@ import { apiInventoryToml, startTestApi, testToken } from './helpers/api';
 import { startTestTemporal } from './helpers/temporal';
 
 const playbookToml = '[playbook]\nname = "creds"\n\n[[steps]]\nid = "label"\nkind = "node-label"\nlabels = { "example.com/x" = "1" }\n';
-const profileText = '[profiles.prod]\nuser = "ops"\nidentity_file = "keys/id_ed25519"\nknown_hosts = "keys/known_hosts"\nsudo = true\ntrust_on_first_use = true\n';
+const profileText = '[profiles.prod]\nuser = "ops"\nidentity_file = "keys/id_ed25519"\nknown_hosts = "keys/known_hosts"\nsudo = true\ntrust_on_first_use = true\nhosts = ["10.0.0.*"]\n';
 
 describe('credential profiles', () => {
   let dir: string;
@@ -115,6 +115,7 @@ describe('credential profiles', () => {
         known_hosts: join(dir, 'keys/known_hosts'),
         sudo: true,
         trust_on_first_use: true,
+        hosts: ['10.0.0.*'],
       });
     });
 
@@ -128,6 +129,36 @@ describe('credential profiles', () => {
       chownSync(foreign, 65534, 65534);
       expect(() => loadCredentials(foreign)).toThrow(`${foreign}: is owned by uid 65534, not by the user katafleet runs as (uid ${process.getuid?.()}) — chown it`);
       expect(() => loadCredentials(join(dir, 'missing.toml'))).toThrow('no such file: create it (mode 600)');
+    });
+
+    it('requires hosts: the addresses the profile may log in to', () => {
+      const file = join(dir, 'unbound.toml');
+      writeFileSync(file, '[profiles.x]\nidentity_file = "/k"\n', { mode: 0o600 });
+      expect(() => loadCredentials(file)).toThrow(`${file}: profiles.x.hosts: required: the node addresses this profile may log in to, e.g. hosts = ["10.0.1.*", "10.0.2.0/24", "*.lab.example.com"]`);
+      writeFileSync(file, '[profiles.x]\nidentity_file = "/k"\nhosts = ["10.0.0.1; reboot"]\n', { mode: 0o600 });
+      expect(() => loadCredentials(file)).toThrow('profiles.x.hosts[0]: a host pattern is an address or name with "*" wildcards, or an IPv4 network such as "10.0.2.0/24"');
+      writeFileSync(file, '[profiles.x]\nidentity_file = "/k"\nhosts = []\n', { mode: 0o600 });
+      expect(() => loadCredentials(file)).toThrow('profiles.x.hosts: must not be empty');
+      writeFileSync(file, '[profiles.x]\nidentity_file = "/k"\nhosts = ["*"]\nsudo = "all"\n', { mode: 0o600 });
+      expect(() => loadCredentials(file)).toThrow('profiles.x.sudo: must be true, false or "narrow"');
+      writeFileSync(file, '[profiles.x]\nidentity_file = "/k"\nhosts = ["*"]\nsudo = "narrow"\n', { mode: 0o600 });
+      expect(loadCredentials(file).profiles.x.sudo).toBe('narrow');
+    });
+
+    it.each([
+      ['10.0.2.0/24', '10.0.2.77', true], ['10.0.2.0/24', '10.0.3.1', false], ['10.0.0.0/8', '10.250.0.1', true], ['0.0.0.0/0', '192.0.2.1', true],
+      ['10.0.1.*', '10.0.1.5', true], ['10.0.1.*', '10.0.10.5', false], ['*.lab.example.com', 'Node-1.LAB.example.com', true],
+      ['*.lab.example.com', 'lab.example.com.evil.org', false], ['10.0.1.5', '10.0.1.50', false], ['127.0.0.0/8', 'localhost', false],
+    ])('hosts pattern %s covers %s: %s', (pattern, address, covered) => {
+      expect(hostCovered(address, [pattern])).toBe(covered);
+    });
+
+    it('refuses, at load, an inventory node whose address its profile does not cover', async () => {
+      const inventoryFile = join(dir, 'outside.toml');
+      writeFileSync(inventoryFile, '[ssh]\nprofile = "prod"\n\n[[nodes]]\nname = "a"\naddress = "10.0.0.1"\n\n[[nodes]]\nname = "b"\naddress = "192.0.2.7"\n', { mode: 0o600 });
+      await expect(loadInventory(inventoryFile)).rejects.toThrow(
+        `${inventoryFile}: nodes[1].address: credential profile "prod" of ${credentialsFile} may log in to 10.0.0.* only, not to 192.0.2.7 — add a pattern covering 192.0.2.7 to its hosts`,
+      );
     });
 
     it('must not be mixed with login keys in one (CLI) inventory', () => {
@@ -147,6 +178,15 @@ describe('credential profiles', () => {
       expect(sshNodeOf(target)).toMatchObject({ user: 'ops', identityFile: join(dir, 'keys/id_ed25519'), sudo: true, trustOnFirstUse: true });
     });
 
+    it('refuses a target whose address the profile does not cover (CredentialProfileRefused), e.g. one started straight on Temporal', () => {
+      const target = { name: 'a', address: '192.0.2.7', port: 22, maxSessions: 1, connectTimeoutMs: 1000, credentials: { profile: 'prod', file: credentialsFile } };
+      const failure = (() => { try { sshNodeOf(target); return undefined; } catch (error) { return error as { type?: string; nonRetryable?: boolean; message: string }; } })();
+      expect(failure?.type).toBe('CredentialProfileRefused');
+      expect(failure?.nonRetryable).toBe(true);
+      expect(failure?.message).toBe(`Node a (192.0.2.7): nothing was run: credential profile "prod" of ${credentialsFile} may log in to 10.0.0.* only, not to 192.0.2.7 — ` +
+        'add a pattern covering 192.0.2.7 to its hosts if that node belongs to it, or use the profile made for that node');
+    });
+
     it("reads an operator inventory's own [ssh] login from that file (the CLI path)", async () => {
       const inventoryFile = join(dir, 'raw.toml');
       writeFileSync(inventoryFile, '[ssh]\nidentity_file = "/keys/a"\nknown_hosts = "/keys/kh"\n\n[[nodes]]\nname = "a"\naddress = "10.0.0.1"\n', { mode: 0o644 });
@@ -161,7 +201,7 @@ describe('credential profiles', () => {
       const key = join(dir, 'exposed_key');
       writeFileSync(key, 'not really a key\n', { mode: 0o644 });
       const file = join(dir, 'exposed.toml');
-      writeFileSync(file, `[profiles.x]\nidentity_file = "${key}"\n`, { mode: 0o600 });
+      writeFileSync(file, `[profiles.x]\nidentity_file = "${key}"\nhosts = ["10.0.0.1"]\n`, { mode: 0o600 });
       const target = { name: 'a', address: '10.0.0.1', port: 22, maxSessions: 1, connectTimeoutMs: 1000, credentials: { profile: 'x', file } };
       expect(() => sshNodeOf(target)).toThrow(`Node a (10.0.0.1): no login: the private key ${key} can be read by group or others (mode 644): chmod 600 ${key}`);
       chmodSync(key, 0o600);
@@ -170,7 +210,7 @@ describe('credential profiles', () => {
 
     it('refuses a target (e.g. a workflow started straight on Temporal) that points at a file others can write or own', () => {
       const planted = join(dir, 'planted.toml');
-      writeFileSync(planted, '[profiles.x]\nidentity_file = "/root/.ssh/id_ed25519"\ntrust_on_first_use = true\n');
+      writeFileSync(planted, '[profiles.x]\nidentity_file = "/root/.ssh/id_ed25519"\ntrust_on_first_use = true\nhosts = ["*"]\n');
       chmodSync(planted, 0o666);
       const target = { name: 'a', address: '10.0.0.1', port: 22, maxSessions: 1, connectTimeoutMs: 1000, credentials: { profile: 'x', file: planted } };
       expect(() => sshNodeOf(target)).toThrow(`Node a (10.0.0.1): no login: ${planted} can be written by group or others (mode 666) — chmod 600 it`);

@@ -136,11 +136,45 @@ export function cmd(program: string, args: readonly (string | number | Flag)[] =
 }
 
 /**
+ * The PATH every root command runs with, set by katafleet itself rather than left to sudo's `secure_path` (RHEL's
+ * lacks /usr/local/bin, where kata-manager and the release-tarball step link `kata-runtime`) or to sshd's default.
+ * Only root-owned system folders, so it gives root nothing the login user could plant.
+ */
+export const ROOT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The root helper of narrow sudo mode (`deploy/kf-root`), the only program the shipped sudoers file allows. */
+export const KF_ROOT = '/usr/local/libexec/katafleet/kf-root';
+
+/**
+ * The folder of narrow mode's shims (`deploy/install.sh` makes them): one per program katafleet runs as root
+ * (`cat`, `tee`, `mv`, `systemctl`, `apt-get`, ...), each `exec sudo -n kf-root <its name> "$@"`.
+ */
+export const KF_ROOT_SHIMS = '/usr/local/libexec/katafleet/bin';
+
+/**
+ * How a login that is not root gets root: `true` runs every root command as `sudo -n sh -c` (sudoers must allow
+ * `sh`: unrestricted root); `"narrow"` runs the command as the login user with the {@link KF_ROOT_SHIMS} first in
+ * PATH, so only its single programs reach root, each through `sudo -n kf-root`, which checks its arguments against
+ * katafleet's allowlists; `false` runs as the login user.
+ */
+export type SudoMode = boolean | 'narrow';
+
+/**
  * Runs `command` as root through `sudo -n` (never prompts: fails at once if a password would be needed).
- * The whole command goes to `sh -c`, so pipes and `&&` run as root too, not only their first part.
+ * The whole command goes to `sh -c`, so pipes and `&&` run as root too, not only their first part; PATH is
+ * {@link ROOT_PATH}, whatever sudo's `secure_path` says.
  */
 export function sudo(command: Command): Command {
-  return makeCommand(`sudo -n sh -c ${quote(command.text)}`, `sudo -n ${command.display}`);
+  return makeCommand(`sudo -n sh -c ${quote(`PATH=${ROOT_PATH}; export PATH; ${command.text}`)}`, `sudo -n ${command.display}`);
+}
+
+/**
+ * Narrow sudo mode: `command` runs as the login user, whose shell keeps the logic (`&&`, `if`, pipes) and finds
+ * the programs that need root as {@link KF_ROOT_SHIMS} shims, each one call of `sudo -n kf-root PROGRAM ARGS`.
+ * Redirections run as the user, so a root file is written with `tee FILE`, never `> FILE`.
+ */
+export function narrowSudo(command: Command): Command {
+  return makeCommand(`PATH=${KF_ROOT_SHIMS}:${ROOT_PATH}; export PATH; ${command.text}`, `kf-root ${command.display}`);
 }
 
 /**

@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { sh, type Command, type CommandResult, type RunOptions, type SshNode, type SshPool } from '../ssh';
 import type { Login } from '../../playbooks/credentials';
-import { loginFor } from '../../playbooks/login';
+import { loginFor, ProfileScopeError } from '../../playbooks/login';
+import { narrowSudo } from '../ssh/quote';
 import type { NodeTarget } from '../node-types';
 import { checkTargets } from '../step-policy';
 import { cancellationSignal, permanentFailure, whileHeartbeating } from './step-runtime';
@@ -22,9 +23,19 @@ export function sshNodeOf(target: NodeTarget): SshNode {
   try {
     login = loginFor(target.credentials, target);
   } catch (error) {
+    if (error instanceof ProfileScopeError) throw permanentFailure(CredentialProfileRefused, `Node ${target.name} (${target.address}): nothing was run: ${error.message}`);
     throw permanentFailure('SshAuthFailed', `Node ${target.name} (${target.address}): no login: ${(error as Error).message}`);
   }
-  return { name: target.name, address: target.address, port: target.port, maxSessions: target.maxSessions, ...login };
+  // Narrow sudo is applied by NodeShell.run (as the user, with kf-root's shims first in PATH), not by the pool.
+  return { name: target.name, address: target.address, port: target.port, maxSessions: target.maxSessions, ...login, sudo: login.sudo === 'narrow' ? false : login.sudo };
+}
+
+/** Failure type: the target's credential profile is not bound to the node's address (its `hosts`). Permanent. */
+export const CredentialProfileRefused = 'CredentialProfileRefused';
+
+/** True when `target`'s login reaches root only through kf-root (profile `sudo = "narrow"`). */
+function isNarrow(target: NodeTarget): boolean {
+  return loginFor(target.credentials, target).sudo === 'narrow';
 }
 
 /** sha256 (hex) of text as UTF-8, the way `sha256sum` on the node sees the same bytes. */
@@ -34,9 +45,12 @@ export function sha256Hex(text: string): string {
 
 export class NodeShell {
   readonly ssh: SshNode;
+  /** Root only through kf-root: root commands run as the user with its shims first in PATH. */
+  private readonly narrow: boolean;
 
   constructor(private readonly pool: SshPool, readonly target: NodeTarget) {
     this.ssh = sshNodeOf(target);
+    this.narrow = isNarrow(target);
   }
 
   get name(): string {
@@ -45,7 +59,8 @@ export class NodeShell {
 
   /** Runs `command` (as root unless `asRoot: false`); heartbeats while it runs. */
   run(command: Command, options: RunOptions = {}): Promise<CommandResult> {
-    return whileHeartbeating(this.pool.run(this.ssh, command, { signal: cancellationSignal(), ...options }));
+    const narrowed = this.narrow && options.asRoot !== false ? { command: narrowSudo(command), asRoot: false } : { command, asRoot: options.asRoot };
+    return whileHeartbeating(this.pool.run(this.ssh, narrowed.command, { signal: cancellationSignal(), ...options, asRoot: narrowed.asRoot }));
   }
 
   /** stdout of `command`, trimmed. */

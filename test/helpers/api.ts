@@ -34,7 +34,7 @@ address = "127.0.1.252"
 /** A credentials file (mode 600) with the profile `test` that {@link apiInventoryToml} names. */
 export function writeTestCredentials(dir = mkdtempSync(join(tmpdir(), 'katafleet-credentials-'))): string {
   const file = join(dir, 'credentials.toml');
-  writeFileSync(file, '[profiles.test]\nidentity_file = "/nonexistent/id_ed25519"\nknown_hosts = "/nonexistent/known_hosts"\n', { mode: 0o600 });
+  writeFileSync(file, '[profiles.test]\nidentity_file = "/nonexistent/id_ed25519"\nknown_hosts = "/nonexistent/known_hosts"\nhosts = ["*"]\n', { mode: 0o600 });
   return file;
 }
 
