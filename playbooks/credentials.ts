@@ -55,7 +55,7 @@ export const CredentialProfile = z.strictObject({
    * `sh`, i.e. all of root), `"narrow"` only through the shipped helper `kf-root` (deploy/sudoers.d/katafleet).
    * @default false
    */
-  sudo: z.union([z.boolean(), z.literal('narrow')], { error: 'must be true, false or "narrow"' }).default(false),
+  sudo: z.literal([true, false, 'narrow']).default(false),
   /** Accept and record an unknown host key on first contact (only ever from a profile). @default false */
   trust_on_first_use: z.boolean().default(false),
   /** The node addresses the profile may log in to (see {@link hostPatternPattern}); the worker refuses any other. */

@@ -140,7 +140,7 @@ describe('credential profiles', () => {
       writeFileSync(file, '[profiles.x]\nidentity_file = "/k"\nhosts = []\n', { mode: 0o600 });
       expect(() => loadCredentials(file)).toThrow('profiles.x.hosts: must not be empty');
       writeFileSync(file, '[profiles.x]\nidentity_file = "/k"\nhosts = ["*"]\nsudo = "all"\n', { mode: 0o600 });
-      expect(() => loadCredentials(file)).toThrow('profiles.x.sudo: must be true, false or "narrow"');
+      expect(() => loadCredentials(file)).toThrow('profiles.x.sudo: expected one of "true" | "false" | "narrow", got "all"');
       writeFileSync(file, '[profiles.x]\nidentity_file = "/k"\nhosts = ["*"]\nsudo = "narrow"\n', { mode: 0o600 });
       expect(loadCredentials(file).profiles.x.sudo).toBe('narrow');
     });
