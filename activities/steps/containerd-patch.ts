@@ -115,7 +115,7 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
   }
   const candidate = candidatePathFor(configPath, runId, attempt);
   // 0600 until chmod --reference: the config may hold registry credentials.
-  await shell.run(sh`umask 077 && cat > ${candidate} && sync ${candidate}`, { stdin: outcome.content });
+  await shell.run(sh`umask 077 && tee ${candidate} >/dev/null && sync ${candidate}`, { stdin: outcome.content });
   // On a refusal the files this attempt made go (the node's lock keeps every other attempt out meanwhile);
   // a backup an earlier attempt made stays, its journal entry names it.
   const ownFiles = [candidate, original === undefined ? absentMarker : backupCreated.now ? backupPath : candidate, ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];

@@ -58,7 +58,7 @@ export async function writeIntent(shell: NodeShell, request: StepRequest, undo: 
   };
   const path = entryPath(request.runId, entry.index, entry.stepId);
   const temp = `${path}.${attempt}.tmp`;
-  const write = sh`mkdir -p ${posix.dirname(path)} && cat > ${temp} && sync ${temp} && mv -f ${temp} ${path} && sync ${posix.dirname(path)}`;
+  const write = sh`mkdir -p ${posix.dirname(path)} && tee ${temp} >/dev/null && sync ${temp} && mv -f ${temp} ${path} && sync ${posix.dirname(path)}`;
   await shell.run(options.keepFirst ? sh`if test -e ${path}; then cat >/dev/null; else ${write}; fi` : write, { stdin: `${JSON.stringify(entry)}\n`, signal: undefined });
 }
 
@@ -122,7 +122,7 @@ export async function commitJournal(shell: NodeShell, record: { runId: string; r
     const text = `${JSON.stringify({ ...record, at: new Date().toISOString() } satisfies AppliedRecord)}\n`;
     await shell.run(sh`mkdir -p ${APPLIED_DIR} && cd ${APPLIED_DIR} && if ls *-${record.runId}.json >/dev/null 2>&1; then cat >/dev/null; exit 0; fi
 n=$(ls -1 | grep -E '^[0-9]+-' | cut -d- -f1 | sort -n | tail -n 1 | sed 's/^0*//'); n=$(( \${n:-0} + 1 ))
-cat > .tmp-${record.runId} && sync .tmp-${record.runId} && mv -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && sync .`, { stdin: text, signal: undefined });
+tee .tmp-${record.runId} >/dev/null && sync .tmp-${record.runId} && mv -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && sync .`, { stdin: text, signal: undefined });
   }
   await clearJournal(shell, record.runId);
 }

@@ -56,13 +56,13 @@ const RENEW_BELOW_MS = 10_000;
 
 /** The shell script that takes (or renews) the lease for OWNER for LEASE seconds; exit 97 prints the holder. */
 function takeScript(owner: string, leaseSeconds: number): Command {
-  return sh`mkdir -p ${KATAFLEET_DIR} && exec 9>>${LOCK_PATH}.flock && flock -w 10 9 || exit 98
+  return sh`mkdir -p ${KATAFLEET_DIR} && { test -e ${LOCK_PATH}.flock || touch ${LOCK_PATH}.flock; } && { test -e ${RUNNING_PATH} || touch ${RUNNING_PATH}; } && exec 9<${LOCK_PATH}.flock && flock -w 10 9 || exit 98
 now=$(date +%s); o=; e=0; g=${LOCK_GRACE_SECONDS}; l=${leaseSeconds}
 if [ -f ${LOCK_PATH} ]; then read o e < ${LOCK_PATH} || true; fi
 case "$e" in ''|*[!0-9]*) e=0 ;; esac
 if [ -n "$o" ] && [ "$o" != ${owner} ] && [ "$now" -lt $((e + g)) ]; then echo "$o $e $now"; exit 97; fi
 if [ -n "$o" ] && [ "$o" != ${owner} ] && ! flock -x -n ${RUNNING_PATH} true; then echo "$o $e $now running"; exit 97; fi
-printf '%s %s\\n' ${owner} $((now + l)) > ${LOCK_PATH}.tmp && sync ${LOCK_PATH}.tmp && mv -f ${LOCK_PATH}.tmp ${LOCK_PATH} && sync ${KATAFLEET_DIR}`;
+printf '%s %s\\n' ${owner} $((now + l)) | tee ${LOCK_PATH}.tmp >/dev/null && sync ${LOCK_PATH}.tmp && mv -f ${LOCK_PATH}.tmp ${LOCK_PATH} && sync ${KATAFLEET_DIR}`;
 }
 
 /** `command` as one single-quoted shell word, to hand to `sh -c` (already-checked text: no new values). */
@@ -106,7 +106,7 @@ export class LockedShell extends NodeShell {
   override async run(command: Command, options: RunOptions = {}): Promise<CommandResult> {
     if (this.expiresAt - Date.now() < RENEW_BELOW_MS) await this.extend(Date.now() + LEASE_STEP_MS);
     if (this.expiresAt - Date.now() <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the lease of ${this.owner} on the node's lock has ended with its attempt; the attempt stops here and the next one takes over`);
-    const guard = sh`exec 9>>${LOCK_PATH}.flock && flock -w 10 9 || exit ${LOCK_LOST_EXIT}
+    const guard = sh`exec 9<${LOCK_PATH}.flock && flock -w 10 9 || exit ${LOCK_LOST_EXIT}
 read o e < ${LOCK_PATH} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi
 exec 9>&-`;
     // The command runs under `flock -s -o`: the shared lock is held by flock itself until the command exits
@@ -129,7 +129,7 @@ exec 9>&-`;
   /** Gives the lease back if it is still this owner's (a no-op otherwise). */
   async release(): Promise<void> {
     await NodeShell.prototype.run.call(this,
-      sh`exec 9>>${LOCK_PATH}.flock && flock -w 10 9 || exit 0; read o e < ${LOCK_PATH} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then rm -f ${LOCK_PATH}; sync ${KATAFLEET_DIR}; fi`,
+      sh`test -e ${LOCK_PATH}.flock || exit 0; exec 9<${LOCK_PATH}.flock && flock -w 10 9 || exit 0; read o e < ${LOCK_PATH} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then rm -f ${LOCK_PATH}; sync ${KATAFLEET_DIR}; fi`,
       { signal: undefined, timeoutMs: 20_000 });
   }
 }

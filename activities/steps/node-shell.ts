@@ -95,7 +95,7 @@ export class NodeShell {
    */
   async writeFileAtomic(path: string, content: string, tempPath = `${path}.katafleet-tmp`): Promise<void> {
     await this.run(
-      sh`mkdir -p ${posix.dirname(path)} && cat > ${tempPath} && { if test -e ${path}; then chmod --reference=${path} ${tempPath} && chown --reference=${path} ${tempPath}; else chmod 0644 ${tempPath}; fi; } && mv -f ${tempPath} ${path}`,
+      sh`mkdir -p ${posix.dirname(path)} && tee ${tempPath} >/dev/null && { if test -e ${path}; then chmod --reference=${path} ${tempPath} && chown --reference=${path} ${tempPath}; else chmod 0644 ${tempPath}; fi; } && mv -f ${tempPath} ${path}`,
       { stdin: content },
     );
   }

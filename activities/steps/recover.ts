@@ -74,7 +74,7 @@ export async function readQuarantine(shell: NodeShell): Promise<QuarantineMarker
 export async function quarantine(shell: NodeShell, marker: QuarantineMarker): Promise<QuarantineMarker> {
   const existing = await readQuarantine(shell);
   if (existing) return existing;
-  await shell.run(sh`mkdir -p ${KATAFLEET_DIR} && cat > ${QUARANTINE_PATH}.tmp && sync ${QUARANTINE_PATH}.tmp && mv -f ${QUARANTINE_PATH}.tmp ${QUARANTINE_PATH} && sync ${KATAFLEET_DIR}`,
+  await shell.run(sh`mkdir -p ${KATAFLEET_DIR} && tee ${QUARANTINE_PATH}.tmp >/dev/null && sync ${QUARANTINE_PATH}.tmp && mv -f ${QUARANTINE_PATH}.tmp ${QUARANTINE_PATH} && sync ${KATAFLEET_DIR}`,
     { stdin: `${JSON.stringify(marker, null, 2)}\n`, signal: undefined });
   return marker;
 }

@@ -328,7 +328,7 @@ async function extractRelease(shell: NodeShell, o: { version: string; url: strin
   if (o.fetch === 'worker') {
     // A real tarball is hundreds of MB: heartbeat while it downloads, or the workflow's heartbeat timeout ends the attempt.
     const bytes = await whileHeartbeating(workerDownload(o.url, o.sha256));
-    await shell.run(sh`cat > ${incoming}`, { stdin: bytes, timeoutMs: 30 * 60_000 });
+    await shell.run(sh`tee ${incoming} >/dev/null`, { stdin: bytes, timeoutMs: 30 * 60_000 });
   } else {
     const got = await shell.run(sh`if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 2 -o ${incoming} ${o.url}; elif command -v wget >/dev/null 2>&1; then wget -q -O ${incoming} ${o.url}; else exit 127; fi`,
       { allowExitCodes: [...Array(256).keys()], timeoutMs: 30 * 60_000 });
@@ -355,7 +355,7 @@ async function extractRelease(shell: NodeShell, o: { version: string; url: strin
       : `Node ${shell.name}: ${o.url} holds members outside ./opt/kata/ (${unsafe.slice(0, 3).join(', ')}${unsafe.length > 3 ? ', …' : ''}), which kata-manager refuses too; nothing was extracted — check the url and the pinned sha256`);
   }
   const marker = releaseMarker(posix.join(staging, 'opt', 'kata'));
-  await shell.run(sh`mkdir -p ${staging} && tar ${compression} -xf ${incoming} -C ${staging} && test -x ${posix.join(staging, 'opt', 'kata', 'bin', 'kata-runtime')} && printf 'version=%s\nsha256=%s\n' ${o.version} ${o.sha256} > ${marker} && rm -rf ${dir} && mv -T ${staging} ${dir} && rm -f ${incoming}`,
+  await shell.run(sh`mkdir -p ${staging} && tar ${compression} -xf ${incoming} -C ${staging} && test -x ${posix.join(staging, 'opt', 'kata', 'bin', 'kata-runtime')} && printf 'version=%s\nsha256=%s\n' ${o.version} ${o.sha256} | tee ${marker} >/dev/null && rm -rf ${dir} && mv -T ${staging} ${dir} && rm -f ${incoming}`,
     { timeoutMs: 10 * 60_000 });
 }
 
