@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { cmd, flag, isSafeShellValue, quote, sh, sudo, SshFailureType, withDeadline } from '../activities/ssh';
+import { narrowSudo } from '../activities/ssh/quote';
 
 /** What a real POSIX shell makes of a command text: one line per argument it passes to printf. */
 function argvSeenByShell(text: string): string[] {
@@ -70,7 +71,14 @@ describe('safe command building', () => {
   it('runs the whole command under sudo -n, pipes and all', () => {
     const wrapped = sudo(sh`cat ${'/etc/x'} | sha256sum`);
     expect(wrapped.display).toBe('sudo -n cat /etc/x | sha256sum');
-    expect(argvSeenByShell(wrapped.text)).toEqual(['sudo', '-n', 'sh', '-c', "cat '/etc/x' | sha256sum"]);
+    // With katafleet's own PATH, whatever sudo's secure_path says (RHEL's has no /usr/local/bin).
+    expect(argvSeenByShell(wrapped.text)).toEqual(['sudo', '-n', 'sh', '-c', "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH; cat '/etc/x' | sha256sum"]);
+  });
+
+  it('narrow sudo runs the command as the user with the kf-root shims first in PATH', () => {
+    const narrowed = narrowSudo(sh`cat ${'/etc/x'} | sha256sum`);
+    expect(narrowed.display).toBe('kf-root cat /etc/x | sha256sum');
+    expect(narrowed.text).toBe("PATH=/usr/local/libexec/katafleet/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH; cat '/etc/x' | sha256sum");
   });
 
   it('puts a deadline on the node itself: timeout(1) stops the command, stdin still reaches it', () => {
