@@ -153,6 +153,8 @@ describe('commands off the list', () => {
     [`${kfRoot} curl -fsSL --retry 2 -o /var/lib/katafleet/x file:///etc/shadow`, /curl: file:\/\/\/etc\/shadow is not an http\(s\) URL/],
     [`${kfRoot} containerd --config /etc/shadow config dump`, /containerd: \/etc\/shadow is outside/],
     [`${kfRoot} kata-runtime exec x`, /kata-runtime: only check/],
+    [`${kfRoot} tee --reference=/etc/containerd/config.toml`, /tee: option --reference is not allowed/],
+    [`cd /tmp && ${kfRoot} touch x`, /touch: relative path x from a working folder outside katafleet's areas/],
   ];
   let before: string;
 
