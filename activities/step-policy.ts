@@ -50,10 +50,15 @@ const NodeTargetShape = z.looseObject({
 });
 
 const KubernetesTargetShape = z.looseObject({
-  host: NodeTargetShape,
+  host: NodeTargetShape.optional(),
   kubectl: z.union([z.literal('kubectl'), allowlisted(absolutePath)]),
   kubeconfig: allowlisted(absolutePath).optional(),
-});
+  // Like the login, the worker's kubeconfig is read from this reference, never from the input.
+  worker: z.union([
+    z.strictObject({ profile: z.string().regex(profileNamePattern, 'must be a profile name (a-z, 0-9, ".", "_", "-")'), file: allowlisted(absolutePath) }),
+    z.strictObject({ inventory: allowlisted(absolutePath) }),
+  ]).optional(),
+}).refine((target) => (target.host === undefined) !== (target.worker === undefined), 'names either a host (kubectl over SSH) or a kubeconfig reference on the worker, exactly one');
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 in hex (64 characters 0-9a-f)');
 

@@ -43,6 +43,8 @@ export const CredentialProfile = z.strictObject({
   sudo: z.boolean().default(false),
   /** Accept and record an unknown host key on first contact (only ever from a profile). @default false */
   trust_on_first_use: z.boolean().default(false),
+  /** kubeconfig on the worker, for an inventory's `[kubernetes] profile = "NAME"` (kubectl then runs on the worker). */
+  kubeconfig: allowlisted(localPath).optional(),
 });
 export type CredentialProfile = z.infer<typeof CredentialProfile>;
 
@@ -123,7 +125,12 @@ export function parseCredentials(text: string, file: string): Credentials {
       const profiles = Object.fromEntries(
         Object.entries(result.data.profiles).map(([name, profile]) => [
           name,
-          { ...profile, identity_file: resolveLocalPath(profile.identity_file, dir), known_hosts: resolveLocalPath(profile.known_hosts, dir) },
+          {
+            ...profile,
+            identity_file: resolveLocalPath(profile.identity_file, dir),
+            known_hosts: resolveLocalPath(profile.known_hosts, dir),
+            ...(profile.kubeconfig === undefined ? {} : { kubeconfig: resolveLocalPath(profile.kubeconfig, dir) }),
+          },
         ]),
       );
       throwIfProblems(problems);

@@ -451,15 +451,32 @@ export const InventoryNode = z.strictObject({
 });
 export type InventoryNode = z.infer<typeof InventoryNode>;
 
-/** `[kubernetes]`: how katafleet reaches the Kubernetes API: kubectl on a host, over SSH. */
-export const KubernetesSettings = z.strictObject({
-  /** Name of a `[[nodes]]` entry (usually `role = "control-plane"`) on which kubectl runs. */
-  control_plane: allowlisted(dnsSubdomain),
-  /** kubeconfig on that host; absent = kubectl's default (`$KUBECONFIG`, `~/.kube/config`). */
-  kubeconfig: allowlisted(absolutePath).optional(),
-  /** kubectl command on that host: `kubectl` (found on PATH) or an absolute path. @default "kubectl" */
-  kubectl: z.union([z.literal('kubectl'), allowlisted(absolutePath)]).default('kubectl'),
-});
+/**
+ * `[kubernetes]`: how katafleet reaches the Kubernetes API. Either kubectl on the worker with a kubeconfig on the
+ * worker (`kubeconfig`, or `profile` naming a credential profile that holds it: the only way an inventory sent
+ * through the API may say it, so an API caller never chooses a file on the worker), or kubectl over SSH on a
+ * host of the inventory (`control_plane`, with `kubeconfig` on that host).
+ */
+export const KubernetesSettings = z
+  .strictObject({
+    /** Name of a `[[nodes]]` entry (usually `role = "control-plane"`) on which kubectl runs over SSH; absent = kubectl runs on the worker. */
+    control_plane: allowlisted(dnsSubdomain).optional(),
+    /** With `control_plane`: the kubeconfig on that host (absent = kubectl's default). Without: the kubeconfig on the worker. */
+    kubeconfig: allowlisted(absolutePath).optional(),
+    /** A credential profile (of the server's credentials file) whose `kubeconfig` the worker uses; kubectl runs on the worker. */
+    profile: profileName.optional(),
+    /** kubectl command: `kubectl` (found on PATH) or an absolute path; on the worker, `KATAFLEET_KUBECTL` overrides it. @default "kubectl" */
+    kubectl: z.union([z.literal('kubectl'), allowlisted(absolutePath)]).default('kubectl'),
+  })
+  .superRefine((settings, ctx) => {
+    if (settings.control_plane !== undefined && settings.profile !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['profile'], message: 'profile (a kubeconfig on the worker) and control_plane (kubectl over SSH on a host) do not mix — keep one' });
+    } else if (settings.control_plane === undefined && settings.profile === undefined && settings.kubeconfig === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['kubeconfig'], message: 'required: set kubeconfig = "<file on the worker>" (or profile = "NAME" of a credential profile with a kubeconfig), or control_plane = "<node that runs kubectl>"' });
+    } else if (settings.profile !== undefined && settings.kubeconfig !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['kubeconfig'], message: 'kubeconfig and a credential profile do not mix — define kubeconfig in the profile, or drop the profile' });
+    }
+  });
 export type KubernetesSettings = z.infer<typeof KubernetesSettings>;
 
 /** An inventory file. */

@@ -69,7 +69,7 @@ export async function runtimeClass(pool: SshPool, request: StepRequest<RuntimeCl
         `RuntimeClass ${step.name} is managed by another field manager and differs from the playbook: ${reason.split('\n')[0]} — ` +
         'align the playbook with it, or let katafleet own it (kubectl apply --server-side --field-manager=katafleet --force-conflicts)');
     }
-    throw transientFailure('KubectlFailed', `kubectl apply of RuntimeClass ${step.name} failed on ${kubectl.target.host.name}: ${reason}`);
+    throw transientFailure('KubectlFailed', `kubectl apply of RuntimeClass ${step.name} failed on ${kubectl.where}: ${reason}`);
   }
   const details = [
     `handler ${step.handler}`,
