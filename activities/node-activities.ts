@@ -93,9 +93,10 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       const admitted = await admit('service-restart', request);
       return withShell(admitted, (shell) => serviceRestart(shell, pool, admitted));
     },
-    /** `readiness-gate`: Node Ready and its runtimeHandlers listing the handlers. */
+    /** `readiness-gate`: Node Ready and its runtimeHandlers (or, where the kubelet does not report them, the node's CRI) listing the handlers. */
     async readinessGate(request: StepRequest<ReadinessGateStep>): Promise<StepOutcome> {
-      return readinessGate(pool, await admit('readiness-gate', request));
+      const admitted = await admit('readiness-gate', request);
+      return readinessGate(shellFor(admitted.node), pool, admitted);
     },
     /** `node-label`: sets the labels that differ; undo removes the ones this run added. */
     async nodeLabel(request: StepRequest<NodeLabelStep>): Promise<StepOutcome> {

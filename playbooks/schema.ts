@@ -274,16 +274,27 @@ export type RuntimeClassStep = z.infer<typeof RuntimeClassStep>;
 
 /**
  * `verification-pod`: starts a pod pinned to the node with `runtimeClassName`, waits until it runs
- * (up to `timeout`), compares `uname -r` inside with the host's, deletes it.
+ * (up to `timeout`), compares `uname -r` inside with the host's, deletes it. The pod passes PodSecurity
+ * `restricted` (non-root, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault) and ends
+ * by itself after `active_deadline` even if katafleet never deletes it.
  */
 export const VerificationPodStep = z.strictObject({
   ...stepBase('verification-pod', '5m'),
   /** RuntimeClass the pod uses; a `runtime-class` step of this playbook must create it. */
   runtime_class: allowlisted(dnsSubdomain),
-  /** Image with `uname`, pinned. @default "docker.io/library/busybox:1.36.1" */
+  /** Image with `uname` and `sleep`, pinned; use a mirror or a pre-pulled image where the cluster cannot reach Docker Hub. @default "docker.io/library/busybox:1.36.1" */
   image: allowlisted(imageReference).default('docker.io/library/busybox:1.36.1'),
-  /** Namespace of the pod. @default "default" */
-  namespace: allowlisted(dnsLabel).default('default'),
+  /** The container's `imagePullPolicy`: `"Never"` for an image pre-loaded on every node. @default "IfNotPresent" */
+  image_pull_policy: z.enum(['IfNotPresent', 'Always', 'Never']).default('IfNotPresent'),
+  /**
+   * What an image that cannot be pulled means: `"warn"` lets the step pass unverified, saying so (a registry problem is
+   * no reason to roll back a working Kata install); `"fail"` fails the node with `VerificationImagePullFailed`. @default "warn"
+   */
+  on_image_pull_failure: z.enum(['warn', 'fail']).default('warn'),
+  /** The pod's `activeDeadlineSeconds`: a pod left behind (worker crash) ends by itself after this. @default "10m" */
+  active_deadline: Duration.default('10m'),
+  /** Namespace of the pod; `deploy/rbac.yaml` creates `katafleet-verify` (PodSecurity restricted) and grants pods there. @default "katafleet-verify" */
+  namespace: allowlisted(dnsLabel).default('katafleet-verify'),
   /** Fail unless the kernel inside differs from the host's (proof of VM isolation); false for gVisor-like sandboxes is still right: runsc reports its own kernel. @default true */
   expect_kernel_differs: z.boolean().default(true),
 });
