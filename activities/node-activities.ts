@@ -31,6 +31,7 @@ import { readinessGate } from './steps/readiness-gate';
 import { releaseTarball } from './steps/release-tarball';
 import { rollback } from './steps/rollback';
 import { runtimeClass } from './steps/runtime-class';
+import { createClusterActivities } from './steps/cluster-objects';
 import { serviceRestart } from './steps/service-restart';
 import { permanentFailure } from './steps/step-runtime';
 import { runUndo } from './steps/undo';
@@ -68,6 +69,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     request.journal ? withStepLock(pool, request, work) : work(shellFor(request.node));
   return {
     ...createRecoveryActivities(pool),
+    ...createClusterActivities(pool),
     /** `prereq-check`: CPU flags, /dev/kvm, kernel modules (loaded and persisted), `kata-runtime check`. */
     async prereqCheck(request: StepRequest<PrereqCheckStep>): Promise<StepOutcome> {
       const admitted = await admit('prereq-check', request);

@@ -163,6 +163,13 @@ export function checkTargets(node: NodeTarget, kubernetes: KubernetesTarget | un
   if (kubernetes !== undefined) check(KubernetesTargetShape, kubernetes, `the Kubernetes target of node ${nodeName(node)}`, 'kubernetes');
 }
 
+/** Checks the Kubernetes target and the step of a cluster-wide step the rollout runs once; throws `StepRefused`. */
+export function checkClusterRequest<S extends Step>(kubernetes: KubernetesTarget, step: S): S {
+  check(KubernetesTargetShape, kubernetes, 'the Kubernetes target of the rollout', 'kubernetes');
+  const raw = step as unknown as { id?: unknown; kind?: unknown } | null;
+  return check(Step, step, `cluster step ${shown(raw?.id)} (${shown(raw?.kind)})`) as S;
+}
+
 /**
  * The step as the playbook schema reads it (defaults filled in), or `StepRefused` naming every field that breaks
  * a rule: `runtimes[0].options.BinaryName: "/tmp/x" is refused: it is not under "/opt/kata/" …`.
