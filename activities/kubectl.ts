@@ -36,7 +36,7 @@ interface CommandRunner {
 const localMaxOutputBytes = 16 * 1024 * 1024;
 
 /**
- * Runs `command` on the worker through `/bin/sh -c` (its text quotes every value, as for a node), with the same
+ * Runs `command` on the worker through `/bin/sh -c` (its text quotes every value, as for a node; stdin a pipe), with the same
  * result record and failure types as a command over SSH: `CommandFailed`, `CommandTimedOut`.
  */
 export function runOnWorker(command: Command, options: RunOptions = {}): Promise<CommandResult> {
@@ -44,7 +44,9 @@ export function runOnWorker(command: Command, options: RunOptions = {}): Promise
   const allowed = options.allowExitCodes ?? [0];
   const started = Date.now();
   return new Promise<CommandResult>((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', command.text], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Node gives a child a socket as stdin, which `open("/dev/stdin")` refuses (ENXIO): `cat |` makes it a pipe,
+    // so `kubectl patch --patch-file /dev/stdin` reads it as it does over SSH.
+    const child = spawn('/bin/sh', ['-c', `cat | {\n${command.text}\n}`], { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let size = 0;
