@@ -215,6 +215,13 @@ async function uncordonIfOurs(kubectl: Kubectl, node: string, runId: string): Pr
   return true;
 }
 
+/** kubectl's own last error line from a failed command (`error: cannot delete Pods that declare no controller …`), if any. */
+function kubectlError(err: unknown): string {
+  const stderr = (err as { details?: { stderr?: string }[] } | null)?.details?.[0]?.stderr?.trim();
+  const last = stderr?.split('\n').filter(Boolean).pop();
+  return last ? ` (${last.slice(0, 300)})` : '';
+}
+
 function describeHandlers(state: DaemonState): string {
   return state.handlers ? `, handlers ${state.handlers.join(', ')} (${state.handlerSource})` : '';
 }
@@ -240,7 +247,7 @@ async function cordonNode(kubectl: Kubectl, node: string, runId: string, drain: 
     } catch (err) {
       await uncordonOwned(kubectl, node).catch(() => undefined);
       throw failureType(err) === 'CommandFailed'
-        ? transientFailure('DrainFailed', `Node ${node}: kubectl drain did not finish: ${firstLine(err)}; the node was uncordoned again`, err)
+        ? transientFailure('DrainFailed', `Node ${node}: kubectl drain did not finish: ${firstLine(err)}${kubectlError(err)}; the node was uncordoned again`, err)
         : err;
     }
   }
