@@ -121,6 +121,23 @@ describe('the shipped RBAC manifest is least privilege', () => {
 });
 
 describe('a rollout with kubectl on the worker, as the ServiceAccount', () => {
+  it('halts before any node when the RuntimeClass cannot be applied (another handler holds the name): the reason in the CLI and the API', async () => {
+    expect((await admin(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'node.k8s.io/v1', kind: 'RuntimeClass', metadata: { name: 'kata' }, handler: 'kata-qemu' }))).code).toBe(0);
+    try {
+      const run = await katafleet('rollout', 'kata', '--inventory', await inventory('conflict', ['node-1', 'node-2']),
+        '--canary', '1', '--wave-size', '1', '--pause', '0s', '--follow', '--request-id', 'rbac-conflict');
+      expect(run.code).toBe(1);
+      expect(run.stdout).toMatch(/halted: 0 of 2 nodes done, 0 failed, 2 skipped — runtime-class "runtime-class" failed before the first node: RuntimeClass kata exists with handler kata-qemu, not kata: .*; no node was started/);
+      const body = await rolloutBody('rbac-conflict');
+      expect(body.phase).toBe('halted');
+      expect(body.nodes.map((node) => node.status)).toEqual(['skipped', 'skipped']);
+      expect(await scheduledActivities('katafleet-rollout-rbac-conflict')).toEqual(['clusterStep']);
+      expect((await admin(['get', 'runtimeclass', 'kata', '-o', 'jsonpath={.handler}'])).stdout).toBe('kata-qemu');
+    } finally {
+      await admin(['delete', 'runtimeclass', 'kata']);
+    }
+  }, 300_000);
+
   it('rolls the kata playbook out to two nodes: the RuntimeClass applied once by the rollout, never by a node, a pod in a VM on each node', async () => {
     const run = await katafleet('rollout', 'kata', '--inventory', await inventory('both', ['node-1', 'node-2']),
       '--canary', '1', '--wave-size', '1', '--pause', '0s', '--follow', '--request-id', 'rbac-install');

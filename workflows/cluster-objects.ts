@@ -6,6 +6,7 @@ import { ActivityFailure, ApplicationFailure, patched, proxyActivities } from '@
 import type { createClusterActivities } from '../activities/steps/cluster-objects';
 import type { KubernetesTarget } from '../activities/node-types';
 import type { RuntimeClassStep, Step } from '../playbooks/schema';
+import type { RolloutProgress } from './rollout-messages';
 import { parseDuration } from './duration';
 
 /** The patch id: rollouts started before it run `runtime-class` on every node, as they did. */
@@ -24,8 +25,11 @@ export interface ClusterObjectsInput {
 export interface ClusterObjects {
   /** The steps each nodeWorkflow runs: the playbook's, without the cluster-wide ones (all of them before the patch). */
   nodeSteps: Step[];
-  /** Applies the cluster-wide objects; throws `ClusterStepFailed` (nothing else was started) when one fails. */
-  beforeNodes(): Promise<void>;
+  /**
+   * Applies the cluster-wide objects. When one fails, the rollout halts before any node: `progress` says why (its
+   * nodes skipped), `report` shows it, and `RolloutHalted` is thrown, as for a halt after a wave.
+   */
+  beforeNodes(progress: RolloutProgress, report: () => unknown): Promise<void>;
   /** Deletes the cluster-wide objects the playbook removes, once no node needs them. Never throws: its failure is a summary line. */
   afterNodes(): Promise<void>;
   /** One line per cluster-wide step that ran, for the rollout's progress. */
@@ -54,14 +58,19 @@ export function clusterObjectsOnce(input: ClusterObjectsInput): ClusterObjects {
   return {
     nodeSteps: input.steps.filter((step) => !isClusterStep(step)),
     summaries,
-    async beforeNodes() {
+    async beforeNodes(progress, report) {
       if (input.carried !== undefined) return;
       for (const step of clusterSteps.filter((candidate) => candidate.action === 'apply')) {
         try {
           await run(step);
         } catch (err) {
           const cause = err instanceof ActivityFailure && err.cause ? err.cause.message : (err as Error).message;
-          throw ApplicationFailure.create({ type: 'ClusterStepFailed', nonRetryable: true, message: `${step.kind} "${step.id}" failed before the first node: ${cause}; no node was started` });
+          const reason = `${step.kind} "${step.id}" failed before the first node: ${cause}; no node was started`;
+          summaries.push(`${step.id}: failed: ${cause}`);
+          Object.assign(progress, { phase: 'halted', reason });
+          for (const node of progress.nodes) if (node.status === 'pending') Object.assign(node, { status: 'skipped', reason });
+          report();
+          throw ApplicationFailure.create({ type: 'RolloutHalted', message: reason, nonRetryable: true, details: [progress] });
         }
       }
     },

@@ -325,7 +325,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
 
   const main = async (): Promise<RolloutProgress> => {
     report();
-    await cluster.beforeNodes();
+    await cluster.beforeNodes(progress, report);
     /** 1-based wave the next run starts with (its nodes that are no longer pending are skipped), once this run is full. */
     let continueAtWave: number | undefined;
     const busyRetryMs = parseDuration(limits.busyRetry);
