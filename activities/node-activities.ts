@@ -31,6 +31,7 @@ import { readinessGate } from './steps/readiness-gate';
 import { releaseTarball } from './steps/release-tarball';
 import { rollback } from './steps/rollback';
 import { runtimeClass } from './steps/runtime-class';
+import { createClusterActivities } from './steps/cluster-objects';
 import { serviceRestart } from './steps/service-restart';
 import { permanentFailure } from './steps/step-runtime';
 import { runUndo } from './steps/undo';
@@ -68,6 +69,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     request.journal ? withStepLock(pool, request, work) : work(shellFor(request.node));
   return {
     ...createRecoveryActivities(pool),
+    ...createClusterActivities(pool),
     /** `prereq-check`: CPU flags, /dev/kvm, kernel modules (loaded and persisted), `kata-runtime check`. */
     async prereqCheck(request: StepRequest<PrereqCheckStep>): Promise<StepOutcome> {
       const admitted = await admit('prereq-check', request);
@@ -93,9 +95,10 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       const admitted = await admit('service-restart', request);
       return withShell(admitted, (shell) => serviceRestart(shell, pool, admitted));
     },
-    /** `readiness-gate`: Node Ready and its runtimeHandlers listing the handlers. */
+    /** `readiness-gate`: Node Ready and its runtimeHandlers (or, where the kubelet does not report them, the node's CRI) listing the handlers. */
     async readinessGate(request: StepRequest<ReadinessGateStep>): Promise<StepOutcome> {
-      return readinessGate(pool, await admit('readiness-gate', request));
+      const admitted = await admit('readiness-gate', request);
+      return readinessGate(shellFor(admitted.node), pool, admitted);
     },
     /** `node-label`: sets the labels that differ; undo removes the ones this run added. */
     async nodeLabel(request: StepRequest<NodeLabelStep>): Promise<StepOutcome> {

@@ -25,11 +25,27 @@ export interface NodeTarget {
   credentials: CredentialRef;
 }
 
-/** kubectl on a control-plane host over SSH: how Kubernetes steps reach the API. */
+/**
+ * Where the worker finds the kubeconfig it runs kubectl with: the `kubeconfig` of a credential profile, or the
+ * `[kubernetes] kubeconfig` of the operator's inventory file. Never the path itself, for the reason
+ * {@link CredentialRef} gives.
+ */
+export type KubeconfigRef =
+  /** `[profiles.<profile>] kubeconfig` of the credentials file `file` (absolute). */
+  | { profile: string; file: string }
+  /** `[kubernetes] kubeconfig` of the inventory file `inventory` (absolute). */
+  | { inventory: string };
+
+/** How Kubernetes steps reach the API: kubectl on the worker with its own kubeconfig, or kubectl over SSH on a host. */
 export interface KubernetesTarget {
-  host: NodeTarget;
+  /** kubectl runs on this host over SSH; absent = kubectl runs on the worker with `worker`'s kubeconfig. */
+  host?: NodeTarget;
+  /** kubectl on `host`; on the worker `KATAFLEET_KUBECTL` (else `kubectl` on PATH) is used. */
   kubectl: string;
+  /** kubeconfig on `host`. */
   kubeconfig?: string;
+  /** Where the worker's kubeconfig is named, when kubectl runs on the worker. */
+  worker?: KubeconfigRef;
 }
 
 /** What a step activity receives. */

@@ -50,10 +50,15 @@ const NodeTargetShape = z.looseObject({
 });
 
 const KubernetesTargetShape = z.looseObject({
-  host: NodeTargetShape,
+  host: NodeTargetShape.optional(),
   kubectl: z.union([z.literal('kubectl'), allowlisted(absolutePath)]),
   kubeconfig: allowlisted(absolutePath).optional(),
-});
+  // Like the login, the worker's kubeconfig is read from this reference, never from the input.
+  worker: z.union([
+    z.strictObject({ profile: z.string().regex(profileNamePattern, 'must be a profile name (a-z, 0-9, ".", "_", "-")'), file: allowlisted(absolutePath) }),
+    z.strictObject({ inventory: allowlisted(absolutePath) }),
+  ]).optional(),
+}).refine((target) => (target.host === undefined) !== (target.worker === undefined), 'names either a host (kubectl over SSH) or a kubeconfig reference on the worker, exactly one');
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 in hex (64 characters 0-9a-f)');
 
@@ -156,6 +161,13 @@ function nodeName(node: unknown): string {
 export function checkTargets(node: NodeTarget, kubernetes: KubernetesTarget | undefined): void {
   check(NodeTargetShape, node, `the node target ${nodeName(node)}`, 'node');
   if (kubernetes !== undefined) check(KubernetesTargetShape, kubernetes, `the Kubernetes target of node ${nodeName(node)}`, 'kubernetes');
+}
+
+/** Checks the Kubernetes target and the step of a cluster-wide step the rollout runs once; throws `StepRefused`. */
+export function checkClusterRequest<S extends Step>(kubernetes: KubernetesTarget, step: S): S {
+  check(KubernetesTargetShape, kubernetes, 'the Kubernetes target of the rollout', 'kubernetes');
+  const raw = step as unknown as { id?: unknown; kind?: unknown } | null;
+  return check(Step, step, `cluster step ${shown(raw?.id)} (${shown(raw?.kind)})`) as S;
 }
 
 /**

@@ -53,6 +53,12 @@ export function toNodeTarget(inventory: Inventory, node: InventoryNode): NodeTar
 export function toKubernetesTarget(inventory: Inventory): KubernetesTarget | undefined {
   const settings = inventory.kubernetes;
   if (!settings) return undefined;
+  if (settings.control_plane === undefined) {
+    const worker = settings.profile !== undefined
+      ? { profile: settings.profile, file: inventory.credentials?.file ?? defaultCredentialsFile() }
+      : { inventory: path.resolve(inventory.source.file) };
+    return { kubectl: settings.kubectl, worker };
+  }
   const host = inventory.nodes.find((node) => node.name === settings.control_plane);
   if (!host) throw new Error(`${inventory.source.file}: kubernetes.control_plane names "${settings.control_plane}", which is not a node of the inventory`);
   return { host: toNodeTarget(inventory, host), kubectl: settings.kubectl, kubeconfig: settings.kubeconfig };

@@ -100,6 +100,7 @@ export const RolloutBody = z
     nodes: z.array(RolloutNodeBody),
     failureBudget: z.number(),
     counts: z.object({ total: z.number(), succeeded: z.number(), failed: z.number(), running: z.number(), pending: z.number(), skipped: z.number() }),
+    cluster: z.array(z.string()).optional().describe('what the cluster-wide steps did, once for the rollout (the RuntimeClass), one line each'),
     uiLink: z.string(),
   })
   .meta({ id: 'Rollout' });

@@ -36,7 +36,8 @@ export function formatResultTable(progress: RolloutProgress): string {
   const summary = `${progress.phase}: ${progress.counts.succeeded} of ${progress.counts.total} nodes done, ${progress.counts.failed} failed, ${progress.counts.skipped} skipped${progress.reason ? ` — ${progress.reason}` : ''}`;
   // A quarantined node needs a person: its whole reason, with the exact fix, not cut like the table's.
   const attention = progress.nodes.filter((node) => node.status === 'needs-attention').map((node) => `  ${node.name}: ${node.reason ?? 'quarantined'}`);
-  return [line(header), ...rows.map(line), '', summary, ...(attention.length > 0 ? ['', 'needs attention:', ...attention] : [])].join('\n');
+  const cluster = (progress.cluster ?? []).map((entry) => `  ${entry}`);
+  return [line(header), ...rows.map(line), '', summary, ...(cluster.length > 0 ? ['', 'cluster (once for the rollout):', ...cluster] : []), ...(attention.length > 0 ? ['', 'needs attention:', ...attention] : [])].join('\n');
 }
 
 function reasonOf(node: RolloutNodeResult): string {

@@ -62,6 +62,8 @@ export const CredentialProfile = z.strictObject({
   hosts: z.array(
     z.string().regex(hostPatternPattern, 'a host pattern is an address or name with "*" wildcards, or an IPv4 network such as "10.0.2.0/24"'),
   ).min(1, hostsRequired).optional(),
+  /** kubeconfig on the worker, for an inventory's `[kubernetes] profile = "NAME"` (kubectl then runs on the worker). */
+  kubeconfig: allowlisted(localPath).optional(),
 });
 /** A profile as loaded: `hosts` is required (parseCredentials says so with {@link hostsRequired}). */
 export type CredentialProfile = z.infer<typeof CredentialProfile> & { hosts: string[] };
@@ -182,7 +184,13 @@ export function parseCredentials(text: string, file: string): Credentials {
       const profiles = Object.fromEntries(
         Object.entries(result.data.profiles).map(([name, profile]) => [
           name,
-          { ...profile, hosts: profile.hosts ?? [], identity_file: resolveLocalPath(profile.identity_file, dir), known_hosts: resolveLocalPath(profile.known_hosts, dir) },
+          {
+            ...profile,
+            hosts: profile.hosts ?? [],
+            identity_file: resolveLocalPath(profile.identity_file, dir),
+            known_hosts: resolveLocalPath(profile.known_hosts, dir),
+            ...(profile.kubeconfig === undefined ? {} : { kubeconfig: resolveLocalPath(profile.kubeconfig, dir) }),
+          },
         ]),
       );
       throwIfProblems(problems);

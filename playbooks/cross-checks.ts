@@ -176,7 +176,7 @@ export function crossCheckPairing(playbook: PlaybookDocument, inventory: Invento
   const kubernetesStep = firstKubernetesStep(playbook);
   if (kubernetesStep >= 0 && inventory.kubernetes === undefined) {
     const step = playbook.steps[kubernetesStep];
-    add('kubernetes', `required: ${files.playbook} steps[${kubernetesStep}] (${step.id}, ${step.kind}) uses the Kubernetes API — add [kubernetes] with control_plane = "NODE", the node on which kubectl runs`);
+    add('kubernetes', `required: ${files.playbook} steps[${kubernetesStep}] (${step.id}, ${step.kind}) uses the Kubernetes API — add [kubernetes] with kubeconfig = "FILE" (a kubeconfig on the worker, e.g. for deploy/rbac.yaml's ServiceAccount) or control_plane = "NODE", the node on which kubectl runs`);
   }
   const targets = rolloutNodes(inventory);
   if (targets.length === 0) add('nodes', 'no node has role = "worker", so there is nothing to roll out to');

@@ -103,6 +103,10 @@ function credentialKeyProblems(data: Record<string, unknown>, file: string, opti
       if (options.profilesOnly || usesProfiles) problems.push({ file, path: `${where}.${key}`, message });
     }
   }
+  const kubernetes = data.kubernetes as Record<string, unknown> | undefined;
+  if (options.profilesOnly && kubernetes && typeof kubernetes === 'object' && kubernetes.kubeconfig !== undefined && kubernetes.control_plane === undefined) {
+    problems.push({ file, path: 'kubernetes.kubeconfig', message: 'an inventory sent to the API does not choose files on the worker — define kubeconfig in a credential profile of the server\'s credentials file and set kubernetes.profile = "NAME"' });
+  }
   if (options.profilesOnly && !usesProfiles) {
     problems.push({ file, path: 'ssh.profile', message: 'required: an inventory sent to the API names a credential profile of the server (ssh.profile = "NAME"), which holds the SSH login' });
   }
@@ -132,6 +136,7 @@ function profileReferences(inventory: Inventory): [string, string][] {
   inventory.nodes.forEach((node, index) => {
     if (node.ssh?.profile !== undefined) references.push([`nodes[${index}].ssh.profile`, node.ssh.profile]);
   });
+  if (inventory.kubernetes?.profile !== undefined) references.push(['kubernetes.profile', inventory.kubernetes.profile]);
   return references;
 }
 
@@ -160,6 +165,10 @@ export function attachCredentials(inventory: Inventory, credentialsFile: string)
     const problem = name === undefined ? undefined : profileScopeProblem(name, credentials.profiles[name], node.address, credentials.file);
     return problem ? [{ file: inventory.source.file, path: `nodes[${index}].address`, message: problem }] : [];
   }));
+  const kubeProfile = inventory.kubernetes?.profile;
+  if (kubeProfile !== undefined && credentials.profiles[kubeProfile]?.kubeconfig === undefined) {
+    throwIfProblems([{ file: inventory.source.file, path: 'kubernetes.profile', message: `credential profile "${kubeProfile}" in ${credentialsFile} has no kubeconfig — add kubeconfig = "<file on the worker>" to [profiles.${kubeProfile}] there` }]);
+  }
   return { ...inventory, credentials };
 }
 

@@ -6,8 +6,8 @@
  * files that belong to the worker's user (or root) and that nobody else can write.
  */
 import { statSync } from 'node:fs';
-import type { CredentialRef } from '../activities/node-types';
-import { loginOf, parseCredentials, profileScopeProblem, readTrustedFile, type Login } from './credentials';
+import type { CredentialRef, KubeconfigRef } from '../activities/node-types';
+import { loginOf, parseCredentials, profileScopeProblem, readTrustedFile, untrustedFileReason, type Login } from './credentials';
 import { parseInventory } from './load';
 import { resolveNodeSsh } from './schema';
 
@@ -75,4 +75,39 @@ function findLogin(ref: CredentialRef, node: { name: string; address: string; po
     throw new Error(`Node ${nodeName} has no identity_file: katafleet's SSH pool logs in with a key file, not the SSH agent — set identity_file in the inventory's [ssh] table or for this node, or use a credential profile`);
   }
   return { user: ssh.user, identityFile: ssh.identity_file, knownHosts: ssh.known_hosts, sudo: ssh.sudo, trustOnFirstUse: ssh.trust_on_first_use };
+}
+
+/**
+ * The kubeconfig (and, from an inventory, the kubectl) the worker uses for `ref`. The kubeconfig must be a regular
+ * file owned by the worker's user (or root) that nobody else can write, like a credentials file: it says which API
+ * server to trust and which token to send.
+ * @throws Error whose message names the file and the fix (the caller turns it into a permanent failure)
+ */
+export function kubeconfigFor(ref: KubeconfigRef): { kubeconfig: string; kubectl?: string } {
+  let found: { kubeconfig?: string; kubectl?: string };
+  let where: string;
+  if ('profile' in ref) {
+    const profile = cached(ref.file, (text) => parseCredentials(text, ref.file)).profiles[ref.profile];
+    if (!profile) throw new Error(`no credential profile named "${ref.profile}" in ${ref.file} — add [profiles.${ref.profile}] there`);
+    found = { kubeconfig: profile.kubeconfig };
+    where = `[profiles.${ref.profile}] of ${ref.file}`;
+  } else {
+    const kubernetes = cached(ref.inventory, (text) => parseInventory(text, ref.inventory)).kubernetes;
+    if (kubernetes?.control_plane !== undefined || kubernetes?.profile !== undefined) {
+      throw new Error(`${ref.inventory} no longer names a kubeconfig on the worker in [kubernetes]; start the rollout again from the inventory`);
+    }
+    found = { kubeconfig: kubernetes?.kubeconfig, kubectl: kubernetes?.kubectl === 'kubectl' ? undefined : kubernetes?.kubectl };
+    where = `[kubernetes] of ${ref.inventory}`;
+  }
+  if (found.kubeconfig === undefined) throw new Error(`${where} has no kubeconfig — add kubeconfig = "<file on the worker>" there`);
+  let stat;
+  try {
+    stat = statSync(found.kubeconfig);
+  } catch (error) {
+    throw new Error(`the kubeconfig ${found.kubeconfig} (${where}) cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}) — create it, or fix the path`);
+  }
+  if (!stat.isFile()) throw new Error(`the kubeconfig ${found.kubeconfig} (${where}) is not a regular file`);
+  const untrusted = untrustedFileReason(stat);
+  if (untrusted) throw new Error(`the kubeconfig ${found.kubeconfig} ${untrusted}`);
+  return { kubeconfig: found.kubeconfig, ...(found.kubectl ? { kubectl: found.kubectl } : {}) };
 }

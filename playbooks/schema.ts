@@ -274,16 +274,27 @@ export type RuntimeClassStep = z.infer<typeof RuntimeClassStep>;
 
 /**
  * `verification-pod`: starts a pod pinned to the node with `runtimeClassName`, waits until it runs
- * (up to `timeout`), compares `uname -r` inside with the host's, deletes it.
+ * (up to `timeout`), compares `uname -r` inside with the host's, deletes it. The pod passes PodSecurity
+ * `restricted` (non-root, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault) and ends
+ * by itself after `active_deadline` even if katafleet never deletes it.
  */
 export const VerificationPodStep = z.strictObject({
   ...stepBase('verification-pod', '5m'),
   /** RuntimeClass the pod uses; a `runtime-class` step of this playbook must create it. */
   runtime_class: allowlisted(dnsSubdomain),
-  /** Image with `uname`, pinned. @default "docker.io/library/busybox:1.36.1" */
+  /** Image with `uname` and `sleep`, pinned; use a mirror or a pre-pulled image where the cluster cannot reach Docker Hub. @default "docker.io/library/busybox:1.36.1" */
   image: allowlisted(imageReference).default('docker.io/library/busybox:1.36.1'),
-  /** Namespace of the pod. @default "default" */
-  namespace: allowlisted(dnsLabel).default('default'),
+  /** The container's `imagePullPolicy`: `"Never"` for an image pre-loaded on every node. @default "IfNotPresent" */
+  image_pull_policy: z.enum(['IfNotPresent', 'Always', 'Never']).default('IfNotPresent'),
+  /**
+   * What an image that cannot be pulled means: `"warn"` lets the step pass unverified, saying so (a registry problem is
+   * no reason to roll back a working Kata install); `"fail"` fails the node with `VerificationImagePullFailed`. @default "warn"
+   */
+  on_image_pull_failure: z.enum(['warn', 'fail']).default('warn'),
+  /** The pod's `activeDeadlineSeconds`: a pod left behind (worker crash) ends by itself after this. @default "10m" */
+  active_deadline: Duration.default('10m'),
+  /** Namespace of the pod; `deploy/rbac.yaml` creates `katafleet-verify` (PodSecurity restricted) and grants pods there. @default "katafleet-verify" */
+  namespace: allowlisted(dnsLabel).default('katafleet-verify'),
   /** Fail unless the kernel inside differs from the host's (proof of VM isolation); false for gVisor-like sandboxes is still right: runsc reports its own kernel. @default true */
   expect_kernel_differs: z.boolean().default(true),
 });
@@ -451,15 +462,32 @@ export const InventoryNode = z.strictObject({
 });
 export type InventoryNode = z.infer<typeof InventoryNode>;
 
-/** `[kubernetes]`: how katafleet reaches the Kubernetes API: kubectl on a host, over SSH. */
-export const KubernetesSettings = z.strictObject({
-  /** Name of a `[[nodes]]` entry (usually `role = "control-plane"`) on which kubectl runs. */
-  control_plane: allowlisted(dnsSubdomain),
-  /** kubeconfig on that host; absent = kubectl's default (`$KUBECONFIG`, `~/.kube/config`). */
-  kubeconfig: allowlisted(absolutePath).optional(),
-  /** kubectl command on that host: `kubectl` (found on PATH) or an absolute path. @default "kubectl" */
-  kubectl: z.union([z.literal('kubectl'), allowlisted(absolutePath)]).default('kubectl'),
-});
+/**
+ * `[kubernetes]`: how katafleet reaches the Kubernetes API. Either kubectl on the worker with a kubeconfig on the
+ * worker (`kubeconfig`, or `profile` naming a credential profile that holds it: the only way an inventory sent
+ * through the API may say it, so an API caller never chooses a file on the worker), or kubectl over SSH on a
+ * host of the inventory (`control_plane`, with `kubeconfig` on that host).
+ */
+export const KubernetesSettings = z
+  .strictObject({
+    /** Name of a `[[nodes]]` entry (usually `role = "control-plane"`) on which kubectl runs over SSH; absent = kubectl runs on the worker. */
+    control_plane: allowlisted(dnsSubdomain).optional(),
+    /** With `control_plane`: the kubeconfig on that host (absent = kubectl's default). Without: the kubeconfig on the worker. */
+    kubeconfig: allowlisted(absolutePath).optional(),
+    /** A credential profile (of the server's credentials file) whose `kubeconfig` the worker uses; kubectl runs on the worker. */
+    profile: profileName.optional(),
+    /** kubectl command: `kubectl` (found on PATH) or an absolute path; on the worker, `KATAFLEET_KUBECTL` overrides it. @default "kubectl" */
+    kubectl: z.union([z.literal('kubectl'), allowlisted(absolutePath)]).default('kubectl'),
+  })
+  .superRefine((settings, ctx) => {
+    if (settings.control_plane !== undefined && settings.profile !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['profile'], message: 'profile (a kubeconfig on the worker) and control_plane (kubectl over SSH on a host) do not mix — keep one' });
+    } else if (settings.control_plane === undefined && settings.profile === undefined && settings.kubeconfig === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['kubeconfig'], message: 'required: set kubeconfig = "<file on the worker>" (or profile = "NAME" of a credential profile with a kubeconfig), or control_plane = "<node that runs kubectl>"' });
+    } else if (settings.profile !== undefined && settings.kubeconfig !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['kubeconfig'], message: 'kubeconfig and a credential profile do not mix — define kubeconfig in the profile, or drop the profile' });
+    }
+  });
 export type KubernetesSettings = z.infer<typeof KubernetesSettings>;
 
 /** An inventory file. */

@@ -59,6 +59,9 @@ export class ControlPlaneStartFailed extends Error {
 }
 
 const startTimeoutMs = 90_000;
+
+/** The namespace of verification pods (playbooks/schema.ts' default), labelled for PodSecurity `restricted`. */
+export const verificationNamespace = 'katafleet-verify';
 const stopGraceMs = 10_000;
 
 interface Proc {
@@ -183,7 +186,8 @@ function realUname(): string {
 /**
  * Starts etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok and our kubelet controller,
  * all on 127.0.0.1 with free ports, all under `opts.dir`, and waits until every worker is a registered Node
- * with its first status and the `default` ServiceAccount exists (so pods can be created at once).
+ * with its first status and the `default` ServiceAccount exists in `default` and in {@link verificationNamespace}
+ * (so pods can be created at once).
  */
 export async function startControlPlane<N extends KubeSimNode>(opts: StartControlPlaneOptions<N>): Promise<ControlPlane> {
   const log = opts.log ?? (() => undefined);
@@ -298,8 +302,16 @@ export async function startControlPlane<N extends KubeSimNode>(opts: StartContro
       const done = new Set(nodes.items.filter((n) => n.status?.phase === 'Running' && n.status.conditions?.some((c) => c.type === 'Ready')).map((n) => n.metadata.name));
       return workers.every((w) => done.has(w));
     }, procs);
-    await waitFor('the default ServiceAccount (kube-controller-manager)', async () =>
-      (await kube.find('/api/v1/namespaces/default/serviceaccounts/default')) !== undefined, procs);
+    // The verification pods' namespace, as deploy/rbac.yaml makes it on a real cluster: kube-apiserver's built-in
+    // PodSecurity admission (enabled by default since v1.25) enforces "restricted" there from the namespace's label.
+    await kube.create('/api/v1/namespaces', {
+      apiVersion: 'v1', kind: 'Namespace',
+      metadata: { name: verificationNamespace, labels: { 'pod-security.kubernetes.io/enforce': 'restricted', 'pod-security.kubernetes.io/enforce-version': 'latest' } },
+    });
+    for (const ns of ['default', verificationNamespace]) {
+      await waitFor(`the ${ns}/default ServiceAccount (kube-controller-manager)`, async () =>
+        (await kube.find(`/api/v1/namespaces/${ns}/serviceaccounts/default`)) !== undefined, procs);
+    }
     log(`control plane ready with ${workers.length} nodes in ${Date.now() - t0} ms`);
 
     return { kubeconfig, apiServerUrl, kubectlPath: binaries.kubectl, stop };

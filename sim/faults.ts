@@ -9,6 +9,7 @@ export const faults = {
   'vhost-vsock-busy': 'vhost_vsock is unloaded and `modprobe vhost_vsock` fails with "Device or resource busy"',
   'package-repo-unreachable': "the node's package mirror refuses connections: apt-get update/install fail as with a dead mirror",
   'containerd-refuses-start': 'the next start of containerd fails (containerd exits 1, the unit is failed); one-shot, it clears itself once used',
+  'containerd-killmode-default': "containerd's unit lacks upstream's KillMode=process (a custom unit): systemd's default control-group applies, and a restart of containerd kills its running containers' shims",
   'command-hangs': 'systemctl start/stop/restart/reload hang (on every unit) until the switch is turned off',
   'sshd-down': 'sshd is stopped: connections are refused',
   'sshd-frozen': 'sshd is stopped with SIGSTOP: TCP connects, the SSH handshake never comes',

@@ -567,6 +567,7 @@ async function applyFault(node: NodeRecord, fault: Fault, on: boolean): Promise<
       break;
     }
     case 'containerd-refuses-start':
+    case 'containerd-killmode-default':
     case 'command-hangs':
       break;
   }

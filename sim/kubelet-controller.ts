@@ -4,7 +4,9 @@
 // - pod sandboxes: a scheduled pod is released to kwok's `pod-ready` stage (annotation below) only when the node's
 //   running containerd has the pod's handler and its shim is installed; otherwise the pod stays Pending/ContainerCreating
 //   and gets the `FailedCreatePodSandBox` Warning event a real kubelet emits. Re-evaluated until it succeeds;
-// - `kubectl exec`: a kwok Exec per started pod whose environment makes `uname -r` print the sandbox's kernel.
+// - `kubectl exec`: a kwok Exec per started pod whose environment makes `uname -r` print the sandbox's kernel;
+// - image pulls: the simulated registry serves every image except those of a registry under `.invalid` (RFC 2606:
+//   such a name never resolves), whose pull fails after the sandbox started, as a real kubelet reports it.
 // kwok owns pod phases after release, node leases and deletions; this controller never writes what kwok writes.
 import { mkdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -81,6 +83,20 @@ interface PendingSandbox {
 }
 
 const statusRefreshMs = 60_000;
+
+/**
+ * The registry host of an image reference, as containerd's reference parser (distribution/reference) takes it: the
+ * first path component when it holds a "." or ":" or is `localhost`; otherwise Docker Hub.
+ */
+export function imageRegistryHost(image: string): string {
+  const first = image.split('/')[0];
+  return image.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost') ? first.replace(/:\d+$/, '') : 'docker.io';
+}
+
+/** Whether the simulated registry lacks the image: a registry under the `.invalid` top-level domain never resolves. */
+export function imageUnpullable(image: string): boolean {
+  return imageRegistryHost(image).endsWith('.invalid');
+}
 const nodeReadConcurrency = 4;
 const eventRepeatMs = 10_000;
 
@@ -97,6 +113,8 @@ export class KubeletController<N extends ControlledNode> {
   private readonly workers: N[];
   private readonly views = new Map<string, NodeView>();
   private readonly pending = new Map<string, PendingSandbox>();
+  /** Pods whose image pull failed: uid → pulls tried so far (the first is ErrImagePull, later ones ImagePullBackOff). */
+  private readonly failedPulls = new Map<string, number>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly running = new Set<Promise<void>>();
   private stopped = false;
@@ -260,6 +278,7 @@ export class KubeletController<N extends ControlledNode> {
       (p.status?.phase ?? 'Pending') === 'Pending' && p.metadata.annotations?.[sandboxAnnotation] !== 'ready');
     const live = new Set(pods.items.map((p) => p.metadata.uid));
     for (const uid of this.pending.keys()) if (!live.has(uid)) this.pending.delete(uid);
+    for (const uid of this.failedPulls.keys()) if (!live.has(uid)) this.failedPulls.delete(uid);
     if (waiting.length === 0) return;
     const classes = await this.api.get<{ items: RuntimeClass[] }>('/apis/node.k8s.io/v1/runtimeclasses');
     const handlerOf = new Map(classes.items.map((rc) => [rc.metadata.name, rc.handler]));
@@ -293,7 +312,9 @@ export class KubeletController<N extends ControlledNode> {
     } else {
       outcome = createSandbox(handler, view.state, node.containerdSocket, sandboxId);
     }
-    if (outcome.ok) await this.startSandbox(pod, node.name, outcome);
+    const unpullable = pod.spec.containers.find((c) => imageUnpullable(c.image));
+    if (outcome.ok && unpullable) await this.reportImagePullFailure(pod, node.name, unpullable);
+    else if (outcome.ok) await this.startSandbox(pod, node.name, outcome);
     else await this.reportSandboxFailure(pod, node.name, outcome.message);
   }
 
@@ -373,6 +394,54 @@ export class KubeletController<N extends ControlledNode> {
     await this.api.patch(`/api/v1/namespaces/${namespace}/pods/${name}/status`, { status: { phase: 'Failed', reason: predicate, message } }, 'strategic');
     await this.podEvent(pod, nodeName, 'Warning', predicate, `Predicate ${predicate} failed`);
     this.opts.log(`pod ${namespace}/${name} on ${nodeName}: ${message}`);
+  }
+
+  /**
+   * An image the registry lacks: the sandbox started, the pull of the container's image fails. Reasons, messages and
+   * events as the kubelet writes them (kubernetes/kubernetes v1.34 pkg/kubelet/images/image_manager.go: "Pulling",
+   * "Failed to pull image %q: %v", "Back-off pulling image %q"; pkg/kubelet/kuberuntime/kuberuntime_container.go:
+   * "Error: ErrImagePull"), the error text as containerd's resolver gives it for a name that does not resolve. Retried
+   * every eventRepeatMs, as the kubelet's back-off does (faster here), and never succeeds.
+   */
+  private async reportImagePullFailure(pod: Pod, nodeName: string, container: { name: string; image: string }): Promise<void> {
+    const { name, namespace, uid } = pod.metadata;
+    const tries = this.failedPulls.get(uid) ?? 0;
+    const prev = this.pending.get(uid);
+    if (prev && Date.now() - prev.lastEventAt < eventRepeatMs) return;
+    const host = imageRegistryHost(container.image);
+    const error = `failed to pull and unpack image "${container.image}": failed to resolve reference "${container.image}": ` +
+      `failed to do request: Head "https://${host}/v2/": dial tcp: lookup ${host}: no such host`;
+    const waiting = tries === 0
+      ? { reason: 'ErrImagePull', message: `rpc error: code = NotFound desc = ${error}` }
+      : { reason: 'ImagePullBackOff', message: `Back-off pulling image "${container.image}"` };
+    const unready = `containers with unready status: [${pod.spec.containers.map((c) => c.name).join(' ')}]`;
+    await this.api.patch(`/api/v1/namespaces/${namespace}/pods/${name}/status`, {
+      status: {
+        phase: 'Pending',
+        conditions: [
+          { type: 'PodReadyToStartContainers', status: 'True', lastTransitionTime: now() },
+          { type: 'Initialized', status: 'True', lastTransitionTime: now() },
+          { type: 'Ready', status: 'False', reason: 'ContainersNotReady', message: unready, lastTransitionTime: now() },
+          { type: 'ContainersReady', status: 'False', reason: 'ContainersNotReady', message: unready, lastTransitionTime: now() },
+        ],
+        containerStatuses: pod.spec.containers.map((c) => ({
+          name: c.name, image: c.image, imageID: '', ready: false, started: false, restartCount: 0,
+          state: { waiting: c.name === container.name ? waiting : { reason: 'ContainerCreating' } },
+        })),
+        startTime: now(),
+      },
+    }, 'strategic');
+    if (tries === 0) {
+      await this.podEvent(pod, nodeName, 'Normal', 'Pulling', `Pulling image "${container.image}"`);
+      await this.podEvent(pod, nodeName, 'Warning', 'Failed', `Failed to pull image "${container.image}": ${error}`);
+      await this.podEvent(pod, nodeName, 'Warning', 'Failed', 'Error: ErrImagePull');
+    } else {
+      await this.podEvent(pod, nodeName, 'Normal', 'BackOff', `Back-off pulling image "${container.image}"`);
+      await this.podEvent(pod, nodeName, 'Warning', 'Failed', 'Error: ImagePullBackOff');
+    }
+    this.failedPulls.set(uid, tries + 1);
+    this.pending.set(uid, { message: waiting.message, eventName: '', count: tries + 1, lastEventAt: Date.now() });
+    if (tries === 0) this.opts.log(`pod ${namespace}/${name} on ${nodeName}: image ${container.image} cannot be pulled (${host} does not resolve)`);
   }
 
   private async reportSandboxFailure(pod: Pod, nodeName: string, message: string): Promise<void> {

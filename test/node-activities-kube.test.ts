@@ -73,15 +73,15 @@ describe('the kata playbook, step by step, on a node of a real cluster', () => {
     expect(Object.fromEntries(Object.entries(outcomes).map(([id, o]) => [id, o.changed]))).toEqual({
       prereq: true, install: true, 'kata-check': false, containerd: true, restart: true, ready: false, label: true, 'runtime-class': true, verify: false,
     });
-    // kube-1 runs containerd 1.6, which never reports runtime handlers: the gate checks Ready only, and says so.
-    expect(outcomes.ready.summary).toBe('Ready; status.runtimeHandlers not reported (it needs containerd >= 2.0 and Kubernetes >= 1.31), so kata not checked there: Ready checked only');
+    // kube-1 runs containerd 1.6, which never reports runtime handlers: the gate says so and asks the node's CRI instead.
+    expect(outcomes.ready.summary).toMatch(/^Ready; status\.runtimeHandlers not reported \(it needs containerd >= 2\.0 and Kubernetes >= 1\.31\), so kata checked on the node instead: crictl info lists .*\bkata\b/);
     expect(outcomes.label.undo).toEqual({ kind: 'remove-node-labels', stepId: 'label', keys: ['katacontainers.io/kata-runtime'] });
     expect(outcomes.verify.facts?.hostKernel).toBe('6.1.0-katafleet-sim');
     expect(outcomes.verify.facts?.guestKernel).toMatch(/./);
     expect(outcomes.verify.facts?.guestKernel).not.toBe(outcomes.verify.facts?.hostKernel);
     expect(await kubectl('get runtimeclass kata -o jsonpath={.handler}/{.scheduling.nodeSelector}/{.overhead.podFixed.memory}'))
       .toBe('kata/{"katacontainers.io/kata-runtime":"true"}/160Mi');
-    expect(await kubectl('get pods -l katafleet.dev/verify=true -o name')).not.toContain('Running');
+    expect(await kubectl('get pods -n katafleet-verify -l katafleet.dev/verify=true -o name')).not.toContain('Running');
   }, 240_000);
 
   it('changes nothing when run again (another run of the same playbook)', async () => {
@@ -101,6 +101,40 @@ describe('the kata playbook, step by step, on a node of a real cluster', () => {
   }, 60_000);
 });
 
+describe('the verification pod meets real admission and real image pulls', () => {
+  const verifyPods = async (node: string) =>
+    (JSON.parse(await kubectl(`get pods -n katafleet-verify -l katafleet.dev/verify=true --field-selector spec.nodeName=${node} -o json`)) as { items: { metadata: { deletionTimestamp?: string } }[] })
+      .items.filter((pod) => !pod.metadata.deletionTimestamp);
+
+  it('the API server enforces PodSecurity restricted on katafleet-verify: a pod without a securityContext is refused, the verification pod is admitted', async () => {
+    const refused = await sshRun(fleet, fleet.nodes.find((n) => n.name === 'control-plane')!,
+      `${kubernetes.kubectl} --kubeconfig ${kubernetes.kubeconfig} run -n katafleet-verify plain --image=docker.io/library/busybox:1.36.1 --restart=Never -- sleep 1`);
+    expect(refused.exitCode).not.toBe(0);
+    expect(refused.stderr).toContain('violates PodSecurity "restricted:latest"');
+    expect(refused.stderr).toMatch(/allowPrivilegeEscalation != false.*unrestricted capabilities.*runAsNonRoot != true.*seccompProfile/);
+    expect(await kubectl('get pods -n katafleet-verify plain --ignore-not-found -o name')).toBe('');
+  }, 60_000);
+
+  it('an image that cannot be pulled is told apart: warn passes unverified and says so, fail fails with VerificationImagePullFailed; no rollback needed, no pod left', async () => {
+    await kubectl('label node kube-1 katacontainers.io/kata-runtime=true --overwrite');
+    const verify = { ...kataStep<'verification-pod'>('verify'), image: 'registry.invalid/library/busybox:1.36.1', timeout: '90s' };
+    try {
+      const warned = await runStep('kube-1', verify);
+      expect(warned).toMatchObject({ changed: false, facts: { verification: 'image-pull-failed' } });
+      expect(warned.summary).toMatch(/^not verified \(warning, on_image_pull_failure = "warn"\): Verification pod on node kube-1: image registry\.invalid\/library\/busybox:1\.36\.1 could not be pulled \((ErrImagePull|ImagePullBackOff): .*/);
+      expect(warned.summary).toContain('image_pull_policy = "Never"');
+      await expect(runStep('kube-1', { ...verify, on_image_pull_failure: 'fail' as const }, { attempt: 2 })).rejects.toMatchObject({
+        type: 'VerificationImagePullFailed',
+        nonRetryable: true,
+        message: expect.stringMatching(/lookup registry\.invalid: no such host|Back-off pulling image "registry\.invalid/),
+      });
+    } finally {
+      await kubectl('label node kube-1 katacontainers.io/kata-runtime-');
+    }
+    expect(await verifyPods('kube-1')).toEqual([]);
+  }, 240_000);
+});
+
 describe('Kubernetes steps that fail', () => {
   it('a verification pod on a node without the kata handler never runs: the reason is its FailedCreatePodSandBox event, and the pod is deleted', async () => {
     await runStep('kube-2', kataStep('runtime-class'));
@@ -116,7 +150,7 @@ describe('Kubernetes steps that fail', () => {
     } finally {
       await kubectl('label node kube-2 katacontainers.io/kata-runtime-');
     }
-    const pods = JSON.parse(await kubectl('get pods -l katafleet.dev/verify=true --field-selector spec.nodeName=kube-2 -o json')) as { items: { metadata: { deletionTimestamp?: string } }[] };
+    const pods = JSON.parse(await kubectl('get pods -n katafleet-verify -l katafleet.dev/verify=true --field-selector spec.nodeName=kube-2 -o json')) as { items: { metadata: { deletionTimestamp?: string } }[] };
     expect(pods.items.filter((pod) => !pod.metadata.deletionTimestamp)).toEqual([]);
   }, 90_000);
 

@@ -3,7 +3,7 @@ import { parseCpuFlags, parseLoadedModules, modulesLoadFile } from '../activitie
 import { parseInstalled, versionMatches, packageMarkerPath } from '../activities/steps/package-install';
 import { backupPathFor } from '../activities/steps/containerd-patch';
 import { handlersFromConfigDump, handlersFromCrictlInfo } from '../activities/steps/service-restart';
-import { passesGate } from '../activities/steps/readiness-gate';
+import { describeHandlerCheck, passesGate } from '../activities/steps/readiness-gate';
 import { runtimeClassManifest, sameRuntimeClass } from '../activities/steps/runtime-class';
 import { latestWarning, verificationPodName } from '../activities/steps/verification-pod';
 import { RuntimeClassStep } from '../playbooks/schema';
@@ -54,8 +54,20 @@ describe('reading Kubernetes', () => {
   it('passes the readiness gate only when Ready and, where runtimeHandlers is reported, listing the handlers', () => {
     expect(passesGate(node('True', ['runc', 'kata']), ['kata'])).toBe(true);
     expect(passesGate(node('True', ['runc']), ['kata'])).toBe(false);
-    expect(passesGate(node('True'), ['kata'])).toBe(true);
     expect(passesGate(node('False', ['kata']), ['kata'])).toBe(false);
+    // The kubelet reports it, so the node's CRI is not asked (even when it would say otherwise).
+    expect(passesGate(node('True', ['runc']), ['kata'], ['runc', 'kata'])).toBe(false);
+  });
+
+  it('relies on the node\'s CRI where the kubelet does not report runtimeHandlers (containerd 1.x)', () => {
+    expect(passesGate(node('True'), ['kata'], ['runc', 'kata'])).toBe(true);
+    expect(passesGate(node('True'), ['kata'], ['runc'])).toBe(false);
+    expect(passesGate(node('True'), ['kata'])).toBe(false);
+    expect(passesGate(node('True'), [])).toBe(true);
+    expect(describeHandlerCheck(node('True'), ['kata'], { active: true, stale: false, handlers: ['kata', 'runc'], handlerSource: 'crictl info' }))
+      .toBe('status.runtimeHandlers not reported (it needs containerd >= 2.0 and Kubernetes >= 1.31), so kata checked on the node instead: crictl info lists kata, runc');
+    expect(describeHandlerCheck(node('True'), [], undefined)).toBe('status.runtimeHandlers not reported (it needs containerd >= 2.0 and Kubernetes >= 1.31); Ready checked only');
+    expect(describeHandlerCheck(node('True', ['kata']), ['kata'], undefined)).toBe('runtimeHandlers kata');
   });
 
   it('reports the newest Warning event of a pod', () => {

@@ -209,7 +209,7 @@ describe('a failure leaves the node exactly as it was', () => {
     expect(result.progress.phase).toBe('rolled-back');
     expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['label', true], ['containerd', true], ['install', true], ['prereq', true]]);
     expect(expectRestored(result)).toHaveLength(1);
-    const pods = JSON.parse(await kubectl(nodes, 'get pods -l katafleet.dev/verify=true --field-selector spec.nodeName=victim -o json')) as { items: { metadata: { deletionTimestamp?: string } }[] };
+    const pods = JSON.parse(await kubectl(nodes, 'get pods -n katafleet-verify -l katafleet.dev/verify=true --field-selector spec.nodeName=victim -o json')) as { items: { metadata: { deletionTimestamp?: string } }[] };
     expect(pods.items.filter((pod) => !pod.metadata.deletionTimestamp)).toEqual([]);
   }, 180_000);
 

@@ -160,7 +160,7 @@ describe('a playbook paired with an inventory', () => {
 
   it('needs [kubernetes] when a step uses the Kubernetes API', () => {
     expect(pairingLines(kubernetesPlaybook, edit('[kubernetes]\ncontrol_plane = "cp-1"\n', ''))).toEqual([
-      'i.toml: kubernetes: required: label.toml steps[0] (label, node-label) uses the Kubernetes API — add [kubernetes] with control_plane = "NODE", the node on which kubectl runs',
+      'i.toml: kubernetes: required: label.toml steps[0] (label, node-label) uses the Kubernetes API — add [kubernetes] with kubeconfig = "FILE" (a kubeconfig on the worker, e.g. for deploy/rbac.yaml\'s ServiceAccount) or control_plane = "NODE", the node on which kubectl runs',
     ]);
     expect(pairingLines(packagePlaybook, edit('[kubernetes]\ncontrol_plane = "cp-1"\n', ''))).toEqual([]);
   });

@@ -55,6 +55,8 @@ export interface RolloutProgress {
   nodes: RolloutNodeResult[];
   failureBudget: number;
   counts: { total: number; succeeded: number; failed: number; running: number; pending: number; skipped: number };
+  /** What the rollout's cluster-wide steps did (the RuntimeClass, once per rollout), one line each; absent without them. */
+  cluster?: string[];
 }
 
 export const rolloutProgressQuery = defineQuery<RolloutProgress>('rolloutProgress');

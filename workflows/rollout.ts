@@ -40,6 +40,7 @@ import {
   type RolloutPhase,
   type RolloutProgress,
 } from './rollout-messages';
+import { clusterObjectsOnce } from './cluster-objects';
 import { searchAttributes } from './search-attributes';
 import { planWaves, waveSizeFor } from './waves';
 
@@ -118,6 +119,8 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     desired: patched(rolloutPatches.desiredState),
     phase: patched(rolloutPatches.phaseDisplay),
   };
+  // The RuntimeClass once for the rollout, not per node (issue 12): workflows/cluster-objects.ts.
+  const cluster = clusterObjectsOnce(input);
   const waves = planWaves(input.nodes.map((node) => node.name), input.rollout);
   const targets = new Map(input.nodes.map((node) => [node.name, node]));
   const results: RolloutNodeResult[] =
@@ -132,6 +135,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     nodes: results,
     failureBudget: input.rollout.failure_budget,
     counts: { total: results.length, succeeded: 0, failed: 0, running: 0, pending: 0, skipped: 0 },
+    ...(cluster.nodeSteps === input.steps ? {} : { cluster: cluster.summaries }),
   };
   let paused = false;
   let betweenWaves = false;
@@ -224,7 +228,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   async function runNode(name: string): Promise<void> {
     const result = byName.get(name)!;
     const started = Date.now();
-    const childInput: NodeRolloutInput = { rolloutId: input.rolloutId, node: targets.get(name)!, kubernetes: input.kubernetes, steps: input.steps, drain: input.rollout.drain, rollbackFor: input.rollout.rollback_for };
+    const childInput: NodeRolloutInput = { rolloutId: input.rolloutId, node: targets.get(name)!, kubernetes: input.kubernetes, steps: cluster.nodeSteps, drain: input.rollout.drain, rollbackFor: input.rollout.rollback_for };
     let handle: ChildWorkflowHandle<typeof nodeWorkflow>;
     try {
       handle = await startChild(nodeWorkflow, {
@@ -321,6 +325,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
 
   const main = async (): Promise<RolloutProgress> => {
     report();
+    await cluster.beforeNodes(progress, report);
     /** 1-based wave the next run starts with (its nodes that are no longer pending are skipped), once this run is full. */
     let continueAtWave: number | undefined;
     const busyRetryMs = parseDuration(limits.busyRetry);
@@ -393,6 +398,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     } else {
       progress.phase = results.some((result) => result.status !== 'succeeded') ? 'completed' : 'succeeded';
     }
+    if (progress.phase !== 'aborted') await cluster.afterNodes();
     for (const result of results) {
       // A node waiting for its retry when the rollout stopped was not started: not a failure of its own.
       if (result.status === 'pending' || result.status === 'busy') Object.assign(result, { status: 'skipped', busy: undefined, reason: progress.reason ?? 'not started' });

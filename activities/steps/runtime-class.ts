@@ -1,12 +1,14 @@
 /**
  * `runtime-class`: applies (server-side, field manager `katafleet`) or deletes a cluster-wide
  * `node.k8s.io/v1` RuntimeClass. Shared by every node, so it has no undo: taking it back on one
- * failed node would break the others.
+ * failed node would break the others. A rollout runs it once (workflows/cluster-objects.ts): apply before
+ * the first node, delete after the last. A delete keeps the class while any node still carries the labels
+ * of its `scheduling.nodeSelector` (Kata pods may still run there).
  */
 import { flag, type SshPool } from '../ssh';
 import { Kubectl, requireKubernetes } from '../kubectl';
 import type { RuntimeClassStep } from '../../playbooks/schema';
-import type { StepOutcome, StepRequest } from '../node-types';
+import type { KubernetesTarget, StepOutcome, StepRequest } from '../node-types';
 import { permanentFailure, transientFailure } from './step-runtime';
 
 /** A RuntimeClass of that name exists with another handler (handler is immutable). Never retried. */
@@ -44,16 +46,33 @@ export function sameRuntimeClass(existing: RuntimeClassObject, wanted: RuntimeCl
     existing.metadata.labels?.['app.kubernetes.io/managed-by'] === 'katafleet';
 }
 
-export async function runtimeClass(pool: SshPool, request: StepRequest<RuntimeClassStep>): Promise<StepOutcome> {
-  const { step } = request;
-  const kubectl = new Kubectl(pool, requireKubernetes(request.kubernetes, `runtime-class "${step.name}"`));
+/** The step on one node (playbooks run by older rollouts, and drift repairs): the same as once per rollout. */
+export function runtimeClass(pool: SshPool, request: StepRequest<RuntimeClassStep>): Promise<StepOutcome> {
+  return runtimeClassOnCluster(pool, request.kubernetes, request.step);
+}
+
+/** `a=b,c=d`: a label selector for kubectl. */
+function selectorOf(labels: Record<string, string>): string {
+  return Object.entries(labels).map(([key, value]) => `${key}=${value}`).join(',');
+}
+
+/** Applies or deletes the RuntimeClass, once for the cluster. */
+export async function runtimeClassOnCluster(pool: SshPool, kubernetes: KubernetesTarget | undefined, step: RuntimeClassStep): Promise<StepOutcome> {
+  const kubectl = new Kubectl(pool, requireKubernetes(kubernetes, `runtime-class "${step.name}"`));
   const existing = await kubectl.getJson<RuntimeClassObject>(['get', 'runtimeclass', step.name]);
 
   if (step.action === 'delete') {
     if (!existing) return { changed: false, summary: `RuntimeClass ${step.name} does not exist` };
     if (existing.handler !== step.handler) throw conflict(step, existing, 'deleted');
+    const selector = existing.scheduling?.nodeSelector ?? step.node_selector;
+    if (Object.keys(selector).length > 0) {
+      const still = (await kubectl.run(['get', 'nodes', flag(`--selector=${selectorOf(selector)}`), flag('-o'), 'name'])).stdout.split('\n').filter(Boolean).map((name) => name.replace(/^node\//, ''));
+      if (still.length > 0) {
+        return { changed: false, summary: `kept RuntimeClass ${step.name}: ${still.length} node(s) still carry ${selectorOf(selector)} (${still.slice(0, 5).join(', ')}${still.length > 5 ? ', …' : ''}); it is deleted once none does` };
+      }
+    }
     await kubectl.run(['delete', 'runtimeclass', step.name, flag('--ignore-not-found'), flag('--wait=false')]);
-    return { changed: true, summary: `deleted RuntimeClass ${step.name} (handler ${step.handler})` };
+    return { changed: true, summary: `deleted RuntimeClass ${step.name} (handler ${step.handler})${Object.keys(selector).length > 0 ? `: no node carries ${selectorOf(selector)} any more` : ''}` };
   }
 
   const manifest = runtimeClassManifest(step);
@@ -69,7 +88,7 @@ export async function runtimeClass(pool: SshPool, request: StepRequest<RuntimeCl
         `RuntimeClass ${step.name} is managed by another field manager and differs from the playbook: ${reason.split('\n')[0]} — ` +
         'align the playbook with it, or let katafleet own it (kubectl apply --server-side --field-manager=katafleet --force-conflicts)');
     }
-    throw transientFailure('KubectlFailed', `kubectl apply of RuntimeClass ${step.name} failed on ${kubectl.target.host.name}: ${reason}`);
+    throw transientFailure('KubectlFailed', `kubectl apply of RuntimeClass ${step.name} failed on ${kubectl.where}: ${reason}`);
   }
   const details = [
     `handler ${step.handler}`,

@@ -6,6 +6,12 @@
  *
  * Idempotent: a daemon that is active, offers the handlers and was started after its config files
  * were last written is not restarted.
+ *
+ * Running containers survive a restart of containerd only because their shims are separate processes that systemd
+ * leaves alone: upstream's containerd.service sets `KillMode=process` (containerd/containerd containerd.service;
+ * reality/KATA.md). Before restarting containerd the step reads the unit's KillMode and refuses, changing nothing,
+ * when another mode would kill running containers; after the restart it checks that every shim running before
+ * still runs.
  */
 import { parse } from '@iarna/toml';
 import { Kubectl, requireKubernetes } from '../kubectl';
@@ -14,7 +20,7 @@ import type { ServiceRestartStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest } from '../node-types';
 import type { NodeShell } from './node-shell';
 import { dropIntent, writeIntent } from './journal';
-import { failureType, firstLine, pollUntil, timeLeftMs, transientFailure } from './step-runtime';
+import { failureType, firstLine, permanentFailure, pollUntil, timeLeftMs, transientFailure } from './step-runtime';
 import { parseDuration } from '../../workflows/duration';
 
 /** The unit did not become active (or its CRI did not offer the handlers) within the step's timeout. Retried. */
@@ -28,6 +34,32 @@ export const CORDON_ANNOTATION = 'katafleet.dev/cordoned-by';
 
 /** containerd's CRI socket inside a node. */
 export const CONTAINERD_SOCKET = 'unix:///run/containerd/containerd.sock';
+
+/** Restarting containerd now would kill running containers (its unit's KillMode is not `process`). Never retried. */
+export const RestartWouldKillContainers = 'RestartWouldKillContainers';
+/** Containers that ran before the restart of containerd did not survive it. Never retried. */
+export const ContainersLostOnRestart = 'ContainersLostOnRestart';
+
+/** A shim's command line (`/usr/bin/containerd-shim-runc-v2 -namespace k8s.io -id …`): one per running sandbox or container. */
+const shimCommandLine = /^(\S*\/)?containerd-shim-[a-z0-9.-]+(\s|$)/;
+
+/** PIDs of the running containerd shims in `ps -eo pid=,args=` output. Pure. */
+export function shimPids(ps: string): number[] {
+  return ps.split('\n').map((line) => /^\s*(\d+)\s+(.*)$/.exec(line)).filter((match): match is RegExpExecArray => match !== null && shimCommandLine.test(match[2])).map((match) => Number(match[1]));
+}
+
+/** The refusal when a restart would kill running containers: why, and the two fixes. Pure. */
+export function killModeRefusal(node: string, killMode: string, shims: number): string {
+  return `Node ${node}: not restarting containerd: its unit has KillMode=${killMode || '(unknown)'}, so systemd would kill the ${shims} running container shim(s) ` +
+    'with it (upstream\'s containerd.service sets KillMode=process, which leaves them running) — add a drop-in ' +
+    '/etc/systemd/system/containerd.service.d/10-killmode.conf with "[Service]" and "KillMode=process", run systemctl daemon-reload, and run again; ' +
+    'or empty the node first (drain = true for this step, and no DaemonSet pods left on it)';
+}
+
+/** The running containerd shims of the node. */
+async function runningShims(shell: NodeShell): Promise<number[]> {
+  return shimPids(await shell.output(sh`ps -eo pid=,args=`, { asRoot: false }));
+}
 
 /** Where containerd's config files live: files here newer than the daemon mean it has not loaded them. */
 const CONTAINERD_CONFIG_DIR = '/etc/containerd';
@@ -139,12 +171,23 @@ export async function serviceRestart(shell: NodeShell, pool: SshPool, request: S
   if (kubectl) await writeIntent(shell, request, { kind: 'uncordon-node', stepId: step.id, owner: request.runId }, `cordon${drain ? ' and drain' : ''} node ${shell.name} around the restart of ${step.service}`);
   const cordoned = kubectl ? await cordonNode(kubectl, shell.name, request.runId, drain, timeLeftMs(started, parseDuration(step.timeout), 60_000)) : false;
   try {
+    const shimsBefore = step.service === 'containerd' ? await runningShims(shell) : [];
+    const killMode = step.service === 'containerd' ? await shell.output(sh`systemctl show -p KillMode --value ${step.service}`) : '';
+    if (shimsBefore.length > 0 && killMode !== 'process') throw permanentFailure(RestartWouldKillContainers, killModeRefusal(shell.name, killMode, shimsBefore.length));
     // Not stopped by a cancellation: the restart (and its wait) finish, so the node is never left between two configs.
     await shell.run(sh`systemctl restart ${step.service}`, { allowExitCodes: [0, 1], timeoutMs: Math.max(10_000, timeLeftMs(started, parseDuration(step.timeout), 20_000)), signal: undefined });
     const after = await waitForService(shell, step.service, handlers, timeLeftMs(started, parseDuration(step.timeout), 15_000));
+    const shimsAfter = shimsBefore.length > 0 ? new Set(await runningShims(shell)) : new Set<number>();
+    const lost = shimsBefore.filter((pid) => !shimsAfter.has(pid));
+    if (lost.length > 0) {
+      throw permanentFailure(ContainersLostOnRestart,
+        `Node ${shell.name}: ${lost.length} of ${shimsBefore.length} container shim(s) running before the restart of containerd are gone (PIDs ${lost.slice(0, 10).join(', ')}): ` +
+        'their containers were stopped with it — check the unit\'s KillMode (systemctl show -p KillMode containerd) and the kubelet\'s restarts of those pods');
+    }
+    const kept = shimsBefore.length > 0 ? `; ${shimsBefore.length} running container shim(s) kept (KillMode=process)` : '';
     return {
       changed: true,
-      summary: `restarted ${step.service}: active${describeHandlers(after)}${cordoned ? `; ${drain ? 'drained' : 'cordoned'} and uncordoned` : ''}`,
+      summary: `restarted ${step.service}: active${describeHandlers(after)}${kept}${cordoned ? `; ${drain ? 'drained' : 'cordoned'} and uncordoned` : ''}`,
     };
   } finally {
     if (kubectl && cordoned) {
@@ -172,6 +215,13 @@ async function uncordonIfOurs(kubectl: Kubectl, node: string, runId: string): Pr
   return true;
 }
 
+/** kubectl's own last error line from a failed command (`error: cannot delete Pods that declare no controller …`), if any. */
+function kubectlError(err: unknown): string {
+  const stderr = (err as { details?: { stderr?: string }[] } | null)?.details?.[0]?.stderr?.trim();
+  const last = stderr?.split('\n').filter(Boolean).pop();
+  return last ? ` (${last.slice(0, 300)})` : '';
+}
+
 function describeHandlers(state: DaemonState): string {
   return state.handlers ? `, handlers ${state.handlers.join(', ')} (${state.handlerSource})` : '';
 }
@@ -197,7 +247,7 @@ async function cordonNode(kubectl: Kubectl, node: string, runId: string, drain: 
     } catch (err) {
       await uncordonOwned(kubectl, node).catch(() => undefined);
       throw failureType(err) === 'CommandFailed'
-        ? transientFailure('DrainFailed', `Node ${node}: kubectl drain did not finish: ${firstLine(err)}; the node was uncordoned again`, err)
+        ? transientFailure('DrainFailed', `Node ${node}: kubectl drain did not finish: ${firstLine(err)}${kubectlError(err)}; the node was uncordoned again`, err)
         : err;
     }
   }

@@ -2,6 +2,10 @@
  * `verification-pod`: the proof that the node runs pods in VMs. A pod pinned to the node with the
  * playbook's RuntimeClass must reach Running, and `uname -r` inside it must differ from the host's
  * (a VM boots its own guest kernel; a plain container shares the host's). The pod is always deleted.
+ *
+ * The pod passes PodSecurity `restricted` and carries `activeDeadlineSeconds`. An image that cannot be pulled is
+ * told apart from a pod that did not run in a VM: it says nothing about Kata, so by default the step passes,
+ * unverified, saying so (`on_image_pull_failure = "warn"`), or fails with its own type (`"fail"`).
  */
 import { Kubectl, requireKubernetes } from '../kubectl';
 import { flag, sh, type SshPool } from '../ssh';
@@ -15,6 +19,14 @@ import { activityContext, firstLine, pollUntil, permanentFailure, timeLeftMs, tr
 export const VerificationFailed = 'VerificationFailed';
 /** The pod did not reach Running in time; the message carries its latest Warning event. */
 export const VerificationPodNotRunning = 'VerificationPodNotRunning';
+/** The pod's image could not be pulled (with `on_image_pull_failure = "fail"`). Never retried: the pull was already retried by the kubelet. */
+export const VerificationImagePullFailed = 'VerificationImagePullFailed';
+
+/**
+ * The kubelet's waiting reasons for an image it cannot get (kubernetes/kubernetes pkg/kubelet/images/types.go,
+ * v1.34: ErrImagePull, ImagePullBackOff, ErrImageInspect, ErrImageNeverPull, InvalidImageName).
+ */
+export const imagePullReasons: readonly string[] = ['ErrImagePull', 'ImagePullBackOff', 'ErrImageInspect', 'ErrImageNeverPull', 'InvalidImageName'];
 
 interface Pod {
   metadata: { name: string };
@@ -36,7 +48,14 @@ export function verificationPodName(node: string, runId: string, attempt: number
   return `katafleet-verify-${node}`.slice(0, 253 - suffix.length).replace(/[.-]+$/, '') + suffix;
 }
 
-/** The pod: pinned with spec.nodeName (no scheduler needed), the RuntimeClass, a container that just waits. */
+/** Who the verification container runs as: `nobody` (65534), which busybox and distroless images know. */
+const nonRootUser = 65534;
+
+/**
+ * The pod: pinned with spec.nodeName (no scheduler needed), the RuntimeClass, a container that just waits. It meets
+ * PodSecurity `restricted` (kubernetes.io/docs/concepts/security/pod-security-standards: runAsNonRoot, no privilege
+ * escalation, capabilities drop ALL, seccomp RuntimeDefault) and ends after `active_deadline` if nobody deletes it.
+ */
 export function verificationPodManifest(name: string, node: string, step: VerificationPodStep): unknown {
   return {
     apiVersion: 'v1',
@@ -47,11 +66,33 @@ export function verificationPodManifest(name: string, node: string, step: Verifi
       runtimeClassName: step.runtime_class,
       restartPolicy: 'Never',
       terminationGracePeriodSeconds: 0,
+      activeDeadlineSeconds: Math.max(1, Math.ceil(parseDuration(step.active_deadline) / 1000)),
       automountServiceAccountToken: false,
       tolerations: [{ operator: 'Exists' }],
-      containers: [{ name: 'verify', image: step.image, command: ['sleep', '3600'] }],
+      securityContext: { runAsNonRoot: true, runAsUser: nonRootUser, runAsGroup: nonRootUser, seccompProfile: { type: 'RuntimeDefault' } },
+      containers: [{
+        name: 'verify',
+        image: step.image,
+        imagePullPolicy: step.image_pull_policy,
+        command: ['sleep', '3600'],
+        securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+        resources: { requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '100m', memory: '64Mi' } },
+      }],
     },
   };
+}
+
+/** The kubelet's reason and message when the pod's image cannot be pulled, or undefined. */
+export function imagePullProblem(pod: Pod | undefined): { reason: string; message: string } | undefined {
+  const waiting = pod?.status?.containerStatuses?.find((status) => imagePullReasons.includes(status.state?.waiting?.reason ?? ''))?.state?.waiting;
+  return waiting ? { reason: waiting.reason!, message: waiting.message ?? '' } : undefined;
+}
+
+/** The message for an image that could not be pulled: what, where, and the ways out. Pure. */
+export function imagePullMessage(node: string, step: VerificationPodStep, problem: { reason: string; message: string }): string {
+  return `Verification pod on node ${node}: image ${step.image} could not be pulled (${problem.reason}${problem.message ? `: ${problem.message}` : ''}); ` +
+    'this says nothing about Kata on the node, which was not verified — make the image reachable from the node (a mirror: set image), ' +
+    'or pre-load it on the nodes and set image_pull_policy = "Never"';
 }
 
 /** The newest Warning event of a pod, as `Reason: message`. */
@@ -73,13 +114,19 @@ export async function verificationPod(shell: NodeShell, pool: SshPool, request: 
   await kubectl.withStdin(['create', ...ns, flag('--filename=-')], verificationPodManifest(name, node.name, step));
   try {
     let last: Pod | undefined;
-    const running = await pollUntil(async () => {
+    const settled = await pollUntil(async () => {
       last = await kubectl.getJson<Pod>(['get', 'pod', ...ns, name]);
       const phase = last?.status?.phase;
-      if (phase === 'Failed' || phase === 'Succeeded') return last;
-      return phase === 'Running' ? last : undefined;
+      return phase === 'Running' || phase === 'Failed' || phase === 'Succeeded' || imagePullProblem(last) ? last : undefined;
     }, timeLeftMs(started, parseDuration(step.timeout), 20_000), 2_000);
 
+    const pull = imagePullProblem(settled);
+    if (pull) {
+      const message = imagePullMessage(node.name, step, pull);
+      if (step.on_image_pull_failure === 'fail') throw permanentFailure(VerificationImagePullFailed, message);
+      return { changed: false, summary: `not verified (warning, on_image_pull_failure = "warn"): ${message}`, facts: { hostKernel, verification: 'image-pull-failed' } };
+    }
+    const running = settled;
     if (running?.status?.phase !== 'Running') {
       const events = await kubectl.getJson<EventList>(['get', 'events', ...ns, flag(`--field-selector=involvedObject.name=${name}`)]).catch(() => undefined);
       const warning = latestWarning(events) ?? describePod(last);
