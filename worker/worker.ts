@@ -14,12 +14,14 @@ export interface WorkerOptions {
   taskQueue?: string;
   /** Bounded so a worker on a small machine does not open hundreds of SSH sessions at once. @default 50 */
   maxConcurrentActivityTaskExecutions?: number;
+  /** The SSH pool the activities share; the worker closes it in `close()`. @default a new pool */
+  pool?: SshPool;
 }
 
 /** Creates (but does not run) a worker for katafleet's workflows and activities. */
 export async function createWorker(options: WorkerOptions = {}): Promise<{ worker: Worker; close(): Promise<void> }> {
   const target = options.target ?? temporalTargetFromEnv();
-  const pool = new SshPool();
+  const pool = options.pool ?? new SshPool();
   const connection = await NativeConnection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
   const worker = await Worker.create({
     connection,
