@@ -5,6 +5,7 @@ import { createDriftActivities } from '../activities/drift-check';
 import { createNodeActivities } from '../activities/node-activities';
 import { SshPool } from '../activities/ssh';
 import { taskQueue, temporalTargetFromEnv, type TemporalTarget } from './connection';
+import { activityLogAttributes } from './logging';
 import { katafleetVersion } from './version';
 
 /** Options for {@link createWorker}; defaults come from the environment (see `temporalTargetFromEnv`). */
@@ -30,6 +31,10 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
     workflowsPath: require.resolve('../workflows'),
     activities: workerActivities(pool),
     maxConcurrentActivityTaskExecutions: options.maxConcurrentActivityTaskExecutions ?? 50,
+    interceptors: { activity: [() => activityLogAttributes()] },
+    // A step's activity stops within seconds of a cancel; a shutdown must not wait longer than that (katafleet up: 10 s).
+    shutdownGraceTime: '5s',
+    shutdownForceTime: '8s',
   });
   return {
     worker,
