@@ -116,8 +116,13 @@ export function installWorkerLogging(options: WorkerLogging = {}): string {
     fileDescriptor = fd;
   }
   try {
+    const level = options.level ?? 'info';
+    const coreLevel = level.toUpperCase() as LogLevel;
     Runtime.install({
-      logger: new JsonLineLogger(write, options.level ?? 'info'),
+      logger: new JsonLineLogger(write, level),
+      // The SDK's native core prints its own warnings (e.g. a slow workflow task) straight to the terminal
+      // unless they are forwarded: forward them into the same log.
+      telemetryOptions: { logging: { filter: { core: coreLevel, other: coreLevel }, forward: {} } },
       shutdownSignals: options.sdkHandlesSignals === false ? [] : undefined,
     });
   } catch {
