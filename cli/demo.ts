@@ -43,8 +43,8 @@ end and prints the result table and the Temporal UI link.
     installWorkerLogging({ file: logFile, level, sdkHandlesSignals: false });
     const stack: (() => Promise<void>)[] = [];
     let server: RunningDevServer | undefined;
-    // A second Ctrl-C (or a stop that hangs) kills the dev server; the fleet's processes die with their namespaces' init.
-    const interruption = onInterrupt(() => server?.process.kill('SIGKILL'));
+    // A second Ctrl-C kills the dev server and exits at once; the first one leaves a minute to stop the fleet in order.
+    const interruption = onInterrupt(() => server?.process.kill('SIGKILL'), 60_000);
     try {
       const target = temporalTargetFromEnv();
       if (!target.external) {
