@@ -20,7 +20,6 @@ import type { AddressInfo } from 'node:net';
 import { Context } from '@temporalio/activity';
 import { Client, Connection } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { buildApi } from '../api/server';
 import { SshPool, type CommandEvent } from '../activities/ssh';
 import { startFleet, type Fleet, type SimNode } from '../sim/fleet';
@@ -28,6 +27,7 @@ import { freeLoopbackPort } from '../sim/addresses';
 import { sshRun } from '../sim/ssh-run';
 import { startDevServer } from '../worker/dev-server';
 import { rolloutWorkflowId } from '../api/rollout-service';
+import { installWorkerLogging } from '../worker/logging';
 import { createWorker } from '../worker/worker';
 import { nodeWorkflowId } from '../workflows/node';
 
@@ -104,7 +104,7 @@ async function runKatafleet(nodes: number): Promise<KatafleetRun> {
       trace.push({ ...event, activity, activityId, workflowId });
     },
   });
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  process.stderr.write(`katafleet: worker log in ${installWorkerLogging({ file: join(dir, 'worker.log'), level: 'warn' })}\n`);
   const target = { address: server.address, namespace: 'default', external: true };
   const { worker, close } = await createWorker({ target, pool });
   const running = worker.run();
