@@ -221,7 +221,8 @@ ${optionsHelp}`,
       process.stdout.write(`Worker on "${taskQueue}", log in ${logFile}\n`);
       const api = await listen(flags, token, this.usage, target);
       if (token && !process.env.KATAFLEET_API_TOKEN && !flags['token-file']) process.stdout.write(`API token in ${tokenFile}\n`);
-      await Promise.race([interruption.signalled, running]);
+      // A worker that fails on its own still lets the API and the dev server stop in order.
+      await Promise.race([interruption.signalled, running]).catch(() => undefined);
       await api.close();
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running.catch((err: Error) => process.stderr.write(`worker: ${err.message}\n`));
