@@ -3,10 +3,12 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi, isLoopback, tokenProblem } from '../api/server';
-import { connectTemporal, temporalTargetFromEnv } from '../worker/connection';
+import { connectTemporal, taskQueue, temporalTargetFromEnv, type TemporalTarget } from '../worker/connection';
+import { installWorkerLogging, parseLogLevel, type WorkerLogLevel } from '../worker/logging';
 import { startDevServer, type RunningDevServer } from '../worker/dev-server';
 import { createWorker } from '../worker/worker';
 import { parseCommandArgs, UsageError, type Command } from './command';
+import { onInterrupt } from './signals';
 
 const apiOptions = {
   host: { type: 'string', default: '127.0.0.1' },
@@ -113,11 +115,11 @@ export function clearTextWarning(host: string, tls: boolean): string | undefined
   ].join('\n');
 }
 
-async function listen(flags: ApiFlags, token: string | undefined, usage: string): Promise<{ app: FastifyInstance; close(): Promise<void> }> {
+async function listen(flags: ApiFlags, token: string | undefined, usage: string, target?: TemporalTarget): Promise<{ app: FastifyInstance; close(): Promise<void> }> {
   const tls = readTls(flags, usage);
   const warning = clearTextWarning(flags.host, tls !== undefined);
   if (warning) process.stderr.write(`${warning}\n`);
-  const { client, connection } = await connectTemporal();
+  const { client, connection } = await connectTemporal(target);
   const app = await buildApi({
     client,
     token,
@@ -182,33 +184,68 @@ export const upCommand: Command = {
   name: 'up',
   summary: 'run the embedded Temporal, a worker and the API together, for local use',
   usage: `Usage: katafleet up ${optionsUsage}
+       [--log-level trace|debug|info|warn|error] [--temporal-port N] [--ui-port N]
 
 Starts the embedded dev server (unless TEMPORAL_ADDRESS is set), a worker and the API. Without a configured token
-it creates one in .katafleet/api-token (mode 600; .katafleet is mode 700) and prints where it is. Ctrl-C stops
-everything.
+it creates one in .katafleet/api-token (mode 600; .katafleet is mode 700) and prints where it is.
+The worker logs JSON lines (time, level, node, step, rollout) to .katafleet/worker.log (--log-level, default info).
+Ctrl-C or SIGTERM stops the API, the worker and the dev server this command started, within 10 s (a second
+signal stops at once); the history stays in .katafleet/temporal.db for the next start. A dev server started
+separately with \`katafleet server\` is not stopped; \`katafleet server stop\` stops it (also one left behind
+when \`katafleet up\` was killed with SIGKILL).
+  --temporal-port N   frontend port of the embedded dev server (default 7233)
+  --ui-port N         its Web UI port (default 8233)
 ${optionsHelp}`,
   async run(args) {
-    const { values } = parseCommandArgs(this, args, apiOptions, { min: 0, max: 0 });
+    const { values } = parseCommandArgs(this, args, { ...apiOptions, 'log-level': { type: 'string' }, 'temporal-port': { type: 'string' }, 'ui-port': { type: 'string' } }, { min: 0, max: 0 });
     const flags = values as ApiFlags;
+    const level = logLevelOption(values['log-level'], this.usage);
+    const temporalPort = portOption(values['temporal-port'], '--temporal-port', this.usage);
+    const uiPort = portOption(values['ui-port'], '--ui-port', this.usage);
     const tokenFile = join(stateDir, 'api-token');
     ensureStateDir();
     const token = flags['insecure-no-auth'] || process.env.KATAFLEET_API_TOKEN || flags['token-file'] ? readToken(flags, this.usage) : localToken(tokenFile, this.usage);
-    const target = temporalTargetFromEnv();
+    let target = temporalTargetFromEnv();
+    const logFile = join(stateDir, 'worker.log');
+    installWorkerLogging({ file: logFile, level, sdkHandlesSignals: false });
     let server: RunningDevServer | undefined;
-    if (!target.external) {
-      server = await startDevServer();
-      process.stdout.write(`Temporal dev server on ${server.address}, Web UI ${server.uiUrl}\n`);
+    const interruption = onInterrupt(() => server?.process.kill('SIGKILL'));
+    try {
+      if (!target.external) {
+        server = await startDevServer({ port: temporalPort, uiPort });
+        target = { ...target, address: server.address };
+        process.stdout.write(`Temporal dev server on ${server.address}, Web UI ${server.uiUrl}\n`);
+      }
+      const { worker, close: closeWorker } = await createWorker({ target });
+      const running = worker.run();
+      process.stdout.write(`Worker on "${taskQueue}", log in ${logFile}\n`);
+      const api = await listen(flags, token, this.usage, target);
+      if (token && !process.env.KATAFLEET_API_TOKEN && !flags['token-file']) process.stdout.write(`API token in ${tokenFile}\n`);
+      // A worker that fails on its own still lets the API and the dev server stop in order.
+      await Promise.race([interruption.signalled, running]).catch(() => undefined);
+      await api.close();
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await running.catch((err: Error) => process.stderr.write(`worker: ${err.message}\n`));
+      await closeWorker();
+    } finally {
+      await server?.stop(3_000);
+      interruption.dispose();
     }
-    const { worker, close: closeWorker } = await createWorker({ target });
-    const running = worker.run();
-    const api = await listen(flags, token, this.usage);
-    if (token && !process.env.KATAFLEET_API_TOKEN && !flags['token-file']) process.stdout.write(`API token in ${tokenFile}\n`);
-    await Promise.race([untilInterrupted(), running]);
-    await api.close();
-    worker.shutdown();
-    await running;
-    await closeWorker();
-    await server?.stop();
     return 0;
   },
 };
+
+function logLevelOption(value: string | undefined, usage: string): WorkerLogLevel | undefined {
+  try {
+    return parseLogLevel(value);
+  } catch (err) {
+    throw new UsageError(`katafleet up: ${(err as Error).message}`, usage);
+  }
+}
+
+function portOption(value: string | undefined, flag: string, usage: string): number | undefined {
+  if (value === undefined) return undefined;
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || port < 1 || port > 65535) throw new UsageError(`katafleet up: ${flag} must be a port number from 1 to 65535, got "${value}"`, usage);
+  return port;
+}

@@ -1,13 +1,17 @@
 import { join } from 'node:path';
-import { searchAttributeTypeName, startDevServer } from '../worker/dev-server';
+import { searchAttributeTypeName, startDevServer, stopDevServerOf } from '../worker/dev-server';
 import { temporalTargetFromEnv } from '../worker/connection';
 import { allSearchAttributes } from '../workflows/search-attributes';
-import { parseCommandArgs, type Command } from './command';
+import { parseCommandArgs, UsageError, type Command } from './command';
 
 export const serverCommand: Command = {
   name: 'server',
   summary: 'run the embedded Temporal dev server (SQLite under .katafleet/, Web UI on 8233)',
   usage: `Usage: katafleet server [--db FILE] [--port N] [--ui-port N] [--print-attributes]
+       katafleet server stop [--db FILE]
+
+Runs until Ctrl-C or SIGTERM. \`katafleet server stop\` stops a dev server that runs on the database (one started by
+\`katafleet server\` in another terminal, or left behind by a killed \`katafleet up\`), through the pid file next to it.
 
   --db FILE            SQLite database that keeps history across restarts (default .katafleet/temporal.db)
   --port N             frontend port (default 7233)
@@ -17,7 +21,14 @@ export const serverCommand: Command = {
 
 With TEMPORAL_ADDRESS set, katafleet uses that cluster and this command starts nothing.`,
   async run(args) {
-    const { values } = parseCommandArgs(this, args, { db: { type: 'string' }, port: { type: 'string' }, 'ui-port': { type: 'string' }, 'print-attributes': { type: 'boolean' } }, { min: 0, max: 0 });
+    const { values, positionals } = parseCommandArgs(this, args, { db: { type: 'string' }, port: { type: 'string' }, 'ui-port': { type: 'string' }, 'print-attributes': { type: 'boolean' } }, { min: 0, max: 1 });
+    const dbFile = values.db ?? join('.katafleet', 'temporal.db');
+    if (positionals[0] !== undefined) {
+      if (positionals[0] !== 'stop') throw new UsageError(`katafleet server: unknown action "${positionals[0]}" (the only one is "stop")`, this.usage);
+      const pid = await stopDevServerOf(dbFile);
+      process.stdout.write(pid === undefined ? `No dev server runs on ${dbFile}.\n` : `Stopped the dev server on ${dbFile} (pid ${pid}).\n`);
+      return 0;
+    }
     const target = temporalTargetFromEnv();
     if (values['print-attributes']) {
       for (const key of allSearchAttributes) {
@@ -30,7 +41,7 @@ With TEMPORAL_ADDRESS set, katafleet uses that cluster and this command starts n
       return 2;
     }
     const server = await startDevServer({
-      dbFile: values.db ?? join('.katafleet', 'temporal.db'),
+      dbFile,
       port: values.port ? Number(values.port) : undefined,
       uiPort: values['ui-port'] ? Number(values['ui-port']) : undefined,
       namespace: target.namespace,

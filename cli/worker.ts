@@ -1,16 +1,26 @@
 import { taskQueue, temporalTargetFromEnv } from '../worker/connection';
+import { installWorkerLogging, parseLogLevel } from '../worker/logging';
 import { createWorker } from '../worker/worker';
-import { parseCommandArgs, type Command } from './command';
+import { parseCommandArgs, UsageError, type Command } from './command';
 
 export const workerCommand: Command = {
   name: 'worker',
   summary: `run a worker on task queue "${taskQueue}" (workflows + SSH activities)`,
-  usage: `Usage: katafleet worker
+  usage: `Usage: katafleet worker [--log-level trace|debug|info|warn|error] [--log-file FILE]
 
 Connects to the embedded server (127.0.0.1:7233) or to TEMPORAL_ADDRESS, and runs until Ctrl-C.
-Run several workers on several machines for larger fleets; Temporal spreads the work.`,
+Run several workers on several machines for larger fleets; Temporal spreads the work.
+It logs one JSON line per event (time, level, node, step, rollout id) to stderr, or to --log-file; a failure a
+step expects (a node unfit for Kata, a transient error a retry fixes) is one info line with its reason, no stack.`,
   async run(args) {
-    parseCommandArgs(this, args, {}, { min: 0, max: 0 });
+    const { values } = parseCommandArgs(this, args, { 'log-level': { type: 'string' }, 'log-file': { type: 'string' } }, { min: 0, max: 0 });
+    let level;
+    try {
+      level = parseLogLevel(values['log-level']);
+    } catch (err) {
+      throw new UsageError(`katafleet worker: ${(err as Error).message}`, this.usage);
+    }
+    installWorkerLogging({ level, file: values['log-file'] });
     const target = temporalTargetFromEnv();
     const { worker, close } = await createWorker({ target });
     process.stdout.write(`katafleet worker polling "${taskQueue}" on ${target.address} (namespace ${target.namespace})\n`);

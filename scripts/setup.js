@@ -10,6 +10,12 @@ const { run, log } = require('./setup/util.js');
 
 const root = join(__dirname, '..');
 const quiet = process.argv.includes('--quiet');
+// `--for demo`: only what `npm run demo` needs before it starts; containerd 2.x (~10 min) is built by `npm test`.
+const forDemo = process.argv.includes('--for') && process.argv[process.argv.indexOf('--for') + 1] === 'demo';
+if (forDemo && !process.env.KATAFLEET_SKIP_CONTAINERD2) {
+  process.env.KATAFLEET_SKIP_CONTAINERD2 = '1';
+  if (!quiet) log('containerd 2.x: not needed by the demo (every demo node runs containerd 1.6); `npm test` builds it');
+}
 
 async function main() {
   if (!existsSync(join(root, 'node_modules', '.package-lock.json'))) {

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cmd, sh, SshFailureType, SshPool, type Command, type CommandResult, type SshNode } from '../activities/ssh';
+import { cmd, sh, SshFailureType, SshPool, type Command, type CommandEvent, type CommandResult, type SshNode } from '../activities/ssh';
 import { fleetNodeRecords, startFleet, type Fleet } from '../sim/fleet';
 
 interface Failure { type?: string; nonRetryable?: boolean; message: string; details?: CommandResult[] }
@@ -114,6 +114,22 @@ describe('SshPool against a simulated node', () => {
     await pool.run(node, sh`true`);
     await pool.run(node, sh`true`);
     expect(sshConnectionProcesses().connections).toHaveLength(1);
+  });
+
+  it('reports every command to onCommand as sent (node, text, stdin, times, exit code; null when it failed)', async () => {
+    const events: CommandEvent[] = [];
+    const traced = new SshPool({ onCommand: (event) => events.push(event) });
+    try {
+      await traced.run(node, sh`cat > /root/traced`, { stdin: 'x\n' });
+      await traced.run(node, sh`exit 3`, { allowExitCodes: [3] });
+      await failureOf(traced.run(node, sh`exit 4`));
+    } finally {
+      await traced.closeAll();
+    }
+    expect(events.map((e) => [e.node, e.exitCode, e.stdin])).toEqual([['node-1', 0, 'x\n'], ['node-1', 3, undefined], ['node-1', null, undefined]]);
+    // As sent: with the node-side deadline around the command.
+    expect(events[0].text).toMatch(/timeout .*cat > \/root\/traced/s);
+    for (const event of events) expect(event.endedMs).toBeGreaterThanOrEqual(event.startedMs);
   });
 
   it('delivers file contents on stdin byte for byte, never through the shell', async () => {

@@ -11,7 +11,7 @@
  * came) is retryable, but the command may have run. Read the node's state again and decide, never blindly redo.
  * Every other failure says exactly what happened: a command failure carries the flat result in `details[0]`.
  */
-export { SshPool, type RunOptions, type SshPoolOptions } from './pool';
+export { SshPool, type CommandEvent, type RunOptions, type SshPoolOptions } from './pool';
 export { sh, cmd, flag, sudo, withDeadline, quote, isSafeShellValue, unsafeShellValueMessage, SAFE_SHELL_VALUE, type Command, type Flag, type ShellArg } from './quote';
 export { SshFailureType, nonRetryableSshFailureTypes, sshFailure } from './failure-types';
 export { type CommandResult, failureDetails, tail, MESSAGE_TAIL_BYTES } from './result';

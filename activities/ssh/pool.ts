@@ -30,6 +30,25 @@ export interface SshPoolOptions {
   maxOutputBytes?: number;
   /** After a timeout, how long to wait for the channel to close before dropping the whole connection. @default 2000 */
   closeGraceMs?: number;
+  /**
+   * Called once per command after it ended (also when it failed): for benchmarks and tracing. It runs in the caller's
+   * async context (an activity's, inside a worker), must not throw, and sees the command as sent (after sudo/deadline).
+   */
+  onCommand?: (event: CommandEvent) => void;
+}
+
+/** One command as {@link SshPoolOptions.onCommand} sees it. */
+export interface CommandEvent {
+  /** Inventory name of the node. */
+  node: string;
+  /** The command line as sent to the node's shell. */
+  text: string;
+  stdin?: string | Buffer;
+  /** `performance.timeOrigin`-relative start and end, in ms. */
+  startedMs: number;
+  endedMs: number;
+  /** Exit code, or null when the command failed (exit code not allowed, timeout, drop, abort). */
+  exitCode: number | null;
 }
 
 /** Per-command settings. */
@@ -197,6 +216,7 @@ const defaultPoolOptions: Required<SshPoolOptions> = {
   defaultTimeoutMs: 60_000,
   maxOutputBytes: 16 * 1024 * 1024,
   closeGraceMs: 2_000,
+  onCommand: () => undefined,
 };
 
 /** How many times a command is re-queued when its channel could not be opened (refused, or the connection died). */
@@ -239,6 +259,19 @@ export class SshPool {
     // even when the connection is gone.
     const guarded = withDeadline(command, timeoutMs / 1000 + 1);
     const effective = connection.node.sudo && options.asRoot !== false ? sudo(guarded) : guarded;
+    const startedMs = performance.now();
+    const report = (exitCode: number | null) => this.options.onCommand({ node: node.name, text: effective.text, stdin: options.stdin, startedMs, endedMs: performance.now(), exitCode });
+    try {
+      const result = await this.runEffective(connection, effective, options, timeoutMs);
+      report(result.exitCode);
+      return result;
+    } catch (err) {
+      report(null);
+      throw err;
+    }
+  }
+
+  private async runEffective(connection: NodeConnection, effective: Command, options: RunOptions, timeoutMs: number): Promise<CommandResult> {
     for (let refusals = 0; ; refusals++) {
       const release = await connection.channels.acquire();
       let session: Session;

@@ -56,18 +56,21 @@ export function timeLeftMs(startedAt: number, fallbackMs: number, reserveMs = 0)
   return Math.max(0, startedAt + budget - Math.min(reserveMs, budget / 4) - Date.now());
 }
 
+/** First wait of {@link pollUntil}: most conditions on the critical path hold within a second. */
+const FIRST_POLL_INTERVAL_MS = 250;
+
 /**
  * Polls `probe` until it returns a value (not undefined) or `timeoutMs` passes; heartbeats between
- * polls. Returns undefined on timeout so the caller can say what it last saw.
+ * polls, which back off from 250 ms, doubling, to `intervalMs`. Returns undefined on timeout so the caller can say what it last saw.
  */
 export async function pollUntil<T>(probe: () => Promise<T | undefined>, timeoutMs: number, intervalMs: number): Promise<T | undefined> {
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  for (let wait = Math.min(FIRST_POLL_INTERVAL_MS, intervalMs); ; wait = Math.min(wait * 2, intervalMs)) {
     const value = await probe();
     if (value !== undefined) return value;
     const left = deadline - Date.now();
     if (left <= 0) return undefined;
-    await pause(Math.min(intervalMs, left));
+    await pause(Math.min(wait, left));
   }
 }
 

@@ -6,18 +6,19 @@
 // (about 10 minutes on 2 cores); every node then runs containerd 1.6.
 const { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
-const { cacheDir, log, run } = require('./util.js');
+const { cacheDir, run, runTimed } = require('./util.js');
 
 const aptPackages = ['openssh-server', 'openssh-client', 'containerd', 'runc', 'sudo', 'util-linux', 'dpkg', 'apt', 'openssl', 'xz-utils', 'zstd'];
 const commands = ['/usr/sbin/sshd', '/usr/bin/ssh', '/usr/bin/ssh-keygen', '/usr/bin/containerd', '/usr/sbin/runc', '/usr/bin/sudo',
   '/usr/bin/unshare', '/usr/bin/setpriv', '/usr/bin/nsenter', '/usr/bin/dpkg-deb', '/usr/bin/openssl', '/usr/bin/xz', '/usr/bin/zstd'];
 
 const binDir = join(cacheDir, 'bin');
-const crictl = { path: join(binDir, 'crictl'), module: 'sigs.k8s.io/cri-tools/cmd/crictl@v1.36.0', binary: 'crictl' };
+const crictl = { path: join(binDir, 'crictl'), module: 'sigs.k8s.io/cri-tools/cmd/crictl@v1.36.0', binary: 'crictl', expected: 'crictl' };
 const containerd2 = {
   path: join(binDir, 'containerd-2'),
   module: 'github.com/containerd/containerd/v2/cmd/containerd@v2.2.9',
   binary: 'containerd',
+  expected: 'containerd2',
   // No btrfs/devmapper/zfs snapshotters: they need C headers, and the fleet uses none of them.
   tags: 'no_btrfs,no_devmapper,no_zfs',
 };
@@ -27,12 +28,11 @@ function goBuilds() {
   return skipContainerd2 ? [crictl] : [crictl, containerd2];
 }
 
-function goInstall({ path, module, binary, tags }) {
+async function goInstall({ path, module, binary, tags, expected }) {
   const gobin = join(binDir, `.gobin-${binary}`);
   rmSync(gobin, { recursive: true, force: true });
   mkdirSync(gobin, { recursive: true });
-  log(`building ${module} (Go module proxy)`);
-  run('go', ['install', ...(tags ? ['-tags', tags] : []), module], {
+  await runTimed(`go install ${module}`, expected, 'go', ['install', ...(tags ? ['-tags', tags] : []), module], {
     env: { ...process.env, GOBIN: gobin, CGO_ENABLED: '0', GOFLAGS: '-buildvcs=false' },
   });
   renameSync(join(gobin, binary), path);
@@ -59,6 +59,6 @@ module.exports = {
       }
     }
     mkdirSync(binDir, { recursive: true });
-    for (const build of goBuilds()) if (!existsSync(build.path)) goInstall(build);
+    for (const build of goBuilds()) if (!existsSync(build.path)) await goInstall(build);
   },
 };

