@@ -10,6 +10,7 @@ import { planCommand } from './plan';
 import { reportError } from './report-error';
 import { abortCommand, pauseCommand, resumeCommand, rolloutCommand, statusCommand } from './rollout';
 import { serverCommand } from './server';
+import { clusterCommand } from './cluster';
 import { simCliCommand } from './sim';
 import { validateCommand } from './validate';
 import { workerCommand } from './worker';
@@ -26,6 +27,7 @@ const commands: Command[] = [
   driftCommand,
   nodeCommand,
   serverCommand,
+  clusterCommand,
   workerCommand,
   apiCommand,
   upCommand,
