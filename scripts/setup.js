@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Installs everything katafleet needs on a fresh machine, once: npm dependencies, the Temporal CLI,
-// and the simulated fleet's host packages and builds. Each part lives in scripts/setup/ and is
+// the simulated fleet's host packages and builds, and the Temporal server for `katafleet cluster`. Each part lives in scripts/setup/ and is
 // skipped when its result is already cached (under ~/.cache/katafleet or node_modules).
 // Runs before `npm test` and `npm run demo`; `node scripts/setup.js` runs it by hand.
 'use strict';
@@ -16,7 +16,7 @@ async function main() {
     log('installing npm dependencies (npm ci)');
     run('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root });
   }
-  const parts = ['temporal', 'host-packages', 'kubernetes'];
+  const parts = ['temporal', 'host-packages', 'kubernetes', 'temporal-server'];
   for (const name of parts) {
     const file = join(__dirname, 'setup', `${name}.js`);
     if (!existsSync(file)) continue;
