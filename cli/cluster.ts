@@ -3,15 +3,14 @@
 // (Debian's postgresql: initdb into the cluster directory, loopback only, no system service), with its schema
 // applied by Temporal's own temporal-sql-tool. docs/cluster.md says how it is laid out and how to size workers.
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time';
 import { temporal } from '@temporalio/proto';
-import { freeLoopbackPort } from '../sim/addresses';
 import { cacheDir } from '../worker/temporal-cli';
 import { allSearchAttributes } from '../workflows/search-attributes';
 import { parseCommandArgs, UsageError, type Command } from './command';
@@ -146,7 +145,7 @@ A local Temporal cluster for fleets beyond one machine's dev server: the Tempora
   status    say what runs (exit 0 when the cluster is up, 1 when not)
 
   --dir DIR       state directory (default ${defaultClusterDir})
-  --port N        the server's frontend port on 127.0.0.1 (default 7333)
+  --port N        the server's frontend port on 127.0.0.1, at most 32767 (default 7333)
   --pg-port N     PostgreSQL's port on 127.0.0.1 (default 5433)
   --shards N      numHistoryShards, fixed when the databases are created (default 4)
 
@@ -173,8 +172,8 @@ export const clusterCommand: Command = {
     switch (action) {
       case 'up': {
         only(['port', 'pg-port', 'shards']);
-        const port = parsePort(values.port, '--port', 7333);
-        const pgPort = parsePort(values['pg-port'], '--pg-port', 5433);
+        const port = parsePort(values.port, '--port', 7333, maxServerPort);
+        const pgPort = parsePort(values['pg-port'], '--pg-port', 5433, 65535);
         if (port === pgPort) throw new UsageError(`katafleet cluster up: --port and --pg-port are both ${port}; give them different ports`, usage);
         const shards = parseShards(values.shards);
         const state = await clusterUp({ dir, port, pgPort, shards, log: (line) => process.stderr.write(`${line}\n`) });
@@ -199,11 +198,12 @@ export const clusterCommand: Command = {
   },
 };
 
-function parsePort(value: string | undefined, flag: string, fallback: number): number {
+function parsePort(value: string | undefined, flag: string, fallback: number, max: number): number {
   if (value === undefined) return fallback;
   const port = Number(value);
-  if (!/^\d+$/.test(value) || port < 1024 || port > 65535) {
-    throw new UsageError(`katafleet cluster up: ${flag} "${value}" is not a port from 1024 to 65535`, usage);
+  if (!/^\d+$/.test(value) || port < 1024 || port > max) {
+    const why = max === maxServerPort ? ' (Temporal stores its ports in a SMALLINT column)' : '';
+    throw new UsageError(`katafleet cluster up: ${flag} "${value}" is not a port from 1024 to ${max}${why}`, usage);
   }
   return port;
 }
@@ -346,13 +346,35 @@ function setupSchema(dir: string, files: ReturnType<typeof temporalServerFiles>,
   return shards;
 }
 
-async function servicePorts(frontend: number): Promise<ServicePorts> {
-  const ports = new Set<number>([frontend]);
+/**
+ * Temporal keeps each service's ports in cluster_membership.rpc_port, a SMALLINT (schema/postgresql/v12/temporal/
+ * schema.sql): every port of the server must be below 32768, so the kernel's ephemeral ports will not do.
+ */
+export const maxServerPort = 32767;
+
+/** A port on 127.0.0.1 that is free now, from 20000 to 32767 (below the ephemeral range), not in `taken`. */
+export async function freeServerPort(taken: Set<number> = new Set()): Promise<number> {
+  for (let tries = 0; tries < 200; tries += 1) {
+    const port = 20000 + randomInt(maxServerPort - 20000 + 1);
+    if (!taken.has(port) && (await portFree(port))) return port;
+  }
+  throw new ClusterError('found no free port on 127.0.0.1 from 20000 to 32767 in 200 tries');
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolvePort) => {
+    const server = createServer();
+    server.once('error', () => resolvePort(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolvePort(true)));
+  });
+}
+
+async function servicePorts(frontend: number, pgPort: number): Promise<ServicePorts> {
+  const ports = new Set<number>([frontend, pgPort]);
   const next = async () => {
-    for (;;) {
-      const port = await freeLoopbackPort();
-      if (!ports.has(port)) { ports.add(port); return port; }
-    }
+    const port = await freeServerPort(ports);
+    ports.add(port);
+    return port;
   };
   return {
     frontend: { grpc: frontend, membership: await next(), http: await next() },
@@ -477,7 +499,7 @@ export async function clusterUp(options: { dir: string; port: number; pgPort: nu
     const shards = setupSchema(dir, files, pgPort, password, options.shards, log);
 
     const config = join(dir, 'temporal.yaml');
-    writeFileSync(config, serverConfigYaml({ pgPort, password, ports: await servicePorts(port), numHistoryShards: shards, logLevel: 'warn' }), { mode: 0o600 });
+    writeFileSync(config, serverConfigYaml({ pgPort, password, ports: await servicePorts(port, pgPort), numHistoryShards: shards, logLevel: 'warn' }), { mode: 0o600 });
     const logFile = join(dir, 'temporal.log');
     const out = openSync(logFile, 'a');
     const child = spawn(files.server, ['--config-file', config, '--allow-no-auth', 'start'], { cwd: dir, detached: true, stdio: ['ignore', out, out] });

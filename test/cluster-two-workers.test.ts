@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { patchContainerdConfig } from '../activities/containerd-config';
 import { startRollout } from '../api/rollout-service';
-import { alive, freeLoopbackPort } from '../sim/addresses';
+import { freeServerPort } from '../cli/cluster';
+import { alive } from '../sim/addresses';
 import { startFleet, type Fleet } from '../sim/fleet';
 import type { Step } from '../playbooks/schema';
 import { nodeWorkflowId } from '../workflows/node';
@@ -62,7 +63,8 @@ beforeAll(async () => {
   // PostgreSQL runs as the postgres user (it refuses root): it must be able to enter the directories above its data.
   await chmod(base, 0o755);
   clusterDir = join(base, 'cluster');
-  const [port, pgPort] = [await freeLoopbackPort(), await freeLoopbackPort()];
+  const port = await freeServerPort();
+  const pgPort = await freeServerPort(new Set([port]));
   const [up, started] = await Promise.all([
     cluster('up', '--port', String(port), '--pg-port', String(pgPort)),
     startFleet({ nodes: nodes.map((name) => ({ name, containerd: '1.6' as const })), dir: join(base, 'fleet') }),
@@ -88,7 +90,9 @@ describe('katafleet cluster', () => {
     const cases: [string[], RegExp][] = [
       [['cluster'], /expected 1 argument/],
       [['cluster', 'start'], /unknown action "start"; use up, down or status/],
-      [['cluster', 'up', '--port', '80'], /--port "80" is not a port from 1024 to 65535/],
+      [['cluster', 'up', '--port', '80'], /--port "80" is not a port from 1024 to 32767 \(Temporal stores its ports in a SMALLINT column\)/],
+      [['cluster', 'up', '--port', '40000'], /--port "40000" is not a port from 1024 to 32767/],
+      [['cluster', 'up', '--pg-port', '70000'], /--pg-port "70000" is not a port from 1024 to 65535/],
       [['cluster', 'up', '--port', '7233x'], /--port "7233x" is not a port/],
       [['cluster', 'up', '--port', '7400', '--pg-port', '7400'], /--port and --pg-port are both 7400/],
       [['cluster', 'up', '--shards', '0'], /--shards "0" is not a whole number from 1 to 16384/],
