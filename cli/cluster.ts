@@ -521,6 +521,15 @@ export async function clusterUp(options: { dir: string; port: number; pgPort: nu
   }
 }
 
+/** Whether a process with this pid exists and is not a zombie waiting for its parent. */
+function processExists(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
 async function stopServer(dir: string, pid: number): Promise<boolean> {
   if (!serverRunning(dir, pid)) return false;
   process.kill(pid, 'SIGTERM');
@@ -536,9 +545,14 @@ export async function clusterDown(dir: string, options: { purge?: boolean } = {}
   const stopped: string[] = [];
   const state = readState(dir);
   if (state && (await stopServer(dir, state.serverPid))) stopped.push(`temporal-server (pid ${state.serverPid})`);
-  if (existsSync(join(dir, 'pg', 'postmaster.pid'))) {
+  const pidFile = join(dir, 'pg', 'postmaster.pid');
+  if (existsSync(pidFile)) {
+    const postmaster = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
     const result = pgRun(dir, 'pg_ctl', ['stop', '-D', join(dir, 'pg'), '-m', 'fast', '-w', '-t', '60']);
     if (result.status !== 0) throw new ClusterError(`pg_ctl stop -D ${join(dir, 'pg')} failed: ${(result.stderr || result.stdout).trim()}`);
+    // pg_ctl returns once postmaster.pid is gone, a moment before the postmaster itself has exited.
+    const until = Date.now() + 30_000;
+    while (postmaster > 0 && processExists(postmaster) && Date.now() < until) await sleep(100);
     stopped.push('PostgreSQL');
   }
   if (options.purge) rmSync(dir, { recursive: true, force: true });

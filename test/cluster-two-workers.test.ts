@@ -6,7 +6,7 @@
 //
 // Cost: one PostgreSQL, one Temporal server (~1 min to start on 2 busy cores the first time: initdb + schema),
 // three simulated nodes without Kubernetes, kata.toml's steps prereq, containerd and restart.
-import { chmod, mkdtemp, readFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -83,6 +83,7 @@ afterAll(async () => {
   await connection?.close();
   await fleet?.stop();
   if (clusterDir) await cluster('down', '--purge');
+  if (base) await rm(base, { recursive: true, force: true });
 }, 180_000);
 
 describe('katafleet cluster', () => {
@@ -203,7 +204,9 @@ describe('two workers on the cluster', () => {
     const down = await cluster('down');
     expect(down).toMatchObject({ code: 0, stdout: expect.stringContaining('stopped temporal-server') });
     expect(down.stdout).toContain('PostgreSQL');
-    expect([alive(state.serverPid), alive(pgPid)]).toEqual([false, false]);
+    // Gone, or a zombie that its new parent (the machine's init) has not reaped yet.
+    const exists = async (pid: number) => (await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).replace(/^.*\) /s, '').match(/^[^Z]/) !== null;
+    expect([await exists(state.serverPid), await exists(pgPid)]).toEqual([false, false]);
     expect(await cluster('status')).toMatchObject({ code: 1, stdout: expect.stringMatching(/temporal-server .*: stopped/) });
   }, 120_000);
 });
