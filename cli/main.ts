@@ -35,6 +35,7 @@ export const commandEntries: CommandEntry[] = [
   { name: 'drift', summary: 'check nodes against a playbook and repair drift, now or on a Temporal Schedule', load: () => loadCommand<typeof import('./drift')>('./drift', 'driftCommand') },
   { name: 'node', summary: 'act on one node: release it from quarantine', load: () => loadCommand<typeof import('./node')>('./node', 'nodeCommand') },
   { name: 'server', summary: 'run the embedded Temporal dev server (SQLite under .katafleet/, Web UI on 8233)', load: () => loadCommand<typeof import('./server')>('./server', 'serverCommand') },
+  { name: 'cluster', summary: 'run a local Temporal cluster (Temporal server + PostgreSQL) under .katafleet/cluster', load: () => loadCommand<typeof import('./cluster')>('./cluster', 'clusterCommand') },
   { name: 'worker', summary: 'run a worker on task queue "katafleet" (workflows + SSH activities)', load: () => loadCommand<typeof import('./worker')>('./worker', 'workerCommand') },
   { name: 'api', summary: 'serve the HTTP API (bearer token from KATAFLEET_API_TOKEN or --token-file)', load: () => loadCommand<typeof import('./api')>('./api', 'apiCommand') },
   { name: 'up', summary: 'run the embedded Temporal, a worker and the API together, for local use', load: () => loadCommand<typeof import('./api')>('./api', 'upCommand') },

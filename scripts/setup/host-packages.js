@@ -3,16 +3,23 @@
 // dpkg/apt (always there on Debian), crictl (to read each node's CRI), and containerd 2.x (so some nodes
 // run config version 3). Debian packages come from apt; crictl and containerd 2.x are built once from the
 // Go module proxy into ~/.cache/katafleet/bin. KATAFLEET_SKIP_CONTAINERD2=1 skips the containerd 2.x build
-// (about 10 minutes on 2 cores); every node then runs containerd 1.6.
-const { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } = require('node:fs');
+// (about 10 minutes on 2 cores); every node then runs containerd 1.6. Also Debian's postgresql, for the local
+// Temporal cluster (`katafleet cluster up`), which runs its own instance: the package's system service never starts.
+const { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 const { cacheDir, run, runTimed } = require('./util.js');
 
-const aptPackages = ['openssh-server', 'openssh-client', 'containerd', 'runc', 'sudo', 'util-linux', 'dpkg', 'apt', 'openssl', 'xz-utils', 'zstd'];
+const aptPackages = ['openssh-server', 'openssh-client', 'containerd', 'runc', 'sudo', 'util-linux', 'dpkg', 'apt', 'openssl', 'xz-utils', 'zstd', 'postgresql'];
 const commands = ['/usr/sbin/sshd', '/usr/bin/ssh', '/usr/bin/ssh-keygen', '/usr/bin/containerd', '/usr/sbin/runc', '/usr/bin/sudo',
   '/usr/bin/unshare', '/usr/bin/setpriv', '/usr/bin/nsenter', '/usr/bin/dpkg-deb', '/usr/bin/openssl', '/usr/bin/xz', '/usr/bin/zstd'];
 
 const binDir = join(cacheDir, 'bin');
+
+/** Debian's PostgreSQL server: /usr/lib/postgresql/<major>/bin/initdb (the major version depends on the release). */
+function postgresInstalled() {
+  const base = '/usr/lib/postgresql';
+  return existsSync(base) && readdirSync(base).some((major) => existsSync(join(base, major, 'bin', 'initdb')));
+}
 const crictl = { path: join(binDir, 'crictl'), module: 'sigs.k8s.io/cri-tools/cmd/crictl@v1.36.0', binary: 'crictl', expected: 'crictl' };
 const containerd2 = {
   path: join(binDir, 'containerd-2'),
@@ -40,12 +47,12 @@ async function goInstall({ path, module, binary, tags, expected }) {
 }
 
 module.exports = {
-  title: 'simulated fleet host packages (openssh-server, containerd, crictl, containerd 2.x)',
+  title: 'simulated fleet host packages (openssh-server, containerd, crictl, containerd 2.x) and postgresql',
   async isInstalled() {
-    return commands.every((c) => existsSync(c)) && goBuilds().every((b) => existsSync(b.path));
+    return commands.every((c) => existsSync(c)) && postgresInstalled() && goBuilds().every((b) => existsSync(b.path));
   },
   async install() {
-    if (!commands.every((c) => existsSync(c))) {
+    if (!commands.every((c) => existsSync(c)) || !postgresInstalled()) {
       const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
       // The machine's own sshd/containerd must not start: an sshd on *:22 would take every node's port.
       const policy = '/usr/sbin/policy-rc.d';

@@ -1,0 +1,76 @@
+// Every sentence of README.md's "Running on a Temporal cluster", and the tests that prove it through the public CLI
+// (test/cluster-two-workers.test.ts runs the cluster; this file checks that the table is complete and proves the
+// search-attribute commands, which need no server).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { allSearchAttributes } from '../workflows/search-attributes';
+import { runKatafleet } from './helpers/cli';
+
+interface Proof {
+  /** A phrase of the README sentence (exact text, whitespace folded). */
+  sentence: string;
+  /** test file → the titles of its tests that prove the sentence. */
+  tests: Record<string, string[]>;
+}
+
+const twoWorkers = 'a worker SIGKILLed while it runs an activity: the rollout completes on the other, each node patched exactly once';
+const upPrints = 'up prints TEMPORAL_ADDRESS, and the cluster has katafleet\'s search attributes on its SQL visibility store';
+
+export const proofs: Proof[] = [
+  { sentence: 'Fleets beyond one machine run on a Temporal cluster with several `katafleet worker` processes', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
+  { sentence: 'To try that on one machine, `npx katafleet cluster up` starts a local one', tests: { 'cluster-two-workers.test.ts': [upPrints, twoWorkers] } },
+  { sentence: 'It prints `TEMPORAL_ADDRESS=...` for workers and the CLI', tests: { 'cluster-two-workers.test.ts': [upPrints] } },
+  { sentence: '`npx katafleet cluster status` says what runs', tests: { 'cluster-two-workers.test.ts': [upPrints, 'down stops the server and PostgreSQL and leaves no process'] } },
+  { sentence: '`npx katafleet cluster down` stops it and leaves no process', tests: { 'cluster-two-workers.test.ts': ['down stops the server and PostgreSQL and leaves no process'] } },
+  {
+    sentence: 'Bad flags exit 2 with the flag and the fix, and start nothing',
+    tests: { 'cluster-two-workers.test.ts': ['refuses bad input with exit 2, naming the flag and the fix, and starts nothing', 'refuses a frontend port that is taken, naming it and the fix'] },
+  },
+  { sentence: 'A worker killed mid-rollout loses nothing', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
+  { sentence: '**Sizing.**', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
+  { sentence: 'A cluster of', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
+  { sentence: 'Plan one worker', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
+  {
+    sentence: '**A production cluster**',
+    tests: { 'cluster-readme.test.ts': ['server --print-attributes prints one create command per katafleet search attribute, for TEMPORAL_NAMESPACE'], 'cluster-two-workers.test.ts': [upPrints] },
+  },
+  { sentence: 'has the details', tests: { 'cluster-readme.test.ts': ['has a proving test named for every sentence'] } },
+  { sentence: '**Limits.**', tests: { 'cluster-two-workers.test.ts': [upPrints] } },
+];
+
+const fold = (text: string) => text.replace(/\s+/g, ' ').trim();
+
+/** The prose sentences of the README's "Running on a Temporal cluster" section (code blocks and table rows left out). */
+function sectionSentences(): string[] {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
+  const start = readme.indexOf('## Running on a Temporal cluster');
+  if (start < 0) throw new Error('README.md has no section "## Running on a Temporal cluster"');
+  const end = readme.indexOf('\n## ', start + 1);
+  const prose = readme.slice(start, end).split('\n').slice(1).join('\n').replace(/```[\s\S]*?```/g, '').split('\n').filter((line) => !line.startsWith('|')).join('\n');
+  return prose.split(/\n\s*\n/).map(fold).flatMap((paragraph) => paragraph.split(/(?<=\.)(?<!e\.g\.)\s+(?=[A-Z`*[])/)).filter(Boolean);
+}
+
+describe('README "Running on a Temporal cluster"', () => {
+  it('has a proving test named for every sentence', () => {
+    const unproven = sectionSentences().filter((sentence) => !proofs.some((proof) => sentence.includes(fold(proof.sentence))));
+    expect(unproven).toEqual([]);
+  });
+
+  it('names only tests that exist, in the files named', () => {
+    const missing = proofs.flatMap((proof) =>
+      Object.entries(proof.tests).flatMap(([file, titles]) => {
+        const source = readFileSync(join(__dirname, file), 'utf8');
+        return titles.filter((title) => !source.includes(`it('${title.replace(/'/g, "\\'")}'`) && !source.includes(`it("${title}"`)).map((title) => `${file}: ${title}`);
+      }),
+    );
+    expect(missing).toEqual([]);
+  });
+
+  it('server --print-attributes prints one create command per katafleet search attribute, for TEMPORAL_NAMESPACE', async () => {
+    const result = await runKatafleet('127.0.0.1:1', ['server', '--print-attributes']);
+    expect(result.code).toBe(0);
+    expect(result.stdout.trim().split('\n')).toEqual(
+      allSearchAttributes.map((key) => expect.stringMatching(new RegExp(`^temporal operator search-attribute create --namespace default --name ${key.name} --type (Keyword|Int|KeywordList)$`))),
+    );
+  });
+});
