@@ -10,14 +10,14 @@ import { resolveNodeSsh, rolloutNodes, type Inventory, type InventoryNode, type 
 import { taskQueue, workflowUiLink } from '../worker/connection';
 import { parseDuration } from '../workflows/duration';
 import type { RolloutInput } from '../workflows/rollout';
-import { abortUpdate, pauseUpdate, resumeUpdate, rolloutProgressQuery, type AbortRequest, type RolloutPhase, type RolloutProgress } from '../workflows/rollout-messages';
+import { abortUpdate, maxProgressPageSize, pauseUpdate, progressPage, resumeUpdate, rolloutProgressQuery, type AbortRequest, type ProgressPageRequest, type RolloutPhase, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
 
 /** A failure of a rollout operation that maps to an HTTP status (and a CLI exit status). */
 export class RolloutServiceError extends Error {
   override name = 'RolloutServiceError';
   constructor(
-    readonly type: 'RolloutNotFound' | 'RolloutConflict' | 'RolloutRequestRejected' | 'RolloutTooLarge' | 'TemporalLimit' | 'TemporalNotReady',
+    readonly type: 'RolloutNotFound' | 'RolloutConflict' | 'RolloutRequestRejected' | 'RolloutTooLarge' | 'TemporalLimit' | 'TemporalNotReady' | 'InvalidPageToken',
     message: string,
   ) {
     super(message);
@@ -273,15 +273,44 @@ function toSummary(execution: WorkflowExecutionInfo): RolloutSummary {
   };
 }
 
-/** Progress and per-node results of one rollout, running or finished. */
-export async function getRollout(client: Client, rolloutId: string): Promise<RolloutProgress & { status: string; uiLink: string }> {
+/**
+ * Progress of one rollout, running or finished: counts, phase, the capped list of failed nodes, and one page of
+ * per-node results (`page`: from the previous answer's `nodesPage.nextPageToken`). Every answer is bounded
+ * whatever the fleet size; {@link getRolloutAllPages} reads every page.
+ */
+export async function getRollout(client: Client, rolloutId: string, page: ProgressPageRequest = {}): Promise<RolloutProgress & { status: string; uiLink: string }> {
   const workflowId = rolloutWorkflowId(rolloutId);
   const handle = client.workflow.getHandle(workflowId);
   const description = await describeOrUndefined(client, workflowId);
   if (!description) throw new RolloutServiceError('RolloutNotFound', `no rollout with id "${rolloutId}" (katafleet status lists them)`);
+  if (page.pageToken !== undefined && !/^n\d{1,9}$/.test(page.pageToken)) {
+    throw new RolloutServiceError('InvalidPageToken', `page_token ${JSON.stringify(page.pageToken)} was not handed out by rollout ${rolloutId}: use nodesPage.nextPageToken of the previous answer, or none for the first page`);
+  }
   // A closed workflow still answers queries (replayed by a worker); this keeps one code path for both.
-  const progress = await handle.query(rolloutProgressQuery);
-  return { ...progress, status: description.status.name, uiLink: workflowUiLink(workflowId) };
+  let progress: RolloutProgress;
+  try {
+    progress = await handle.query(rolloutProgressQuery, page);
+  } catch (err) {
+    if (err instanceof Error && /was not handed out/.test(err.message)) throw new RolloutServiceError('InvalidPageToken', err.message);
+    throw asTemporalRefusal(err, `reading rollout ${rolloutId}`) ?? err;
+  }
+  // A worker on code older than issue 13 answers every node at once: page it here, so the answer stays bounded.
+  const paged = progress.nodesPage ? progress : progressPage(progress, page);
+  return { ...paged, status: description.status.name, uiLink: workflowUiLink(workflowId) };
+}
+
+/** Every node of a rollout, read page by page ({@link maxProgressPageSize} at a time), as one progress. */
+export async function getRolloutAllPages(client: Client, rolloutId: string): Promise<RolloutProgress & { status: string; uiLink: string }> {
+  const first = await getRollout(client, rolloutId, { pageSize: maxProgressPageSize });
+  const nodes = [...first.nodes];
+  const waves = first.waves.map((wave) => [...wave]);
+  for (let token = first.nodesPage?.nextPageToken; token !== undefined; ) {
+    const next = await getRollout(client, rolloutId, { pageToken: token, pageSize: maxProgressPageSize });
+    nodes.push(...next.nodes);
+    next.waves.forEach((wave, index) => (waves[index] ??= []).push(...wave));
+    token = next.nodesPage?.nextPageToken;
+  }
+  return { ...first, nodes, waves, nodesPage: { pageSize: nodes.length } };
 }
 
 /** Sends a control update; a refusal of the workflow's validator becomes a RolloutRequestRejected. */

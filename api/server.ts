@@ -12,7 +12,7 @@ import { katafleetVersion } from '../worker/version';
 import { createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from './schedule-service';
 import { registerNodeRoutes } from './node-routes';
 import { controlRollout, getRollout, listRollouts, RolloutServiceError, startRollout } from './rollout-service';
-import { AbortBody, CreateScheduleBody, DriftScheduleBody, ErrorBody, PhaseBody, RolloutBody, RolloutIdParams, RolloutSummaryBody, StartedRolloutBody, StartRolloutBody } from './schemas';
+import { AbortBody, CreateScheduleBody, DriftScheduleBody, ErrorBody, PhaseBody, RolloutBody, RolloutIdParams, RolloutPageQuery, RolloutSummaryBody, StartedRolloutBody, StartRolloutBody } from './schemas';
 
 export interface ApiOptions {
   client: Client;
@@ -50,7 +50,7 @@ interface RouteAccess {
  * `RolloutTooLarge` and `TemporalLimit` are the request's fault (too many nodes for one rollout, a value over one of
  * Temporal's limits); `TemporalNotReady` is the server's (a search attribute not registered): 503 with the fix.
  */
-const statusByType: Record<string, number> = { PlaybookError: 400, RolloutNotFound: 404, RolloutConflict: 409, RolloutRequestRejected: 409, RolloutTooLarge: 400, TemporalLimit: 400, TemporalNotReady: 503 };
+const statusByType: Record<string, number> = { PlaybookError: 400, RolloutNotFound: 404, RolloutConflict: 409, RolloutRequestRejected: 409, RolloutTooLarge: 400, TemporalLimit: 400, TemporalNotReady: 503, InvalidPageToken: 400 };
 
 /** Builds the HTTP API (not listening yet): rollouts, their control, health and the OpenAPI document. */
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
@@ -148,7 +148,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
   api.get('/v1/rollouts', { schema: { response: { 200: z.object({ rollouts: z.array(RolloutSummaryBody) }) } } }, async () => ({ rollouts: await listRollouts(client) }));
 
-  api.get('/v1/rollouts/:id', { schema: { params: RolloutIdParams, response: { 200: RolloutBody, 404: ErrorBody } } }, async (request) => getRollout(client, request.params.id));
+  api.get('/v1/rollouts/:id', { schema: { params: RolloutIdParams, querystring: RolloutPageQuery, response: { 200: RolloutBody, 400: ErrorBody, 404: ErrorBody } } }, async (request) =>
+    getRollout(client, request.params.id, { pageToken: request.query.page_token, pageSize: request.query.page_size }),
+  );
 
   for (const action of ['pause', 'resume'] as const) {
     api.post(`/v1/rollouts/:id/${action}`, { schema: { params: RolloutIdParams, response: { 200: PhaseBody, 404: ErrorBody, 409: ErrorBody } } }, async (request) => ({
