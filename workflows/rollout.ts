@@ -144,7 +144,9 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   const progress: RolloutProgress = {
     rolloutId: input.rolloutId,
     playbook: input.playbook.name,
-    phase: 'running',
+    // An abort carried across continue-as-new is in force from the first moment: an update buffered for this run is
+    // validated as soon as its handler is set, before the first report() (it read "running with rollback").
+    phase: v.abort && input.carried?.abort ? 'aborting' : 'running',
     currentWave: input.carried?.nextWave ?? 1,
     waves,
     nodes: results,
