@@ -17,7 +17,7 @@ import { searchAttributes } from '../workflows/search-attributes';
 export class RolloutServiceError extends Error {
   override name = 'RolloutServiceError';
   constructor(
-    readonly type: 'RolloutNotFound' | 'RolloutConflict' | 'RolloutRequestRejected' | 'RolloutTooLarge' | 'TemporalLimit' | 'TemporalNotReady' | 'InvalidPageToken',
+    readonly type: 'RolloutNotFound' | 'RolloutConflict' | 'RolloutRequestRejected' | 'RolloutTooLarge' | 'TemporalLimit' | 'TemporalNotReady' | 'InvalidPageToken' | 'WorkerUnavailable',
     message: string,
   ) {
     super(message);
@@ -169,6 +169,7 @@ export function listCapped(names: readonly string[], cap: number): string {
 const grpcInvalidArgument = 3;
 const grpcFailedPrecondition = 9;
 const grpcResourceExhausted = 8;
+const grpcDeadlineExceeded = 4;
 
 /**
  * A refusal by Temporal as a failure that names the limit, the value and the fix (a RolloutServiceError), or
@@ -292,6 +293,9 @@ export async function getRollout(client: Client, rolloutId: string, page: Progre
     progress = await handle.query(rolloutProgressQuery, page);
   } catch (err) {
     if (err instanceof Error && /was not handed out/.test(err.message)) throw new RolloutServiceError('InvalidPageToken', err.message);
+    if (grpcCause(err)?.code === grpcDeadlineExceeded || (err instanceof Error && /Failed to query Workflow|deadline exceeded/i.test(err.message))) {
+      throw new RolloutServiceError('WorkerUnavailable', `no katafleet worker answered the progress query of rollout ${rolloutId} in time (${err instanceof Error ? err.message : String(err)}): check that \`katafleet worker\` runs and is not overloaded, then ask again; the rollout itself goes on`);
+    }
     throw asTemporalRefusal(err, `reading rollout ${rolloutId}`) ?? err;
   }
   // A worker on code older than issue 13 answers every node at once: page it here, so the answer stays bounded.

@@ -50,7 +50,7 @@ interface RouteAccess {
  * `RolloutTooLarge` and `TemporalLimit` are the request's fault (too many nodes for one rollout, a value over one of
  * Temporal's limits); `TemporalNotReady` is the server's (a search attribute not registered): 503 with the fix.
  */
-const statusByType: Record<string, number> = { PlaybookError: 400, RolloutNotFound: 404, RolloutConflict: 409, RolloutRequestRejected: 409, RolloutTooLarge: 400, TemporalLimit: 400, TemporalNotReady: 503, InvalidPageToken: 400 };
+const statusByType: Record<string, number> = { PlaybookError: 400, RolloutNotFound: 404, RolloutConflict: 409, RolloutRequestRejected: 409, RolloutTooLarge: 400, TemporalLimit: 400, TemporalNotReady: 503, InvalidPageToken: 400, WorkerUnavailable: 503 };
 
 /** Builds the HTTP API (not listening yet): rollouts, their control, health and the OpenAPI document. */
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
@@ -112,7 +112,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     }
     const type = error instanceof RolloutServiceError ? error.type : error.name;
     const status = statusByType[type] ?? error.statusCode ?? 500;
-    if (status >= 500 && type !== 'TemporalNotReady') {
+    if (status >= 500 && type !== 'TemporalNotReady' && type !== 'WorkerUnavailable') {
       // The detail (a Temporal or gRPC message, a path) goes to the log only; the caller gets the id to quote.
       errorLog(JSON.stringify({ time: new Date().toISOString(), level: 'error', request_id: request.id, method: request.method, route: request.routeOptions.url, error: error.name, message: error.message, stack: error.stack }));
       return reply.code(status).send({ error: 'InternalError', message: `internal error; the server log has the details under request id ${request.id}` });
@@ -148,7 +148,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
   api.get('/v1/rollouts', { schema: { response: { 200: z.object({ rollouts: z.array(RolloutSummaryBody) }) } } }, async () => ({ rollouts: await listRollouts(client) }));
 
-  api.get('/v1/rollouts/:id', { schema: { params: RolloutIdParams, querystring: RolloutPageQuery, response: { 200: RolloutBody, 400: ErrorBody, 404: ErrorBody } } }, async (request) =>
+  api.get('/v1/rollouts/:id', { schema: { params: RolloutIdParams, querystring: RolloutPageQuery, response: { 200: RolloutBody, 400: ErrorBody, 404: ErrorBody, 503: ErrorBody } } }, async (request) =>
     getRollout(client, request.params.id, { pageToken: request.query.page_token, pageSize: request.query.page_size }),
   );
 

@@ -260,9 +260,15 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
     if (response.status !== 202) throw new Error(`POST /v1/rollouts answered ${response.status}: ${body}`);
 
     let largestAnswerBytes = 0;
-    const get = async (query: string) => {
+    const get = async (query: string, tries = 5): Promise<RolloutProgress & { status: string }> => {
       const answer = await fetch(`${baseUrl}/v1/rollouts/${rolloutId}${query}`, { headers: { authorization: headers.authorization } });
       const text = await answer.text();
+      // A worker too busy to answer the progress query in time (503) is asked again: the rollout goes on meanwhile.
+      if (answer.status === 503 && tries > 1) {
+        log(`  GET answered 503 (${text.slice(0, 160)}); asking again`);
+        await new Promise((resolve) => setTimeout(resolve, 2_000));
+        return get(query, tries - 1);
+      }
       if (answer.status !== 200) throw new Error(`GET /v1/rollouts/${rolloutId}${query} answered ${answer.status}: ${text}`);
       largestAnswerBytes = Math.max(largestAnswerBytes, Buffer.byteLength(text));
       return JSON.parse(text) as RolloutProgress & { status: string };
