@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/common';
+import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import { WorkflowUpdateFailedError, type Client, type WorkflowExecutionInfo } from '@temporalio/client';
 import type { KubernetesTarget, NodeTarget } from '../activities/node-types';
 import { defaultCredentialsFile } from '../playbooks/credentials';
@@ -9,14 +10,14 @@ import { resolveNodeSsh, rolloutNodes, type Inventory, type InventoryNode, type 
 import { taskQueue, workflowUiLink } from '../worker/connection';
 import { parseDuration } from '../workflows/duration';
 import type { RolloutInput } from '../workflows/rollout';
-import { abortUpdate, pauseUpdate, resumeUpdate, rolloutProgressQuery, type AbortRequest, type RolloutPhase, type RolloutProgress } from '../workflows/rollout-messages';
+import { abortUpdate, maxProgressPageSize, pauseUpdate, progressPage, resumeUpdate, rolloutProgressQuery, type AbortRequest, type ProgressPageRequest, type RolloutPhase, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
 
 /** A failure of a rollout operation that maps to an HTTP status (and a CLI exit status). */
 export class RolloutServiceError extends Error {
   override name = 'RolloutServiceError';
   constructor(
-    readonly type: 'RolloutNotFound' | 'RolloutConflict' | 'RolloutRequestRejected',
+    readonly type: 'RolloutNotFound' | 'RolloutConflict' | 'RolloutRequestRejected' | 'RolloutTooLarge' | 'TemporalLimit' | 'TemporalNotReady' | 'InvalidPageToken' | 'WorkerUnavailable',
     message: string,
   ) {
     super(message);
@@ -97,6 +98,8 @@ export async function startRollout(client: Client, playbook: Playbook, inventory
     throw new RolloutServiceError('RolloutRequestRejected', `request id ${JSON.stringify(requestId)}: use letters, digits, ".", "_" and "-" (at most 100, starting with a letter or digit)`);
   }
   const input = buildRolloutInput(playbook, inventory, requestId, options.overrides);
+  const tooLarge = rolloutSizeProblem(input.nodes.length, inventory.source.file);
+  if (tooLarge) throw new RolloutServiceError('RolloutTooLarge', tooLarge);
   const workflowId = rolloutWorkflowId(requestId);
   const existing = await describeOrUndefined(client, workflowId);
   if (existing) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
@@ -112,26 +115,116 @@ export async function startRollout(client: Client, playbook: Playbook, inventory
       typedSearchAttributes: [
         { key: searchAttributes.phase, value: 'running' },
         { key: searchAttributes.playbook, value: playbook.playbook.name },
-        { key: searchAttributes.nodes, value: input.nodes.map((node) => node.name) },
         { key: searchAttributes.nodesTotal, value: input.nodes.length },
       ],
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
-    throw err;
+    throw asTemporalRefusal(err, `starting rollout ${requestId} (${input.nodes.length} nodes)`) ?? err;
   }
   return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: true };
 }
 
-/** Refuses while another rollout runs on one of the nodes; `ownWorkflowId` is not another (a simultaneous duplicate request). */
+/**
+ * The most nodes one rollout takes. Every payload, search attribute and answer of a rollout stays under half of
+ * Temporal's limits up to this size (docs/scale.md has the arithmetic); a larger fleet is split into several
+ * inventories, rolled out one after the other or side by side.
+ */
+export const maxRolloutNodes = 2_000;
+
+/** Why a rollout of `nodes` nodes is refused before anything starts, or undefined. Pure. */
+export function rolloutSizeProblem(nodes: number, inventoryFile: string): string | undefined {
+  if (nodes <= maxRolloutNodes) return undefined;
+  return `${inventoryFile}: ${nodes} nodes to roll out; one rollout takes at most ${maxRolloutNodes} (the limit that keeps every Temporal payload and history under half of its limit, see docs/scale.md): split the inventory into several of at most ${maxRolloutNodes} nodes and roll them out one after the other`;
+}
+
+/**
+ * Refuses while another rollout runs on one of the nodes; `ownWorkflowId` is not another (a simultaneous duplicate
+ * request). The nodes of a running rollout are read from its current run's input (the first event of its history),
+ * so the check needs no search attribute that grows with the fleet and no worker; rollouts that started on older
+ * code also carry `KatafleetNodes`, which the input makes redundant.
+ */
 async function refuseBusyNodes(client: Client, nodes: string[], ownWorkflowId: string): Promise<void> {
   if (nodes.length === 0) return;
-  const list = nodes.map((name) => `"${name}"`).join(', ');
-  const query = `WorkflowType = 'rolloutWorkflow' AND ExecutionStatus = 'Running' AND WorkflowId != '${ownWorkflowId}' AND KatafleetNodes IN (${list})`;
+  const wanted = new Set(nodes);
+  const query = `WorkflowType = 'rolloutWorkflow' AND ExecutionStatus = 'Running' AND WorkflowId != '${ownWorkflowId}'`;
   for await (const execution of client.workflow.list({ query })) {
-    const busy = (execution.typedSearchAttributes.get(searchAttributes.nodes) ?? []).filter((name) => nodes.includes(name));
-    throw new RolloutServiceError('RolloutConflict', `rollout ${rolloutIdOf(execution.workflowId)} is still running on ${busy.join(', ')}: wait for it, or abort it, before starting another rollout on these nodes`);
+    const held = await nodesOfRunningRollout(client, execution.workflowId, execution.runId);
+    const busy = held.filter((name) => wanted.has(name));
+    if (busy.length > 0) {
+      throw new RolloutServiceError('RolloutConflict', `rollout ${rolloutIdOf(execution.workflowId)} is still running on ${listCapped(busy, 20)}: wait for it, or abort it, before starting another rollout on these nodes`);
+    }
   }
+}
+
+/** The node names in the input of a rollout's run (undefined input: none). One history event is read. */
+async function nodesOfRunningRollout(client: Client, workflowId: string, runId: string): Promise<string[]> {
+  const response = await client.workflowService.getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 1 });
+  const started = response.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
+  const input = await decodeFromPayloadsAtIndex<RolloutInput | undefined>(client.options.loadedDataConverter, 0, started?.input?.payloads);
+  return (input?.nodes ?? []).map((node) => node.name);
+}
+
+/** `a, b, c and 17 more`: at most `cap` names of a list, so that no message grows with the fleet. Pure. */
+export function listCapped(names: readonly string[], cap: number): string {
+  if (names.length <= cap) return names.join(', ');
+  return `${names.slice(0, cap).join(', ')} and ${names.length - cap} more`;
+}
+
+/** gRPC status codes Temporal answers with when it refuses a request (not an outage). */
+const grpcInvalidArgument = 3;
+const grpcFailedPrecondition = 9;
+const grpcResourceExhausted = 8;
+const grpcDeadlineExceeded = 4;
+
+/**
+ * A refusal by Temporal as a failure that names the limit, the value and the fix (a RolloutServiceError), or
+ * undefined when `err` is something else (an outage, a bug: those stay internal errors). Pure; `what` says what
+ * was being done, e.g. `starting rollout r-1 (2000 nodes)`.
+ */
+export function asTemporalRefusal(err: unknown, what: string): RolloutServiceError | undefined {
+  const refusal = describeTemporalRefusal(err, what);
+  return refusal && new RolloutServiceError(refusal.type, refusal.message);
+}
+
+/** The type and message of {@link asTemporalRefusal}. Pure. */
+export function describeTemporalRefusal(err: unknown, what: string): { type: 'TemporalLimit' | 'TemporalNotReady'; message: string } | undefined {
+  const found = grpcCause(err);
+  if (!found) return undefined;
+  const { code, details } = found;
+  if (![grpcInvalidArgument, grpcFailedPrecondition, grpcResourceExhausted].includes(code)) return undefined;
+  const attribute = /search attribute[s]? ([A-Za-z0-9_]+)/i.exec(details)?.[1] ?? /no mapping defined for search attribute ([A-Za-z0-9_]+)/i.exec(details)?.[1];
+  if (/no mapping defined|is not defined|not registered|unknown search attribute/i.test(details)) {
+    return {
+      type: 'TemporalNotReady',
+      message: `Temporal refused ${what}: search attribute ${attribute ?? '(see below)'} is not registered in this namespace (${details}). Fix: start the dev server with \`katafleet server\` (it registers them), or on a cluster run the commands \`katafleet server --print-attributes\` prints`,
+    };
+  }
+  const size = /size (?:of )?(\d+)[^\d]+(?:limit|exceeds)[^\d]*(\d+)/i.exec(details) ?? /(\d+) bytes? .*?(?:limit|exceeds)[^\d]*(\d+)/i.exec(details);
+  if (attribute || /search attribute/i.test(details)) {
+    return {
+      type: 'TemporalLimit',
+      message: `Temporal refused ${what}: a search attribute${attribute ? ` (${attribute})` : ''} is over the namespace's limit${size ? ` (${size[1]} bytes, limit ${size[2]})` : ''}: ${details}. Fix: fewer nodes per rollout (at most ${maxRolloutNodes}), or raise frontend.searchAttributesSizeOfValueLimit on the cluster`,
+    };
+  }
+  if (/blob|payload|size|too large|exceeds/i.test(details) || code === grpcResourceExhausted) {
+    return {
+      type: 'TemporalLimit',
+      message: `Temporal refused ${what}: a payload is over the server's size limit${size ? ` (${size[1]} bytes, limit ${size[2]})` : ''}: ${details}. Fix: fewer nodes per rollout (at most ${maxRolloutNodes}), or raise limit.blobSize.error on the cluster`,
+    };
+  }
+  return { type: 'TemporalLimit', message: `Temporal refused ${what}: ${details}. Fix: the refusal names the limit; change the request to stay within it` };
+}
+
+/** The gRPC status of a client error (a ServiceError wrapping a grpc error), if it has one. */
+function grpcCause(err: unknown): { code: number; details: string } | undefined {
+  for (let current: unknown = err, depth = 0; current && depth < 5; current = (current as { cause?: unknown }).cause, depth++) {
+    const candidate = current as { code?: unknown; details?: unknown; message?: unknown };
+    if (typeof candidate.code === 'number' && (typeof candidate.details === 'string' || typeof candidate.message === 'string')) {
+      return { code: candidate.code, details: String(candidate.details ?? candidate.message) };
+    }
+  }
+  return undefined;
 }
 
 async function describeOrUndefined(client: Client, workflowId: string) {
@@ -187,15 +280,47 @@ function toSummary(execution: WorkflowExecutionInfo): RolloutSummary {
   };
 }
 
-/** Progress and per-node results of one rollout, running or finished. */
-export async function getRollout(client: Client, rolloutId: string): Promise<RolloutProgress & { status: string; uiLink: string }> {
+/**
+ * Progress of one rollout, running or finished: counts, phase, the capped list of failed nodes, and one page of
+ * per-node results (`page`: from the previous answer's `nodesPage.nextPageToken`). Every answer is bounded
+ * whatever the fleet size; {@link getRolloutAllPages} reads every page.
+ */
+export async function getRollout(client: Client, rolloutId: string, page: ProgressPageRequest = {}): Promise<RolloutProgress & { status: string; uiLink: string }> {
   const workflowId = rolloutWorkflowId(rolloutId);
   const handle = client.workflow.getHandle(workflowId);
   const description = await describeOrUndefined(client, workflowId);
   if (!description) throw new RolloutServiceError('RolloutNotFound', `no rollout with id "${rolloutId}" (katafleet status lists them)`);
+  if (page.pageToken !== undefined && !/^n\d{1,9}$/.test(page.pageToken)) {
+    throw new RolloutServiceError('InvalidPageToken', `page_token ${JSON.stringify(page.pageToken)} was not handed out by rollout ${rolloutId}: use nodesPage.nextPageToken of the previous answer, or none for the first page`);
+  }
   // A closed workflow still answers queries (replayed by a worker); this keeps one code path for both.
-  const progress = await handle.query(rolloutProgressQuery);
-  return { ...progress, status: description.status.name, uiLink: workflowUiLink(workflowId) };
+  let progress: RolloutProgress;
+  try {
+    progress = await handle.query(rolloutProgressQuery, page);
+  } catch (err) {
+    if (err instanceof Error && /was not handed out/.test(err.message)) throw new RolloutServiceError('InvalidPageToken', err.message);
+    if (grpcCause(err)?.code === grpcDeadlineExceeded || (err instanceof Error && /Failed to query Workflow|deadline exceeded/i.test(err.message))) {
+      throw new RolloutServiceError('WorkerUnavailable', `no katafleet worker answered the progress query of rollout ${rolloutId} in time (${err instanceof Error ? err.message : String(err)}): check that \`katafleet worker\` runs and is not overloaded, then ask again; the rollout itself goes on`);
+    }
+    throw asTemporalRefusal(err, `reading rollout ${rolloutId}`) ?? err;
+  }
+  // A worker on code older than issue 13 answers every node at once: page it here, so the answer stays bounded.
+  const paged = progress.nodesPage ? progress : progressPage(progress, page);
+  return { ...paged, status: description.status.name, uiLink: workflowUiLink(workflowId) };
+}
+
+/** Every node of a rollout, read page by page ({@link maxProgressPageSize} at a time), as one progress. */
+export async function getRolloutAllPages(client: Client, rolloutId: string): Promise<RolloutProgress & { status: string; uiLink: string }> {
+  const first = await getRollout(client, rolloutId, { pageSize: maxProgressPageSize });
+  const nodes = [...first.nodes];
+  const waves = first.waves.map((wave) => [...wave]);
+  for (let token = first.nodesPage?.nextPageToken; token !== undefined; ) {
+    const next = await getRollout(client, rolloutId, { pageToken: token, pageSize: maxProgressPageSize });
+    nodes.push(...next.nodes);
+    next.waves.forEach((wave, index) => (waves[index] ??= []).push(...wave));
+    token = next.nodesPage?.nextPageToken;
+  }
+  return { ...first, nodes, waves, nodesPage: { pageSize: nodes.length } };
 }
 
 /** Sends a control update; a refusal of the workflow's validator becomes a RolloutRequestRejected. */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { fileNamePattern, maxFileBytes } from '../playbooks/load';
 import { RolloutOverrides } from '../playbooks/schema';
+import { defaultProgressPageSize, failedNodesCap, maxProgressPageSize } from '../workflows/rollout-messages';
 
 /** Request and response bodies of the HTTP API; the OpenAPI document at /openapi.json is generated from them. */
 
@@ -101,9 +102,21 @@ export const RolloutBody = z
     failureBudget: z.number(),
     counts: z.object({ total: z.number(), succeeded: z.number(), failed: z.number(), running: z.number(), pending: z.number(), skipped: z.number() }),
     cluster: z.array(z.string()).optional().describe('what the cluster-wide steps did, once for the rollout (the RuntimeClass), one line each'),
+    waveSizes: z.array(z.number()).optional().describe('nodes in each wave (waves lists only the names on this page)'),
+    failedNodes: z.array(z.string()).optional().describe(`names of the nodes that did not succeed, at most ${failedNodesCap}`),
+    nodesPage: z
+      .object({ pageSize: z.number(), nextPageToken: z.string().optional().describe('pass as page_token for the next page; absent on the last page') })
+      .optional()
+      .describe('nodes holds one page of the rollout\'s nodes, in plan order'),
     uiLink: z.string(),
   })
   .meta({ id: 'Rollout' });
+
+/** `GET /v1/rollouts/{id}?page_token=&page_size=`: which page of the rollout's nodes. */
+export const RolloutPageQuery = z.strictObject({
+  page_token: z.string().regex(/^n\d{1,9}$/, 'a page token from nodesPage.nextPageToken of the previous answer').optional(),
+  page_size: z.coerce.number().int().min(1).max(maxProgressPageSize).optional().describe(`nodes per page, at most ${maxProgressPageSize} (default ${defaultProgressPageSize})`),
+});
 
 export const AbortBody = z
   .strictObject({

@@ -12,7 +12,7 @@ import { katafleetVersion } from '../worker/version';
 import { createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from './schedule-service';
 import { registerNodeRoutes } from './node-routes';
 import { controlRollout, getRollout, listRollouts, RolloutServiceError, startRollout } from './rollout-service';
-import { AbortBody, CreateScheduleBody, DriftScheduleBody, ErrorBody, PhaseBody, RolloutBody, RolloutIdParams, RolloutSummaryBody, StartedRolloutBody, StartRolloutBody } from './schemas';
+import { AbortBody, CreateScheduleBody, DriftScheduleBody, ErrorBody, PhaseBody, RolloutBody, RolloutIdParams, RolloutPageQuery, RolloutSummaryBody, StartedRolloutBody, StartRolloutBody } from './schemas';
 
 export interface ApiOptions {
   client: Client;
@@ -46,7 +46,11 @@ interface RouteAccess {
   public?: boolean;
 }
 
-const statusByType: Record<string, number> = { PlaybookError: 400, RolloutNotFound: 404, RolloutConflict: 409, RolloutRequestRejected: 409 };
+/**
+ * `RolloutTooLarge` and `TemporalLimit` are the request's fault (too many nodes for one rollout, a value over one of
+ * Temporal's limits); `TemporalNotReady` is the server's (a search attribute not registered): 503 with the fix.
+ */
+const statusByType: Record<string, number> = { PlaybookError: 400, RolloutNotFound: 404, RolloutConflict: 409, RolloutRequestRejected: 409, RolloutTooLarge: 400, TemporalLimit: 400, TemporalNotReady: 503, InvalidPageToken: 400, WorkerUnavailable: 503 };
 
 /** Builds the HTTP API (not listening yet): rollouts, their control, health and the OpenAPI document. */
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
@@ -108,7 +112,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     }
     const type = error instanceof RolloutServiceError ? error.type : error.name;
     const status = statusByType[type] ?? error.statusCode ?? 500;
-    if (status >= 500) {
+    if (status >= 500 && type !== 'TemporalNotReady' && type !== 'WorkerUnavailable') {
       // The detail (a Temporal or gRPC message, a path) goes to the log only; the caller gets the id to quote.
       errorLog(JSON.stringify({ time: new Date().toISOString(), level: 'error', request_id: request.id, method: request.method, route: request.routeOptions.url, error: error.name, message: error.message, stack: error.stack }));
       return reply.code(status).send({ error: 'InternalError', message: `internal error; the server log has the details under request id ${request.id}` });
@@ -134,7 +138,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   api.get('/healthz', { config: { public: true } satisfies RouteAccess, schema: { security: [], response: { 200: z.object({ ok: z.literal(true) }) } } }, async () => ({ ok: true as const }));
   api.get('/openapi.json', { config: { public: options.publicOpenapi === true } satisfies RouteAccess, schema: { hide: true } }, async () => app.swagger());
 
-  api.post('/v1/rollouts', { schema: { body: StartRolloutBody, response: { 202: StartedRolloutBody, 400: ErrorBody, 409: ErrorBody } } }, async (request, reply) => {
+  api.post('/v1/rollouts', { schema: { body: StartRolloutBody, response: { 202: StartedRolloutBody, 400: ErrorBody, 409: ErrorBody, 503: ErrorBody } } }, async (request, reply) => {
     const body = request.body;
     const { playbook, inventory } = await loadFromBody(body, folders);
     const started = await startRollout(client, playbook, inventory, { requestId: body.request_id, overrides: body.options });
@@ -144,7 +148,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
   api.get('/v1/rollouts', { schema: { response: { 200: z.object({ rollouts: z.array(RolloutSummaryBody) }) } } }, async () => ({ rollouts: await listRollouts(client) }));
 
-  api.get('/v1/rollouts/:id', { schema: { params: RolloutIdParams, response: { 200: RolloutBody, 404: ErrorBody } } }, async (request) => getRollout(client, request.params.id));
+  api.get('/v1/rollouts/:id', { schema: { params: RolloutIdParams, querystring: RolloutPageQuery, response: { 200: RolloutBody, 400: ErrorBody, 404: ErrorBody, 503: ErrorBody } } }, async (request) =>
+    getRollout(client, request.params.id, { pageToken: request.query.page_token, pageSize: request.query.page_size }),
+  );
 
   for (const action of ['pause', 'resume'] as const) {
     api.post(`/v1/rollouts/:id/${action}`, { schema: { params: RolloutIdParams, response: { 200: PhaseBody, 404: ErrorBody, 409: ErrorBody } } }, async (request) => ({

@@ -1,5 +1,5 @@
 import type { ParseArgsConfig } from 'node:util';
-import { controlRollout, getRollout, listRollouts, startRollout } from '../api/rollout-service';
+import { controlRollout, getRolloutAllPages, listRollouts, startRollout, type RolloutServiceError } from '../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
 import { withTemporalClient } from '../worker/connection';
 import type { RolloutProgress } from '../workflows/rollout-messages';
@@ -61,10 +61,14 @@ Exit status with --follow: 0 when the rollout got through every wave (failures w
     const playbook = await loadPlaybook(positionals[0]);
     const inventory = await loadInventory(requireOption(this, values.inventory, '--inventory FILE'));
     return withTemporalClient(async (client) => {
-      const started = await startRollout(client, playbook, inventory, { requestId: values['request-id'], overrides });
+      const started = await startRollout(client, playbook, inventory, { requestId: values['request-id'], overrides }).catch((err: unknown) => {
+        // Too many nodes, or a value over one of Temporal's limits: the input's fault, exit 2 like other input errors.
+        if (err instanceof Error && err.name === 'RolloutServiceError' && ['RolloutTooLarge', 'TemporalLimit'].includes((err as RolloutServiceError).type)) throw new UsageError(err.message);
+        throw err;
+      });
       process.stdout.write(`${started.started ? 'started' : 'already started'} rollout ${started.rolloutId}\n  ${started.uiLink}\n`);
       if (!values.follow) return 0;
-      const progress = await followRollout(() => getRollout(client, started.rolloutId));
+      const progress = await followRollout(() => getRolloutAllPages(client, started.rolloutId));
       process.stdout.write(`\n${formatResultTable(progress)}\n`);
       return progress.phase === 'succeeded' || progress.phase === 'completed' ? 0 : 1;
     });
@@ -103,7 +107,7 @@ export const statusCommand: Command = {
         }
         return 0;
       }
-      const progress = await getRollout(client, positionals[0]);
+      const progress = await getRolloutAllPages(client, positionals[0]);
       process.stdout.write(`${formatRolloutLive(progress)}\n\n${formatResultTable(progress)}\n  ${progress.uiLink}\n`);
       return 0;
     });

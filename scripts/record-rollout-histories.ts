@@ -4,7 +4,8 @@
 //
 //   npx tsx scripts/record-rollout-histories.ts            # rewrites test/histories/{rollout,drift}-*.json
 //   npx tsx scripts/record-rollout-histories.ts NAME...    # only these scenarios (the new ones: rollout-canary-rolled-back-halts
-//                                                          # rollout-bounded-abort drift-desired-state)
+//                                                          # rollout-bounded-abort drift-desired-state; issue 13:
+//                                                          # rollout-bounded-payloads drift-bounded-attributes)
 //
 // The histories recorded before a change of the workflows are the "previous version" that the new code
 // must still replay (every change goes behind patched()): add new histories for new behaviour, and
@@ -120,6 +121,16 @@ async function main(only: string[]): Promise<void> {
     'drift-desired-state': async () => {
       const input = buildDriftInput(playbook, await inventoryOf(fleet, ['rr-3', 'rr-8']), false);
       await save('drift-desired-state', await env.client.workflow.start('driftWorkflow', { taskQueue, workflowId: 'drift-desired-state', args: [input] }));
+    },
+    // Recorded on the code of issue 13 (bounded payloads, behind patched()): continue-as-new carries the compact
+    // node results, the result holds one page; a drift run's KatafleetDrift holds outcomes and counts.
+    'rollout-bounded-payloads': async () => {
+      await save('rollout-bounded-payloads', await start('bounded-payloads', ['rr-12', 'rr-13', 'rr-14'], { canary: 1, wave_size: 1, failure_budget: 0 }, { historyEvents: 20 }));
+    },
+    'drift-bounded-attributes': async () => {
+      await onNode(fleet, 'rr-14', 'containerd config default > /etc/containerd/config.toml');
+      const input = buildDriftInput(playbook, await inventoryOf(fleet, ['rr-13', 'rr-14']), false);
+      await save('drift-bounded-attributes', await env.client.workflow.start('driftWorkflow', { taskQueue, workflowId: 'drift-bounded-attributes', args: [input] }));
     },
   };
   try {

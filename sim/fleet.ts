@@ -56,6 +56,11 @@ export interface SimNode {
   /** `1.6` (Debian's containerd) or `2` (containerd 2.x built by setup). Empty on the control-plane host. */
   containerd: '1.6' | '2' | '';
   cpuVendor: CpuVendor;
+  /**
+   * More loopback addresses this host's sshd answers on (same host key): an inventory may give each its own node
+   * name, so that a few real hosts serve the SSH steps of many named nodes (scale tests). Empty unless asked.
+   */
+  aliases: string[];
 }
 
 /** How one node should look; everything is optional. */
@@ -71,6 +76,8 @@ export interface NodeSpec {
   /** The node's /etc/containerd/config.toml; `null` = the node has no config file. @default that containerd's `config default` with SystemdCgroup = true */
   containerdConfig?: string | null;
   labels?: Record<string, string>;
+  /** How many alias addresses the host's sshd also answers on ({@link SimNode.aliases}). @default 0 */
+  aliases?: number;
 }
 
 export interface FleetOptions {
@@ -219,6 +226,7 @@ interface HostSpec {
   /** undefined = the default config of the node's containerd; null = no file. */
   containerdConfig: string | null | undefined;
   labels: Record<string, string>;
+  aliases: number;
 }
 
 function hostSpecs(nodes: number | NodeSpec[], containerd2: boolean, kubernetes: boolean): HostSpec[] {
@@ -233,10 +241,11 @@ function hostSpecs(nodes: number | NodeSpec[], containerd2: boolean, kubernetes:
     containerd: spec.containerd ?? (containerd2 && i % 3 === 2 ? '2' : '1.6'),
     containerdConfig: spec.containerdConfig,
     labels: spec.labels ?? {},
+    aliases: spec.aliases ?? 0,
   }));
   if (kubernetes) {
     hosts.push({ name: 'control-plane', role: 'control-plane', hostKernel: defaultHostKernel, cpuVendor: 'intel',
-      containerd: '1.6', containerdConfig: null, labels: {} });
+      containerd: '1.6', containerdConfig: null, labels: {}, aliases: 0 });
   }
   if (new Set(hosts.map((h) => h.name)).size !== hosts.length) throw new RangeError('startFleet: node names must be unique');
   return hosts;
@@ -267,7 +276,13 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     throw new FleetPrerequisiteMissing(`node ${missing2.name} asks for containerd 2 but ${containerd2Path} is missing: run \`npm run setup\``);
   }
 
-  const addresses = await leaseAddresses(hosts.map((h) => h.address), port, dir);
+  const mainAddresses = await leaseAddresses(hosts.map((h) => h.address), port, dir);
+  const aliasLeases = await leaseAddresses(Array.from({ length: hosts.reduce((sum, h) => sum + h.aliases, 0) }, () => undefined), port, dir).catch(async (err: unknown) => {
+    await releaseAddresses(mainAddresses);
+    throw err;
+  });
+  const addresses = [...mainAddresses, ...aliasLeases];
+  const aliasesOf = hosts.map((_, i) => aliasLeases.slice(hosts.slice(0, i).reduce((sum, before) => sum + before.aliases, 0), hosts.slice(0, i + 1).reduce((sum, before) => sum + before.aliases, 0)));
   const records: NodeRecord[] = [];
   let repo: Awaited<ReturnType<typeof servePackageRepository>> | undefined;
   let controlPlane: { kubeconfig: string; stop(): Promise<void> } | undefined;
@@ -334,6 +349,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           faults: nodeFaults,
         });
         if (nodeFaults.includes('host-key-changed')) await writeChangedHostKey(paths);
+        await writeAliasSshdConfigs(paths.sshdConfig, aliasesOf[i], port);
         if (isWorker) await setKvmDevice(paths.kvm, !nodeFaults.includes('no-virtualization') && !nodeFaults.includes('no-kvm-device'));
         const record = await spawnNode(nodeDir, paths.log);
         records.push({
@@ -347,12 +363,14 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           labels: host.labels,
           containerd: isWorker ? host.containerd : '',
           cpuVendor: host.cpuVendor,
+          aliases: aliasesOf[i],
           maxSessions: options.maxSessions ?? 10,
           ...record,
         });
       }),
     );
     await waitUntilReady(records);
+    await Promise.all(records.map((record) => startAliasSshds(record)));
     for (const record of records) {
       if ((faultsByNode.get(record.name) ?? []).includes('sshd-frozen')) await applyFault(record, 'sshd-frozen', true);
     }
@@ -372,7 +390,10 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
 
     const knownHostsPath = join(dir, 'known_hosts');
     const knownHosts = await Promise.all(
-      records.map(async (r) => `${port === 22 ? r.address : `[${r.address}]:${port}`} ${(await readFile(join(r.dir, 'keys', 'generated.pub'), 'utf8')).trim().split(' ').slice(0, 2).join(' ')}`),
+      records.map(async (r) => {
+        const key = (await readFile(join(r.dir, 'keys', 'generated.pub'), 'utf8')).trim().split(' ').slice(0, 2).join(' ');
+        return [r.address, ...r.aliases].map((address) => `${port === 22 ? address : `[${address}]:${port}`} ${key}`).join('\n');
+      }),
     );
     await writeFile(knownHostsPath, knownHosts.join('\n') + '\n');
     const inventoryPath = join(dir, 'inventory.toml');
@@ -412,8 +433,30 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
 function publicNode(r: NodeRecord): SimNode {
   return {
     name: r.name, address: r.address, role: r.role, dir: r.dir, containerdSocket: r.containerdSocket,
-    hostKernel: r.hostKernel, port: r.port, labels: r.labels, containerd: r.containerd, cpuVendor: r.cpuVendor,
+    hostKernel: r.hostKernel, port: r.port, labels: r.labels, containerd: r.containerd, cpuVendor: r.cpuVendor, aliases: r.aliases,
   };
+}
+
+/**
+ * OpenSSH's sshd listens on at most 16 addresses (MAX_LISTEN_SOCKS in openssh-portable sshd.c), so a host's
+ * aliases are served by extra sshd daemons in the node, 16 addresses each: `sshd_config.alias-N`, the node's
+ * own config with its ListenAddress and PidFile replaced.
+ */
+const aliasesPerSshd = 16;
+
+async function writeAliasSshdConfigs(mainConfig: string, aliases: string[], port: number): Promise<void> {
+  const base = (await readFile(mainConfig, 'utf8')).split('\n').filter((line) => !/^(ListenAddress|PidFile)\b/.test(line));
+  for (let start = 0, n = 0; start < aliases.length; start += aliasesPerSshd, n++) {
+    const listen = aliases.slice(start, start + aliasesPerSshd).map((address) => `ListenAddress ${address}:${port}`);
+    await writeFile(`${mainConfig}.alias-${n}`, [...listen, `PidFile /run/sshd-alias-${n}.pid`, ...base].join('\n'));
+  }
+}
+
+/** Starts the alias sshds of a node (they daemonize inside the node, and die with it). */
+async function startAliasSshds(record: NodeRecord): Promise<void> {
+  for (let n = 0; n * aliasesPerSshd < record.aliases.length; n++) {
+    await nodeExec(record.initPid, ['/usr/sbin/sshd', '-f', `/etc/ssh/sshd_config.alias-${n}`, '-E', `/var/log/ssh-alias-${n}.log`]);
+  }
 }
 
 function findNode(records: NodeRecord[], name: string): NodeRecord {

@@ -4,6 +4,7 @@
 //   the controller alone writes its conditions, runtimeHandlers and kernel (no kwok heartbeat stage).
 // - kwok starts a pod (Running, IPs, container statuses) only after the controller has created its sandbox
 //   (annotation `katafleet.dev/sandbox: ready`), and deletes pods marked for deletion.
+import { spawn } from 'node:child_process';
 import { sandboxAnnotation } from './kubelet-controller';
 
 const nodeInitialize = `
@@ -170,4 +171,35 @@ out=$("$real" "$@") || exit $?
 printf '%s\\n' "$out" | awk -v rel="$("$real" -r)" -v node="$("$real" -n)" -v newrel="$${envName}" -v newnode="\${HOSTNAME:-$("$real" -n)}" \\
   '{ for (i = 1; i <= NF; i++) { if ($i == rel) $i = newrel; else if ($i == node) $i = newnode } print }'
 `;
+}
+
+/**
+ * Registers Nodes that only kwok looks after (initialised once and their Lease renewed by the stages above; no
+ * simulated kubelet behind them, so no Ready condition: playbooks without a readiness gate), named as an
+ * inventory names them, e.g. `worker-node-0001.prod.example.internal`: thousands of cheap Nodes for scale tests,
+ * whose SSH steps are served by a few real hosts (sim/fleet.ts `aliases`). kwok manages Nodes annotated
+ * `kwok.x-k8s.io/node: fake` (the selector sim/control-plane.ts starts it with), as in kwok's own "create a node"
+ * example (kubernetes-sigs/kwok, site/content/en/docs/user/kwok-manage-nodes-and-pods.md, v0.8.0).
+ */
+export async function registerKwokNodes(kubectl: string, kubeconfig: string, nodes: { name: string; address: string }[]): Promise<void> {
+  for (let start = 0; start < nodes.length; start += 500) {
+    const items = nodes.slice(start, start + 500).map((node) => ({
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: {
+        name: node.name,
+        labels: { 'kubernetes.io/hostname': node.name, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64', type: 'kwok' },
+        annotations: { 'kwok.x-k8s.io/node': 'fake', 'katafleet.dev/ssh-address': node.address, 'node.alpha.kubernetes.io/ttl': '0' },
+      },
+      spec: {},
+    }));
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(kubectl, [`--kubeconfig=${kubeconfig}`, 'create', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`kubectl create of ${items.length} kwok Nodes exited ${code}: ${stderr.slice(-500)}`))));
+      child.stdin.end(JSON.stringify({ apiVersion: 'v1', kind: 'List', items }));
+    });
+  }
 }

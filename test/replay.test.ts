@@ -66,6 +66,10 @@ describe('saved rolloutWorkflow and driftWorkflow histories', () => {
       'rollout-bounded-abort-run1',
       'rollout-bounded-abort-run2',
       'rollout-canary-rolled-back-halts',
+      // Recorded on the code of issue 13 (bounded payloads and search attributes).
+      'rollout-bounded-payloads-run1',
+      'rollout-bounded-payloads-run2',
+      'drift-bounded-attributes',
     ]));
     const lastEvent = (name: string) => fleetHistories.find(({ workflowId }) => workflowId === name)!.history.events!.at(-1)!.eventType;
     expect(lastEvent('rollout-continue-as-new-run1')).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW);
@@ -76,6 +80,8 @@ describe('saved rolloutWorkflow and driftWorkflow histories', () => {
     expect(markers('rollout-canary-budget')).toBe(0);
     expect(markers('rollout-canary-rolled-back-halts')).toBe(4);
     expect(markers('drift-desired-state')).toBe(1);
+    expect(markers('rollout-bounded-payloads-run1')).toBe(5);
+    expect(markers('drift-bounded-attributes')).toBe(2);
   });
 
   it('replay without a nondeterminism error on the current workflow code', async () => {

@@ -97,6 +97,7 @@ export const proofs: Proof[] = [
     tests: {
       'rollout-waves.test.ts': ['rolls out to 10 nodes with a canary of 1 and waves of 3, wave after wave'],
       'rollout-canary.test.ts': ['halts when the canary is rolled back, with --failure-budget 1: exit 1, phase halted, nodes 2-4 untouched, the reason in status, API and UI'],
+      'rollout-view.test.ts': ['shows at most 100 rows in the Temporal UI\'s current details, failures first, and says where the rest is'],
     },
   },
   { sentence: 'since workflow histories were first kept is behind Temporal\'s `patched()`', tests: { 'replay.test.ts': ['replay without a nondeterminism error on the current workflow code'] } },

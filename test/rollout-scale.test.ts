@@ -18,8 +18,9 @@ import { buildRolloutInput, rolloutWorkflowId } from '../api/rollout-service';
 import type { Step } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { taskQueue } from '../worker/connection';
-import type { RolloutInput } from '../workflows/rollout';
-import type { RolloutProgress } from '../workflows/rollout-messages';
+import { nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
+import { resultPageSize, type RolloutInput } from '../workflows/rollout';
+import { rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { childTimeline, historiesOfAllRuns, inventoryOf, kataSubset, nodeOf } from './rollout-helpers';
@@ -60,8 +61,19 @@ describe('a rollout of 300 nodes', () => {
 
     expect(result.phase).toBe('succeeded');
     expect(result.counts).toMatchObject({ total: nodeCount, succeeded: nodeCount, failed: 0 });
-    expect(result.waves.map((wave) => wave.length)).toEqual([1, 100, 100, 99]);
-    expect(result.nodes.every((node) => node.facts?.hostKernel === '6.1.0-katafleet-sim')).toBe(true);
+    expect(result.waveSizes).toEqual([1, 100, 100, 99]);
+    // The result holds the first page of nodes (bounded whatever the fleet size); the query pages through the rest.
+    expect(result.nodes).toHaveLength(resultPageSize);
+    const pages = [await handle.query(rolloutProgressQuery, { pageSize: 200 })];
+    while (pages.at(-1)!.nodesPage?.nextPageToken) pages.push(await handle.query(rolloutProgressQuery, { pageSize: 200, pageToken: pages.at(-1)!.nodesPage!.nextPageToken }));
+    const everyNode = pages.flatMap((page) => page.nodes);
+    expect(everyNode.map((node) => node.name)).toEqual(names);
+    expect(everyNode.every((node) => node.status === 'succeeded')).toBe(true);
+    // Per-node facts live on each node's own nodeWorkflow (the rollout carries no facts across continue-as-new).
+    const kernels = new Set<string | undefined>();
+    for (const name of names) kernels.add((await env.client.workflow.getHandle<typeof nodeWorkflow>(nodeWorkflowId(name)).result()).facts.hostKernel);
+    expect([...kernels]).toEqual(['6.1.0-katafleet-sim']);
+    const waves = pages.reduce<string[][]>((all, page) => page.waves.map((wave, index) => [...(all[index] ?? []), ...wave]), []);
 
     const runs = await historiesOfAllRuns(env.client, handle.workflowId);
     const children = childTimeline(runs);
@@ -91,8 +103,8 @@ describe('a rollout of 300 nodes', () => {
     expect(maxInFlight).toBe(limits.childrenInFlight);
 
     // Waves still in order across runs.
-    const waveOf = (name: string) => result.waves.findIndex((wave) => wave.includes(name));
-    for (let wave = 0; wave < result.waves.length - 1; wave++) {
+    const waveOf = (name: string) => waves.findIndex((wave) => wave.includes(name));
+    for (let wave = 0; wave < waves.length - 1; wave++) {
       const lastClose = Math.max(...children.filter((child) => waveOf(nodeOf(child.workflowId)) === wave).map((child) => child.closedOrder!));
       const firstStart = Math.min(...children.filter((child) => waveOf(nodeOf(child.workflowId)) === wave + 1).map((child) => child.initiatedOrder));
       expect(lastClose).toBeLessThan(firstStart);

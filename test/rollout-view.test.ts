@@ -1,8 +1,8 @@
 // What `katafleet status` / `--follow` and the Temporal UI's current details show for nodes that need a
 // person (quarantined: needs-attention) and for a halt: pure formatting, no servers.
 import { formatResultTable } from '../cli/rollout-view';
-import { formatRolloutDetails } from '../workflows/rollout';
-import type { RolloutProgress } from '../workflows/rollout-messages';
+import { carriedResult, detailsRowCap, formatRolloutDetails } from '../workflows/rollout';
+import { failedNodesCap, maxProgressPageSize, progressPage, reasonCap, type RolloutNodeResult, type RolloutProgress } from '../workflows/rollout-messages';
 
 const fix = 'katafleet node release node-2 --inventory FILE';
 const quarantineReason = `node node-2 is quarantined (rollout r-1 could not roll it back: containerd config restore failed); nothing was changed. Fix: check the node, then ${fix}`;
@@ -37,5 +37,75 @@ describe('needs-attention nodes', () => {
     expect(details).toContain('**Needs attention**');
     expect(details).toContain(`- **node-2**: ${quarantineReason}`);
     expect(details.split('\n')[0]).toContain('halted');
+  });
+});
+
+/** A rollout of `count` FQDN-named nodes in waves of 500, every 7th failed with a long journal in its reason. */
+function bigProgress(count: number): RolloutProgress {
+  const nodes: RolloutNodeResult[] = Array.from({ length: count }, (_, i) => ({
+    name: `worker-node-${String(i + 1).padStart(5, '0')}.prod.example.internal`,
+    wave: Math.floor(i / 500) + 1,
+    status: i % 7 === 3 ? 'rolled-back' : 'succeeded',
+    reason: i % 7 === 3 ? `containerd did not start\n${'journal line\n'.repeat(2_000)}` : undefined,
+    facts: { hostKernel: '6.1.0', undos: JSON.stringify([{ kind: 'remove-node-labels', node: `n-${i}`, keys: ['katacontainers.io/kata-runtime'] }]) },
+  }));
+  const waves: string[][] = [];
+  for (const node of nodes) (waves[node.wave - 1] ??= []).push(node.name);
+  return { rolloutId: 'big', playbook: 'kata', phase: 'completed', currentWave: waves.length, waves, nodes, failureBudget: count, counts: { total: count, succeeded: 0, failed: 0, running: 0, pending: 0, skipped: 0 } };
+}
+
+describe('answers bounded whatever the fleet size', () => {
+  const big = bigProgress(10_000);
+  const size = (value: unknown) => Buffer.byteLength(JSON.stringify(value));
+
+  it('pages the nodes in plan order: every node exactly once, each page at most the page size, waves cut to the page', () => {
+    const seen: string[] = [];
+    let token: string | undefined;
+    let pages = 0;
+    do {
+      const page = progressPage(big, { pageToken: token, pageSize: maxProgressPageSize });
+      expect(page.nodes.length).toBeLessThanOrEqual(maxProgressPageSize);
+      expect(page.waves.flat()).toEqual(page.nodes.map((node) => node.name));
+      expect(page.waveSizes).toEqual(big.waves.map((wave) => wave.length));
+      seen.push(...page.nodes.map((node) => node.name));
+      token = page.nodesPage?.nextPageToken;
+      pages++;
+    } while (token !== undefined);
+    expect(pages).toBe(10);
+    expect(seen).toEqual(big.nodes.map((node) => node.name));
+  });
+
+  it('keeps the largest page of 10,000 nodes with long reasons under 2 MiB and the default page under 1 MiB', () => {
+    const widest = progressPage(big, { pageSize: maxProgressPageSize });
+    const first = progressPage(big);
+    process.stdout.write(`progress page sizes at 10,000 nodes: default page ${size(first)} B, largest page ${size(widest)} B, whole progress ${size(big)} B\n`);
+    expect(size(widest)).toBeLessThan(2 * 1024 * 1024);
+    expect(size(first)).toBeLessThan(1024 * 1024);
+    expect(first.failedNodes).toHaveLength(failedNodesCap);
+    expect(first.nodes.every((node) => (node.reason ?? '').length <= reasonCap && node.facts?.undos === undefined)).toBe(true);
+  });
+
+  it('refuses a page token it did not hand out, saying what to use', () => {
+    expect(() => progressPage(big, { pageToken: 'n99999' })).toThrow('page token "n99999" was not handed out by this rollout: use the nextPageToken of the previous answer, or none for the first page');
+    expect(() => progressPage(big, { pageToken: '../x' })).toThrow('was not handed out');
+  });
+
+  it('carries across continue-as-new only status, wave, a capped reason and the undos of a changed node', () => {
+    const failed = carriedResult(big.nodes[3]);
+    expect(failed).toMatchObject({ status: 'rolled-back', facts: undefined });
+    expect(failed.reason!.length).toBeLessThanOrEqual(500);
+    expect(carriedResult(big.nodes[0]).facts).toEqual({ undos: big.nodes[0].facts!.undos });
+    const carried = big.nodes.map(carriedResult);
+    process.stdout.write(`carried state at 10,000 nodes: ${size(carried)} B (was ${size(big.nodes)} B)\n`);
+  });
+
+  it('shows at most 100 rows in the Temporal UI\'s current details, failures first, and says where the rest is', () => {
+    expect(detailsRowCap).toBe(100);
+    const details = formatRolloutDetails(big);
+    expect(details.split('\n').filter((line) => line.startsWith('| ') && line.includes('worker-node-'))).toHaveLength(detailsRowCap);
+    expect(details).toContain(`… ${10_000 - detailsRowCap} more nodes`);
+    expect(details).toContain('`katafleet status big` lists every node');
+    expect(details).toContain('worker-node-00004.prod.example.internal | rolled-back');
+    expect(Buffer.byteLength(details)).toBeLessThan(64 * 1024);
   });
 });

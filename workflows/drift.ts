@@ -50,6 +50,8 @@ export type DriftOutcome = 'in-sync' | 'drifted' | 'repaired' | 'repair-failed' 
 export const driftPatches = {
   /** Repair only back to the node's recorded desired state; skip quarantined nodes; no downgrade. */
   desiredState: 'drift-desired-state',
+  /** KatafleetDrift holds the outcomes and their counts (bounded), not one entry per node. */
+  boundedAttributes: 'drift-bounded-attributes',
 } as const;
 
 /** One node in a {@link DriftReport}. */
@@ -77,13 +79,21 @@ export const driftReportQuery = defineQuery<DriftReport>('driftReport');
  */
 export async function driftWorkflow(input: DriftInput): Promise<DriftReport> {
   const followsDesiredState = patched(driftPatches.desiredState);
+  const bounded = patched(driftPatches.boundedAttributes);
   const report: DriftReport = { playbook: input.playbook.name, reportOnly: input.reportOnly, phase: 'checking', nodes: [] };
   setHandler(driftReportQuery, () => report);
   const show = () => {
     upsertSearchAttributes([
       { key: searchAttributes.phase, value: report.phase },
       { key: searchAttributes.playbook, value: input.playbook.name },
-      { key: searchAttributes.drift, value: report.nodes.map((result) => `${result.outcome}:${result.node}`) },
+      ...(bounded
+        ? [
+            { key: searchAttributes.drift, value: driftAttributeValues(report.nodes) },
+            { key: searchAttributes.nodesTotal, value: input.nodes.length },
+            { key: searchAttributes.nodesDone, value: report.nodes.filter((result) => result.outcome === 'in-sync' || result.outcome === 'repaired').length },
+            { key: searchAttributes.nodesFailed, value: report.nodes.filter((result) => !['in-sync', 'repaired', 'drifted'].includes(result.outcome)).length },
+          ]
+        : [{ key: searchAttributes.drift, value: report.nodes.map((result) => `${result.outcome}:${result.node}`) }]),
     ]);
     setCurrentDetails(formatDriftDetails(report));
   };
@@ -111,6 +121,18 @@ export async function driftWorkflow(input: DriftInput): Promise<DriftReport> {
   report.phase = 'done';
   show();
   return report;
+}
+
+/**
+ * KatafleetDrift of a drift run: each outcome present, and `outcome=count`, e.g. `["drifted", "drifted=3",
+ * "in-sync", "in-sync=97"]` — at most 18 short values whatever the fleet size (Temporal refuses a search
+ * attribute value over 2 KiB). `KatafleetDrift = "drifted"` lists the runs that found drift; which nodes it
+ * found is in the run's report (query `driftReport`) and on each repair's nodeWorkflow (`KatafleetNode`). Pure.
+ */
+export function driftAttributeValues(results: readonly DriftNodeResult[]): string[] {
+  const counts = new Map<DriftOutcome, number>();
+  for (const result of results) counts.set(result.outcome, (counts.get(result.outcome) ?? 0) + 1);
+  return [...counts].sort(([a], [b]) => a.localeCompare(b)).flatMap(([outcome, count]) => [outcome, `${outcome}=${count}`]);
 }
 
 function toResult(check: DriftCheck): DriftNodeResult {

@@ -57,9 +57,74 @@ export interface RolloutProgress {
   counts: { total: number; succeeded: number; failed: number; running: number; pending: number; skipped: number };
   /** What the rollout's cluster-wide steps did (the RuntimeClass, once per rollout), one line each; absent without them. */
   cluster?: string[];
+  /** Nodes in each wave (`waves` holds only the names on this page). */
+  waveSizes?: number[];
+  /** Names of the nodes that did not succeed, the first {@link failedNodesCap} of them (the rest: page through `nodes`). */
+  failedNodes?: string[];
+  /** Which part of `nodes` this answer holds: nodes are answered a page at a time, in plan order. */
+  nodesPage?: { pageSize: number; nextPageToken?: string };
 }
 
-export const rolloutProgressQuery = defineQuery<RolloutProgress>('rolloutProgress');
+/** Which page of a rollout's nodes a {@link rolloutProgressQuery} (or `GET /v1/rollouts/{id}`) asks for. */
+export interface ProgressPageRequest {
+  /** From the previous answer's `nodesPage.nextPageToken`; absent: the first page. */
+  pageToken?: string;
+  /** Nodes per page. @default {@link defaultProgressPageSize} (at most {@link maxProgressPageSize}) */
+  pageSize?: number;
+}
+
+/** Nodes per page when the caller does not say: a fleet up to this size is answered whole. */
+export const defaultProgressPageSize = 500;
+/** The most nodes one answer holds, so that no query result or API answer grows with the fleet. */
+export const maxProgressPageSize = 1000;
+/** The most failed node names an answer (and the workflow's result) lists. */
+export const failedNodesCap = 100;
+/** The most characters of a node's reason an answer carries (a quarantine's fix included). */
+export const reasonCap = 2000;
+
+/** A page token the rollout did not hand out; the message says what to do. */
+export class InvalidPageToken extends Error {
+  override name = 'InvalidPageToken';
+}
+
+/**
+ * One page of `progress`: its nodes from the token's position (at most `pageSize`), the wave lists cut to those
+ * nodes, counts and the capped list of failed nodes for the whole rollout. `facts.undos` (the rollout's own
+ * bookkeeping) stays out and reasons are capped, so an answer is bounded whatever the fleet size. Pure.
+ * @throws InvalidPageToken for a token that is not `n<index>` within the rollout.
+ */
+export function progressPage(progress: RolloutProgress, request: ProgressPageRequest = {}): RolloutProgress {
+  const pageSize = Math.min(Math.max(1, Math.floor(request.pageSize ?? defaultProgressPageSize)), maxProgressPageSize);
+  const start = request.pageToken === undefined || request.pageToken === '' ? 0 : Number(/^n(\d{1,9})$/.exec(request.pageToken)?.[1] ?? NaN);
+  if (!Number.isInteger(start) || start > progress.nodes.length) {
+    throw new InvalidPageToken(`page token ${JSON.stringify(request.pageToken)} was not handed out by this rollout: use the nextPageToken of the previous answer, or none for the first page`);
+  }
+  const nodes = progress.nodes.slice(start, start + pageSize).map(boundedNode);
+  const onPage = new Set(nodes.map((node) => node.name));
+  const end = start + nodes.length;
+  return {
+    ...progress,
+    reason: progress.reason && capText(progress.reason, reasonCap),
+    waves: progress.waves.map((wave) => wave.filter((name) => onPage.has(name))),
+    waveSizes: progress.waves.map((wave) => wave.length),
+    nodes,
+    failedNodes: progress.nodes.filter(isNonSuccess).slice(0, failedNodesCap).map((node) => node.name),
+    nodesPage: { pageSize, nextPageToken: end < progress.nodes.length ? `n${end}` : undefined },
+  };
+}
+
+function boundedNode(node: RolloutNodeResult): RolloutNodeResult {
+  const facts = node.facts && Object.fromEntries(Object.entries(node.facts).filter(([key]) => key !== 'undos').map(([key, value]) => [key, capText(value, 500)]));
+  return { ...node, reason: node.reason && capText(node.reason, reasonCap), facts };
+}
+
+/** `text` cut to `cap` characters, saying how much was cut. Pure. */
+export function capText(text: string, cap: number): string {
+  return text.length <= cap ? text : `${text.slice(0, cap - 40)}… (${text.length - cap + 40} more characters)`;
+}
+
+/** The rollout's progress, one page of nodes at a time (no argument: the first {@link defaultProgressPageSize}). */
+export const rolloutProgressQuery = defineQuery<RolloutProgress, [ProgressPageRequest?]>('rolloutProgress');
 
 /** Options of an abort. */
 export interface AbortRequest {

@@ -33,7 +33,9 @@ import {
   resumeSignal,
   resumeUpdate,
   rolloutProgressQuery,
+  capText,
   isNonSuccess,
+  progressPage,
   type AbortRequest,
   type NodeStatus,
   type RolloutNodeResult,
@@ -95,7 +97,18 @@ export const rolloutPatches = {
   desiredState: 'rollout-desired-state',
   /** The phase shows a pause while waiting between waves; a Temporal cancel ends with phase cancelled. */
   phaseDisplay: 'rollout-phase-display',
+  /**
+   * Bounded payloads (issue 13): the state carried across continue-as-new keeps of each node only what the
+   * rollout still needs (status, wave, a capped reason, the undos of a node it changed), and the result holds
+   * the first page of nodes, the counts and a capped list of failed nodes.
+   */
+  boundedPayloads: 'rollout-bounded-payloads',
 } as const;
+
+/** Nodes in the workflow's result (and a halt's failure details): the rest are read page by page with the query. */
+export const resultPageSize = 200;
+/** Characters of a node's reason carried across continue-as-new. */
+const carriedReasonCap = 500;
 
 const { recordDesiredState } = proxyActivities<ReturnType<typeof createDesiredStateActivities>>({
   startToCloseTimeout: '1m',
@@ -118,9 +131,14 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     abort: patched(rolloutPatches.boundedAbort),
     desired: patched(rolloutPatches.desiredState),
     phase: patched(rolloutPatches.phaseDisplay),
+    bounded: patched(rolloutPatches.boundedPayloads),
   };
   // The RuntimeClass once for the rollout, not per node (issue 12): workflows/cluster-objects.ts.
   const cluster = clusterObjectsOnce(input);
+  /** What leaves the workflow (result, failure details): one page of nodes once payloads are bounded. */
+  const outgoing = (): RolloutProgress => (v.bounded ? progressPage(progress, { pageSize: resultPageSize }) : progress);
+  /** The node results continue-as-new carries: only what later runs use once payloads are bounded. */
+  const carriedNodes = (): RolloutNodeResult[] => (v.bounded ? results.map(carriedResult) : results);
   const waves = planWaves(input.nodes.map((node) => node.name), input.rollout);
   const targets = new Map(input.nodes.map((node) => [node.name, node]));
   const results: RolloutNodeResult[] =
@@ -129,7 +147,9 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   const progress: RolloutProgress = {
     rolloutId: input.rolloutId,
     playbook: input.playbook.name,
-    phase: 'running',
+    // An abort carried across continue-as-new is in force from the first moment: an update buffered for this run is
+    // validated as soon as its handler is set, before the first report() (it read "running with rollback").
+    phase: v.abort && input.carried?.abort ? 'aborting' : 'running',
     currentWave: input.carried?.nextWave ?? 1,
     waves,
     nodes: results,
@@ -175,7 +195,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     if (!request.rollback || progress.phase !== 'aborting') return `cannot abort: the rollout is already ${progress.phase}${progress.phase === 'aborting' ? ' (only abort --rollback can still be added)' : ''}`;
     return undefined;
   };
-  setHandler(rolloutProgressQuery, () => progress);
+  setHandler(rolloutProgressQuery, (request) => progressPage(progress, request ?? {}));
   setHandler(pauseUpdate, pause, { validator: () => rejectIf(finished() || paused || abort !== undefined, `cannot pause: the rollout is ${progress.phase}`) });
   setHandler(resumeUpdate, resume, { validator: () => rejectIf(!paused, `cannot resume: the rollout is ${progress.phase}, not paused or awaiting approval`) });
   setHandler(abortUpdate, startAbort, { validator: (request: AbortRequest) => rejectIf(abortRefusal(request ?? {}) !== undefined, abortRefusal(request ?? {}) ?? '') });
@@ -370,7 +390,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     if (continueAtWave !== undefined && !budgetExceeded()) {
       // Pause and abort are not carried over: a paused rollout continues as new once resumed, an aborted one does not.
       await condition(() => !paused || abort !== undefined);
-      if (!abort) await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: results, nextWave: continueAtWave } });
+      if (!abort) await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: carriedNodes(), nextWave: continueAtWave } });
     }
 
     if (abort && v.abort) {
@@ -380,7 +400,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
       // abort without rollback may be upgraded meanwhile.
       await condition(() => running.size === 0);
       if (abort.rollback && (await rollBackInBatches()) === 'full') {
-        await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: results, nextWave: waves.length + 1, abort } });
+        await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: carriedNodes(), nextWave: waves.length + 1, abort } });
       }
       progress.phase = 'aborted';
       progress.reason = abort.reason ?? 'aborted by request';
@@ -405,9 +425,9 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     }
     report();
     if (progress.phase === 'halted') {
-      throw ApplicationFailure.create({ type: 'RolloutHalted', message: progress.reason!, nonRetryable: true, details: [progress] });
+      throw ApplicationFailure.create({ type: 'RolloutHalted', message: progress.reason!, nonRetryable: true, details: [outgoing()] });
     }
-    return progress;
+    return outgoing();
   };
 
   /** Why the rollout halted: the canary that did not succeed, or the nodes over the budget. */
@@ -550,6 +570,15 @@ async function rollBackChangedNodes(
   await Promise.all(undoRuns);
 }
 
+/**
+ * A node's result as continue-as-new carries it: status, wave and flags, the reason capped, and of its facts only
+ * the undos of a node that succeeded (an abort with rollback needs them); the rest is on its nodeWorkflow. Pure.
+ */
+export function carriedResult(result: RolloutNodeResult): RolloutNodeResult {
+  const undos = result.status === 'succeeded' && result.facts?.undos && result.facts.undos !== '[]' ? { undos: result.facts.undos } : undefined;
+  return { name: result.name, wave: result.wave, status: result.status, reason: result.reason && capText(result.reason, carriedReasonCap), busy: result.busy, undone: result.undone, facts: undos };
+}
+
 /** The rollout's status of a node whose child failed: from the phase it reported (or its failure type). */
 function nodeFailureStatus(err: unknown, details: NodeProgress | undefined): NodeStatus {
   const phase: string | undefined = details?.phase;
@@ -578,13 +607,21 @@ function nodeFailureDetails(err: unknown): NodeProgress | undefined {
   return undefined;
 }
 
+/** Rows of the Temporal UI's rollout table at most. */
+export const detailsRowCap = 100;
+
 /** The rollout as a Markdown table for the Temporal UI's "current details". */
 export function formatRolloutDetails(progress: RolloutProgress): string {
   const { counts } = progress;
   const header = `**${progress.playbook}** rollout ${progress.rolloutId}: ${progress.phase}, wave ${progress.currentWave}/${progress.waves.length} — ${counts.succeeded} done, ${counts.failed} failed (budget ${progress.failureBudget}), ${counts.running} running, ${counts.pending} pending${progress.reason ? `\n\n${progress.reason}` : ''}`;
   const cell = (text: string) => text.replace(/\s*\n\s*/g, ' ⏎ ').replace(/\|/g, '\\|');
-  const rows = progress.nodes.map((node) => `| ${node.wave} | ${node.name} | ${node.status} | ${cell(node.reason ?? node.facts?.guestKernel ?? '')} |`);
+  // At most detailsRowCap rows, those that need a look first (running, then not succeeded), so the text stays
+  // bounded (and cheap to build on every change) whatever the fleet size.
+  const rank = (node: RolloutProgress['nodes'][number]) => (node.status === 'running' ? 0 : isNonSuccess(node) ? 1 : 2);
+  const shown = progress.nodes.length <= detailsRowCap ? progress.nodes : [...progress.nodes].sort((a, b) => rank(a) - rank(b)).slice(0, detailsRowCap);
+  const rows = shown.map((node) => `| ${node.wave} | ${node.name} | ${node.status} | ${cell(capText(node.reason ?? node.facts?.guestKernel ?? '', 300))} |`);
+  const more = progress.nodes.length > shown.length ? [`| | … ${progress.nodes.length - shown.length} more nodes | | \`katafleet status ${progress.rolloutId}\` lists every node |`] : [];
   // Quarantined nodes need a person: their reason and the exact fix, whole, under the table.
-  const attention = progress.nodes.filter((node) => node.status === 'needs-attention').map((node) => `- **${node.name}**: ${node.reason ?? 'quarantined'}`);
-  return [header, '', '| wave | node | status | detail |', '|---|---|---|---|', ...rows, ...(attention.length ? ['', '**Needs attention**', ...attention] : [])].join('\n');
+  const attention = progress.nodes.filter((node) => node.status === 'needs-attention').slice(0, 20).map((node) => `- **${node.name}**: ${capText(node.reason ?? 'quarantined', 2000)}`);
+  return [header, '', '| wave | node | status | detail |', '|---|---|---|---|', ...rows, ...more, ...(attention.length ? ['', '**Needs attention**', ...attention] : [])].join('\n');
 }

@@ -16,11 +16,16 @@ export const searchAttributes = {
   nodesTotal: defineSearchAttributeKey('KatafleetNodesTotal', 'INT'),
   nodesDone: defineSearchAttributeKey('KatafleetNodesDone', 'INT'),
   nodesFailed: defineSearchAttributeKey('KatafleetNodesFailed', 'INT'),
-  /** The nodes a rollout or drift run works on: the API refuses a second rollout on a busy node (409). */
+  /**
+   * No longer set: rollouts started before issue 13 listed every node name here, which Temporal refuses past
+   * 2 KiB (about 50 FQDN names). Still registered so that those runs stay readable; the busy check (409) reads a
+   * running rollout's nodes from its input instead (api/rollout-service.ts).
+   */
   nodes: defineSearchAttributeKey('KatafleetNodes', 'KEYWORD_LIST'),
-  // Temporal's SQL visibility store (the dev server's SQLite) allows only 3 Int attributes per namespace,
-  // so a drift run's results are one list of "<state>:<node>" entries, e.g. `KatafleetDrift = "drifted:worker-3"`,
-  // with state in-sync | drifted | repaired | unreachable.
+  // Temporal's SQL visibility store (the dev server's SQLite) allows only 3 Int attributes per namespace, so a
+  // drift run's outcomes are one bounded keyword list: each outcome present and `outcome=count`, e.g.
+  // `KatafleetDrift = "drifted"` (driftAttributeValues in workflows/drift.ts); its counts also go to
+  // KatafleetNodesTotal/Done/Failed. Runs recorded before issue 13 hold "<outcome>:<node>" entries.
   drift: defineSearchAttributeKey('KatafleetDrift', 'KEYWORD_LIST'),
 } as const;
 

@@ -24,6 +24,8 @@ export const RELEASED_JOURNAL_DIR = `${KATAFLEET_DIR}/journal-released`;
 /** One intent, as written on the node. */
 export interface JournalEntry {
   runId: string;
+  /** The inventory's name of the node (absent in entries written before issue 13): recovery takes back only its own node's runs. */
+  node?: string;
   rolloutId: string;
   stepId: string;
   /** The step's position in the playbook: recovery undoes the highest first. */
@@ -54,7 +56,7 @@ export async function writeIntent(shell: NodeShell, request: StepRequest, undo: 
   if (!request.journal) return;
   const attempt = activityContext()?.info.attempt ?? 1;
   const entry: JournalEntry = {
-    runId: request.runId, rolloutId: request.rolloutId, stepId: request.step.id, index: request.stepIndex ?? 0, attempt, at: new Date().toISOString(), intent, undo,
+    runId: request.runId, node: shell.name, rolloutId: request.rolloutId, stepId: request.step.id, index: request.stepIndex ?? 0, attempt, at: new Date().toISOString(), intent, undo,
   };
   const path = entryPath(request.runId, entry.index, entry.stepId);
   const temp = `${path}.${attempt}.tmp`;

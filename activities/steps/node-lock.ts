@@ -1,6 +1,6 @@
 /**
  * The lock on the node: one owner at a time (a run's step attempt, its recovery, a release) may act on a
- * node, whatever Temporal retries. The lock file `/var/lib/katafleet/lock` holds `<owner> <expires>`
+ * node, whatever Temporal retries. The lock file `/var/lib/katafleet/lock-<node name>` holds `<owner> <expires>`
  * (the node's clock, seconds): a lease that ends with the owner's attempt. Taking it is a
  * read-modify-write under `flock`; a lease expires on its own, so a SIGKILLed worker never blocks
  * the node for longer than its attempt's start-to-close.
@@ -19,8 +19,13 @@ import { activityContext, pause, permanentFailure, transientFailure } from './st
 
 /** katafleet's directory on a node: markers, journal, lock, quarantine. */
 export const KATAFLEET_DIR = '/var/lib/katafleet';
-/** The lease file. */
-export const LOCK_PATH = `${KATAFLEET_DIR}/lock`;
+/**
+ * The lease file of the node named `node`: keyed by the inventory's node name, so that several node names served
+ * by one host (the simulated fleet's scale tests) each have their own lock, as separate hosts would.
+ */
+export function lockPath(node: string): string {
+  return `${KATAFLEET_DIR}/lock-${node}`;
+}
 /** Seconds after a lease's expiry before another owner may take it (clock granularity, a guard in progress). */
 export const LOCK_GRACE_SECONDS = 3;
 /**
@@ -28,7 +33,9 @@ export const LOCK_GRACE_SECONDS = 3;
  * starts); a new owner takes the lock only when it can take this one exclusively: no command of the
  * previous owner is still running.
  */
-export const RUNNING_PATH = `${KATAFLEET_DIR}/lock.running`;
+export function runningPath(node: string): string {
+  return `${lockPath(node)}.running`;
+}
 
 /** Another owner holds the node's lease; retried (the lease ends with its attempt). */
 export const NodeBusy = 'NodeBusy';
@@ -55,14 +62,16 @@ const LEASE_STEP_MS = 30_000;
 const RENEW_BELOW_MS = 10_000;
 
 /** The shell script that takes (or renews) the lease for OWNER for LEASE seconds; exit 97 prints the holder. */
-function takeScript(owner: string, leaseSeconds: number): Command {
-  return sh`mkdir -p ${KATAFLEET_DIR} && { test -e ${LOCK_PATH}.flock || touch ${LOCK_PATH}.flock; } && { test -e ${RUNNING_PATH} || touch ${RUNNING_PATH}; } && exec 9<${LOCK_PATH}.flock && flock -w 10 9 || exit 98
+function takeScript(node: string, owner: string, leaseSeconds: number): Command {
+  const lockFile = lockPath(node);
+  const runningFile = runningPath(node);
+  return sh`mkdir -p ${KATAFLEET_DIR} && { test -e ${lockFile}.flock || touch ${lockFile}.flock; } && { test -e ${runningFile} || touch ${runningFile}; } && exec 9<${lockFile}.flock && flock -w 10 9 || exit 98
 now=$(date +%s); o=; e=0; g=${LOCK_GRACE_SECONDS}; l=${leaseSeconds}
-if [ -f ${LOCK_PATH} ]; then read o e < ${LOCK_PATH} || true; fi
+if [ -f ${lockFile} ]; then read o e < ${lockFile} || true; fi
 case "$e" in ''|*[!0-9]*) e=0 ;; esac
 if [ -n "$o" ] && [ "$o" != ${owner} ] && [ "$now" -lt $((e + g)) ]; then echo "$o $e $now"; exit 97; fi
-if [ -n "$o" ] && [ "$o" != ${owner} ] && ! flock -x -n ${RUNNING_PATH} true; then echo "$o $e $now running"; exit 97; fi
-printf '%s %s\\n' ${owner} $((now + l)) | tee ${LOCK_PATH}.tmp >/dev/null && sync ${LOCK_PATH}.tmp && mv -f ${LOCK_PATH}.tmp ${LOCK_PATH} && sync ${KATAFLEET_DIR}`;
+if [ -n "$o" ] && [ "$o" != ${owner} ] && ! flock -x -n ${runningFile} true; then echo "$o $e $now running"; exit 97; fi
+printf '%s %s\\n' ${owner} $((now + l)) | tee ${lockFile}.tmp >/dev/null && sync ${lockFile}.tmp && mv -f ${lockFile}.tmp ${lockFile} && sync ${KATAFLEET_DIR}`;
 }
 
 /** `command` as one single-quoted shell word, to hand to `sh -c` (already-checked text: no new values). */
@@ -92,7 +101,7 @@ export class LockedShell extends NodeShell {
     const seconds = Math.ceil((Math.min(until, this.deadline) - Date.now()) / 1000);
     if (seconds <= 1) return;
     const requested = Date.now();
-    const result = await NodeShell.prototype.run.call(this, takeScript(this.owner, seconds), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
+    const result = await NodeShell.prototype.run.call(this, takeScript(this.name, this.owner, seconds), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
     if (result.exitCode !== 0) {
       throw transientFailure(NodeLockLost, `Node ${this.name}: ${this.owner} could not extend its lease on the node's lock (${result.exitCode === 97 ? describeHolder(result.stdout) : 'flock busy'}); nothing more was done by this attempt`);
     }
@@ -106,13 +115,14 @@ export class LockedShell extends NodeShell {
   override async run(command: Command, options: RunOptions = {}): Promise<CommandResult> {
     if (this.expiresAt - Date.now() < RENEW_BELOW_MS) await this.extend(Date.now() + LEASE_STEP_MS);
     if (this.expiresAt - Date.now() <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the lease of ${this.owner} on the node's lock has ended with its attempt; the attempt stops here and the next one takes over`);
-    const guard = sh`exec 9<${LOCK_PATH}.flock && flock -w 10 9 || exit ${LOCK_LOST_EXIT}
-read o e < ${LOCK_PATH} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi
+    const lockFile = lockPath(this.name);
+    const guard = sh`exec 9<${lockFile}.flock && flock -w 10 9 || exit ${LOCK_LOST_EXIT}
+read o e < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi
 exec 9>&-`;
     // The command runs under `flock -s -o`: the shared lock is held by flock itself until the command exits
     // (not by a daemon the command starts). A new owner needs the lease expired for LOCK_GRACE_SECONDS, far
     // more than the moment between the check above and this lock.
-    const guarded = sh`${guard}\nexec flock -s -o -w 10 -E ${LOCK_LOST_EXIT} ${RUNNING_PATH} sh -c ${quoted(command)}`;
+    const guarded = sh`${guard}\nexec flock -s -o -w 10 -E ${LOCK_LOST_EXIT} ${runningPath(this.name)} sh -c ${quoted(command)}`;
     const allowed = options.allowExitCodes ?? [0];
     // Timeouts nest: no command runs past the attempt's start-to-close.
     const timeoutMs = Math.min(options.timeoutMs ?? 60_000, this.deadline - Date.now() - 1_000);
@@ -129,7 +139,7 @@ exec 9>&-`;
   /** Gives the lease back if it is still this owner's (a no-op otherwise). */
   async release(): Promise<void> {
     await NodeShell.prototype.run.call(this,
-      sh`test -e ${LOCK_PATH}.flock || exit 0; exec 9<${LOCK_PATH}.flock && flock -w 10 9 || exit 0; read o e < ${LOCK_PATH} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then rm -f ${LOCK_PATH}; sync ${KATAFLEET_DIR}; fi`,
+      sh`test -e ${lockPath(this.name)}.flock || exit 0; exec 9<${lockPath(this.name)}.flock && flock -w 10 9 || exit 0; read o e < ${lockPath(this.name)} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then rm -f ${lockPath(this.name)}; sync ${KATAFLEET_DIR}; fi`,
       { signal: undefined, timeoutMs: 20_000 });
   }
 }
@@ -145,9 +155,9 @@ export async function lockNode(pool: SshPool, target: NodeTarget, owner: string,
   for (;;) {
     const lease = Math.max(5, Math.ceil(Math.min(LEASE_STEP_MS, attemptEnd - Date.now()) / 1000));
     const requested = Date.now();
-    const result = await plain.run(takeScript(owner, lease), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
+    const result = await plain.run(takeScript(target.name, owner, lease), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
     if (result.exitCode === 0) return new LockedShell(pool, target, owner, requested + lease * 1000, attemptEnd);
-    const holder = result.exitCode === 98 ? `${LOCK_PATH}.flock held for over 10 s` : describeHolder(result.stdout);
+    const holder = result.exitCode === 98 ? `${lockPath(target.name)}.flock held for over 10 s` : describeHolder(result.stdout);
     if (Date.now() + 2_000 > deadline) {
       throw transientFailure(NodeBusy, `Node ${target.name} is locked by ${holder}; ${owner} waited ${Math.round(options.waitMs / 1000)} s and will be retried`);
     }

@@ -151,6 +151,8 @@ export async function prepareNode(shell: LockedShell, pool: SshPool, kubernetes:
   for (const runId of await journaledRuns(shell)) {
     if (runId === request.runId) continue;
     const { entries } = await readJournal(shell, runId);
+    // Another node name served by the same host (several names, one address): its own runs recover it.
+    if (entries.length > 0 && entries.every((entry) => entry.node !== undefined && entry.node !== shell.name)) continue;
     const result = await recoverRun(shell, pool, kubernetes, { runId, stepOrder: [], undos: [] }).catch((err: unknown) => {
       // The node cannot be brought back now: its state is unknown, so it is quarantined.
       const type = failureType(err);
