@@ -107,6 +107,13 @@ const UndoShape = z.discriminatedUnion('kind', [
     createdLinks: z.array(z.enum(['/usr/local/bin/kata-runtime', '/usr/local/bin/containerd-shim-kata-v2'])),
   }),
   z.strictObject({
+    kind: z.literal('restore-release'),
+    stepId: allowlisted(dnsLabel),
+    aside: z.string().regex(/^\/opt\/kata-releases\.katafleet-removed-[A-Za-z0-9-]{1,12}$/, 'must be /opt/kata-releases.katafleet-removed-RUN'),
+    previous: z.string().regex(/^\/opt\/kata-releases\/[0-9]+\.[0-9]+\.[0-9]+[A-Za-z0-9.+~^_-]*\/opt\/kata$/, 'must be /opt/kata-releases/VERSION/opt/kata').optional(),
+    links: z.array(z.enum(['/usr/local/bin/kata-runtime', '/usr/local/bin/containerd-shim-kata-v2'])),
+  }),
+  z.strictObject({
     kind: z.literal('restore-file'),
     stepId: allowlisted(dnsLabel),
     path: allowlisted(modulesLoadFile),

@@ -12,6 +12,9 @@ import { basename, dirname, join, normalize, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { buildKataReleases } from './kata-release';
 
+/** The worker's release mirror variable (activities/steps/release-tarball.ts `RELEASE_MIRROR_ENV`). */
+const RELEASE_MIRROR_ENV = 'KATAFLEET_RELEASE_MIRROR';
+
 const run = promisify(execFile);
 const sources = join(__dirname, 'node', 'packages');
 
@@ -139,7 +142,12 @@ export async function buildPackageRepository(dir: string): Promise<{ dir: string
   return { dir, debs };
 }
 
-/** Serves `dir` read-only over HTTP on 127.0.0.1 (a free port); GET and HEAD, 404 for anything else. */
+/**
+ * Serves `dir` read-only over HTTP on 127.0.0.1 (a free port); GET and HEAD, 404 for anything else.
+ * While it serves, this process's worker takes Kata releases from it instead of github.com (the
+ * `KATAFLEET_RELEASE_MIRROR` of an air-gapped site; the tarballs are at GitHub's paths, and the pinned
+ * sha256 still decides), so the shipped kata playbook runs unchanged against the fleet. `close` restores it.
+ */
 export async function servePackageRepository(dir: string): Promise<{ port: number; close(): Promise<void> }> {
   const server: Server = createServer((req, res) => {
     const path = normalize(decodeURIComponent((req.url ?? '/').split('?')[0]));
@@ -166,10 +174,18 @@ export async function servePackageRepository(dir: string): Promise<{ port: numbe
     server.listen(0, '127.0.0.1', resolve);
   });
   server.unref();
+  const port = (server.address() as AddressInfo).port;
+  const mirror = `http://127.0.0.1:${port}/`;
+  const before = process.env[RELEASE_MIRROR_ENV];
+  process.env[RELEASE_MIRROR_ENV] = mirror;
   return {
-    port: (server.address() as AddressInfo).port,
+    port,
     close: () =>
       new Promise<void>((resolve) => {
+        if (process.env[RELEASE_MIRROR_ENV] === mirror) {
+          if (before === undefined) delete process.env[RELEASE_MIRROR_ENV];
+          else process.env[RELEASE_MIRROR_ENV] = before;
+        }
         server.closeAllConnections();
         server.close(() => resolve());
       }),
