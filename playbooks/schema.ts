@@ -29,6 +29,9 @@ import {
   packageVersion,
   quantity,
   releaseUrlTemplate,
+  repoUrl,
+  aptSuite,
+  keyFingerprint,
   serviceName,
   userName,
 } from './allowlists';
@@ -166,6 +169,40 @@ export const PackageInstallStep = z.strictObject({
   remove_on_rollback: z.boolean().default(true),
 });
 export type PackageInstallStep = z.infer<typeof PackageInstallStep>;
+
+/**
+ * `package-repo`: adds a package repository and its signing key (fingerprint pinned: a key with another
+ * fingerprint is refused before anything is written), then installs pinned packages from it. apt writes
+ * `/etc/apt/keyrings/katafleet-<name>.asc` and `/etc/apt/sources.list.d/katafleet-<name>.list` with
+ * `signed-by=` that keyring (so the key vouches for this repository only). The undo removes the packages, the
+ * source and the key, only what the step created.
+ */
+export const PackageRepoStep = z.strictObject({
+  ...stepBase('package-repo', '10m'),
+  /** `apt`; `dnf` and `zypper` are accepted by the schema but not implemented yet (the step refuses them). @default "apt" */
+  manager: z.enum(['apt', 'dnf', 'zypper']).default('apt'),
+  /** Names the files: `katafleet-<name>.list`, `katafleet-<name>.asc`. */
+  name: allowlisted(dnsLabel),
+  /** The repository's base URL, e.g. an OBS project's `…/Debian_12/`. */
+  url: allowlisted(repoUrl),
+  /** apt suite: `"/"` for a flat repository (OBS), or a codename with `components`. @default "/" */
+  suite: allowlisted(aptSuite).default('/'),
+  /** apt components after the suite, e.g. `["main"]`; none for a flat repository. @default [] */
+  components: z.array(allowlisted(dnsLabel)).default([]),
+  /** Where the repository's public key is (ASCII-armored), e.g. OBS's `<url>/Release.key`. The worker downloads it. */
+  key_url: allowlisted(repoUrl),
+  /** The key's full fingerprint (40 hex): the downloaded key must be exactly this one key. */
+  key_fingerprint: allowlisted(keyFingerprint),
+  /** The packages to install from it, pinned: `[{ name = "kata-containers", version = "3.2.0" }]`. */
+  packages: z.array(PackageSpec).min(1).superRefine((packages, ctx) => {
+    packages.forEach((spec, i) => {
+      if (spec.version === undefined) ctx.addIssue({ code: 'custom', path: [i, 'version'], message: 'required: pin the exact version, e.g. { name = "kata-containers", version = "3.2.0" }' });
+    });
+  }),
+  /** On rollback, remove the packages this step installed, then the source and the key it added. @default true */
+  remove_on_rollback: z.boolean().default(true),
+});
+export type PackageRepoStep = z.infer<typeof PackageRepoStep>;
 
 /**
  * `containerd-patch`: adds runtime handlers to containerd's config (minimal edit, backup first,
@@ -373,6 +410,7 @@ export type ReleaseTarballStep = z.infer<typeof ReleaseTarballStep>;
 export const Step = z.discriminatedUnion('kind', [
   PrereqCheckStep,
   PackageInstallStep,
+  PackageRepoStep,
   ReleaseTarballStep,
   ContainerdPatchStep,
   ServiceRestartStep,
@@ -388,6 +426,7 @@ export type Step = z.infer<typeof Step>;
 export const stepKinds = [
   'prereq-check',
   'package-install',
+  'package-repo',
   'release-tarball',
   'containerd-patch',
   'service-restart',

@@ -177,9 +177,9 @@ describe('a failure leaves the node exactly as it was', () => {
     expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prepareNode', 1, 'completed'], ['prereqCheck', 1, 'completed'], ['releaseTarball', 2, 'failed'], ['recoverRun', 1, 'completed']]);
     // prereq-check had persisted the modules in /etc/modules-load.d: that file is taken back too.
     expect(result.progress.phase).toBe('rolled-back');
-    // install had journaled its intent before apt ran, so the recovery checks (and finds nothing installed) as well.
-    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['install', true], ['prereq', true]]);
-    expect(await onNode(nodes, 'victim', 'ls -A /opt/kata-releases 2>/dev/null; readlink /opt/kata; true')).toBe('');
+    // The failed download changed nothing (no journal, no /opt/kata-releases left): only prereq is undone.
+    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['prereq', true]]);
+    expect(await onNode(nodes, 'victim', 'ls -d /opt/kata-releases /opt/kata 2>/dev/null; ls /var/lib/katafleet 2>/dev/null | grep release-; true')).toBe('');
     expect(expectRestored(result)).toEqual([]);
   }, 180_000);
 

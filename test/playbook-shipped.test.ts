@@ -102,9 +102,10 @@ describe('the shipped playbooks', () => {
     expect(stepOf(steps, 'runtime-class')[0]).toMatchObject({ name: 'gvisor', handler: 'runsc' });
   });
 
-  it('together (with playbooks/examples/kata-release.toml, the release-tarball install) use every step kind but rollback', async () => {
+  it('together (with the examples kata-release.toml, kata-package-repo.toml and kata-deploy-handlers.toml) use every step kind but rollback', async () => {
     const used = new Set<string>();
-    for (const name of [...shippedPlaybookNames(), 'playbooks/examples/kata-release.toml']) (await loadPlaybook(name)).steps.forEach((step) => used.add(step.kind));
+    const examples = ['playbooks/examples/kata-release.toml', 'playbooks/examples/kata-package-repo.toml', 'playbooks/examples/kata-deploy-handlers.toml'];
+    for (const name of [...shippedPlaybookNames(), ...examples]) (await loadPlaybook(name)).steps.forEach((step) => used.add(step.kind));
     expect(stepKinds.filter((kind) => !used.has(kind))).toEqual(['rollback']);
   });
 });

@@ -326,7 +326,18 @@ async function installRelease(shell: NodeShell, request: StepRequest<InstallStep
   }
 
   // (2) The version's tree: checked and extracted beside, renamed into place.
-  if (state.wanted?.sha256 !== sha256) await extractRelease(shell, { version: step.version, fetch: step.fetch, tarballs, pin: sha256, runId });
+  if (state.wanted?.sha256 !== sha256) {
+    try {
+      await extractRelease(shell, { version: step.version, fetch: step.fetch, tarballs, pin: sha256, runId });
+    } catch (err) {
+      // Nothing was switched yet: a first attempt that fails here leaves no journal and no /opt/kata-releases it made.
+      if (state.journal === undefined) {
+        await shell.run(sh`rm -f ${journalPath}`);
+        if (!state.releasesDir) await shell.run(sh`rmdir ${KATA_RELEASES_DIR} 2>/dev/null || true`);
+      }
+      throw err;
+    }
+  }
 
   // (3) An earlier katafleet tree that is a real directory at /opt/kata moves to its versioned place.
   if (state.kata === 'dir') {
