@@ -29,6 +29,7 @@ import { checkStep, checkTargets } from './step-policy';
 import { NodeShell } from './steps/node-shell';
 import { detectPackageManager, installedVersions, versionMatches, type InstalledVersions, type PackageManager } from './steps/package-install';
 import { checkRelease } from './steps/release-tarball';
+import { checkPackageRepo } from './steps/package-repo';
 import { runtimeClassManifest, type RuntimeClassObject } from './steps/runtime-class';
 import { readDaemonState, type DaemonState } from './steps/service-restart';
 import { failureType, firstLine } from './steps/step-runtime';
@@ -93,6 +94,8 @@ async function findDrift(pool: SshPool, request: DriftCheckRequest): Promise<str
         return checkPackages(shell, step);
       case 'release-tarball':
         return checkRelease(shell, step);
+      case 'package-repo':
+        return checkPackageRepo(shell, step);
       case 'containerd-patch':
         return containerdConfigDrift(step, await shell.readFile(step.config_path), step.action === 'add' && step.mode === 'drop-in' ? await shell.readFile(step.drop_in_path) : undefined);
       case 'service-restart':

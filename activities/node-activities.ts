@@ -12,6 +12,7 @@ import type {
   PackageInstallStep,
   PrereqCheckStep,
   ReadinessGateStep,
+  PackageRepoStep,
   ReleaseTarballStep,
   RollbackStep,
   RuntimeClassStep,
@@ -29,6 +30,7 @@ import { packageInstall } from './steps/package-install';
 import { prereqCheck } from './steps/prereq-check';
 import { readinessGate } from './steps/readiness-gate';
 import { releaseTarball } from './steps/release-tarball';
+import { packageRepo } from './steps/package-repo';
 import { rollback } from './steps/rollback';
 import { runtimeClass } from './steps/runtime-class';
 import { createClusterActivities } from './steps/cluster-objects';
@@ -79,6 +81,11 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     async packageInstall(request: StepRequest<PackageInstallStep>): Promise<StepOutcome> {
       const admitted = await admit('package-install', request);
       return withShell(admitted, (shell) => packageInstall(shell, admitted));
+    },
+    /** `package-repo`: an apt repository and its key (fingerprint pinned), then pinned packages from it; undo removes all three. */
+    async packageRepo(request: StepRequest<PackageRepoStep>): Promise<StepOutcome> {
+      const admitted = await admit('package-repo', request);
+      return withShell(admitted, (shell) => packageRepo(shell, admitted));
     },
     /** `release-tarball`: a Kata static release side by side under /opt/kata-releases, /opt/kata switched to it. */
     async releaseTarball(request: StepRequest<ReleaseTarballStep>): Promise<StepOutcome> {

@@ -112,6 +112,21 @@ const UndoShape = z.discriminatedUnion('kind', [
     createdLinks: z.array(z.enum(['/usr/local/bin/kata-runtime', '/usr/local/bin/containerd-shim-kata-v2'])),
   }),
   z.strictObject({
+    kind: z.literal('remove-package-repo'),
+    stepId: allowlisted(dnsLabel),
+    packages: z.array(allowlisted(packageName)),
+    marker: z.string().regex(/^\/var\/lib\/katafleet\/installed-[A-Za-z0-9-]{1,12}-[a-z0-9-]{1,63}\.packages$/, 'must be a katafleet package marker (/var/lib/katafleet/installed-RUN-STEP.packages)').optional(),
+    source: z.string().regex(/^\/etc\/apt\/sources\.list\.d\/katafleet-[a-z0-9-]{1,63}\.list$/, 'must be /etc/apt/sources.list.d/katafleet-NAME.list').optional(),
+    key: z.string().regex(/^\/etc\/apt\/keyrings\/katafleet-[a-z0-9-]{1,63}\.asc$/, 'must be /etc/apt/keyrings/katafleet-NAME.asc').optional(),
+  }),
+  z.strictObject({
+    kind: z.literal('restore-release'),
+    stepId: allowlisted(dnsLabel),
+    aside: z.string().regex(/^\/opt\/kata-releases\.katafleet-removed-[A-Za-z0-9-]{1,12}$/, 'must be /opt/kata-releases.katafleet-removed-RUN'),
+    previous: z.string().regex(/^\/opt\/kata-releases\/[0-9]+\.[0-9]+\.[0-9]+[A-Za-z0-9.+~^_-]*\/opt\/kata$/, 'must be /opt/kata-releases/VERSION/opt/kata').optional(),
+    links: z.array(z.enum(['/usr/local/bin/kata-runtime', '/usr/local/bin/containerd-shim-kata-v2'])),
+  }),
+  z.strictObject({
     kind: z.literal('restore-file'),
     stepId: allowlisted(dnsLabel),
     path: allowlisted(modulesLoadFile),

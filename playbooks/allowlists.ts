@@ -341,3 +341,51 @@ export const releaseUrlTemplate: Allowlist = {
     return releaseUrlProblem(value.replace(/\{version\}/g, '3.32.0').replace(/\{arch\}/g, 'amd64').replace(/\{ext\}/g, 'tar.zst'));
   },
 };
+
+/** Why a package repository or key URL is refused beyond its characters: scheme (https, http only to loopback), credentials. */
+function repoUrlProblem(value: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'it is not a URL';
+  }
+  if (url.username || url.password) return 'it carries credentials';
+  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) return 'it is plain http to a host other than loopback (only https, or http to 127.0.0.1 / localhost for tests)';
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return `its scheme ${JSON.stringify(url.protocol)} is neither https nor http to loopback`;
+  return undefined;
+}
+
+/**
+ * `package-repo`'s repository and key URLs, e.g. OBS's
+ * `https://download.opensuse.org/repositories/home:/katacontainers:/releases:/x86_64:/stable/Debian_12/`: https (http
+ * only to loopback), no credentials, no spaces or shell characters (the URL is written into an apt source line).
+ */
+export const repoUrl: Allowlist = {
+  pattern: /^https?:\/\/[A-Za-z0-9.:/_%+~-]+$/,
+  char: /[A-Za-z0-9.:/_%+~-]/,
+  maxLength: 2048,
+  rule: 'a repository URL is https://HOST/PATH (http:// only to 127.0.0.1 or localhost), of letters, digits and ". : / _ % + ~ -"',
+  extra: repoUrlProblem,
+};
+
+/** An apt suite (`bookworm`, `stable`) or a flat repository's path (`/`, `./`). */
+export const aptSuite: Allowlist = {
+  pattern: /^(\.?\/|[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9._-]+)*\/?)$/,
+  char: /[A-Za-z0-9./_-]/,
+  maxLength: 128,
+  rule: 'a suite is a codename like "bookworm", or "/" for a flat repository (as OBS publishes them)',
+  extra: (value) => (value.split('/').includes('..') ? 'it has a ".." segment' : undefined),
+};
+
+/** An OpenPGP v4 key fingerprint: 40 hex digits (spaces between groups allowed, as gpg prints them). */
+export const keyFingerprint: Allowlist = {
+  pattern: /^[0-9A-Fa-f]{4}( {0,2}[0-9A-Fa-f]{4}){9}$/,
+  char: /[0-9A-Fa-f ]/,
+  maxLength: 50,
+  rule: 'a key fingerprint is 40 hex digits, e.g. "5C4A 3E1F …" as `gpg --show-keys` prints it (the short key id is not enough)',
+};
+
+/** Where `package-repo` writes apt sources and keys: `/etc/apt/sources.list.d/katafleet-NAME.list`, `/etc/apt/keyrings/katafleet-NAME.asc`. */
+export const APT_SOURCES_DIR = '/etc/apt/sources.list.d/';
+export const APT_KEYRINGS_DIR = '/etc/apt/keyrings/';

@@ -112,6 +112,11 @@ export const RuntimeSpec = z.strictObject({
   privileged_without_host_devices: z.boolean().optional(),
   /** Pod annotations passed through to the runtime, e.g. `["io.katacontainers.*"]`. */
   pod_annotations: z.array(allowlisted(podAnnotationPattern)).optional(),
+  /**
+   * Container annotations passed through to the runtime, e.g. `["io.kubernetes.container.terminationMessage*"]` as
+   * kata-deploy 3.30+ writes it (KATA.md §3.2).
+   */
+  container_annotations: z.array(allowlisted(podAnnotationPattern)).optional(),
   /** containerd snapshotter for this runtime, e.g. `devmapper`. */
   snapshotter: allowlisted(snapshotterName).optional(),
   /** Written to the runtime's `.options` table, e.g. `ConfigPath`; only the keys of {@link RUNTIME_OPTIONS}. */

@@ -29,6 +29,9 @@ import {
   packageVersion,
   quantity,
   releaseUrlTemplate,
+  repoUrl,
+  aptSuite,
+  keyFingerprint,
   serviceName,
   userName,
 } from './allowlists';
@@ -166,6 +169,40 @@ export const PackageInstallStep = z.strictObject({
   remove_on_rollback: z.boolean().default(true),
 });
 export type PackageInstallStep = z.infer<typeof PackageInstallStep>;
+
+/**
+ * `package-repo`: adds a package repository and its signing key (fingerprint pinned: a key with another
+ * fingerprint is refused before anything is written), then installs pinned packages from it. apt writes
+ * `/etc/apt/keyrings/katafleet-<name>.asc` and `/etc/apt/sources.list.d/katafleet-<name>.list` with
+ * `signed-by=` that keyring (so the key vouches for this repository only). The undo removes the packages, the
+ * source and the key, only what the step created.
+ */
+export const PackageRepoStep = z.strictObject({
+  ...stepBase('package-repo', '10m'),
+  /** `apt`; `dnf` and `zypper` are accepted by the schema but not implemented yet (the step refuses them). @default "apt" */
+  manager: z.enum(['apt', 'dnf', 'zypper']).default('apt'),
+  /** Names the files: `katafleet-<name>.list`, `katafleet-<name>.asc`. */
+  name: allowlisted(dnsLabel),
+  /** The repository's base URL, e.g. an OBS project's `…/Debian_12/`. */
+  url: allowlisted(repoUrl),
+  /** apt suite: `"/"` for a flat repository (OBS), or a codename with `components`. @default "/" */
+  suite: allowlisted(aptSuite).default('/'),
+  /** apt components after the suite, e.g. `["main"]`; none for a flat repository. @default [] */
+  components: z.array(allowlisted(dnsLabel)).default([]),
+  /** Where the repository's public key is (ASCII-armored), e.g. OBS's `<url>/Release.key`. The worker downloads it. */
+  key_url: allowlisted(repoUrl),
+  /** The key's full fingerprint (40 hex): the downloaded key must be exactly this one key. */
+  key_fingerprint: allowlisted(keyFingerprint),
+  /** The packages to install from it, pinned: `[{ name = "kata-containers", version = "3.2.0" }]`. */
+  packages: z.array(PackageSpec).min(1).superRefine((packages, ctx) => {
+    packages.forEach((spec, i) => {
+      if (spec.version === undefined) ctx.addIssue({ code: 'custom', path: [i, 'version'], message: 'required: pin the exact version, e.g. { name = "kata-containers", version = "3.2.0" }' });
+    });
+  }),
+  /** On rollback, remove the packages this step installed, then the source and the key it added. @default true */
+  remove_on_rollback: z.boolean().default(true),
+});
+export type PackageRepoStep = z.infer<typeof PackageRepoStep>;
 
 /**
  * `containerd-patch`: adds runtime handlers to containerd's config (minimal edit, backup first,
@@ -325,10 +362,23 @@ export const KATA_RELEASE_URL = 'https://github.com/kata-containers/kata-contain
  * side by side under `/opt/kata-releases/<version>/` and switches `/opt/kata` to it with one atomic rename;
  * adds kata-manager-style links in `/usr/local/bin/`. The undo switches back and removes what it created.
  */
+const Sha256Table = z
+  .partialRecord(z.enum(KATA_ARCHES), z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 in hex (64 characters 0-9a-f)'))
+  .refine((table) => Object.keys(table).length > 0, { message: 'must pin the sha256 of at least one architecture, e.g. { amd64 = "<64 hex>" }' });
+
+/** kata-go-static's URL (Kata 4.1+: the Go shim and kata-runtime apart from kata-static; KATA.md §1.1). */
+export const KATA_GO_RELEASE_URL = 'https://github.com/kata-containers/kata-containers/releases/download/{version}/kata-go-static-{version}-{arch}.{ext}';
+
 export const ReleaseTarballStep = z.strictObject({
   ...stepBase('release-tarball', '10m'),
-  /** Kata release, e.g. `"3.32.0"`. */
-  version: allowlisted(kataVersion),
+  /**
+   * `"install"`, or `"remove"`: take away every Kata release katafleet installed (`/opt/kata`, the versioned trees,
+   * its links). The trees are moved aside (`/opt/kata-releases.katafleet-removed-<run>`), so the undo puts them back
+   * without a download; the next removal deletes what an earlier one set aside. @default "install"
+   */
+  action: z.enum(['install', 'remove']).default('install'),
+  /** Kata release, e.g. `"3.32.0"`: required to install. */
+  version: allowlisted(kataVersion).optional(),
   /** Architecture in the asset name; `"auto"` maps the node's `uname -m` (x86_64 → amd64, aarch64 → arm64, …). @default "auto" */
   arch: z.enum(['auto', ...KATA_ARCHES]).default('auto'),
   /**
@@ -337,12 +387,17 @@ export const ReleaseTarballStep = z.strictObject({
    */
   url: allowlisted(releaseUrlTemplate).default(KATA_RELEASE_URL),
   /**
-   * The tarball's sha256 per architecture, `{ amd64 = "<64 hex>" }`: required, because upstream publishes no
-   * checksums; a node whose architecture has no entry is refused before anything is downloaded.
+   * The tarball's sha256 per architecture, `{ amd64 = "<64 hex>" }`: required (unless `tarballs` lists the
+   * release's tarballs), because upstream publishes no checksums; a node whose architecture has no entry is
+   * refused before anything is downloaded.
    */
-  sha256: z
-    .partialRecord(z.enum(KATA_ARCHES), z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 in hex (64 characters 0-9a-f)'))
-    .refine((table) => Object.keys(table).length > 0, { message: 'must pin the sha256 of at least one architecture, e.g. { amd64 = "<64 hex>" }' }),
+  sha256: Sha256Table.optional(),
+  /**
+   * Instead of `url` + `sha256`: every tarball of the release, each `{ url, sha256 }`, extracted in this order
+   * into the same versioned tree. Kata 4.1 ships two: `kata-static` (runtime-rs and the shared kernel, image
+   * and hypervisors) and `kata-go-static` (the Go shim and kata-runtime); KATA.md §1.1.
+   */
+  tarballs: z.array(z.strictObject({ url: allowlisted(releaseUrlTemplate), sha256: Sha256Table })).min(1).max(4).optional(),
   /**
    * `"worker"`: the worker downloads the tarball once (cached by sha256), checks it and sends it over SSH (for
    * offline nodes); `"node"`: the node downloads it with curl or wget and checks it. @default "worker"
@@ -350,6 +405,15 @@ export const ReleaseTarballStep = z.strictObject({
   fetch: z.enum(['worker', 'node']).default('worker'),
   /** Links `/usr/local/bin/kata-runtime` and `/usr/local/bin/containerd-shim-kata-v2` → `/opt/kata/bin/…`, as kata-manager links them. @default true */
   links: z.boolean().default(true),
+}).superRefine((step, ctx) => {
+  if (step.action === 'remove') return;
+  if (step.version === undefined) ctx.addIssue({ code: 'custom', path: ['version'], message: 'required when action = "install": the Kata release, e.g. "3.32.0"' });
+  if (step.tarballs === undefined && step.sha256 === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['sha256'], message: 'required: the sha256 of the tarball per architecture, e.g. { amd64 = "<64 hex>" } (upstream publishes none), or a tarballs list' });
+  }
+  if (step.tarballs !== undefined && step.sha256 !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['tarballs'], message: 'give either url + sha256 (one tarball) or tarballs (each with its url and sha256), not both' });
+  }
 });
 export type ReleaseTarballStep = z.infer<typeof ReleaseTarballStep>;
 
@@ -357,6 +421,7 @@ export type ReleaseTarballStep = z.infer<typeof ReleaseTarballStep>;
 export const Step = z.discriminatedUnion('kind', [
   PrereqCheckStep,
   PackageInstallStep,
+  PackageRepoStep,
   ReleaseTarballStep,
   ContainerdPatchStep,
   ServiceRestartStep,
@@ -372,6 +437,7 @@ export type Step = z.infer<typeof Step>;
 export const stepKinds = [
   'prereq-check',
   'package-install',
+  'package-repo',
   'release-tarball',
   'containerd-patch',
   'service-restart',

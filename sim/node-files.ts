@@ -164,6 +164,9 @@ export async function prepareNodeDir(dir: string, c: NodeDirContents): Promise<N
     'fs/run/katafleet-sim/services', 'fs/run/katafleet-sim/faults', 'keys']) {
     await mkdir(join(dir, sub), { recursive: true });
   }
+  // /tmp is world-writable with the sticky bit on every Debian/Ubuntu host (FHS 3.0 §3.18): apt verifies signatures as
+  // its sandbox user _apt, whose apt-key writes /tmp/apt.conf.* (a 0755 /tmp made every signed repository "not signed").
+  await chmod(join(dir, 'fs', 'tmp'), 0o1777);
   await mkdir(join(dir, 'fs', 'root'), { recursive: true, mode: 0o700 });
   await write(p.nodeEnv, nodeEnvFile(c.env));
   for (const fault of c.faults) await write(join(p.faults, fault), '');

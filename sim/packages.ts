@@ -12,6 +12,9 @@ import { basename, dirname, join, normalize, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { buildKataReleases } from './kata-release';
 
+/** The worker's release mirror variable (activities/steps/release-tarball.ts `RELEASE_MIRROR_ENV`). */
+const RELEASE_MIRROR_ENV = 'KATAFLEET_RELEASE_MIRROR';
+
 const run = promisify(execFile);
 const sources = join(__dirname, 'node', 'packages');
 
@@ -117,6 +120,7 @@ export async function buildPackageRepository(dir: string): Promise<{ dir: string
   }
   await rm(join(dir, 'build'), { recursive: true, force: true });
   await buildKataReleases(dir);
+  await buildObsRepository(dir, debs.filter((deb) => basename(deb).startsWith('kata-containers_')));
   const packagesFile = join(dir, 'Packages');
   await writeFile(packagesFile, entries.join('\n'));
   const size = (await stat(packagesFile)).size;
@@ -139,7 +143,12 @@ export async function buildPackageRepository(dir: string): Promise<{ dir: string
   return { dir, debs };
 }
 
-/** Serves `dir` read-only over HTTP on 127.0.0.1 (a free port); GET and HEAD, 404 for anything else. */
+/**
+ * Serves `dir` read-only over HTTP on 127.0.0.1 (a free port); GET and HEAD, 404 for anything else.
+ * While it serves, this process's worker takes Kata releases from it instead of github.com (the
+ * `KATAFLEET_RELEASE_MIRROR` of an air-gapped site; the tarballs are at GitHub's paths, and the pinned
+ * sha256 still decides), so the shipped kata playbook runs unchanged against the fleet. `close` restores it.
+ */
 export async function servePackageRepository(dir: string): Promise<{ port: number; close(): Promise<void> }> {
   const server: Server = createServer((req, res) => {
     const path = normalize(decodeURIComponent((req.url ?? '/').split('?')[0]));
@@ -166,12 +175,79 @@ export async function servePackageRepository(dir: string): Promise<{ port: numbe
     server.listen(0, '127.0.0.1', resolve);
   });
   server.unref();
+  const port = (server.address() as AddressInfo).port;
+  const mirror = `http://127.0.0.1:${port}/`;
+  const before = process.env[RELEASE_MIRROR_ENV];
+  process.env[RELEASE_MIRROR_ENV] = mirror;
   return {
-    port: (server.address() as AddressInfo).port,
+    port,
     close: () =>
       new Promise<void>((resolve) => {
+        if (process.env[RELEASE_MIRROR_ENV] === mirror) {
+          if (before === undefined) delete process.env[RELEASE_MIRROR_ENV];
+          else process.env[RELEASE_MIRROR_ENV] = before;
+        }
         server.closeAllConnections();
         server.close(() => resolve());
       }),
   };
+}
+
+/** Where the mirror serves its OBS-style repository: the path of Kata's 1.x OBS projects (KATA.md §2), Debian 12 flavour. */
+export const OBS_REPO_PATH = 'obs/home:/katacontainers:/releases:/x86_64:/stable/Debian_12/';
+
+/** The OBS-style repository as built: its path under the mirror and its signing key's fingerprint. */
+export interface ObsRepository {
+  path: string;
+  fingerprint: string;
+}
+
+/**
+ * An OBS-style apt repository (flat: `deb URL /`) holding `debs`, signed the way OBS signs its projects: a
+ * `Release` with `InRelease` (clear-signed) and `Release.gpg` (detached), and the project key as `Release.key`
+ * (ASCII-armored). The key is made here, at fleet start, in a throwaway GnuPG home; its fingerprint is in
+ * `obs-repo.json`. No node lists this repository: a test adds it (package-repo), as on a real Debian/Ubuntu node.
+ */
+export async function buildObsRepository(dir: string, debs: readonly string[]): Promise<ObsRepository> {
+  const repo = join(dir, OBS_REPO_PATH);
+  await mkdir(repo, { recursive: true });
+  const home = join(dir, 'obs-gnupg');
+  await rm(home, { recursive: true, force: true });
+  await mkdir(home, { recursive: true, mode: 0o700 });
+  const gpg = (...args: string[]) => run('gpg', ['--homedir', home, '--batch', '--pinentry-mode', 'loopback', '--passphrase', '', ...args], { timeout: 60_000 });
+  try {
+    await gpg('--quick-gen-key', 'home:katacontainers OBS Project (simulated by katafleet) <katacontainers@build.opensuse.test>', 'ed25519', 'sign', 'never');
+    const { stdout: colons } = await gpg('--with-colons', '--list-keys');
+    const fingerprint = colons.split('\n').find((line) => line.startsWith('fpr:'))!.split(':')[9];
+    await writeFile(join(repo, 'Release.key'), (await gpg('--armor', '--export', fingerprint)).stdout);
+    const entries: string[] = [];
+    for (const deb of debs) {
+      await writeFile(join(repo, basename(deb)), await readFile(deb));
+      const { stdout: control } = await run('dpkg-deb', ['--field', deb]);
+      entries.push(`${control.trimEnd()}\nFilename: ./${basename(deb)}\nSize: ${(await stat(deb)).size}\nMD5sum: ${await digest(deb, 'md5')}\nSHA256: ${await digest(deb, 'sha256')}\n`);
+    }
+    const packagesFile = join(repo, 'Packages');
+    await writeFile(packagesFile, entries.join('\n'));
+    const size = (await stat(packagesFile)).size;
+    await writeFile(join(repo, 'Release'), [
+      'Archive: Debian_12',
+      'Origin: obs://build.opensuse.org/home:katacontainers:releases:x86_64:stable/Debian_12',
+      'Label: home:katacontainers:releases:x86_64:stable',
+      'Architectures: amd64',
+      `Date: ${new Date().toUTCString()}`,
+      'MD5Sum:',
+      ` ${await digest(packagesFile, 'md5')} ${size} Packages`,
+      'SHA256:',
+      ` ${await digest(packagesFile, 'sha256')} ${size} Packages`,
+      '',
+    ].join('\n'));
+    await gpg('--local-user', fingerprint, '--clearsign', '--output', join(repo, 'InRelease'), join(repo, 'Release'));
+    await gpg('--local-user', fingerprint, '--armor', '--detach-sign', '--output', join(repo, 'Release.gpg'), join(repo, 'Release'));
+    const built = { path: OBS_REPO_PATH, fingerprint };
+    await writeFile(join(dir, 'obs-repo.json'), `${JSON.stringify(built, null, 2)}\n`);
+    return built;
+  } finally {
+    await run('gpgconf', ['--homedir', home, '--kill', 'all']).catch(() => undefined);
+    await rm(home, { recursive: true, force: true });
+  }
 }

@@ -68,7 +68,7 @@ describe('katafleet plan', () => {
     expect(run.stdout).toMatch(/1 canary\s+worker-1 \(10\.0\.0\.11\)/);
     expect(run.stdout).not.toContain('cp-1');
     const steps = run.stdout.split('\n').filter((line) => /^\s+\d+\. /.test(line)).map((line) => line.trim().split(/\s+/)[2]);
-    expect(steps).toEqual(['prereq-check', 'package-install', 'prereq-check', 'containerd-patch', 'service-restart', 'readiness-gate', 'node-label', 'runtime-class', 'verification-pod']);
+    expect(steps).toEqual(['prereq-check', 'release-tarball', 'prereq-check', 'containerd-patch', 'service-restart', 'readiness-gate', 'node-label', 'runtime-class', 'verification-pod']);
   });
 
   it('needs --inventory, and says so with exit 2', () => {

@@ -104,7 +104,11 @@ afterAll(async () => {
 }, 120_000);
 
 const freshNodeDrift = [
-  'package kata-containers is not installed (want 3.2.0)',
+  // kata.toml's install step: Kata's release tarball (release-tarball).
+  'Kata 3.32.0 is not installed at /opt/kata-releases/3.32.0/opt/kata',
+  '/opt/kata is missing, not a link to /opt/kata-releases/3.32.0/opt/kata',
+  '/usr/local/bin/kata-runtime is missing, not a link to /opt/kata/bin/kata-runtime',
+  '/usr/local/bin/containerd-shim-kata-v2 is missing, not a link to /opt/kata/bin/containerd-shim-kata-v2',
   'containerd config lacks runtime "kata"',
   'running containerd does not list handler "kata"',
   'node label katacontainers.io/kata-runtime=true is missing',
@@ -119,7 +123,7 @@ describe('drift repair of the kata playbook', () => {
       expect(byNode[name].outcome).toBe('repaired');
       expect(byNode[name].drifted).toEqual(expect.arrayContaining([...freshNodeDrift, 'RuntimeClass kata is missing']));
     }
-    expect(await onNode('kube-1', "dpkg-query -W -f='${Version}' kata-containers")).toBe('3.2.0');
+    expect(await onNode('kube-1', 'readlink /opt/kata')).toBe('/opt/kata-releases/3.32.0/opt/kata\n');
     expect(await kubectl('get runtimeclass kata -o jsonpath={.handler}')).toBe('kata');
   }, 300_000);
 
@@ -146,7 +150,10 @@ describe('drift repair of the kata playbook', () => {
         'node label katacontainers.io/kata-runtime is set; the playbook removes it',
         'containerd config /etc/containerd/config.toml still has runtime "kata"',
         'running containerd still lists handler "kata"',
-        'package kata-containers is installed (3.2.0); the playbook removes it',
+        '/opt/kata is still a link to /opt/kata-releases/3.32.0/opt/kata; the playbook removes Kata',
+        '/opt/kata-releases/ still exists; the playbook removes Kata',
+        '/usr/local/bin/kata-runtime is still a link to /opt/kata/bin/kata-runtime; the playbook removes Kata',
+        '/usr/local/bin/containerd-shim-kata-v2 is still a link to /opt/kata/bin/containerd-shim-kata-v2; the playbook removes Kata',
         'RuntimeClass kata exists; the playbook deletes it',
       ],
     }]);
@@ -156,8 +163,8 @@ describe('drift repair of the kata playbook', () => {
     beforeAll(async () => {
       // Config management writes its template back (the config without kata) and leaves containerd running.
       await onNode('kube-1', 'cat > /etc/containerd/config.toml', originalConfigs['kube-1']);
-      // An OS upgrade removes the package.
-      await onNode('kube-2', 'DEBIAN_FRONTEND=noninteractive apt-get remove -y kata-containers');
+      // Someone removes the /opt/kata link by hand (the versioned tree stays).
+      await onNode('kube-2', 'rm /opt/kata');
       // Someone deletes the RuntimeClass. kube-3 joined the cluster without Kata.
       await kubectl('delete runtimeclass kata');
     }, 120_000);
@@ -172,7 +179,7 @@ describe('drift repair of the kata playbook', () => {
         outcome: 'drifted',
         drifted: ['containerd config lacks runtime "kata"', 'running containerd is older than its config (not restarted since /etc/containerd changed)', 'RuntimeClass kata is missing'],
       });
-      expect(byNode['kube-2']).toEqual({ node: 'kube-2', outcome: 'drifted', drifted: ['package kata-containers is not installed (want 3.2.0)', 'RuntimeClass kata is missing'] });
+      expect(byNode['kube-2']).toEqual({ node: 'kube-2', outcome: 'drifted', drifted: ['/opt/kata is missing, not a link to /opt/kata-releases/3.32.0/opt/kata', 'RuntimeClass kata is missing'] });
       expect(byNode['kube-3']).toEqual({ node: 'kube-3', outcome: 'drifted', drifted: [...freshNodeDrift, 'RuntimeClass kata is missing'] });
       expect(await Promise.all([nodeSnapshot('kube-1'), nodeSnapshot('kube-2'), nodeSnapshot('kube-3'), clusterSnapshot()])).toEqual(before);
       expect(await neverRolledOut('kube-3')).toBe(true);
@@ -193,7 +200,7 @@ describe('drift repair of the kata playbook', () => {
       expect(description.searchAttributes).toMatchObject({ KatafleetNodesTotal: [3], KatafleetNodesDone: [3] });
 
       expect(await onNode('kube-1', 'grep -c runtimes.kata] /etc/containerd/config.toml')).toBe('1\n');
-      expect(await onNode('kube-2', "dpkg-query -W -f='${Version}' kata-containers")).toBe('3.2.0');
+      expect(await onNode('kube-2', 'readlink /opt/kata')).toBe('/opt/kata-releases/3.32.0/opt/kata\n');
       expect(await kubectl("get node kube-3 -o jsonpath='{.metadata.labels.katacontainers\\.io/kata-runtime}'")).toBe('true');
 
       const again = await drift(['kube-1', 'kube-2', 'kube-3'], true);

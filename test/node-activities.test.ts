@@ -11,7 +11,7 @@ import type { NodeTarget, StepOutcome, StepRequest, Undo, UndoOutcome } from '..
 import { SshPool } from '../activities/ssh';
 import { toNodeTarget } from '../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
-import type { Step } from '../playbooks/schema';
+import { PackageInstallStep, type Step } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { sshRun } from '../sim/ssh-run';
 
@@ -36,6 +36,15 @@ beforeAll(async () => {
 afterAll(async () => {
   await pool?.closeAll();
   await fleet?.stop();
+});
+
+/**
+ * package-install of the simulated mirror's kata-containers .deb (kata.toml installs the release tarball now;
+ * these tests are about apt and dpkg), with the retry and rollback settings kata.toml's install step had.
+ */
+const packageStep = PackageInstallStep.parse({
+  id: 'install', kind: 'package-install', packages: [{ name: 'kata-containers', version: '3.2.0' }], manager: 'auto', remove_on_rollback: true, timeout: '10m',
+  retry: { max_attempts: 3, initial_interval: '10s', backoff: 2 },
 });
 
 function step<K extends Step['kind']>(id: string): Extract<Step, { kind: K }> {
@@ -78,13 +87,13 @@ describe('step activities on a fresh node', () => {
   }, 60_000);
 
   it('package-install installs the pinned version with apt and records an undo; a second run changes nothing', async () => {
-    const first = await runStep(activities().packageInstall, 'fresh-1', step('install'));
+    const first = await runStep(activities().packageInstall, 'fresh-1', packageStep);
     expect(first.outcome).toMatchObject({ changed: true, undo: { kind: 'remove-packages', packages: ['kata-containers'], manager: 'apt' } });
     expect((await on('fresh-1', "dpkg-query -W -f='${Version}' kata-containers")).stdout).toBe('3.2.0');
-    const second = await runStep(activities().packageInstall, 'fresh-1', step('install'), 1);
+    const second = await runStep(activities().packageInstall, 'fresh-1', packageStep, 1);
     // Same run: the marker says this run installed it, so the undo is kept (a worker crash must not lose it).
     expect(second.outcome).toMatchObject({ changed: true, undo: { kind: 'remove-packages' } });
-    const otherRun = await runStep(activities().packageInstall, 'fresh-1', step('install'), 1, 'aaaaaaaa-other-run');
+    const otherRun = await runStep(activities().packageInstall, 'fresh-1', packageStep, 1, 'aaaaaaaa-other-run');
     expect(otherRun.outcome).toMatchObject({ changed: false, summary: 'already installed: kata-containers 3.2.0' });
   }, 180_000);
 
@@ -175,7 +184,7 @@ describe('failures leave the node as it was', () => {
   it('a pinned package whose mirror is down: PackageRepositoryUnreachable (retryable), nothing installed', async () => {
     await fleet.setFault('novirt-2', 'package-repo-unreachable', true);
     try {
-      await expect(runStep(activities().packageInstall, 'novirt-2', step('install'))).rejects.toMatchObject({
+      await expect(runStep(activities().packageInstall, 'novirt-2', packageStep)).rejects.toMatchObject({
         type: 'PackageRepositoryUnreachable',
         nonRetryable: false,
         message: expect.stringContaining('the package sources cannot be reached'),
@@ -191,7 +200,7 @@ describe('failures leave the node as it was', () => {
     await on('novirt-2', `nohup python3 -c 'import fcntl,time; f=open("/var/lib/dpkg/lock-frontend","w"); fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(90)' >/dev/null 2>&1 &`);
     try {
       const env = activityEnv({ startToCloseTimeoutMs: 30_000 });
-      const request: StepRequest<Extract<Step, { kind: 'package-install' }>> = { runId, rolloutId: 'test', node: targets['novirt-2'], step: step<'package-install'>('install'), drain: false };
+      const request: StepRequest<Extract<Step, { kind: 'package-install' }>> = { runId, rolloutId: 'test', node: targets['novirt-2'], step: packageStep, drain: false };
       const started = Date.now();
       await expect(env.run(activities().packageInstall, request)).rejects.toMatchObject({
         type: 'DpkgLockBusy',

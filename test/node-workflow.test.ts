@@ -20,6 +20,7 @@ import {
   nodeInput,
   nodeSnapshot,
   startNodeFleet,
+  onNode,
   waitFor,
   type NodeFleet,
 } from './helpers/node-workflow';
@@ -82,7 +83,7 @@ describe('a fresh node', () => {
     expect(await handle.query<NodeProgress>('nodeProgress')).toEqual(first);
     expect(first.facts.guestKernel).toMatch(/./);
     expect(first.facts.guestKernel).not.toBe(first.facts.hostKernel);
-    expect(first.undos.map((u) => u.kind)).toEqual(['remove-node-labels', 'restore-containerd-config', 'remove-packages', 'restore-file']);
+    expect(first.undos.map((u) => u.kind)).toEqual(['remove-node-labels', 'restore-containerd-config', 'remove-release', 'restore-file']);
 
     const after = await nodeSnapshot(nodes, 'fresh');
     expect(after).toMatchObject({ containerd: 'active', ready: 'True', handlers: expect.arrayContaining(['kata', 'runc']) });
@@ -100,16 +101,17 @@ describe('a fresh node', () => {
     expect(await nodeSnapshot(nodes, 'fresh')).toEqual(before);
   }, 240_000);
 
-  it('kata-uninstall failing after it removed the packages: every remove step is undone (packages, runtime, labels)', async () => {
+  it('kata-uninstall failing after it removed the Kata release: every remove step is undone (release, runtime, labels)', async () => {
     const before = await nodeSnapshot(nodes, 'fresh');
     const uninstall = (await loadPlaybook('kata-uninstall')).steps.filter((step) => step.kind !== 'runtime-class');
     // A last step that cannot succeed: containerd never offers a handler called "absent".
     const failing = { id: 'never', kind: 'service-restart', service: 'containerd', wait_for_handlers: ['absent'], timeout: '15s', retry: { max_attempts: 1, initial_interval: '1s', backoff: 1, non_retryable: [] } } as unknown as Step;
     const { progress } = await failedProgress(await startNode('fresh', [...uninstall, failing], 'uninstall-fails'));
-    expect(progress.steps.map((s) => [s.id, s.status])).toEqual([['unlabel', 'changed'], ['containerd', 'changed'], ['restart', 'changed'], ['ready', 'unchanged'], ['remove-packages', 'changed'], ['never', 'failed']]);
+    expect(progress.steps.map((s) => [s.id, s.status])).toEqual([['unlabel', 'changed'], ['containerd', 'changed'], ['restart', 'changed'], ['ready', 'unchanged'], ['remove-kata', 'changed'], ['never', 'failed']]);
     expect(progress.phase).toBe('rolled-back');
-    expect(progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['remove-packages', true], ['containerd', true], ['unlabel', true]]);
-    expect(progress.rollback?.[0].summary).toBe('installed again kata-containers 3.2.0');
+    expect(progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['remove-kata', true], ['containerd', true], ['unlabel', true]]);
+    expect(progress.rollback?.[0].summary).toBe('/opt/kata-releases/ back; /opt/kata → /opt/kata-releases/3.32.0/opt/kata again; link /usr/local/bin/kata-runtime again; link /usr/local/bin/containerd-shim-kata-v2 again');
+    expect(await onNode(nodes, 'fresh', 'kata-runtime --version | head -1')).toBe('kata-runtime  : 3.32.0\n');
     // The rollback restarted containerd: the simulated kubelet reports the node Ready again a moment later, as a real one.
     const after = await waitFor('node fresh Ready again after the rollback', async () => {
       const snapshot = await nodeSnapshot(nodes, 'fresh');
@@ -167,16 +169,17 @@ describe('a failure leaves the node exactly as it was', () => {
     expect(expectRestored(result)).toEqual([]);
   }, 120_000);
 
-  it('install failure (package mirror unreachable): retried per policy, then fails with nothing installed', async () => {
-    const steps = await kataSteps(undefined, { install: { retry: { max_attempts: 2, initial_interval: '1s', backoff: 1, non_retryable: [] } } });
-    const result = await failOnVictim(steps, 'package-repo-unreachable', 'repo-unreachable');
-    expect(result.progress.failure).toMatchObject({ stepId: 'install', type: 'PackageRepositoryUnreachable' });
-    expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prepareNode', 1, 'completed'], ['prereqCheck', 1, 'completed'], ['packageInstall', 2, 'failed'], ['recoverRun', 1, 'completed']]);
+  it('install failure (the release cannot be downloaded): retried per policy, then fails with nothing installed', async () => {
+    // A release the mirror does not have: the worker's download fails (HTTP 404), which is retried.
+    const steps = await kataSteps(undefined, { install: { version: '3.99.0', sha256: { amd64: 'e'.repeat(64) }, retry: { max_attempts: 2, initial_interval: '1s', backoff: 1, non_retryable: [] } } as Partial<Step> });
+    const result = await failOnVictim(steps, undefined, 'release-unreachable');
+    expect(result.progress.failure).toMatchObject({ stepId: 'install', type: 'ReleaseDownloadFailed' });
+    expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prepareNode', 1, 'completed'], ['prereqCheck', 1, 'completed'], ['releaseTarball', 2, 'failed'], ['recoverRun', 1, 'completed']]);
     // prereq-check had persisted the modules in /etc/modules-load.d: that file is taken back too.
     expect(result.progress.phase).toBe('rolled-back');
-    // install had journaled its intent before apt ran, so the recovery checks (and finds nothing installed) as well.
-    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['install', true], ['prereq', true]]);
-    expect(result.progress.rollback?.[0].summary).toBe('packages kata-containers already removed');
+    // The failed download changed nothing (no journal, no /opt/kata-releases left): only prereq is undone.
+    expect(result.progress.rollback?.map((r) => [r.stepId, r.ok])).toEqual([['prereq', true]]);
+    expect(await onNode(nodes, 'victim', 'ls -d /opt/kata-releases /opt/kata 2>/dev/null; ls /var/lib/katafleet 2>/dev/null | grep release-; true')).toBe('');
     expect(expectRestored(result)).toEqual([]);
   }, 180_000);
 
@@ -199,8 +202,9 @@ describe('a failure leaves the node exactly as it was', () => {
   it('the verification pod never runs (a runtime_type whose shim the node lacks): rolled back, pod deleted', async () => {
     const kata = (await kataSteps(['containerd'])) as Extract<Step, { kind: 'containerd-patch' }>[];
     const steps = await kataSteps(undefined, {
-      // kata-deploy's name for the QEMU flavour: its shim (containerd-shim-kata-qemu-v2) is not in this package.
-      containerd: { runtimes: [{ ...kata[0].runtimes[0], runtime_type: 'io.containerd.kata-qemu.v2' }] } as Partial<Step>,
+      // kata-deploy's name for the QEMU flavour without its runtime_path: containerd looks for containerd-shim-kata-qemu-v2
+      // on its PATH, and nothing made that link (kata-deploy 3.0–3.7 did; KATA.md §3.1, §3.3).
+      containerd: { runtimes: [{ ...kata[0].runtimes[0], runtime_type: 'io.containerd.kata-qemu.v2', runtime_path: undefined }] } as Partial<Step>,
       verify: { timeout: '20s', retry: { max_attempts: 1, initial_interval: '1s', backoff: 1, non_retryable: [] } },
     });
     const result = await failOnVictim(steps, undefined, 'pod-never-runs');

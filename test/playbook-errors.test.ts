@@ -89,7 +89,7 @@ describe('TOML syntax errors', () => {
       .replace('wave_size = 2', 'wave_size = "25%');
     expect(problemLines(text)).toEqual([
       'demo.toml:6:17: Unterminated string',
-      'demo.toml: steps[0].kind: expected one of prereq-check | package-install | release-tarball | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback, got "pakage-install" (did you mean "package-install"?)',
+      'demo.toml: steps[0].kind: expected one of prereq-check | package-install | package-repo | release-tarball | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback, got "pakage-install" (did you mean "package-install"?)',
       'demo.toml: steps[1].runtimes: required',
     ]);
   });
@@ -112,7 +112,7 @@ describe('TOML syntax errors', () => {
     const text = edit('kind = "package-install"', 'kind = package-install').replace('kind = "verification-pod"\n', '');
     expect(problemLines(text)).toEqual([
       'demo.toml:10:8: Unexpected character, expecting string, number, datetime, boolean, inline array or inline table — text needs quotes: put the value of kind in double quotes ("...")',
-      'demo.toml: steps[3].kind: required: one of prereq-check | package-install | release-tarball | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback',
+      'demo.toml: steps[3].kind: required: one of prereq-check | package-install | package-repo | release-tarball | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback',
     ]);
   });
 
@@ -132,7 +132,7 @@ describe('TOML syntax errors', () => {
 describe('schema errors', () => {
   it('name an unknown step kind, list the kinds and suggest the closest', () => {
     expect(problemLines(edit('kind = "verification-pod"', 'kind = "verify-pod"'))).toEqual([
-      'demo.toml: steps[3].kind: expected one of prereq-check | package-install | release-tarball | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback, got "verify-pod" (did you mean "verification-pod"?)',
+      'demo.toml: steps[3].kind: expected one of prereq-check | package-install | package-repo | release-tarball | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback, got "verify-pod" (did you mean "verification-pod"?)',
     ]);
   });
 
@@ -142,7 +142,7 @@ describe('schema errors', () => {
 
   it('report a missing kind', () => {
     expect(problemLines(edit('kind = "verification-pod"\n', ''))).toEqual([
-      'demo.toml: steps[3].kind: required: one of prereq-check | package-install | release-tarball | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback',
+      'demo.toml: steps[3].kind: required: one of prereq-check | package-install | package-repo | release-tarball | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback',
     ]);
   });
 

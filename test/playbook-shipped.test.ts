@@ -1,6 +1,10 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { expandReleaseUrl } from '../activities/steps/release-tarball';
+import { buildKataRelease } from '../sim/kata-release';
 import { checkPlaybookAgainstInventory, loadInventory, loadPlaybook, resolvePlaybookPath, shippedPlaybookNames } from '../playbooks/load';
-import { stepKinds, type ContainerdPatchStep, type RuntimeClassStep, type Step } from '../playbooks/schema';
+import { KATA_RELEASE_URL, stepKinds, type ContainerdPatchStep, type RuntimeClassStep, type Step } from '../playbooks/schema';
 
 const stepOf = <Kind extends Step['kind']>(steps: Step[], kind: Kind) => steps.filter((step): step is Extract<Step, { kind: Kind }> => step.kind === kind);
 
@@ -21,7 +25,7 @@ describe('the shipped playbooks', () => {
     const { steps } = await loadPlaybook('kata');
     expect(steps.map((step) => step.kind)).toEqual([
       'prereq-check',
-      'package-install',
+      'release-tarball',
       'prereq-check',
       'containerd-patch',
       'service-restart',
@@ -38,9 +42,17 @@ describe('the shipped playbooks', () => {
       persist_modules: true,
     });
     expect(stepOf(steps, 'prereq-check')[1]).toMatchObject({ run_kata_check: true });
-    expect(stepOf(steps, 'package-install')[0].packages).toEqual([{ name: 'kata-containers', version: '3.2.0' }]);
+    // Kata as upstream ships it (no distribution package): the static tarball of a current release, .tar.zst from 3.21.
+    expect(stepOf(steps, 'release-tarball')[0]).toMatchObject({ version: '3.32.0', url: KATA_RELEASE_URL, fetch: 'worker', links: true });
+    expect(expandReleaseUrl(KATA_RELEASE_URL, '3.32.0', 'amd64')).toBe('https://github.com/kata-containers/kata-containers/releases/download/3.32.0/kata-static-3.32.0-amd64.tar.zst');
     const patch: ContainerdPatchStep = stepOf(steps, 'containerd-patch')[0];
-    expect(patch.runtimes[0]).toMatchObject({ name: 'kata', runtime_type: 'io.containerd.kata.v2' });
+    // Wired as kata-deploy 3.8+ writes a handler: runtime_path to the tarball's shim, options.ConfigPath (KATA.md §3.2).
+    expect(patch.runtimes[0]).toMatchObject({
+      name: 'kata',
+      runtime_type: 'io.containerd.kata.v2',
+      runtime_path: '/opt/kata/bin/containerd-shim-kata-v2',
+      options: { ConfigPath: '/opt/kata/share/defaults/kata-containers/configuration-qemu.toml' },
+    });
     const runtimeClass: RuntimeClassStep = stepOf(steps, 'runtime-class')[0];
     expect(runtimeClass).toMatchObject({
       name: 'kata',
@@ -53,6 +65,22 @@ describe('the shipped playbooks', () => {
     expect(stepOf(steps, 'verification-pod')[0]).toMatchObject({ runtime_class: 'kata', expect_kernel_differs: true });
   });
 
+  it('kata pins the sha256 of the tarball the simulated mirror serves (built reproducibly: the same bytes on every build)', async () => {
+    const { steps } = await loadPlaybook('kata');
+    const step = stepOf(steps, 'release-tarball')[0];
+    const dir = await mkdtemp(path.join(tmpdir(), 'katafleet-shipped-release-'));
+    try {
+      const first = await buildKataRelease(path.join(dir, 'a'), step.version!);
+      const second = await buildKataRelease(path.join(dir, 'b'), step.version!);
+      expect(second.sha256).toBe(first.sha256);
+      expect(first.path).toBe(`kata-containers/kata-containers/releases/download/3.32.0/kata-static-3.32.0-amd64.tar.zst`);
+      // If sim/kata-release.ts or a simulated binary changed, the tarball did too: put this sha256 into kata.toml.
+      expect(step.sha256).toEqual({ amd64: first.sha256 });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('kata-uninstall removes what kata adds, newest first', async () => {
     const { steps, rollout } = await loadPlaybook('kata-uninstall');
     expect(rollout.drain).toBe(true);
@@ -61,7 +89,7 @@ describe('the shipped playbooks', () => {
       'containerd-patch remove',
       'service-restart',
       'readiness-gate',
-      'package-install remove',
+      'release-tarball remove',
       'runtime-class delete',
     ]);
     expect(stepOf(steps, 'containerd-patch')[0].runtimes).toEqual([{ name: 'kata', runtime_type: 'io.containerd.kata.v2' }]);
@@ -74,9 +102,10 @@ describe('the shipped playbooks', () => {
     expect(stepOf(steps, 'runtime-class')[0]).toMatchObject({ name: 'gvisor', handler: 'runsc' });
   });
 
-  it('together (with playbooks/examples/kata-release.toml, the release-tarball install) use every step kind but rollback', async () => {
+  it('together (with the examples kata-release.toml, kata-package-repo.toml and kata-deploy-handlers.toml) use every step kind but rollback', async () => {
     const used = new Set<string>();
-    for (const name of [...shippedPlaybookNames(), 'playbooks/examples/kata-release.toml']) (await loadPlaybook(name)).steps.forEach((step) => used.add(step.kind));
+    const examples = ['playbooks/examples/kata-release.toml', 'playbooks/examples/kata-package-repo.toml', 'playbooks/examples/kata-deploy-handlers.toml'];
+    for (const name of [...shippedPlaybookNames(), ...examples]) (await loadPlaybook(name)).steps.forEach((step) => used.add(step.kind));
     expect(stepKinds.filter((kind) => !used.has(kind))).toEqual(['rollback']);
   });
 });

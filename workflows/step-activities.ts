@@ -6,6 +6,7 @@ export const activityByKind = {
   'prereq-check': 'prereqCheck',
   'package-install': 'packageInstall',
   'release-tarball': 'releaseTarball',
+  'package-repo': 'packageRepo',
   'containerd-patch': 'containerdPatch',
   'service-restart': 'serviceRestart',
   'readiness-gate': 'readinessGate',

@@ -34,6 +34,7 @@ export function runtimeData(runtime: RuntimeSpec): TomlData {
   if (runtime.runtime_path !== undefined) data.runtime_path = runtime.runtime_path;
   if (runtime.privileged_without_host_devices !== undefined) data.privileged_without_host_devices = runtime.privileged_without_host_devices;
   if (runtime.pod_annotations !== undefined) data.pod_annotations = [...runtime.pod_annotations];
+  if (runtime.container_annotations !== undefined) data.container_annotations = [...runtime.container_annotations];
   if (runtime.snapshotter !== undefined) data.snapshotter = runtime.snapshotter;
   if (runtime.options !== undefined && Object.keys(runtime.options).length > 0) data.options = { ...runtime.options };
   return data;

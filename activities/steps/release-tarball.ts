@@ -84,6 +84,20 @@ export function expandReleaseUrl(template: string, version: string, arch: KataAr
   return template.replaceAll('{version}', version).replaceAll('{arch}', arch).replaceAll('{ext}', releaseExtension(version));
 }
 
+/**
+ * The worker's environment variable naming a mirror of GitHub release downloads (an air-gapped site's own,
+ * or the simulated fleet's): when set, a URL under `https://github.com/` is fetched from the same path under
+ * it. The pinned sha256 still decides; the mirror only changes where the bytes come from.
+ */
+export const RELEASE_MIRROR_ENV = 'KATAFLEET_RELEASE_MIRROR';
+
+/** `url` with `https://github.com/` replaced by the mirror (see {@link RELEASE_MIRROR_ENV}), or as is. */
+export function mirroredUrl(url: string, mirror: string | undefined = process.env[RELEASE_MIRROR_ENV]): string {
+  const github = 'https://github.com/';
+  if (!mirror || !url.startsWith(github)) return url;
+  return `${mirror.replace(/\/+$/, '')}/${url.slice(github.length)}`;
+}
+
 /** Compression from the file name, as upstream names it. */
 export function compressionOf(url: string): 'xz' | 'zstd' {
   return url.endsWith('.tar.zst') ? 'zstd' : 'xz';
@@ -110,6 +124,8 @@ export interface ReleaseState {
   /** Marker fields of this version's tree, when it exists. */
   wanted?: Record<string, string>;
   versionDirExists: boolean;
+  /** Whether `/opt/kata-releases` exists. */
+  releasesDir: boolean;
   /** link path → `readlink` (or `file` for a non-link). Absent = no such file. */
   links: Record<string, string>;
   /** This run's journal, when an earlier attempt wrote it. */
@@ -118,7 +134,7 @@ export interface ReleaseState {
 
 /** Parses the probe's `key=value` lines (prefix `current.`, `wanted.`, `link.`, `journal.`). */
 export function parseReleaseState(output: string): ReleaseState {
-  const state: ReleaseState = { machine: '', kata: 'absent', current: {}, versionDirExists: false, links: {} };
+  const state: ReleaseState = { machine: '', kata: 'absent', current: {}, versionDirExists: false, releasesDir: false, links: {} };
   for (const line of output.split('\n')) {
     const eq = line.indexOf('=');
     if (eq < 0) continue;
@@ -128,12 +144,24 @@ export function parseReleaseState(output: string): ReleaseState {
     else if (key === 'kata') state.kata = value as ReleaseState['kata'];
     else if (key === 'target') state.target = value;
     else if (key === 'versiondir') state.versionDirExists = value === 'yes';
+    else if (key === 'releasesdir') state.releasesDir = value === 'yes';
     else if (key.startsWith('current.')) state.current[key.slice(8)] = value;
     else if (key.startsWith('wanted.')) (state.wanted ??= {})[key.slice(7)] = value;
     else if (key.startsWith('link.')) state.links[key.slice(5)] = value;
     else if (key.startsWith('journal.')) (state.journal ??= {})[key.slice(8)] = value;
   }
   return state;
+}
+
+/** The release's tarballs, `{ url, sha256 }` each: `tarballs`, or the one of `url` + `sha256`. */
+export function releaseParts(step: Pick<ReleaseTarballStep, 'url' | 'sha256' | 'tarballs'>): { url: string; sha256: Partial<Record<KataArch, string>> }[] {
+  return step.tarballs ?? [{ url: step.url, sha256: step.sha256 ?? {} }];
+}
+
+/** What the marker of an installed release records as its `sha256`: the tarballs' sha256 for `arch`, joined by ",". */
+export function releasePin(step: Pick<ReleaseTarballStep, 'url' | 'sha256' | 'tarballs'>, arch: KataArch): string | undefined {
+  const shas = releaseParts(step).map((part) => part.sha256[arch]);
+  return shas.every((sha) => sha !== undefined) ? shas.join(',') : undefined;
 }
 
 function linkPaths(step: Pick<ReleaseTarballStep, 'links'>): string[] {
@@ -147,6 +175,7 @@ echo "machine=$(uname -m)"
 if test -L "$k"; then echo kata=link; echo "target=$(readlink "$k")"; elif test -d "$k"; then echo kata=dir; elif test -e "$k"; then echo kata=other; else echo kata=absent; fi
 if test -f "$k/.katafleet-release"; then sed 's/^/current./' "$k/.katafleet-release"; fi
 if test -d ${releaseDir(version)}; then echo versiondir=yes; fi
+if test -d ${KATA_RELEASES_DIR}; then echo releasesdir=yes; fi
 if test -f ${releaseMarker(releaseTree(version))}; then sed 's/^/wanted./' ${releaseMarker(releaseTree(version))}; fi
 for l in ${[...links]}; do if test -L "$l"; then echo "link.$l=$(readlink "$l")"; elif test -e "$l"; then echo "link.$l=file"; fi; done
 ${journal === undefined ? sh`true` : sh`if test -f ${journal}; then sed 's/^/journal./' ${journal}; fi`}`, { asRoot: true });
@@ -232,8 +261,18 @@ async function downloadOnce(url: string, sha256: string): Promise<Buffer> {
 
 // ───────────────────────────── the step ─────────────────────────────
 
-/** Runs the step: see the file's header. */
+/** A release-tarball step that installs: its version is set. */
+type InstallStep = ReleaseTarballStep & { version: string };
+
+/** Runs the step: installs (see the file's header) or, with `action = "remove"`, removes katafleet's releases. */
 export async function releaseTarball(shell: NodeShell, request: StepRequest<ReleaseTarballStep>): Promise<StepOutcome> {
+  const { step } = request;
+  if (step.action === 'remove') return removeReleases(shell, request);
+  if (step.version === undefined) throw permanentFailure('StepRefused', `release-tarball "${step.id}": version is required to install; set version in the playbook`);
+  return installRelease(shell, { ...request, step: { ...step, version: step.version } });
+}
+
+async function installRelease(shell: NodeShell, request: StepRequest<InstallStep>): Promise<StepOutcome> {
   const { step, runId } = request;
   const links = linkPaths(step);
   const journalPath = releaseJournalPath(runId, step.id);
@@ -244,13 +283,20 @@ export async function releaseTarball(shell: NodeShell, request: StepRequest<Rele
   if (arch === undefined) {
     throw permanentFailure(ReleaseArchUnsupported, `Node ${shell.name}: Kata publishes no static release for machine "${state.machine}" (only ${KATA_ARCHES.join(', ')}); leave this node out or set arch in the release-tarball step`);
   }
-  const sha256 = step.sha256[arch];
-  if (sha256 === undefined) {
-    throw permanentFailure(ReleaseArchUnsupported, `Node ${shell.name} is ${arch}, but release-tarball "${step.id}" pins a sha256 only for ${Object.keys(step.sha256).join(', ')}: add ${arch} = "<sha256 of kata-static-${step.version}-${arch}.${releaseExtension(step.version)}>" to its sha256 table`);
+  const parts = releaseParts(step);
+  const missing = parts.findIndex((part) => part.sha256[arch] === undefined);
+  if (missing >= 0) {
+    const pinned = Object.keys(parts[missing].sha256).join(', ');
+    const which = parts.length > 1 ? `tarballs[${missing}] (${posix.basename(parts[missing].url)})` : `kata-static-${step.version}-${arch}.${releaseExtension(step.version)}`;
+    throw permanentFailure(ReleaseArchUnsupported, `Node ${shell.name} is ${arch}, but release-tarball "${step.id}" pins a sha256 only for ${pinned}: add ${arch} = "<sha256 of ${which}>" to its sha256 table`);
   }
-  const url = expandReleaseUrl(step.url, step.version, arch);
-  const urlProblem = checkAllowlist(url, releaseUrl);
-  if (urlProblem !== undefined) throw permanentFailure('StepRefused', `release-tarball "${step.id}": the url expands to ${urlProblem}; fix url in the playbook`);
+  const tarballs = parts.map((part) => ({ url: mirroredUrl(expandReleaseUrl(part.url, step.version, arch)), sha256: part.sha256[arch]! }));
+  for (const { url } of tarballs) {
+    const urlProblem = checkAllowlist(url, releaseUrl);
+    if (urlProblem !== undefined) throw permanentFailure('StepRefused', `release-tarball "${step.id}": the url expands to ${urlProblem}; fix url in the playbook (or ${RELEASE_MIRROR_ENV} on the worker)`);
+  }
+  const url = tarballs.map((t) => t.url).join(' ');
+  const sha256 = tarballs.map((t) => t.sha256).join(',');
 
   const facts = { version: step.version, arch, url, sha256, fetch: step.fetch };
   const linksOk = links.every((link) => state.links[link] === posix.join(KATA_PATH, 'bin', posix.basename(link)));
@@ -280,7 +326,18 @@ export async function releaseTarball(shell: NodeShell, request: StepRequest<Rele
   }
 
   // (2) The version's tree: checked and extracted beside, renamed into place.
-  if (state.wanted?.sha256 !== sha256) await extractRelease(shell, { ...step, url, sha256, runId });
+  if (state.wanted?.sha256 !== sha256) {
+    try {
+      await extractRelease(shell, { version: step.version, fetch: step.fetch, tarballs, pin: sha256, runId });
+    } catch (err) {
+      // Nothing was switched yet: a first attempt that fails here leaves no journal and no /opt/kata-releases it made.
+      if (state.journal === undefined) {
+        await shell.run(sh`rm -f ${journalPath}`);
+        if (!state.releasesDir) await shell.run(sh`rmdir ${KATA_RELEASES_DIR} 2>/dev/null || true`);
+      }
+      throw err;
+    }
+  }
 
   // (3) An earlier katafleet tree that is a real directory at /opt/kata moves to its versioned place.
   if (state.kata === 'dir') {
@@ -307,7 +364,7 @@ export async function releaseTarball(shell: NodeShell, request: StepRequest<Rele
   };
 }
 
-function undoOf(step: ReleaseTarballStep, journal: Record<string, string>): Undo {
+function undoOf(step: InstallStep, journal: Record<string, string>): Undo {
   return {
     kind: 'remove-release',
     stepId: step.id,
@@ -318,14 +375,54 @@ function undoOf(step: ReleaseTarballStep, journal: Record<string, string>): Undo
   };
 }
 
-/** Gets the tarball onto the node (pushed by the worker or fetched there), checks it, extracts it beside, renames it into place. */
-async function extractRelease(shell: NodeShell, o: { version: string; url: string; sha256: string; fetch: 'worker' | 'node'; runId: string }): Promise<void> {
+/**
+ * Gets each tarball onto the node (pushed by the worker or fetched there), checks it (sha256, members), extracts
+ * them in order into one staging tree beside, and renames that into place with the marker (`sha256` = `pin`).
+ */
+async function extractRelease(shell: NodeShell, o: { version: string; tarballs: { url: string; sha256: string }[]; pin: string; fetch: 'worker' | 'node'; runId: string }): Promise<void> {
   const run12 = o.runId.slice(0, 12).replace(/[^A-Za-z0-9-]/g, '');
-  const incoming = posix.join(KATA_RELEASES_DIR, `.incoming-${run12}.${releaseExtension(o.version)}`);
   const staging = posix.join(KATA_RELEASES_DIR, `.extract-${run12}`);
   const dir = releaseDir(o.version);
-  await shell.run(sh`mkdir -p ${KATA_RELEASES_DIR} && chmod 0755 ${KATA_RELEASES_DIR} && rm -rf ${staging} ${incoming}`);
-  if (o.fetch === 'worker') {
+  const incomings = o.tarballs.map((_, i) => posix.join(KATA_RELEASES_DIR, `.incoming-${run12}-${i}.${releaseExtension(o.version)}`));
+  await shell.run(sh`mkdir -p ${KATA_RELEASES_DIR} && chmod 0755 ${KATA_RELEASES_DIR} && rm -rf ${staging} ${incomings}`);
+  const cleanup = () => shell.run(sh`rm -f ${incomings}`);
+  try {
+    for (const [i, tarball] of o.tarballs.entries()) await receiveTarball(shell, tarball, incomings[i], o.fetch, cleanup);
+  } catch (err) {
+    // The worker refuses a download before anything reaches the node; earlier tarballs of the list did reach it.
+    await cleanup();
+    throw err;
+  }
+  for (const [i, tarball] of o.tarballs.entries()) {
+    const compression = flag(compressionOf(tarball.url) === 'zstd' ? '--zstd' : '--xz');
+    const listing = await whileHeartbeating(shell.run(sh`tar ${compression} -tf ${incomings[i]}`, { allowExitCodes: [...Array(256).keys()], timeoutMs: 10 * 60_000 }));
+    const unsafe = listing.exitCode === 0 ? unsafeMembers(listing.stdout) : [];
+    if (listing.exitCode !== 0 || unsafe.length > 0) {
+      await cleanup();
+      throw permanentFailure(ReleaseTarballUnsafe, listing.exitCode !== 0
+        ? `Node ${shell.name}: tar cannot read ${tarball.url} (${listing.stderr.trim().split('\n').slice(-1)[0]}); nothing was extracted — check the url`
+        : `Node ${shell.name}: ${tarball.url} holds members outside ./opt/kata/ (${unsafe.slice(0, 3).join(', ')}${unsafe.length > 3 ? ', …' : ''}), which kata-manager refuses too; nothing was extracted — check the url and the pinned sha256`);
+    }
+  }
+  await shell.run(sh`mkdir -p ${staging}`);
+  for (const [i, tarball] of o.tarballs.entries()) {
+    const compression = flag(compressionOf(tarball.url) === 'zstd' ? '--zstd' : '--xz');
+    await whileHeartbeating(shell.run(sh`tar ${compression} -xf ${incomings[i]} -C ${staging}`, { timeoutMs: 10 * 60_000 }));
+  }
+  const tree = posix.join(staging, 'opt', 'kata');
+  const shims = [posix.join(tree, 'bin', 'containerd-shim-kata-v2'), posix.join(tree, 'runtime-rs', 'bin', 'containerd-shim-kata-v2')];
+  const hasShim = await shell.run(sh`test -x ${shims[0]} || test -x ${shims[1]}`, { allowExitCodes: [0, 1] });
+  if (hasShim.exitCode !== 0) {
+    await shell.run(sh`rm -rf ${staging}`);
+    await cleanup();
+    throw permanentFailure(ReleaseTarballUnsafe, `Node ${shell.name}: ${o.tarballs.map((t) => t.url).join(' + ')} hold no Kata shim (neither opt/kata/bin/containerd-shim-kata-v2 nor opt/kata/runtime-rs/bin/containerd-shim-kata-v2); nothing was installed — a Kata 4.1+ release needs both kata-static and kata-go-static in tarballs, or check the url`);
+  }
+  await shell.run(sh`printf 'version=%s\nsha256=%s\n' ${o.version} ${o.pin} | tee ${releaseMarker(tree)} >/dev/null && rm -rf ${dir} && mv -T ${staging} ${dir} && rm -f ${incomings}`, { timeoutMs: 10 * 60_000 });
+}
+
+/** Puts one tarball at `incoming` on the node (sent by the worker, or fetched there) and checks its sha256. */
+async function receiveTarball(shell: NodeShell, o: { url: string; sha256: string }, incoming: string, fetch: 'worker' | 'node', cleanup: () => Promise<unknown>): Promise<void> {
+  if (fetch === 'worker') {
     // A real tarball is hundreds of MB: heartbeat while it downloads, or the workflow's heartbeat timeout ends the attempt.
     const bytes = await whileHeartbeating(workerDownload(o.url, o.sha256));
     await shell.run(sh`tee ${incoming} >/dev/null`, { stdin: bytes, timeoutMs: 30 * 60_000 });
@@ -333,30 +430,19 @@ async function extractRelease(shell: NodeShell, o: { version: string; url: strin
     const got = await shell.run(sh`if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 2 -o ${incoming} ${o.url}; elif command -v wget >/dev/null 2>&1; then wget -q -O ${incoming} ${o.url}; else exit 127; fi`,
       { allowExitCodes: [...Array(256).keys()], timeoutMs: 30 * 60_000 });
     if (got.exitCode === 127) {
+      await cleanup();
       throw permanentFailure(ReleaseDownloadFailed, `Node ${shell.name} has neither curl nor wget, so it cannot fetch ${o.url}: install one, or use fetch = "worker" (the worker downloads and sends the tarball over SSH)`);
     }
     if (got.exitCode !== 0) {
-      await shell.run(sh`rm -f ${incoming}`);
+      await cleanup();
       throw transientFailure(ReleaseDownloadFailed, `Node ${shell.name} could not download ${o.url} (exit ${got.exitCode}: ${got.stderr.trim().split('\n').slice(-2).join('; ')}); trying again — a node without internet needs fetch = "worker"`);
     }
   }
   const onNode = await shell.sha256(incoming);
   if (onNode !== o.sha256) {
-    await shell.run(sh`rm -f ${incoming}`);
+    await cleanup();
     throw permanentFailure(ReleaseChecksumMismatch, checksumMismatchMessage(o.url, o.sha256, onNode ?? 'none (the file is missing)', `as received by node ${shell.name}`));
   }
-  const compression = flag(compressionOf(o.url) === 'zstd' ? '--zstd' : '--xz');
-  const listing = await whileHeartbeating(shell.run(sh`tar ${compression} -tf ${incoming}`, { allowExitCodes: [...Array(256).keys()], timeoutMs: 10 * 60_000 }));
-  const unsafe = listing.exitCode === 0 ? unsafeMembers(listing.stdout) : [];
-  if (listing.exitCode !== 0 || unsafe.length > 0) {
-    await shell.run(sh`rm -f ${incoming}`);
-    throw permanentFailure(ReleaseTarballUnsafe, listing.exitCode !== 0
-      ? `Node ${shell.name}: tar cannot read ${o.url} (${listing.stderr.trim().split('\n').slice(-1)[0]}); nothing was extracted — check the url`
-      : `Node ${shell.name}: ${o.url} holds members outside ./opt/kata/ (${unsafe.slice(0, 3).join(', ')}${unsafe.length > 3 ? ', …' : ''}), which kata-manager refuses too; nothing was extracted — check the url and the pinned sha256`);
-  }
-  const marker = releaseMarker(posix.join(staging, 'opt', 'kata'));
-  await shell.run(sh`mkdir -p ${staging} && tar ${compression} -xf ${incoming} -C ${staging} && test -x ${posix.join(staging, 'opt', 'kata', 'bin', 'kata-runtime')} && printf 'version=%s\nsha256=%s\n' ${o.version} ${o.sha256} | tee ${marker} >/dev/null && rm -rf ${dir} && mv -T ${staging} ${dir} && rm -f ${incoming}`,
-    { timeoutMs: 10 * 60_000 });
 }
 
 /** The undo: switch `/opt/kata` back (or remove it), remove the links and version directory this run created, drop the journal. */
@@ -396,9 +482,10 @@ export async function removeRelease(shell: NodeShell, undo: Extract<Undo, { kind
 
 /** What differs from the installed release the step leaves (drift check): tree + marker, the /opt/kata link, the links. */
 export function releaseDrift(step: ReleaseTarballStep, state: ReleaseState): string[] {
+  if (step.action === 'remove' || step.version === undefined) return removalDrift(state);
   const tree = releaseTree(step.version);
   const arch = step.arch === 'auto' ? kataArchOf(state.machine) : step.arch;
-  const sha256 = arch === undefined ? undefined : step.sha256[arch];
+  const sha256 = arch === undefined ? undefined : releasePin(step, arch);
   const found: string[] = [];
   if (!state.wanted) found.push(`Kata ${step.version} is not installed at ${tree}`);
   else if (sha256 !== undefined && state.wanted.sha256 !== sha256) found.push(`Kata ${step.version} at ${tree} is from a tarball with sha256 ${state.wanted.sha256}, not the pinned ${sha256}`);
@@ -412,5 +499,100 @@ export function releaseDrift(step: ReleaseTarballStep, state: ReleaseState): str
 
 /** Reads the node and returns the drift of a release-tarball step. */
 export async function checkRelease(shell: NodeShell, step: ReleaseTarballStep): Promise<string[]> {
-  return releaseDrift(step, await readReleaseState(shell, step.version, linkPaths(step)));
+  const links = step.action === 'remove' ? KATA_LINK_NAMES.map((name) => posix.join(KATA_LINK_DIR, name)) : linkPaths(step);
+  return releaseDrift(step, await readReleaseState(shell, step.version ?? '0.0.0', links));
+}
+
+/** What a removal leaves behind that katafleet installed (drift of `action = "remove"`). */
+export function removalDrift(state: ReleaseState): string[] {
+  const found: string[] = [];
+  if (state.kata === 'link' && isReleaseTree(state.target ?? '')) found.push(`${KATA_PATH} is still a link to ${state.target}; the playbook removes Kata`);
+  if (state.kata === 'dir' && state.current.version !== undefined) found.push(`${KATA_PATH} still holds katafleet's Kata ${state.current.version}; the playbook removes Kata`);
+  if (state.releasesDir) found.push(`${KATA_RELEASES_DIR} still exists; the playbook removes Kata`);
+  for (const [link, target] of Object.entries(state.links)) {
+    if (target === posix.join(KATA_PATH, 'bin', posix.basename(link))) found.push(`${link} is still a link to ${target}; the playbook removes Kata`);
+  }
+  return found;
+}
+
+// ───────────────────────────── action = "remove" ─────────────────────────────
+
+/** Where a removal of run `runId` sets the release trees aside, so that its undo needs no download. */
+export function releasesAside(runId: string): string {
+  return `${KATA_RELEASES_DIR.replace(/\/$/, '')}.katafleet-removed-${runId.slice(0, 12).replace(/[^A-Za-z0-9-]/g, '')}`;
+}
+
+/**
+ * Removes what release-tarball installed: `/opt/kata` (a link into `/opt/kata-releases`), the links to
+ * `/opt/kata/bin/…` and the trees, which are moved aside in one rename ({@link releasesAside}) with a note of the
+ * previous `/opt/kata` target inside; the trees an earlier removal set aside are deleted first. Anything at
+ * `/opt/kata` that katafleet did not make is refused (KataInstallConflict), nothing changed.
+ */
+async function removeReleases(shell: NodeShell, request: StepRequest<ReleaseTarballStep>): Promise<StepOutcome> {
+  const { step, runId } = request;
+  const aside = releasesAside(runId);
+  const note = posix.join(aside, '.katafleet-removed');
+  const links = KATA_LINK_NAMES.map((name) => posix.join(KATA_LINK_DIR, name));
+  const state = await readReleaseState(shell, '0.0.0', links);
+  const ours = links.filter((link) => state.links[link] === posix.join(KATA_PATH, 'bin', posix.basename(link)));
+  const done = (await shell.run(sh`test -f ${note} && cat ${note}`, { allowExitCodes: [0, 1] })).stdout;
+  if (done) {
+    // An earlier attempt of this run moved the trees aside: finish what it began, report its undo.
+    const recorded = parseReleaseState(done.split('\n').map((line) => `journal.${line}`).join('\n')).journal ?? {};
+    if (state.kata === 'link' && isReleaseTree(state.target ?? '')) await shell.run(sh`rm -f ${KATA_PATH}`);
+    for (const link of ours) await shell.run(sh`rm -f ${link}`);
+    return { changed: true, summary: `Kata releases set aside in ${aside} (by an earlier attempt of this run)`, undo: restoreUndo(step.id, aside, recorded) };
+  }
+  if (state.kata === 'other' || (state.kata === 'link' && !isReleaseTree(state.target ?? '')) || (state.kata === 'dir' && state.current.version === undefined)) {
+    throw permanentFailure(KataInstallConflict, `Node ${shell.name}: ${KATA_PATH} is ${state.kata === 'link' ? `a symlink to ${state.target}` : state.kata === 'dir' ? 'a directory' : 'a file'} that katafleet did not install; ` +
+      'katafleet removes only what it installed — remove that install with the tool that made it (apt-get purge kata-containers, kata-deploy\'s cleanup, or by hand), then run the rollout again. Nothing was changed');
+  }
+  if (state.kata === 'dir') {
+    throw permanentFailure(KataInstallConflict, installConflictMessage(shell.name, `${KATA_PATH} is katafleet's Kata ${state.current.version} as a plain directory (an older layout)`,
+      `move it to ${releaseTree(state.current.version!)} and link ${KATA_PATH} to it (or delete it by hand), then run the rollout again`));
+  }
+  if (state.kata === 'absent' && !state.releasesDir && ours.length === 0) {
+    return { changed: false, summary: `no Kata release installed by katafleet (${KATA_PATH} and ${KATA_RELEASES_DIR} absent)` };
+  }
+  const recorded = { previous: state.kata === 'link' ? state.target! : '', links: ours.join(',') };
+  await shell.run(sh`for d in ${KATA_RELEASES_DIR.replace(/\/$/, '')}.katafleet-removed-*; do test "$d" = ${aside} || rm -rf "$d"; done`);
+  if (state.releasesDir) {
+    await shell.run(sh`printf 'previous=%s\nlinks=%s\n' ${recorded.previous} ${recorded.links} | tee ${posix.join(KATA_RELEASES_DIR, '.katafleet-removed')} >/dev/null && mv -T ${KATA_RELEASES_DIR} ${aside}`);
+  } else {
+    await shell.run(sh`mkdir -p ${aside} && printf 'previous=%s\nlinks=%s\n' ${recorded.previous} ${recorded.links} | tee ${note} >/dev/null`);
+  }
+  if (state.kata === 'link') await shell.run(sh`rm -f ${KATA_PATH}`);
+  for (const link of ours) await shell.run(sh`rm -f ${link}`);
+  return {
+    changed: true,
+    summary: `removed Kata${state.target ? ` (${KATA_PATH} → ${state.target})` : ''}${ours.length > 0 ? `, links ${ours.join(', ')}` : ''}; the release trees are set aside in ${aside} until the next removal`,
+    undo: restoreUndo(step.id, aside, recorded),
+  };
+}
+
+function restoreUndo(stepId: string, aside: string, recorded: Record<string, string>): Undo {
+  return { kind: 'restore-release', stepId, aside, ...(recorded.previous ? { previous: recorded.previous } : {}), links: (recorded.links ?? '').split(',').filter(Boolean) };
+}
+
+/** The undo of a removal: the trees back to `/opt/kata-releases`, `/opt/kata` and the links as they were. */
+export async function restoreRelease(shell: NodeShell, undo: Extract<Undo, { kind: 'restore-release' }>): Promise<string> {
+  const done: string[] = [];
+  if (await shell.exists(undo.aside)) {
+    if (await shell.exists(KATA_RELEASES_DIR)) {
+      throw permanentFailure(KataInstallConflict, `Node ${shell.name}: ${KATA_RELEASES_DIR} exists again, so the releases set aside in ${undo.aside} cannot go back; move one of them by hand`);
+    }
+    await shell.run(sh`rm -f ${posix.join(undo.aside, '.katafleet-removed')} && mv -T ${undo.aside} ${KATA_RELEASES_DIR}`);
+    done.push(`${KATA_RELEASES_DIR} back`);
+    if ((await shell.run(sh`ls -A ${KATA_RELEASES_DIR}`)).stdout.trim() === '') await shell.run(sh`rmdir ${KATA_RELEASES_DIR}`);
+  }
+  if (undo.previous && !(await shell.exists(KATA_PATH))) {
+    await shell.run(sh`ln -sfn ${undo.previous} ${KATA_PATH}.katafleet-new && mv -T ${KATA_PATH}.katafleet-new ${KATA_PATH}`);
+    done.push(`${KATA_PATH} → ${undo.previous} again`);
+  }
+  for (const link of undo.links) {
+    if ((await shell.run(sh`test -e ${link} || test -L ${link}`, { allowExitCodes: [0, 1] })).exitCode === 0) continue;
+    await shell.run(sh`ln -s ${posix.join(KATA_PATH, 'bin', posix.basename(link))} ${link}`);
+    done.push(`link ${link} again`);
+  }
+  return done.length > 0 ? done.join('; ') : 'nothing to put back';
 }

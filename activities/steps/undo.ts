@@ -9,7 +9,8 @@ import type { NodeShell } from './node-shell';
 import { removeLabels, setLabels } from './node-label';
 import { PACKAGE_MARKER_DIR, purgeInstalled, reinstallPackages } from './package-install';
 import { restoreFile } from './prereq-check';
-import { removeRelease } from './release-tarball';
+import { removeRelease, restoreRelease } from './release-tarball';
+import { removePackageRepo } from './package-repo';
 import { CORDON_ANNOTATION, readDaemonState, uncordonOwned, waitForService } from './service-restart';
 import { checkResolvedPaths, checkUndo, nodePathsOfUndo, StepRefused } from '../step-policy';
 import { permanentFailure, transientFailure } from './step-runtime';
@@ -114,6 +115,10 @@ export async function runUndo(shell: NodeShell, pool: SshPool, kubernetes: Kuber
       return outcome(await restoreFile(shell, undo));
     case 'remove-release':
       return outcome(await removeRelease(shell, undo));
+    case 'restore-release':
+      return outcome(await restoreRelease(shell, undo));
+    case 'remove-package-repo':
+      return outcome(await removePackageRepo(shell, undo));
     case 'uncordon-node': {
       const kubectl = new Kubectl(pool, requireKubernetes(kubernetes, 'uncordoning the node'));
       const node = await kubectl.getNode(shell.target);

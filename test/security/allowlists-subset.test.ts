@@ -10,6 +10,7 @@ const notForTheShell: Record<string, string> = {
   localPath: 'a path on the machine running katafleet (key files, known_hosts); read by the worker, never sent to a node',
   failureType: 'a Temporal failure type name; never sent to a node',
   releaseUrlTemplate: 'a template with {placeholders}; only its expansion, checked with releaseUrl, reaches a node',
+  keyFingerprint: 'checked by gpg on the worker; written to a node only inside a file, normalized (no spaces)',
 };
 
 const shellLists = Object.entries(allowlists)
@@ -37,6 +38,8 @@ const examples: Record<string, string[]> = {
   kataVersion: ['3.32.0', '3.21.0-rc0', '3.2.0~rc1'],
   releaseUrl: ['https://github.com/kata-containers/kata-containers/releases/download/3.32.0/kata-static-3.32.0-amd64.tar.zst', 'http://127.0.0.1:8080/k/kata-static-3.20.0-arm64.tar.xz'],
   kataInstallPath: ['/opt/kata/share/defaults/kata-containers/configuration-qemu.toml'],
+  repoUrl: ['https://download.opensuse.org/repositories/home:/katacontainers:/releases:/x86_64:/stable/Debian_12/', 'http://127.0.0.1:8080/obs/Release.key'],
+  aptSuite: ['/', './', 'bookworm', 'bookworm-backports', 'stable/updates'],
   imageReference: ['docker.io/library/busybox:1.36.1', 'registry.k8s.io/pause@sha256:abc'],
   quantity: ['250m', '160Mi'],
   userName: ['deploy'],
