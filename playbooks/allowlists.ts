@@ -299,16 +299,9 @@ function isLoopbackHost(host: string): boolean {
 
 /** Why a release URL (expanded) is refused beyond its characters: scheme, credentials, the archive's suffix. */
 function releaseUrlProblem(value: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    return 'it is not a URL';
-  }
-  if (url.username || url.password) return 'it carries credentials';
-  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) return 'it is plain http to a host other than loopback (only https, or http to 127.0.0.1 / localhost for tests)';
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') return `its scheme ${JSON.stringify(url.protocol)} is neither https nor http to loopback`;
-  if (!/\.tar\.(xz|zst)$/.test(url.pathname)) return 'it does not end ".tar.xz" or ".tar.zst"';
+  const problem = downloadUrlProblem(value);
+  if (problem !== undefined) return problem;
+  if (!/\.tar\.(xz|zst)$/.test(new URL(value).pathname)) return 'it does not end ".tar.xz" or ".tar.zst"';
   return undefined;
 }
 
@@ -342,8 +335,11 @@ export const releaseUrlTemplate: Allowlist = {
   },
 };
 
-/** Why a package repository or key URL is refused beyond its characters: scheme (https, http only to loopback), credentials. */
-function repoUrlProblem(value: string): string | undefined {
+/**
+ * Why a URL the worker or a node downloads from (a release tarball, a package repository or its key) is refused
+ * beyond its characters: not a URL, credentials in it, a scheme other than https (http only to loopback, for tests).
+ */
+function downloadUrlProblem(value: string): string | undefined {
   let url: URL;
   try {
     url = new URL(value);
@@ -366,7 +362,7 @@ export const repoUrl: Allowlist = {
   char: /[A-Za-z0-9.:/_%+~-]/,
   maxLength: 2048,
   rule: 'a repository URL is https://HOST/PATH (http:// only to 127.0.0.1 or localhost), of letters, digits and ". : / _ % + ~ -"',
-  extra: repoUrlProblem,
+  extra: downloadUrlProblem,
 };
 
 /** An apt suite (`bookworm`, `stable`) or a flat repository's path (`/`, `./`). */

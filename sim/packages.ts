@@ -99,6 +99,21 @@ async function buildDeb(spec: PackageSpec, workDir: string, poolDir: string): Pr
   return deb;
 }
 
+/** A flat apt repository's `Release` file: `fields`, then the index's checksums (MD5Sum, SHA256) as apt checks them. */
+async function writeAptRelease(path: string, packagesFile: string, fields: string[]): Promise<void> {
+  const size = (await stat(packagesFile)).size;
+  await writeFile(path, [
+    ...fields,
+    'Architectures: amd64',
+    `Date: ${new Date().toUTCString()}`,
+    'MD5Sum:',
+    ` ${await digest(packagesFile, 'md5')} ${size} Packages`,
+    'SHA256:',
+    ` ${await digest(packagesFile, 'sha256')} ${size} Packages`,
+    '',
+  ].join('\n'));
+}
+
 async function digest(file: string, algorithm: 'md5' | 'sha256'): Promise<string> {
   return createHash(algorithm).update(await readFile(file)).digest('hex');
 }
@@ -123,23 +138,7 @@ export async function buildPackageRepository(dir: string): Promise<{ dir: string
   await buildObsRepository(dir, debs.filter((deb) => basename(deb).startsWith('kata-containers_')));
   const packagesFile = join(dir, 'Packages');
   await writeFile(packagesFile, entries.join('\n'));
-  const size = (await stat(packagesFile)).size;
-  await writeFile(
-    join(dir, 'Release'),
-    [
-      'Origin: katafleet-sim',
-      'Label: katafleet-sim',
-      'Suite: stable',
-      'Codename: katafleet-sim',
-      'Architectures: amd64',
-      `Date: ${new Date().toUTCString()}`,
-      'MD5Sum:',
-      ` ${await digest(packagesFile, 'md5')} ${size} Packages`,
-      'SHA256:',
-      ` ${await digest(packagesFile, 'sha256')} ${size} Packages`,
-      '',
-    ].join('\n'),
-  );
+  await writeAptRelease(join(dir, 'Release'), packagesFile, ['Origin: katafleet-sim', 'Label: katafleet-sim', 'Suite: stable', 'Codename: katafleet-sim']);
   return { dir, debs };
 }
 
@@ -228,19 +227,11 @@ export async function buildObsRepository(dir: string, debs: readonly string[]): 
     }
     const packagesFile = join(repo, 'Packages');
     await writeFile(packagesFile, entries.join('\n'));
-    const size = (await stat(packagesFile)).size;
-    await writeFile(join(repo, 'Release'), [
+    await writeAptRelease(join(repo, 'Release'), packagesFile, [
       'Archive: Debian_12',
       'Origin: obs://build.opensuse.org/home:katacontainers:releases:x86_64:stable/Debian_12',
       'Label: home:katacontainers:releases:x86_64:stable',
-      'Architectures: amd64',
-      `Date: ${new Date().toUTCString()}`,
-      'MD5Sum:',
-      ` ${await digest(packagesFile, 'md5')} ${size} Packages`,
-      'SHA256:',
-      ` ${await digest(packagesFile, 'sha256')} ${size} Packages`,
-      '',
-    ].join('\n'));
+    ]);
     await gpg('--local-user', fingerprint, '--clearsign', '--output', join(repo, 'InRelease'), join(repo, 'Release'));
     await gpg('--local-user', fingerprint, '--armor', '--detach-sign', '--output', join(repo, 'Release.gpg'), join(repo, 'Release'));
     const built = { path: OBS_REPO_PATH, fingerprint };

@@ -11,7 +11,7 @@
 const { existsSync, mkdirSync, writeFileSync, readFileSync, rmSync, renameSync, copyFileSync } = require('node:fs');
 const { spawnSync } = require('node:child_process');
 const { join } = require('node:path');
-const { cacheDir, run, runTimed, log } = require('./util.js');
+const { cacheDir, run, runTimed, log, runStandalone } = require('./util.js');
 
 // Shared with sim/control-plane.ts, which starts these binaries.
 const { kubernetes: version, kwok: kwokVersion } = require('./kubernetes.json');
@@ -156,11 +156,4 @@ function copyKwokCrds() {
   for (const f of kwokCrds) copyFileSync(join(info.Dir, 'kustomize', 'crd', 'bases', f), join(crdDir, f));
 }
 
-if (require.main === module) {
-  module.exports.isInstalled().then(async (ok) => {
-    if (ok) { log(`${module.exports.title}: already installed in ${binDir}`); return; }
-    const t = Date.now();
-    await module.exports.install();
-    log(`${module.exports.title}: installed in ${((Date.now() - t) / 1000).toFixed(1)} s`);
-  }).catch((err) => { console.error(`setup failed: ${err.message}`); process.exit(1); });
-}
+if (require.main === module) runStandalone(module.exports, binDir);

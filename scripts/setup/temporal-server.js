@@ -13,7 +13,7 @@
 const { existsSync, mkdirSync, writeFileSync, readFileSync, rmSync, renameSync, cpSync, chmodSync, readdirSync, statSync } = require('node:fs');
 const { spawn, spawnSync } = require('node:child_process');
 const { join } = require('node:path');
-const { cacheDir, log } = require('./util.js');
+const { cacheDir, log, runStandalone } = require('./util.js');
 
 const { server: version, module: modulePath } = require('./temporal-server.json');
 const root = join(cacheDir, 'temporal-server', version);
@@ -163,11 +163,4 @@ async function build() {
   log(`Temporal server in ${binDir}, schema in ${schemaDir} (total ${((Date.now() - started) / 1000).toFixed(0)} s)`);
 }
 
-if (require.main === module) {
-  module.exports.isInstalled().then(async (ok) => {
-    if (ok) { log(`${module.exports.title}: already installed in ${binDir}`); return; }
-    const t = Date.now();
-    await module.exports.install();
-    log(`${module.exports.title}: installed in ${((Date.now() - t) / 1000).toFixed(1)} s`);
-  }).catch((err) => { console.error(`setup failed: ${err.message}`); process.exit(1); });
-}
+if (require.main === module) runStandalone(module.exports, binDir);

@@ -71,4 +71,14 @@ function runTimed(label, expectedKey, command, args, options = {}) {
   });
 }
 
-module.exports = { cacheDir, expectedSeconds, log, run, runTimed, progressLine, duration };
+/** Runs one setup part on its own (`node scripts/setup/<part>.js`): install it unless it is already there. */
+function runStandalone(part, where) {
+  part.isInstalled().then(async (ok) => {
+    if (ok) { log(`${part.title}: already installed in ${where}`); return; }
+    const started = Date.now();
+    await part.install();
+    log(`${part.title}: installed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }).catch((err) => { console.error(`setup failed: ${err.message}`); process.exit(1); });
+}
+
+module.exports = { cacheDir, runStandalone, expectedSeconds, log, run, runTimed, progressLine, duration };
