@@ -76,7 +76,7 @@ describe('HTTP API', () => {
     expect(response.statusCode).toBe(400);
     expect(response.json()).toMatchObject({ error: 'PlaybookError' });
     expect(response.json().problems).toContain(
-      'playbook_toml: steps[0].kind: expected one of prereq-check | package-install | release-tarball | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback, got "pakage-install" (did you mean "package-install"?)',
+      'playbook_toml: steps[0].kind: expected one of prereq-check | package-install | package-repo | release-tarball | containerd-patch | service-restart | readiness-gate | node-label | runtime-class | verification-pod | rollback, got "pakage-install" (did you mean "package-install"?)',
     );
   });
 
