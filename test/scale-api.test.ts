@@ -8,7 +8,11 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { FastifyInstance } from 'fastify';
 import { asTemporalRefusal, listCapped, maxRolloutNodes, rolloutSizeProblem } from '../api/rollout-service';
 import { searchAttributes } from '../workflows/search-attributes';
-import { startTestApi, testToken } from './helpers/api';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startTestApi, testToken, writeTestCredentials } from './helpers/api';
+import { runKatafleet } from './helpers/cli';
 import { startTestTemporal } from './helpers/temporal';
 
 /** An inline inventory of `count` workers named like cloud nodes, on distinct loopback addresses (they are never reached). */
@@ -80,6 +84,24 @@ describe('POST /v1/rollouts with a realistic fleet', () => {
     expect(response.body.message).toBe(`inventory_toml: ${maxRolloutNodes + 1} nodes to roll out; one rollout takes at most ${maxRolloutNodes} (the limit that keeps every Temporal payload and history under half of its limit, see docs/scale.md): split the inventory into several of at most ${maxRolloutNodes} nodes and roll them out one after the other`);
     await expect(env.client.workflow.getHandle('katafleet-rollout-too-many').describe()).rejects.toThrow();
   }, 60_000);
+});
+
+describe('katafleet rollout with an inventory over the limit (README "Fleet size": "CLI: exit 2")', () => {
+  it(`exits 2 naming the limit and the fix for ${maxRolloutNodes + 1} nodes, and starts nothing`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'katafleet-too-many-'));
+    try {
+      writeTestCredentials(dir);
+      const inventory = join(dir, 'fleet.toml');
+      writeFileSync(inventory, fqdnInventoryToml(maxRolloutNodes + 1, 5000));
+      const result = await runKatafleet(env.address, ['rollout', 'kata', '--inventory', inventory, '--request-id', 'cli-too-many']);
+      expect(result.stderr).toContain(`${inventory}: ${maxRolloutNodes + 1} nodes to roll out; one rollout takes at most ${maxRolloutNodes}`);
+      expect(result.stderr).toContain('split the inventory into several');
+      expect(result.code).toBe(2);
+      await expect(env.client.workflow.getHandle('katafleet-rollout-cli-too-many').describe()).rejects.toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
 
 describe("Temporal's refusals, as answers that name the limit and the fix", () => {
