@@ -21,6 +21,7 @@ import { PackageRepoStep } from '../playbooks/schema';
 import type { ObsRepository } from '../sim/packages';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { sshRun } from '../sim/ssh-run';
+import { failure } from './helpers/failure';
 
 const root = join(__dirname, '..');
 let fleet: Fleet;
@@ -57,14 +58,6 @@ function repoStep(extra: Record<string, unknown> = {}): PackageRepoStep {
 async function runStep(step: PackageRepoStep, runId = runA): Promise<StepOutcome> {
   const request: StepRequest<PackageRepoStep> = { runId, rolloutId: 'test', node: targets['repo-1'], step, drain: false };
   return (await env().run(activities().packageRepo, request)) as StepOutcome;
-}
-async function failure(promise: Promise<unknown>): Promise<{ type?: string; message: string }> {
-  try {
-    await promise;
-  } catch (err) {
-    return { type: (err as { type?: string }).type, message: (err as Error).message };
-  }
-  throw new Error('expected a failure');
 }
 const undo = async (record: Undo) => (await env().run(activities().undoStep, { node: targets['repo-1'], undo: record })) as UndoOutcome;
 const drift = async (step: PackageRepoStep) => ((await env().run(createDriftActivities({ pool }).checkDrift, { node: targets['repo-1'], steps: [step] })) as DriftCheck).drifted;

@@ -21,6 +21,7 @@ import { KATA_GO_RELEASE_URL, KATA_RELEASE_URL, ReleaseTarballStep, type Step } 
 import type { BuiltKataRelease } from '../sim/kata-release';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { sshRun } from '../sim/ssh-run';
+import { failure } from './helpers/failure';
 
 let fleet: Fleet;
 let pool: SshPool;
@@ -49,14 +50,6 @@ const env = (info: Partial<Info> = {}) => new MockActivityEnvironment({ startToC
 async function runStep(node: string, step: ReleaseTarballStep, runId = runA): Promise<StepOutcome> {
   const request: StepRequest<ReleaseTarballStep> = { runId, rolloutId: 'test', node: targets[node], step, drain: false };
   return (await env().run(activities().releaseTarball, request)) as StepOutcome;
-}
-async function failure(promise: Promise<unknown>): Promise<{ type?: string; message: string }> {
-  try {
-    await promise;
-  } catch (err) {
-    return { type: (err as { type?: string }).type, message: (err as Error).message };
-  }
-  throw new Error('expected a failure');
 }
 const undo = async (node: string, record: Undo) => (await env().run(activities().undoStep, { node: targets[node], undo: record })) as UndoOutcome;
 const drift = async (node: string, steps: Step[]) => (await env().run(createDriftActivities({ pool }).checkDrift, { node: targets[node], steps })) as DriftCheck;

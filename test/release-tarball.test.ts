@@ -20,6 +20,7 @@ import { loadInventory } from '../playbooks/load';
 import { ReleaseTarballStep, type Step } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { sshRun } from '../sim/ssh-run';
+import { failure } from './helpers/failure';
 
 const run = promisify(execFile);
 let fleet: Fleet;
@@ -62,15 +63,6 @@ function env(info: Partial<Info> = {}) {
 async function install(node: string, step: ReleaseTarballStep, runId = runA): Promise<StepOutcome> {
   const request: StepRequest<ReleaseTarballStep> = { runId, rolloutId: 'test', node: targets[node], step, drain: false };
   return (await env().run(activities().releaseTarball, request)) as StepOutcome;
-}
-
-async function failure(promise: Promise<unknown>): Promise<{ type?: string; message: string }> {
-  try {
-    await promise;
-  } catch (err) {
-    return { type: (err as { type?: string }).type, message: (err as Error).message };
-  }
-  throw new Error('expected a failure');
 }
 
 async function undo(node: string, record: Undo): Promise<UndoOutcome> {
