@@ -5,13 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { allSearchAttributes } from '../workflows/search-attributes';
 import { runKatafleet } from './helpers/cli';
-
-interface Proof {
-  /** A phrase of the README sentence (exact text, whitespace folded). */
-  sentence: string;
-  /** test file → the titles of its tests that prove the sentence. */
-  tests: Record<string, string[]>;
-}
+import { fold, missingProofTests, unprovenSentences, type Proof } from './helpers/proof-table';
 
 const twoWorkers = 'a worker SIGKILLed while it runs an activity: the rollout completes on the other, each node patched exactly once';
 const upPrints = 'up prints TEMPORAL_ADDRESS, and the cluster has katafleet\'s search attributes on its SQL visibility store';
@@ -38,8 +32,6 @@ export const proofs: Proof[] = [
   { sentence: '**Limits.**', tests: { 'cluster-two-workers.test.ts': [upPrints] } },
 ];
 
-const fold = (text: string) => text.replace(/\s+/g, ' ').trim();
-
 /** The prose sentences of the README's "Running on a Temporal cluster" section (code blocks and table rows left out). */
 function sectionSentences(): string[] {
   const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
@@ -52,18 +44,11 @@ function sectionSentences(): string[] {
 
 describe('README "Running on a Temporal cluster"', () => {
   it('has a proving test named for every sentence', () => {
-    const unproven = sectionSentences().filter((sentence) => !proofs.some((proof) => sentence.includes(fold(proof.sentence))));
-    expect(unproven).toEqual([]);
+    expect(unprovenSentences(sectionSentences(), proofs)).toEqual([]);
   });
 
   it('names only tests that exist, in the files named', () => {
-    const missing = proofs.flatMap((proof) =>
-      Object.entries(proof.tests).flatMap(([file, titles]) => {
-        const source = readFileSync(join(__dirname, file), 'utf8');
-        return titles.filter((title) => !source.includes(`it('${title.replace(/'/g, "\\'")}'`) && !source.includes(`it("${title}"`)).map((title) => `${file}: ${title}`);
-      }),
-    );
-    expect(missing).toEqual([]);
+    expect(missingProofTests(proofs)).toEqual([]);
   });
 
   it('server --print-attributes prints one create command per katafleet search attribute, for TEMPORAL_NAMESPACE', async () => {

@@ -5,13 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isNonSuccess, type NodeStatus } from '../workflows/rollout-messages';
-
-interface Proof {
-  /** A phrase of the README sentence (exact text, whitespace folded). */
-  sentence: string;
-  /** test file → the titles of its tests that prove the sentence. */
-  tests: Record<string, string[]>;
-}
+import { fold, missingProofTests, unprovenSentences, type Proof } from './helpers/proof-table';
 
 export const proofs: Proof[] = [
   { sentence: 'plans waves from `[rollout]`: the canary first, then waves by count or percent', tests: { 'rollout-waves.test.ts': ['rolls out to 10 nodes with a canary of 1 and waves of 3, wave after wave'] } },
@@ -159,8 +153,6 @@ export const proofs: Proof[] = [
   },
 ];
 
-const fold = (text: string) => text.replace(/\s+/g, ' ').trim();
-
 /** The sentences of the README's "How a rollout runs" section, whitespace folded. */
 function sectionSentences(): string[] {
   const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
@@ -172,18 +164,11 @@ function sectionSentences(): string[] {
 
 describe('README "How a rollout runs"', () => {
   it('has a proving test named for every sentence', () => {
-    const unproven = sectionSentences().filter((sentence) => !proofs.some((proof) => sentence.includes(fold(proof.sentence))));
-    expect(unproven).toEqual([]);
+    expect(unprovenSentences(sectionSentences(), proofs)).toEqual([]);
   });
 
   it('names only tests that exist, in the files named', () => {
-    const missing = proofs.flatMap((proof) =>
-      Object.entries(proof.tests).flatMap(([file, titles]) => {
-        const source = readFileSync(join(__dirname, file), 'utf8');
-        return titles.filter((title) => !source.includes(`it('${title.replace(/'/g, "\\'")}'`) && !source.includes(`it("${title}"`)).map((title) => `${file}: ${title}`);
-      }),
-    );
-    expect(missing).toEqual([]);
+    expect(missingProofTests(proofs)).toEqual([]);
   });
 
   it('counts every outcome but succeeded as a non-success', () => {
