@@ -77,12 +77,14 @@ describe('fault switches', () => {
 
   it('command-hangs: systemctl restart hangs until the switch is turned off, then completes', async () => {
     await fleet.setFault('node-2', 'command-hangs', true);
-    const hung = await on('node-2', 'systemctl restart containerd', { timeoutMs: 2_000 });
-    expect(hung.exitCode).toBeNull();
+    // Cut on the node itself, as katafleet's command layer does (timeout -k): killing only the local ssh
+    // client would leave the restart waiting on the node, and once the switch is off the two restarts would race.
+    const hung = await on('node-2', 'timeout -k 1 2 systemctl restart containerd; echo cut=$?', { timeoutMs: 15_000 });
+    expect(hung.stdout).toBe('cut=124\n');
     expect((await on('node-2', 'systemctl is-active containerd')).stdout).toBe('active\n');
-    // The cut command is killed on the node a second after our deadline (timeout -k): wait until it is gone,
-    // or it would be released together with the next one and the two restarts would race.
-    await on('node-2', 'for i in $(seq 50); do pgrep -f "systemctl restart" >/dev/null || exit 0; sleep 0.2; done; exit 1');
+    // The bracket keeps pgrep from matching this very shell's command line.
+    const gone = await on('node-2', 'for i in $(seq 50); do pgrep -f "[s]ystemctl restart" >/dev/null || exit 0; sleep 0.2; done; exit 1');
+    expect(gone.exitCode).toBe(0);
     const pending = on('node-2', 'systemctl restart containerd; echo restarted=$?');
     await sleep(500);
     await fleet.setFault('node-2', 'command-hangs', false);

@@ -44,7 +44,6 @@ describe('a simulated node', () => {
   it('gives root a plain Debian profile of its own, not the machine\'s (whose pyenv costs 0.6 s per command)', async () => {
     const r = await on(0, 'echo $HOME; type pyenv >/dev/null 2>&1 && echo has-pyenv || echo no-pyenv; grep -c pyenv ~/.bashrc');
     expect(r.stdout).toBe('/root\nno-pyenv\n0\n');
-    expect(r.durationMs).toBeLessThan(2_000);
   });
 
   it('loads a patched config with a kata runtime after `systemctl restart containerd`: its CRI reports the handler', async () => {

@@ -230,7 +230,8 @@ describe('SshPool against a simulated node', () => {
       expect(failure.type).toBe(SshFailureType.CommandTimedOut);
       expect(failure.nonRetryable).toBe(false);
       expect(failure.message).toMatch(/^Command timed out after 500 ms and was stopped: systemctl restart containerd — on node node-1/);
-      expect(Date.now() - started).toBeLessThan(1_500);
+      // Cut, not waited out: without the cut the command hangs as long as the switch is on (seconds are load, not proof).
+      expect(Date.now() - started).toBeLessThan(10_000);
       // timeout(1) on the node, a second after ours, stops the whole process group: root sessions ignore signals.
       const deadline = Date.now() + 5_000;
       const hanging = () => nodeProcesses().filter((p) => p.cmdline.includes('systemctl restart containerd'));
@@ -262,7 +263,8 @@ describe('SshPool against a simulated node', () => {
       const frozen = await failureOf(pool.run(node, sh`true`));
       expect(frozen.type).toBe(SshFailureType.SshConnectFailed);
       expect(frozen.message).toBe(`Cannot connect to node node-1 (${node.address}:22): no SSH handshake within 3 s — is sshd frozen or the node overloaded?`);
-      expect(Date.now() - started).toBeLessThan(4_500);
+      // Ended by the 3 s handshake limit (named in the message), not by an OS connect timeout of minutes.
+      expect(Date.now() - started).toBeLessThan(15_000);
     });
   });
 
