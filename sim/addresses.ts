@@ -2,7 +2,7 @@
 // needs no setup and nothing to remove. Several fleets (tests of different helpers, a demo) may run
 // on one machine at once: each address is leased with a file, and an address whose SSH port is
 // already taken by anything else is skipped.
-import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,22 +56,33 @@ async function portFree(address: string, port: number): Promise<boolean> {
   });
 }
 
+/**
+ * Takes the lease file for an address. The file appears whole or not at all (written aside, then
+ * hard-linked into place, which fails if it exists): a lease created with `wx` is empty for a moment,
+ * and a fleet starting beside it would read that as stale, remove it and take the same address.
+ */
 async function tryLease(address: string, port: number, fleetDir: string): Promise<boolean> {
   const file = join(leaseDir, address);
+  const draft = join(leaseDir, `.${address}.${process.pid}.${Math.random().toString(36).slice(2)}`);
   const lease: Lease = { fleetDir, pid: process.pid };
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await writeFile(file, JSON.stringify(lease), { flag: 'wx' });
-      if (await portFree(address, port)) return true;
-      await unlink(file);
-      return false;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      if (!(await isStale(file))) return false;
-      await unlink(file).catch(() => undefined);
+  await writeFile(draft, JSON.stringify(lease));
+  try {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await link(draft, file);
+        if (await portFree(address, port)) return true;
+        await unlink(file);
+        return false;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        if (!(await isStale(file))) return false;
+        await unlink(file).catch(() => undefined);
+      }
     }
+    return false;
+  } finally {
+    await unlink(draft).catch(() => undefined);
   }
-  return false;
 }
 
 /** The Nth candidate address: 127.0.1.1 … 127.0.1.254, 127.0.2.1 … */
