@@ -8,7 +8,7 @@ import { defaultCredentialsFile } from '../playbooks/credentials';
 import { checkPlaybookAgainstInventory } from '../playbooks/load';
 import { resolveNodeSsh, rolloutNodes, type Inventory, type InventoryNode, type Playbook, type RolloutOverrides } from '../playbooks/schema';
 import { taskQueue, workflowUiLink } from '../worker/connection';
-import { parseDuration } from '../workflows/duration';
+import { parseDuration } from '../playbooks/duration';
 import type { RolloutInput } from '../workflows/rollout';
 import { abortUpdate, maxProgressPageSize, pauseUpdate, progressPage, resumeUpdate, rolloutProgressQuery, type AbortRequest, type ProgressPageRequest, type RolloutPhase, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';

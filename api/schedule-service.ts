@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import type { Inventory, Playbook } from '../playbooks/schema';
 import { taskQueue } from '../worker/connection';
-import { isDuration, parseDuration } from '../workflows/duration';
+import { isDuration, parseDuration } from '../playbooks/duration';
 import type { DriftInput } from '../workflows/drift';
 import { buildRolloutInput, RolloutServiceError } from './rollout-service';
 

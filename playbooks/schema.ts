@@ -7,7 +7,7 @@
  * by `playbooks/cross-checks.ts` once the shape is right.
  */
 import { z } from 'zod';
-import { durationFormatHint, isDuration } from '../workflows/duration';
+import { durationFormatHint, isDuration } from './duration';
 import {
   absolutePath,
   allowlisted,

@@ -1,5 +1,5 @@
 // The inventory file a fleet writes for itself (format: playbooks/schema.ts, `Inventory`).
-import type { SimNode } from './fleet';
+import type { SimNode } from './sim-node';
 
 const str = (value: string) => JSON.stringify(value);
 

@@ -7,7 +7,7 @@ import { existsSync, lstatSync } from 'node:fs';
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import type { SimNode } from './fleet';
+import type { SimNode } from './sim-node';
 import { crictlPath, nodeProcessEnv } from './tools';
 import { nodePaths } from './node-files';
 import { gvisorKernel } from './packages';

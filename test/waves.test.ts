@@ -1,5 +1,5 @@
 import { planWaves, waveSizeFor } from '../workflows/waves';
-import { isDuration, parseDuration } from '../workflows/duration';
+import { isDuration, parseDuration } from '../playbooks/duration';
 
 const nodes = (count: number) => Array.from({ length: count }, (_, i) => `node-${i + 1}`);
 

@@ -7,7 +7,7 @@ import type { createClusterActivities } from '../activities/steps/cluster-object
 import type { KubernetesTarget } from '../activities/node-types';
 import type { RuntimeClassStep, Step } from '../playbooks/schema';
 import type { RolloutProgress } from './rollout-messages';
-import { parseDuration } from './duration';
+import { parseDuration } from '../playbooks/duration';
 
 /** The patch id: rollouts started before it run `runtime-class` on every node, as they did. */
 export const clusterObjectsPatch = 'rollout-cluster-objects-once';

@@ -17,7 +17,7 @@ import type { createNodeActivities } from '../activities/node-activities';
 import type { KubernetesTarget, NodeTarget, RecoveryResult, StepOutcome, Undo } from '../activities/node-types';
 import type { createRecoveryActivities } from '../activities/node-recovery';
 import type { Step } from '../playbooks/schema';
-import { parseDuration } from './duration';
+import { parseDuration } from '../playbooks/duration';
 import { activityByKind } from './step-activities';
 import { nodeProgressQuery, type NodeProgress, type StepProgress } from './node-messages';
 import { searchAttributes } from './search-attributes';

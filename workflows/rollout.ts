@@ -22,7 +22,7 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { createDesiredStateActivities } from '../activities/desired-state';
 import type { KubernetesTarget, NodeTarget } from '../activities/node-types';
 import type { RolloutSettings, Step } from '../playbooks/schema';
-import { parseDuration } from './duration';
+import { parseDuration } from '../playbooks/duration';
 import type { NodeProgress } from './node-messages';
 import { nodeWorkflow, nodeWorkflowId, type NodeRolloutInput } from './node';
 import {

@@ -11,7 +11,7 @@ import { cmd, flag, sh, type Command } from '../ssh';
 import type { PackageInstallStep, PackageSpec } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import type { NodeShell } from './node-shell';
-import { parseDuration } from '../../workflows/duration';
+import { parseDuration } from '../../playbooks/duration';
 import { writeIntent } from './journal';
 import { activityContext, permanentFailure, timeLeftMs, transientFailure } from './step-runtime';
 

@@ -8,7 +8,7 @@ import { describeReady, isReady, Kubectl, requireKubernetes, type KubeNode } fro
 import type { SshPool } from '../ssh';
 import type { ReadinessGateStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest } from '../node-types';
-import { parseDuration } from '../../workflows/duration';
+import { parseDuration } from '../../playbooks/duration';
 import type { NodeShell } from './node-shell';
 import { readDaemonState, type DaemonState } from './service-restart';
 import { pollUntil, timeLeftMs, transientFailure } from './step-runtime';

@@ -21,7 +21,7 @@ import type { StepOutcome, StepRequest } from '../node-types';
 import type { NodeShell } from './node-shell';
 import { dropIntent, writeIntent } from './journal';
 import { failureType, firstLine, permanentFailure, pollUntil, timeLeftMs, transientFailure } from './step-runtime';
-import { parseDuration } from '../../workflows/duration';
+import { parseDuration } from '../../playbooks/duration';
 
 /** The unit did not become active (or its CRI did not offer the handlers) within the step's timeout. Retried. */
 export const ServiceNotActive = 'ServiceNotActive';

@@ -11,7 +11,7 @@ import { Kubectl, requireKubernetes } from '../kubectl';
 import { flag, sh, type SshPool } from '../ssh';
 import type { VerificationPodStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest } from '../node-types';
-import { parseDuration } from '../../workflows/duration';
+import { parseDuration } from '../../playbooks/duration';
 import type { NodeShell } from './node-shell';
 import { activityContext, firstLine, pollUntil, permanentFailure, timeLeftMs, transientFailure } from './step-runtime';
 

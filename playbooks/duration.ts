@@ -1,6 +1,7 @@
 /**
  * Durations as playbooks write them: `"500ms"`, `"30s"`, `"5m"`, `"1h"`, or a sum such as `"1m30s"`.
- * Pure: used by the playbook schema (validation) and by workflows (timers, timeouts).
+ * Pure and free of imports, so the playbook schema (validation), workflows (timers, timeouts) and activities
+ * (polls, deadlines) share it: playbooks/ is the lowest layer.
  */
 
 const unitMs = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;
