@@ -2,13 +2,13 @@
 // itself × each fault below, injected while that step runs, on a fresh simulated node (kata.toml's
 // `install`, `containerd` and `restart` steps; a real Temporal dev server with SQLite, so it can be
 // restarted; the worker as its own OS process). Prints the final state of every node:
-//   converged                 the run succeeded; kata installed, configured and offered by containerd
-//   restored byte-exact       config.toml, the package set and containerd's handlers are as before
+//   converged                 the run succeeded; Kata's release active at /opt/kata, configured and offered by containerd
+//   restored byte-exact       config.toml, /opt/kata and its links, and containerd's handlers are as before
 //   quarantined               /var/lib/katafleet/quarantine.json (phase needs-attention)
 //   changed and unrecorded    anything else: the state katafleet must never leave (target: 0 cells)
 // A terminated run is judged after the next run on the node (no steps of its own) has recovered it.
 // "containerd refuses to start" (one-shot) runs with a single restart attempt, so the run must roll back.
-//   npx tsx bench/faults.ts [KIND ...]       KIND: package-install containerd-patch service-restart
+//   npx tsx bench/faults.ts [KIND ...]       KIND: release-tarball containerd-patch service-restart
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,28 +23,29 @@ import { kataSteps, nodeInput, onNode, startNodeFleet, type NodeFleet } from '..
 import { startWorkerProcess, type WorkerProcess } from '../test/helpers/worker-process';
 
 const faults = ['worker SIGKILL', 'Temporal server restart', 'SSH connection dropped', 'command hangs', 'containerd refuses to start', 'rollout terminated'] as const;
-type Kind = 'package-install' | 'containerd-patch' | 'service-restart';
-const allKinds: Kind[] = ['package-install', 'containerd-patch', 'service-restart'];
+type Kind = 'release-tarball' | 'containerd-patch' | 'service-restart';
+const allKinds: Kind[] = ['release-tarball', 'containerd-patch', 'service-restart'];
 type Outcome = 'converged' | 'restored byte-exact' | 'quarantined' | 'changed and unrecorded';
 
-interface NodeState { configSha: string; packages: string; handlers: string; quarantined: boolean }
+/** `kata`: where /opt/kata leads, the release directories and the links in /usr/local/bin (what release-tarball changes). */
+interface NodeState { configSha: string; kata: string; handlers: string; quarantined: boolean }
 
 const stateScript = [
   'sha256sum /etc/containerd/config.toml',
-  "dpkg-query -W -f='${Package}=${Version} ${db:Status-Abbrev}\\n' | sort",
+  'readlink /opt/kata || echo no-opt-kata; ls -A /opt/kata-releases 2>/dev/null; readlink /usr/local/bin/kata-runtime /usr/local/bin/containerd-shim-kata-v2; true',
   "crictl --runtime-endpoint unix:///run/containerd/containerd.sock info 2>/dev/null || echo '{}'",
   'test -e /var/lib/katafleet/quarantine.json && echo quarantined || true',
 ].join('; echo @@@; ');
 
 async function nodeState(nodes: NodeFleet, name: string): Promise<NodeState> {
-  const [config, packages, handlers, quarantine] = (await onNode(nodes, name, stateScript)).split('@@@\n');
+  const [config, kata, handlers, quarantine] = (await onNode(nodes, name, stateScript)).split('@@@\n');
   let runtimes: string[] = [];
   try {
     runtimes = Object.keys((JSON.parse(handlers) as { config?: { containerd?: { runtimes?: Record<string, unknown> } } }).config?.containerd?.runtimes ?? {}).sort();
   } catch {
     runtimes = ['(unreadable)'];
   }
-  return { configSha: config.split(/\s+/)[0], packages, handlers: runtimes.join(','), quarantined: quarantine.trim() === 'quarantined' };
+  return { configSha: config.split(/\s+/)[0], kata, handlers: runtimes.join(','), quarantined: quarantine.trim() === 'quarantined' };
 }
 
 async function pendingActivity(handle: WorkflowHandle): Promise<string | undefined> {
@@ -135,8 +136,8 @@ async function main(): Promise<void> {
           succeeded = await fresh(nodeWorkflowId(cell.name)).result().then((r) => r.phase === 'succeeded', () => false);
         }
         const after = await nodeState(nodes, cell.name);
-        const restored = after.configSha === cell.before.configSha && after.packages === cell.before.packages && after.handlers === cell.before.handlers;
-        const converged = succeeded && after.handlers.split(',').includes('kata') && after.packages.includes('kata-containers=');
+        const restored = after.configSha === cell.before.configSha && after.kata === cell.before.kata && after.handlers === cell.before.handlers;
+        const converged = succeeded && after.handlers.split(',').includes('kata') && after.kata.startsWith('/opt/kata-releases/');
         const outcome: Outcome = after.quarantined ? 'quarantined' : converged ? 'converged' : restored ? 'restored byte-exact' : 'changed and unrecorded';
         (results[cell.kind] ??= {})[fault] = outcome;
         process.stderr.write(`  ${cell.kind} × ${fault}: ${outcome}\n`);

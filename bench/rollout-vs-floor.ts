@@ -21,6 +21,9 @@ import { Context } from '@temporalio/activity';
 import { Client, Connection } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
 import { buildApi } from '../api/server';
+import { expandReleaseUrl, mirroredUrl } from '../activities/steps/release-tarball';
+import { loadPlaybook } from '../playbooks/load';
+import type { ReleaseTarballStep } from '../playbooks/schema';
 import { SshPool, type CommandEvent } from '../activities/ssh';
 import { startFleet, type Fleet, type SimNode } from '../sim/fleet';
 import { freeLoopbackPort } from '../sim/addresses';
@@ -206,6 +209,14 @@ function run(file: string, args: string[], env: Record<string, string> = {}): Pr
   });
 }
 
+/** kata.toml's release for the Ansible playbook (-e): version, the URL as the worker would fetch it (the fleet's mirror), the pin. */
+async function kataReleaseVars(cache: string): Promise<string[]> {
+  const install = (await loadPlaybook('kata')).steps.find((step): step is ReleaseTarballStep => step.kind === 'release-tarball');
+  if (!install?.version || !install.sha256?.amd64) throw new Error('playbooks/kata.toml has no release-tarball step with a version and an amd64 sha256');
+  const vars = { kata_version: install.version, kata_url: mirroredUrl(expandReleaseUrl(install.url, install.version, 'amd64')), kata_sha256: install.sha256.amd64, kata_cache: cache };
+  return ['-e', JSON.stringify(vars)];
+}
+
 async function runAnsible(nodes: number): Promise<{ wallS: number; ok: boolean }> {
   await ensureAnsible();
   const fleet = await freshFleet(nodes, 'ansible');
@@ -228,7 +239,7 @@ async function runAnsible(nodes: number): Promise<{ wallS: number; ok: boolean }
     const started = performance.now();
     let ok = true;
     try {
-      await run('ansible-playbook', ['-i', join(work, 'hosts.ini'), join(__dirname, 'ansible', 'kata.yml')], env);
+      await run('ansible-playbook', ['-i', join(work, 'hosts.ini'), ...(await kataReleaseVars(work)), join(__dirname, 'ansible', 'kata.yml')], env);
     } catch (err) {
       ok = false;
       process.stderr.write(`ansible: ${(err as Error).message}\n`);

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { mirrorHostName } from './node-files';
 
 const run = promisify(execFile);
 const scripts = join(__dirname, 'node', 'packages');
@@ -136,4 +137,17 @@ export async function buildKataReleases(dir: string): Promise<Record<string, Bui
   }
   await writeFile(join(dir, 'kata-releases.json'), `${JSON.stringify(built, null, 2)}\n`);
   return built;
+}
+
+/**
+ * The shell command that installs `version` on a node by hand the way upstream's manual install does
+ * (`KC@3.2.0:docs/install/container-manager/containerd/containerd-install.md`; kata-manager's `tar -C / -xvf`,
+ * `KC@3.20.0:utils/kata-manager.sh`): the release tarball from the fleet's mirror extracted to `/`, so that
+ * `/opt/kata` holds it, and `kata-runtime` and `containerd-shim-kata-v2` linked into `/usr/local/bin`. For tests
+ * that need Kata on a node without a rollout; katafleet's own install is the release-tarball step.
+ */
+export function manualKataInstallCommand(mirrorPort: number, version = '3.32.0'): string {
+  const url = `http://${mirrorHostName}:${mirrorPort}/${kataReleasePath(version, 'amd64')}`;
+  const compress = kataStaticExtension(version) === 'tar.zst' ? '--zstd' : '--xz';
+  return `curl -fsS ${url} | tar ${compress} -xf - -C / && ln -sf /opt/kata/bin/kata-runtime /opt/kata/bin/containerd-shim-kata-v2 /usr/local/bin/`;
 }

@@ -1,5 +1,6 @@
-// The fleet's package mirror: real .deb packages built with dpkg-deb (a simulated Kata Containers and
-// gVisor), a flat apt repository (Packages + Release), Kata static release tarballs with upstream's
+// The fleet's package mirror: real .deb packages built with dpkg-deb (a simulated gVisor in the default
+// flat apt repository, Packages + Release; a simulated Kata Containers only in the OBS-style repository no
+// node lists, as no Debian/Ubuntu archive offers Kata), Kata static release tarballs with upstream's
 // names and layout (sim/kata-release.ts), and an HTTP server for all of it on 127.0.0.1.
 // Every node's apt source points at http://packages.katafleet.test:PORT/ (see node-files.ts).
 import { execFile } from 'node:child_process';
@@ -11,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { basename, dirname, join, normalize, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { buildKataReleases } from './kata-release';
+import { mirrorHostName } from './node-files';
 
 /** The worker's release mirror variable (activities/steps/release-tarball.ts `RELEASE_MIRROR_ENV`). */
 const RELEASE_MIRROR_ENV = 'KATAFLEET_RELEASE_MIRROR';
@@ -27,6 +29,12 @@ interface PackageSpec {
   name: string;
   version: string;
   description: string;
+  /**
+   * Which of the mirror's repositories offers it: `default`, the flat repository in every node's apt sources (as
+   * a distribution's archive), or `obs`, only the OBS-style repository a test adds (Debian and Ubuntu ship no
+   * Kata package: reality/KATA.md §2).
+   */
+  repository: 'default' | 'obs';
   /** path inside the package → content, or { link } for a relative symlink, or { script } from sim/node/packages. */
   files: Record<string, string | { link: string } | { script: string }>;
 }
@@ -35,6 +43,7 @@ export const packageSpecs: PackageSpec[] = [
   {
     name: 'kata-containers',
     version: '3.2.0',
+    repository: 'obs',
     description: 'Kata Containers (simulated by katafleet): kata-runtime check, containerd-shim-kata-v2, guest kernel',
     files: {
       'opt/kata/bin/kata-runtime': { script: 'kata-runtime' },
@@ -51,6 +60,7 @@ export const packageSpecs: PackageSpec[] = [
   {
     name: 'runsc',
     version: '20240212.0',
+    repository: 'default',
     description: 'gVisor runsc and containerd-shim-runsc-v1 (simulated by katafleet)',
     files: {
       'usr/local/bin/runsc': { script: 'runsc' },
@@ -118,13 +128,23 @@ async function digest(file: string, algorithm: 'md5' | 'sha256'): Promise<string
   return createHash(algorithm).update(await readFile(file)).digest('hex');
 }
 
-/** Builds every package and the flat repository index into `dir` (Packages, Release, pool/). */
+/**
+ * Builds every package, the default flat repository (Packages, Release, pool/) with the packages of
+ * `repository: 'default'` only, the OBS-style repository with the others, and the Kata release tarballs into `dir`.
+ */
 export async function buildPackageRepository(dir: string): Promise<{ dir: string; debs: string[] }> {
   const pool = join(dir, 'pool');
+  const obsBuild = join(dir, 'obs-build');
   await mkdir(pool, { recursive: true });
+  await mkdir(obsBuild, { recursive: true });
   const debs: string[] = [];
+  const obsDebs: string[] = [];
   const entries: string[] = [];
   for (const spec of packageSpecs) {
+    if (spec.repository === 'obs') {
+      obsDebs.push(await buildDeb(spec, join(dir, 'build'), obsBuild));
+      continue;
+    }
     const deb = await buildDeb(spec, join(dir, 'build'), pool);
     debs.push(deb);
     const { stdout: control } = await run('dpkg-deb', ['--field', deb]);
@@ -135,7 +155,8 @@ export async function buildPackageRepository(dir: string): Promise<{ dir: string
   }
   await rm(join(dir, 'build'), { recursive: true, force: true });
   await buildKataReleases(dir);
-  await buildObsRepository(dir, debs.filter((deb) => basename(deb).startsWith('kata-containers_')));
+  await buildObsRepository(dir, obsDebs);
+  await rm(obsBuild, { recursive: true, force: true });
   const packagesFile = join(dir, 'Packages');
   await writeFile(packagesFile, entries.join('\n'));
   await writeAptRelease(join(dir, 'Release'), packagesFile, ['Origin: katafleet-sim', 'Label: katafleet-sim', 'Suite: stable', 'Codename: katafleet-sim']);
@@ -241,4 +262,17 @@ export async function buildObsRepository(dir: string, debs: readonly string[]): 
     await run('gpgconf', ['--homedir', home, '--kill', 'all']).catch(() => undefined);
     await rm(home, { recursive: true, force: true });
   }
+}
+
+/**
+ * The shell command with which an admin adds the OBS-style repository to a node by hand (what the package-repo
+ * step does, without katafleet): the project key from `Release.key` into `/etc/apt/keyrings/kata-obs.asc`, a
+ * `signed-by=` source in `/etc/apt/sources.list.d/kata-obs.list`, then `apt-get update`. The source names the
+ * mirror by its host name, so the `package-repo-unreachable` fault cuts it off like the default one. For tests
+ * about packages: a node's own sources offer no Kata package.
+ */
+export function addObsSourceCommand(mirrorPort: number): string {
+  const url = `http://${mirrorHostName}:${mirrorPort}/${OBS_REPO_PATH}`;
+  return `install -d -m 0755 /etc/apt/keyrings && curl -fsS ${url}Release.key | tee /etc/apt/keyrings/kata-obs.asc >/dev/null && ` +
+    `echo 'deb [signed-by=/etc/apt/keyrings/kata-obs.asc] ${url} /' | tee /etc/apt/sources.list.d/kata-obs.list >/dev/null && apt-get update -qq`;
 }

@@ -13,6 +13,7 @@ import { toNodeTarget } from '../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
 import { PackageInstallStep, type Step } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
+import { addObsSourceCommand } from '../sim/packages';
 import { sshRun } from '../sim/ssh-run';
 
 let fleet: Fleet;
@@ -32,6 +33,12 @@ beforeAll(async () => {
   targets = Object.fromEntries(inventory.nodes.map((node) => [node.name, toNodeTarget(inventory, node)]));
   kataSteps = (await loadPlaybook('kata')).steps;
   pool = new SshPool();
+  // The package tests need a source that offers Kata: the OBS-style repository, added as an admin would (no
+  // Debian or Ubuntu archive has a Kata package, and neither has the nodes' own mirror).
+  for (const name of ['fresh-1', 'novirt-2']) {
+    const added = await on(name, addObsSourceCommand(fleet.mirror.port));
+    if (added.exitCode !== 0) throw new Error(`adding the OBS-style repository on ${name} failed: ${added.stderr}`);
+  }
 }, 120_000);
 afterAll(async () => {
   await pool?.closeAll();
@@ -39,8 +46,8 @@ afterAll(async () => {
 });
 
 /**
- * package-install of the simulated mirror's kata-containers .deb (kata.toml installs the release tarball now;
- * these tests are about apt and dpkg), with the retry and rollback settings kata.toml's install step had.
+ * package-install of the kata-containers .deb of the mirror's OBS-style repository (kata.toml installs the release
+ * tarball; these tests are about apt and dpkg), with the retry and rollback settings kata.toml's install step had.
  */
 const packageStep = PackageInstallStep.parse({
   id: 'install', kind: 'package-install', packages: [{ name: 'kata-containers', version: '3.2.0' }], manager: 'auto', remove_on_rollback: true, timeout: '10m',

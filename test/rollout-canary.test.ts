@@ -2,8 +2,8 @@
 // succeeded halts the rollout whatever the failure budget — a canary rolled back after it changed a file,
 // and a canary whose lock another rollout holds (busy, tried again, still busy).
 //
-// The repro of the issue: `katafleet sim up --nodes 4 --fault node-1=package-repo-unreachable` (here the
-// test helper startFleet, same fleet), then `katafleet rollout PLAYBOOK --canary 1 --wave-size 3
+// The repro of the issue: `katafleet sim up --nodes 4`, the OBS-style repository added to node-1, then
+// `katafleet sim fault node-1 package-repo-unreachable on` (here the test helper startFleet, same fleet), then `katafleet rollout PLAYBOOK --canary 1 --wave-size 3
 // --failure-budget 1 --pause 0s --follow` with kata.toml's prereq (writes modules-load.d) and install steps.
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { buildApi } from '../api/server';
 import { startFleet, type Fleet } from '../sim/fleet';
+import { addObsSourceCommand } from '../sim/packages';
 import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId } from '../workflows/node';
 import { searchAttributes } from '../workflows/search-attributes';
@@ -89,8 +90,12 @@ beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'kf-rollout-canary-'));
   [env, fleet] = await Promise.all([
     startTestTemporal(),
-    startFleet({ nodes: [...reproNodes, ...busyNodes, ...laterNodes].map((name) => ({ name, containerd: '1.6' as const })), faults: { 'node-1': ['package-repo-unreachable'] }, dir: join(work, 'fleet') }),
+    startFleet({ nodes: [...reproNodes, ...busyNodes, ...laterNodes].map((name) => ({ name, containerd: '1.6' as const })), dir: join(work, 'fleet') }),
   ]);
+  // The install step's package comes from the OBS-style repository, added as an admin would (no node's own sources
+  // offer Kata); then node-1's mirror goes down.
+  await Promise.all(['node-1', 'late-2'].map((name) => onNode(fleet, name, addObsSourceCommand(fleet.mirror.port))));
+  await fleet.setFault('node-1', 'package-repo-unreachable', true);
   worker = await runKatafleetWorker(env, taskQueue);
   api = await buildApi({ client: env.client, token, credentialsFile: join(fleet.dir, 'credentials.toml') });
   apiUrl = await api.listen({ host: '127.0.0.1', port: 0 });

@@ -11,6 +11,7 @@ import { Client, Connection } from '@temporalio/client';
 import { startRollout } from '../api/rollout-service';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { PackageInstallStep } from '../playbooks/schema';
+import { addObsSourceCommand } from '../sim/packages';
 import { startDevServer, type RunningDevServer } from '../worker/dev-server';
 import { nodeWorkflowId } from '../workflows/node';
 import { nodeProgressQuery, type NodeProgress } from '../workflows/node-messages';
@@ -38,6 +39,8 @@ async function connect(address: string): Promise<Client> {
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'kf-rollout-recovery-'));
   fleet = await startFleet({ nodes: nodes.map((name) => ({ name })), dir: join(dir, 'fleet') });
+  // The install is a package's (below): its source, the OBS-style repository, added as an admin would (no node's own sources offer Kata).
+  await Promise.all(nodes.map((name) => onNode(fleet, name, addObsSourceCommand(fleet.mirror.port))));
 }, 180_000);
 
 afterAll(async () => {
@@ -56,7 +59,7 @@ describe('a rollout across crashes', () => {
     let client = await connect(server.address);
 
     const before = await configHashes(fleet, nodes);
-    // kata.toml's node steps, but the install from a package (the simulated mirror's kata-containers .deb): apt takes
+    // kata.toml's node steps, but the install from a package (the OBS-style repository's kata-containers .deb): apt takes
     // long enough for the worker to be killed in the middle of it, where kata.toml's tarball install is over in a second.
     const kata = await kataSubset(['prereq', 'install', 'containerd', 'restart'], 'kata-node-steps');
     const packageInstall = PackageInstallStep.parse({ id: 'install', kind: 'package-install', packages: [{ name: 'kata-containers', version: '3.2.0' }], remove_on_rollback: true, timeout: '10m', retry: { max_attempts: 3, initial_interval: '10s', backoff: 2 } });

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startFleet, type Fleet } from '../sim/fleet';
+import { manualKataInstallCommand } from '../sim/kata-release';
 import { readNodeRuntimeState } from '../sim/node-state';
 import { sshArgs, sshRun, type SshRunOptions } from '../sim/ssh-run';
 
@@ -18,8 +19,8 @@ beforeAll(async () => {
     dir: join(await mkdtemp(join(tmpdir(), 'kf-sim-faults-')), 'fleet'),
     faults: { 'node-1': ['no-virtualization'], 'node-3': ['sshd-frozen'] },
   });
-  const install = await sshRun(fleet, node('node-2'), 'apt-get install -y -qq kata-containers >/dev/null', { timeoutMs: 110_000 });
-  if (install.exitCode !== 0) throw new Error(`installing kata-containers on node-2 failed: ${install.stderr}`);
+  const install = await sshRun(fleet, node('node-2'), manualKataInstallCommand(fleet.mirror.port), { timeoutMs: 110_000 });
+  if (install.exitCode !== 0) throw new Error(`installing Kata's release tarball on node-2 failed: ${install.stderr}`);
 }, 120_000);
 afterAll(() => fleet?.stop());
 

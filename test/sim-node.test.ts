@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { loadInventory } from '../playbooks/load';
 import { resolveNodeSsh } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
+import { manualKataInstallCommand } from '../sim/kata-release';
 import { readNodeRuntimeState } from '../sim/node-state';
+import { addObsSourceCommand } from '../sim/packages';
 import { sshRun } from '../sim/ssh-run';
 
 let fleet: Fleet;
@@ -72,19 +74,34 @@ describe('a simulated node', () => {
     expect(restored.stdout).toBe('active\n');
   });
 
-  it('installs kata-containers with apt from the fleet mirror; kata-runtime check passes; the guest kernel differs; removal takes it all away', async () => {
-    const install = await on(0, 'apt-get install -y kata-containers=3.2.0 && kata-runtime check && cat /opt/kata/share/kata-containers/guest-kernel-version');
+  it('offers no Kata package in a fresh node\'s apt sources, as on real Debian and Ubuntu: apt-get install kata-containers fails with apt\'s own error', async () => {
+    const r = await on(0, 'apt-get install -y kata-containers; echo "exit=$?"; apt-cache policy kata-containers | wc -l');
+    expect(r.stderr).toContain('E: Unable to locate package kata-containers');
+    expect(r.stdout).toMatch(/exit=100\n0\n$/);
+    expect((await on(0, 'command -v kata-runtime || echo none; ls /opt/kata 2>&1 | head -1')).stdout).toBe('none\nls: cannot access \'/opt/kata\': No such file or directory\n');
+  });
+
+  it('installs Kata from the mirror\'s release tarball as upstream\'s manual install does; kata-runtime check passes; the guest kernel differs; removing /opt/kata takes it all away', async () => {
+    const install = await on(0, `${manualKataInstallCommand(fleet.mirror.port)} && kata-runtime check && kata-runtime --version | head -1 && cat /opt/kata/share/kata-containers/guest-kernel-version`);
     expect(install.exitCode).toBe(0);
-    expect(install.stdout).toContain('Setting up kata-containers (3.2.0)');
     expect(install.stdout).toContain('System is capable of running Kata Containers\nSystem can currently create Kata Containers\n');
+    expect(install.stdout).toMatch(/kata-runtime\s*: 3\.32\.0/);
     const state = await readNodeRuntimeState(fleet.nodes[0]);
     expect(state.shims).toContain('containerd-shim-kata-v2');
     expect(state.guestKernel).toBe('6.12.47-kata');
     expect(state.guestKernel).not.toBe(state.hostKernel);
 
-    const remove = await on(0, 'apt-get remove -y kata-containers >/dev/null && (command -v kata-runtime || echo gone) && (ls /opt/kata 2>/dev/null || echo no-opt-kata)');
+    const remove = await on(0, 'rm -rf /opt/kata /usr/local/bin/kata-runtime /usr/local/bin/containerd-shim-kata-v2 && (command -v kata-runtime || echo gone) && (ls /opt/kata 2>/dev/null || echo no-opt-kata)');
     expect(remove.stdout).toBe('gone\nno-opt-kata\n');
     expect((await readNodeRuntimeState(fleet.nodes[0])).shims).not.toContain('containerd-shim-kata-v2');
+  });
+
+  it('offers the Kata .deb once the OBS-style repository is added (the package-repo way), verified by apt with its key', async () => {
+    const r = await on(1, `${addObsSourceCommand(fleet.mirror.port)} && apt-get install -y kata-containers=3.2.0 && dpkg-query -W -f='\${Version}\n' kata-containers`);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain('Setting up kata-containers (3.2.0)');
+    expect(r.stdout.trimEnd().split('\n').at(-1)).toBe('3.2.0');
+    await on(1, 'apt-get purge -y kata-containers >/dev/null && rm /etc/apt/sources.list.d/kata-obs.list /etc/apt/keyrings/kata-obs.asc && apt-get update -qq');
   });
 
   it('knows which shims a node has, wherever the node put them (its /usr layer included) and until it deletes them', async () => {
@@ -109,7 +126,7 @@ describe('a simulated node', () => {
 
   it('gives kata-runtime check the real failure message when the node has no virtualization', async () => {
     await fleet.setFault('node-2', 'no-virtualization', true);
-    const r = await on(1, 'apt-get install -y kata-containers >/dev/null 2>&1; kata-runtime check');
+    const r = await on(1, `${manualKataInstallCommand(fleet.mirror.port)}; kata-runtime check`);
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain('level=error msg="CPU property not found" arch=amd64 description="Virtualization support" name=vmx');
     expect(r.stderr).toContain('msg="kernel property kvm_intel not found"');

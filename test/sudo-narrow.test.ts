@@ -22,6 +22,7 @@ import { checkStep } from '../activities/step-policy';
 import { sshNodeOf } from '../activities/steps/node-shell';
 import { loginFor } from '../playbooks/login';
 import { Step } from '../playbooks/schema';
+import { addObsSourceCommand } from '../sim/packages';
 import { startNodeFleet, type NodeFleet } from './helpers/node-workflow';
 
 const run = promisify(execFile);
@@ -45,6 +46,8 @@ async function installNarrowSudo(full: SshNode): Promise<void> {
   }
   // A link in katafleet's area pointing out of it (as someone with root could have left one): kf-root must not follow it.
   await pool.run(full, sh`ln -sfn /etc/shadow /etc/containerd/evil-link`);
+  // package-install needs a source that offers Kata: the OBS-style repository, added by the admin (no node's own sources have one).
+  await pool.run(full, raw(addObsSourceCommand(nodes.fleet.mirror.port)));
   await pool.run(full, sh`sh /tmp/kf-deploy/install.sh ${user} && rm -rf /tmp/kf-deploy && rm -f ${`/etc/sudoers.d/90-${user}`}`);
 }
 

@@ -419,6 +419,8 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
       progress.phase = results.some((result) => result.status !== 'succeeded') ? 'completed' : 'succeeded';
     }
     if (progress.phase !== 'aborted') await cluster.afterNodes();
+    // A halted or rolled-back rollout takes back the RuntimeClass it created (the cluster as it found it).
+    if (progress.phase === 'halted' || (progress.phase === 'aborted' && abort?.rollback)) await cluster.takeBack();
     for (const result of results) {
       // A node waiting for its retry when the rollout stopped was not started: not a failure of its own.
       if (result.status === 'pending' || result.status === 'busy') Object.assign(result, { status: 'skipped', busy: undefined, reason: progress.reason ?? 'not started' });

@@ -1,0 +1,130 @@
+// A failed canary leaves the cluster as it found it (issue 12): the rollout applies its RuntimeClass once, before
+// the first node; when the canary then fails and the rollout halts, it deletes the class it created itself, and
+// never one that existed before it started. Through the public CLI, against the simulated fleet's real
+// kube-apiserver (kubectl over SSH on its control-plane host), with a canary that has no hardware virtualization.
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { CREATED_BY_ROLLOUT } from '../activities/steps/runtime-class';
+import { kubernetesBinaries } from '../sim/control-plane';
+import { startFleet, type Fleet } from '../sim/fleet';
+import { taskQueue } from '../worker/connection';
+import { runKatafleet } from './helpers/cli';
+import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
+import { kubectlRunner } from './kube-helpers';
+import { historiesOfAllRuns, nodeWorkflowExists } from './rollout-helpers';
+
+let env: TestWorkflowEnvironment;
+let fleet: Fleet;
+let worker: RunningTestWorker;
+let work: string;
+let admin: ReturnType<typeof kubectlRunner>;
+
+/** A kata playbook cut down to what matters here: its canary fails the prereq check after the RuntimeClass was applied. */
+const playbookToml = `
+[playbook]
+name = "kata-class-canary"
+
+[[steps]]
+id = "prereq"
+kind = "prereq-check"
+cpu_flags = ["vmx", "svm"]
+require_kvm = true
+persist_modules = false
+
+[[steps]]
+id = "containerd"
+kind = "containerd-patch"
+[[steps.runtimes]]
+name = "kata"
+runtime_type = "io.containerd.kata.v2"
+
+[[steps]]
+id = "label"
+kind = "node-label"
+labels = { "katacontainers.io/kata-runtime" = "true" }
+
+[[steps]]
+id = "runtime-class"
+kind = "runtime-class"
+name = "kata"
+handler = "kata"
+node_selector = { "katacontainers.io/kata-runtime" = "true" }
+overhead = { cpu = "250m", memory = "160Mi" }
+`;
+
+const katafleet = (...args: string[]) => runKatafleet(env.address, args, 600_000);
+
+/** `katafleet rollout` of the playbook to the fleet (canary node-1, then node-2), followed to its end. */
+const rollout = (requestId: string) => katafleet('rollout', join(work, 'kata-class-canary.toml'), '--inventory', fleet.inventoryPath,
+  '--canary', '1', '--wave-size', '1', '--failure-budget', '1', '--pause', '0s', '--follow', '--request-id', requestId);
+
+/** The cluster activities a rollout's history scheduled, in order. */
+async function clusterActivities(requestId: string): Promise<string[]> {
+  return (await historiesOfAllRuns(env.client, `katafleet-rollout-${requestId}`)).flat()
+    .map((event) => event.activityTaskScheduledEventAttributes?.activityType?.name)
+    .filter((name): name is string => name === 'clusterStep' || name === 'clusterTakeBack');
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'kf-rollback-cluster-objects-'));
+  [env, fleet] = await Promise.all([
+    startTestTemporal(),
+    startFleet({ nodes: [{ name: 'node-1', containerd: '1.6' }, { name: 'node-2', containerd: '1.6' }], faults: { 'node-1': ['no-virtualization'] }, kubernetes: true, dir: join(work, 'fleet') }),
+  ]);
+  admin = kubectlRunner(join(kubernetesBinaries().binDir, 'kubectl'), fleet.controlPlane!.kubeconfig);
+  await writeFile(join(work, 'kata-class-canary.toml'), playbookToml);
+  worker = await runKatafleetWorker(env, taskQueue);
+}, 300_000);
+
+afterAll(async () => {
+  await worker?.stop();
+  await Promise.all([fleet?.stop(), env?.teardown()]);
+});
+
+describe('a rollout whose canary fails after its RuntimeClass was applied', () => {
+  it('deletes the RuntimeClass it created when it halts: kubectl get runtimeclass kata is NotFound, node-2 untouched', async () => {
+    expect((await admin(['get', 'runtimeclass', 'kata'])).stderr).toContain('NotFound');
+    const run = await rollout('class-created');
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: '' });
+    expect(run.stdout).toMatch(/canary did not succeed: node-1 failed/);
+    expect(run.stdout).toContain('runtime-class: created RuntimeClass kata (handler kata');
+    expect(run.stdout).toContain('runtime-class: deleted RuntimeClass kata (handler kata), created by this rollout: no node carries katacontainers.io/kata-runtime=true any more');
+    expect(await clusterActivities('class-created')).toEqual(['clusterStep', 'clusterTakeBack']);
+
+    const after = await admin(['get', 'runtimeclass', 'kata']);
+    expect(after.code).toBe(1);
+    expect(after.stderr).toContain('Error from server (NotFound): runtimeclasses.node.k8s.io "kata" not found');
+    expect((await admin(['get', 'nodes', '--selector=katacontainers.io/kata-runtime=true', '-o', 'name'])).stdout).toBe('');
+    expect(await nodeWorkflowExists(env.client, 'node-2')).toBe(false);
+  }, 600_000);
+
+  it('leaves a RuntimeClass that existed before the rollout as it was (same uid, resourceVersion, spec, annotations)', async () => {
+    // As an earlier katafleet rollout left it: the same manifest, applied by katafleet's field manager, with that rollout's id.
+    const earlier = {
+      apiVersion: 'node.k8s.io/v1', kind: 'RuntimeClass',
+      metadata: { name: 'kata', labels: { 'app.kubernetes.io/managed-by': 'katafleet' }, annotations: { [CREATED_BY_ROLLOUT]: 'an-earlier-rollout' } },
+      handler: 'kata', scheduling: { nodeSelector: { 'katacontainers.io/kata-runtime': 'true' } }, overhead: { podFixed: { cpu: '250m', memory: '160Mi' } },
+    };
+    expect((await admin(['apply', '--server-side', '--field-manager=katafleet', '-f', '-'], JSON.stringify(earlier))).code).toBe(0);
+    const before = await admin(['get', 'runtimeclass', 'kata', '-o', 'json']);
+    expect(before.code).toBe(0);
+
+    const run = await rollout('class-existed');
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 1, stderr: '' });
+    expect(run.stdout).toContain('runtime-class: RuntimeClass kata already up to date (handler kata)');
+    expect(run.stdout).toContain('runtime-class: kept RuntimeClass kata: it existed before this rollout');
+    expect(await clusterActivities('class-existed')).toEqual(['clusterStep', 'clusterTakeBack']);
+
+    const after = await admin(['get', 'runtimeclass', 'kata', '-o', 'json']);
+    expect(after.code).toBe(0);
+    const pick = (json: string) => {
+      const object = JSON.parse(json) as { metadata: Record<string, unknown>; handler: string; scheduling: unknown; overhead: unknown };
+      const { uid, resourceVersion, annotations, labels } = object.metadata;
+      return { uid, resourceVersion, annotations, labels, handler: object.handler, scheduling: object.scheduling, overhead: object.overhead };
+    };
+    expect(pick(after.stdout)).toEqual(pick(before.stdout));
+    expect(pick(after.stdout).annotations).toEqual({ [CREATED_BY_ROLLOUT]: 'an-earlier-rollout' });
+  }, 600_000);
+});
