@@ -17,8 +17,12 @@ const scripts = join(__dirname, 'node', 'packages');
 export const RPM_REPO_FEDORA_PATH = 'obs/home:/katacontainers:/releases:/x86_64:/stable/Fedora_40/';
 /** Where the mirror serves the openSUSE-flavoured repository (same packages and key, OBS's openSUSE path). */
 export const RPM_REPO_OPENSUSE_PATH = 'obs/home:/katacontainers:/releases:/x86_64:/stable/openSUSE_Leap_15.6/';
-/** The release part of the rpm's version: `kata-containers-3.2.0-1.x86_64.rpm`. */
-export const RPM_RELEASE = '1';
+/**
+ * The release part of each repository's rpm, as each builder names them: OBS appends its build counter (`1.1`),
+ * Fedora its dist tag (`1.fc40`), openSUSE Leap its `lp156` prefix. With the same version in the distribution's and
+ * the OBS repository, dnf's choice is then the one rpm's version comparison makes (1.1 > 1.fc40: the OBS build).
+ */
+export const RPM_RELEASES = { obs: '1.1', fedora: '1.fc40', opensuse: 'lp156.1.1' } as const;
 
 /** A built and signed rpm-md repository, as `rpm-repo.json` in the mirror records it. */
 export interface RpmRepository {
@@ -89,18 +93,18 @@ export async function makeSigningKey(home: string, uid: string): Promise<string>
  * Builds packageSpecs' kata-containers (its files, version and description) with rpmbuild as the rpm `name`
  * (openSUSE calls it katacontainers) into `rpmsDir`; returns the rpm paths.
  */
-export async function buildRpms(work: string, rpmsDir: string, name: string): Promise<string[]> {
+export async function buildRpms(work: string, rpmsDir: string, name: string, release: string): Promise<string[]> {
   const spec = packageSpecs.find((s) => s.name === 'kata-containers');
   if (!spec) throw new Error('sim/packages.ts has no kata-containers package to build an rpm from');
   const staging = join(work, 'staging');
   await stage(spec.files, spec.version, staging);
   const specFile = join(work, `${name}.spec`);
-  await writeFile(specFile, rpmSpecText({ name, version: spec.version, release: RPM_RELEASE, summary: spec.description, files: Object.keys(spec.files), staging }));
+  await writeFile(specFile, rpmSpecText({ name, version: spec.version, release, summary: spec.description, files: Object.keys(spec.files), staging }));
   await run('rpmbuild', ['-bb', '--quiet', '--define', `_topdir ${join(work, 'top')}`, '--define', '_build_id_links none', specFile], { timeout: 120_000, maxBuffer: 4 << 20 });
   await mkdir(rpmsDir, { recursive: true });
   const built = join(work, 'top', 'RPMS', 'x86_64');
   const out: string[] = [];
-  for (const file of (await readdir(built)).filter((f) => f.startsWith(`${name}-`))) {
+  for (const file of (await readdir(built)).filter((f) => f.startsWith(`${name}-${spec.version}-${release}.`))) {
     await cp(join(built, file), join(rpmsDir, file));
     out.push(join(rpmsDir, file));
   }
@@ -156,9 +160,10 @@ export async function buildRpmRepositories(mirrorDir: string): Promise<RpmReposi
   const obsHome = join(work, 'obs-gnupg');
   const distroHome = join(work, 'distro-gnupg');
   try {
-    const [kata, katacontainers, obsFingerprint, distroFingerprint] = await Promise.all([
-      buildRpms(join(work, 'kata-containers'), join(work, 'out'), 'kata-containers'),
-      buildRpms(join(work, 'katacontainers'), join(work, 'out'), 'katacontainers'),
+    const [kata, fedoraKata, katacontainers, obsFingerprint, distroFingerprint] = await Promise.all([
+      buildRpms(join(work, 'obs'), join(work, 'out'), 'kata-containers', RPM_RELEASES.obs),
+      buildRpms(join(work, 'fedora'), join(work, 'out'), 'kata-containers', RPM_RELEASES.fedora),
+      buildRpms(join(work, 'opensuse'), join(work, 'out'), 'katacontainers', RPM_RELEASES.opensuse),
       makeSigningKey(obsHome, 'home:katacontainers OBS Project (simulated by katafleet) <katacontainers@build.opensuse.test>'),
       makeSigningKey(distroHome, 'Distribution signing key (simulated Fedora 40 / openSUSE Leap 15.6, katafleet) <security@distro.katafleet.test>'),
     ]);
@@ -166,7 +171,7 @@ export async function buildRpmRepositories(mirrorDir: string): Promise<RpmReposi
     const distro = { home: distroHome, fingerprint: distroFingerprint };
     await writeRpmRepository(join(mirrorDir, RPM_REPO_FEDORA_PATH), kata, obs);
     await writeRpmRepository(join(mirrorDir, RPM_REPO_OPENSUSE_PATH), kata, obs);
-    await writeRpmRepository(join(mirrorDir, FEDORA_DISTRO_PATH), kata, distro);
+    await writeRpmRepository(join(mirrorDir, FEDORA_DISTRO_PATH), fedoraKata, distro);
     await writeRpmRepository(join(mirrorDir, OPENSUSE_DISTRO_PATH), katacontainers, distro);
     const built: RpmRepositories = {
       obs: { fedoraPath: RPM_REPO_FEDORA_PATH, opensusePath: RPM_REPO_OPENSUSE_PATH, fingerprint: obsFingerprint, packages: kata.map(nevr) },
