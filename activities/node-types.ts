@@ -114,8 +114,11 @@ export type Undo =
    * links and the version directory this run created (activities/steps/release-tarball.ts).
    */
   | { kind: 'remove-release'; stepId: string; version: string; previous?: string; createdVersionDir: boolean; createdLinks: string[] }
-  /** Undo of package-repo: purge the packages this run installed, then the apt source and key it created. */
-  | { kind: 'remove-package-repo'; stepId: string; packages: string[]; marker?: string; source?: string; key?: string }
+  /**
+   * Undo of package-repo: purge the packages this run installed, then the source and key file it created, and (dnf,
+   * zypper) the key it imported into the rpm database. `manager` absent = apt.
+   */
+  | { kind: 'remove-package-repo'; stepId: string; packages: string[]; marker?: string; source?: string; key?: string; manager?: 'apt' | 'dnf' | 'zypper'; rpmKey?: string }
   /** Undo of a release-tarball removal: move the trees set aside back, `/opt/kata` → `previous` and the links again. */
   | { kind: 'restore-release'; stepId: string; aside: string; previous?: string; links: string[] };
 

@@ -385,3 +385,9 @@ export const keyFingerprint: Allowlist = {
 /** Where `package-repo` writes apt sources and keys: `/etc/apt/sources.list.d/katafleet-NAME.list`, `/etc/apt/keyrings/katafleet-NAME.asc`. */
 export const APT_SOURCES_DIR = '/etc/apt/sources.list.d/';
 export const APT_KEYRINGS_DIR = '/etc/apt/keyrings/';
+/** Where `package-repo` writes dnf repositories: `/etc/yum.repos.d/katafleet-NAME.repo` (dnf.conf(5) reposdir). */
+export const YUM_REPOS_DIR = '/etc/yum.repos.d/';
+/** Where `package-repo` writes zypper repositories: `/etc/zypp/repos.d/katafleet-NAME.repo` (zypp.conf reposdir). */
+export const ZYPP_REPOS_DIR = '/etc/zypp/repos.d/';
+/** Where `package-repo` keeps dnf/zypper repository keys: `/etc/pki/rpm-gpg/RPM-GPG-KEY-katafleet-NAME` (Fedora's key folder). */
+export const RPM_KEYS_DIR = '/etc/pki/rpm-gpg/';

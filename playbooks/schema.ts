@@ -174,22 +174,24 @@ export type PackageInstallStep = z.infer<typeof PackageInstallStep>;
  * `package-repo`: adds a package repository and its signing key (fingerprint pinned: a key with another
  * fingerprint is refused before anything is written), then installs pinned packages from it. apt writes
  * `/etc/apt/keyrings/katafleet-<name>.asc` and `/etc/apt/sources.list.d/katafleet-<name>.list` with
- * `signed-by=` that keyring (so the key vouches for this repository only). The undo removes the packages, the
- * source and the key, only what the step created.
+ * `signed-by=` that keyring (so the key vouches for this repository only). dnf and zypper write
+ * `/etc/pki/rpm-gpg/RPM-GPG-KEY-katafleet-<name>` (also imported with `rpm --import`) and
+ * `/etc/yum.repos.d/katafleet-<name>.repo` or `/etc/zypp/repos.d/katafleet-<name>.repo` with `gpgcheck=1`,
+ * `repo_gpgcheck=1`. The undo removes the packages, the source and the key, only what the step created.
  */
 export const PackageRepoStep = z.strictObject({
   ...stepBase('package-repo', '10m'),
-  /** `apt`; `dnf` and `zypper` are accepted by the schema but not implemented yet (the step refuses them). @default "apt" */
+  /** `apt` (Debian, Ubuntu), `dnf` (Fedora, RHEL and its rebuilds) or `zypper` (openSUSE, SLES). @default "apt" */
   manager: z.enum(['apt', 'dnf', 'zypper']).default('apt'),
-  /** Names the files: `katafleet-<name>.list`, `katafleet-<name>.asc`. */
+  /** Names the files (`katafleet-<name>.list`/`.asc`, `katafleet-<name>.repo`, `RPM-GPG-KEY-katafleet-<name>`) and the dnf/zypper repository id `katafleet-<name>`. */
   name: allowlisted(dnsLabel),
-  /** The repository's base URL, e.g. an OBS project's `…/Debian_12/`. */
+  /** The repository's base URL, e.g. an OBS project's `…/Debian_12/` (apt) or `…/Fedora_40/` (dnf: the folder holding `repodata/`). */
   url: allowlisted(repoUrl),
-  /** apt suite: `"/"` for a flat repository (OBS), or a codename with `components`. @default "/" */
+  /** apt suite: `"/"` for a flat repository (OBS), or a codename with `components`. apt only. @default "/" */
   suite: allowlisted(aptSuite).default('/'),
-  /** apt components after the suite, e.g. `["main"]`; none for a flat repository. @default [] */
+  /** apt components after the suite, e.g. `["main"]`; none for a flat repository. apt only. @default [] */
   components: z.array(allowlisted(dnsLabel)).default([]),
-  /** Where the repository's public key is (ASCII-armored), e.g. OBS's `<url>/Release.key`. The worker downloads it. */
+  /** Where the repository's public key is (ASCII-armored), e.g. OBS's `<url>/Release.key` (apt) or `<url>/repodata/repomd.xml.key` (rpm-md). The worker downloads it. */
   key_url: allowlisted(repoUrl),
   /** The key's full fingerprint (40 hex): the downloaded key must be exactly this one key. */
   key_fingerprint: allowlisted(keyFingerprint),
@@ -201,6 +203,10 @@ export const PackageRepoStep = z.strictObject({
   }),
   /** On rollback, remove the packages this step installed, then the source and the key it added. @default true */
   remove_on_rollback: z.boolean().default(true),
+}).superRefine((step, ctx) => {
+  if (step.manager === 'apt') return;
+  if (step.suite !== '/') ctx.addIssue({ code: 'custom', path: ['suite'], message: `apt only: a ${step.manager} repository is its url (the folder holding repodata/); remove suite` });
+  if (step.components.length > 0) ctx.addIssue({ code: 'custom', path: ['components'], message: `apt only: a ${step.manager} repository has no components; remove them` });
 });
 export type PackageRepoStep = z.infer<typeof PackageRepoStep>;
 

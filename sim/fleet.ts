@@ -30,6 +30,8 @@ import {
 import { readNodeRuntimeState } from './node-state';
 import type { SimNode } from './sim-node';
 import { buildPackageRepository, servePackageRepository } from './packages';
+import { prepareRpmNode, type NodePackageManager } from './rpm-node';
+import { buildRpmRepositories, type RpmRepositories } from './rpm-repo';
 import { snapshotMachineVar } from './node-files';
 import { containerd2Path, crictlPath, nodeProcessEnv } from './tools';
 
@@ -55,6 +57,11 @@ export interface NodeSpec {
   labels?: Record<string, string>;
   /** How many alias addresses the host's sshd also answers on ({@link SimNode.aliases}). @default 0 */
   aliases?: number;
+  /**
+   * The node's package manager: `dnf` makes a Fedora 40-like node, `zypper` an openSUSE Leap 15.6-like one (no apt,
+   * dpkg; the mirror's signed rpm-md repositories, sim/rpm-repo.ts). @default "apt"
+   */
+  packageManager?: NodePackageManager;
 }
 
 export interface FleetOptions {
@@ -204,6 +211,7 @@ interface HostSpec {
   containerdConfig: string | null | undefined;
   labels: Record<string, string>;
   aliases: number;
+  packageManager: NodePackageManager;
 }
 
 function hostSpecs(nodes: number | NodeSpec[], containerd2: boolean, kubernetes: boolean): HostSpec[] {
@@ -219,10 +227,11 @@ function hostSpecs(nodes: number | NodeSpec[], containerd2: boolean, kubernetes:
     containerdConfig: spec.containerdConfig,
     labels: spec.labels ?? {},
     aliases: spec.aliases ?? 0,
+    packageManager: spec.packageManager ?? 'apt',
   }));
   if (kubernetes) {
     hosts.push({ name: 'control-plane', role: 'control-plane', hostKernel: defaultHostKernel, cpuVendor: 'intel',
-      containerd: '1.6', containerdConfig: null, labels: {}, aliases: 0 });
+      containerd: '1.6', containerdConfig: null, labels: {}, aliases: 0, packageManager: 'apt' });
   }
   if (new Set(hosts.map((h) => h.name)).size !== hosts.length) throw new RangeError('startFleet: node names must be unique');
   return hosts;
@@ -253,6 +262,13 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     throw new FleetPrerequisiteMissing(`node ${missing2.name} asks for containerd 2 but ${containerd2Path} is missing: run \`npm run setup\``);
   }
 
+  const rpmTools = hosts.some((h) => h.packageManager !== 'apt') ? ['rpm', 'rpmbuild', 'rpmsign', 'createrepo_c', 'dnf', 'zypper'] : [];
+  const missingRpm = [];
+  for (const command of rpmTools) if (!(await which(command))) missingRpm.push(command);
+  if (missingRpm.length > 0) {
+    throw new FleetPrerequisiteMissing(`dnf and zypper nodes need ${missingRpm.join(', ')}: run \`npm run setup\` (scripts/setup/host-packages.js installs them)`);
+  }
+
   const mainAddresses = await leaseAddresses(hosts.map((h) => h.address), port, dir);
   const aliasLeases = await leaseAddresses(Array.from({ length: hosts.reduce((sum, h) => sum + h.aliases, 0) }, () => undefined), port, dir).catch(async (err: unknown) => {
     await releaseAddresses(mainAddresses);
@@ -280,6 +296,8 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       hasContainerd2 ? containerdDefaultConfig(containerd2Path) : Promise.resolve(''),
       installNodeCommands(join(dir, 'sbin')),
     ]);
+    // The RPM-family repositories only when a node uses them (rpmbuild, two RSA keys: about a second).
+    const rpmRepos: RpmRepositories | undefined = hosts.some((h) => h.packageManager !== 'apt') ? await buildRpmRepositories(repoBuilt.dir) : undefined;
     repo = await servePackageRepository(repoBuilt.dir);
     const varSnapshot = await snapshotMachineVar(join(dir, 'var-snapshot'));
     log(`package mirror on 127.0.0.1:${repo.port}`);
@@ -315,6 +333,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
             KUBECTL_BIN: role === 'control-plane' ? kubectlBin : '',
             CONTAINERD_CONFIG: containerdConfig === null ? 'absent' : 'present',
             VAR_LOWER: varSnapshot,
+            PACKAGE_MANAGER: host.packageManager,
           },
           port,
           maxSessions: options.maxSessions ?? 10,
@@ -325,6 +344,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           repoPort: repo!.port,
           faults: nodeFaults,
         });
+        if (host.packageManager !== 'apt') await prepareRpmNode(paths.etc, host.packageManager, repo!.port, rpmRepos!);
         if (nodeFaults.includes('host-key-changed')) await writeChangedHostKey(paths);
         await writeAliasSshdConfigs(paths.sshdConfig, aliasesOf[i], port);
         if (isWorker) await setKvmDevice(paths.kvm, !nodeFaults.includes('no-virtualization') && !nodeFaults.includes('no-kvm-device'));
@@ -341,6 +361,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           containerd: isWorker ? host.containerd : '',
           cpuVendor: host.cpuVendor,
           aliases: aliasesOf[i],
+          packageManager: host.packageManager,
           maxSessions: options.maxSessions ?? 10,
           ...record,
         });
@@ -411,6 +432,7 @@ function publicNode(r: NodeRecord): SimNode {
   return {
     name: r.name, address: r.address, role: r.role, dir: r.dir, containerdSocket: r.containerdSocket,
     hostKernel: r.hostKernel, port: r.port, labels: r.labels, containerd: r.containerd, cpuVendor: r.cpuVendor, aliases: r.aliases,
+    packageManager: r.packageManager ?? 'apt',
   };
 }
 

@@ -112,6 +112,8 @@ export interface NodeEnv {
   CONTAINERD_CONFIG: 'present' | 'absent';
   /** The lower layer of the node's /var: the machine's /var as it was at fleet start ({@link snapshotMachineVar}). */
   VAR_LOWER: string;
+  /** The node's package manager: `apt` (Debian-like), `dnf` (Fedora-like) or `zypper` (openSUSE-like; sim/rpm-node.ts). */
+  PACKAGE_MANAGER: 'apt' | 'dnf' | 'zypper';
 }
 
 export function nodeEnvFile(env: NodeEnv): string {

@@ -1,6 +1,7 @@
 // What a simulated host is, on its own so that the fleet (sim/fleet.ts), its inventory (sim/inventory.ts) and the
 // node-state reader (sim/node-state.ts) share it without importing each other in a circle.
 import type { CpuVendor } from './node-files';
+import type { NodePackageManager } from './rpm-node';
 
 /** One simulated host. */
 export interface SimNode {
@@ -25,4 +26,6 @@ export interface SimNode {
    * name, so that a few real hosts serve the SSH steps of many named nodes (scale tests). Empty unless asked.
    */
   aliases: string[];
+  /** `apt` (Debian-like), `dnf` (Fedora-like) or `zypper` (openSUSE-like): sim/rpm-node.ts. */
+  packageManager: NodePackageManager;
 }

@@ -1,6 +1,6 @@
 /**
- * `package-repo`: adds an apt repository with its signing key, then installs pinned packages from it (the seed's
- * method for distributions that do not ship Kata; Kata's own OBS repositories were the 1.x way, KATA.md §2).
+ * `package-repo`: adds an apt, dnf or zypper repository with its signing key, then installs pinned packages from it
+ * (the seed's method for distributions that do not ship Kata; Kata's own OBS repositories were the 1.x way, KATA.md §2).
  *
  * Order, so that a refusal changes nothing and a re-run after a crash finishes the job:
  *   (1) the worker downloads the key and checks that it is exactly one key with the pinned fingerprint (gpg on the
@@ -12,16 +12,25 @@
  *   (4) `apt-get update` of that source alone: a repository whose `InRelease` the key does not verify is refused
  *       (PackageRepoSignatureInvalid) and the files this attempt wrote are taken away again;
  *   (5) the packages, by package-install's code (pinned versions, dpkg lock handling, marker).
- * The undo removes the packages this run installed, then the source and the key if this run created them.
+ * dnf and zypper (Fedora/RHEL, openSUSE/SLES): the key goes to `/etc/pki/rpm-gpg/RPM-GPG-KEY-katafleet-<name>` and
+ * into the rpm database (`rpm --import`, which both trust for package signatures), the repository to
+ * `/etc/yum.repos.d/katafleet-<name>.repo` or `/etc/zypp/repos.d/katafleet-<name>.repo` with `gpgcheck=1`,
+ * `repo_gpgcheck=1` and `gpgkey=` that file; (4) is `dnf -y makecache --repo katafleet-<name>` or
+ * `zypper --non-interactive refresh katafleet-<name>`: the signed `repomd.xml` must verify with the pinned key.
+ * zypper runs without `--gpg-auto-import-keys`: with it, zypper imports whatever key the repository serves
+ * (`repomd.xml.key`) and a repository signed by someone else passes; without it, a non-interactive zypper rejects a
+ * key it does not already trust, and the pinned one is already in the rpm database.
+ * The undo removes the packages this run installed, then the source and the key (file and rpm database entry) if
+ * this run created them.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { promisify } from 'node:util';
-import { APT_KEYRINGS_DIR, APT_SOURCES_DIR, checkAllowlist, repoUrl } from '../../playbooks/allowlists';
+import { APT_KEYRINGS_DIR, APT_SOURCES_DIR, RPM_KEYS_DIR, YUM_REPOS_DIR, ZYPP_REPOS_DIR, checkAllowlist, repoUrl } from '../../playbooks/allowlists';
 import type { PackageInstallStep, PackageRepoStep } from '../../playbooks/schema';
-import { sh } from '../ssh';
+import { cmd, flag, sh } from '../ssh';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import type { NodeShell } from './node-shell';
 import { PACKAGE_MARKER_DIR, installedVersions, packageInstall, purgeInstalled, versionMatches } from './package-install';
@@ -35,12 +44,30 @@ export const PackageRepoKeyMismatch = 'PackageRepoKeyMismatch';
 export const PackageRepoSignatureInvalid = 'PackageRepoSignatureInvalid';
 /** The key or the repository could not be downloaded (network, HTTP error); retried. */
 export const PackageRepoUnreachable = 'PackageRepoUnreachable';
-/** dnf and zypper repositories: in the schema, not implemented yet. */
-export const PackageRepoUnsupported = 'PackageRepoUnsupported';
 
-/** The files a step writes for repository `name`. */
-export function repoFiles(name: string): { source: string; key: string } {
-  return { source: posix.join(APT_SOURCES_DIR, `katafleet-${name}.list`), key: posix.join(APT_KEYRINGS_DIR, `katafleet-${name}.asc`) };
+/** package-repo's package managers. */
+export type RepoManager = PackageRepoStep['manager'];
+
+/** The files a step writes for repository `name` with `manager` (apt by default). */
+export function repoFiles(name: string, manager: RepoManager = 'apt'): { source: string; key: string } {
+  switch (manager) {
+    case 'apt':
+      return { source: posix.join(APT_SOURCES_DIR, `katafleet-${name}.list`), key: posix.join(APT_KEYRINGS_DIR, `katafleet-${name}.asc`) };
+    case 'dnf':
+      return { source: posix.join(YUM_REPOS_DIR, `katafleet-${name}.repo`), key: posix.join(RPM_KEYS_DIR, `RPM-GPG-KEY-katafleet-${name}`) };
+    case 'zypper':
+      return { source: posix.join(ZYPP_REPOS_DIR, `katafleet-${name}.repo`), key: posix.join(RPM_KEYS_DIR, `RPM-GPG-KEY-katafleet-${name}`) };
+  }
+}
+
+/** The repository id dnf and zypper know it by (the `[section]` of its .repo file). */
+export function repoId(name: string): string {
+  return `katafleet-${name}`;
+}
+
+/** The rpm database's name for an imported key: `gpg-pubkey-` and the last 8 hex digits of its fingerprint, lower case. */
+export function rpmKeyName(fingerprint: string): string {
+  return `gpg-pubkey-${normalizeFingerprint(fingerprint).slice(-8).toLowerCase()}`;
 }
 
 /** The journal of run `runId`'s step `stepId`. */
@@ -58,6 +85,33 @@ export function aptSourceText(step: Pick<PackageRepoStep, 'name' | 'url' | 'suit
   const { key } = repoFiles(step.name);
   return `# Added by katafleet (package-repo "${step.name}"), key ${normalizeFingerprint(step.key_fingerprint)}\n` +
     `deb [signed-by=${key}] ${step.url} ${step.suite}${step.components.length > 0 ? ` ${step.components.join(' ')}` : ''}\n`;
+}
+
+/**
+ * The .repo file of a dnf or zypper repository (one section, dnf.conf(5) and zypper's repo file keys): packages and
+ * the signed repomd.xml must verify with the pinned key, and a repository that cannot be reached is an error rather
+ * than skipped (Fedora's default; zypper skips nothing it was told to refresh).
+ */
+export function rpmRepoText(step: Pick<PackageRepoStep, 'name' | 'url' | 'key_fingerprint'>, manager: 'dnf' | 'zypper'): string {
+  const { key } = repoFiles(step.name, manager);
+  return [
+    `# Added by katafleet (package-repo "${step.name}"), key ${normalizeFingerprint(step.key_fingerprint)}`,
+    `[${repoId(step.name)}]`,
+    `name=katafleet ${step.name}`,
+    `baseurl=${step.url}`,
+    'enabled=1',
+    ...(manager === 'zypper' ? ['autorefresh=1', 'type=rpm-md'] : []),
+    'gpgcheck=1',
+    'repo_gpgcheck=1',
+    ...(manager === 'zypper' ? ['pkg_gpgcheck=1'] : ['skip_if_unavailable=False']),
+    `gpgkey=file://${key}`,
+    '',
+  ].join('\n');
+}
+
+/** The source file's text for the step's manager. */
+export function repoSourceText(step: PackageRepoStep): string {
+  return step.manager === 'apt' ? aptSourceText(step) : rpmRepoText(step, step.manager);
 }
 
 /** The primary key fingerprints in `gpg --with-colons --show-keys` output (the first `fpr` after each `pub`). */
@@ -107,71 +161,80 @@ export async function fetchPinnedKey(step: PackageRepoStep): Promise<string> {
     await rm(home, { recursive: true, force: true });
   }
   if (!/^-----BEGIN PGP PUBLIC KEY BLOCK-----/m.test(text)) {
-    throw permanentFailure(PackageRepoKeyMismatch, `package-repo "${step.id}": ${step.key_url} is not an ASCII-armored key (apt's signed-by= needs .asc text or a binary .gpg keyring); nothing was written to the node`);
+    throw permanentFailure(PackageRepoKeyMismatch, `package-repo "${step.id}": ${step.key_url} is not an ASCII-armored key (apt's signed-by= and rpm --import need the .asc text); nothing was written to the node`);
   }
   return text;
 }
 
 /** The package-install step the packages go through (package-install's apt code, marker and undo). */
 function installStep(step: PackageRepoStep): PackageInstallStep {
-  return { id: step.id, kind: 'package-install', timeout: step.timeout, action: 'install', packages: step.packages, manager: 'apt', remove_on_rollback: step.remove_on_rollback };
+  return { id: step.id, kind: 'package-install', timeout: step.timeout, action: 'install', packages: step.packages, manager: step.manager, remove_on_rollback: step.remove_on_rollback };
 }
 
 /** Runs the step: see the file's header. */
 export async function packageRepo(shell: NodeShell, request: StepRequest<PackageRepoStep>): Promise<StepOutcome> {
   const { step, runId } = request;
-  if (step.manager !== 'apt') {
-    throw permanentFailure(PackageRepoUnsupported, `package-repo "${step.id}": manager "${step.manager}" is not implemented yet (only apt); add the repository another way and use a package-install step`);
-  }
-  const { source, key } = repoFiles(step.name);
+  const manager = step.manager;
+  const { source, key } = repoFiles(step.name, manager);
   const journalPath = repoJournalPath(runId, step.id);
-  const sourceText = aptSourceText(step);
+  const sourceText = repoSourceText(step);
+  const rpmKey = manager === 'apt' ? undefined : rpmKeyName(step.key_fingerprint);
+  const facts = { packageManager: manager, keyFingerprint: normalizeFingerprint(step.key_fingerprint) };
 
   // (1) Before anything on the node: the key must be the pinned one.
   const keyText = await fetchPinnedKey(step);
 
-  const [currentSource, currentKey, journalText] = await Promise.all([shell.readFile(source), shell.readFile(key), shell.readFile(journalPath)]);
+  const [currentSource, currentKey, journalText, keyImported] = await Promise.all([
+    shell.readFile(source), shell.readFile(key), shell.readFile(journalPath), rpmKey === undefined ? Promise.resolve(false) : rpmHasKey(shell, rpmKey),
+  ]);
   if (currentSource !== undefined && currentSource !== sourceText && !journalText) {
     throw permanentFailure('PackageRepoConflict', `Node ${shell.name}: ${source} exists with other content; katafleet does not overwrite what it did not write — remove it or give the package-repo step another name. Nothing was changed`);
   }
-  // (2) Journal: whether the source and key were there before this run.
-  const journal = journalText
+  // (2) Journal: whether the source, the key file and (rpm) the key in the rpm database were there before this run.
+  const journal: Record<string, string> = journalText
     ? Object.fromEntries(journalText.split('\n').filter(Boolean).map((line) => line.split('=') as [string, string]))
-    : { createdSource: currentSource === undefined ? '1' : '0', createdKey: currentKey === undefined ? '1' : '0' };
-  if (!journalText) await shell.writeFileAtomic(journalPath, `createdSource=${journal.createdSource}\ncreatedKey=${journal.createdKey}\n`);
+    : {
+      createdSource: currentSource === undefined ? '1' : '0',
+      createdKey: currentKey === undefined ? '1' : '0',
+      ...(rpmKey === undefined ? {} : { importedKey: keyImported ? '0' : '1' }),
+    };
+  if (!journalText) await shell.writeFileAtomic(journalPath, Object.entries(journal).map(([k, v]) => `${k}=${v}\n`).join(''));
 
   // (3) Key and source.
-  const wroteFiles = currentSource !== sourceText || currentKey !== keyText;
+  const wroteFiles = currentSource !== sourceText || currentKey !== keyText || (rpmKey !== undefined && !keyImported);
   if (currentKey !== keyText) {
-    await shell.run(sh`mkdir -p ${APT_KEYRINGS_DIR} && chmod 0755 ${APT_KEYRINGS_DIR}`);
+    const keyDir = manager === 'apt' ? APT_KEYRINGS_DIR : RPM_KEYS_DIR;
+    await shell.run(sh`mkdir -p ${keyDir} && chmod 0755 ${keyDir}`);
     await shell.writeFileAtomic(key, keyText);
     await shell.run(sh`chmod 0644 ${key}`);
   }
-  if (currentSource !== sourceText) await shell.writeFileAtomic(source, sourceText);
+  if (currentSource !== sourceText) {
+    if (manager !== 'apt') await shell.run(sh`mkdir -p ${posix.dirname(source)}`);
+    await shell.writeFileAtomic(source, sourceText);
+  }
+  if (rpmKey !== undefined && !keyImported) await shell.run(cmd('rpm', [flag('--import'), key]));
 
   // (4) This source alone, so that its signature is what decides.
-  const update = await shell.run(sh`apt-get update -o ${`Dir::Etc::sourcelist=${source}`} -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0`,
-    { allowExitCodes: [...Array(256).keys()], timeoutMs: 5 * 60_000 });
-  const output = `${update.stdout}\n${update.stderr}`;
-  const signatureProblem = output.split('\n').find((line) => /NO_PUBKEY|is not signed|signatures couldn't be verified|signatures were invalid|BADSIG|Signed-By|The repository .* is not signed/.test(line));
-  if (update.exitCode !== 0 || signatureProblem !== undefined) {
-    const unreachable = /Failed to fetch|Could not connect|Connection refused|Temporary failure resolving|404\s+Not Found/.test(output) && signatureProblem === undefined;
-    await takeBack(shell, journal, source, key, journalPath);
-    const lines = output.split('\n').filter((line) => /^(E|W|Err):/.test(line.trim())).slice(-3).join('; ');
-    if (unreachable) throw transientFailure(PackageRepoUnreachable, `Node ${shell.name}: apt-get update could not fetch ${step.url} (${lines}); the source and key were taken back; trying again`);
-    throw permanentFailure(PackageRepoSignatureInvalid, `Node ${shell.name}: the repository ${step.url} does not verify with the pinned key ${normalizeFingerprint(step.key_fingerprint)} (${signatureProblem?.trim() ?? lines}); ` +
-      'the source and key were taken back — check the key_fingerprint and the url');
-  }
+  if (manager === 'apt') await aptUpdateSource(shell, step, journal, { source, key, journalPath });
+  else await rpmRefresh(shell, step, journal, { source, key, journalPath, rpmKey: rpmKey! });
 
   // (5) The packages.
-  const installed = await packageInstall(shell, { ...request, step: installStep(step) });
+  const installed = await packageInstall(shell, { ...request, step: installStep(step) }).catch((err: Error) => {
+    // A package the pinned key did not sign (dnf/zypper check each one with gpgcheck=1).
+    if (/GPG check FAILED|Public key for .* is not installed|Signature verification failed|NOKEY|BAD signature/i.test(err.message)) {
+      throw permanentFailure(PackageRepoSignatureInvalid, `Node ${shell.name}: a package of ${step.url} is not signed by the pinned key ${normalizeFingerprint(step.key_fingerprint)} (${err.message}); ` +
+        'the repository stays configured until the rollback — check the key_fingerprint and the url', err);
+    }
+    throw err;
+  });
   const packages = installed.undo?.kind === 'remove-packages' ? installed.undo.packages : [];
   const createdSource = journal.createdSource === '1';
   const createdKey = journal.createdKey === '1';
-  const changed = installed.changed || wroteFiles || createdSource || createdKey;
+  const importedKey = journal.importedKey === '1';
+  const changed = installed.changed || wroteFiles || createdSource || createdKey || importedKey;
   if (!changed) {
     await shell.run(sh`rm -f ${journalPath}`);
-    return { changed: false, summary: `repository ${step.name} and ${installed.summary.replace(/^already installed: /, '')} already in place`, facts: { packageManager: 'apt', keyFingerprint: normalizeFingerprint(step.key_fingerprint) } };
+    return { changed: false, summary: `repository ${step.name} and ${installed.summary.replace(/^already installed: /, '')} already in place`, facts };
   }
   const undo: Undo = {
     kind: 'remove-package-repo',
@@ -180,49 +243,121 @@ export async function packageRepo(shell: NodeShell, request: StepRequest<Package
     ...(installed.undo?.kind === 'remove-packages' && installed.undo.marker ? { marker: installed.undo.marker } : {}),
     ...(createdSource ? { source } : {}),
     ...(createdKey ? { key } : {}),
+    ...(manager !== 'apt' ? { manager } : {}),
+    ...(importedKey && rpmKey !== undefined ? { rpmKey } : {}),
   };
+  const keyWhere = manager === 'apt' ? `signed-by ${key}` : `gpgkey ${key}, imported as ${rpmKey}`;
   return {
     changed: true,
-    summary: `added repository ${step.url} (${source}, signed-by ${key}, key ${normalizeFingerprint(step.key_fingerprint)}); ${installed.summary}`,
+    summary: `added repository ${step.url} (${source}, ${keyWhere}, key ${normalizeFingerprint(step.key_fingerprint)}); ${installed.summary}`,
     undo,
-    facts: { packageManager: 'apt', keyFingerprint: normalizeFingerprint(step.key_fingerprint) },
+    facts,
   };
 }
 
-/** Removes the source and key this run created (after a refused update), and the journal. */
-async function takeBack(shell: NodeShell, journal: Record<string, string>, source: string, key: string, journalPath: string): Promise<void> {
-  const files = [...(journal.createdSource === '1' ? [source] : []), ...(journal.createdKey === '1' ? [key] : []), journalPath];
+/** Whether the rpm database holds the key `name` (`gpg-pubkey-XXXXXXXX`); read as the login user. */
+async function rpmHasKey(shell: NodeShell, name: string): Promise<boolean> {
+  const result = await shell.run(cmd('rpm', [flag('-q'), name]), { asRoot: false, allowExitCodes: [0, 1] });
+  return result.exitCode === 0;
+}
+
+interface RepoPaths {
+  source: string;
+  key: string;
+  journalPath: string;
+}
+
+/** apt-get update of the step's source alone; refuses (and takes back) when the pinned key does not verify it. */
+async function aptUpdateSource(shell: NodeShell, step: PackageRepoStep, journal: Record<string, string>, paths: RepoPaths): Promise<void> {
+  const update = await shell.run(sh`apt-get update -o ${`Dir::Etc::sourcelist=${paths.source}`} -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0`,
+    { allowExitCodes: [...Array(256).keys()], timeoutMs: 5 * 60_000 });
+  const output = `${update.stdout}\n${update.stderr}`;
+  const signatureProblem = output.split('\n').find((line) => /NO_PUBKEY|is not signed|signatures couldn't be verified|signatures were invalid|BADSIG|Signed-By|The repository .* is not signed/.test(line));
+  if (update.exitCode !== 0 || signatureProblem !== undefined) {
+    const unreachable = /Failed to fetch|Could not connect|Connection refused|Temporary failure resolving|404\s+Not Found/.test(output) && signatureProblem === undefined;
+    await takeBack(shell, journal, paths);
+    const lines = output.split('\n').filter((line) => /^(E|W|Err):/.test(line.trim())).slice(-3).join('; ');
+    if (unreachable) throw transientFailure(PackageRepoUnreachable, `Node ${shell.name}: apt-get update could not fetch ${step.url} (${lines}); the source and key were taken back; trying again`);
+    throw permanentFailure(PackageRepoSignatureInvalid, `Node ${shell.name}: the repository ${step.url} does not verify with the pinned key ${normalizeFingerprint(step.key_fingerprint)} (${signatureProblem?.trim() ?? lines}); ` +
+      'the source and key were taken back — check the key_fingerprint and the url');
+  }
+}
+
+/** The refresh command of the step's repository alone (dnf makecache, zypper refresh). */
+export function rpmRefreshCommand(manager: 'dnf' | 'zypper', name: string) {
+  return manager === 'dnf'
+    ? cmd('dnf', [flag('-y'), 'makecache', flag('--repo'), repoId(name)])
+    : cmd('zypper', [flag('--non-interactive'), 'refresh', repoId(name)]);
+}
+
+/** What dnf and zypper print when a repository's repomd.xml is unsigned or signed by another key. */
+const RPM_SIGNATURE_PROBLEM = /GPG signature verification error|GPG verification is enabled, but GPG signature is not available|Bad GPG signature|Signature verification failed|is unsigned|New repository or package signing key received|reject the key/;
+/** What they print when the repository cannot be fetched (connection, DNS, HTTP error on repomd.xml). */
+const RPM_UNREACHABLE = /Cannot download repomd\.xml|Curl error|Could not resolve host|Couldn't connect|Connection refused|Download \(curl\) error|Valid metadata not found|Status code: [45]\d\d/;
+
+/** dnf makecache / zypper refresh of the step's repository; refuses (and takes back) when the pinned key does not verify it. */
+async function rpmRefresh(shell: NodeShell, step: PackageRepoStep, journal: Record<string, string>, paths: RepoPaths & { rpmKey: string }): Promise<void> {
+  const manager = step.manager as 'dnf' | 'zypper';
+  const result = await shell.run(rpmRefreshCommand(manager, step.name), { allowExitCodes: [...Array(256).keys()], timeoutMs: 5 * 60_000 });
+  if (result.exitCode === 0) return;
+  const output = `${result.stdout}\n${result.stderr}`;
+  const lines = output.split('\n').map((l) => l.trim()).filter(Boolean);
+  const signatureProblem = lines.find((line) => RPM_SIGNATURE_PROBLEM.test(line));
+  await takeBack(shell, journal, paths);
+  const detail = (lines.filter((l) => /^(Error|error|Errors|- |\[|Repository .* is invalid)/.test(l)).slice(-3).join('; ') || lines.slice(-3).join('; '));
+  const what = `${result.command}`;
+  if (signatureProblem === undefined && RPM_UNREACHABLE.test(output)) {
+    throw transientFailure(PackageRepoUnreachable, `Node ${shell.name}: ${what} could not fetch ${step.url} (${detail}); the repository and key were taken back; trying again`);
+  }
+  throw permanentFailure(PackageRepoSignatureInvalid, `Node ${shell.name}: the repository ${step.url} does not verify with the pinned key ${normalizeFingerprint(step.key_fingerprint)} ` +
+    `(${signatureProblem ?? detail}); the repository and key were taken back — check the key_fingerprint and the url`);
+}
+
+/** Removes the source and key this run created (after a refused update), the key it imported into rpm, and the journal. */
+async function takeBack(shell: NodeShell, journal: Record<string, string>, paths: RepoPaths & { rpmKey?: string }): Promise<void> {
+  const files = [...(journal.createdSource === '1' ? [paths.source] : []), ...(journal.createdKey === '1' ? [paths.key] : []), paths.journalPath];
+  if (journal.importedKey === '1' && paths.rpmKey !== undefined) await removeRpmKey(shell, paths.rpmKey);
   await shell.run(sh`rm -f ${files}`);
+}
+
+/** `rpm -e gpg-pubkey-XXXXXXXX` when the rpm database holds it. */
+async function removeRpmKey(shell: NodeShell, name: string): Promise<boolean> {
+  if (!(await rpmHasKey(shell, name))) return false;
+  await shell.run(cmd('rpm', [flag('-e'), name]));
+  return true;
 }
 
 /** The undo: the packages this run installed, then the source and key it created, then apt's view of them. */
 export async function removePackageRepo(shell: NodeShell, undo: Extract<Undo, { kind: 'remove-package-repo' }>): Promise<string> {
   const done: string[] = [];
   if (undo.packages.length > 0) {
-    const removed = await purgeInstalled(shell, 'apt', undo.packages);
+    const removed = await purgeInstalled(shell, undo.manager ?? 'apt', undo.packages);
     done.push(removed.length > 0 ? `removed ${removed.join(', ')}` : `packages ${undo.packages.join(', ')} already removed`);
   }
   const files = [undo.marker, undo.source, undo.key].filter((file): file is string => file !== undefined);
   if (files.length > 0) await shell.run(sh`rm -f ${files}`);
   if (undo.source) done.push(`removed ${undo.source}`);
   if (undo.key) done.push(`removed ${undo.key}`);
+  if (undo.rpmKey && (await removeRpmKey(shell, undo.rpmKey))) done.push(`removed ${undo.rpmKey} from the rpm database`);
   await shell.run(sh`rm -f ${PACKAGE_MARKER_DIR}/repo-*-${undo.stepId}.state`);
   return done.length > 0 ? done.join('; ') : 'nothing to remove';
 }
 
 /** What differs from the step's state (drift check): the source line, the key file, the pinned packages. */
 export async function checkPackageRepo(shell: NodeShell, step: PackageRepoStep): Promise<string[]> {
-  const { source, key } = repoFiles(step.name);
+  const { source, key } = repoFiles(step.name, step.manager);
   const [currentSource, keyExists] = await Promise.all([shell.readFile(source), shell.exists(key)]);
   const found: string[] = [];
-  if (currentSource === undefined) found.push(`apt source ${source} is missing`);
-  else if (currentSource !== aptSourceText(step)) found.push(`apt source ${source} differs from the playbook's repository`);
+  const sourceKind = step.manager === 'apt' ? 'apt source' : `${step.manager} repository`;
+  if (currentSource === undefined) found.push(`${sourceKind} ${source} is missing`);
+  else if (currentSource !== repoSourceText(step)) found.push(`${sourceKind} ${source} differs from the playbook's repository`);
   if (!keyExists) found.push(`repository key ${key} is missing`);
-  const installed = await installedVersions(shell, 'apt', step.packages.map((spec) => spec.name));
+  else if (step.manager !== 'apt' && !(await rpmHasKey(shell, rpmKeyName(step.key_fingerprint)))) found.push(`repository key ${rpmKeyName(step.key_fingerprint)} is not in the rpm database`);
+  const installed = await installedVersions(shell, step.manager, step.packages.map((spec) => spec.name));
   for (const spec of step.packages) {
     const version = installed.get(spec.name);
     if (version === undefined) found.push(`package ${spec.name} is not installed (want ${spec.version})`);
-    else if (spec.version !== undefined && !versionMatches(version, spec.version, 'apt')) found.push(`package ${spec.name} is ${version}, not ${spec.version}`);
+    else if (spec.version !== undefined && !versionMatches(version, spec.version, step.manager)) found.push(`package ${spec.name} is ${version}, not ${spec.version}`);
   }
   return found;
 }

@@ -53,7 +53,7 @@ export function manualFix(node: string, undo: Undo | undefined): string {
     case 'restore-file':
       return `on ${node}, check ${undo.path} (katafleet ${undo.backupPath === undefined ? 'created it' : `changed it; its previous bytes are in ${undo.backupPath}`}); ${release}`;
     case 'remove-package-repo':
-      return `on ${node}, check the packages ${undo.packages.join(', ') || '(none)'} and the apt source ${undo.source ?? '(kept)'} and key ${undo.key ?? '(kept)'} katafleet added; remove them if they should not stay; ${release}`;
+      return `on ${node}, check the packages ${undo.packages.join(', ') || '(none)'} and the ${undo.manager ?? 'apt'} source ${undo.source ?? '(kept)'} and key ${undo.key ?? '(kept)'}${undo.rpmKey ? ` (rpm database: ${undo.rpmKey})` : ''} katafleet added; remove them if they should not stay; ${release}`;
     case 'restore-release':
       return `on ${node}, the Kata releases katafleet removed are in ${undo.aside}: move it back to /opt/kata-releases${undo.previous ? ` and point /opt/kata at ${undo.previous}` : ''} if the node should keep Kata; ${release}`;
     default:

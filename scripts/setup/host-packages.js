@@ -5,13 +5,17 @@
 // Go module proxy into ~/.cache/katafleet/bin. KATAFLEET_SKIP_CONTAINERD2=1 skips the containerd 2.x build
 // (about 10 minutes on 2 cores); every node then runs containerd 1.6. Also Debian's postgresql, for the local
 // Temporal cluster (`katafleet cluster up`), which runs its own instance: the package's system service never starts.
+// And Debian's dnf, zypper, rpm (rpmbuild, rpmsign) and createrepo-c, for the Fedora-like and openSUSE-like nodes and
+// the mirror's signed rpm-md repositories (sim/rpm-node.ts, sim/rpm-repo.ts).
 const { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 const { cacheDir, run, runTimed } = require('./util.js');
 
-const aptPackages = ['openssh-server', 'openssh-client', 'containerd', 'runc', 'sudo', 'util-linux', 'dpkg', 'apt', 'openssl', 'xz-utils', 'zstd', 'postgresql'];
+const aptPackages = ['openssh-server', 'openssh-client', 'containerd', 'runc', 'sudo', 'util-linux', 'dpkg', 'apt', 'openssl', 'xz-utils', 'zstd', 'postgresql',
+  'dnf', 'zypper', 'rpm', 'createrepo-c'];
 const commands = ['/usr/sbin/sshd', '/usr/bin/ssh', '/usr/bin/ssh-keygen', '/usr/bin/containerd', '/usr/sbin/runc', '/usr/bin/sudo',
-  '/usr/bin/unshare', '/usr/bin/setpriv', '/usr/bin/nsenter', '/usr/bin/dpkg-deb', '/usr/bin/openssl', '/usr/bin/xz', '/usr/bin/zstd'];
+  '/usr/bin/unshare', '/usr/bin/setpriv', '/usr/bin/nsenter', '/usr/bin/dpkg-deb', '/usr/bin/openssl', '/usr/bin/xz', '/usr/bin/zstd',
+  '/usr/bin/dnf', '/usr/bin/zypper', '/usr/bin/rpm', '/usr/bin/rpmbuild', '/usr/bin/rpmsign', '/usr/bin/createrepo_c'];
 
 const binDir = join(cacheDir, 'bin');
 
@@ -47,7 +51,7 @@ async function goInstall({ path, module, binary, tags, expected }) {
 }
 
 module.exports = {
-  title: 'simulated fleet host packages (openssh-server, containerd, crictl, containerd 2.x) and postgresql',
+  title: 'simulated fleet host packages (openssh-server, containerd, crictl, containerd 2.x, dnf, zypper, rpm, createrepo-c) and postgresql',
   async isInstalled() {
     return commands.every((c) => existsSync(c)) && postgresInstalled() && goBuilds().every((b) => existsSync(b.path));
   },
