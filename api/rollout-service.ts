@@ -12,6 +12,8 @@ import { parseDuration } from '../workflows/duration';
 import type { RolloutInput } from '../workflows/rollout';
 import { abortUpdate, maxProgressPageSize, pauseUpdate, progressPage, resumeUpdate, rolloutProgressQuery, type AbortRequest, type ProgressPageRequest, type RolloutPhase, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
+import { inventoryPieceSignal, splitInventory } from '../workflows/inventory-pieces';
+import { piecesInHistory } from '../activities/inventory-history';
 
 /** A failure of a rollout operation that maps to an HTTP status (and a CLI exit status). */
 export class RolloutServiceError extends Error {
@@ -66,7 +68,7 @@ export function toKubernetesTarget(inventory: Inventory): KubernetesTarget | und
 }
 
 /** The plain, typed input of rolloutWorkflow: built outside workflows from validated files. */
-export function buildRolloutInput(playbook: Playbook, inventory: Inventory, rolloutId: string, overrides: RolloutOverrides = {}): RolloutInput {
+export function buildRolloutInput(playbook: Playbook, inventory: Inventory, rolloutId: string, overrides: RolloutOverrides = {}): RolloutInput & { nodes: NodeTarget[] } {
   checkPlaybookAgainstInventory(playbook, inventory);
   const given = Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined));
   return {
@@ -104,11 +106,17 @@ export async function startRollout(client: Client, playbook: Playbook, inventory
   const existing = await describeOrUndefined(client, workflowId);
   if (existing) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
   await refuseBusyNodes(client, input.nodes.map((node) => node.name), workflowId);
+  // The inventory travels in pieces (issue 13): the start input names their count and digest, the first piece
+  // comes with the start (signalWithStart), the others as signals; no payload grows with the fleet.
+  const { manifest, pieces } = splitInventory(input.nodes);
+  const startInput: RolloutInput = { ...input, nodes: undefined, inventory: manifest };
   try {
-    await client.workflow.start('rolloutWorkflow', {
+    const handle = await client.workflow.signalWithStart('rolloutWorkflow', {
       taskQueue,
       workflowId,
-      args: [input],
+      args: [startInput],
+      signal: inventoryPieceSignal,
+      signalArgs: [pieces[0] ?? { index: 0, nodes: [] }],
       workflowIdReusePolicy: 'REJECT_DUPLICATE',
       staticSummary: `${playbook.playbook.name} on ${input.nodes.length} nodes`,
       staticDetails: `Playbook ${playbook.source.file} (sha256 ${playbook.source.sha256.slice(0, 12)}), inventory ${inventory.source.file}`,
@@ -118,6 +126,7 @@ export async function startRollout(client: Client, playbook: Playbook, inventory
         { key: searchAttributes.nodesTotal, value: input.nodes.length },
       ],
     });
+    for (const piece of pieces.slice(1)) await handle.signal(inventoryPieceSignal, piece);
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
     throw asTemporalRefusal(err, `starting rollout ${requestId} (${input.nodes.length} nodes)`) ?? err;
@@ -157,12 +166,17 @@ async function refuseBusyNodes(client: Client, nodes: string[], ownWorkflowId: s
   }
 }
 
-/** The node names in the input of a rollout's run (undefined input: none). One history event is read. */
+/**
+ * The node names of a rollout's current run: in its input (rollouts started before the inventory came in pieces:
+ * one history event is read), else in the pieces its history holds (signals, or readInventoryPiece results).
+ */
 async function nodesOfRunningRollout(client: Client, workflowId: string, runId: string): Promise<string[]> {
   const response = await client.workflowService.getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 1 });
   const started = response.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
   const input = await decodeFromPayloadsAtIndex<RolloutInput | undefined>(client.options.loadedDataConverter, 0, started?.input?.payloads);
-  return (input?.nodes ?? []).map((node) => node.name);
+  if (input?.nodes || !input?.inventory) return (input?.nodes ?? []).map((node) => node.name);
+  const pieces = await piecesInHistory(client, { workflowId, runId });
+  return [...pieces.values()].flat().map((node) => node.name);
 }
 
 /** `a, b, c and 17 more`: at most `cap` names of a list, so that no message grows with the fleet. Pure. */

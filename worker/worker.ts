@@ -3,6 +3,7 @@ import { createActivities } from '../activities';
 import { createDesiredStateActivities } from '../activities/desired-state';
 import { createDriftActivities } from '../activities/drift-check';
 import { createNodeActivities } from '../activities/node-activities';
+import { createInventoryActivities } from '../activities/inventory-history';
 import { SshPool } from '../activities/ssh';
 import { taskQueue, temporalTargetFromEnv, type TemporalTarget } from './connection';
 import { activityLogAttributes } from './logging';
@@ -52,5 +53,5 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
 
 /** Every activity a katafleet worker registers, sharing one SSH pool (one connection per node). */
 export function workerActivities(pool: SshPool) {
-  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }), ...createDriftActivities({ pool }), ...createDesiredStateActivities({ pool }) };
+  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }), ...createDriftActivities({ pool }), ...createDesiredStateActivities({ pool }), ...createInventoryActivities() };
 }
