@@ -9,7 +9,7 @@ import { checkPlaybookAgainstInventory } from '../playbooks/load';
 import { resolveNodeSsh, rolloutNodes, type Inventory, type InventoryNode, type Playbook, type RolloutOverrides } from '../playbooks/schema';
 import { taskQueue, workflowUiLink } from '../worker/connection';
 import { parseDuration } from '../workflows/duration';
-import type { RolloutInput } from '../workflows/rollout';
+import type { RolloutInput, RolloutLimits } from '../workflows/rollout';
 import { abortUpdate, maxProgressPageSize, pauseUpdate, progressPage, resumeUpdate, rolloutProgressQuery, type AbortRequest, type ProgressPageRequest, type RolloutPhase, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
 import { inventoryPieceSignal, splitInventory } from '../workflows/inventory-pieces';
@@ -93,7 +93,19 @@ export interface StartedRollout {
  * Starts a rollout. The request id (default: a new UUID) becomes the rollout id: the same id twice
  * starts one rollout. Refuses (RolloutConflict) while another running rollout works on one of the nodes.
  */
-export async function startRollout(client: Client, playbook: Playbook, inventory: Inventory, options: { requestId?: string; overrides?: RolloutOverrides } = {}): Promise<StartedRollout> {
+export async function startRollout(
+  client: Client,
+  playbook: Playbook,
+  inventory: Inventory,
+  options: {
+    requestId?: string;
+    overrides?: RolloutOverrides;
+    /** Lower per-run limits, for tests that cross them with a small fleet (the API and CLI never set it). */
+    limits?: RolloutLimits;
+    /** Nodes per inventory piece. @default inventoryPieceNodes (500) */
+    pieceNodes?: number;
+  } = {},
+): Promise<StartedRollout> {
   const requestId = options.requestId ?? randomUUID();
   // It becomes a workflow id and appears in visibility queries: the API's pattern, for the CLI's --request-id too.
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(requestId)) {
@@ -108,8 +120,8 @@ export async function startRollout(client: Client, playbook: Playbook, inventory
   await refuseBusyNodes(client, input.nodes.map((node) => node.name), workflowId);
   // The inventory travels in pieces (issue 13): the start input names their count and digest, the first piece
   // comes with the start (signalWithStart), the others as signals; no payload grows with the fleet.
-  const { manifest, pieces } = splitInventory(input.nodes);
-  const startInput: RolloutInput = { ...input, nodes: undefined, inventory: manifest };
+  const { manifest, pieces } = splitInventory(input.nodes, options.pieceNodes);
+  const startInput: RolloutInput = { ...input, nodes: undefined, inventory: manifest, ...(options.limits ? { limits: options.limits } : {}) };
   try {
     const handle = await client.workflow.signalWithStart('rolloutWorkflow', {
       taskQueue,
@@ -135,11 +147,13 @@ export async function startRollout(client: Client, playbook: Playbook, inventory
 }
 
 /**
- * The most nodes one rollout takes. Every payload, search attribute and answer of a rollout stays under half of
- * Temporal's limits up to this size (docs/scale.md has the arithmetic); a larger fleet is split into several
- * inventories, rolled out one after the other or side by side.
+ * The most nodes one rollout takes. The inventory travels in pieces of 500 nodes and the state carried across
+ * continue-as-new is one character a node, so every payload stays under 256 KiB at this size (measured:
+ * test/scale-payloads.test.ts), every answer is a bounded page, and each run's history and children in flight are
+ * capped (docs/scale.md has the arithmetic). It is also about what an inventory file of at most 1 MiB holds. A larger
+ * fleet is split into several inventories, rolled out one after the other or side by side.
  */
-export const maxRolloutNodes = 2_000;
+export const maxRolloutNodes = 10_000;
 
 /** Why a rollout of `nodes` nodes is refused before anything starts, or undefined. Pure. */
 export function rolloutSizeProblem(nodes: number, inventoryFile: string): string | undefined {

@@ -183,7 +183,8 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   }));
   const from = input.carried?.compact?.inventoryFrom;
   if (from) {
-    for (let index = 0; index < manifest.pieces; index++) received.set(index, (await readInventoryPiece({ from, index })).nodes);
+    const read = await Promise.all(Array.from({ length: manifest.pieces }, (_, index) => readInventoryPiece({ from, index })));
+    for (const piece of read) received.set(piece.index, piece.nodes);
   } else {
     await condition(() => received.size >= manifest.pieces, inventoryPiecesWait);
   }
