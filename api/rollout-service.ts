@@ -9,9 +9,11 @@ import { checkPlaybookAgainstInventory } from '../playbooks/load';
 import { resolveNodeSsh, rolloutNodes, type Inventory, type InventoryNode, type Playbook, type RolloutOverrides } from '../playbooks/schema';
 import { taskQueue, workflowUiLink } from '../worker/connection';
 import { parseDuration } from '../playbooks/duration';
-import type { RolloutInput } from '../workflows/rollout';
+import type { RolloutInput, RolloutLimits } from '../workflows/rollout';
 import { abortUpdate, maxProgressPageSize, pauseUpdate, progressPage, resumeUpdate, rolloutProgressQuery, type AbortRequest, type ProgressPageRequest, type RolloutPhase, type RolloutProgress } from '../workflows/rollout-messages';
 import { searchAttributes } from '../workflows/search-attributes';
+import { inventoryPieceSignal, splitInventory } from '../workflows/inventory-pieces';
+import { piecesInHistory } from '../activities/inventory-history';
 
 /** A failure of a rollout operation that maps to an HTTP status (and a CLI exit status). */
 export class RolloutServiceError extends Error {
@@ -66,7 +68,7 @@ export function toKubernetesTarget(inventory: Inventory): KubernetesTarget | und
 }
 
 /** The plain, typed input of rolloutWorkflow: built outside workflows from validated files. */
-export function buildRolloutInput(playbook: Playbook, inventory: Inventory, rolloutId: string, overrides: RolloutOverrides = {}): RolloutInput {
+export function buildRolloutInput(playbook: Playbook, inventory: Inventory, rolloutId: string, overrides: RolloutOverrides = {}): RolloutInput & { nodes: NodeTarget[] } {
   checkPlaybookAgainstInventory(playbook, inventory);
   const given = Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined));
   return {
@@ -91,7 +93,19 @@ export interface StartedRollout {
  * Starts a rollout. The request id (default: a new UUID) becomes the rollout id: the same id twice
  * starts one rollout. Refuses (RolloutConflict) while another running rollout works on one of the nodes.
  */
-export async function startRollout(client: Client, playbook: Playbook, inventory: Inventory, options: { requestId?: string; overrides?: RolloutOverrides } = {}): Promise<StartedRollout> {
+export async function startRollout(
+  client: Client,
+  playbook: Playbook,
+  inventory: Inventory,
+  options: {
+    requestId?: string;
+    overrides?: RolloutOverrides;
+    /** Lower per-run limits, for tests that cross them with a small fleet (the API and CLI never set it). */
+    limits?: RolloutLimits;
+    /** Nodes per inventory piece. @default inventoryPieceNodes (500) */
+    pieceNodes?: number;
+  } = {},
+): Promise<StartedRollout> {
   const requestId = options.requestId ?? randomUUID();
   // It becomes a workflow id and appears in visibility queries: the API's pattern, for the CLI's --request-id too.
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(requestId)) {
@@ -104,11 +118,17 @@ export async function startRollout(client: Client, playbook: Playbook, inventory
   const existing = await describeOrUndefined(client, workflowId);
   if (existing) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
   await refuseBusyNodes(client, input.nodes.map((node) => node.name), workflowId);
+  // The inventory travels in pieces (issue 13): the start input names their count and digest, the first piece
+  // comes with the start (signalWithStart), the others as signals; no payload grows with the fleet.
+  const { manifest, pieces } = splitInventory(input.nodes, options.pieceNodes);
+  const startInput: RolloutInput = { ...input, nodes: undefined, inventory: manifest, ...(options.limits ? { limits: options.limits } : {}) };
   try {
-    await client.workflow.start('rolloutWorkflow', {
+    const handle = await client.workflow.signalWithStart('rolloutWorkflow', {
       taskQueue,
       workflowId,
-      args: [input],
+      args: [startInput],
+      signal: inventoryPieceSignal,
+      signalArgs: [pieces[0] ?? { index: 0, nodes: [] }],
       workflowIdReusePolicy: 'REJECT_DUPLICATE',
       staticSummary: `${playbook.playbook.name} on ${input.nodes.length} nodes`,
       staticDetails: `Playbook ${playbook.source.file} (sha256 ${playbook.source.sha256.slice(0, 12)}), inventory ${inventory.source.file}`,
@@ -118,6 +138,7 @@ export async function startRollout(client: Client, playbook: Playbook, inventory
         { key: searchAttributes.nodesTotal, value: input.nodes.length },
       ],
     });
+    for (const piece of pieces.slice(1)) await handle.signal(inventoryPieceSignal, piece);
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
     throw asTemporalRefusal(err, `starting rollout ${requestId} (${input.nodes.length} nodes)`) ?? err;
@@ -126,11 +147,13 @@ export async function startRollout(client: Client, playbook: Playbook, inventory
 }
 
 /**
- * The most nodes one rollout takes. Every payload, search attribute and answer of a rollout stays under half of
- * Temporal's limits up to this size (docs/scale.md has the arithmetic); a larger fleet is split into several
- * inventories, rolled out one after the other or side by side.
+ * The most nodes one rollout takes. The inventory travels in pieces of 500 nodes and the state carried across
+ * continue-as-new is one character a node, so every payload stays under 256 KiB at this size (measured:
+ * test/scale-payloads.test.ts), every answer is a bounded page, and each run's history and children in flight are
+ * capped (docs/scale.md has the arithmetic). It is also about what an inventory file of at most 1 MiB holds. A larger
+ * fleet is split into several inventories, rolled out one after the other or side by side.
  */
-export const maxRolloutNodes = 2_000;
+export const maxRolloutNodes = 10_000;
 
 /** Why a rollout of `nodes` nodes is refused before anything starts, or undefined. Pure. */
 export function rolloutSizeProblem(nodes: number, inventoryFile: string): string | undefined {
@@ -157,12 +180,17 @@ async function refuseBusyNodes(client: Client, nodes: string[], ownWorkflowId: s
   }
 }
 
-/** The node names in the input of a rollout's run (undefined input: none). One history event is read. */
+/**
+ * The node names of a rollout's current run: in its input (rollouts started before the inventory came in pieces:
+ * one history event is read), else in the pieces its history holds (signals, or readInventoryPiece results).
+ */
 async function nodesOfRunningRollout(client: Client, workflowId: string, runId: string): Promise<string[]> {
   const response = await client.workflowService.getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 1 });
   const started = response.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
   const input = await decodeFromPayloadsAtIndex<RolloutInput | undefined>(client.options.loadedDataConverter, 0, started?.input?.payloads);
-  return (input?.nodes ?? []).map((node) => node.name);
+  if (input?.nodes || !input?.inventory) return (input?.nodes ?? []).map((node) => node.name);
+  const pieces = await piecesInHistory(client, { workflowId, runId });
+  return [...pieces.values()].flat().map((node) => node.name);
 }
 
 /** `a, b, c and 17 more`: at most `cap` names of a list, so that no message grows with the fleet. Pure. */

@@ -113,7 +113,8 @@ kind = "node-label"
 labels = { "katacontainers.io/kata-runtime" = "true" }
 `;
 
-function inventoryToml(fleet: Fleet, names: string[], addressOf: (index: number) => string): string {
+/** The inventory TOML of the control plane and `names`, each at `addressOf(its index)`. */
+export function inventoryToml(fleet: Fleet, names: string[], addressOf: (index: number) => string): string {
   const controlPlane = fleet.controlPlane!.host!;
   const lines = ['[ssh]', `profile = "${simProfile}"`, '', '[kubernetes]', 'control_plane = "control-plane"', 'kubeconfig = "/root/.kube/config"', 'kubectl = "/usr/local/bin/kubectl"', ''];
   lines.push('[[nodes]]', 'name = "control-plane"', `address = "${controlPlane.address}"`, 'role = "control-plane"', '');

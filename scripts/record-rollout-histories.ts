@@ -5,7 +5,8 @@
 //   npx tsx scripts/record-rollout-histories.ts            # rewrites test/histories/{rollout,drift}-*.json
 //   npx tsx scripts/record-rollout-histories.ts NAME...    # only these scenarios (the new ones: rollout-canary-rolled-back-halts
 //                                                          # rollout-bounded-abort drift-desired-state; issue 13:
-//                                                          # rollout-bounded-payloads drift-bounded-attributes)
+//                                                          # rollout-bounded-payloads drift-bounded-attributes
+//                                                          # rollout-inventory-pieces)
 //
 // The histories recorded before a change of the workflows are the "previous version" that the new code
 // must still replay (every change goes behind patched()): add new histories for new behaviour, and
@@ -126,6 +127,25 @@ async function main(only: string[]): Promise<void> {
     // node results, the result holds one page; a drift run's KatafleetDrift holds outcomes and counts.
     'rollout-bounded-payloads': async () => {
       await save('rollout-bounded-payloads', await start('bounded-payloads', ['rr-12', 'rr-13', 'rr-14'], { canary: 1, wave_size: 1, failure_budget: 0 }, { historyEvents: 20 }));
+    },
+    // Recorded on the code of issue 13 (the inventory in pieces, behind patched()): started by startRollout with one
+    // node a piece (three signals), continue-as-new after each wave reads the pieces back (readInventoryPiece) and
+    // carries the compact state; abort with rollback in the second run reads the first run's node undos back
+    // (readNodeUndos).
+    'rollout-inventory-pieces': async () => {
+      const started = await startRollout(env.client, playbook, await inventoryOf(fleet, ['rr-9', 'rr-10', 'rr-11']), {
+        requestId: 'inventory-pieces',
+        overrides: { canary: 1, wave_size: 1, failure_budget: 0, pause_between_waves: '20s' },
+        limits: { historyEvents: 40 },
+        pieceNodes: 1,
+      });
+      const handle = env.client.workflow.getHandle(started.workflowId);
+      await waitFor('two nodes done', async () => {
+        const progress = await handle.query(rolloutProgressQuery);
+        return progress.counts.succeeded === 2 && progress.phase === 'waiting-between-waves' ? true : undefined;
+      }, 300_000);
+      await controlRollout(env.client, 'inventory-pieces', 'abort', { rollback: true, reason: 'recorded abort with pieces' });
+      await save('rollout-inventory-pieces', handle);
     },
     'drift-bounded-attributes': async () => {
       await onNode(fleet, 'rr-14', 'containerd config default > /etc/containerd/config.toml');

@@ -95,9 +95,13 @@ describe('credential profiles', () => {
       const handle = env.client.workflow.getHandle('katafleet-rollout-profile-input');
       const history = await handle.fetchHistory();
       const payload = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]?.data;
-      const decoded = Buffer.from(payload ?? []).toString('utf8');
-      const rollout = JSON.parse(decoded) as RolloutInput;
-      expect(rollout.nodes.map((node) => node.credentials)).toEqual([
+      // The nodes travel in the inventory's pieces (signals), not in the start input (issue 13).
+      const pieceData = history.events?.find((event) => event.workflowExecutionSignaledEventAttributes?.signalName === 'inventoryPiece')?.workflowExecutionSignaledEventAttributes?.input?.payloads?.[0]?.data;
+      const decoded = Buffer.from(payload ?? []).toString('utf8') + Buffer.from(pieceData ?? []).toString('utf8');
+      const rollout = JSON.parse(Buffer.from(payload ?? []).toString('utf8')) as RolloutInput;
+      const piece = JSON.parse(Buffer.from(pieceData ?? []).toString('utf8')) as { nodes: NonNullable<RolloutInput['nodes']> };
+      expect(rollout.nodes).toBeUndefined();
+      expect(piece.nodes.map((node) => node.credentials)).toEqual([
         { profile: 'test', file: expect.stringMatching(/credentials\.toml$/) },
         { profile: 'test', file: expect.stringMatching(/credentials\.toml$/) },
       ]);

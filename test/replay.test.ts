@@ -70,6 +70,9 @@ describe('saved rolloutWorkflow and driftWorkflow histories', () => {
       'rollout-bounded-payloads-run1',
       'rollout-bounded-payloads-run2',
       'drift-bounded-attributes',
+      // Recorded on the code of issue 13's inventory in pieces (signals, pieces read back, compact state, undos read back).
+      'rollout-inventory-pieces-run1',
+      'rollout-inventory-pieces-run2',
     ]));
     const lastEvent = (name: string) => fleetHistories.find(({ workflowId }) => workflowId === name)!.history.events!.at(-1)!.eventType;
     expect(lastEvent('rollout-continue-as-new-run1')).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW);

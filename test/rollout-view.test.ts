@@ -71,15 +71,16 @@ describe('answers bounded whatever the fleet size', () => {
       token = page.nodesPage?.nextPageToken;
       pages++;
     } while (token !== undefined);
-    expect(pages).toBe(10);
+    // 1,000 nodes a page, or fewer where long reasons would pass the page's byte budget.
+    expect(pages).toBeGreaterThanOrEqual(10);
     expect(seen).toEqual(big.nodes.map((node) => node.name));
   });
 
-  it('keeps the largest page of 10,000 nodes with long reasons under 2 MiB and the default page under 1 MiB', () => {
+  it('keeps the largest page of 10,000 nodes with long reasons under 256 KiB (was: 2 MiB) and the default page under 1 MiB', () => {
     const widest = progressPage(big, { pageSize: maxProgressPageSize });
     const first = progressPage(big);
     process.stdout.write(`progress page sizes at 10,000 nodes: default page ${size(first)} B, largest page ${size(widest)} B, whole progress ${size(big)} B\n`);
-    expect(size(widest)).toBeLessThan(2 * 1024 * 1024);
+    expect(size(widest)).toBeLessThan(256 * 1024);
     expect(size(first)).toBeLessThan(1024 * 1024);
     expect(first.failedNodes).toHaveLength(failedNodesCap);
     expect(first.nodes.every((node) => (node.reason ?? '').length <= reasonCap && node.facts?.undos === undefined)).toBe(true);

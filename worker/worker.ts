@@ -3,10 +3,12 @@ import { createActivities } from '../activities';
 import { createDesiredStateActivities } from '../activities/desired-state';
 import { createDriftActivities } from '../activities/drift-check';
 import { createNodeActivities } from '../activities/node-activities';
+import { createInventoryActivities } from '../activities/inventory-history';
 import { SshPool } from '../activities/ssh';
 import { taskQueue, temporalTargetFromEnv, type TemporalTarget } from './connection';
 import { activityLogAttributes } from './logging';
 import { katafleetVersion } from './version';
+import { bundleInChildProcess } from './workflow-bundle';
 
 /** Options for {@link createWorker}; defaults come from the environment (see `temporalTargetFromEnv`). */
 export interface WorkerOptions {
@@ -21,18 +23,25 @@ export interface WorkerOptions {
   maxConcurrentActivityTaskExecutions?: number;
   /** The SSH pool the activities share; the worker closes it in `close()`. @default a new pool */
   pool?: SshPool;
+  /**
+   * Bundle the workflows in a child process (webpack's memory stays out of the worker: about 125 MB of RSS less).
+   * false: bundle in this process, as the SDK does by default. @default true
+   */
+  bundleInChild?: boolean;
 }
 
 /** Creates (but does not run) a worker for katafleet's workflows and activities. */
 export async function createWorker(options: WorkerOptions = {}): Promise<{ worker: Worker; close(): Promise<void> }> {
   const target = options.target ?? temporalTargetFromEnv();
   const pool = options.pool ?? new SshPool();
+  const workflowsPath = require.resolve('../workflows');
+  const workflows = options.bundleInChild === false ? { workflowsPath } : { workflowBundle: { code: await bundleInChildProcess(workflowsPath) } };
   const connection = await NativeConnection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
   const worker = await Worker.create({
     connection,
     namespace: target.namespace,
     taskQueue: options.taskQueue ?? taskQueue,
-    workflowsPath: require.resolve('../workflows'),
+    ...workflows,
     activities: workerActivities(pool),
     maxConcurrentActivityTaskExecutions: options.maxConcurrentActivityTaskExecutions ?? 200,
     interceptors: { activity: [() => activityLogAttributes()] },
@@ -52,5 +61,5 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
 
 /** Every activity a katafleet worker registers, sharing one SSH pool (one connection per node). */
 export function workerActivities(pool: SshPool) {
-  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }), ...createDriftActivities({ pool }), ...createDesiredStateActivities({ pool }) };
+  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }), ...createDriftActivities({ pool }), ...createDesiredStateActivities({ pool }), ...createInventoryActivities() };
 }

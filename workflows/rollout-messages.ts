@@ -77,6 +77,11 @@ export interface ProgressPageRequest {
 export const defaultProgressPageSize = 500;
 /** The most nodes one answer holds, so that no query result or API answer grows with the fleet. */
 export const maxProgressPageSize = 1000;
+/**
+ * Characters of node results one page holds at most (its nodes, JSON): with the capped lists the answer stays under
+ * 256 KiB, the bound every payload keeps (docs/scale.md); a page with long reasons ends early, its token goes on.
+ */
+export const maxProgressPageBytes = 192 * 1024;
 /** The most failed node names an answer (and the workflow's result) lists. */
 export const failedNodesCap = 100;
 /** The most characters of a node's reason an answer carries (a quarantine's fix included). */
@@ -99,7 +104,15 @@ export function progressPage(progress: RolloutProgress, request: ProgressPageReq
   if (!Number.isInteger(start) || start > progress.nodes.length) {
     throw new InvalidPageToken(`page token ${JSON.stringify(request.pageToken)} was not handed out by this rollout: use the nextPageToken of the previous answer, or none for the first page`);
   }
-  const nodes = progress.nodes.slice(start, start + pageSize).map(boundedNode);
+  const nodes: RolloutNodeResult[] = [];
+  let bytes = 0;
+  for (const node of progress.nodes.slice(start, start + pageSize)) {
+    const bounded = boundedNode(node);
+    bytes += JSON.stringify(bounded).length;
+    // A page ends early rather than pass the byte budget (long reasons), but always holds one node.
+    if (nodes.length > 0 && bytes > maxProgressPageBytes) break;
+    nodes.push(bounded);
+  }
   const onPage = new Set(nodes.map((node) => node.name));
   const end = start + nodes.length;
   return {

@@ -45,6 +45,8 @@ import {
 import { clusterObjectsOnce } from './cluster-objects';
 import { searchAttributes } from './search-attributes';
 import { planWaves, waveSizeFor } from './waves';
+import { assembleInventory, inventoryPieceSignal, type InventoryManifest } from './inventory-pieces';
+import type { createInventoryActivities } from '../activities/inventory-history';
 
 /** Input of {@link rolloutWorkflow}: a validated playbook and inventory as plain data. */
 export interface RolloutInput {
@@ -52,12 +54,36 @@ export interface RolloutInput {
   playbook: { name: string; file: string; sha256: string };
   steps: Step[];
   rollout: RolloutSettings;
-  nodes: NodeTarget[];
+  /**
+   * The nodes, when they travel in the start input (rollouts started before issue 13's pieces, and tests). Absent
+   * when {@link inventory} says they arrive in pieces: the API's rollouts.
+   */
+  nodes?: NodeTarget[];
+  /**
+   * The inventory arrives in pieces (issue 13): as `inventoryPiece` signals in the first run (signalWithStart,
+   * then one signal a piece), read back from the run before by a readInventoryPiece activity after
+   * continue-as-new. No payload grows with the fleet. docs/scale.md "The inventory in pieces".
+   */
+  inventory?: InventoryManifest;
   kubernetes?: KubernetesTarget;
   /** Lower limits than Temporal's, for tests that show how a large fleet stays within them. */
   limits?: RolloutLimits;
   /** State carried across continue-as-new; absent on the first run. `abort`: the run was rolling back after an abort. */
-  carried?: { nodes: RolloutNodeResult[]; nextWave: number; abort?: AbortRequest };
+  carried?: { nodes?: RolloutNodeResult[]; nextWave: number; abort?: AbortRequest; compact?: CompactCarried };
+}
+
+/**
+ * The state a rollout whose inventory arrives in pieces carries across continue-as-new, bounded whatever the fleet
+ * size: one character of status per node in plan order ({@link encodeStatuses}), at most {@link carriedReasonsCap}
+ * capped reasons, and the run whose history holds the inventory pieces. The undos of a changed node are read back
+ * from its nodeWorkflow when an abort with rollback needs them.
+ */
+export interface CompactCarried {
+  statuses: string;
+  /** [index in plan order, reason capped at {@link carriedReasonCap} characters]. */
+  reasons: [number, string][];
+  /** The run that continued as new: its history holds every piece (signals or readInventoryPiece results). */
+  inventoryFrom: { workflowId: string; runId: string };
 }
 
 /** How much one run of rolloutWorkflow takes on; it continues as new before reaching either. */
@@ -103,12 +129,28 @@ export const rolloutPatches = {
    * the first page of nodes, the counts and a capped list of failed nodes.
    */
   boundedPayloads: 'rollout-bounded-payloads',
+  /**
+   * The inventory in pieces (issue 13): the start input carries a manifest, the nodes arrive as signals, later
+   * runs read them back with an activity, and continue-as-new carries the compact state ({@link CompactCarried}).
+   */
+  inventoryPieces: 'rollout-inventory-pieces',
 } as const;
 
 /** Nodes in the workflow's result (and a halt's failure details): the rest are read page by page with the query. */
 export const resultPageSize = 200;
 /** Characters of a node's reason carried across continue-as-new. */
 const carriedReasonCap = 500;
+/** Reasons the compact carried state holds at most (the rest: on each node's nodeWorkflow). */
+export const carriedReasonsCap = 200;
+/** How long the first run waits for the inventory's pieces after it started. */
+const inventoryPiecesWait = '10m';
+/** `facts.undos` of a node whose undos were not carried: an abort with rollback reads them from its nodeWorkflow. */
+export const undosOnNodeWorkflow = '@nodeWorkflow';
+
+const { readInventoryPiece, readNodeUndos } = proxyActivities<ReturnType<typeof createInventoryActivities>>({
+  startToCloseTimeout: '2m',
+  retry: { maximumAttempts: 10, initialInterval: '2s', maximumInterval: '30s', nonRetryableErrorTypes: ['InventoryPieceMissing'] },
+});
 
 const { recordDesiredState } = proxyActivities<ReturnType<typeof createDesiredStateActivities>>({
   startToCloseTimeout: '1m',
@@ -126,6 +168,36 @@ const undoStartAttempts = 4;
  * nodes already running finish or roll back. Pause / resume / abort arrive as updates (or signals).
  */
 export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgress> {
+  if (input.nodes !== undefined || input.inventory === undefined) return rolloutRun(input, input.nodes ?? [], false);
+  // Registered before the first await: the signals of signalWithStart arrive with the start.
+  const received = new Map<number, NodeTarget[]>();
+  setHandler(inventoryPieceSignal, (piece) => {
+    if (piece && Number.isInteger(piece.index) && Array.isArray(piece.nodes) && !received.has(piece.index)) received.set(piece.index, piece.nodes);
+  });
+  if (!patched(rolloutPatches.inventoryPieces)) throw ApplicationFailure.nonRetryable('an inventory in pieces needs a worker with the rollout-inventory-pieces change', 'InventoryIncomplete');
+  const manifest = input.inventory;
+  setHandler(rolloutProgressQuery, () => ({
+    rolloutId: input.rolloutId, playbook: input.playbook.name, phase: 'running', currentWave: 0, waves: [], nodes: [], failureBudget: input.rollout.failure_budget,
+    counts: { total: manifest.nodes, succeeded: 0, failed: 0, running: 0, pending: manifest.nodes, skipped: 0 },
+    reason: `receiving the inventory: ${received.size} of ${manifest.pieces} pieces`, nodesPage: { pageSize: 0 },
+  }));
+  const from = input.carried?.compact?.inventoryFrom;
+  if (from) {
+    const read = await Promise.all(Array.from({ length: manifest.pieces }, (_, index) => readInventoryPiece({ from, index })));
+    for (const piece of read) received.set(piece.index, piece.nodes);
+  } else {
+    await condition(() => received.size >= manifest.pieces, inventoryPiecesWait);
+  }
+  const assembled = assembleInventory(manifest, received);
+  if ('problem' in assembled) {
+    throw ApplicationFailure.create({ type: 'InventoryIncomplete', nonRetryable: true, message: `rollout ${input.rolloutId}: ${assembled.problem}; start the rollout again (katafleet rollout or POST /v1/rollouts with a new request id)` });
+  }
+  received.clear();
+  return rolloutRun(input, assembled.nodes, true);
+}
+
+/** One run of a rollout, with its nodes (from the input or from the pieces). `pieces`: the inventory came in pieces. */
+async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: boolean): Promise<RolloutProgress> {
   const v = {
     canary: patched(rolloutPatches.canaryAndBudget),
     abort: patched(rolloutPatches.boundedAbort),
@@ -139,10 +211,17 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   const outgoing = (): RolloutProgress => (v.bounded ? progressPage(progress, { pageSize: resultPageSize }) : progress);
   /** The node results continue-as-new carries: only what later runs use once payloads are bounded. */
   const carriedNodes = (): RolloutNodeResult[] => (v.bounded ? results.map(carriedResult) : results);
-  const waves = planWaves(input.nodes.map((node) => node.name), input.rollout);
-  const targets = new Map(input.nodes.map((node) => [node.name, node]));
+  /** What continue-as-new carries: the compact state when the inventory came in pieces (never the nodes themselves). */
+  const carry = (rest: { nextWave: number; abort?: AbortRequest }): RolloutInput => {
+    if (!pieces) return { ...input, carried: { nodes: carriedNodes(), ...rest } };
+    const info = workflowInfo();
+    return { ...input, nodes: undefined, carried: { ...rest, compact: { ...encodeStatuses(results), inventoryFrom: { workflowId: info.workflowId, runId: info.runId } } } };
+  };
+  const waves = planWaves(nodes.map((node) => node.name), input.rollout);
+  const targets = new Map(nodes.map((node) => [node.name, node]));
+  const planned = () => waves.flatMap((wave, index) => wave.map((name) => ({ name, wave: index + 1, status: 'pending' as const })));
   const results: RolloutNodeResult[] =
-    input.carried?.nodes ?? waves.flatMap((wave, index) => wave.map((name) => ({ name, wave: index + 1, status: 'pending' as const })));
+    input.carried?.nodes ?? (pieces && input.carried?.compact ? decodeStatuses(planned(), input.carried.compact) : planned());
   const byName = new Map(results.map((result) => [result.name, result]));
   const progress: RolloutProgress = {
     rolloutId: input.rolloutId,
@@ -383,14 +462,14 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     }
     // The last try of the nodes that were busy in their wave (their lock may be free by now).
     if (v.canary && continueAtWave === undefined && !abort && !budgetExceeded()) {
-      const limit = Math.min(input.rollout.max_parallel ?? waveSizeFor(input.rollout.wave_size, input.nodes.length), limits.childrenInFlight);
+      const limit = Math.min(input.rollout.max_parallel ?? waveSizeFor(input.rollout.wave_size, nodes.length), limits.childrenInFlight);
       const stop = await retryBusy(results.map((result) => result.name), limit, busyRetryMs * 2, true);
       if (stop === 'full') continueAtWave = waves.length;
     }
     if (continueAtWave !== undefined && !budgetExceeded()) {
       // Pause and abort are not carried over: a paused rollout continues as new once resumed, an aborted one does not.
       await condition(() => !paused || abort !== undefined);
-      if (!abort) await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: carriedNodes(), nextWave: continueAtWave } });
+      if (!abort) await continueAsNew<typeof rolloutWorkflow>(carry({ nextWave: continueAtWave }));
     }
 
     if (abort && v.abort) {
@@ -400,7 +479,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
       // abort without rollback may be upgraded meanwhile.
       await condition(() => running.size === 0);
       if (abort.rollback && (await rollBackInBatches()) === 'full') {
-        await continueAsNew<typeof rolloutWorkflow>({ ...input, carried: { nodes: carriedNodes(), nextWave: waves.length + 1, abort } });
+        await continueAsNew<typeof rolloutWorkflow>(carry({ nextWave: waves.length + 1, abort }));
       }
       progress.phase = 'aborted';
       progress.reason = abort.reason ?? 'aborted by request';
@@ -455,7 +534,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
    * cancel of the rollout cannot cut a node's undo in half. `full`: the run's history is full, continue as new.
    */
   async function rollBackInBatches(): Promise<'full' | undefined> {
-    const cap = Math.max(1, Math.min(input.rollout.max_parallel_rollback ?? waveSizeFor(input.rollout.wave_size, input.nodes.length), limits.childrenInFlight));
+    const cap = Math.max(1, Math.min(input.rollout.max_parallel_rollback ?? waveSizeFor(input.rollout.wave_size, nodes.length), limits.childrenInFlight));
     const queue = results
       .map((result, index) => ({ result, index }))
       .filter(({ result }) => result.status === 'succeeded' && !result.undone && result.facts?.undos && result.facts.undos !== '[]')
@@ -480,7 +559,9 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
 
   async function undoNode(result: RolloutNodeResult): Promise<void> {
     const node = targets.get(result.name)!;
-    const undoInput: NodeRolloutInput = { rolloutId: input.rolloutId, node, kubernetes: input.kubernetes, steps: [], drain: input.rollout.drain, rollbackFor: input.rollout.rollback_for, mode: 'undo', undos: [...JSON.parse(result.facts!.undos)].reverse() };
+    // Not carried across continue-as-new (compact state): read back from the node's own nodeWorkflow.
+    const undos = result.facts!.undos === undosOnNodeWorkflow ? await readNodeUndos({ nodeWorkflowId: nodeWorkflowId(result.name), rolloutId: input.rolloutId }) : result.facts!.undos;
+    const undoInput: NodeRolloutInput = { rolloutId: input.rolloutId, node, kubernetes: input.kubernetes, steps: [], drain: input.rollout.drain, rollbackFor: input.rollout.rollback_for, mode: 'undo', undos: [...JSON.parse(undos)].reverse() };
     for (let attempt = 1; ; attempt++) {
       let handle: ChildWorkflowHandle<typeof nodeWorkflow>;
       try {
@@ -579,6 +660,40 @@ async function rollBackChangedNodes(
 export function carriedResult(result: RolloutNodeResult): RolloutNodeResult {
   const undos = result.status === 'succeeded' && result.facts?.undos && result.facts.undos !== '[]' ? { undos: result.facts.undos } : undefined;
   return { name: result.name, wave: result.wave, status: result.status, reason: result.reason && capText(result.reason, carriedReasonCap), busy: result.busy, undone: result.undone, facts: undos };
+}
+
+/** One character per status in the compact carried state (upper case: the node is changed and has undos). */
+const statusCodes: Record<string, string> = { pending: 'p', running: 'p', busy: 'b', succeeded: 's', failed: 'f', skipped: 'k', 'rolled-back': 'r', 'rollback-failed': 'x', 'needs-attention': 'a' };
+const codeStatuses = new Map(Object.entries(statusCodes).filter(([status]) => status !== 'running').map(([status, code]) => [code, status as NodeStatus]));
+
+/**
+ * The nodes' state in plan order as {@link CompactCarried} holds it: a status character each (`K`: skipped while
+ * busy, `S`: succeeded and changed, its undos on its nodeWorkflow), the first {@link carriedReasonsCap} reasons,
+ * non-successes first. Pure.
+ */
+export function encodeStatuses(results: readonly RolloutNodeResult[]): Pick<CompactCarried, 'statuses' | 'reasons'> {
+  const statuses = results
+    .map((result) => {
+      if (result.status === 'skipped' && result.busy) return 'K';
+      if (result.status === 'succeeded' && result.facts?.undos && result.facts.undos !== '[]') return 'S';
+      return statusCodes[result.status] ?? 'p';
+    })
+    .join('');
+  const withReason = results.map((result, index) => ({ result, index })).filter(({ result }) => result.reason);
+  const ranked = [...withReason.filter(({ result }) => isNonSuccess(result)), ...withReason.filter(({ result }) => !isNonSuccess(result))];
+  const reasons = ranked.slice(0, carriedReasonsCap).map(({ result, index }): [number, string] => [index, capText(result.reason!, carriedReasonCap)]);
+  return { statuses, reasons };
+}
+
+/** `planned` (every node pending, in plan order) with the state {@link encodeStatuses} carried. Pure. */
+export function decodeStatuses(planned: RolloutNodeResult[], carried: Pick<CompactCarried, 'statuses' | 'reasons'>): RolloutNodeResult[] {
+  const reasons = new Map(carried.reasons);
+  return planned.map((node, index) => {
+    const code = carried.statuses[index] ?? 'p';
+    const status: NodeStatus = code === 'K' ? 'skipped' : code === 'S' ? 'succeeded' : (codeStatuses.get(code) ?? 'pending');
+    const reason = reasons.get(index) ?? (status === 'busy' ? 'node was busy (its lock held); tried again later' : isNonSuccess({ status, busy: code === 'K' }) || status === 'skipped' ? `see its nodeWorkflow ${nodeWorkflowId(node.name)} (reason not carried across continue-as-new)` : undefined);
+    return { ...node, status, ...(code === 'K' ? { busy: true } : {}), ...(reason ? { reason } : {}), ...(code === 'S' ? { facts: { undos: undosOnNodeWorkflow } } : {}) };
+  });
 }
 
 /** The rollout's status of a node whose child failed: from the phase it reported (or its failure type). */
