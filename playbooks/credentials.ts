@@ -38,6 +38,18 @@ export const credentialKeys = ['user', 'identity_file', 'known_hosts', 'sudo', '
  */
 export const hostPatternPattern = /^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}\/[0-9]{1,2}|[A-Za-z0-9*][A-Za-z0-9.*:_-]{0,252})$/;
 
+/**
+ * Why an IPv4 network of `hosts` can match no address (an octet over 255, a prefix over 32), or undefined. Pure.
+ * Such a pattern would bind the profile to nothing without saying so.
+ */
+export function cidrProblem(pattern: string): string | undefined {
+  const cidr = /^([0-9.]+)\/([0-9]{1,2})$/.exec(pattern);
+  if (!cidr) return undefined;
+  if (cidr[1].split('.').some((octet) => Number(octet) > 255)) return `"${pattern}" is no IPv4 network: an address has four numbers from 0 to 255, e.g. "10.0.2.0/24"`;
+  if (Number(cidr[2]) > 32) return `"${pattern}" is no IPv4 network: the prefix length is 0 to 32, e.g. "10.0.2.0/24"`;
+  return undefined;
+}
+
 const hostsRequired =
   'required: the node addresses this profile may log in to, e.g. hosts = ["10.0.1.*", "10.0.2.0/24", "*.lab.example.com"]; ' +
   'a rollout (or a workflow started straight on Temporal) may use the profile for these addresses only';
@@ -60,7 +72,9 @@ export const CredentialProfile = z.strictObject({
   trust_on_first_use: z.boolean().default(false),
   /** The node addresses the profile may log in to (see {@link hostPatternPattern}); the worker refuses any other. */
   hosts: z.array(
-    z.string().regex(hostPatternPattern, 'a host pattern is an address or name with "*" wildcards, or an IPv4 network such as "10.0.2.0/24"'),
+    z.string()
+      .regex(hostPatternPattern, 'a host pattern is an address or name with "*" wildcards, or an IPv4 network such as "10.0.2.0/24"')
+      .refine((pattern) => cidrProblem(pattern) === undefined, { error: (issue) => cidrProblem(issue.input as string) }),
   ).min(1, hostsRequired).optional(),
   /** kubeconfig on the worker, for an inventory's `[kubernetes] profile = "NAME"` (kubectl then runs on the worker). */
   kubeconfig: allowlisted(localPath).optional(),

@@ -1,5 +1,6 @@
 // kubectl for tests: the real binary against the simulated fleet's real API server.
 import { execFile } from 'node:child_process';
+import { chmod, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface KubectlResult {
@@ -50,3 +51,23 @@ export const podManifest = (name: string, opts: { runtimeClassName?: string; onN
     containers: [{ name: 'main', image: 'busybox:1.36', command: ['sleep', '3600'] }],
   },
 });
+
+/**
+ * Applies deploy/rbac.yaml with `admin` and writes `file` (mode 600): a kubeconfig for the katafleet ServiceAccount's
+ * token, against the API server `admin` talks to. Used by the tests that run kubectl on the worker as katafleet.
+ */
+export async function serviceAccountKubeconfig(admin: ReturnType<typeof kubectlRunner>, rbacYaml: string, file: string): Promise<void> {
+  const applied = await admin(['apply', '-f', rbacYaml]);
+  if (applied.code !== 0) throw new Error(`kubectl apply -f ${rbacYaml}: ${applied.stderr}`);
+  const token = await admin(['-n', 'katafleet-system', 'create', 'token', 'katafleet', '--duration=2h']);
+  if (token.code !== 0) throw new Error(`kubectl create token: ${token.stderr}`);
+  const view = await admin(['config', 'view', '--raw', '-o', 'jsonpath={.clusters[0].cluster.certificate-authority-data} {.clusters[0].cluster.server}']);
+  const [caData, server] = view.stdout.trim().split(' ');
+  await writeFile(file, [
+    'apiVersion: v1', 'kind: Config',
+    'clusters:', '- name: sim', '  cluster:', `    server: ${server}`, `    certificate-authority-data: ${caData}`,
+    'users:', '- name: katafleet', '  user:', `    token: ${token.stdout.trim()}`,
+    'contexts:', '- name: sim', '  context:', '    cluster: sim', '    user: katafleet', 'current-context: sim', '',
+  ].join('\n'), { mode: 0o600 });
+  await chmod(file, 0o600);
+}

@@ -15,12 +15,13 @@ export interface CliResult {
 }
 
 /**
- * Runs `katafleet ...args` (bin/katafleet.js through node) against the Temporal server at `temporalAddress`.
- * Asynchronous on purpose: a worker in the test's own process must go on polling while the command waits.
+ * Runs `katafleet ...args` (bin/katafleet.js through node) against the Temporal server at `temporalAddress`, with
+ * `env` added to this process's environment. Asynchronous on purpose: a worker in the test's own process must go on
+ * polling while the command waits.
  */
-export function runKatafleet(temporalAddress: string, args: string[], timeoutMs = 300_000): Promise<CliResult> {
+export function runKatafleet(temporalAddress: string, args: string[], timeoutMs = 300_000, env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: temporalAddress }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
+    execFile(process.execPath, [join(root, 'bin', 'katafleet.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TEMPORAL_ADDRESS: temporalAddress, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
       (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
   });
 }

@@ -4,7 +4,7 @@
 // Temporal with the hostile value in its input (refused as StepRefused). Each case prints how long it took. Then
 // the node's own sshd log shows that nothing reached it: no login happened while the corpus ran.
 import { execFile } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -17,6 +17,7 @@ import type { NodeTarget } from '../../activities/node-types';
 import { Step } from '../../playbooks/schema';
 import { nodeWorkflowId, type nodeWorkflow } from '../../workflows/node';
 import { nodeInput, onNode, startNodeFleet, type NodeFleet } from '../helpers/node-workflow';
+import { runKatafleet } from '../helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from '../helpers/temporal';
 
 const run = promisify(execFile);
@@ -45,6 +46,11 @@ const steps: Record<string, Record<string, unknown>> = {
   label: { id: 'label', kind: 'node-label', labels: { 'katacontainers.io/kata-runtime': 'true' } },
   rc: { id: 'rc', kind: 'runtime-class', name: 'kata', handler: 'kata' },
   pod: { id: 'pod', kind: 'verification-pod', runtime_class: 'kata' },
+  repo: {
+    id: 'repo', kind: 'package-repo', name: 'kata', url: 'https://repo.example.com/kata/Debian_12/', key_url: 'https://repo.example.com/kata/Debian_12/Release.key',
+    key_fingerprint: '5C4A 3E1F 0000 1111 2222 3333 4444 5555 6666 7777', packages: [{ name: 'kata-containers', version: '3.2.0' }],
+  },
+  tarball: { id: 'tarball', kind: 'release-tarball', version: '3.32.0', sha256: { amd64: '0'.repeat(64) } },
 };
 
 function tomlValue(value: unknown): string {
@@ -119,6 +125,43 @@ const cases: Case[] = [
   stepCase('overhead: substitution', 'rc', 'overhead.memory', (s) => { s.overhead = { memory: '160Mi$(reboot)' }; }),
   stepCase('image: backticks', 'pod', 'image', (s) => { s.image = 'busybox`reboot`'; }),
   stepCase('namespace: traversal', 'pod', 'namespace', (s) => { s.namespace = '../kube-system'; }),
+  // Fields added since the corpus was first written: verification pod, runtime spec, package-repo, release-tarball.
+  stepCase('image_pull_policy: semicolon', 'pod', 'image_pull_policy', (s) => { s.image_pull_policy = 'Always;reboot'; }),
+  stepCase('on_image_pull_failure: substitution', 'pod', 'on_image_pull_failure', (s) => { s.on_image_pull_failure = '$(reboot)'; }),
+  stepCase('active_deadline: substitution', 'pod', 'active_deadline', (s) => { s.active_deadline = '10m$(reboot)'; }),
+  stepCase('runtime_path: /tmp', 'containerd', 'runtimes[0].runtime_path', (s) => { s.runtimes = [{ name: 'kata', runtime_type: 'io.containerd.kata.v2', runtime_path: '/tmp/containerd-shim-kata-v2' }]; }),
+  stepCase('runtime_path: traversal', 'containerd', 'runtimes[0].runtime_path', (s) => { s.runtimes = [{ name: 'kata', runtime_type: 'io.containerd.kata.v2', runtime_path: '/opt/kata/../../tmp/shim' }]; }),
+  stepCase('container_annotations: newline', 'containerd', 'runtimes[0].container_annotations[0]', (s) => { s.runtimes = [{ name: 'kata', runtime_type: 'io.containerd.kata.v2', container_annotations: ['io.katacontainers.*\n[x]'] }]; }),
+  stepCase('repo url: file scheme', 'repo', 'url', (s) => { s.url = 'file:///etc/shadow'; }),
+  stepCase('repo url: plain http to another host', 'repo', 'url', (s) => { s.url = 'http://repo.example.com/kata/'; }),
+  stepCase('repo url: command substitution', 'repo', 'url', (s) => { s.url = 'https://repo.example.com/$(reboot)/'; }),
+  stepCase('repo url: newline (a second sources.list line)', 'repo', 'url', (s) => { s.url = 'https://repo.example.com/kata/\ndeb [trusted=yes] http://evil.example/ /'; }),
+  stepCase('repo url: user and password', 'repo', 'url', (s) => { s.url = 'https://user:secret@repo.example.com/kata/'; }),
+  stepCase('repo url: option-shaped', 'repo', 'url', (s) => { s.url = '--output=/etc/apt/trusted.gpg'; }),
+  stepCase('key_url: semicolon', 'repo', 'key_url', (s) => { s.key_url = 'https://repo.example.com/key;reboot'; }),
+  stepCase('key_url: file scheme', 'repo', 'key_url', (s) => { s.key_url = 'file:///root/.ssh/id_ed25519'; }),
+  stepCase('key_fingerprint: the short key id', 'repo', 'key_fingerprint', (s) => { s.key_fingerprint = '66667777'; }),
+  stepCase('key_fingerprint: 40 hex and a command', 'repo', 'key_fingerprint', (s) => { s.key_fingerprint = '5C4A3E1F000011112222333344445555666677770; reboot'; }),
+  stepCase('key_fingerprint: newline', 'repo', 'key_fingerprint', (s) => { s.key_fingerprint = '5C4A 3E1F 0000 1111 2222\n3333 4444 5555 6666 7777'; }),
+  stepCase('key_fingerprint: fullwidth digits', 'repo', 'key_fingerprint', (s) => { s.key_fingerprint = '５C4A 3E1F 0000 1111 2222 3333 4444 5555 6666 7777'; }),
+  stepCase('repo suite: traversal', 'repo', 'suite', (s) => { s.suite = '../../../etc'; }),
+  stepCase('repo suite: semicolon', 'repo', 'suite', (s) => { s.suite = 'bookworm;reboot'; }),
+  stepCase('repo component: leading dash', 'repo', 'components[0]', (s) => { s.components = ['-oAPT::Update::Pre-Invoke::=reboot']; }),
+  stepCase('repo name: traversal (names the files)', 'repo', 'name', (s) => { s.name = '../../cron.d/x'; }),
+  stepCase('repo package version: substitution', 'repo', 'packages[0].version', (s) => { s.packages = [{ name: 'kata-containers', version: '3.2.0$(reboot)' }]; }),
+  stepCase('release version: substitution', 'tarball', 'version', (s) => { s.version = '3.32.0$(reboot)'; }),
+  stepCase('release version: traversal (names the tree)', 'tarball', 'version', (s) => { s.version = '3.32.0/../../../etc'; }),
+  stepCase('release url: unknown placeholder', 'tarball', 'url', (s) => { s.url = 'https://mirror.example.com/{cmd}.tar.zst'; }),
+  stepCase('release url: file scheme', 'tarball', 'url', (s) => { s.url = 'file:///etc/shadow.tar.zst'; }),
+  stepCase('release url: plain http to another host', 'tarball', 'url', (s) => { s.url = 'http://mirror.example.com/kata-static-{version}-{arch}.{ext}'; }),
+  stepCase('release url: not a tarball', 'tarball', 'url', (s) => { s.url = 'https://mirror.example.com/install.sh'; }),
+  stepCase('release sha256: not hex', 'tarball', 'sha256.amd64', (s) => { s.sha256 = { amd64: 'z'.repeat(64) }; }),
+  stepCase('release sha256: newline after the digest', 'tarball', 'sha256.amd64', (s) => { s.sha256 = { amd64: `${'0'.repeat(64)}\n` }; }),
+  stepCase('release sha256: an architecture with a command', 'tarball', 'sha256."amd64; reboot"', (s) => { s.sha256 = { amd64: '0'.repeat(64), 'amd64; reboot': '0'.repeat(64) }; }),
+  stepCase('tarballs url: substitution', 'tarball', 'tarballs[0].url', (s) => { delete s.sha256; s.tarballs = [{ url: 'https://mirror.example.com/$(reboot).tar.zst', sha256: { amd64: '0'.repeat(64) } }]; }),
+  stepCase('tarballs url: plain http to another host', 'tarball', 'tarballs[1].url', (s) => { delete s.sha256; s.tarballs = [{ url: 'https://mirror.example.com/a-{version}.tar.zst', sha256: { amd64: '0'.repeat(64) } }, { url: 'http://mirror.example.com/b-{version}.tar.zst', sha256: { amd64: '0'.repeat(64) } }]; }),
+  stepCase('tarballs sha256: short', 'tarball', 'tarballs[0].sha256.amd64', (s) => { delete s.sha256; s.tarballs = [{ url: 'https://mirror.example.com/a-{version}.tar.zst', sha256: { amd64: '0'.repeat(63) } }]; }),
+  stepCase('tarballs: an unknown key', 'tarball', 'tarballs[0].name', (s) => { delete s.sha256; s.tarballs = [{ url: 'https://mirror.example.com/a-{version}.tar.zst', sha256: { amd64: '0'.repeat(64) }, name: '../../x' }]; }),
 ];
 
 const validPlaybook = playbookToml(steps.restart);
@@ -131,6 +174,23 @@ const inventoryCases: Case[] = [
   { what: 'ssh user: substitution', field: 'inventory: nodes[0].ssh.user', path: 'nodes[0].ssh.user', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"\nssh = { user = "$(reboot)" }'), target: { credentials: { profile: '$(reboot)', file: '/etc/katafleet/credentials.toml' } } },
   { what: 'kubeconfig: newline', field: 'inventory: kubernetes.kubeconfig', path: 'kubernetes.kubeconfig', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\ncontrol_plane = "n"\nkubeconfig = "/root/.kube/config\\nreboot"\n\n') },
   { what: 'kubectl: relative', field: 'inventory: kubernetes.kubectl', path: 'kubernetes.kubectl', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\ncontrol_plane = "n"\nkubectl = "../../tmp/kubectl"\n\n') },
+  // [kubernetes] kubeconfig on the worker and profile, [ssh] profile: added since the corpus was first written.
+  { what: 'kubeconfig on the worker: traversal', field: 'inventory: kubernetes.kubeconfig', path: 'kubernetes.kubeconfig', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\nkubeconfig = "/etc/katafleet/../../root/.kube/config"\n\n') },
+  { what: 'kubeconfig on the worker: relative', field: 'inventory: kubernetes.kubeconfig', path: 'kubernetes.kubeconfig', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\nkubeconfig = "kube/config"\n\n') },
+  { what: 'kubeconfig on the worker: option-shaped', field: 'inventory: kubernetes.kubeconfig', path: 'kubernetes.kubeconfig', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\nkubeconfig = "--token=x"\n\n') },
+  { what: 'kubernetes profile: substitution', field: 'inventory: kubernetes.profile', path: 'kubernetes.profile', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\nprofile = "$(reboot)"\n\n') },
+  { what: 'kubernetes profile: traversal', field: 'inventory: kubernetes.profile', path: 'kubernetes.profile', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\nprofile = "../prod"\n\n') },
+  { what: 'kubernetes profile: newline', field: 'inventory: kubernetes.profile', path: 'kubernetes.profile', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\nprofile = "prod\\nx"\n\n') },
+  { what: 'control_plane: semicolon', field: 'inventory: kubernetes.control_plane', path: 'kubernetes.control_plane', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[kubernetes]\ncontrol_plane = "n;reboot"\n\n') },
+  { what: 'ssh profile: Cyrillic look-alike', field: 'inventory: ssh.profile', path: 'ssh.profile', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"', '[ssh]\nprofile = "prоd"\n\n') },
+  { what: 'node ssh profile: substitution', field: 'inventory: nodes[0].ssh.profile', path: 'nodes[0].ssh.profile', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"\nssh = { profile = "$(reboot)" }') },
+  { what: 'node label value: backticks', field: 'inventory: nodes[0].labels."pool"', path: 'nodes[0].labels.pool', toml: inventoryWith('name = "n"\naddress = "10.0.0.1"\nlabels = { pool = "`reboot`" }') },
+];
+
+/** `[rollout]` keys added since the corpus was first written (a playbook value; no node sees them). */
+const rolloutCases: Case[] = [
+  { what: 'rollback_for: substitution', field: 'rollout: rollback_for', path: 'rollout.rollback_for', toml: `[playbook]\nname = "corpus"\n\n[rollout]\nrollback_for = "1h$(reboot)"\n\n[[steps]]\nid = "restart"\nkind = "service-restart"\n` },
+  { what: 'max_parallel_rollback: a string', field: 'rollout: max_parallel_rollback', path: 'rollout.max_parallel_rollback', toml: `[playbook]\nname = "corpus"\n\n[rollout]\nmax_parallel_rollback = "1;reboot"\n\n[[steps]]\nid = "restart"\nkind = "service-restart"\n` },
 ];
 
 let dir: string;
@@ -168,7 +228,7 @@ afterAll(async () => {
 }, 60_000);
 
 describe('the injection corpus', () => {
-  const all = [...cases, ...inventoryCases];
+  const all = [...cases, ...inventoryCases, ...rolloutCases];
   let loginsBefore = 0;
 
   it('has at least 40 hostile values', () => {
@@ -239,6 +299,74 @@ describe('the injection corpus', () => {
     const reported = JSON.stringify(failure?.cause?.details ?? []) + (failure?.cause?.message ?? '');
     expect(reported).toContain('StepRefused');
     expect(reported).toContain('Refusing');
+  }, 60_000);
+
+  // The server's credentials file (an operator's file, read by validate, rollout and the API): hostile hosts patterns.
+  const hostsCases = [
+    { what: 'a command after an address', value: '10.0.0.1; reboot' },
+    { what: 'command substitution', value: '$(reboot)' },
+    { what: 'an option', value: '-oProxyCommand=reboot' },
+    { what: 'empty', value: '' },
+    { what: 'a newline', value: '10.0.0.*\nreboot' },
+    { what: 'a prefix over 32 (matches nothing)', value: '10.0.0.0/33' },
+    { what: 'an octet over 255 (matches nothing)', value: '300.0.0.0/8' },
+    { what: 'fullwidth digits', value: '１０.0.0.*' },
+  ];
+
+  it.each(hostsCases)('katafleet validate refuses a credential profile whose hosts has $what, with exit 2 naming the file and the entry', async ({ what, value }) => {
+    const profileDir = join(dir, `hosts-${what.replace(/[^a-z0-9]+/gi, '-')}`);
+    await mkdir(profileDir, { recursive: true });
+    const credentials = join(profileDir, 'credentials.toml');
+    await writeFile(credentials, `[profiles.prod]\nidentity_file = "id"\nhosts = ["10.0.1.*", ${tomlValue(value)}]\n`, { mode: 0o600 });
+    const inventory = join(profileDir, 'inventory.toml');
+    await writeFile(inventory, '[ssh]\nprofile = "prod"\n\n[[nodes]]\nname = "c-1"\naddress = "10.0.1.5"\n');
+    const started = Date.now();
+    const result = await runKatafleet('127.0.0.1:1', ['validate', 'playbooks/kata.toml', '--inventory', inventory]);
+    timed(`credentials hosts ${what}`, started);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`${credentials}: profiles.prod.hosts[1]: `);
+  }, 60_000);
+
+  // The API's query parameters and path ids: refused by the route's schema (400), before any Temporal call.
+  const apiCases: { what: string; method: string; url: string; body?: unknown; names: string }[] = [
+    ...['0', '-1', '1001', '1e3', '10abc', '%00', '1&page_size=2'].map((value) => ({ what: `page_size=${value}`, method: 'GET', url: `/v1/rollouts/corpus?page_size=${value}`, names: 'page_size' })),
+    ...['n1;reboot', '..%2Fn1', 'n1234567890', '%24(reboot)', 'n1%0a', 'n1&page_token=n2'].map((value) => ({ what: `page_token=${value}`, method: 'GET', url: `/v1/rollouts/corpus?page_token=${value}`, names: 'page_token' })),
+    { what: 'an unknown query parameter', method: 'GET', url: '/v1/rollouts/corpus?page=2', names: 'page' },
+    ...['x;reboot', '..%2F..%2Fetc', `${'a'.repeat(101)}`, '%24(reboot)', '-x', 'katafleet-drift-kata-1a2b%0a'].map((value) => ({ what: `schedule id ${value.slice(0, 30)}`, method: 'DELETE', url: `/v1/schedules/${value}`, names: 'id' })),
+    ...['x;reboot', '-x', '%60reboot%60'].map((value) => ({ what: `rollout id ${value}`, method: 'GET', url: `/v1/rollouts/${value}`, names: 'id' })),
+    { what: 'schedule every: a command', method: 'POST', url: '/v1/schedules', body: { playbook: 'kata', inventory: 'prod', every: '15m; reboot' }, names: 'every' },
+    { what: 'schedule playbook: traversal', method: 'POST', url: '/v1/schedules', body: { playbook: '../../etc/passwd', inventory: 'prod', every: '15m' }, names: 'playbook' },
+    { what: 'schedule id: a command', method: 'POST', url: '/v1/schedules', body: { playbook: 'kata', inventory: 'prod', every: '15m', schedule_id: 'x;reboot' }, names: 'schedule_id' },
+    { what: 'node release: a command in the node name', method: 'POST', url: '/v1/nodes/c-1;reboot/release', body: { inventory: 'prod' }, names: 'name' },
+    { what: 'rollout options: rollback_for', method: 'POST', url: '/v1/rollouts', body: { playbook: 'kata', inventory: 'prod', options: { rollback_for: '1h$(reboot)' } }, names: 'rollback_for' },
+    { what: 'rollout options: max_parallel_rollback', method: 'POST', url: '/v1/rollouts', body: { playbook: 'kata', inventory: 'prod', options: { max_parallel_rollback: '1;reboot' } }, names: 'max_parallel_rollback' },
+    { what: 'rollout request_id: a newline', method: 'POST', url: '/v1/rollouts', body: { playbook: 'kata', inventory: 'prod', request_id: 'change\nreboot' }, names: 'request_id' },
+  ];
+
+  it.each(apiCases)('the HTTP API refuses $what with 400, naming it', async ({ method, url, body, names }) => {
+    const response = await fetch(`${apiUrl}${url}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    expect({ status: response.status, names: text.includes(names) }).toEqual({ status: 400, names: true });
+    expect(text).not.toContain('internal error');
+  });
+
+  // Command-line flags added since the corpus was first written: refused with exit 2 naming the flag, before Temporal.
+  const flagCases = [
+    { what: '--max-parallel-rollback a command', args: ['rollout', 'kata', '--inventory', 'playbooks/examples/inventory.toml', '--max-parallel-rollback', '1;reboot'], names: '--max-parallel-rollback' },
+    { what: '--max-parallel-rollback zero', args: ['rollout', 'kata', '--inventory', 'playbooks/examples/inventory.toml', '--max-parallel-rollback', '0'], names: '--max-parallel-rollback' },
+    { what: 'drift schedule --every a command', args: ['drift', 'schedule', 'kata', '--inventory', 'playbooks/examples/inventory.toml', '--every', '15m;reboot'], names: '--every' },
+    { what: 'worker --log-level a command', args: ['worker', '--log-level', 'info;reboot'], names: '--log-level' },
+  ];
+
+  it.each(flagCases)('katafleet refuses $what with exit 2, naming the flag, and contacts nothing', async ({ args, names }) => {
+    const result = await runKatafleet('127.0.0.1:1', args, 60_000);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(names);
+    expect(result.stderr).not.toMatch(/Cannot reach Temporal/);
   }, 60_000);
 
   it('nothing reached the node: its sshd accepted no login while the corpus ran (only this check\'s own)', async () => {
