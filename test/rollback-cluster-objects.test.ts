@@ -2,6 +2,7 @@
 // the first node; when the canary then fails and the rollout halts, it deletes the class it created itself, and
 // never one that existed before it started. Through the public CLI, against the simulated fleet's real
 // kube-apiserver (kubectl over SSH on its control-plane host), with a canary that has no hardware virtualization.
+import { writeFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { kubernetesBinaries } from '../sim/control-plane';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { taskQueue } from '../worker/connection';
 import { runKatafleet } from './helpers/cli';
+import { historyToJsonText } from './helpers/history-json';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { kubectlRunner } from './kube-helpers';
 import { historiesOfAllRuns, nodeWorkflowExists } from './rollout-helpers';
@@ -60,6 +62,13 @@ const katafleet = (...args: string[]) => runKatafleet(env.address, args, 600_000
 const rollout = (requestId: string) => katafleet('rollout', join(work, 'kata-class-canary.toml'), '--inventory', fleet.inventoryPath,
   '--canary', '1', '--wave-size', '1', '--failure-budget', '1', '--pause', '0s', '--follow', '--request-id', requestId);
 
+/** With KATAFLEET_RECORD_HISTORIES=1, the halted rollout's history that took its RuntimeClass back is saved for test/replay.test.ts. */
+async function keepHistory(requestId: string, name: string): Promise<void> {
+  if (process.env.KATAFLEET_RECORD_HISTORIES !== '1') return;
+  const history = await env.client.workflow.getHandle(`katafleet-rollout-${requestId}`).fetchHistory();
+  writeFileSync(join(__dirname, 'histories', `${name}.json`), `${historyToJsonText(history)}\n`);
+}
+
 /** The cluster activities a rollout's history scheduled, in order. */
 async function clusterActivities(requestId: string): Promise<string[]> {
   return (await historiesOfAllRuns(env.client, `katafleet-rollout-${requestId}`)).flat()
@@ -98,6 +107,7 @@ describe('a rollout whose canary fails after its RuntimeClass was applied', () =
     expect(after.stderr).toContain('Error from server (NotFound): runtimeclasses.node.k8s.io "kata" not found');
     expect((await admin(['get', 'nodes', '--selector=katacontainers.io/kata-runtime=true', '-o', 'name'])).stdout).toBe('');
     expect(await nodeWorkflowExists(env.client, 'node-2')).toBe(false);
+    await keepHistory('class-created', 'rollout-cluster-take-back');
   }, 600_000);
 
   it('leaves a RuntimeClass that existed before the rollout as it was (same uid, resourceVersion, spec, annotations)', async () => {
