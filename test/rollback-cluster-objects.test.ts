@@ -3,7 +3,7 @@
 // never one that existed before it started. Through the public CLI, against the simulated fleet's real
 // kube-apiserver (kubectl over SSH on its control-plane host), with a canary that has no hardware virtualization.
 import { writeFileSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -15,7 +15,8 @@ import { runKatafleet } from './helpers/cli';
 import { historyToJsonText } from './helpers/history-json';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { kubectlRunner } from './kube-helpers';
-import { historiesOfAllRuns, nodeWorkflowExists } from './rollout-helpers';
+import { rolloutProgressQuery } from '../workflows/rollout-messages';
+import { historiesOfAllRuns, nodeWorkflowExists, waitFor } from './rollout-helpers';
 
 let env: TestWorkflowEnvironment;
 let fleet: Fleet;
@@ -136,5 +137,28 @@ describe('a rollout whose canary fails after its RuntimeClass was applied', () =
     };
     expect(pick(after.stdout)).toEqual(pick(before.stdout));
     expect(pick(after.stdout).annotations).toEqual({ [CREATED_BY_ROLLOUT]: 'an-earlier-rollout' });
+  }, 600_000);
+
+  it('deletes the RuntimeClass it created after an abort with rollback, once the rolled-back canary no longer carries the label', async () => {
+    await admin(['delete', 'runtimeclass', 'kata', '--ignore-not-found']);
+    // node-2 (fit) is the canary; the rollout waits for approval after it, and is aborted with rollback there.
+    await writeFile(join(work, 'kata-class-approval.toml'), playbookToml.replace('name = "kata-class-canary"\n', 'name = "kata-class-approval"\n\n[rollout]\napproval_after_canary = true\n'));
+    const [header, ...blocks] = (await readFile(fleet.inventoryPath, 'utf8')).split('[[nodes]]');
+    const inventory = join(fleet.dir, 'canary-node-2.toml');
+    await writeFile(inventory, [header, ...blocks.filter((block) => block.includes('name = "node-2"')), ...blocks.filter((block) => !block.includes('name = "node-2"'))].join('[[nodes]]'));
+    const start = await katafleet('rollout', join(work, 'kata-class-approval.toml'), '--inventory', inventory, '--canary', '1', '--wave-size', '1', '--pause', '0s', '--request-id', 'class-aborted');
+    expect({ code: start.code, stderr: start.stderr }).toEqual({ code: 0, stderr: '' });
+    const handle = env.client.workflow.getHandle('katafleet-rollout-class-aborted');
+    await waitFor('the canary node-2 done, approval awaited', async () => ((await handle.query(rolloutProgressQuery)).phase === 'awaiting-approval' ? true : undefined), 300_000);
+    expect((await admin(['get', 'runtimeclass', 'kata', '-o', 'jsonpath={.metadata.annotations}'])).stdout).toContain('class-aborted');
+    expect((await admin(['get', 'node', 'node-2', '-o', 'jsonpath={.metadata.labels.katacontainers\\.io/kata-runtime}'])).stdout).toBe('true');
+
+    const aborted = await katafleet('abort', 'class-aborted', '--rollback');
+    expect({ code: aborted.code, stderr: aborted.stderr }).toEqual({ code: 0, stderr: '' });
+    await handle.result().catch(() => undefined);
+    const status = await katafleet('status', 'class-aborted');
+    expect(status.stdout).toContain('aborted');
+    expect(status.stdout).toContain('runtime-class: deleted RuntimeClass kata (handler kata), created by this rollout: no node carries katacontainers.io/kata-runtime=true any more');
+    expect((await admin(['get', 'runtimeclass', 'kata'])).stderr).toContain('NotFound');
   }, 600_000);
 });
