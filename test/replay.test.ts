@@ -73,7 +73,13 @@ describe('saved rolloutWorkflow and driftWorkflow histories', () => {
       // Recorded on the code of issue 13's inventory in pieces (signals, pieces read back, compact state, undos read back).
       'rollout-inventory-pieces-run1',
       'rollout-inventory-pieces-run2',
+      // Recorded on the code of issue 12's take-back (test/rollback-cluster-objects.test.ts with KATAFLEET_RECORD_HISTORIES=1):
+      // the canary failed after the RuntimeClass was applied, the halted rollout deleted the class it had created.
+      'rollout-cluster-take-back',
     ]));
+    const scheduled = fleetHistories.find(({ workflowId }) => workflowId === 'rollout-cluster-take-back')!.history.events!
+      .map((event) => event.activityTaskScheduledEventAttributes?.activityType?.name).filter(Boolean);
+    expect(scheduled).toEqual(['clusterStep', 'clusterTakeBack']);
     const lastEvent = (name: string) => fleetHistories.find(({ workflowId }) => workflowId === name)!.history.events!.at(-1)!.eventType;
     expect(lastEvent('rollout-continue-as-new-run1')).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW);
     expect(lastEvent('rollout-canary-halt')).toBe(temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED);

@@ -2,7 +2,8 @@
 // the first node; when the canary then fails and the rollout halts, it deletes the class it created itself, and
 // never one that existed before it started. Through the public CLI, against the simulated fleet's real
 // kube-apiserver (kubectl over SSH on its control-plane host), with a canary that has no hardware virtualization.
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -11,9 +12,11 @@ import { kubernetesBinaries } from '../sim/control-plane';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { taskQueue } from '../worker/connection';
 import { runKatafleet } from './helpers/cli';
+import { historyToJsonText } from './helpers/history-json';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { kubectlRunner } from './kube-helpers';
-import { historiesOfAllRuns, nodeWorkflowExists } from './rollout-helpers';
+import { rolloutProgressQuery } from '../workflows/rollout-messages';
+import { historiesOfAllRuns, nodeWorkflowExists, waitFor } from './rollout-helpers';
 
 let env: TestWorkflowEnvironment;
 let fleet: Fleet;
@@ -60,6 +63,13 @@ const katafleet = (...args: string[]) => runKatafleet(env.address, args, 600_000
 const rollout = (requestId: string) => katafleet('rollout', join(work, 'kata-class-canary.toml'), '--inventory', fleet.inventoryPath,
   '--canary', '1', '--wave-size', '1', '--failure-budget', '1', '--pause', '0s', '--follow', '--request-id', requestId);
 
+/** With KATAFLEET_RECORD_HISTORIES=1, the halted rollout's history that took its RuntimeClass back is saved for test/replay.test.ts. */
+async function keepHistory(requestId: string, name: string): Promise<void> {
+  if (process.env.KATAFLEET_RECORD_HISTORIES !== '1') return;
+  const history = await env.client.workflow.getHandle(`katafleet-rollout-${requestId}`).fetchHistory();
+  writeFileSync(join(__dirname, 'histories', `${name}.json`), `${historyToJsonText(history)}\n`);
+}
+
 /** The cluster activities a rollout's history scheduled, in order. */
 async function clusterActivities(requestId: string): Promise<string[]> {
   return (await historiesOfAllRuns(env.client, `katafleet-rollout-${requestId}`)).flat()
@@ -98,6 +108,7 @@ describe('a rollout whose canary fails after its RuntimeClass was applied', () =
     expect(after.stderr).toContain('Error from server (NotFound): runtimeclasses.node.k8s.io "kata" not found');
     expect((await admin(['get', 'nodes', '--selector=katacontainers.io/kata-runtime=true', '-o', 'name'])).stdout).toBe('');
     expect(await nodeWorkflowExists(env.client, 'node-2')).toBe(false);
+    await keepHistory('class-created', 'rollout-cluster-take-back');
   }, 600_000);
 
   it('leaves a RuntimeClass that existed before the rollout as it was (same uid, resourceVersion, spec, annotations)', async () => {
@@ -126,5 +137,28 @@ describe('a rollout whose canary fails after its RuntimeClass was applied', () =
     };
     expect(pick(after.stdout)).toEqual(pick(before.stdout));
     expect(pick(after.stdout).annotations).toEqual({ [CREATED_BY_ROLLOUT]: 'an-earlier-rollout' });
+  }, 600_000);
+
+  it('deletes the RuntimeClass it created after an abort with rollback, once the rolled-back canary no longer carries the label', async () => {
+    await admin(['delete', 'runtimeclass', 'kata', '--ignore-not-found']);
+    // node-2 (fit) is the canary; the rollout waits for approval after it, and is aborted with rollback there.
+    await writeFile(join(work, 'kata-class-approval.toml'), playbookToml.replace('name = "kata-class-canary"\n', 'name = "kata-class-approval"\n\n[rollout]\napproval_after_canary = true\n'));
+    const [header, ...blocks] = (await readFile(fleet.inventoryPath, 'utf8')).split('[[nodes]]');
+    const inventory = join(fleet.dir, 'canary-node-2.toml');
+    await writeFile(inventory, [header, ...blocks.filter((block) => block.includes('name = "node-2"')), ...blocks.filter((block) => !block.includes('name = "node-2"'))].join('[[nodes]]'));
+    const start = await katafleet('rollout', join(work, 'kata-class-approval.toml'), '--inventory', inventory, '--canary', '1', '--wave-size', '1', '--pause', '0s', '--request-id', 'class-aborted');
+    expect({ code: start.code, stderr: start.stderr }).toEqual({ code: 0, stderr: '' });
+    const handle = env.client.workflow.getHandle('katafleet-rollout-class-aborted');
+    await waitFor('the canary node-2 done, approval awaited', async () => ((await handle.query(rolloutProgressQuery)).phase === 'awaiting-approval' ? true : undefined), 300_000);
+    expect((await admin(['get', 'runtimeclass', 'kata', '-o', 'jsonpath={.metadata.annotations}'])).stdout).toContain('class-aborted');
+    expect((await admin(['get', 'node', 'node-2', '-o', 'jsonpath={.metadata.labels.katacontainers\\.io/kata-runtime}'])).stdout).toBe('true');
+
+    const aborted = await katafleet('abort', 'class-aborted', '--rollback');
+    expect({ code: aborted.code, stderr: aborted.stderr }).toEqual({ code: 0, stderr: '' });
+    await handle.result().catch(() => undefined);
+    const status = await katafleet('status', 'class-aborted');
+    expect(status.stdout).toContain('aborted');
+    expect(status.stdout).toContain('runtime-class: deleted RuntimeClass kata (handler kata), created by this rollout: no node carries katacontainers.io/kata-runtime=true any more');
+    expect((await admin(['get', 'runtimeclass', 'kata'])).stderr).toContain('NotFound');
   }, 600_000);
 });

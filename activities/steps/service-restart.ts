@@ -48,12 +48,43 @@ export function shimPids(ps: string): number[] {
   return ps.split('\n').map((line) => /^\s*(\d+)\s+(.*)$/.exec(line)).filter((match): match is RegExpExecArray => match !== null && shimCommandLine.test(match[2])).map((match) => Number(match[1]));
 }
 
-/** The refusal when a restart would kill running containers: why, and the two fixes. Pure. */
-export function killModeRefusal(node: string, killMode: string, shims: number): string {
-  return `Node ${node}: not restarting containerd: its unit has KillMode=${killMode || '(unknown)'}, so systemd would kill the ${shims} running container shim(s) ` +
+/**
+ * The refusal when a restart would kill running containers: why, and the two fixes. `during = "rollback"`: the
+ * restart an undo needs after putting the config back (refused before the undo changed anything; it is tried again). Pure.
+ */
+export function killModeRefusal(node: string, killMode: string, shims: number, during: 'step' | 'rollback' = 'step'): string {
+  const fix = during === 'step'
+    ? 'run systemctl daemon-reload, and run again; or empty the node first (drain = true for this step, and no DaemonSet pods left on it)'
+    : `run systemctl daemon-reload; the rollback tries again until [rollout] rollback_for runs out (the old config is not back yet, nothing was changed by this attempt); or empty the node (kubectl drain ${node} --ignore-daemonsets)`;
+  return `Node ${node}: not restarting containerd${during === 'rollback' ? ' to roll back' : ''}: its unit has KillMode=${killMode || '(unknown)'}, so systemd would kill the ${shims} running container shim(s) ` +
     'with it (upstream\'s containerd.service sets KillMode=process, which leaves them running) — add a drop-in ' +
-    '/etc/systemd/system/containerd.service.d/10-killmode.conf with "[Service]" and "KillMode=process", run systemctl daemon-reload, and run again; ' +
-    'or empty the node first (drain = true for this step, and no DaemonSet pods left on it)';
+    `/etc/systemd/system/containerd.service.d/10-killmode.conf with "[Service]" and "KillMode=process", ${fix}`;
+}
+
+/** The failure when containers that ran before a restart of containerd are gone after it. Pure. */
+export function containersLostMessage(node: string, lost: readonly number[], before: number): string {
+  return `Node ${node}: ${lost.length} of ${before} container shim(s) running before the restart of containerd are gone (PIDs ${lost.slice(0, 10).join(', ')}): ` +
+    'their containers were stopped with it — check the unit\'s KillMode (systemctl show -p KillMode containerd) and the kubelet\'s restarts of those pods';
+}
+
+/**
+ * Before a restart of `service`: for containerd, reads the running shims and the unit's KillMode, and refuses
+ * (RestartWouldKillContainers, nothing changed) when the restart would kill them. Returns the check to run after
+ * the restart: it throws ContainersLostOnRestart when a shim running before is gone, else returns the summary's
+ * phrase (empty when no container ran). Used by service-restart and by the undo that restores containerd's config.
+ */
+export async function guardRunningContainers(shell: NodeShell, service: string, during: 'step' | 'rollback' = 'step'): Promise<() => Promise<string>> {
+  if (service !== 'containerd') return async () => '';
+  const before = await runningShims(shell);
+  const killMode = await shell.output(sh`systemctl show -p KillMode --value ${service}`);
+  if (before.length > 0 && killMode !== 'process') throw permanentFailure(RestartWouldKillContainers, killModeRefusal(shell.name, killMode, before.length, during));
+  return async () => {
+    if (before.length === 0) return '';
+    const after = new Set(await runningShims(shell));
+    const lost = before.filter((pid) => !after.has(pid));
+    if (lost.length > 0) throw permanentFailure(ContainersLostOnRestart, containersLostMessage(shell.name, lost, before.length));
+    return `; ${before.length} running container shim(s) kept (KillMode=process)`;
+  };
 }
 
 /** The running containerd shims of the node. */
@@ -171,20 +202,11 @@ export async function serviceRestart(shell: NodeShell, pool: SshPool, request: S
   if (kubectl) await writeIntent(shell, request, { kind: 'uncordon-node', stepId: step.id, owner: request.runId }, `cordon${drain ? ' and drain' : ''} node ${shell.name} around the restart of ${step.service}`);
   const cordoned = kubectl ? await cordonNode(kubectl, shell.name, request.runId, drain, timeLeftMs(started, parseDuration(step.timeout), 60_000)) : false;
   try {
-    const shimsBefore = step.service === 'containerd' ? await runningShims(shell) : [];
-    const killMode = step.service === 'containerd' ? await shell.output(sh`systemctl show -p KillMode --value ${step.service}`) : '';
-    if (shimsBefore.length > 0 && killMode !== 'process') throw permanentFailure(RestartWouldKillContainers, killModeRefusal(shell.name, killMode, shimsBefore.length));
+    const containersKept = await guardRunningContainers(shell, step.service);
     // Not stopped by a cancellation: the restart (and its wait) finish, so the node is never left between two configs.
     await shell.run(sh`systemctl restart ${step.service}`, { allowExitCodes: [0, 1], timeoutMs: Math.max(10_000, timeLeftMs(started, parseDuration(step.timeout), 20_000)), signal: undefined });
     const after = await waitForService(shell, step.service, handlers, timeLeftMs(started, parseDuration(step.timeout), 15_000));
-    const shimsAfter = shimsBefore.length > 0 ? new Set(await runningShims(shell)) : new Set<number>();
-    const lost = shimsBefore.filter((pid) => !shimsAfter.has(pid));
-    if (lost.length > 0) {
-      throw permanentFailure(ContainersLostOnRestart,
-        `Node ${shell.name}: ${lost.length} of ${shimsBefore.length} container shim(s) running before the restart of containerd are gone (PIDs ${lost.slice(0, 10).join(', ')}): ` +
-        'their containers were stopped with it — check the unit\'s KillMode (systemctl show -p KillMode containerd) and the kubelet\'s restarts of those pods');
-    }
-    const kept = shimsBefore.length > 0 ? `; ${shimsBefore.length} running container shim(s) kept (KillMode=process)` : '';
+    const kept = await containersKept();
     return {
       changed: true,
       summary: `restarted ${step.service}: active${describeHandlers(after)}${kept}${cordoned ? `; ${drain ? 'drained' : 'cordoned'} and uncordoned` : ''}`,

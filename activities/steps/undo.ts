@@ -11,7 +11,7 @@ import { PACKAGE_MARKER_DIR, purgeInstalled, reinstallPackages } from './package
 import { restoreFile } from './prereq-check';
 import { removeRelease, restoreRelease } from './release-tarball';
 import { removePackageRepo } from './package-repo';
-import { CORDON_ANNOTATION, readDaemonState, uncordonOwned, waitForService } from './service-restart';
+import { ContainersLostOnRestart, CORDON_ANNOTATION, guardRunningContainers, readDaemonState, uncordonOwned, waitForService } from './service-restart';
 import { checkResolvedPaths, checkUndo, nodePathsOfUndo, StepRefused } from '../step-policy';
 import { permanentFailure, transientFailure } from './step-runtime';
 
@@ -25,20 +25,30 @@ export const ContainerdBackupCorrupted = 'ContainerdBackupCorrupted';
 /** The config is neither what this run wrote nor the original: someone changed it since. Never retried. */
 export const ContainerdConfigChangedSinceWritten = 'ContainerdConfigChangedSinceWritten';
 
-/** Undo failures no retry can fix: the node must be looked at (quarantine). */
-export const permanentUndoFailures = [ContainerdBackupMissing, ContainerdBackupCorrupted, ContainerdConfigChangedSinceWritten, StepRefused, 'FileBackupMissing', 'FileBackupCorrupted'];
+/**
+ * Undo failures no retry can fix: the node must be looked at (quarantine). A restart that would kill running
+ * containers (RestartWouldKillContainers) is not among them: refused before the undo changed anything, it is tried
+ * again until `rollback_for` runs out, so a KillMode drop-in added meanwhile lets the rollback finish.
+ */
+export const permanentUndoFailures = [ContainerdBackupMissing, ContainerdBackupCorrupted, ContainerdConfigChangedSinceWritten, StepRefused, 'FileBackupMissing', 'FileBackupCorrupted', ContainersLostOnRestart];
 
 type RestoreUndo = Extract<Undo, { kind: 'restore-containerd-config' }>;
 
 /**
  * Puts the original config back byte for byte (copy of the backup to a temp file, rename), checks the
  * result's sha256, deletes a drop-in the step created, and restarts the service when the files changed
- * or it is not active, until it is active again. Returns one line for people.
+ * or it is not active, until it is active again. That restart keeps running containers as service-restart's
+ * does: when it would kill them (KillMode), the undo is refused before it changes anything; after it, every
+ * container shim running before must still run. Returns one line for people.
  */
 export async function restoreContainerdConfig(shell: NodeShell, undo: Omit<RestoreUndo, 'kind' | 'stepId'>): Promise<{ changed: boolean; summary: string }> {
   const { configPath, backupPath } = undo;
   const done: string[] = [];
   const current = await shell.sha256(configPath);
+  // When the files will change, containerd must restart: whether that keeps running containers is checked before
+  // anything is changed (otherwise right before a restart the undo needs anyway).
+  const filesChange = (backupPath ? current !== undo.sha256 : current !== undefined) || (undo.createdDropIn !== undefined && (await shell.exists(undo.createdDropIn)));
+  const containersKept = filesChange ? await guardRunningContainers(shell, undo.service, 'rollback') : undefined;
   if (undo.writtenSha256 !== undefined && current !== undefined && current !== undo.writtenSha256 && current !== undo.sha256) {
     throw permanentFailure(ContainerdConfigChangedSinceWritten,
       `Node ${shell.name}: ${configPath} has sha256 ${current}, neither what katafleet wrote (${undo.writtenSha256}) nor the original (${undo.sha256 ?? 'no file'}): ` +
@@ -79,9 +89,10 @@ export async function restoreContainerdConfig(shell: NodeShell, undo: Omit<Resto
   const changed = done.some((line) => !line.includes('already'));
   const state = await readDaemonState(shell, undo.service);
   if (changed || !state.active || state.stale) {
+    const check = containersKept ?? (await guardRunningContainers(shell, undo.service, 'rollback'));
     await shell.run(sh`systemctl restart ${undo.service}`, { allowExitCodes: [0, 1], timeoutMs: RESTORE_RESTART_TIMEOUT_MS, signal: undefined });
     await waitForService(shell, undo.service, [], RESTORE_RESTART_TIMEOUT_MS);
-    done.push(`restarted ${undo.service}: active`);
+    done.push(`restarted ${undo.service}: active${await check()}`);
   } else {
     done.push(`${undo.service} active`);
   }
