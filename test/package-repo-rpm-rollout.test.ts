@@ -3,6 +3,7 @@
 // kata-deploy's containerd wiring and the restart. `katafleet rollout --follow` exits 0 and the node runs Kata from the
 // rpm; a rollout that fails after the install (no virtualization) rolls the node back: package, repository and key gone.
 // Covers README "Real nodes" (RPM-family nodes) and playbooks/README.md "package-repo" (dnf).
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import type { RpmRepositories } from '../sim/rpm-repo';
 import { sshRun } from '../sim/ssh-run';
 import { taskQueue } from '../worker/connection';
 import { runKatafleet, writeFleetInventory } from './helpers/cli';
+import { fold, missingProofTests, unprovenSentences, type Proof } from './helpers/proof-table';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 
 let env: TestWorkflowEnvironment;
@@ -108,3 +110,30 @@ describe('katafleet rollout on a Fedora-like node, Kata from a signed dnf reposi
       .toBe(`package kata-containers is not installed\npackage ${rpmKey} is not installed\n/etc/pki/rpm-gpg:\nRPM-GPG-KEY-fedora-40-x86_64\n\n/etc/yum.repos.d:\nfedora.repo`);
   }, 300_000);
 });
+
+const installs = 'installs kata-containers from the repository with dnf, wires containerd, and exits 0';
+const rollsBack = 'a rollout that fails after the install rolls the node back: package, repository, key file and rpm key removed';
+/** README "Real nodes", its paragraph on RPM-family nodes: each sentence and the tests that prove it. */
+const proofs: Proof[] = [
+  {
+    sentence: 'RPM-family nodes (Fedora, RHEL and rebuilds with dnf; openSUSE and SLES with zypper) are handled by `package-install`',
+    tests: {
+      'package-repo-rpm-rollout.test.ts': [installs, rollsBack],
+      'package-install-rpm.test.ts': ['a version no repository offers is PackageNotAvailable (never retried), and nothing is installed'],
+      'package-repo-rpm.test.ts': ['refuses a key whose fingerprint is not the pinned one before anything is written (PackageRepoKeyMismatch)'],
+    },
+  },
+];
+
+describe('README "Real nodes": the paragraph on RPM-family nodes', () => {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
+  const paragraph = readme.split(/\n\s*\n/).find((p) => p.startsWith('RPM-family nodes')) ?? '';
+  const sentences = fold(paragraph).split(/(?<=\.)\s+(?=[A-Z`*[])/).filter(Boolean);
+
+  it('has a proving test named for every sentence', () => {
+    expect(sentences.length).toBeGreaterThan(0);
+    expect(unprovenSentences(sentences, proofs)).toEqual([]);
+    expect(missingProofTests(proofs)).toEqual([]);
+  });
+});
+
