@@ -41,7 +41,8 @@ export function distroRepoFile(manager: 'dnf' | 'zypper', repoPort: number, repo
 }
 
 /**
- * dnf.conf as Fedora 40's dnf-data ships it (Debian's differs: skip_if_unavailable=True), and the rpm macro that puts
+ * dnf.conf with dnf's own default `skip_if_unavailable=False` (dnf.conf(5), rpm-software-management/dnf
+ * doc/conf_ref.rst, 4.14), which Fedora keeps and Debian's dnf-data overrides with True; and the rpm macro that puts
  * the database where Fedora and openSUSE have it (Debian's rpm keeps a per-user ~/.rpmdb).
  */
 const dnfConf = '[main]\ngpgcheck=True\ninstallonly_limit=3\nclean_requirements_on_remove=True\nbest=False\nskip_if_unavailable=False\n';

@@ -91,6 +91,18 @@ describe.each(nodes)('package-install with $manager ($node)', ({ node, manager, 
       .toBe(`package ${pkg} is not installed\nno-kata\n0`);
   }, 300_000);
 
+  it('a mirror that cannot be reached is PackageRepositoryUnreachable (retried), naming the package manager\'s error; nothing installed', async () => {
+    await fleet.setFault(node, 'package-repo-unreachable', true);
+    try {
+      const refused = await failure(runStep(node, installStep(pkg, '3.2.0'), runB));
+      expect(refused.type).toBe('PackageRepositoryUnreachable');
+      expect(refused.message).toMatch(new RegExp(`^Node ${node}: package install failed with exit code \\d+ \\(${manager} .*the package sources cannot be reached$`));
+    } finally {
+      await fleet.setFault(node, 'package-repo-unreachable', false);
+    }
+    expect(await on(node, `rpm -q ${pkg} || true`)).toBe(`package ${pkg} is not installed`);
+  }, 300_000);
+
   it('removes what was installed before katafleet (action "remove"), and its undo installs the same version again', async () => {
     await on(node, manager === 'dnf' ? `dnf -y -q install ${pkg}-3.2.0 >/dev/null 2>&1` : `zypper -q --non-interactive install ${pkg}=3.2.0 >/dev/null 2>&1`);
     expect(await on(node, `rpm -q --qf '%{VERSION}-%{RELEASE}' ${pkg}`)).toBe(installed);

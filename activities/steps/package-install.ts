@@ -235,8 +235,10 @@ async function runPackageManager(shell: NodeShell, command: Command, what: strin
   const errors = output.split('\n').map((l) => l.trim()).filter((l) => /^(E:|Error|error:|Problem)/.test(l));
   const detail = (errors.length > 0 ? errors : output.trim().split('\n').slice(-3)).join('; ');
   const notFound = /Version '.*' for '.*' was not found|Unable to locate package|No match for argument|not found in package names/.test(output);
-  const unreachable = /Unable to fetch|Failed to fetch|Could not connect|Connection refused|Temporary failure resolving|Cannot download|Curl error/.test(output);
+  // zypper reports a package it could not see because its repository was unreachable as not found (exit 104), so an
+  // unreachable source decides first: retried, not a permanent PackageNotAvailable.
+  const unreachable = /Unable to fetch|Failed to fetch|Could not connect|Couldn't connect|Connection refused|Connection failed|Temporary failure resolving|Cannot download|Curl error/.test(output);
   const message = `Node ${shell.name}: package ${what} failed with exit code ${result.exitCode} (${result.command}): ${detail}`;
-  if (notFound) throw permanentFailure(PackageNotAvailable, message);
+  if (notFound && !unreachable) throw permanentFailure(PackageNotAvailable, message);
   throw transientFailure(unreachable ? PackageRepositoryUnreachable : PackageInstallFailed, unreachable ? `${message}; the package sources cannot be reached` : message);
 }

@@ -33,7 +33,8 @@ import type { PackageInstallStep, PackageRepoStep } from '../../playbooks/schema
 import { cmd, flag, sh } from '../ssh';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import type { NodeShell } from './node-shell';
-import { PACKAGE_MARKER_DIR, installedVersions, packageInstall, purgeInstalled, versionMatches } from './package-install';
+import { dropIntent, writeIntent } from './journal';
+import { PACKAGE_MARKER_DIR, installedVersions, packageInstall, packageMarkerPath, purgeInstalled, versionMatches } from './package-install';
 import { permanentFailure, transientFailure } from './step-runtime';
 
 const run = promisify(execFile);
@@ -200,8 +201,16 @@ export async function packageRepo(shell: NodeShell, request: StepRequest<Package
     };
   if (!journalText) await shell.writeFileAtomic(journalPath, Object.entries(journal).map(([k, v]) => `${k}=${v}\n`).join(''));
 
-  // (3) Key and source.
+  // (3) Key and source, after the intent: the run's undo (derived from the node's journal) removes what this step
+  // adds — the packages that were not installed before, the source, the key — not only the packages.
   const wroteFiles = currentSource !== sourceText || currentKey !== keyText || (rpmKey !== undefined && !keyImported);
+  const names = step.packages.map((spec) => spec.name);
+  const before = await installedVersions(shell, manager, names);
+  const missing = step.packages.filter((spec) => !versionMatches(before.get(spec.name) ?? '', spec.version ?? '', manager));
+  const intended = repoUndo(step, request.journal ? packageMarkerPath(runId, step.id) : undefined, missing.filter((spec) => !before.has(spec.name)).map((spec) => spec.name), journal, { source, key, rpmKey });
+  if (wroteFiles || missing.length > 0) {
+    await writeIntent(shell, request, intended, `add repository ${step.url} (${source}) and install ${step.packages.map((spec) => `${spec.name} ${spec.version}`).join(', ')} with ${manager}`, { keepFirst: true });
+  }
   if (currentKey !== keyText) {
     const keyDir = manager === 'apt' ? APT_KEYRINGS_DIR : RPM_KEYS_DIR;
     await shell.run(sh`mkdir -p ${keyDir} && chmod 0755 ${keyDir}`);
@@ -215,11 +224,17 @@ export async function packageRepo(shell: NodeShell, request: StepRequest<Package
   if (rpmKey !== undefined && !keyImported) await shell.run(cmd('rpm', [flag('--import'), key]));
 
   // (4) This source alone, so that its signature is what decides.
-  if (manager === 'apt') await aptUpdateSource(shell, step, journal, { source, key, journalPath });
-  else await rpmRefresh(shell, step, journal, { source, key, journalPath, rpmKey: rpmKey! });
+  try {
+    if (manager === 'apt') await aptUpdateSource(shell, step, journal, { source, key, journalPath });
+    else await rpmRefresh(shell, step, journal, { source, key, journalPath, rpmKey: rpmKey! });
+  } catch (err) {
+    // Refused and taken back: nothing of this step is left for the run's undo.
+    await dropIntent(shell, request);
+    throw err;
+  }
 
-  // (5) The packages.
-  const installed = await packageInstall(shell, { ...request, step: installStep(step) }).catch((err: Error) => {
+  // (5) The packages (package-install's code; the intent above already covers them).
+  const installed = await packageInstall(shell, { ...request, journal: false, step: installStep(step) }).catch((err: Error) => {
     // A package the pinned key did not sign (dnf/zypper check each one with gpgcheck=1).
     if (/GPG check FAILED|Public key for .* is not installed|Signature verification failed|NOKEY|BAD signature/i.test(err.message)) {
       throw permanentFailure(PackageRepoSignatureInvalid, `Node ${shell.name}: a package of ${step.url} is not signed by the pinned key ${normalizeFingerprint(step.key_fingerprint)} (${err.message}); ` +
@@ -228,30 +243,33 @@ export async function packageRepo(shell: NodeShell, request: StepRequest<Package
     throw err;
   });
   const packages = installed.undo?.kind === 'remove-packages' ? installed.undo.packages : [];
-  const createdSource = journal.createdSource === '1';
-  const createdKey = journal.createdKey === '1';
-  const importedKey = journal.importedKey === '1';
-  const changed = installed.changed || wroteFiles || createdSource || createdKey || importedKey;
+  const changed = installed.changed || wroteFiles || journal.createdSource === '1' || journal.createdKey === '1' || journal.importedKey === '1';
   if (!changed) {
     await shell.run(sh`rm -f ${journalPath}`);
     return { changed: false, summary: `repository ${step.name} and ${installed.summary.replace(/^already installed: /, '')} already in place`, facts };
   }
-  const undo: Undo = {
-    kind: 'remove-package-repo',
-    stepId: step.id,
-    packages: step.remove_on_rollback ? packages : [],
-    ...(installed.undo?.kind === 'remove-packages' && installed.undo.marker ? { marker: installed.undo.marker } : {}),
-    ...(createdSource ? { source } : {}),
-    ...(createdKey ? { key } : {}),
-    ...(manager !== 'apt' ? { manager } : {}),
-    ...(importedKey && rpmKey !== undefined ? { rpmKey } : {}),
-  };
+  const undo = repoUndo(step, request.journal ? packageMarkerPath(runId, step.id) : undefined, packages, journal, { source, key, rpmKey });
   const keyWhere = manager === 'apt' ? `signed-by ${key}` : `gpgkey ${key}, imported as ${rpmKey}`;
   return {
     changed: true,
     summary: `added repository ${step.url} (${source}, ${keyWhere}, key ${normalizeFingerprint(step.key_fingerprint)}); ${installed.summary}`,
     undo,
     facts,
+  };
+}
+
+/** The undo of a package-repo step: `packages` (when remove_on_rollback), and what the journal says this run created. */
+function repoUndo(step: PackageRepoStep, marker: string | undefined, packages: readonly string[], journal: Record<string, string>,
+  files: { source: string; key: string; rpmKey?: string }): Undo {
+  return {
+    kind: 'remove-package-repo',
+    stepId: step.id,
+    packages: step.remove_on_rollback ? [...packages] : [],
+    ...(marker !== undefined ? { marker } : {}),
+    ...(journal.createdSource === '1' ? { source: files.source } : {}),
+    ...(journal.createdKey === '1' ? { key: files.key } : {}),
+    ...(step.manager !== 'apt' ? { manager: step.manager } : {}),
+    ...(journal.importedKey === '1' && files.rpmKey !== undefined ? { rpmKey: files.rpmKey } : {}),
   };
 }
 
