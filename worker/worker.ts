@@ -49,14 +49,29 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
     shutdownGraceTime: '5s',
     shutdownForceTime: '8s',
   });
+  const sampler = memorySampler(process.env.KATAFLEET_MEMORY_SAMPLE_MS);
   return {
     worker,
     /** After the worker stopped: closes the SSH connections and the Temporal connection. */
     async close() {
+      clearInterval(sampler);
       await pool.closeAll();
       await connection.close();
     },
   };
+}
+
+/**
+ * With KATAFLEET_MEMORY_SAMPLE_MS set (e.g. 5000), one JSON line of `process.memoryUsage()` (MB) to stderr per
+ * interval: where a worker's memory goes (bench/scale.ts reads them from the worker's log).
+ */
+function memorySampler(everyMs: string | undefined): NodeJS.Timeout | undefined {
+  const interval = Number(everyMs);
+  if (!Number.isFinite(interval) || interval < 100) return undefined;
+  return setInterval(() => {
+    const mb = Object.fromEntries(Object.entries(process.memoryUsage()).map(([key, bytes]) => [key, Math.round(bytes / 1048576)]));
+    process.stderr.write(`${JSON.stringify({ memoryMb: mb, at: new Date().toISOString() })}\n`);
+  }, interval).unref();
 }
 
 /** Every activity a katafleet worker registers, sharing one SSH pool (one connection per node). */
