@@ -28,6 +28,12 @@ export interface WorkerOptions {
    * false: bundle in this process, as the SDK does by default. @default true
    */
   bundleInChild?: boolean;
+  /**
+   * Workflows kept in the worker's cache between their tasks (Temporal's `maxCachedWorkflows`). Each costs about
+   * 1 MB with its activities; one not cached replays its (short) history at its next task. @default
+   * KATAFLEET_MAX_CACHED_WORKFLOWS, else the SDK's default (from the V8 heap size: about 2,000 on a large machine)
+   */
+  maxCachedWorkflows?: number;
 }
 
 /** Creates (but does not run) a worker for katafleet's workflows and activities. */
@@ -44,6 +50,7 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
     ...workflows,
     activities: workerActivities(pool),
     maxConcurrentActivityTaskExecutions: options.maxConcurrentActivityTaskExecutions ?? 200,
+    ...cacheOption(options.maxCachedWorkflows ?? process.env.KATAFLEET_MAX_CACHED_WORKFLOWS),
     interceptors: { activity: [() => activityLogAttributes()] },
     // A step's activity stops within seconds of a cancel; a shutdown must not wait longer than that (katafleet up: 10 s).
     shutdownGraceTime: '5s',
@@ -59,6 +66,19 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
       await connection.close();
     },
   };
+}
+
+/**
+ * `maxCachedWorkflows` from a number or the environment's text; nothing (the SDK's default) when unset.
+ * @throws Error naming KATAFLEET_MAX_CACHED_WORKFLOWS and the fix when it is not a whole number.
+ */
+export function cacheOption(value: number | string | undefined): { maxCachedWorkflows?: number } {
+  if (value === undefined || (typeof value === 'string' && value.trim() === '')) return {};
+  const count = typeof value === 'string' ? Number(value.trim()) : value;
+  if (!Number.isInteger(count) || count < 0 || count > 100_000) {
+    throw new Error(`KATAFLEET_MAX_CACHED_WORKFLOWS=${JSON.stringify(String(value))}: use a whole number of workflows from 0 to 100000 (e.g. 100), or unset it for Temporal's default`);
+  }
+  return { maxCachedWorkflows: count };
 }
 
 /**
