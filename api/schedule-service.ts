@@ -8,9 +8,18 @@ import { buildRolloutInput, RolloutServiceError } from './rollout-service';
 
 const schedulePrefix = 'katafleet-drift-';
 
-/** The plain input of driftWorkflow, from validated files. */
+/** The most nodes one drift run (or schedule) takes: its input (in the schedule and every run) carries every node, ≈ 220 B each. */
+export const maxDriftNodes = 2_000;
+
+/**
+ * The plain input of driftWorkflow, from validated files.
+ * @throws RolloutServiceError `RolloutTooLarge` over {@link maxDriftNodes} nodes.
+ */
 export function buildDriftInput(playbook: Playbook, inventory: Inventory, reportOnly: boolean): DriftInput {
   const rollout = buildRolloutInput(playbook, inventory, 'drift');
+  if (rollout.nodes.length > maxDriftNodes) {
+    throw new RolloutServiceError('RolloutTooLarge', `${inventory.source.file}: ${rollout.nodes.length} nodes to check for drift; one drift run takes at most ${maxDriftNodes} (its input still carries the whole inventory, unlike a rollout's, see docs/scale.md): split the inventory into several of at most ${maxDriftNodes} nodes, one drift schedule each`);
+  }
   return { playbook: rollout.playbook, steps: rollout.steps, drain: rollout.rollout.drain, nodes: rollout.nodes, kubernetes: rollout.kubernetes, reportOnly };
 }
 

@@ -1,3 +1,4 @@
+import { RolloutServiceError } from '../api/rollout-service';
 import { buildDriftInput, createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from '../api/schedule-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
 import { taskQueue, withTemporalClient, workflowUiLink } from '../worker/connection';
@@ -34,6 +35,13 @@ while the previous one still runs, and show on the Temporal UI's Schedules page.
       const playbook = await loadPlaybook(positionals[0]);
       const inventory = await loadInventory(requireOption(this, values.inventory, '--inventory FILE'));
       const reportOnly = values['report-only'] ?? false;
+      try {
+        buildDriftInput(playbook, inventory, reportOnly);
+      } catch (err) {
+        // Too many nodes for one drift run: the request's fault, exit 2 with the limit and the fix.
+        if (err instanceof RolloutServiceError && err.type === 'RolloutTooLarge') throw new UsageError(err.message);
+        throw err;
+      }
       if (sub === 'schedule') {
         const every = requireOption(this, values.every, '--every DURATION');
         const id = await withTemporalClient((client) => createDriftSchedule(client, playbook, inventory, { every, reportOnly }));

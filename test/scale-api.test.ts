@@ -7,6 +7,7 @@ import { defineSearchAttributeKey } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { FastifyInstance } from 'fastify';
 import { asTemporalRefusal, listCapped, maxRolloutNodes, rolloutSizeProblem } from '../api/rollout-service';
+import { maxDriftNodes } from '../api/schedule-service';
 import { searchAttributes } from '../workflows/search-attributes';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -98,6 +99,30 @@ describe('katafleet rollout with an inventory over the limit (README "Fleet size
       expect(result.stderr).toContain('split the inventory into several');
       expect(result.code).toBe(2);
       await expect(env.client.workflow.getHandle('katafleet-rollout-cli-too-many').describe()).rejects.toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
+
+describe(`drift over ${maxDriftNodes} nodes (its input still carries the whole inventory)`, () => {
+  it('POST /v1/schedules answers 400 naming the limit and the fix, and creates no schedule', async () => {
+    const response = await post('/v1/schedules', { playbook: 'kata', inventory_toml: fqdnInventoryToml(maxDriftNodes + 1, 7000), every: '15m', schedule_id: 'too-many' });
+    expect(response.status).toBe(400);
+    expect(response.body).toMatchObject({ error: 'RolloutTooLarge', message: `inventory_toml: ${maxDriftNodes + 1} nodes to check for drift; one drift run takes at most ${maxDriftNodes} (its input still carries the whole inventory, unlike a rollout's, see docs/scale.md): split the inventory into several of at most ${maxDriftNodes} nodes, one drift schedule each` });
+    await expect(env.client.schedule.getHandle('katafleet-drift-too-many').describe()).rejects.toThrow();
+  }, 60_000);
+
+  it('katafleet drift check exits 2 naming the limit and the fix, and starts nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'katafleet-drift-too-many-'));
+    try {
+      writeTestCredentials(dir);
+      const inventory = join(dir, 'fleet.toml');
+      writeFileSync(inventory, fqdnInventoryToml(maxDriftNodes + 1, 7000));
+      const result = await runKatafleet(env.address, ['drift', 'check', 'kata', '--inventory', inventory]);
+      expect(result.stderr).toContain(`${inventory}: ${maxDriftNodes + 1} nodes to check for drift; one drift run takes at most ${maxDriftNodes}`);
+      expect(result.code).toBe(2);
+      expect(result.stdout).not.toContain('drift check http');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

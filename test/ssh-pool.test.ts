@@ -116,6 +116,21 @@ describe('SshPool against a simulated node', () => {
     expect(sshConnectionProcesses().connections).toHaveLength(1);
   });
 
+  it('closes a connection idle for idleCloseMs (its sshd process ends), never one running a command, and reconnects for the next command', async () => {
+    const idle = new SshPool({ connectTimeoutMs: 3_000, idleCloseMs: 1_000 });
+    try {
+      // A command longer than idleCloseMs keeps its connection: it is not idle.
+      expect((await idle.run(node, sh`sleep 3; echo done`)).stdout).toBe('done\n');
+      expect(sshConnectionProcesses().connections).toHaveLength(1);
+      for (let waited = 0; waited < 30_000 && sshConnectionProcesses().connections.length > 0; waited += 100) await sleep(100);
+      expect(sshConnectionProcesses().connections).toHaveLength(0);
+      expect((await idle.run(node, cmd('hostname'))).stdout).toBe('node-1\n');
+      expect(sshConnectionProcesses().connections).toHaveLength(1);
+    } finally {
+      await idle.closeAll();
+    }
+  }, 60_000);
+
   it('reports every command to onCommand as sent (node, text, stdin, times, exit code; null when it failed)', async () => {
     const events: CommandEvent[] = [];
     const traced = new SshPool({ onCommand: (event) => events.push(event) });

@@ -28,6 +28,12 @@ export interface WorkerOptions {
    * false: bundle in this process, as the SDK does by default. @default true
    */
   bundleInChild?: boolean;
+  /**
+   * Workflows kept in the worker's cache between their tasks (Temporal's `maxCachedWorkflows`). Each costs about
+   * 1 MB with its activities; one not cached replays its (short) history at its next task. @default
+   * KATAFLEET_MAX_CACHED_WORKFLOWS, else the SDK's default (from the V8 heap size: about 2,000 on a large machine)
+   */
+  maxCachedWorkflows?: number;
 }
 
 /** Creates (but does not run) a worker for katafleet's workflows and activities. */
@@ -44,19 +50,48 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
     ...workflows,
     activities: workerActivities(pool),
     maxConcurrentActivityTaskExecutions: options.maxConcurrentActivityTaskExecutions ?? 200,
+    ...cacheOption(options.maxCachedWorkflows ?? process.env.KATAFLEET_MAX_CACHED_WORKFLOWS),
     interceptors: { activity: [() => activityLogAttributes()] },
     // A step's activity stops within seconds of a cancel; a shutdown must not wait longer than that (katafleet up: 10 s).
     shutdownGraceTime: '5s',
     shutdownForceTime: '8s',
   });
+  const sampler = memorySampler(process.env.KATAFLEET_MEMORY_SAMPLE_MS);
   return {
     worker,
     /** After the worker stopped: closes the SSH connections and the Temporal connection. */
     async close() {
+      clearInterval(sampler);
       await pool.closeAll();
       await connection.close();
     },
   };
+}
+
+/**
+ * `maxCachedWorkflows` from a number or the environment's text; nothing (the SDK's default) when unset.
+ * @throws Error naming KATAFLEET_MAX_CACHED_WORKFLOWS and the fix when it is not a whole number.
+ */
+export function cacheOption(value: number | string | undefined): { maxCachedWorkflows?: number } {
+  if (value === undefined || (typeof value === 'string' && value.trim() === '')) return {};
+  const count = typeof value === 'string' ? Number(value.trim()) : value;
+  if (!Number.isInteger(count) || count < 0 || count > 100_000) {
+    throw new Error(`KATAFLEET_MAX_CACHED_WORKFLOWS=${JSON.stringify(String(value))}: use a whole number of workflows from 0 to 100000 (e.g. 100), or unset it for Temporal's default`);
+  }
+  return { maxCachedWorkflows: count };
+}
+
+/**
+ * With KATAFLEET_MEMORY_SAMPLE_MS set (e.g. 5000), one JSON line of `process.memoryUsage()` (MB) to stderr per
+ * interval: where a worker's memory goes (bench/scale.ts reads them from the worker's log).
+ */
+function memorySampler(everyMs: string | undefined): NodeJS.Timeout | undefined {
+  const interval = Number(everyMs);
+  if (!Number.isFinite(interval) || interval < 100) return undefined;
+  return setInterval(() => {
+    const mb = Object.fromEntries(Object.entries(process.memoryUsage()).map(([key, bytes]) => [key, Math.round(bytes / 1048576)]));
+    process.stderr.write(`${JSON.stringify({ memoryMb: mb, at: new Date().toISOString() })}\n`);
+  }, interval).unref();
 }
 
 /** Every activity a katafleet worker registers, sharing one SSH pool (one connection per node). */

@@ -134,6 +134,12 @@ export const rolloutPatches = {
    * runs read them back with an activity, and continue-as-new carries the compact state ({@link CompactCarried}).
    */
   inventoryPieces: 'rollout-inventory-pieces',
+  /**
+   * A wave's children are started together (one workflow task starts up to `max_parallel` of them) instead of one
+   * after the other, each waiting for the server's acknowledgement of the one before (issue 13: at most ~30 nodes
+   * were in flight whatever the wave size).
+   */
+  batchedStarts: 'rollout-batched-starts',
 } as const;
 
 /** Nodes in the workflow's result (and a halt's failure details): the rest are read page by page with the query. */
@@ -204,6 +210,7 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
     desired: patched(rolloutPatches.desiredState),
     phase: patched(rolloutPatches.phaseDisplay),
     bounded: patched(rolloutPatches.boundedPayloads),
+    batched: patched(rolloutPatches.batchedStarts),
   };
   // The RuntimeClass once for the rollout, not per node (issue 12): workflows/cluster-objects.ts.
   const cluster = clusterObjectsOnce(input);
@@ -243,9 +250,11 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
   const limits = { ...defaultLimits, ...input.limits };
   const eventsPerNode = v.desired ? historyEventsPerNodeWithRecord : historyEventsPerNode;
   let startedThisRun = 0;
+  /** Children whose start was asked for and not yet acknowledged (batched starts). */
+  let starting = 0;
   // Before starting a node: would this run's history pass the limit once every node in flight has closed?
   const historyNearlyFull = () =>
-    startedThisRun > 0 && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength + (running.size + 1) * eventsPerNode >= limits.historyEvents);
+    startedThisRun + starting > 0 && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength + (running.size + starting + 1) * eventsPerNode >= limits.historyEvents);
   let lastAttributes = '';
 
   const pause = (): RolloutPhase => {
@@ -329,6 +338,7 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
     const started = Date.now();
     const childInput: NodeRolloutInput = { rolloutId: input.rolloutId, node: targets.get(name)!, kubernetes: input.kubernetes, steps: cluster.nodeSteps, drain: input.rollout.drain, rollbackFor: input.rollout.rollback_for };
     let handle: ChildWorkflowHandle<typeof nodeWorkflow>;
+    starting++;
     try {
       handle = await startChild(nodeWorkflow, {
         workflowId: nodeWorkflowId(name),
@@ -337,7 +347,9 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
         staticSummary: `${input.playbook.name} on ${name}`,
       });
+      starting--;
     } catch (err) {
+      starting--;
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
         const reason = `node is busy: workflow ${nodeWorkflowId(name)} (another rollout or drift repair) holds its lock`;
         Object.assign(result, v.canary ? { status: 'busy', busy: true, reason: `${reason}; tried again later` } : { status: 'skipped', reason });
@@ -388,7 +400,7 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
     for (const name of names) {
       if (byName.get(name)!.status !== 'pending') continue;
       // Pause takes effect here, at the next node start.
-      await condition(() => (!paused && running.size < limit) || abort !== undefined);
+      await condition(() => (!paused && running.size + starting < limit) || abort !== undefined);
       if (abort || budgetExceeded()) {
         stop = 'stopped';
         break;
@@ -399,7 +411,7 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
         break;
       }
       inFlight.push(runNode(name));
-      await condition(() => running.has(name) || byName.get(name)!.status !== 'pending');
+      if (!v.batched) await condition(() => running.has(name) || byName.get(name)!.status !== 'pending');
     }
     await Promise.all(inFlight);
     return stop;
@@ -727,6 +739,16 @@ function nodeFailureDetails(err: unknown): NodeProgress | undefined {
 /** Rows of the Temporal UI's rollout table at most. */
 export const detailsRowCap = 100;
 
+/** The first `cap` items of `items` that `keep`. Pure. */
+function firstMatching<T>(items: readonly T[], keep: (item: T) => boolean, cap: number): T[] {
+  const found: T[] = [];
+  for (const item of items) {
+    if (found.length >= cap) break;
+    if (keep(item)) found.push(item);
+  }
+  return found;
+}
+
 /** The rollout as a Markdown table for the Temporal UI's "current details". */
 export function formatRolloutDetails(progress: RolloutProgress): string {
   const { counts } = progress;
@@ -735,7 +757,8 @@ export function formatRolloutDetails(progress: RolloutProgress): string {
   // At most detailsRowCap rows, those that need a look first (running, then not succeeded), so the text stays
   // bounded (and cheap to build on every change) whatever the fleet size.
   const rank = (node: RolloutProgress['nodes'][number]) => (node.status === 'running' ? 0 : isNonSuccess(node) ? 1 : 2);
-  const shown = progress.nodes.length <= detailsRowCap ? progress.nodes : [...progress.nodes].sort((a, b) => rank(a) - rank(b)).slice(0, detailsRowCap);
+  // One pass per rank, not a sort of the whole fleet: this runs on every change (a stable sort would give the same rows).
+  const shown = progress.nodes.length <= detailsRowCap ? progress.nodes : [0, 1, 2].flatMap((wanted) => firstMatching(progress.nodes, (node) => rank(node) === wanted, detailsRowCap)).slice(0, detailsRowCap);
   const rows = shown.map((node) => `| ${node.wave} | ${node.name} | ${node.status} | ${cell(capText(node.reason ?? node.facts?.guestKernel ?? '', 300))} |`);
   const more = progress.nodes.length > shown.length ? [`| | … ${progress.nodes.length - shown.length} more nodes | | \`katafleet status ${progress.rolloutId}\` lists every node |`] : [];
   // Quarantined nodes need a person: their reason and the exact fix, whole, under the table.

@@ -31,6 +31,11 @@ export interface SshPoolOptions {
   /** After a timeout, how long to wait for the channel to close before dropping the whole connection. @default 2000 */
   closeGraceMs?: number;
   /**
+   * A connection with no channel open for this long is closed (the next command reconnects), so a worker that has
+   * rolled out thousands of nodes does not keep a connection, its buffers and an sshd process on each. @default 60000
+   */
+  idleCloseMs?: number;
+  /**
    * Called once per command after it ended (also when it failed): for benchmarks and tracing. It runs in the caller's
    * async context (an activity's, inside a worker), must not throw, and sees the command as sent (after sudo/deadline).
    */
@@ -216,6 +221,7 @@ const defaultPoolOptions: Required<SshPoolOptions> = {
   defaultTimeoutMs: 60_000,
   maxOutputBytes: 16 * 1024 * 1024,
   closeGraceMs: 2_000,
+  idleCloseMs: 60_000,
   onCommand: () => undefined,
 };
 
@@ -239,6 +245,9 @@ const MAX_CHANNEL_REFUSALS = 8;
 export class SshPool {
   private readonly options: Required<SshPoolOptions>;
   private readonly connections = new Map<string, NodeConnection>();
+  /** When each connection was last handed to a command (ms, Date.now()). */
+  private readonly lastUsed = new Map<string, number>();
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(options: SshPoolOptions = {}) {
     this.options = { ...defaultPoolOptions, ...options };
@@ -309,16 +318,37 @@ export class SshPool {
   async close(nodeName: string): Promise<void> {
     const connection = this.connections.get(nodeName);
     this.connections.delete(nodeName);
+    this.lastUsed.delete(nodeName);
     await connection?.close();
   }
 
   /** Closes every connection; call it when the worker or test shuts down. */
   async closeAll(): Promise<void> {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
     const all = [...this.connections.keys()];
     await Promise.all(all.map((name) => this.close(name)));
   }
 
+  /** Closes the connections no command has used for `idleCloseMs` and that have no channel open. */
+  private closeIdle(): void {
+    const before = Date.now() - this.options.idleCloseMs;
+    for (const [name, connection] of this.connections) {
+      if (connection.channels.inUse === 0 && (this.lastUsed.get(name) ?? 0) < before) {
+        this.connections.delete(name);
+        this.lastUsed.delete(name);
+        void connection.close();
+      }
+    }
+    if (this.connections.size === 0) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+
   private connectionFor(node: SshNode): NodeConnection {
+    this.lastUsed.set(node.name, Date.now());
+    this.sweeper ??= setInterval(() => this.closeIdle(), Math.max(1_000, this.options.idleCloseMs / 2)).unref();
     const resolved = resolveNode(node);
     const existing = this.connections.get(node.name);
     if (existing && sameEndpoint(existing.node, resolved)) return existing;
