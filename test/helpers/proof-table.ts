@@ -19,10 +19,10 @@ export function unprovenSentences(sentences: string[], proofs: Proof[]): string[
   return sentences.filter((sentence) => !proofs.some((proof) => sentence.includes(fold(proof.sentence))));
 }
 
-/** Whether `source` has `it('title', ...)` (or a template literal spelled as `title`), or `it(NAME, ...)` with `const NAME = 'title';`. */
+/** Whether `source` has `it('title', ...)` (or a template literal spelled as `title`, or `it.each([...])('title', ...)`), or `it(NAME, ...)` with `const NAME = 'title';`. */
 function definesTest(source: string, title: string): boolean {
   const quoted = `'${title.replace(/'/g, "\\'")}'`;
-  if (source.includes(`it(${quoted}`) || source.includes(`it("${title}"`) || source.includes(`it(\`${title}\``)) return true;
+  if (source.includes(`it(${quoted}`) || source.includes(`it("${title}"`) || source.includes(`it(\`${title}\``) || source.includes(`)(${quoted}`)) return true;
   const constant = new RegExp(`const (\\w+) = ${quoted.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')};`).exec(source);
   return constant !== null && source.includes(`it(${constant[1]},`);
 }
