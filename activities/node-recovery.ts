@@ -22,9 +22,12 @@ function lockWaitMs(fallbackMs: number): number {
   return Math.max(0, ((started + budget - Date.now()) * 2) / 3);
 }
 
-/** Runs a step's remote work holding the node's lock (owner: run, step, attempt). */
+/**
+ * Runs a step's remote work holding the node's lock (owner: run, step, attempt). A step that succeeds hands the
+ * lease over to the run's next activity (which takes it over at once) instead of spending a command on its release.
+ */
 export function withStepLock<T>(pool: SshPool, request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> {
-  return withNodeLock(pool, request.node, lockOwner(request.runId, `step-${request.step.id}`), lockWaitMs(10 * 60_000), work);
+  return withNodeLock(pool, request.node, lockOwner(request.runId, `step-${request.step.id}`), lockWaitMs(10 * 60_000), work, { handOver: true });
 }
 
 /** What the recovery activities receive: the node and the run. */
@@ -36,8 +39,8 @@ export interface RunOnNode {
 }
 
 export function createRecoveryActivities(pool: SshPool) {
-  const locked = <T>(request: { node: NodeTarget; runId: string }, what: string, work: (shell: LockedShell) => Promise<T>) =>
-    withNodeLock(pool, request.node, lockOwner(request.runId, what), lockWaitMs(10 * 60_000), work);
+  const locked = <T>(request: { node: NodeTarget; runId: string }, what: string, work: (shell: LockedShell) => Promise<T>, handOver = false) =>
+    withNodeLock(pool, request.node, lockOwner(request.runId, what), lockWaitMs(10 * 60_000), work, { handOver });
   return {
     /**
      * First thing of a run: checks the run's steps and undos like the step activities do (StepRefused, before
@@ -47,7 +50,7 @@ export function createRecoveryActivities(pool: SshPool) {
       checkTargets(request.node, request.kubernetes);
       for (const step of request.steps ?? []) checkStep(step, request.node);
       for (const undo of request.undos ?? []) checkUndo(undo, request.node);
-      return locked(request, 'prepare', (shell) => prepareNode(shell, pool, request.kubernetes, request));
+      return locked(request, 'prepare', (shell) => prepareNode(shell, pool, request.kubernetes, request), true);
     },
     /** Takes back what the run's journal (and `undos`) say it changed, newest step first. */
     async recoverRun(request: RunOnNode & { stepOrder: string[]; undos: Undo[] }): Promise<RecoveryResult> {

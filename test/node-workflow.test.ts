@@ -194,9 +194,9 @@ describe('a failure leaves the node exactly as it was', () => {
     expect(result.message).toMatch(/^service-restart "restart" failed on node victim: Node victim: containerd is not active [\s\S]*; rolled back: /);
     expect(result.after.labels?.['katacontainers.io/kata-runtime']).toBeUndefined();
     expect(expectRestored(result)).toHaveLength(1);
-    // The Temporal UI's details pane: the failed step's reason (with containerd's log lines) stays one table row.
-    expect(result.uiDetails.split('\n').filter((line) => line.startsWith('| restart |'))).toEqual([expect.stringMatching(/^\| restart \| service-restart \| failed \| Node victim: containerd is not active .{0,300}\|$/)]);
-    expect(result.uiDetails).toMatch(/^\*\*victim\*\*: rolled-back\n[\s\S]*\*\*Rollback\*\*\n- undone containerd: restored /);
+    // The Temporal UI's details pane: the failed step's reason (with containerd's log lines) stays one list line.
+    expect(result.uiDetails.split('\n').filter((line) => line.startsWith('- **restart**'))).toEqual([expect.stringMatching(/^- \*\*restart\*\* \(service-restart\) — failed: Node victim: containerd is not active .{0,300}$/)]);
+    expect(result.uiDetails).toMatch(/^\*\*victim\*\*: rolled-back\n[\s\S]*\*\*Rollback\*\*\n\n- undone containerd: restored /);
   }, 180_000);
 
   it('the verification pod never runs (a runtime_type whose shim the node lacks): rolled back, pod deleted', async () => {

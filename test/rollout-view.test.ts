@@ -1,6 +1,8 @@
 // What `katafleet status` / `--follow` and the Temporal UI's current details show for nodes that need a
 // person (quarantined: needs-attention) and for a halt: pure formatting, no servers.
 import { formatResultTable } from '../cli/rollout-view';
+import { formatDriftDetails } from '../workflows/drift';
+import { formatNodeDetails } from '../workflows/node';
 import { carriedResult, detailsRowCap, formatRolloutDetails } from '../workflows/rollout';
 import { failedNodesCap, maxProgressPageSize, progressPage, reasonCap, type RolloutNodeResult, type RolloutProgress } from '../workflows/rollout-messages';
 
@@ -103,10 +105,50 @@ describe('answers bounded whatever the fleet size', () => {
   it('shows at most 100 rows in the Temporal UI\'s current details, failures first, and says where the rest is', () => {
     expect(detailsRowCap).toBe(100);
     const details = formatRolloutDetails(big);
-    expect(details.split('\n').filter((line) => line.startsWith('| ') && line.includes('worker-node-'))).toHaveLength(detailsRowCap);
+    expect(details.split('\n').filter((line) => line.startsWith('- **worker-node-'))).toHaveLength(detailsRowCap);
     expect(details).toContain(`… ${10_000 - detailsRowCap} more nodes`);
     expect(details).toContain('`katafleet status big` lists every node');
-    expect(details).toContain('worker-node-00004.prod.example.internal | rolled-back');
+    expect(details).toContain('- **worker-node-00004.prod.example.internal** — rolled-back, wave 1: containerd did not start ⏎ journal line');
     expect(Buffer.byteLength(details)).toBeLessThan(64 * 1024);
+  });
+});
+
+describe('current details in the Temporal UI read well at a glance', () => {
+  // The UI draws Markdown tables without cell padding (`node-1succeeded6.12.47-kata`, seen in a Chromium screenshot
+  // by bench/details-screenshot.ts): every view is a list, one line per node or step, its fields separated by words.
+  it('shows a rollout as one list line per node: name, status, wave, detail', () => {
+    const running: RolloutProgress = { ...progress, phase: 'running', nodes: [{ name: 'node-1', wave: 1, status: 'succeeded', facts: { guestKernel: '6.12.47-kata' } }, { name: 'node-3', wave: 2, status: 'running' }] };
+    const lines = formatRolloutDetails(running).split('\n');
+    expect(lines).toContain('- **node-1** — succeeded, wave 1: 6.12.47-kata');
+    expect(lines).toContain('- **node-3** — running, wave 2');
+    expect(lines.some((line) => line.startsWith('|'))).toBe(false);
+  });
+
+  it('shows a node as one list line per step, then its rollback as a list of its own', () => {
+    const details = formatNodeDetails({
+      node: 'node-3', rolloutId: 'r-1', phase: 'rolled-back', facts: {}, undos: [],
+      steps: [
+        { id: 'containerd', kind: 'containerd-patch', status: 'changed', summary: 'runtime kata added' },
+        { id: 'restart', kind: 'service-restart', status: 'failed', summary: 'containerd is not active\njournal: failed | x' },
+        { id: 'label', kind: 'node-label', status: 'pending' },
+      ],
+      rollback: [{ stepId: 'containerd', kind: 'restore-containerd-config', ok: true, summary: 'restored' }],
+    }, 0);
+    expect(details).toBe([
+      '**node-3**: rolled-back',
+      '',
+      '- **containerd** (containerd-patch) — changed: runtime kata added',
+      '- **restart** (service-restart) — failed: containerd is not active ⏎ journal: failed | x',
+      '- **label** (node-label) — pending',
+      '',
+      '**Rollback**',
+      '',
+      '- undone containerd: restored',
+    ].join('\n'));
+  });
+
+  it('shows a drift check as one list line per node: name, outcome, what drifted', () => {
+    const details = formatDriftDetails({ playbook: 'kata', reportOnly: false, phase: 'done', nodes: [{ node: 'node-1', outcome: 'in-sync', drifted: [] }, { node: 'node-2', outcome: 'repaired', drifted: ['containerd: runtime kata missing', 'label'] }] });
+    expect(details.split('\n').slice(1)).toEqual(['', '- **node-1** — in-sync', '- **node-2** — repaired: containerd: runtime kata missing; label']);
   });
 });

@@ -203,11 +203,14 @@ async function inBatches<T, R>(items: T[], size: number, work: (item: T) => Prom
   return results;
 }
 
-/** The drift report as Markdown for the Temporal UI's "current details". */
+/** The drift report for the Temporal UI's "current details": a header, then one list line per node (a list reads well there; a table's columns run together). */
 export function formatDriftDetails(report: DriftReport): string {
   const count = (outcome: DriftOutcome) => report.nodes.filter((result) => result.outcome === outcome).length;
   const extra = (['conflict', 'needs-attention'] as const).filter((outcome) => count(outcome) > 0).map((outcome) => `, ${count(outcome)} ${outcome}`).join('');
   const header = `**drift check of ${report.playbook}**${report.reportOnly ? ' (report only)' : ''}: ${report.phase} — ${count('in-sync')} in sync, ${count('drifted')} drifted, ${count('repaired')} repaired, ${count('repair-failed')} repair failed, ${count('busy')} busy, ${count('unreachable')} unreachable, ${count('check-failed')} check failed${extra}`;
-  const rows = report.nodes.map((result) => `| ${result.node} | ${result.outcome} | ${[...result.drifted, result.detail ?? ''].filter(Boolean).join('; ').replace(/\|/g, '\\|')} |`);
-  return [header, '', '| node | outcome | what |', '|---|---|---|', ...rows].join('\n');
+  const rows = report.nodes.map((result) => {
+    const what = [...result.drifted, result.detail ?? ''].filter(Boolean).join('; ').replace(/\s*\n\s*/g, ' ⏎ ');
+    return `- **${result.node}** — ${result.outcome}${what ? `: ${what}` : ''}`;
+  });
+  return [header, '', ...rows].join('\n');
 }

@@ -330,28 +330,31 @@ function finish(progress: NodeProgress, phase: NodeProgress['phase']): NodeProgr
   return progress;
 }
 
-/**
- * A Markdown table cell: one line (a failure's reason may carry the service's last log lines) of
- * bounded length, pipes escaped.
- */
-function tableCell(text: string): string {
+/** One line (a failure's reason may carry the service's last log lines) of bounded length. */
+function oneLine(text: string): string {
   const line = text.replace(/\s*\n\s*/g, ' ⏎ ');
-  return (line.length > 300 ? `${line.slice(0, 299)}…` : line).replace(/\|/g, '\\|');
+  return line.length > 300 ? `${line.slice(0, 299)}…` : line;
 }
 
-/** The "current details" pane of the Temporal UI: a Markdown table of the steps. */
+/** The "current details" pane of the Temporal UI. */
 function showDetails(progress: NodeProgress): void {
-  const rows = progress.steps.map((step) => `| ${step.id} | ${step.kind} | ${step.status} | ${tableCell(step.summary ?? '')} |`);
+  setCurrentDetails(formatNodeDetails(progress, Date.now()));
+}
+
+/**
+ * A node's steps for the Temporal UI's "current details": one list line per step (id, kind, status, result), then its
+ * rollback and what needs a person. A list, not a table: the UI draws tables without cell padding.
+ */
+export function formatNodeDetails(progress: NodeProgress, now: number): string {
+  const rows = progress.steps.map((step) => `- **${step.id}** (${step.kind}) — ${step.status}${step.summary ? `: ${oneLine(step.summary)}` : ''}`);
   const rollback = (progress.rollback ?? []).map((outcome) => `- ${outcome.ok ? 'undone' : 'FAILED'} ${outcome.stepId}: ${outcome.summary}`);
   const retry = progress.rollbackRetry;
-  if (retry) rollback.push(`- rollback attempt ${retry.attempt} failed: ${tableCell(retry.lastError)}; next in ${Math.max(0, Math.round((Date.parse(retry.nextAt) - Date.now()) / 1000))} s (at ${retry.nextAt}), retried until ${retry.until}`);
+  if (retry) rollback.push(`- rollback attempt ${retry.attempt} failed: ${oneLine(retry.lastError)}; next in ${Math.max(0, Math.round((Date.parse(retry.nextAt) - now) / 1000))} s (at ${retry.nextAt}), retried until ${retry.until}`);
   const extra = [
-    ...(progress.quarantine ? ['', `**Needs attention**: ${tableCell(progress.quarantine.reason)}`, '', `**Fix**: ${tableCell(progress.quarantine.fix)}`] : []),
-    ...(progress.recovered?.length ? ['', '**Recovered first**', ...progress.recovered.map((line) => `- ${tableCell(line)}`)] : []),
+    ...(progress.quarantine ? ['', `**Needs attention**: ${oneLine(progress.quarantine.reason)}`, '', `**Fix**: ${oneLine(progress.quarantine.fix)}`] : []),
+    ...(progress.recovered?.length ? ['', '**Recovered first**', '', ...progress.recovered.map((line) => `- ${oneLine(line)}`)] : []),
   ];
-  setCurrentDetails(
-    [`**${progress.node}**: ${progress.phase}${progress.currentStep ? ` (step ${progress.currentStep})` : ''}`, '', '| step | kind | status | result |', '|---|---|---|---|', ...rows, ...(rollback.length ? ['', '**Rollback**', ...rollback] : []), ...extra].join('\n'),
-  );
+  return [`**${progress.node}**: ${progress.phase}${progress.currentStep ? ` (step ${progress.currentStep})` : ''}`, '', ...rows, ...(rollback.length ? ['', '**Rollback**', '', ...rollback] : []), ...extra].join('\n');
 }
 
 /** Input of {@link nodeReleaseWorkflow}. */

@@ -736,7 +736,7 @@ function nodeFailureDetails(err: unknown): NodeProgress | undefined {
   return undefined;
 }
 
-/** Rows of the Temporal UI's rollout table at most. */
+/** Node lines of the Temporal UI's rollout details at most. */
 export const detailsRowCap = 100;
 
 /** The first `cap` items of `items` that `keep`. Pure. */
@@ -749,19 +749,25 @@ function firstMatching<T>(items: readonly T[], keep: (item: T) => boolean, cap: 
   return found;
 }
 
-/** The rollout as a Markdown table for the Temporal UI's "current details". */
+/**
+ * The rollout for the Temporal UI's "current details": one list line per node (name, status, wave, detail). A list,
+ * not a table: the UI draws tables without cell padding, so columns ran together (`node-1succeeded6.12.47-kata`).
+ */
 export function formatRolloutDetails(progress: RolloutProgress): string {
   const { counts } = progress;
   const header = `**${progress.playbook}** rollout ${progress.rolloutId}: ${progress.phase}, wave ${progress.currentWave}/${progress.waves.length} — ${counts.succeeded} done, ${counts.failed} failed (budget ${progress.failureBudget}), ${counts.running} running, ${counts.pending} pending${progress.reason ? `\n\n${progress.reason}` : ''}`;
-  const cell = (text: string) => text.replace(/\s*\n\s*/g, ' ⏎ ').replace(/\|/g, '\\|');
-  // At most detailsRowCap rows, those that need a look first (running, then not succeeded), so the text stays
+  const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ⏎ ');
+  // At most detailsRowCap lines, those that need a look first (running, then not succeeded), so the text stays
   // bounded (and cheap to build on every change) whatever the fleet size.
   const rank = (node: RolloutProgress['nodes'][number]) => (node.status === 'running' ? 0 : isNonSuccess(node) ? 1 : 2);
   // One pass per rank, not a sort of the whole fleet: this runs on every change (a stable sort would give the same rows).
   const shown = progress.nodes.length <= detailsRowCap ? progress.nodes : [0, 1, 2].flatMap((wanted) => firstMatching(progress.nodes, (node) => rank(node) === wanted, detailsRowCap)).slice(0, detailsRowCap);
-  const rows = shown.map((node) => `| ${node.wave} | ${node.name} | ${node.status} | ${cell(capText(node.reason ?? node.facts?.guestKernel ?? '', 300))} |`);
-  const more = progress.nodes.length > shown.length ? [`| | … ${progress.nodes.length - shown.length} more nodes | | \`katafleet status ${progress.rolloutId}\` lists every node |`] : [];
-  // Quarantined nodes need a person: their reason and the exact fix, whole, under the table.
+  const rows = shown.map((node) => {
+    const detail = oneLine(capText(node.reason ?? node.facts?.guestKernel ?? '', 300));
+    return `- **${node.name}** — ${node.status}, wave ${node.wave}${detail ? `: ${detail}` : ''}`;
+  });
+  const more = progress.nodes.length > shown.length ? [`- … ${progress.nodes.length - shown.length} more nodes: \`katafleet status ${progress.rolloutId}\` lists every node`] : [];
+  // Quarantined nodes need a person: their reason and the exact fix, whole, under the list.
   const attention = progress.nodes.filter((node) => node.status === 'needs-attention').slice(0, 20).map((node) => `- **${node.name}**: ${capText(node.reason ?? 'quarantined', 2000)}`);
-  return [header, '', '| wave | node | status | detail |', '|---|---|---|---|', ...rows, ...more, ...(attention.length ? ['', '**Needs attention**', ...attention] : [])].join('\n');
+  return [header, '', ...rows, ...more, ...(attention.length ? ['', '**Needs attention**', '', ...attention] : [])].join('\n');
 }

@@ -7,10 +7,16 @@
  *
  * While it holds the lease (30 s, renewed before a command when short, never past the attempt's
  * start-to-close), an owner runs every command through {@link LockedShell}: each command first checks on
- * the node that the lease is still its own and not expired, then runs holding `lock.running` shared. A new
- * owner takes the lock only when the lease has expired and no command of the old owner still runs, so no
- * command of a late attempt (a dead worker's, or one past its start-to-close) can start, or still run,
- * when the next owner acts.
+ * the node that the lease is still its own and not expired, then runs holding `lock.running` shared (taken
+ * while the check still holds the lock file's flock, so no take can slip in between). A new owner takes the
+ * lock only when no command of the old owner still runs and the lease has expired, or the old owner is an
+ * earlier activity of the same run (the workflow schedules a run's activities one after the other, so that
+ * one has ended or been given up); no command of a late attempt (a dead worker's, or one past its
+ * start-to-close) can start, or still run, when the next owner acts.
+ *
+ * Cost in SSH commands: the lease is taken by the step's first command (one remote script: take, then the
+ * command), and a step that succeeds leaves it for the run's next activity to take over instead of releasing it
+ * with a command of its own; the run's last activity (and any that fails) releases it.
  */
 import { quote, sh, type Command, type CommandResult, type RunOptions, type SshPool } from '../ssh';
 import type { NodeTarget } from '../node-types';
@@ -44,6 +50,8 @@ export const NodeLockLost = 'NodeLockLost';
 
 const LOCK_LOST_EXIT = 97;
 const LOCK_LOST_TEXT = 'katafleet-node-lock-lost';
+/** On stderr when a take found the lock held (exit 97, the holder on stdout) or its flock busy (exit 98). */
+const NODE_BUSY_TEXT = 'katafleet-node-busy';
 
 /** Who holds a lease: `<run id>/<what>/<attempt>`, e.g. `0192…/step-containerd/2`. */
 export function lockOwner(runId: string, what: string, attempt = activityContext()?.info.attempt ?? 1): string {
@@ -61,17 +69,34 @@ function attemptDeadline(fallbackMs: number): number {
 const LEASE_STEP_MS = 30_000;
 const RENEW_BELOW_MS = 10_000;
 
-/** The shell script that takes (or renews) the lease for OWNER for LEASE seconds; exit 97 prints the holder. */
+/**
+ * The shell script that takes (or renews) the lease for OWNER for LEASE seconds; exit 97 prints the holder, 98 says
+ * the lock file's flock stayed busy (both with {@link NODE_BUSY_TEXT} on stderr). A lease of an earlier activity of
+ * the same run is taken over without waiting for its end (never while a command of it runs). The script leaves fd 9
+ * (the lock file's flock) open, so that a command that follows in the same script starts before any other take.
+ */
 function takeScript(node: string, owner: string, leaseSeconds: number): Command {
   const lockFile = lockPath(node);
   const runningFile = runningPath(node);
-  return sh`mkdir -p ${KATAFLEET_DIR} && { test -e ${lockFile}.flock || touch ${lockFile}.flock; } && { test -e ${runningFile} || touch ${runningFile}; } && exec 9<${lockFile}.flock && flock -w 10 9 || exit 98
-now=$(date +%s); o=; e=0; g=${LOCK_GRACE_SECONDS}; l=${leaseSeconds}
+  const sameRun = `${owner.split('/')[0]}/`;
+  return sh`mkdir -p ${KATAFLEET_DIR} && { test -e ${lockFile}.flock || touch ${lockFile}.flock; } && { test -e ${runningFile} || touch ${runningFile}; } && exec 9<${lockFile}.flock && flock -w 10 9 || { echo ${NODE_BUSY_TEXT} >&2; exit 98; }
+now=$(date +%s); o=; e=0; g=${LOCK_GRACE_SECONDS}; l=${leaseSeconds}; r=${sameRun}
 if [ -f ${lockFile} ]; then read o e < ${lockFile} || true; fi
 case "$e" in ''|*[!0-9]*) e=0 ;; esac
-if [ -n "$o" ] && [ "$o" != ${owner} ] && [ "$now" -lt $((e + g)) ]; then echo "$o $e $now"; exit 97; fi
-if [ -n "$o" ] && [ "$o" != ${owner} ] && ! flock -x -n ${runningFile} true; then echo "$o $e $now running"; exit 97; fi
+case "$o" in "$r"*) s=1 ;; *) s= ;; esac
+if [ -n "$o" ] && [ "$o" != ${owner} ] && [ -z "$s" ] && [ "$now" -lt $((e + g)) ]; then echo "$o $e $now"; echo ${NODE_BUSY_TEXT} >&2; exit 97; fi
+if [ -n "$o" ] && [ "$o" != ${owner} ] && ! flock -x -n ${runningFile} true; then echo "$o $e $now running"; echo ${NODE_BUSY_TEXT} >&2; exit 97; fi
 printf '%s %s\\n' ${owner} $((now + l)) | tee ${lockFile}.tmp >/dev/null && sync ${lockFile}.tmp && mv -f ${lockFile}.tmp ${lockFile} && sync ${KATAFLEET_DIR}`;
+}
+
+/**
+ * Runs COMMAND holding the running lock shared (fd 8, not inherited by the command, so not by daemons it starts),
+ * taken while fd 9 (the lock file's flock) is still held; the script's exit status is the command's.
+ */
+function underRunningLock(node: string, command: Command): Command {
+  return sh`exec 8<${runningPath(node)} && flock -s -w 10 8 || { echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; }
+exec 9>&-
+sh -c ${quoted(command)} 8>&-`;
 }
 
 /** `command` as one single-quoted shell word, to hand to `sh -c` (already-checked text: no new values). */
@@ -89,11 +114,25 @@ function describeHolder(stdout: string): string {
 
 /**
  * A {@link NodeShell} that acts only while `owner` holds the node's lease. Construct it with
- * {@link lockNode}; {@link release} it when done (an expired lease needs no release).
+ * {@link lockNode}: its first command takes the lease (waiting while another owner holds it) in the same remote
+ * script; {@link release} it when done (an expired lease, or one never taken, needs no release).
  */
 export class LockedShell extends NodeShell {
-  constructor(pool: SshPool, target: NodeTarget, readonly owner: string, private expiresAt: number, private readonly deadline: number) {
+  private expiresAt = 0;
+  private taken = false;
+
+  constructor(pool: SshPool, target: NodeTarget, readonly owner: string, private readonly waitUntil: number, private readonly deadline: number) {
     super(pool, target);
+  }
+
+  /** True once a command of this shell has taken the lease. */
+  get holdsLease(): boolean {
+    return this.taken;
+  }
+
+  /** Seconds of lease to ask for now: 30, never past the attempt's deadline, at least 5. */
+  private leaseSeconds(): number {
+    return Math.max(5, Math.ceil(Math.min(LEASE_STEP_MS, this.deadline - Date.now()) / 1000));
   }
 
   /** Extends the lease to `until` (worker clock, capped at the attempt's deadline). */
@@ -109,35 +148,61 @@ export class LockedShell extends NodeShell {
   }
 
   /**
-   * Runs `command` only if this owner's lease is valid (renewed first when it is short), holding the
-   * running lock shared while it runs, so the next owner waits for it to end.
+   * Runs `command` only if this owner's lease is valid (taken by this very command the first time, renewed
+   * first when it is short), holding the running lock shared while it runs, so the next owner waits for it to end.
    */
   override async run(command: Command, options: RunOptions = {}): Promise<CommandResult> {
+    if (!this.taken) return this.takeAndRun(command, options);
     if (this.expiresAt - Date.now() < RENEW_BELOW_MS) await this.extend(Date.now() + LEASE_STEP_MS);
     if (this.expiresAt - Date.now() <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the lease of ${this.owner} on the node's lock has ended with its attempt; the attempt stops here and the next one takes over`);
     const lockFile = lockPath(this.name);
     const guard = sh`exec 9<${lockFile}.flock && flock -w 10 9 || exit ${LOCK_LOST_EXIT}
-read o e < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi
-exec 9>&-`;
-    // The command runs under `flock -s -o`: the shared lock is held by flock itself until the command exits
-    // (not by a daemon the command starts). A new owner needs the lease expired for LOCK_GRACE_SECONDS, far
-    // more than the moment between the check above and this lock.
-    const guarded = sh`${guard}\nexec flock -s -o -w 10 -E ${LOCK_LOST_EXIT} ${runningPath(this.name)} sh -c ${quoted(command)}`;
+read o e < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi`;
+    return this.runChecked(command, sh`${guard}\n${underRunningLock(this.name, command)}`, options);
+  }
+
+  /**
+   * The first command: one remote script takes the lease, then runs `command` under the running lock. While another
+   * owner holds the lease, nothing of `command` runs: the take is tried again every 2 s until the wait ends (NodeBusy).
+   */
+  private async takeAndRun(command: Command, options: RunOptions): Promise<CommandResult> {
+    for (;;) {
+      const lease = this.leaseSeconds();
+      const requested = Date.now();
+      const script = sh`${takeScript(this.name, this.owner, lease)} || { echo katafleet-node-lock-not-written >&2; exit 96; }\n${underRunningLock(this.name, command)}`;
+      const result = await this.runChecked(command, script, options, [97, 98]);
+      if (!result.stderr.includes(NODE_BUSY_TEXT)) {
+        this.taken = true;
+        this.expiresAt = requested + lease * 1000;
+        return result;
+      }
+      const holder = result.exitCode === 98 ? `${lockPath(this.name)}.flock held for over 10 s` : describeHolder(result.stdout);
+      if (Date.now() + 2_000 > this.waitUntil) {
+        throw transientFailure(NodeBusy, `Node ${this.name} is locked by ${holder}; ${this.owner} waited ${Math.round((this.waitUntil - requested) / 1000)} s or more and will be retried`);
+      }
+      await pause(Math.min(2_000, this.waitUntil - Date.now()));
+    }
+  }
+
+  /** Runs `script` (which runs `command` when the lock allows) and turns the lock's own exits into failures. */
+  private async runChecked(command: Command, script: Command, options: RunOptions, lockExits: number[] = []): Promise<CommandResult> {
     const allowed = options.allowExitCodes ?? [0];
     // Timeouts nest: no command runs past the attempt's start-to-close.
     const timeoutMs = Math.min(options.timeoutMs ?? 60_000, this.deadline - Date.now() - 1_000);
-    const result = await super.run(guarded, { ...options, timeoutMs, allowExitCodes: [...new Set([...allowed, LOCK_LOST_EXIT])] });
+    const result = await super.run({ ...script, display: command.display }, { ...options, timeoutMs, allowExitCodes: [...new Set([...allowed, LOCK_LOST_EXIT, ...lockExits])] });
+    if (lockExits.length > 0 && result.stderr.includes(NODE_BUSY_TEXT)) return result;
     if (result.exitCode === LOCK_LOST_EXIT && result.stderr.includes(LOCK_LOST_TEXT)) {
       throw transientFailure(NodeLockLost, `Node ${this.name}: ${this.owner} no longer holds the node's lock (its lease ended or another attempt took over); nothing more was done by this attempt`);
     }
-    if (result.exitCode === LOCK_LOST_EXIT && !allowed.includes(LOCK_LOST_EXIT)) {
-      throw transientFailure('CommandFailed', `Node ${this.name}: ${command.display} exited with ${LOCK_LOST_EXIT}: ${result.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    if (!allowed.includes(result.exitCode ?? -1)) {
+      throw transientFailure('CommandFailed', `Node ${this.name}: ${command.display} exited with ${result.exitCode}: ${result.stderr.trim().split('\n').slice(-3).join(' | ')}`);
     }
     return result;
   }
 
-  /** Gives the lease back if it is still this owner's (a no-op otherwise). */
+  /** Gives the lease back if it is still this owner's (a no-op otherwise, and when no command ever took it). */
   async release(): Promise<void> {
+    if (!this.taken) return;
     await NodeShell.prototype.run.call(this,
       sh`test -e ${lockPath(this.name)}.flock || exit 0; exec 9<${lockPath(this.name)}.flock && flock -w 10 9 || exit 0; read o e < ${lockPath(this.name)} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then rm -f ${lockPath(this.name)}; sync ${KATAFLEET_DIR}; fi`,
       { signal: undefined, timeoutMs: 20_000 });
@@ -145,33 +210,28 @@ exec 9>&-`;
 }
 
 /**
- * Takes the node's lease for `owner` for the rest of this attempt, waiting (heartbeating) while another
- * owner holds it, at most `waitMs`; then fails with {@link NodeBusy} naming the holder.
+ * The node's lock for `owner` for the rest of this attempt: a {@link LockedShell} whose first command takes the
+ * lease, waiting (heartbeating) while another owner holds it, at most `waitMs`; then it fails with {@link NodeBusy}
+ * naming the holder. Nothing runs on the node until then.
  */
-export async function lockNode(pool: SshPool, target: NodeTarget, owner: string, options: { waitMs: number; fallbackAttemptMs?: number }): Promise<LockedShell> {
-  const plain = new NodeShell(pool, target);
-  const deadline = Date.now() + options.waitMs;
-  const attemptEnd = attemptDeadline(options.fallbackAttemptMs ?? 10 * 60_000);
-  for (;;) {
-    const lease = Math.max(5, Math.ceil(Math.min(LEASE_STEP_MS, attemptEnd - Date.now()) / 1000));
-    const requested = Date.now();
-    const result = await plain.run(takeScript(target.name, owner, lease), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
-    if (result.exitCode === 0) return new LockedShell(pool, target, owner, requested + lease * 1000, attemptEnd);
-    const holder = result.exitCode === 98 ? `${lockPath(target.name)}.flock held for over 10 s` : describeHolder(result.stdout);
-    if (Date.now() + 2_000 > deadline) {
-      throw transientFailure(NodeBusy, `Node ${target.name} is locked by ${holder}; ${owner} waited ${Math.round(options.waitMs / 1000)} s and will be retried`);
-    }
-    await pause(Math.min(2_000, deadline - Date.now()));
-  }
+export function lockNode(pool: SshPool, target: NodeTarget, owner: string, options: { waitMs: number; fallbackAttemptMs?: number }): LockedShell {
+  return new LockedShell(pool, target, owner, Date.now() + options.waitMs, attemptDeadline(options.fallbackAttemptMs ?? 10 * 60_000));
 }
 
-/** Runs `work` while holding the node's lock; releases it afterwards (also on failure). */
-export async function withNodeLock<T>(pool: SshPool, target: NodeTarget, owner: string, waitMs: number, work: (shell: LockedShell) => Promise<T>): Promise<T> {
+/**
+ * Runs `work` while holding the node's lock; releases it afterwards, also on failure. With `handOver`, a `work` that
+ * succeeds leaves the lease for the run's next activity to take over (one SSH command fewer per step); the lease
+ * still ends on its own if none follows.
+ */
+export async function withNodeLock<T>(pool: SshPool, target: NodeTarget, owner: string, waitMs: number, work: (shell: LockedShell) => Promise<T>, options: { handOver?: boolean } = {}): Promise<T> {
   if (waitMs < 0) throw permanentFailure('NodeLockMisused', 'negative wait for the node lock');
-  const shell = await lockNode(pool, target, owner, { waitMs });
+  const shell = lockNode(pool, target, owner, { waitMs });
+  let done = false;
   try {
-    return await work(shell);
+    const result = await work(shell);
+    done = true;
+    return result;
   } finally {
-    await shell.release().catch(() => undefined);
+    if (!(done && options.handOver)) await shell.release().catch(() => undefined);
   }
 }

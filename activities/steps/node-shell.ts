@@ -2,7 +2,7 @@
  * One node as the step activities see it: commands over the shared SSH pool (heartbeating while they
  * run, stopped when the activity is cancelled) plus the few file reads every step needs.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { posix } from 'node:path';
 import { sh, type Command, type CommandResult, type RunOptions, type SshNode, type SshPool } from '../ssh';
 import type { Login } from '../../playbooks/credentials';
@@ -100,8 +100,45 @@ export class NodeShell {
     );
   }
 
+  /**
+   * Runs several reads as one remote command (one SSH round trip instead of one each): every part runs in its own
+   * subshell, in order, whatever the others did; returns each part's stdout (exactly as it printed it) and exit
+   * status by name. stderr of the parts is dropped: use it for reads whose answer is their output and status.
+   */
+  async readAll<K extends string>(parts: Record<K, Command>): Promise<Record<K, PartResult>> {
+    const names = Object.keys(parts) as K[];
+    if (names.length === 0) return {} as Record<K, PartResult>;
+    const marker = `@@katafleet-${randomBytes(6).toString('hex')}`;
+    const script = names
+      .map((name, i) => sh`echo ${`${marker}-${i}`}; ( ${parts[name]}
+) 2>/dev/null; s=$?; echo; echo ${`${marker}-${i}`} "$s"`)
+      .reduce((all, part) => sh`${all}
+${part}`);
+    const { stdout } = await this.run(script);
+    return parseParts(stdout, names, marker);
+  }
+
   /** The node's kernel release, `uname -r`. */
   async kernelRelease(): Promise<string> {
     return this.output(sh`uname -r`, { asRoot: false });
   }
+}
+
+/** One part of {@link NodeShell.readAll}: its stdout and exit status. */
+export interface PartResult {
+  stdout: string;
+  exitCode: number;
+}
+
+/** The parts of a {@link NodeShell.readAll} answer; a part the answer lacks (the script was cut short) is an error. */
+export function parseParts<K extends string>(stdout: string, names: readonly K[], marker: string): Record<K, PartResult> {
+  const result = {} as Record<K, PartResult>;
+  names.forEach((name, i) => {
+    const start = stdout.indexOf(`${marker}-${i}\n`);
+    const endMatch = new RegExp(`\n${marker}-${i} (\\d+)\n`).exec(stdout.slice(start));
+    if (start < 0 || !endMatch) throw new Error(`the answer to a batch of reads lacks its part ${i} (${name}): the remote script was cut short`);
+    const body = stdout.slice(start + marker.length + `-${i}\n`.length, start + endMatch.index);
+    result[name] = { stdout: body.endsWith('\n') ? body.slice(0, -1) : body, exitCode: Number(endMatch[1]) };
+  });
+  return result;
 }

@@ -31,14 +31,42 @@ export function modulesLoadFile(modules: readonly string[]): string {
   return `# Written by katafleet (prereq-check): kernel modules Kata Containers needs at boot.\n${modules.map((m) => `${m}\n`).join('')}`;
 }
 
+/** What the step reads before it decides anything: one remote command (kernel, CPU, modules, /dev/kvm, the modules-load.d file and its backup). */
+async function readPrereqState(shell: NodeShell, request: StepRequest<PrereqCheckStep>) {
+  const { step } = request;
+  const modules = [...step.modules, ...step.modules_any_of.flat()];
+  const fileOrExit3 = (path: string) => sh`if test -f ${path}; then cat ${path}; else exit 3; fi`;
+  const sha256OrExit3 = (path: string) => sh`if test -f ${path}; then sha256sum ${path}; else exit 3; fi`;
+  const persist = step.persist_modules && modules.length > 0;
+  const parts = await shell.readAll({
+    kernel: sh`uname -r`,
+    cpuinfo: step.cpu_flags.length > 0 ? fileOrExit3('/proc/cpuinfo') : sh`true`,
+    procModules: modules.length > 0 ? fileOrExit3('/proc/modules') : sh`true`,
+    sysModules: modules.length > 0 ? sh`for m in ${modules}; do if test -d /sys/module/"$m"; then echo "$m"; fi; done` : sh`true`,
+    kvm: step.require_kvm ? sh`test -c /dev/kvm` : sh`true`,
+    fileSha: persist ? sha256OrExit3(step.modules_load_file) : sh`exit 3`,
+    backupSha: persist ? sha256OrExit3(backupPathFor(step.modules_load_file, request.runId)) : sh`exit 3`,
+  });
+  const sha = (part: { stdout: string; exitCode: number }) => (part.exitCode === 0 ? part.stdout.trim().split(/\s+/)[0] : undefined);
+  return {
+    hostKernel: parts.kernel.stdout.trim(),
+    cpuinfo: parts.cpuinfo.exitCode === 0 ? parts.cpuinfo.stdout : '',
+    present: new Set([...parseLoadedModules(parts.procModules.exitCode === 0 ? parts.procModules.stdout : ''), ...parts.sysModules.stdout.split('\n').filter(Boolean)]),
+    kvm: parts.kvm.exitCode === 0,
+    fileSha: sha(parts.fileSha),
+    backupSha: sha(parts.backupSha),
+  };
+}
+
 export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqCheckStep>): Promise<StepOutcome> {
   const { step } = request;
-  const hostKernel = await shell.kernelRelease();
+  const state = await readPrereqState(shell, request);
+  const { hostKernel } = state;
   const facts: Record<string, string> = { hostKernel };
   const done: string[] = [];
 
   if (step.cpu_flags.length > 0) {
-    const flags = parseCpuFlags((await shell.readFile('/proc/cpuinfo')) ?? '');
+    const flags = parseCpuFlags(state.cpuinfo);
     const found = step.cpu_flags.filter((flag) => flags.has(flag));
     if (found.length === 0) {
       throw notCapable(shell, `CPU has no ${step.cpu_flags.join(' or ')} flag: no hardware virtualization (enable VT-x/AMD-V in the firmware, or nested virtualization on the hypervisor)`);
@@ -46,12 +74,10 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
     facts.cpuFlags = found.join(',');
   }
 
-  const loaded = parseLoadedModules((await shell.readFile('/proc/modules')) ?? '');
-  const isPresent = async (module: string) => loaded.has(module) || shell.test(sh`test -d /sys/module/${module}`);
   const needed: string[] = [];
   const loadedNow: string[] = [];
   const load = async (module: string): Promise<string | undefined> => {
-    if (await isPresent(module)) return undefined;
+    if (state.present.has(module)) return undefined;
     const result = await shell.run(sh`modprobe ${module}`, { allowExitCodes: [0, 1] });
     if (result.exitCode === 0) {
       loadedNow.push(module);
@@ -80,7 +106,8 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
   }
   if (loadedNow.length > 0) done.push(`loaded ${loadedNow.join(', ')}`);
 
-  if (step.require_kvm && !(await shell.test(sh`test -c /dev/kvm`))) {
+  // A module loaded just now (kvm_intel, kvm_amd) may have made /dev/kvm: read it again then.
+  if (step.require_kvm && !(loadedNow.length === 0 ? state.kvm : await shell.test(sh`test -c /dev/kvm`))) {
     throw notCapable(shell, '/dev/kvm does not exist: KVM is not available (load kvm_intel or kvm_amd, and enable virtualization in the firmware)');
   }
 
@@ -93,7 +120,7 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
     const path = step.modules_load_file;
     const content = modulesLoadFile(needed);
     const backupPath = backupPathFor(path, request.runId);
-    const previousSha = await shell.sha256(path);
+    const previousSha = state.fileSha;
     if (previousSha !== sha256Hex(content)) {
       const backupSha = previousSha === undefined ? undefined : await backUpFile(shell, path, backupPath, previousSha);
       await shell.writeFileAtomic(path, content);
@@ -101,7 +128,7 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
       undo = { kind: 'restore-file', stepId: step.id, path, backupPath: backupSha && backupPath, sha256: backupSha };
     } else {
       // An earlier attempt of this run wrote it and lost its result: its backup says what to restore.
-      const backupSha = await shell.sha256(backupPath);
+      const backupSha = state.backupSha;
       if (backupSha !== undefined) undo = { kind: 'restore-file', stepId: step.id, path, backupPath, sha256: backupSha };
     }
   }
