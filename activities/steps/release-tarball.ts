@@ -559,6 +559,8 @@ async function removeReleases(shell: NodeShell, request: StepRequest<ReleaseTarb
     return { changed: false, summary: `no Kata release installed by katafleet (${KATA_PATH} and ${KATA_RELEASES_DIR} absent)` };
   }
   const recorded = { previous: state.kata === 'link' ? state.target! : '', links: ours.join(',') };
+  // The node's journal (journaling runs): a run terminated from here on is put back by the next run on the node.
+  await writeIntent(shell, request, restoreUndo(step.id, aside, recorded), `set the Kata releases aside in ${aside} and remove ${KATA_PATH}`, { keepFirst: true });
   await shell.run(sh`for d in ${KATA_RELEASES_DIR.replace(/\/$/, '')}.katafleet-removed-*; do test "$d" = ${aside} || rm -rf "$d"; done`);
   if (state.releasesDir) {
     await shell.run(sh`printf 'previous=%s\nlinks=%s\n' ${recorded.previous} ${recorded.links} | tee ${posix.join(KATA_RELEASES_DIR, '.katafleet-removed')} >/dev/null && mv -T ${KATA_RELEASES_DIR} ${aside}`);
