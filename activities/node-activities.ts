@@ -90,7 +90,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     /** `release-tarball`: a Kata static release side by side under /opt/kata-releases, /opt/kata switched to it. */
     async releaseTarball(request: StepRequest<ReleaseTarballStep>): Promise<StepOutcome> {
       const admitted = await admit('release-tarball', request);
-      return releaseTarball(shellFor(admitted.node), admitted);
+      return withShell(admitted, (shell) => releaseTarball(shell, admitted));
     },
     /** `containerd-patch`: backup, patch, validate on the node, atomic swap; undo restores the exact bytes. */
     async containerdPatch(request: StepRequest<ContainerdPatchStep>): Promise<StepOutcome> {

@@ -21,6 +21,7 @@ import { checkAllowlist, KATA_LINK_DIR, KATA_RELEASES_DIR, kataVersion, releaseU
 import { KATA_ARCHES, type KataArch, type ReleaseTarballStep } from '../../playbooks/schema';
 import { flag, sh } from '../ssh';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
+import { dropIntent, writeIntent } from './journal';
 import type { NodeShell } from './node-shell';
 import { permanentFailure, transientFailure, whileHeartbeating } from './step-runtime';
 
@@ -324,6 +325,8 @@ async function installRelease(shell: NodeShell, request: StepRequest<InstallStep
   if (state.journal === undefined) {
     await shell.writeFileAtomic(journalPath, Object.entries(journal).map(([key, value]) => `${key}=${value}\n`).join(''));
   }
+  // The node's journal too (journaling runs): a run terminated from here on is taken back by the next run on the node.
+  await writeIntent(shell, request, undoOf(step, journal), `install Kata ${step.version} at ${tree} and switch ${KATA_PATH} to it`, { keepFirst: true });
 
   // (2) The version's tree: checked and extracted beside, renamed into place.
   if (state.wanted?.sha256 !== sha256) {
@@ -334,6 +337,7 @@ async function installRelease(shell: NodeShell, request: StepRequest<InstallStep
       if (state.journal === undefined) {
         await shell.run(sh`rm -f ${journalPath}`);
         if (!state.releasesDir) await shell.run(sh`rmdir ${KATA_RELEASES_DIR} 2>/dev/null || true`);
+        await dropIntent(shell, request);
       }
       throw err;
     }
@@ -555,6 +559,8 @@ async function removeReleases(shell: NodeShell, request: StepRequest<ReleaseTarb
     return { changed: false, summary: `no Kata release installed by katafleet (${KATA_PATH} and ${KATA_RELEASES_DIR} absent)` };
   }
   const recorded = { previous: state.kata === 'link' ? state.target! : '', links: ours.join(',') };
+  // The node's journal (journaling runs): a run terminated from here on is put back by the next run on the node.
+  await writeIntent(shell, request, restoreUndo(step.id, aside, recorded), `set the Kata releases aside in ${aside} and remove ${KATA_PATH}`, { keepFirst: true });
   await shell.run(sh`for d in ${KATA_RELEASES_DIR.replace(/\/$/, '')}.katafleet-removed-*; do test "$d" = ${aside} || rm -rf "$d"; done`);
   if (state.releasesDir) {
     await shell.run(sh`printf 'previous=%s\nlinks=%s\n' ${recorded.previous} ${recorded.links} | tee ${posix.join(KATA_RELEASES_DIR, '.katafleet-removed')} >/dev/null && mv -T ${KATA_RELEASES_DIR} ${aside}`);
