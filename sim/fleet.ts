@@ -296,7 +296,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       hasContainerd2 ? containerdDefaultConfig(containerd2Path) : Promise.resolve(''),
       installNodeCommands(join(dir, 'sbin')),
     ]);
-    // The RPM-family repositories only when a node uses them (rpmbuild, two RSA keys: about a second).
+    // The RPM-family repositories only when a node uses them (three rpmbuilds, two RSA keys: 3 to 8 s at load 25).
     const rpmRepos: RpmRepositories | undefined = hosts.some((h) => h.packageManager !== 'apt') ? await buildRpmRepositories(repoBuilt.dir) : undefined;
     repo = await servePackageRepository(repoBuilt.dir);
     const varSnapshot = await snapshotMachineVar(join(dir, 'var-snapshot'));

@@ -4,7 +4,7 @@
 // its marker; the undo removes exactly what the run installed, never what was there before; a re-run after a lost
 // result still knows what its run installed; a version no repository offers is PackageNotAvailable; `action = "remove"`
 // and its undo (reinstall). Covers playbooks/README.md "package-install" (dnf, zypper).
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -21,6 +21,7 @@ import { sshRun } from '../sim/ssh-run';
 import { failure } from './helpers/failure';
 
 let fleet: Fleet;
+let work: string;
 let pool: SshPool;
 let targets: Record<string, NodeTarget>;
 
@@ -32,7 +33,7 @@ const nodes = [
 beforeAll(async () => {
   fleet = await startFleet({
     nodes: [{ name: 'fedora-1', packageManager: 'dnf' }, { name: 'suse-1', packageManager: 'zypper' }],
-    dir: join(await mkdtemp(join(tmpdir(), 'kf-package-install-rpm-')), 'fleet'),
+    dir: join((work = await mkdtemp(join(tmpdir(), 'kf-package-install-rpm-'))), 'fleet'),
   });
   const inventory = await loadInventory(fleet.inventoryPath);
   targets = Object.fromEntries(inventory.nodes.map((node) => [node.name, toNodeTarget(inventory, node)]));
@@ -41,6 +42,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await pool?.closeAll();
   await fleet?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
 });
 
 const on = async (node: string, command: string) => (await sshRun(fleet, fleet.nodes.find((n) => n.name === node)!, command)).stdout.trim();

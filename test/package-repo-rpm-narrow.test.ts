@@ -3,7 +3,7 @@
 // adds the key file, imports it (rpm --import), writes the .repo file, runs dnf makecache --repo and installs the
 // package, and its undo takes it all back; kf-root refuses the rpm/dnf commands off its list with exit 126 and the
 // reason, and nothing changes on the node.
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -27,6 +27,7 @@ let pool: SshPool;
 let narrow: NodeTarget;
 let asUser: SshNode;
 let repos: RpmRepositories;
+let credentialsDir: string;
 
 /** A trusted literal command (test code only). */
 const raw = (text: string): Command => sh(Object.assign([text], { raw: [text] }) as unknown as TemplateStringsArray);
@@ -41,7 +42,8 @@ beforeAll(async () => {
   }
   await pool.run(full, sh`sh /tmp/kf-deploy/install.sh ${user} && rm -rf /tmp/kf-deploy && rm -f ${`/etc/sudoers.d/90-${user}`}`);
   const login = loginFor(target.credentials, target);
-  const credentials = join(await mkdtemp(join(tmpdir(), 'kf-rpm-narrow-')), 'credentials.toml');
+  credentialsDir = await mkdtemp(join(tmpdir(), 'kf-rpm-narrow-'));
+  const credentials = join(credentialsDir, 'credentials.toml');
   await writeFile(credentials, [
     '[profiles.narrow]', `user = "${user}"`, `identity_file = "${login.identityFile}"`, `known_hosts = "${login.knownHosts}"`,
     'sudo = "narrow"', 'hosts = ["127.0.0.0/8"]', '',
@@ -54,6 +56,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await pool?.closeAll();
   await nodes?.fleet.stop();
+  if (credentialsDir) await rm(credentialsDir, { recursive: true, force: true });
 }, 60_000);
 
 const env = () => new MockActivityEnvironment({ startToCloseTimeoutMs: 300_000 }, { logger: new DefaultLogger('ERROR') });

@@ -4,7 +4,7 @@
 // rpm; a rollout that fails after the install (no virtualization) rolls the node back: package, repository and key gone.
 // Covers README "Real nodes" (RPM-family nodes) and playbooks/README.md "package-repo" (dnf).
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -85,6 +85,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await worker?.stop();
   await Promise.all([fleet?.stop(), env?.teardown()]);
+  if (work) await rm(work, { recursive: true, force: true });
 });
 
 describe('katafleet rollout on a Fedora-like node, Kata from a signed dnf repository (package-repo)', () => {

@@ -5,7 +5,7 @@
 // one signed by another key and an unreachable one refused with everything taken back; packages installed from it;
 // undo removes packages, repository, key file and rpm key; a re-run finds it in place; the drift check knows it.
 // Covers playbooks/README.md "package-repo" (dnf, zypper) and sim/README.md "RPM-family nodes".
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -25,6 +25,7 @@ import { sshRun } from '../sim/ssh-run';
 import { failure } from './helpers/failure';
 
 let fleet: Fleet;
+let work: string;
 let pool: SshPool;
 let targets: Record<string, NodeTarget>;
 let repos: RpmRepositories;
@@ -42,7 +43,7 @@ const key = '/etc/pki/rpm-gpg/RPM-GPG-KEY-katafleet-kata';
 beforeAll(async () => {
   fleet = await startFleet({
     nodes: [{ name: 'fedora-1', packageManager: 'dnf' }, { name: 'suse-1', packageManager: 'zypper' }],
-    dir: join(await mkdtemp(join(tmpdir(), 'kf-package-repo-rpm-')), 'fleet'),
+    dir: join((work = await mkdtemp(join(tmpdir(), 'kf-package-repo-rpm-'))), 'fleet'),
   });
   const inventory = await loadInventory(fleet.inventoryPath);
   targets = Object.fromEntries(inventory.nodes.map((node) => [node.name, toNodeTarget(inventory, node)]));
@@ -55,6 +56,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await pool?.closeAll();
   await fleet?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
 });
 
 const on = async (node: string, command: string) => (await sshRun(fleet, fleet.nodes.find((n) => n.name === node)!, command)).stdout.trim();
