@@ -335,7 +335,7 @@ describe('the injection corpus', () => {
     { what: 'an unknown query parameter', method: 'GET', url: '/v1/rollouts/corpus?page=2', names: 'page' },
     ...['x;reboot', '..%2F..%2Fetc', '%24(reboot)', '-x', 'katafleet-drift-kata-1a2b%0a'].map((value) => ({ what: `schedule id ${value}`, method: 'DELETE', url: `/v1/schedules/${value}`, names: 'id' })),
     // Over the router's path parameter limit (100 characters): refused before routing, 414.
-    { what: 'schedule id of 101 characters', method: 'DELETE', url: `/v1/schedules/${'a'.repeat(101)}`, names: 'URI Too Long', status: 414 },
+    { what: 'schedule id of 101 characters', method: 'DELETE', url: `/v1/schedules/${'a'.repeat(101)}`, names: 'exceeding the max param length', status: 414 },
     ...['x;reboot', '-x', '%60reboot%60'].map((value) => ({ what: `rollout id ${value}`, method: 'GET', url: `/v1/rollouts/${value}`, names: 'id' })),
     { what: 'schedule every: a command', method: 'POST', url: '/v1/schedules', body: { ...inline, every: '15m; reboot' }, names: 'every' },
     { what: 'schedule playbook: traversal', method: 'POST', url: '/v1/schedules', body: { playbook: '../../etc/passwd', inventory: 'prod', every: '15m' }, names: 'playbook' },
