@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import type { Inventory, Playbook } from '../playbooks/schema';
 import { taskQueue } from '../worker/connection';
-import { isDuration, parseDuration } from '../playbooks/duration';
+import { parseDuration } from '../playbooks/duration';
 import type { DriftInput } from '../workflows/drift';
 import { buildRolloutInput, RolloutServiceError } from './rollout-service';
+import { scheduleEveryProblem } from './schemas';
 
 const schedulePrefix = 'katafleet-drift-';
 
@@ -37,9 +38,8 @@ export interface DriftScheduleSummary {
  * are skipped, so a slow repair never stacks up.
  */
 export async function createDriftSchedule(client: Client, playbook: Playbook, inventory: Inventory, options: { every: string; reportOnly: boolean; scheduleId?: string }): Promise<string> {
-  if (!isDuration(options.every) || parseDuration(options.every) < 1000) {
-    throw new RolloutServiceError('RolloutRequestRejected', `--every "${options.every}" must be a duration of at least 1s, such as "15m" or "1h"`);
-  }
+  const problem = scheduleEveryProblem(options.every);
+  if (problem !== undefined) throw new RolloutServiceError('RolloutRequestRejected', `--every ${problem}`);
   const input = buildDriftInput(playbook, inventory, options.reportOnly);
   const scheduleId = `${schedulePrefix}${options.scheduleId ?? `${playbook.playbook.name}-${randomUUID().slice(0, 8)}`}`;
   await client.schedule.create({

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { fileNamePattern, maxFileBytes } from '../playbooks/load';
 import { RolloutOverrides } from '../playbooks/schema';
+import { isDuration, parseDuration } from '../playbooks/duration';
 import { defaultProgressPageSize, failedNodesCap, maxProgressPageSize } from '../workflows/rollout-messages';
 
 /** Request and response bodies of the HTTP API; the OpenAPI document at /openapi.json is generated from them. */
@@ -129,10 +130,15 @@ export const PhaseBody = z.object({ rollout_id: z.string(), phase: z.string() })
 
 export const RolloutIdParams = z.object({ id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/) });
 
+/** Why `every` is no schedule interval (a duration of at least 1 s), or undefined. Pure. */
+export function scheduleEveryProblem(every: string): string | undefined {
+  return isDuration(every) && parseDuration(every) >= 1000 ? undefined : `${JSON.stringify(every)} must be a duration of at least 1s, such as "15m" or "1h"`;
+}
+
 export const CreateScheduleBody = z
   .strictObject({
     ...FilesOrText,
-    every: z.string().describe('interval, e.g. "15m"'),
+    every: z.string().refine((every) => scheduleEveryProblem(every) === undefined, { error: (issue) => scheduleEveryProblem(issue.input as string) }).describe('interval, e.g. "15m"'),
     report_only: z.boolean().default(false).describe('only report drift, repair nothing'),
     schedule_id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$/).optional().describe('suffix of the schedule id (katafleet-drift-<schedule_id>)'),
   })

@@ -1,5 +1,6 @@
 import { RolloutServiceError } from '../api/rollout-service';
 import { buildDriftInput, createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from '../api/schedule-service';
+import { scheduleEveryProblem } from '../api/schemas';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
 import { taskQueue, withTemporalClient, workflowUiLink } from '../worker/connection';
 import { driftWorkflow, type DriftReport } from '../workflows/drift';
@@ -44,6 +45,9 @@ while the previous one still runs, and show on the Temporal UI's Schedules page.
       }
       if (sub === 'schedule') {
         const every = requireOption(this, values.every, '--every DURATION');
+        // Bad input is refused before Temporal is contacted.
+        const problem = scheduleEveryProblem(every);
+        if (problem !== undefined) throw new UsageError(`katafleet drift schedule: --every ${problem}`, this.usage);
         const id = await withTemporalClient((client) => createDriftSchedule(client, playbook, inventory, { every, reportOnly }));
         process.stdout.write(`created schedule ${id}: drift ${reportOnly ? 'report' : 'repair'} every ${every}\n`);
         return 0;
