@@ -123,12 +123,13 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
   // The swap and the check after it are not stopped by a cancellation: once started they finish, and the
   // journal (written above) lets the recovery take the swap back.
   // One command: the swap, then the candidates of earlier attempts of this run (a crashed attempt's, or one named
-  // before candidates were per attempt) removed, then the sha256 of the config as it is now on the node.
+  // before candidates were per attempt) removed. The read after it stays a command of its own: a cancellation may
+  // stop it (the journal lets the recovery take the swap back).
   const swap = original === undefined
     ? sh`chmod 0644 ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`
     : sh`chmod --reference=${configPath} ${candidate} && chown --reference=${configPath} ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`;
-  const swapped = await shell.run(sh`${swap} && rm -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new && sha256sum ${configPath}`, { signal: undefined });
-  const configSha = swapped.stdout.trim().split(/\s+/)[0] || undefined;
+  await shell.run(sh`${swap} && rm -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
+  const configSha = await shell.sha256(configPath);
   if (configSha !== sha256Hex(outcome.content)) {
     throw transientFailure('ContainerdConfigChanged', `Node ${shell.name}: ${configPath} changed while katafleet replaced it (sha256 ${configSha}); the step will re-read it and try again`);
   }
