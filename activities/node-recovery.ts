@@ -9,7 +9,7 @@ import type { SshPool } from './ssh';
 import { checkStep, checkTargets, checkUndo } from './step-policy';
 import type { KubernetesTarget, NodeTarget, QuarantineMarker, RecoveryResult, StepRequest, Undo } from './node-types';
 import { commitJournal } from './steps/journal';
-import { lockOwner, withNodeLock, type LockedShell } from './steps/node-lock';
+import { lockOwner, lockRank, withNodeLock, type LockedShell } from './steps/node-lock';
 import { NodeShell } from './steps/node-shell';
 import { prepareNode, quarantine, readQuarantine, recoverRun, releaseQuarantine } from './steps/recover';
 import { activityContext } from './steps/step-runtime';
@@ -27,7 +27,7 @@ function lockWaitMs(fallbackMs: number): number {
  * lease over to the run's next activity (which takes it over at once) instead of spending a command on its release.
  */
 export function withStepLock<T>(pool: SshPool, request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> {
-  return withNodeLock(pool, request.node, lockOwner(request.runId, `step-${request.step.id}`), lockWaitMs(10 * 60_000), work, { handOver: true });
+  return withNodeLock(pool, request.node, lockOwner(request.runId, `step-${request.step.id}`), lockWaitMs(10 * 60_000), work, { handOver: true, rank: lockRank(1 + (request.stepIndex ?? 0)) });
 }
 
 /** What the recovery activities receive: the node and the run. */
@@ -39,8 +39,9 @@ export interface RunOnNode {
 }
 
 export function createRecoveryActivities(pool: SshPool) {
+  // prepare opens a run (rank 0, its lease handed to the first step); the closing activities rank after every step.
   const locked = <T>(request: { node: NodeTarget; runId: string }, what: string, work: (shell: LockedShell) => Promise<T>, handOver = false) =>
-    withNodeLock(pool, request.node, lockOwner(request.runId, what), lockWaitMs(10 * 60_000), work, { handOver });
+    withNodeLock(pool, request.node, lockOwner(request.runId, what), lockWaitMs(10 * 60_000), work, { handOver, rank: lockRank(handOver ? 0 : 1000) });
   return {
     /**
      * First thing of a run: checks the run's steps and undos like the step activities do (StepRefused, before

@@ -110,6 +110,18 @@ export const proofs: Proof[] = [
       'node-workflow-crash.test.ts': ['in the middle of containerd-patch: the workflow finishes, the config is patched once, one backup equal to the original'],
     },
   },
+  {
+    sentence: 'The lease is taken by the step\'s first command (in the same SSH command), and a step that succeeds hands it to the',
+    tests: {
+      'ssh-batch.test.ts': [
+        'the lease is taken by the first command itself: one SSH command, the lease file names the owner and its rank',
+        'a step that succeeds hands its lease over: no release command, and the run\'s next step takes it at once',
+        'no other run, and no late attempt of an earlier step, takes a lease that was handed over; they run nothing (NodeBusy)',
+        'the next attempt of a step takes over at once; the earlier attempt\'s next command is refused (NodeLockLost)',
+        'even the same run does not take over while a command of the previous owner still runs on the node',
+      ],
+    },
+  },
   { sentence: 'Temporary and candidate files are per attempt.', tests: { 'node-overlap.test.ts': ['attempt 2 neither overlaps attempt 1 (still running on the node) nor reports rolled-back while it finishes'] } },
   {
     sentence: '**Timeouts that nest.**',

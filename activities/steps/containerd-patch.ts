@@ -122,11 +122,13 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
   await validateOnNode(shell, candidate, configPath, ownFiles);
   // The swap and the check after it are not stopped by a cancellation: once started they finish, and the
   // journal (written above) lets the recovery take the swap back.
-  await shell.run(original === undefined
+  // One command: the swap, then the candidates of earlier attempts of this run (a crashed attempt's, or one named
+  // before candidates were per attempt) removed. The read after it stays a command of its own: a cancellation may
+  // stop it (the journal lets the recovery take the swap back).
+  const swap = original === undefined
     ? sh`chmod 0644 ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`
-    : sh`chmod --reference=${configPath} ${candidate} && chown --reference=${configPath} ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`, { signal: undefined });
-  // Candidates of earlier attempts of this run (a crashed attempt's, or one named before candidates were per attempt).
-  await shell.run(sh`rm -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
+    : sh`chmod --reference=${configPath} ${candidate} && chown --reference=${configPath} ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`;
+  await shell.run(sh`${swap} && rm -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
   const configSha = await shell.sha256(configPath);
   if (configSha !== sha256Hex(outcome.content)) {
     throw transientFailure('ContainerdConfigChanged', `Node ${shell.name}: ${configPath} changed while katafleet replaced it (sha256 ${configSha}); the step will re-read it and try again`);
@@ -205,11 +207,17 @@ async function backUp(shell: NodeShell, configPath: string, backupPath: string, 
   if (created) created.now = existing === undefined;
   if (existing === undefined) {
     const temp = `${backupPath}.${attempt}.tmp`;
-    await shell.run(sh`cp -p ${configPath} ${temp} && sync ${temp} && { ln ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; rm -f ${temp}; sync ${posix.dirname(backupPath)}; exit $status`);
+    // The copy and the read of what the backup holds now, in one command.
+    const copied = await shell.run(sh`cp -p ${configPath} ${temp} && sync ${temp} && { ln ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; rm -f ${temp}; sync ${posix.dirname(backupPath)}; if [ $status -ne 0 ]; then exit $status; fi; sha256sum ${backupPath}`);
+    return checkBackup(shell, configPath, backupPath, expected, copied.stdout.trim().split(/\s+/)[0], false);
   }
-  const backupSha = await shell.sha256(backupPath);
+  return checkBackup(shell, configPath, backupPath, expected, existing, true);
+}
+
+/** The backup must hold the bytes read; one an earlier attempt made that holds others is a conflict. Returns the sha256. */
+function checkBackup(shell: NodeShell, configPath: string, backupPath: string, expected: string, backupSha: string | undefined, madeEarlier: boolean): string {
   if (backupSha === expected) return expected;
-  if (existing !== undefined) {
+  if (madeEarlier) {
     throw permanentFailure(ContainerdBackupConflict,
       `Node ${shell.name}: ${backupPath} (from an earlier attempt of this run) holds other bytes (sha256 ${backupSha}) than ${configPath} now (sha256 ${expected}): ` +
       'the config changed between attempts. katafleet never overwrites a backup; compare the two files and remove the backup if the current config is the one to keep');

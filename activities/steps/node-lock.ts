@@ -10,8 +10,9 @@
  * the node that the lease is still its own and not expired, then runs holding `lock.running` shared (taken
  * while the check still holds the lock file's flock, so no take can slip in between). A new owner takes the
  * lock only when no command of the old owner still runs and the lease has expired, or the old owner is an
- * earlier activity of the same run (the workflow schedules a run's activities one after the other, so that
- * one has ended or been given up); no command of a late attempt (a dead worker's, or one past its
+ * earlier activity of the same run: one of lower {@link lockRank} (the workflow schedules a run's activities one
+ * after the other, so that one has ended or been given up; a late attempt of it can never take the lease back
+ * from a later one). No command of a late attempt (a dead worker's, or one past its
  * start-to-close) can start, or still run, when the next owner acts.
  *
  * Cost in SSH commands: the lease is taken by the step's first command (one remote script: take, then the
@@ -53,6 +54,15 @@ const LOCK_LOST_TEXT = 'katafleet-node-lock-lost';
 /** On stderr when a take found the lock held (exit 97, the holder on stdout) or its flock busy (exit 98). */
 const NODE_BUSY_TEXT = 'katafleet-node-busy';
 
+/**
+ * The order of an activity's lease within its run, stored with the lease: an owner of the same run may take over a
+ * lease of lower rank without waiting for it to end. `position` is the activity's place in the run (0 the first, the
+ * playbook's steps after it, the run's closing activities last); a later attempt ranks above an earlier one.
+ */
+export function lockRank(position: number, attempt = activityContext()?.info.attempt ?? 1): number {
+  return position * 1000 + Math.min(attempt, 999);
+}
+
 /** Who holds a lease: `<run id>/<what>/<attempt>`, e.g. `0192…/step-containerd/2`. */
 export function lockOwner(runId: string, what: string, attempt = activityContext()?.info.attempt ?? 1): string {
   return `${runId}/${what}/${attempt}`;
@@ -71,22 +81,23 @@ const RENEW_BELOW_MS = 10_000;
 
 /**
  * The shell script that takes (or renews) the lease for OWNER for LEASE seconds; exit 97 prints the holder, 98 says
- * the lock file's flock stayed busy (both with {@link NODE_BUSY_TEXT} on stderr). A lease of an earlier activity of
- * the same run is taken over without waiting for its end (never while a command of it runs). The script leaves fd 9
+ * the lock file's flock stayed busy (both with {@link NODE_BUSY_TEXT} on stderr). A lease of the same run and of a
+ * lower RANK is taken over without waiting for its end (never while a command of it runs). The lock file holds
+ * `<owner> <expires> <rank>`. The script leaves fd 9
  * (the lock file's flock) open, so that a command that follows in the same script starts before any other take.
  */
-function takeScript(node: string, owner: string, leaseSeconds: number): Command {
+function takeScript(node: string, owner: string, leaseSeconds: number, rank: number): Command {
   const lockFile = lockPath(node);
   const runningFile = runningPath(node);
   const sameRun = `${owner.split('/')[0]}/`;
   return sh`mkdir -p ${KATAFLEET_DIR} && { test -e ${lockFile}.flock || touch ${lockFile}.flock; } && { test -e ${runningFile} || touch ${runningFile}; } && exec 9<${lockFile}.flock && flock -w 10 9 || { echo ${NODE_BUSY_TEXT} >&2; exit 98; }
-now=$(date +%s); o=; e=0; g=${LOCK_GRACE_SECONDS}; l=${leaseSeconds}; r=${sameRun}
-if [ -f ${lockFile} ]; then read o e < ${lockFile} || true; fi
+now=$(date +%s); o=; e=0; k=; g=${LOCK_GRACE_SECONDS}; l=${leaseSeconds}; r=${sameRun}; n=${rank}
+if [ -f ${lockFile} ]; then read o e k < ${lockFile} || true; fi
 case "$e" in ''|*[!0-9]*) e=0 ;; esac
-case "$o" in "$r"*) s=1 ;; *) s= ;; esac
+s=; case "$o" in "$r"*) case "$k" in ''|*[!0-9]*) ;; *) if [ "$k" -lt "$n" ]; then s=1; fi ;; esac ;; esac
 if [ -n "$o" ] && [ "$o" != ${owner} ] && [ -z "$s" ] && [ "$now" -lt $((e + g)) ]; then echo "$o $e $now"; echo ${NODE_BUSY_TEXT} >&2; exit 97; fi
 if [ -n "$o" ] && [ "$o" != ${owner} ] && ! flock -x -n ${runningFile} true; then echo "$o $e $now running"; echo ${NODE_BUSY_TEXT} >&2; exit 97; fi
-printf '%s %s\\n' ${owner} $((now + l)) | tee ${lockFile}.tmp >/dev/null && sync ${lockFile}.tmp && mv -f ${lockFile}.tmp ${lockFile} && sync ${KATAFLEET_DIR}`;
+printf '%s %s %s\\n' ${owner} $((now + l)) "$n" | tee ${lockFile}.tmp >/dev/null && sync ${lockFile}.tmp && mv -f ${lockFile}.tmp ${lockFile} && sync ${KATAFLEET_DIR}`;
 }
 
 /**
@@ -121,7 +132,7 @@ export class LockedShell extends NodeShell {
   private expiresAt = 0;
   private taken = false;
 
-  constructor(pool: SshPool, target: NodeTarget, readonly owner: string, private readonly waitUntil: number, private readonly deadline: number) {
+  constructor(pool: SshPool, target: NodeTarget, readonly owner: string, private readonly waitUntil: number, private readonly deadline: number, private readonly rank = 0) {
     super(pool, target);
   }
 
@@ -140,7 +151,7 @@ export class LockedShell extends NodeShell {
     const seconds = Math.ceil((Math.min(until, this.deadline) - Date.now()) / 1000);
     if (seconds <= 1) return;
     const requested = Date.now();
-    const result = await NodeShell.prototype.run.call(this, takeScript(this.name, this.owner, seconds), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
+    const result = await NodeShell.prototype.run.call(this, takeScript(this.name, this.owner, seconds, this.rank), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
     if (result.exitCode !== 0) {
       throw transientFailure(NodeLockLost, `Node ${this.name}: ${this.owner} could not extend its lease on the node's lock (${result.exitCode === 97 ? describeHolder(result.stdout) : 'flock busy'}); nothing more was done by this attempt`);
     }
@@ -157,7 +168,7 @@ export class LockedShell extends NodeShell {
     if (this.expiresAt - Date.now() <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the lease of ${this.owner} on the node's lock has ended with its attempt; the attempt stops here and the next one takes over`);
     const lockFile = lockPath(this.name);
     const guard = sh`exec 9<${lockFile}.flock && flock -w 10 9 || exit ${LOCK_LOST_EXIT}
-read o e < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi`;
+read o e k < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi`;
     return this.runChecked(command, sh`${guard}\n${underRunningLock(this.name, command)}`, options);
   }
 
@@ -167,9 +178,10 @@ read o e < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%
    */
   private async takeAndRun(command: Command, options: RunOptions): Promise<CommandResult> {
     for (;;) {
+      if (this.deadline - Date.now() <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the attempt of ${this.owner} has ended before it took the node's lock; nothing was done by it`);
       const lease = this.leaseSeconds();
       const requested = Date.now();
-      const script = sh`${takeScript(this.name, this.owner, lease)} || { echo katafleet-node-lock-not-written >&2; exit 96; }\n${underRunningLock(this.name, command)}`;
+      const script = sh`${takeScript(this.name, this.owner, lease, this.rank)} || { echo katafleet-node-lock-not-written >&2; exit 96; }\n${underRunningLock(this.name, command)}`;
       const result = await this.runChecked(command, script, options, [97, 98]);
       if (!result.stderr.includes(NODE_BUSY_TEXT)) {
         this.taken = true;
@@ -214,8 +226,8 @@ read o e < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%
  * lease, waiting (heartbeating) while another owner holds it, at most `waitMs`; then it fails with {@link NodeBusy}
  * naming the holder. Nothing runs on the node until then.
  */
-export function lockNode(pool: SshPool, target: NodeTarget, owner: string, options: { waitMs: number; fallbackAttemptMs?: number }): LockedShell {
-  return new LockedShell(pool, target, owner, Date.now() + options.waitMs, attemptDeadline(options.fallbackAttemptMs ?? 10 * 60_000));
+export function lockNode(pool: SshPool, target: NodeTarget, owner: string, options: { waitMs: number; fallbackAttemptMs?: number; rank?: number }): LockedShell {
+  return new LockedShell(pool, target, owner, Date.now() + options.waitMs, attemptDeadline(options.fallbackAttemptMs ?? 10 * 60_000), options.rank);
 }
 
 /**
@@ -223,9 +235,9 @@ export function lockNode(pool: SshPool, target: NodeTarget, owner: string, optio
  * succeeds leaves the lease for the run's next activity to take over (one SSH command fewer per step); the lease
  * still ends on its own if none follows.
  */
-export async function withNodeLock<T>(pool: SshPool, target: NodeTarget, owner: string, waitMs: number, work: (shell: LockedShell) => Promise<T>, options: { handOver?: boolean } = {}): Promise<T> {
+export async function withNodeLock<T>(pool: SshPool, target: NodeTarget, owner: string, waitMs: number, work: (shell: LockedShell) => Promise<T>, options: { handOver?: boolean; rank?: number } = {}): Promise<T> {
   if (waitMs < 0) throw permanentFailure('NodeLockMisused', 'negative wait for the node lock');
-  const shell = lockNode(pool, target, owner, { waitMs });
+  const shell = lockNode(pool, target, owner, { waitMs, rank: options.rank });
   let done = false;
   try {
     const result = await work(shell);

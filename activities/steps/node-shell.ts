@@ -137,8 +137,9 @@ export function parseParts<K extends string>(stdout: string, names: readonly K[]
     const start = stdout.indexOf(`${marker}-${i}\n`);
     const endMatch = new RegExp(`\n${marker}-${i} (\\d+)\n`).exec(stdout.slice(start));
     if (start < 0 || !endMatch) throw new Error(`the answer to a batch of reads lacks its part ${i} (${name}): the remote script was cut short`);
+    // The script prints a newline after each part's output, so the end marker is always on a line of its own.
     const body = stdout.slice(start + marker.length + `-${i}\n`.length, start + endMatch.index);
-    result[name] = { stdout: body.endsWith('\n') ? body.slice(0, -1) : body, exitCode: Number(endMatch[1]) };
+    result[name] = { stdout: body, exitCode: Number(endMatch[1]) };
   });
   return result;
 }
