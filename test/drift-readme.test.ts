@@ -41,7 +41,7 @@ export const proofs: Proof[] = [
     sentence: 'Schedules are Temporal Schedules (overlap policy skip',
     tests: { 'drift-readme.test.ts': [overlap], 'drift.test.ts': ['runs a schedule created through the CLI and one created through the API on time; both show in `temporal schedule list` until deleted'] },
   },
-  { sentence: 'Each run shows its table in the UI\'s current details, and the search attribute `KatafleetDrift`', tests: { 'drift.test.ts': ['shows the result in the workflow\'s search attributes as outcomes and counts, bounded whatever the fleet size'] } },
+  { sentence: 'Each run lists its nodes (one line each: outcome, what drifted) in the UI\'s current details, and the search attribute `KatafleetDrift`', tests: { 'drift.test.ts': ['shows the result in the workflow\'s search attributes as outcomes and counts, bounded whatever the fleet size'] } },
 ];
 
 /** Sentences that promise no behaviour. */

@@ -14,7 +14,7 @@ export const proofs: Proof[] = [
         'answers as itself over SSH: its host kernel, its hostname, its containerd config, an active containerd',
         'writes an inventory that the playbook loader accepts, with a known_hosts that ssh verifies strictly',
         'keeps each node to itself: packages, config and modules of one node are not seen by another node or the machine',
-        'installs kata-containers with apt from the fleet mirror; kata-runtime check passes; the guest kernel differs; removal takes it all away',
+        'installs Kata from the mirror\'s release tarball as upstream\'s manual install does; kata-runtime check passes; the guest kernel differs; removing /opt/kata takes it all away',
       ],
       'kube-fleet.test.ts': ['lists every worker as a Ready node, locally and with kubectl over SSH on the control-plane host'],
     },
