@@ -153,6 +153,13 @@ export const proofs: Proof[] = [
     },
   },
   {
+    sentence: 'The release-tarball row (kata.toml\'s install; the matrix measured package-install before) was measured alone',
+    tests: {
+      'release-tarball-journal.test.ts': ['terminated mid release-tarball: the next run finds the journal and takes the install back before doing anything'],
+      'release-tarball.test.ts': ['a re-run after a crash between extracting and switching finishes the job and still owns the version directory'],
+    },
+  },
+  {
     sentence: 'Fault matrix (`npx tsx bench/faults.ts`',
     tests: {
       'node-workflow-crash.test.ts': [
