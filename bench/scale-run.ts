@@ -261,7 +261,7 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
     if (response.status !== 202) throw new Error(`POST /v1/rollouts answered ${response.status}: ${body}`);
 
     let largestAnswerBytes = 0;
-    const get = async (query: string, tries = 5): Promise<RolloutProgress & { status: string }> => {
+    const get = async (query: string, tries = 60): Promise<RolloutProgress & { status: string }> => {
       const answer = await fetch(`${baseUrl}/v1/rollouts/${rolloutId}${query}`, { headers: { authorization: headers.authorization } });
       const text = await answer.text();
       // A worker too busy to answer the progress query in time (503) is asked again: the rollout goes on meanwhile.
