@@ -341,6 +341,10 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
       worker: workerUsage,
       engineOverheadMs: { median: percentile(delays, 50), p99: percentile(delays, 99), samples: delays.length },
     };
+  } catch (err) {
+    // Said before the cleanup: a client call still retrying when the connection closes can end the process first.
+    log(`scale run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    throw err;
   } finally {
     // What was still starting when something failed is stopped too, once it is up.
     await Promise.allSettled(starting);
