@@ -262,7 +262,16 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
 
     let largestAnswerBytes = 0;
     const get = async (query: string, tries = 60): Promise<RolloutProgress & { status: string }> => {
-      const answer = await fetch(`${baseUrl}/v1/rollouts/${rolloutId}${query}`, { headers: { authorization: headers.authorization } });
+      let answer: Response;
+      try {
+        answer = await fetch(`${baseUrl}/v1/rollouts/${rolloutId}${query}`, { headers: { authorization: headers.authorization } });
+      } catch (err) {
+        // The API closes a request its worker did not answer within its 30 s request timeout: ask again.
+        if (tries <= 1) throw err;
+        log(`  GET failed (${err instanceof Error ? err.message : String(err)}); asking again`);
+        await new Promise((resolve) => setTimeout(resolve, 2_000));
+        return get(query, tries - 1);
+      }
       const text = await answer.text();
       // A worker too busy to answer the progress query in time (503) is asked again: the rollout goes on meanwhile.
       if (answer.status === 503 && tries > 1) {
