@@ -121,7 +121,10 @@ export async function startRollout(
   // The inventory travels in pieces (issue 13): the start input names their count and digest, the first piece
   // comes with the start (signalWithStart), the others as signals; no payload grows with the fleet.
   const { manifest, pieces } = splitInventory(input.nodes, options.pieceNodes);
-  const startInput: RolloutInput = { ...input, nodes: undefined, inventory: manifest, ...(options.limits ? { limits: options.limits } : {}) };
+  // signalWithStart signals a rollout that a simultaneous request with the same id started a moment before instead of
+  // failing: the token in the input tells which request started the run (only that one sends the other pieces).
+  const startToken = randomUUID();
+  const startInput: RolloutInput = { ...input, nodes: undefined, inventory: manifest, startToken, ...(options.limits ? { limits: options.limits } : {}) };
   try {
     const handle = await client.workflow.signalWithStart('rolloutWorkflow', {
       taskQueue,
@@ -138,6 +141,8 @@ export async function startRollout(
         { key: searchAttributes.nodesTotal, value: input.nodes.length },
       ],
     });
+    const runInput = await runInputOf(client, workflowId, handle.signaledRunId);
+    if (runInput?.startToken !== startToken) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
     for (const piece of pieces.slice(1)) await handle.signal(inventoryPieceSignal, piece);
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) return { rolloutId: requestId, workflowId, uiLink: workflowUiLink(workflowId), started: false };
@@ -185,12 +190,17 @@ async function refuseBusyNodes(client: Client, nodes: string[], ownWorkflowId: s
  * one history event is read), else in the pieces its history holds (signals, or readInventoryPiece results).
  */
 async function nodesOfRunningRollout(client: Client, workflowId: string, runId: string): Promise<string[]> {
-  const response = await client.workflowService.getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 1 });
-  const started = response.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
-  const input = await decodeFromPayloadsAtIndex<RolloutInput | undefined>(client.options.loadedDataConverter, 0, started?.input?.payloads);
+  const input = await runInputOf(client, workflowId, runId);
   if (input?.nodes || !input?.inventory) return (input?.nodes ?? []).map((node) => node.name);
   const pieces = await piecesInHistory(client, { workflowId, runId });
   return [...pieces.values()].flat().map((node) => node.name);
+}
+
+/** The input of a rollout's run: its history's first event (one event is read). */
+async function runInputOf(client: Client, workflowId: string, runId: string): Promise<RolloutInput | undefined> {
+  const response = await client.workflowService.getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 1 });
+  const started = response.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
+  return decodeFromPayloadsAtIndex<RolloutInput | undefined>(client.options.loadedDataConverter, 0, started?.input?.payloads);
 }
 
 /** `a, b, c and 17 more`: at most `cap` names of a list, so that no message grows with the fleet. Pure. */

@@ -261,8 +261,17 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
     if (response.status !== 202) throw new Error(`POST /v1/rollouts answered ${response.status}: ${body}`);
 
     let largestAnswerBytes = 0;
-    const get = async (query: string, tries = 5): Promise<RolloutProgress & { status: string }> => {
-      const answer = await fetch(`${baseUrl}/v1/rollouts/${rolloutId}${query}`, { headers: { authorization: headers.authorization } });
+    const get = async (query: string, tries = 60): Promise<RolloutProgress & { status: string }> => {
+      let answer: Response;
+      try {
+        answer = await fetch(`${baseUrl}/v1/rollouts/${rolloutId}${query}`, { headers: { authorization: headers.authorization } });
+      } catch (err) {
+        // The API closes a request its worker did not answer within its 30 s request timeout: ask again.
+        if (tries <= 1) throw err;
+        log(`  GET failed (${err instanceof Error ? err.message : String(err)}); asking again`);
+        await new Promise((resolve) => setTimeout(resolve, 2_000));
+        return get(query, tries - 1);
+      }
       const text = await answer.text();
       // A worker too busy to answer the progress query in time (503) is asked again: the rollout goes on meanwhile.
       if (answer.status === 503 && tries > 1) {
@@ -341,6 +350,10 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
       worker: workerUsage,
       engineOverheadMs: { median: percentile(delays, 50), p99: percentile(delays, 99), samples: delays.length },
     };
+  } catch (err) {
+    // Said before the cleanup: a client call still retrying when the connection closes can end the process first.
+    log(`scale run failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    throw err;
   } finally {
     // What was still starting when something failed is stopped too, once it is up.
     await Promise.allSettled(starting);

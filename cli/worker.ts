@@ -22,7 +22,7 @@ step expects (a node unfit for Kata, a transient error a retry fixes) is one inf
     }
     installWorkerLogging({ level, file: values['log-file'] });
     const target = temporalTargetFromEnv();
-    const { worker, close } = await createWorker({ target });
+    const { worker, close } = await createWorker({ target, bundleInChild: true });
     process.stdout.write(`katafleet worker polling "${taskQueue}" on ${target.address} (namespace ${target.namespace})\n`);
     try {
       await worker.run();

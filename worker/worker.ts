@@ -25,7 +25,8 @@ export interface WorkerOptions {
   pool?: SshPool;
   /**
    * Bundle the workflows in a child process (webpack's memory stays out of the worker: about 125 MB of RSS less).
-   * false: bundle in this process, as the SDK does by default. @default true
+   * false: bundle in this process, as the SDK does by default. `katafleet worker` sets it; `katafleet up` (one
+   * process for API, worker and signals) does not. @default false
    */
   bundleInChild?: boolean;
   /**
@@ -41,7 +42,7 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
   const target = options.target ?? temporalTargetFromEnv();
   const pool = options.pool ?? new SshPool();
   const workflowsPath = require.resolve('../workflows');
-  const workflows = options.bundleInChild === false ? { workflowsPath } : { workflowBundle: { code: await bundleInChildProcess(workflowsPath) } };
+  const workflows = options.bundleInChild !== true ? { workflowsPath } : { workflowBundle: { code: await bundleInChildProcess(workflowsPath) } };
   const connection = await NativeConnection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
   const worker = await Worker.create({
     connection,

@@ -65,6 +65,8 @@ export interface RolloutInput {
    * continue-as-new. No payload grows with the fleet. docs/scale.md "The inventory in pieces".
    */
   inventory?: InventoryManifest;
+  /** Which request started the run (a random id): two simultaneous requests with one request id start one rollout. */
+  startToken?: string;
   kubernetes?: KubernetesTarget;
   /** Lower limits than Temporal's, for tests that show how a large fleet stays within them. */
   limits?: RolloutLimits;
