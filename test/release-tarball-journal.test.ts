@@ -58,7 +58,7 @@ function start(steps: Step[], runName: string, extra: Partial<NodeRolloutInput> 
 /** Everything release-tarball changes: /opt/kata, the release trees, /usr/local/bin, its own state files. */
 const kataState = () => onNode(nodes, node, [
   'if test -L /opt/kata; then echo "opt-kata -> $(readlink /opt/kata)"; elif test -e /opt/kata; then echo opt-kata; else echo no-opt-kata; fi',
-  'test -d /opt/kata-releases && ls -A /opt/kata-releases',
+  'if test -d /opt/kata-releases; then echo releases-dir:; ls -A /opt/kata-releases; else echo no-releases-dir; fi',
   'ls -A /usr/local/bin',
   'ls -A /var/lib/katafleet 2>/dev/null | grep release-',
   'true',
@@ -122,9 +122,14 @@ describe('README "When things fail": a rollout terminated mid release-tarball', 
     const result = await next.result();
     expect(result.phase).toBe('succeeded');
     expect(result.recovered).toEqual([expect.stringMatching(new RegExp(`^recovered the journal of run ${terminatedRun} \\(terminate-mid-release\\): install: `))]);
+    expect(result.recovered?.[0]).toContain('removed /opt/kata;');
+    expect(result.recovered?.[0]).toContain('removed /usr/local/bin/kata-runtime');
     expect(result.recovered?.[0]).toContain('removed /opt/kata-releases/3.32.0');
-    // As before: no /opt/kata, no links in /usr/local/bin, no /opt/kata-releases/3.32.0, no state files, no journal.
-    expect(await kataState()).toBe(before);
+    // As before: no /opt/kata, no links in /usr/local/bin, nothing in /opt/kata-releases, no state files, no journal.
+    // The empty /opt/kata-releases itself stays, as after the ordinary undo of a first install (the undo records
+    // no more than that; test/release-tarball.test.ts 'the first install\'s undo removes exactly what it created').
+    expect(before.split('@@@\n')[1]).toBe('no-releases-dir\n');
+    expect(await kataState()).toBe(before.replace('no-releases-dir\n', 'releases-dir:\n'));
     expect(await journalListing()).toBe('');
   }, 600_000);
 });
