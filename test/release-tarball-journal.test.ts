@@ -9,6 +9,8 @@
 // while a flag file exists: /run/kf-test-hang-switch holds the `ln` of the /opt/kata switch (the version's
 // tree is extracted, /opt/kata not touched yet), /run/kf-test-hang-link the `ln` of the second link in
 // /usr/local/bin (/opt/kata switched, the first link made).
+// With 2d8583a reverted (release-tarball.ts and node-activities.ts), the test fails where it looks for the
+// journal entry while the step is held at the switch: there is none.
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { JournalEntry } from '../activities/steps/journal';
