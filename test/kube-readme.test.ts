@@ -65,6 +65,25 @@ export const proofs: Proof[] = [
   { sentence: 'A pod that ran with the host\'s kernel is `VerificationFailed`', tests: { 'kube-readme.test.ts': [hostKernel, notRunning] } },
   { sentence: '**Pods survive the restart.**', tests: { 'kube-readme.test.ts': [killModeKept], 'killmode.test.ts': ['has upstream\'s KillMode=process: a plain systemctl restart leaves the running containers\' shims alone'] } },
   { sentence: 'Before it restarts containerd, `service-restart` reads the unit\'s KillMode', tests: { 'kube-readme.test.ts': [killModeRefused] } },
+  {
+    sentence: 'A rollout that halts (its canary failed, or the failure budget ran out) or is aborted with `--rollback` takes back the RuntimeClass it created itself',
+    tests: {
+      'rollback-cluster-objects.test.ts': [
+        'deletes the RuntimeClass it created when it halts: kubectl get runtimeclass kata is NotFound, node-2 untouched',
+        'leaves a RuntimeClass that existed before the rollout as it was (same uid, resourceVersion, spec, annotations)',
+        'deletes the RuntimeClass it created after an abort with rollback, once the rolled-back canary no longer carries the label',
+      ],
+    },
+  },
+  {
+    sentence: 'A rollback restarts containerd too, after putting its config back, with the same two checks',
+    tests: {
+      'killmode.test.ts': [
+        'refuses the restore when the restart would kill running containers, before it changes anything; with the fix it finishes',
+        'fails the undo with ContainersLostOnRestart when a container running before is gone after the restart',
+      ],
+    },
+  },
   { sentence: 'The simulated node\'s unit is upstream\'s; the fault switch `containerd-killmode-default`', tests: { 'killmode.test.ts': ['with the fault switch, falls back to systemd\'s default control-group, and a restart kills them'], 'kube-readme.test.ts': [killModeRefused] } },
 ];
 
@@ -73,6 +92,7 @@ export const proofs: Proof[] = [
  * `proofs`) or another sentence loses its proof.
  */
 export const unproven: { sentence: string; why: string }[] = [
+  { sentence: 'Not taken back: changes the rollout made to a RuntimeClass that already existed (an update of its overhead or nodeSelector stays).', why: 'a limitation: says what katafleet does not do' },
   {
     sentence: 'After the restart it checks that every container shim running before still runs (`ContainersLostOnRestart` otherwise).',
     why: 'only the passing side runs (the "kept" summary): losing a shim across a restart with KillMode=process needs a fault the simulation does not have yet',
