@@ -20,6 +20,19 @@ export const proofs: Proof[] = [
       'node-journal.test.ts': ['cancelled after the swap: the run recovers from its journal, the config is byte-exact as before, no journal left'],
     },
   },
+  {
+    sentence: 'What changed in session 4 (`activities/steps/node-lock.ts`, `node-shell.ts`, `prereq-check.ts`, `containerd-patch.ts`)',
+    tests: {
+      'ssh-batch.test.ts': [
+        'the lease is taken by the first command itself: one SSH command, the lease file names the owner and its rank',
+        'a step that succeeds hands its lease over: no release command, and the run\'s next step takes it at once',
+        'no other run, and no late attempt of an earlier step, takes a lease that was handed over; they run nothing (NodeBusy)',
+        'even the same run does not take over while a command of the previous owner still runs on the node',
+        'readAll: several reads in one SSH command, each part whole, a part that exits early stops no other part',
+      ],
+      'node-journal.test.ts': ['cancelled after the swap: the run recovers from its journal, the config is byte-exact as before, no journal left'],
+    },
+  },
   { sentence: 'the benchmark shows per step where they are', tests: { 'performance-readme.test.ts': [rolloutVsFloor] } },
   { sentence: 'Benchmark: `npx tsx bench/fleet-start.ts` starts 20 nodes and prints start time and memory per node', tests: { 'performance-readme.test.ts': [fleetStart] } },
 ];
@@ -31,7 +44,9 @@ export const unproven: { sentence: string; why: string }[] = [
   { sentence: '¹ The first version of the benchmark counted the time between two separate prereq-check activities as idle; the fixed 2 s polls of readiness-gate and verification-pod cost ~4 s per node.', why: measurement },
   { sentence: 'At 100 nodes this machine ran out of inotify instances', why: measurement },
   { sentence: 'The run also showed the worker\'s activity slots as a bottleneck', why: measurement },
-  { sentence: 'What changed: the embedded dev server keeps SQLite in WAL mode', why: 'what changed and its measured effect; the effect is in the benchmark\'s engine-gap lines' },
+  { sentence: 'SSH commands per node (N = 20, the benchmark\'s per-step table', why: measurement },
+  { sentence: 'What changed in session 3: the embedded dev server keeps SQLite in WAL mode', why: 'what changed and its measured effect; the effect is in the benchmark\'s engine-gap lines' },
+  { sentence: 'A third fewer SSH commands did not show in the wall time on this machine', why: measurement },
   { sentence: 'Not reached: the target of 1.25× the floor.', why: measurement },
   { sentence: 'What is left, from the benchmark:', why: measurement },
 ];
