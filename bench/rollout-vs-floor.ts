@@ -350,7 +350,7 @@ function report(nodes: number, katafleet: KatafleetRun, floor: { wallS: number; 
     idleTotal += idleMs;
     const queue = gaps.flatMap((g) => g.byStep.get(activity)?.queueMs ?? []);
     const between = gaps.flatMap((g) => g.byStep.get(activity)?.betweenMs ?? []);
-    out.push(`| ${activity} | ${fmt(commands.length / nodes, 1)} | ${fmt(commands.filter(isKubectl).length / nodes, 1)} | ${fmt(busyMs / nodes / 1000)} s | ${fmt(idleMs / nodes / 1000)} s | ${fmt(quantile(queue, 0.5), 0)} ms | ${between.length ? `${fmt(quantile(between, 0.5), 0)} ms` : '-'} |`);
+    out.push(`| ${activity} | ${fmt(commands.length / nodes, 1)} | ${fmt(commands.filter(isKubectl).length / nodes, 1)} | ${fmt(busyMs / nodes / 1000)} s | ${fmt(idleMs / nodes / 1000)} s | ${queue.length ? `${fmt(quantile(queue, 0.5), 0)} ms` : '-'} | ${between.length ? `${fmt(quantile(between, 0.5), 0)} ms` : '-'} |`);
   }
   out.push('');
   out.push(`idle inside activities (fixed sleeps, polls, local work): ${fmt(idleTotal / nodes / 1000)} s per node`);
