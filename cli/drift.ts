@@ -3,7 +3,7 @@ import { buildDriftInput, createDriftSchedule, deleteDriftSchedule, listDriftSch
 import { scheduleEveryProblem } from '../api/schemas';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
 import { taskQueue, withTemporalClient, workflowUiLink } from '../worker/connection';
-import { driftWorkflow, type DriftReport } from '../workflows/drift';
+import { driftWorkflow, type DriftInput, type DriftReport } from '../workflows/drift';
 import { parseCommandArgs, requireOption, UsageError, type Command } from './command';
 
 /** The drift report as a table: node, outcome, what drifted. */
@@ -36,8 +36,9 @@ while the previous one still runs, and show on the Temporal UI's Schedules page.
       const playbook = await loadPlaybook(positionals[0]);
       const inventory = await loadInventory(requireOption(this, values.inventory, '--inventory FILE'));
       const reportOnly = values['report-only'] ?? false;
+      let input: DriftInput;
       try {
-        buildDriftInput(playbook, inventory, reportOnly);
+        input = buildDriftInput(playbook, inventory, reportOnly);
       } catch (err) {
         // Too many nodes for one drift run: the request's fault, exit 2 with the limit and the fix.
         if (err instanceof RolloutServiceError && err.type === 'RolloutTooLarge') throw new UsageError(err.message);
@@ -52,7 +53,6 @@ while the previous one still runs, and show on the Temporal UI's Schedules page.
         process.stdout.write(`created schedule ${id}: drift ${reportOnly ? 'report' : 'repair'} every ${every}\n`);
         return 0;
       }
-      const input = buildDriftInput(playbook, inventory, reportOnly);
       const workflowId = `katafleet-drift-check-${Date.now()}`;
       process.stdout.write(`drift check ${workflowUiLink(workflowId)}\n`);
       const report = await withTemporalClient((client) => client.workflow.execute(driftWorkflow, { taskQueue, workflowId, args: [input] }));

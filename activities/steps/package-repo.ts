@@ -323,9 +323,8 @@ async function rpmRefresh(shell: NodeShell, step: PackageRepoStep, journal: Reco
   const signatureProblem = lines.find((line) => RPM_SIGNATURE_PROBLEM.test(line));
   await takeBack(shell, journal, paths);
   const detail = (lines.filter((l) => /^(Error|error|Errors|- |\[|Repository .* is invalid)/.test(l)).slice(-3).join('; ') || lines.slice(-3).join('; '));
-  const what = `${result.command}`;
   if (signatureProblem === undefined && RPM_UNREACHABLE.test(output)) {
-    throw transientFailure(PackageRepoUnreachable, `Node ${shell.name}: ${what} could not fetch ${step.url} (${detail}); the repository and key were taken back; trying again`);
+    throw transientFailure(PackageRepoUnreachable, `Node ${shell.name}: ${result.command} could not fetch ${step.url} (${detail}); the repository and key were taken back; trying again`);
   }
   throw permanentFailure(PackageRepoSignatureInvalid, `Node ${shell.name}: the repository ${step.url} does not verify with the pinned key ${normalizeFingerprint(step.key_fingerprint)} ` +
     `(${signatureProblem ?? detail}); the repository and key were taken back — check the key_fingerprint and the url`);
