@@ -75,7 +75,8 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
  */
 export function cacheOption(value: number | string | undefined): { maxCachedWorkflows?: number } {
   if (value === undefined || (typeof value === 'string' && value.trim() === '')) return {};
-  const count = typeof value === 'string' ? Number(value.trim()) : value;
+  // Digits only: Number() would also take "0x10", "1e3" or "12.0".
+  const count = typeof value === 'string' ? (/^\d{1,6}$/.test(value.trim()) ? Number(value.trim()) : NaN) : value;
   if (!Number.isInteger(count) || count < 0 || count > 100_000) {
     throw new Error(`KATAFLEET_MAX_CACHED_WORKFLOWS=${JSON.stringify(String(value))}: use a whole number of workflows from 0 to 100000 (e.g. 100), or unset it for Temporal's default`);
   }
