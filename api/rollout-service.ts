@@ -196,8 +196,8 @@ async function nodesOfRunningRollout(client: Client, workflowId: string, runId: 
   return [...pieces.values()].flat().map((node) => node.name);
 }
 
-/** The input of a rollout's run: its history's first event (one event is read). */
-async function runInputOf(client: Client, workflowId: string, runId: string): Promise<RolloutInput | undefined> {
+/** The input of a rollout's run (`runId` empty: its latest run): its history's first event (one event is read). */
+export async function runInputOf(client: Client, workflowId: string, runId: string): Promise<RolloutInput | undefined> {
   const response = await client.workflowService.getWorkflowExecutionHistory({ namespace: client.options.namespace, execution: { workflowId, runId }, maximumPageSize: 1 });
   const started = response.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
   return decodeFromPayloadsAtIndex<RolloutInput | undefined>(client.options.loadedDataConverter, 0, started?.input?.payloads);

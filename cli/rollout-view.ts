@@ -2,20 +2,31 @@ import type { RolloutNodeResult, RolloutProgress } from '../workflows/rollout-me
 
 const barWidth = 20;
 
-/** One bar per wave and one line per node of the current and earlier waves: the live view of `--follow`. */
-export function formatRolloutLive(progress: RolloutProgress): string {
+/**
+ * One bar per wave and one line per node of the current and earlier waves: the live view of `--follow`. The first
+ * wave is labelled `canary` only when the rollout has one: `canary` is the rollout's `[rollout] canary` (overrides
+ * applied); when it is not known (a rollout followed through the HTTP API), a first wave smaller than the others is.
+ */
+export function formatRolloutLive(progress: RolloutProgress, canary?: number): string {
   const lines = [`rollout ${progress.rolloutId} (${progress.playbook}): ${progress.phase} — ${progress.counts.succeeded}/${progress.counts.total} done, ${progress.counts.failed} failed (budget ${progress.failureBudget})`];
-  progress.waves.forEach((wave, index) => {
+  progress.waves.forEach((_wave, index) => {
     const nodes = progress.nodes.filter((node) => node.wave === index + 1);
     const finished = nodes.filter((node) => !['pending', 'running'].includes(node.status)).length;
     const filled = Math.round((finished / Math.max(1, nodes.length)) * barWidth);
-    const label = index === 0 && progress.waves.length > 1 && wave.length < progress.counts.total ? 'canary' : `wave ${index + 1}`;
+    const label = index === 0 && isCanaryWave(progress, canary) ? 'canary' : `wave ${index + 1}`;
     lines.push(`  ${label.padEnd(7)} [${'#'.repeat(filled)}${'.'.repeat(barWidth - filled)}] ${finished}/${nodes.length}`);
     if (index + 1 <= progress.currentWave) {
       for (const node of nodes) lines.push(`    ${node.name.padEnd(20)} ${node.status}${node.reason ? `: ${node.reason}` : ''}`);
     }
   });
   return lines.join('\n');
+}
+
+/** Whether the first wave of `progress` is a canary: as `canary` says, else guessed from the wave sizes. Pure. */
+function isCanaryWave(progress: RolloutProgress, canary: number | undefined): boolean {
+  if (canary !== undefined) return canary > 0;
+  const sizes = progress.waveSizes ?? progress.waves.map((wave) => wave.length);
+  return sizes.length > 1 && sizes[0] < progress.counts.total;
 }
 
 /** The result table printed at the end of a rollout (and by `katafleet status`). */
