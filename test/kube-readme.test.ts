@@ -78,6 +78,7 @@ export const proofs: Proof[] = [
   {
     sentence: 'A rollback restarts containerd too, after putting its config back, with the same two checks',
     tests: {
+      'rollout-outside-cli.test.ts': ['a CLI rollout that fails after containerd-patch on a node whose unit lost KillMode=process: the restore is refused and retried, the container runs; with the drop-in it finishes byte-exact'],
       'killmode.test.ts': [
         'refuses the restore when the restart would kill running containers, before it changes anything; with the fix it finishes',
         'fails the undo with ContainersLostOnRestart when a container running before is gone after the restart',

@@ -21,11 +21,11 @@ import { runKatafleet, writeFleetInventory, type CliResult } from './helpers/cli
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { configHashes, onNode, waitFor } from './rollout-helpers';
 
-/** Test titles, named by the proof tables of test/kube-readme.test.ts, rollout-readme, sim-readme and cli-readme. */
-export const restoreRefusedTitle = 'a CLI rollout that fails after containerd-patch on a node whose unit lost KillMode=process: the restore is refused and retried, the container runs; with the drop-in it finishes byte-exact';
-export const leaseHandedOverTitle = 'a CLI rollout of three steps: each step takes the node\'s lease over from the one before, and only the run\'s last activity removes it';
-export const noKataPackageTitle = 'a CLI rollout that installs kata-containers with package-install and no package-repo fails at that step with apt\'s message, exit 1, the node unchanged';
-export const canaryLabelTitle = '--follow and status label the first wave "canary" only when the rollout has a canary';
+// Titles named by the proof tables of test/kube-readme.test.ts and test/rollout-readme.test.ts.
+const restoreRefusedTitle = 'a CLI rollout that fails after containerd-patch on a node whose unit lost KillMode=process: the restore is refused and retried, the container runs; with the drop-in it finishes byte-exact';
+const leaseHandedOverTitle = 'a CLI rollout of three steps: each step takes the node\'s lease over from the one before, and only the run\'s last activity removes it';
+const noKataPackageTitle = 'a CLI rollout that installs kata-containers with package-install and no package-repo fails at that step with apt\'s message, exit 1, the node unchanged';
+const canaryLabelTitle = '--follow and status label the first wave "canary" only when the rollout has a canary';
 
 let env: TestWorkflowEnvironment;
 let fleet: Fleet;

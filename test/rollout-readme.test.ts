@@ -113,6 +113,7 @@ export const proofs: Proof[] = [
   {
     sentence: 'The lease is taken by the step\'s first command (in the same SSH command), and a step that succeeds hands it to the',
     tests: {
+      'rollout-outside-cli.test.ts': ['a CLI rollout of three steps: each step takes the node\'s lease over from the one before, and only the run\'s last activity removes it'],
       'ssh-batch.test.ts': [
         'the lease is taken by the first command itself: one SSH command, the lease file names the owner and its rank',
         'a step that succeeds hands its lease over: no release command, and the run\'s next step takes it at once',
