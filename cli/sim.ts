@@ -6,10 +6,20 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UsageError, parseCommandArgs, type Command } from './command';
 import { faultNames, faults as faultDescriptions, parseFault, type Fault } from '../sim/faults';
-import { assertNoFleetIn, defaultFleetDir, fleetStatus, readFleetRecord, setFaultInDir, startFleet, stopFleetInDir } from '../sim/fleet';
+import { assertNoFleetIn, defaultFleetDir, fleetStatus, readFleetRecord, setFaultInDir, startFleet, stopFleetInDir, type NodeSpec } from '../sim/fleet';
+import type { NodePackageManager } from '../sim/rpm-node';
+
+/** The operating systems `sim up --os` offers, and the package manager that makes a node one (sim/rpm-node.ts). */
+const nodeOsManagers = { debian: 'apt', fedora: 'dnf', opensuse: 'zypper' } as const satisfies Record<string, NodePackageManager>;
+type NodeOs = keyof typeof nodeOsManagers;
+const nodeOsDescriptions: Record<NodeOs, string> = {
+  debian: 'Debian 12-like: apt and dpkg (the default)',
+  fedora: 'Fedora 40-like: dnf and rpm, no apt',
+  opensuse: 'openSUSE Leap 15.6-like: zypper and rpm, no apt',
+};
 
 const usage = `Usage:
-  katafleet sim up [--nodes N] [--dir D] [--fault NODE=FAULT ...] [--no-kubernetes] [--user U] [--port P]
+  katafleet sim up [--nodes N] [--dir D] [--os NODE=OS ...] [--fault NODE=FAULT ...] [--no-kubernetes] [--user U] [--port P]
   katafleet sim down [--dir D]
   katafleet sim fault NODE FAULT on|off [--dir D]
   katafleet sim status [--dir D]
@@ -19,6 +29,10 @@ Kubernetes control plane with kubectl on the SSH host \`control-plane\` (unless 
 inventory D/inventory.toml and returns; the fleet keeps running until \`katafleet sim down\`.
 D defaults to ${relativeToCwd(defaultFleetDir)}.
 
+Nodes are node-1 … node-N, Debian 12-like (apt) unless --os says otherwise for a node:
+${Object.entries(nodeOsDescriptions).map(([os, text]) => `  ${os.padEnd(26)} ${text}`).join('\n')}
+e.g. --os node-2=fedora --os node-3=opensuse.
+
 Faults:
 ${faultNames.map((f) => `  ${f.padEnd(26)} ${faultDescriptions[f]}`).join('\n')}`;
 
@@ -27,12 +41,33 @@ function relativeToCwd(path: string): string {
   return path.startsWith(`${cwd}/`) ? path.slice(cwd.length + 1) : path;
 }
 
+/**
+ * The package manager of each node from \`--os NODE=OS\` values (nodes node-1 … node-\`nodes\`), or a UsageError that
+ * names the flag, the value and the choices. Pure.
+ */
+export function parseNodeOs(specs: readonly string[], nodes: number): Record<string, NodePackageManager> {
+  const managers: Record<string, NodePackageManager> = {};
+  const choices = Object.keys(nodeOsManagers).join(' | ');
+  for (const spec of specs) {
+    const match = /^([^=]*)=(.*)$/.exec(spec);
+    if (!match || !match[1] || !match[2]) throw new UsageError(`katafleet sim up: --os expects NODE=OS (e.g. node-2=fedora), got ${JSON.stringify(spec)}`, usage);
+    const [, node, os] = match;
+    const index = /^node-([1-9]\d*)$/.exec(node);
+    if (!index || Number(index[1]) > nodes) throw new UsageError(`katafleet sim up: --os ${spec}: no node ${JSON.stringify(node)} in this fleet (its nodes are node-1 … node-${nodes}; --nodes sets how many)`, usage);
+    if (!Object.hasOwn(nodeOsManagers, os)) throw new UsageError(`katafleet sim up: --os ${spec}: expected one of ${choices}, got ${JSON.stringify(os)}`, usage);
+    if (managers[node]) throw new UsageError(`katafleet sim up: --os ${spec}: ${node} already has an --os; give each node at most one`, usage);
+    managers[node] = nodeOsManagers[os as NodeOs];
+  }
+  return managers;
+}
+
 const upStartTimeoutMs = 240_000;
 
 const upOptions = {
   nodes: { type: 'string' },
   dir: { type: 'string' },
   fault: { type: 'string', multiple: true },
+  os: { type: 'string', multiple: true },
   'no-kubernetes': { type: 'boolean' },
   user: { type: 'string' },
   port: { type: 'string' },
@@ -50,7 +85,9 @@ function parseUp(args: string[]) {
     if (!node || !fault) throw new UsageError(`katafleet sim up: --fault expects NODE=FAULT (e.g. node-2=sshd-down), got "${spec}"`, usage);
     (faults[node] ??= []).push(parseFault(fault, `--fault ${spec}`));
   }
-  return { nodes, port, faults, dir: resolve(values.dir ?? defaultFleetDir), kubernetes: !values['no-kubernetes'], user: values.user ?? 'root' };
+  const managers = parseNodeOs(values.os ?? [], nodes);
+  const nodeSpecs: number | NodeSpec[] = Object.keys(managers).length === 0 ? nodes : Array.from({ length: nodes }, (_, index) => ({ packageManager: managers[`node-${index + 1}`] ?? 'apt' }));
+  return { nodes: nodeSpecs, port, faults, dir: resolve(values.dir ?? defaultFleetDir), kubernetes: !values['no-kubernetes'], user: values.user ?? 'root' };
 }
 
 /** `sim up`: starts a detached `sim serve` that owns the fleet, waits until it is up, prints it. */

@@ -48,6 +48,33 @@ export function distroRepoFile(manager: 'dnf' | 'zypper', repoPort: number, repo
 const dnfConf = '[main]\ngpgcheck=True\ninstallonly_limit=3\nclean_requirements_on_remove=True\nbest=False\nskip_if_unavailable=False\n';
 const rpmMacros = '# The system rpm database, as on Fedora and openSUSE (Debian\'s rpm defaults to ~/.rpmdb)\n%_dbpath /var/lib/rpm\n';
 
+/**
+ * The spec of the package that says which Fedora a node runs, as Fedora 40 Server has it: `fedora-release-server` 40,
+ * which provides `system-release` and `system-release(40)` (src.fedoraproject.org/rpms/fedora-release,
+ * fedora-release.spec, branch f40; `system-release(releasever)` only on rawhide). dnf takes `$releasever` from the
+ * version of the package that provides `system-release(releasever)`, else `system-release` (dnf/rpm/__init__.py
+ * `detect_releasever`, dnf/const.py `DISTROVERPKG`, rpm-software-management/dnf 4.14.0); without one it warns "Unable
+ * to detect release version". .provision-rpm builds it with rpmbuild and installs it into the node's rpm database.
+ * The real package also carries os-release and preset files; this one carries none (sim/rpm-node.ts writes os-release).
+ */
+export const fedoraReleaseSpec = [
+  'Name: fedora-release-server',
+  'Version: 40',
+  'Release: 1',
+  'Summary: Base package for Fedora Server-specific default configurations',
+  'License: MIT',
+  'BuildArch: noarch',
+  'Provides: fedora-release = 40-1',
+  'Provides: fedora-release-variant = 40-1',
+  'Provides: system-release',
+  'Provides: system-release(40)',
+  'Provides: base-module(platform:f40)',
+  '%description',
+  'Provides a base package for Fedora Server-specific configuration files to depend on.',
+  '%files',
+  '',
+].join('\n');
+
 /** Writes the RPM-family files into the node's /etc layer (`etcUpper`). */
 export async function prepareRpmNode(etcUpper: string, manager: 'dnf' | 'zypper', repoPort: number, repos: RpmRepositories): Promise<void> {
   const write = async (path: string, text: string) => {
@@ -61,6 +88,8 @@ export async function prepareRpmNode(etcUpper: string, manager: 'dnf' | 'zypper'
   await write(inEtc(repo.path), repo.text);
   if (manager === 'dnf') {
     await write(inEtc('/etc/dnf/dnf.conf'), dnfConf);
+    // .provision-rpm builds and installs it, then removes it.
+    await write(inEtc('/etc/katafleet-sim/fedora-release-server.spec'), fedoraReleaseSpec);
     await write(inEtc(distroKeyPath('dnf')), repos.distro.key);
   } else {
     // .provision-rpm imports it into the rpm database (openSUSE-build-key does this on a real node) and moves it under /usr.

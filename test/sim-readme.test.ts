@@ -44,6 +44,20 @@ export const proofs: Proof[] = [
       'sim-lifecycle.test.ts': ['fault switches from the command line reach the running fleet'],
     },
   },
+  {
+    sentence: 'Nodes are Debian 12-like unless `katafleet sim up --os NODE=OS` makes one Fedora 40-like',
+    tests: {
+      'sim-os-cli.test.ts': [
+        'sim up --os node-2=fedora starts a Fedora 40-like node (dnf and rpm, no apt) beside a Debian one',
+        'lists the operating systems in its --help',
+      ],
+    },
+  },
+  { sentence: 'a bad value exits with status 2, naming the flag and the choices, and starts nothing', tests: { 'sim-os-cli.test.ts': ['refuses bad --os values with exit 2, naming the flag, the value and the choices, and starts nothing'] } },
+  {
+    sentence: 'A Fedora node\'s rpm database has Fedora\'s release package, so dnf finds `$releasever` (40)',
+    tests: { 'sim-os-cli.test.ts': ['dnf on the Fedora node finds $releasever (40) in the rpm database: makecache prints no "Unable to detect release version"'] },
+  },
 ];
 
 /** Sentences that promise no behaviour. */
