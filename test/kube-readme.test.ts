@@ -66,9 +66,11 @@ export const proofs: Proof[] = [
   { sentence: '**Pods survive the restart.**', tests: { 'kube-readme.test.ts': [killModeKept], 'killmode.test.ts': ['has upstream\'s KillMode=process: a plain systemctl restart leaves the running containers\' shims alone'] } },
   { sentence: 'Before it restarts containerd, `service-restart` reads the unit\'s KillMode', tests: { 'kube-readme.test.ts': [killModeRefused] } },
   {
-    sentence: 'A rollout that halts (its canary failed, or the failure budget ran out) or is aborted with `--rollback` takes back the RuntimeClass it created itself',
+    sentence: 'A rollout that halts (its canary failed, or the failure budget ran out), is aborted with `--rollback` or is cancelled straight through Temporal (`temporal workflow cancel`) takes back the RuntimeClass it created itself',
     tests: {
       'rollback-cluster-objects.test.ts': [
+        'deletes the RuntimeClass it created: kubectl get runtimeclass kata is NotFound after the cancel',
+        'leaves a RuntimeClass that existed before the cancelled rollout as it was (same uid, resourceVersion, annotations)',
         'deletes the RuntimeClass it created when it halts: kubectl get runtimeclass kata is NotFound, node-2 untouched',
         'leaves a RuntimeClass that existed before the rollout as it was (same uid, resourceVersion, spec, annotations)',
         'deletes the RuntimeClass it created after an abort with rollback, once the rolled-back canary no longer carries the label',

@@ -1,6 +1,6 @@
 // A failed canary leaves the cluster as it found it (issue 12): the rollout applies its RuntimeClass once, before
-// the first node; when the canary then fails and the rollout halts, it deletes the class it created itself, and
-// never one that existed before it started. Through the public CLI, against the simulated fleet's real
+// the first node; when the canary then fails and the rollout halts (or it is aborted with rollback, or cancelled
+// straight through Temporal), it deletes the class it created itself, and never one that existed before it started. Through the public CLI, against the simulated fleet's real
 // kube-apiserver (kubectl over SSH on its control-plane host), with a canary that has no hardware virtualization.
 import { writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
@@ -160,5 +160,57 @@ describe('a rollout whose canary fails after its RuntimeClass was applied', () =
     expect(status.stdout).toContain('aborted');
     expect(status.stdout).toContain('runtime-class: deleted RuntimeClass kata (handler kata), created by this rollout: no node carries katacontainers.io/kata-runtime=true any more');
     expect((await admin(['get', 'runtimeclass', 'kata'])).stderr).toContain('NotFound');
+  }, 600_000);
+});
+
+describe('a rollout cancelled through Temporal (not katafleet abort) after its RuntimeClass was applied', () => {
+  /** The prereq check and the RuntimeClass, no label step: after node-2's canary no node carries the class's label. */
+  const unlabelledToml = playbookToml.replace('name = "kata-class-canary"\n', 'name = "kata-class-cancel"\n\n[rollout]\napproval_after_canary = true\n')
+    .replace(/\n\[\[steps\]\]\nid = "label"[\s\S]*?(?=\n\[\[steps\]\])/, '');
+
+  /** Starts the rollout with canary node-2, waits for its approval after the canary, cancels it through Temporal; its status. */
+  async function cancelAfterCanary(requestId: string): Promise<string> {
+    const playbook = join(work, 'kata-class-cancel.toml');
+    await writeFile(playbook, unlabelledToml);
+    expect(await readFile(playbook, 'utf8')).not.toContain('kind = "node-label"');
+    const [header, ...blocks] = (await readFile(fleet.inventoryPath, 'utf8')).split('[[nodes]]');
+    const inventory = join(fleet.dir, 'canary-node-2-cancel.toml');
+    await writeFile(inventory, [header, ...blocks.filter((block) => block.includes('name = "node-2"')), ...blocks.filter((block) => !block.includes('name = "node-2"'))].join('[[nodes]]'));
+    const start = await katafleet('rollout', playbook, '--inventory', inventory, '--canary', '1', '--wave-size', '1', '--pause', '0s', '--request-id', requestId);
+    expect({ code: start.code, stderr: start.stderr }).toEqual({ code: 0, stderr: '' });
+    const handle = env.client.workflow.getHandle(`katafleet-rollout-${requestId}`);
+    await waitFor('the canary node-2 done, approval awaited', async () => ((await handle.query(rolloutProgressQuery)).phase === 'awaiting-approval' ? true : undefined), 300_000);
+    // What `temporal workflow cancel --workflow-id katafleet-rollout-<id>` sends: a cancel request, no katafleet abort.
+    await handle.cancel();
+    await expect(handle.result()).rejects.toMatchObject({ cause: { name: 'CancelledFailure' } });
+    const status = await katafleet('status', requestId);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(/^cancelled: /m);
+    return status.stdout;
+  }
+
+  it('deletes the RuntimeClass it created: kubectl get runtimeclass kata is NotFound after the cancel', async () => {
+    await admin(['delete', 'runtimeclass', 'kata', '--ignore-not-found']);
+    const status = await cancelAfterCanary('class-cancelled');
+    expect(status).toContain('runtime-class: created RuntimeClass kata (handler kata');
+    expect(status).toContain('runtime-class: deleted RuntimeClass kata (handler kata), created by this rollout: no node carries katacontainers.io/kata-runtime=true any more');
+    expect(await clusterActivities('class-cancelled')).toEqual(['clusterStep', 'clusterTakeBack']);
+    expect((await admin(['get', 'runtimeclass', 'kata'])).stderr).toContain('NotFound');
+    await keepHistory('class-cancelled', 'rollout-cancel-take-back');
+  }, 600_000);
+
+  it('leaves a RuntimeClass that existed before the cancelled rollout as it was (same uid, resourceVersion, annotations)', async () => {
+    const earlier = {
+      apiVersion: 'node.k8s.io/v1', kind: 'RuntimeClass',
+      metadata: { name: 'kata', labels: { 'app.kubernetes.io/managed-by': 'katafleet' }, annotations: { [CREATED_BY_ROLLOUT]: 'an-earlier-rollout' } },
+      handler: 'kata', scheduling: { nodeSelector: { 'katacontainers.io/kata-runtime': 'true' } }, overhead: { podFixed: { cpu: '250m', memory: '160Mi' } },
+    };
+    expect((await admin(['apply', '--server-side', '--field-manager=katafleet', '-f', '-'], JSON.stringify(earlier))).code).toBe(0);
+    const metadata = async () => (await admin(['get', 'runtimeclass', 'kata', '-o', 'jsonpath={.metadata.uid} {.metadata.resourceVersion} {.metadata.annotations}'])).stdout;
+    const before = await metadata();
+    expect(before).toContain('an-earlier-rollout');
+    const status = await cancelAfterCanary('class-existed-cancelled');
+    expect(status).toContain('runtime-class: kept RuntimeClass kata: it existed before this rollout');
+    expect(await metadata()).toBe(before);
   }, 600_000);
 });

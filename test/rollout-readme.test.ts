@@ -69,7 +69,13 @@ export const proofs: Proof[] = [
   },
   { sentence: 'An abort without rollback can still be upgraded', tests: { 'rollout-phase.test.ts': ['upgrades an abort without rollback to one with rollback (by the abort signal) while a node still runs'] } },
   { sentence: 'A cancel of the rollout does not cut an undo in half', tests: { 'rollout-phase.test.ts': ['lets an undo finish when the aborting rollout is cancelled through Temporal'] } },
-  { sentence: 'A rollout cancelled through Temporal', tests: { 'rollout-phase.test.ts': ['ends with KatafleetPhase cancelled, not running, when the rollout is cancelled through Temporal'] } },
+  {
+    sentence: 'A rollout cancelled through Temporal',
+    tests: {
+      'rollout-phase.test.ts': ['ends with KatafleetPhase cancelled, not running, when the rollout is cancelled through Temporal'],
+      'rollback-cluster-objects.test.ts': ['deletes the RuntimeClass it created: kubectl get runtimeclass kata is NotFound after the cancel'],
+    },
+  },
   {
     sentence: 'After a node succeeded, the rollout records on it which playbook it applied',
     tests: {

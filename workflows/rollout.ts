@@ -142,6 +142,11 @@ export const rolloutPatches = {
    * were in flight whatever the wave size).
    */
   batchedStarts: 'rollout-batched-starts',
+  /**
+   * A rollout cancelled through Temporal takes back the RuntimeClass it created, once its running nodes rolled back,
+   * as a halted one does (the cluster as it found it).
+   */
+  cancelTakeBack: 'rollout-cancel-take-back',
 } as const;
 
 /** Nodes in the workflow's result (and a halt's failure details): the rest are read page by page with the query. */
@@ -632,6 +637,7 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
       await condition(() => running.size === 0);
       progress.phase = 'cancelled';
       progress.reason = 'cancelled through Temporal (not by katafleet abort): running nodes rolled back, no further node was started';
+      if (patched(rolloutPatches.cancelTakeBack)) await cluster.takeBack();
       for (const result of results) {
         if (result.status === 'pending' || result.status === 'busy') Object.assign(result, { status: 'skipped', busy: undefined, reason: progress.reason });
       }
