@@ -75,12 +75,13 @@ afterAll(async () => {
 
 describe('pause between waves, approval, cancel', () => {
   it('shows paused when paused while waiting between waves, refuses a second pause as paused, and goes on after resume', async () => {
-    const started = await katafleet('rollout', join(work, 'playbook.toml'), '--inventory', await inventoryFile('pause', ['p-1', 'p-2']), '--canary', '1', '--wave-size', '1', '--pause', '10s', '--request-id', 'pause-between');
+    const started = await katafleet('rollout', join(work, 'playbook.toml'), '--inventory', await inventoryFile('pause', ['p-1', 'p-2']), '--canary', '1', '--wave-size', '1', '--pause', '30s', '--request-id', 'pause-between');
     expect(started.code).toBe(0);
     await phaseIs('pause-between', 'waiting-between-waves');
     expect(await katafleet('pause', 'pause-between')).toMatchObject({ code: 0, stdout: 'rollout pause-between: paused\n', stderr: '' });
-    // Past the 10 s wait: still paused, and p-2 not started.
-    await new Promise((resolve) => setTimeout(resolve, 12_000));
+    // Past the 30 s wait: still paused, and p-2 not started. (30 s, not less: under a load of 40 on 2 cores, starting
+    // the CLI for `pause` took longer than a 10 s wait, which then ended before the pause arrived.)
+    await new Promise((resolve) => setTimeout(resolve, 32_000));
     const status = await katafleet('status', 'pause-between');
     expect(status.stdout).toMatch(/^rollout pause-between \(kata-node-steps\): paused/);
     expect((await progressOf('pause-between')).nodes.map((node) => node.status)).toEqual(['succeeded', 'pending']);
