@@ -29,7 +29,8 @@ const on = async (command: string) => {
   if (result.exitCode !== 0) throw new Error(`${command} exited with ${result.exitCode}: ${result.stderr}`);
   return result.stdout;
 };
-const nodeState = () => on('ls -A /opt /usr/local/bin; ls -A /var/lib/katafleet 2>/dev/null | grep -v journal; true');
+/** What release-tarball changes (the node lock's own files in /var/lib/katafleet aside). */
+const nodeState = () => on('ls -A /opt /usr/local/bin; ls -A /var/lib/katafleet 2>/dev/null | grep release-; true');
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'kf-program-probe-cli-'));
@@ -69,7 +70,7 @@ afterAll(async () => {
 });
 
 const refuses = 'a rollout onto a node without zstd fails at release-tarball with ProgramMissing naming node and program, exits non-zero, and changes nothing';
-const succeeds = 'the same rollout succeeds once zstd is back, calling tar by its probed path';
+const succeeds = 'the same rollout succeeds once zstd is back (the connection probes again: a missing program is never taken from an old answer)';
 
 describe('katafleet rollout onto a node that lacks a program the install step needs', () => {
   it(refuses, async () => {
