@@ -113,7 +113,7 @@ export type Undo =
    * A Kata release `release-tarball` installed: switch `/opt/kata` back to `previous` (absent = remove it), remove the
    * links and the version directory this run created (activities/steps/release-tarball.ts).
    */
-  | { kind: 'remove-release'; stepId: string; version: string; previous?: string; createdVersionDir: boolean; createdLinks: string[] }
+  | { kind: 'remove-release'; stepId: string; version: string; previous?: string; createdVersionDir: boolean; createdLinks: string[]; createdReleasesDir?: boolean }
   /**
    * Undo of package-repo: purge the packages this run installed, then the source and key file it created, and (dnf,
    * zypper) the key it imported into the rpm database. `manager` absent = apt.

@@ -109,6 +109,7 @@ const UndoShape = z.discriminatedUnion('kind', [
     version: allowlisted(kataVersion),
     previous: z.string().regex(/^\/opt\/kata-releases\/[0-9]+\.[0-9]+\.[0-9]+[A-Za-z0-9.+~^_-]*\/opt\/kata$/, 'must be /opt/kata-releases/VERSION/opt/kata').optional(),
     createdVersionDir: z.boolean(),
+    createdReleasesDir: z.boolean().optional(),
     createdLinks: z.array(z.enum(['/usr/local/bin/kata-runtime', '/usr/local/bin/containerd-shim-kata-v2'])),
   }),
   z.strictObject({

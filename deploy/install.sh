@@ -17,7 +17,7 @@ install -d -o root -g root -m 0755 "$dir" "$dir/bin"
 install -o root -g root -m 0755 "$here/kf-root" "$dir/kf-root"
 install -o root -g root -m 0755 "$here/kf-shim" "$dir/kf-shim"
 # One shim per program katafleet runs as root (the programs kf-root knows).
-for program in cat sha256sum sync tee touch mkdir cp mv rm ln chmod chown tar curl wget systemctl journalctl modprobe \
+for program in cat sha256sum sync tee touch mkdir cp mv rm rmdir ln chmod chown tar curl wget systemctl journalctl modprobe \
   apt-get dnf zypper rpm containerd crictl kata-runtime; do
   ln -sfn ../kf-shim "$dir/bin/$program"
 done

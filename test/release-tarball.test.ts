@@ -98,7 +98,7 @@ describe('release-tarball on a node', () => {
     expect(first.facts).toMatchObject({ version: '3.31.0', arch: 'amd64', fetch: 'worker' });
     expect(first.summary).toContain('kata-runtime : 3.31.0');
     expect(first.undo).toEqual({ kind: 'remove-release', stepId: 'kata', version: '3.31.0', createdVersionDir: true,
-      createdLinks: ['/usr/local/bin/kata-runtime', '/usr/local/bin/containerd-shim-kata-v2'] });
+      createdLinks: ['/usr/local/bin/kata-runtime', '/usr/local/bin/containerd-shim-kata-v2'], createdReleasesDir: true });
     expect(await layout('up-1')).toBe(['/opt/kata-releases/3.31.0/opt/kata', '3.31.0', '/opt/kata/bin/kata-runtime', '/opt/kata/bin/containerd-shim-kata-v2',
       `release-${runA.slice(0, 12)}-kata.state`].join('\n'));
     expect(await on('up-1', 'kata-runtime --version | head -1; containerd-shim-kata-v2 --version; readlink /opt/kata/share/defaults/kata-containers/configuration.toml'))
@@ -127,13 +127,16 @@ describe('release-tarball on a node', () => {
     expect((await undo('up-1', upgrade.undo!)).ok).toBe(true);
   }, 120_000);
 
-  it('the first install\'s undo removes exactly what it created: /opt/kata, the links, the version directory, the journal', async () => {
+  it('the first install\'s undo removes exactly what it created: /opt/kata, the links, the version directory, /opt/kata-releases, the journal', async () => {
     const before = await on('node-2', 'ls -A /opt /usr/local/bin');
+    expect(before).not.toContain('kata-releases');
     const outcome = await install('node-2', release('3.20.0', { fetch: 'node' }));
     expect(outcome.summary).toContain('kata-runtime : 3.20.0');
-    await undo('node-2', outcome.undo!);
-    expect(await on('node-2', 'ls -A /opt /usr/local/bin')).toBe(before.replace('\n\n', '\nkata-releases\n\n'));
-    expect(await on('node-2', 'ls -A /opt/kata-releases; ls /var/lib/katafleet 2>/dev/null | grep -c release- || true')).toBe('0');
+    expect(outcome.undo).toMatchObject({ createdVersionDir: true, createdReleasesDir: true });
+    const undone = await undo('node-2', outcome.undo!);
+    expect(undone.summary).toContain('removed /opt/kata-releases (this run created it, and it is empty now)');
+    expect(await on('node-2', 'ls -A /opt /usr/local/bin')).toBe(before);
+    expect(await on('node-2', 'ls /var/lib/katafleet 2>/dev/null | grep -c release- || true')).toBe('0');
     expect((await drift('node-2', [release('3.20.0')])).drifted).toEqual([
       'Kata 3.20.0 is not installed at /opt/kata-releases/3.20.0/opt/kata',
       '/opt/kata is missing, not a link to /opt/kata-releases/3.20.0/opt/kata',
@@ -150,7 +153,28 @@ describe('release-tarball on a node', () => {
     expect(rerun.changed).toBe(true);
     expect(rerun.undo).toEqual(first.undo);
     await undo('node-2', rerun.undo!);
-    expect(await on('node-2', 'ls -A /opt/kata-releases; test -e /opt/kata || echo no-kata')).toBe('no-kata');
+    expect(await on('node-2', 'test -e /opt/kata-releases || echo no-releases; test -e /opt/kata || echo no-kata')).toBe('no-releases\nno-kata');
+  }, 120_000);
+
+  it('the undo never removes a /opt/kata-releases that existed before the install, even when it ends up empty', async () => {
+    await on('node-2', 'mkdir -p /opt/kata-releases');
+    const outcome = await install('node-2', release('3.20.0', { fetch: 'node' }));
+    expect(outcome.undo).toMatchObject({ createdVersionDir: true });
+    expect(outcome.undo).not.toHaveProperty('createdReleasesDir');
+    const undone = await undo('node-2', outcome.undo!);
+    expect(undone.summary).toContain('removed /opt/kata-releases/3.20.0');
+    expect(undone.summary).not.toContain('removed /opt/kata-releases (');
+    expect(await on('node-2', 'ls -A /opt/kata-releases; test -d /opt/kata-releases && echo kept')).toBe('kept');
+    await on('node-2', 'rmdir /opt/kata-releases');
+  }, 120_000);
+
+  it('the undo of a first install leaves /opt/kata-releases when another version was put there meanwhile (rmdir of an empty directory only)', async () => {
+    const outcome = await install('node-2', release('3.20.0', { fetch: 'node' }), runA);
+    expect(outcome.undo).toMatchObject({ createdReleasesDir: true });
+    await on('node-2', 'mkdir -p /opt/kata-releases/someone-elses');
+    await undo('node-2', outcome.undo!);
+    expect(await on('node-2', 'ls -A /opt/kata-releases')).toBe('someone-elses');
+    await on('node-2', 'rm -rf /opt/kata-releases');
   }, 120_000);
 });
 

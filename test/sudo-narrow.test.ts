@@ -142,6 +142,8 @@ describe('commands off the list', () => {
     [`${kfRoot} mv /etc/containerd/config.toml /etc/cron.d/x`, /mv: \/etc\/cron.d\/x is outside/],
     [`${kfRoot} cp --preserve=all /etc/containerd/config.toml /etc/containerd/x`, /cp: option --preserve=all is not allowed/],
     [`${kfRoot} rm -rf /etc/containerd`, /rm: recursive removal of \/etc\/containerd/],
+    [`${kfRoot} rmdir /etc/cron.d`, /rmdir: .*\/etc\/cron\.d/],
+    [`${kfRoot} rmdir -p /opt/kata-releases/x`, /rmdir: option -p is not allowed/],
     [`${kfRoot} chmod 4755 /etc/containerd/config.toml`, /chmod: mode 4755 is not allowed/],
     [`${kfRoot} chown root:${user} /etc/containerd/config.toml`, /chown: only --reference=FILE/],
     [`${kfRoot} apt-get -o APT::Update::Pre-Invoke::=id update`, /apt-get: -o APT::Update::Pre-Invoke::=id is not allowed/],
@@ -221,7 +223,14 @@ describe('every node step kind of the kata playbook in narrow mode', () => {
     expect(check.summary).toMatch(/kata-runtime check/i);
     expect(installed.undo).toBeDefined();
     expect((await runUndo(narrow, installed.undo as Undo))).toBe(true);
-    expect((await pool.run(asUser, raw('ls -d /opt/kata /usr/local/bin/kata-runtime 2>&1 | grep -c "No such file"'), { asRoot: false, allowExitCodes: [0, 1] })).stdout).toBe('2\n');
+    // /opt/kata-releases too: this run made it (kf-root's rmdir, empty folders only).
+    expect((await pool.run(asUser, raw('ls -d /opt/kata /usr/local/bin/kata-runtime /opt/kata-releases 2>&1 | grep -c "No such file"'), { asRoot: false, allowExitCodes: [0, 1] })).stdout).toBe('3\n');
+    // The program probe (docs/sudo-proof-commands.md) searched with kf-root's shims first: the steps called the shims
+    // by path, so kf-root still decided what ran as root; programs without a shim are found where root would find them.
+    const probed = pool.programsOf(sshNodeOf(narrow));
+    expect(probed?.searched).toBe('/usr/local/libexec/katafleet/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
+    for (const program of ['systemctl', 'tar', 'ln', 'mv', 'tee', 'sha256sum']) expect(probed?.paths.get(program)).toBe(`/usr/local/libexec/katafleet/bin/${program}`);
+    expect(probed?.paths.get('ps')).toMatch(/^\/(usr\/)?bin\/ps$/);
   }, 600_000);
 });
 

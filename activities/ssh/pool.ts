@@ -12,7 +12,8 @@ import {
 import { isError, SshFailureType, sshFailure } from './failure-types';
 import { appendKnownHost, checkHostKey, hostKeyAlgorithmsFor, readKnownHosts } from './known-hosts';
 import { DEFAULT_MAX_SESSIONS, DEFAULT_SSH_PORT, nodeEndpointLabel, type SshNode } from './node';
-import { sudo, withDeadline, type Command } from './quote';
+import { probeMarker, probeScript, splitProbe, type ProgramPaths, type ProgramProbeRequest } from './programs';
+import { sudo, withDeadline, withPrelude, type Command } from './quote';
 import { failureDetails, normalizeSignal, type CommandResult } from './result';
 import { Semaphore } from './semaphore';
 
@@ -71,6 +72,11 @@ export interface RunOptions {
   asRoot?: boolean;
   /** Stops the command when aborted (pass the activity's `cancellationSignal`); the promise rejects with the abort reason. */
   signal?: AbortSignal;
+  /**
+   * Probe the connection's programs ({@link SshPool.programsOf}) with this command when the connection has no answer
+   * yet: the probe runs first in the same remote shell (no extra round trip) and its output is split off stdout.
+   */
+  probe?: ProgramProbeRequest;
 }
 
 type ResolvedNode = SshNode & Required<Pick<SshNode, 'port' | 'sudo' | 'trustOnFirstUse' | 'maxSessions'>>;
@@ -92,6 +98,8 @@ interface Session {
   isOpen(): boolean;
   /** Calls `listener` with the reason when the connection closes; returns the unsubscribe function. */
   onClose(listener: (reason: string) => void): () => void;
+  /** The program probe's answer on this connection (see {@link RunOptions.probe}); gone with the connection. */
+  programs?: ProgramPaths;
 }
 
 /** Why a started command stopped early, decided by whichever comes first. */
@@ -116,6 +124,11 @@ class NodeConnection {
     if (this.session?.isOpen()) return this.session;
     this.connecting ??= this.connect().finally(() => { this.connecting = null; });
     return this.connecting;
+  }
+
+  /** The open session, if there is one (never connects). */
+  current(): Session | null {
+    return this.session?.isOpen() ? this.session : null;
   }
 
   /** Ends the connection; in-flight commands end with `CommandOutcomeUnknown`. */
@@ -264,14 +277,11 @@ export class SshPool {
   async run(node: SshNode, command: Command, options: RunOptions = {}): Promise<CommandResult> {
     const connection = this.connectionFor(node);
     const timeoutMs = options.timeoutMs ?? this.options.defaultTimeoutMs;
-    // The node's own deadline comes a second after ours, so a timeout is reported by us, and enforced by the node
-    // even when the connection is gone.
-    const guarded = withDeadline(command, timeoutMs / 1000 + 1);
-    const effective = connection.node.sudo && options.asRoot !== false ? sudo(guarded) : guarded;
     const startedMs = performance.now();
-    const report = (exitCode: number | null) => this.options.onCommand({ node: node.name, text: effective.text, stdin: options.stdin, startedMs, endedMs: performance.now(), exitCode });
+    let sent = this.effective(connection, command, options, timeoutMs);
+    const report = (exitCode: number | null) => this.options.onCommand({ node: node.name, text: sent.text, stdin: options.stdin, startedMs, endedMs: performance.now(), exitCode });
     try {
-      const result = await this.runEffective(connection, effective, options, timeoutMs);
+      const result = await this.runEffective(connection, command, options, timeoutMs, (effective) => { sent = effective; });
       report(result.exitCode);
       return result;
     } catch (err) {
@@ -280,7 +290,29 @@ export class SshPool {
     }
   }
 
-  private async runEffective(connection: NodeConnection, effective: Command, options: RunOptions, timeoutMs: number): Promise<CommandResult> {
+  /**
+   * The program probe's answer on `node`'s open connection (see {@link RunOptions.probe}), or undefined when the
+   * connection is closed or has not been probed yet. Never connects.
+   */
+  programsOf(node: SshNode): ProgramPaths | undefined {
+    return this.connections.get(node.name)?.current()?.programs;
+  }
+
+  /** Drops the program probe's answer on `node`'s connection: its next probing command probes again. */
+  forgetPrograms(node: SshNode): void {
+    const session = this.connections.get(node.name)?.current();
+    if (session) session.programs = undefined;
+  }
+
+  /** `command` as sent: under the node's own deadline (a second after ours) and sudo when root is asked for. */
+  private effective(connection: NodeConnection, command: Command, options: RunOptions, timeoutMs: number): Command {
+    // The node's own deadline comes a second after ours, so a timeout is reported by us, and enforced by the node
+    // even when the connection is gone.
+    const guarded = withDeadline(command, timeoutMs / 1000 + 1);
+    return connection.node.sudo && options.asRoot !== false ? sudo(guarded) : guarded;
+  }
+
+  private async runEffective(connection: NodeConnection, command: Command, options: RunOptions, timeoutMs: number, onSent: (effective: Command) => void): Promise<CommandResult> {
     for (let refusals = 0; ; refusals++) {
       const release = await connection.channels.acquire();
       let session: Session;
@@ -290,7 +322,11 @@ export class SshPool {
         release();
         throw err;
       }
-      const outcome = await this.exec(connection, session, effective, { ...options, timeoutMs }, release);
+      // The connection's first probing command carries the probe (commands sent meanwhile on it may carry one too).
+      const probe = options.probe && session.programs === undefined ? { marker: probeMarker(), searched: options.probe.path } : undefined;
+      const effective = this.effective(connection, probe ? withPrelude(probeScript(probe.searched, probe.marker), command) : command, options, timeoutMs);
+      onSent(effective);
+      const outcome = await this.exec(connection, session, effective, { ...options, timeoutMs }, release, probe);
       if (outcome.kind === 'done') return outcome.result;
       const othersInFlight = connection.channels.inUse - 1;
       release();
@@ -365,6 +401,7 @@ export class SshPool {
    */
   private async exec(
     connection: NodeConnection, session: Session, command: Command, options: RunOptions, release: () => void,
+    probe?: { marker: string; searched: string },
   ): Promise<{ kind: 'done'; result: CommandResult } | { kind: 'refused'; error: Error }> {
     const { node } = connection;
     const timeoutMs = options.timeoutMs ?? this.options.defaultTimeoutMs;
@@ -407,13 +444,21 @@ export class SshPool {
     clearTimeout(timer);
     unwatch();
     options.signal?.removeEventListener('abort', onAbort);
+    /** The command's own stdout: a probe's answer is split off (and kept on the session). */
+    const ownStdout = (): string => {
+      const text = Buffer.concat(stdout).toString('utf8');
+      if (!probe) return text;
+      const { paths, rest } = splitProbe(text, probe.marker, probe.searched);
+      if (paths && session.programs === undefined) session.programs = paths;
+      return rest;
+    };
     const result = (): CommandResult => ({
       host: node.name,
       address: node.address,
       command: command.display,
       exitCode: exit?.code ?? null,
       signal: exit?.signal ?? null,
-      stdout: Buffer.concat(stdout).toString('utf8'),
+      stdout: ownStdout(),
       stderr: Buffer.concat(stderr).toString('utf8'),
       durationMs: Math.round(performance.now() - started),
     });

@@ -178,6 +178,14 @@ export function narrowSudo(command: Command): Command {
 }
 
 /**
+ * `prelude` (trusted shell text built by katafleet itself, e.g. the program probe's) run before `command` in the same
+ * remote shell; shown to people as `command` alone.
+ */
+export function withPrelude(prelude: string, command: Command): Command {
+  return makeCommand(`${prelude}${command.text}`, command.display);
+}
+
+/**
  * Makes the node itself stop `command` after `seconds` (TERM, then KILL 5 s later) with timeout(1), falling back to
  * no deadline where timeout(1) is missing. Closing the channel does not stop a remote command, and sshd ignores
  * signal requests for root sessions, so this is what stops a hung command for sure. It also keeps the command

@@ -7,10 +7,11 @@ import { posix } from 'node:path';
 import { sh, type Command, type CommandResult, type RunOptions, type SshNode, type SshPool } from '../ssh';
 import type { Login } from '../../playbooks/credentials';
 import { loginFor, ProfileScopeError } from '../../playbooks/login';
-import { narrowSudo } from '../ssh/quote';
+import { programMissingMessage, type ProbedProgram, type ProgramPaths } from '../ssh/programs';
+import { KF_ROOT_SHIMS, narrowSudo, ROOT_PATH } from '../ssh/quote';
 import type { NodeTarget } from '../node-types';
 import { checkTargets } from '../step-policy';
-import { cancellationSignal, permanentFailure, whileHeartbeating } from './step-runtime';
+import { cancellationSignal, permanentFailure, transientFailure, whileHeartbeating } from './step-runtime';
 
 /**
  * The SSH layer's view of an inventory node; the login is read by this worker from where the target says (see
@@ -32,6 +33,12 @@ export function sshNodeOf(target: NodeTarget): SshNode {
 
 /** Failure type: the target's credential profile is not bound to the node's address (its `hosts`). Permanent. */
 export const CredentialProfileRefused = 'CredentialProfileRefused';
+
+/**
+ * Failure type: a program the step needs is not on the node (not found by the program probe under the PATH root
+ * commands run with). Permanent; raised before the step changes anything.
+ */
+export const ProgramMissing = 'ProgramMissing';
 
 /** True when `target`'s login reaches root only through kf-root (profile `sudo = "narrow"`). */
 function isNarrow(target: NodeTarget): boolean {
@@ -57,10 +64,51 @@ export class NodeShell {
     return this.target.name;
   }
 
-  /** Runs `command` (as root unless `asRoot: false`); heartbeats while it runs. */
+  /** The PATH root commands run with: in narrow mode kf-root's shims first, so kf-root still decides what runs as root. */
+  get rootPath(): string {
+    return this.narrow ? `${KF_ROOT_SHIMS}:${ROOT_PATH}` : ROOT_PATH;
+  }
+
+  /**
+   * Runs `command` (as root unless `asRoot: false`); heartbeats while it runs. A root command sent on a connection
+   * that has not been probed yet carries the program probe ({@link NodeShell.programs}).
+   */
   run(command: Command, options: RunOptions = {}): Promise<CommandResult> {
-    const narrowed = this.narrow && options.asRoot !== false ? { command: narrowSudo(command), asRoot: false } : { command, asRoot: options.asRoot };
-    return whileHeartbeating(this.pool.run(this.ssh, narrowed.command, { signal: cancellationSignal(), ...options, asRoot: narrowed.asRoot }));
+    const asRoot = options.asRoot !== false;
+    const narrowed = this.narrow && asRoot ? { command: narrowSudo(command), asRoot: false } : { command, asRoot: options.asRoot };
+    const probe = asRoot ? { path: this.rootPath } : undefined;
+    return whileHeartbeating(this.pool.run(this.ssh, narrowed.command, { signal: cancellationSignal(), ...options, asRoot: narrowed.asRoot, probe }));
+  }
+
+  /**
+   * The absolute paths of the programs a step runs, as the connection's probe found them under {@link rootPath}.
+   * `required` programs the node lacks fail the step with a permanent {@link ProgramMissing} naming node, programs,
+   * the directories searched and the fix; `optional` ones are left out of the answer when missing. Call it after the
+   * step's first (read-only) root command, which carried the probe: then it costs no round trip; otherwise (a
+   * reconnect since) it sends the probe alone.
+   */
+  async programs<R extends ProbedProgram, O extends ProbedProgram = never>(stepName: string, required: readonly R[], optional: readonly O[] = []): Promise<Record<R, string> & Partial<Record<O, string>>> {
+    let found = this.pool.programsOf(this.ssh);
+    if (found !== undefined && required.some((program) => !found!.paths.has(program))) {
+      // Missing in an answer from earlier on this connection: the program may have been installed since; look again.
+      this.pool.forgetPrograms(this.ssh);
+      found = undefined;
+    }
+    for (let tries = 0; found === undefined && tries < 3; tries++) {
+      await this.run(sh`true`);
+      found = this.pool.programsOf(this.ssh);
+    }
+    if (found === undefined) throw transientFailure('ProgramProbeFailed', `Node ${this.name}: the connection closed before the program probe answered; trying again`);
+    const answer: ProgramPaths = found;
+    const missing = required.filter((program) => !answer.paths.has(program));
+    // (Only a fresh answer can lack a required program: an older one lacking it was dropped above.)
+    if (missing.length > 0) throw permanentFailure(ProgramMissing, programMissingMessage(this.name, missing, answer.searched, stepName));
+    const paths: Partial<Record<ProbedProgram, string>> = {};
+    for (const program of [...required, ...optional]) {
+      const path = answer.paths.get(program);
+      if (path !== undefined) paths[program] = path;
+    }
+    return paths as Record<R, string> & Partial<Record<O, string>>;
   }
 
   /** stdout of `command`, trimmed. */
@@ -105,7 +153,7 @@ export class NodeShell {
    * subshell, in order, whatever the others did; returns each part's stdout (exactly as it printed it) and exit
    * status by name. stderr of the parts is dropped: use it for reads whose answer is their output and status.
    */
-  async readAll<K extends string>(parts: Record<K, Command>): Promise<Record<K, PartResult>> {
+  async readAll<K extends string>(parts: Record<K, Command>, options: Pick<RunOptions, 'timeoutMs' | 'signal' | 'stdin'> = {}): Promise<Record<K, PartResult>> {
     const names = Object.keys(parts) as K[];
     if (names.length === 0) return {} as Record<K, PartResult>;
     const marker = `@@katafleet-${randomBytes(6).toString('hex')}`;
@@ -114,7 +162,7 @@ export class NodeShell {
 ) 2>/dev/null; s=$?; echo; echo ${`${marker}-${i}`} "$s"`)
       .reduce((all, part) => sh`${all}
 ${part}`);
-    const { stdout } = await this.run(script);
+    const { stdout } = await this.run(script, options);
     return parseParts(stdout, names, marker);
   }
 

@@ -19,10 +19,11 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { checkAllowlist, KATA_LINK_DIR, KATA_RELEASES_DIR, kataVersion, releaseUrl } from '../../playbooks/allowlists';
 import { KATA_ARCHES, type KataArch, type ReleaseTarballStep } from '../../playbooks/schema';
-import { flag, sh } from '../ssh';
+import { flag, sh, type Command } from '../ssh';
+import type { ProbedProgram } from '../ssh/programs';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import { dropIntent, writeIntent } from './journal';
-import type { NodeShell } from './node-shell';
+import type { NodeShell, PartResult } from './node-shell';
 import { permanentFailure, transientFailure, whileHeartbeating } from './step-runtime';
 
 /** `/opt/kata` (or a link in /usr/local/bin) is something katafleet did not make: never overwritten. */
@@ -298,6 +299,12 @@ async function installRelease(shell: NodeShell, request: StepRequest<InstallStep
   }
   const url = tarballs.map((t) => t.url).join(' ');
   const sha256 = tarballs.map((t) => t.sha256).join(',');
+  // The programs the install runs, found by the probe that came with the read above: one missing fails here, before any change.
+  const needsTree = state.wanted?.sha256 !== sha256;
+  const bin = await shell.programs(`release-tarball "${step.id}"`, installPrograms(needsTree ? tarballs.map((t) => t.url) : []), step.fetch === 'node' ? ['curl', 'wget'] : []);
+  if (needsTree && step.fetch === 'node' && !bin.curl && !bin.wget) {
+    throw permanentFailure(ReleaseDownloadFailed, `Node ${shell.name} has neither curl nor wget (searched ${shell.rootPath}), so it cannot fetch ${url}: install one, or use fetch = "worker" (the worker downloads and sends the tarball over SSH); nothing was changed`);
+  }
 
   const facts = { version: step.version, arch, url, sha256, fetch: step.fetch };
   const linksOk = links.every((link) => state.links[link] === posix.join(KATA_PATH, 'bin', posix.basename(link)));
@@ -321,22 +328,23 @@ async function installRelease(shell: NodeShell, request: StepRequest<InstallStep
     previous: state.kata === 'link' ? state.target! : state.kata === 'dir' ? releaseTree(state.current.version) : '',
     createdDir: state.versionDirExists ? '0' : '1',
     links: links.filter((link) => state.links[link] === undefined).join(','),
+    createdReleasesDir: state.releasesDir ? '0' : '1',
   };
   if (state.journal === undefined) {
-    await shell.writeFileAtomic(journalPath, Object.entries(journal).map(([key, value]) => `${key}=${value}\n`).join(''));
+    await shell.run(sh`${bin.mkdir} -p ${RELEASE_JOURNAL_DIR} && ${bin.tee} ${`${journalPath}.katafleet-tmp`} >/dev/null && ${bin.mv} -f ${`${journalPath}.katafleet-tmp`} ${journalPath}`,
+      { stdin: Object.entries(journal).map(([key, value]) => `${key}=${value}\n`).join('') });
   }
   // The node's journal too (journaling runs): a run terminated from here on is taken back by the next run on the node.
   await writeIntent(shell, request, undoOf(step, journal), `install Kata ${step.version} at ${tree} and switch ${KATA_PATH} to it`, { keepFirst: true });
 
   // (2) The version's tree: checked and extracted beside, renamed into place.
-  if (state.wanted?.sha256 !== sha256) {
+  if (needsTree) {
     try {
-      await extractRelease(shell, { version: step.version, fetch: step.fetch, tarballs, pin: sha256, runId });
+      await extractRelease(shell, bin, { version: step.version, fetch: step.fetch, tarballs, pin: sha256, runId });
     } catch (err) {
       // Nothing was switched yet: a first attempt that fails here leaves no journal and no /opt/kata-releases it made.
       if (state.journal === undefined) {
-        await shell.run(sh`rm -f ${journalPath}`);
-        if (!state.releasesDir) await shell.run(sh`rmdir ${KATA_RELEASES_DIR} 2>/dev/null || true`);
+        await shell.run(sh`${bin.rm} -f ${journalPath}${state.releasesDir ? sh`` : sh`; ${bin.rmdir} ${KATA_RELEASES_DIR} 2>/dev/null || true`}`);
         await dropIntent(shell, request);
       }
       throw err;
@@ -350,14 +358,18 @@ async function installRelease(shell: NodeShell, request: StepRequest<InstallStep
       throw permanentFailure(KataInstallConflict, installConflictMessage(shell.name, `${KATA_PATH} is katafleet's Kata ${state.current.version} as a directory, and ${aside} exists too`,
         `remove one of them, then run the rollout again`));
     }
-    await shell.run(sh`mkdir -p ${posix.dirname(aside)} && mv -T ${KATA_PATH} ${aside}`);
+    await shell.run(sh`${bin.mkdir} -p ${posix.dirname(aside)} && ${bin.mv} -T ${KATA_PATH} ${aside}`);
   }
-  // (4) The switch: one rename.
-  await shell.run(sh`ln -sfn ${tree} ${KATA_PATH}.katafleet-new && mv -T ${KATA_PATH}.katafleet-new ${KATA_PATH}`);
-  // (5) kata-manager-style links.
-  for (const link of links) await shell.run(sh`ln -sfn ${posix.join(KATA_PATH, 'bin', posix.basename(link))} ${link}`);
-
-  const version = await shell.run(sh`${posix.join(KATA_PATH, 'bin', 'kata-runtime')} --version`, { asRoot: false, allowExitCodes: [...Array(256).keys()] });
+  // (4) The switch (one rename) and (5) the kata-manager-style links, one after the other in one command, then the version.
+  const linking = links.map((link) => sh` && ${bin.ln} -sfn ${posix.join(KATA_PATH, 'bin', posix.basename(link))} ${link}`).reduce((all, one) => sh`${all}${one}`, sh``);
+  const switched = await shell.readAll({
+    switch: sh`${bin.ln} -sfn ${tree} ${KATA_PATH}.katafleet-new && ${bin.mv} -T ${KATA_PATH}.katafleet-new ${KATA_PATH}${linking}`,
+    version: sh`${posix.join(KATA_PATH, 'bin', 'kata-runtime')} --version`,
+  });
+  if (switched.switch.exitCode !== 0) {
+    throw transientFailure('CommandFailed', `Node ${shell.name}: switching ${KATA_PATH} to ${tree}${links.length > 0 ? ` and linking ${links.join(', ')}` : ''} exited with ${switched.switch.exitCode}; trying again (the journal holds the undo)`);
+  }
+  const version = switched.version;
   const from = journal.previous ? ` (was ${journal.previous})` : '';
   return {
     changed: true,
@@ -376,111 +388,144 @@ function undoOf(step: InstallStep, journal: Record<string, string>): Undo {
     ...(journal.previous ? { previous: journal.previous } : {}),
     createdVersionDir: journal.createdDir === '1',
     createdLinks: (journal.links ?? '').split(',').filter(Boolean),
+    ...(journal.createdReleasesDir === '1' ? { createdReleasesDir: true } : {}),
   };
 }
+
+/** The programs an install runs: coreutils', and tar with each tarball's decompressor when a tree is extracted. Pure. */
+export function installPrograms(urls: readonly string[]): ProbedProgram[] {
+  const base: ProbedProgram[] = ['ln', 'mv', 'rm', 'mkdir', 'tee', 'rmdir'];
+  if (urls.length === 0) return base;
+  return [...base, 'chmod', 'sha256sum', 'tar', ...new Set(urls.map((url) => (compressionOf(url) === 'zstd' ? 'zstd' as const : 'xz' as const)))];
+}
+
+/** The programs extractRelease runs (probed paths). */
+type ExtractPrograms = Record<'ln' | 'mv' | 'rm' | 'mkdir' | 'tee' | 'rmdir', string> & Partial<Record<ProbedProgram, string>>;
+
+/** The tar option of a tarball's compression. */
+function compressionFlag(url: string) {
+  return flag(compressionOf(url) === 'zstd' ? '--zstd' : '--xz');
+}
+
+/** Exit status of the extract command when the extracted tree holds no Kata shim (tar itself exits 0, 1 or 2). */
+const NO_SHIM_EXIT = 73;
 
 /**
  * Gets each tarball onto the node (pushed by the worker or fetched there), checks it (sha256, members), extracts
  * them in order into one staging tree beside, and renames that into place with the marker (`sha256` = `pin`).
+ * Commands: one per tarball to receive it, read its sha256 and list its members; one to extract, check for a shim,
+ * write the marker and rename.
  */
-async function extractRelease(shell: NodeShell, o: { version: string; tarballs: { url: string; sha256: string }[]; pin: string; fetch: 'worker' | 'node'; runId: string }): Promise<void> {
+async function extractRelease(shell: NodeShell, bin: ExtractPrograms, o: { version: string; tarballs: { url: string; sha256: string }[]; pin: string; fetch: 'worker' | 'node'; runId: string }): Promise<void> {
   const run12 = o.runId.slice(0, 12).replace(/[^A-Za-z0-9-]/g, '');
   const staging = posix.join(KATA_RELEASES_DIR, `.extract-${run12}`);
   const dir = releaseDir(o.version);
   const incomings = o.tarballs.map((_, i) => posix.join(KATA_RELEASES_DIR, `.incoming-${run12}-${i}.${releaseExtension(o.version)}`));
-  await shell.run(sh`mkdir -p ${KATA_RELEASES_DIR} && chmod 0755 ${KATA_RELEASES_DIR} && rm -rf ${staging} ${incomings}`);
-  const cleanup = () => shell.run(sh`rm -f ${incomings}`);
-  try {
-    for (const [i, tarball] of o.tarballs.entries()) await receiveTarball(shell, tarball, incomings[i], o.fetch, cleanup);
-  } catch (err) {
-    // The worker refuses a download before anything reaches the node; earlier tarballs of the list did reach it.
-    await cleanup();
-    throw err;
-  }
+  const cleanup = () => shell.run(sh`${bin.rm} -f ${incomings}`);
+  const prepare = sh`${bin.mkdir} -p ${KATA_RELEASES_DIR} && ${bin.chmod!} 0755 ${KATA_RELEASES_DIR} && ${bin.rm} -rf ${staging} ${incomings}`;
   for (const [i, tarball] of o.tarballs.entries()) {
-    const compression = flag(compressionOf(tarball.url) === 'zstd' ? '--zstd' : '--xz');
-    const listing = await whileHeartbeating(shell.run(sh`tar ${compression} -tf ${incomings[i]}`, { allowExitCodes: [...Array(256).keys()], timeoutMs: 10 * 60_000 }));
+    let received;
+    try {
+      received = await receiveTarball(shell, bin, tarball, incomings[i], o.fetch, i === 0 ? prepare : undefined);
+    } catch (err) {
+      // The worker refuses a download before anything reaches the node; earlier tarballs of the list did reach it.
+      await cleanup();
+      throw err;
+    }
+    const { listing } = received;
     const unsafe = listing.exitCode === 0 ? unsafeMembers(listing.stdout) : [];
     if (listing.exitCode !== 0 || unsafe.length > 0) {
       await cleanup();
       throw permanentFailure(ReleaseTarballUnsafe, listing.exitCode !== 0
-        ? `Node ${shell.name}: tar cannot read ${tarball.url} (${listing.stderr.trim().split('\n').slice(-1)[0]}); nothing was extracted — check the url`
+        ? `Node ${shell.name}: tar cannot read ${tarball.url} (${listing.stdout.trim().split('\n').slice(-1)[0]}); nothing was extracted — check the url`
         : `Node ${shell.name}: ${tarball.url} holds members outside ./opt/kata/ (${unsafe.slice(0, 3).join(', ')}${unsafe.length > 3 ? ', …' : ''}), which kata-manager refuses too; nothing was extracted — check the url and the pinned sha256`);
     }
   }
-  await shell.run(sh`mkdir -p ${staging}`);
-  for (const [i, tarball] of o.tarballs.entries()) {
-    const compression = flag(compressionOf(tarball.url) === 'zstd' ? '--zstd' : '--xz');
-    await whileHeartbeating(shell.run(sh`tar ${compression} -xf ${incomings[i]} -C ${staging}`, { timeoutMs: 10 * 60_000 }));
-  }
   const tree = posix.join(staging, 'opt', 'kata');
   const shims = [posix.join(tree, 'bin', 'containerd-shim-kata-v2'), posix.join(tree, 'runtime-rs', 'bin', 'containerd-shim-kata-v2')];
-  const hasShim = await shell.run(sh`test -x ${shims[0]} || test -x ${shims[1]}`, { allowExitCodes: [0, 1] });
-  if (hasShim.exitCode !== 0) {
-    await shell.run(sh`rm -rf ${staging}`);
+  const extract = o.tarballs.map((tarball, i) => sh` && ${bin.tar!} ${compressionFlag(tarball.url)} -xf ${incomings[i]} -C ${staging}`).reduce((all, one) => sh`${all}${one}`, sh``);
+  const result = await whileHeartbeating(shell.run(sh`${bin.mkdir} -p ${staging}${extract} && { test -x ${shims[0]} || test -x ${shims[1]} || { ${bin.rm} -rf ${staging}; exit ${NO_SHIM_EXIT}; }; } && printf 'version=%s\nsha256=%s\n' ${o.version} ${o.pin} | ${bin.tee} ${releaseMarker(tree)} >/dev/null && ${bin.rm} -rf ${dir} && ${bin.mv} -T ${staging} ${dir} && ${bin.rm} -f ${incomings}`,
+  { timeoutMs: 10 * 60_000, allowExitCodes: [0, NO_SHIM_EXIT] }));
+  if (result.exitCode === NO_SHIM_EXIT) {
     await cleanup();
     throw permanentFailure(ReleaseTarballUnsafe, `Node ${shell.name}: ${o.tarballs.map((t) => t.url).join(' + ')} hold no Kata shim (neither opt/kata/bin/containerd-shim-kata-v2 nor opt/kata/runtime-rs/bin/containerd-shim-kata-v2); nothing was installed — a Kata 4.1+ release needs both kata-static and kata-go-static in tarballs, or check the url`);
   }
-  await shell.run(sh`printf 'version=%s\nsha256=%s\n' ${o.version} ${o.pin} | tee ${releaseMarker(tree)} >/dev/null && rm -rf ${dir} && mv -T ${staging} ${dir} && rm -f ${incomings}`, { timeoutMs: 10 * 60_000 });
 }
 
-/** Puts one tarball at `incoming` on the node (sent by the worker, or fetched there) and checks its sha256. */
-async function receiveTarball(shell: NodeShell, o: { url: string; sha256: string }, incoming: string, fetch: 'worker' | 'node', cleanup: () => Promise<unknown>): Promise<void> {
+/**
+ * Puts one tarball at `incoming` on the node (sent by the worker, or fetched there), after `prepare` when given, and
+ * reads its sha256 and its member list in the same command; checks the sha256 (ReleaseChecksumMismatch) and returns
+ * the listing (its stdout holds tar's error when it could not read the file).
+ */
+async function receiveTarball(shell: NodeShell, bin: ExtractPrograms, o: { url: string; sha256: string }, incoming: string, fetch: 'worker' | 'node', prepare: Command | undefined): Promise<{ listing: PartResult }> {
+  const first = prepare ? sh`${prepare} && ` : sh``;
+  const check = {
+    sha256: sh`${bin.sha256sum!} ${incoming}`,
+    listing: sh`${bin.tar!} ${compressionFlag(o.url)} -tf ${incoming} 2>&1`,
+  };
+  let parts: Record<'receive' | 'sha256' | 'listing', PartResult>;
   if (fetch === 'worker') {
     // A real tarball is hundreds of MB: heartbeat while it downloads, or the workflow's heartbeat timeout ends the attempt.
     const bytes = await whileHeartbeating(workerDownload(o.url, o.sha256));
-    await shell.run(sh`tee ${incoming} >/dev/null`, { stdin: bytes, timeoutMs: 30 * 60_000 });
+    parts = await shell.readAll({ receive: sh`${first}${bin.tee} ${incoming} >/dev/null`, ...check }, { stdin: bytes, timeoutMs: 30 * 60_000 });
   } else {
-    const got = await shell.run(sh`if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 2 -o ${incoming} ${o.url}; elif command -v wget >/dev/null 2>&1; then wget -q -O ${incoming} ${o.url}; else exit 127; fi`,
-      { allowExitCodes: [...Array(256).keys()], timeoutMs: 30 * 60_000 });
-    if (got.exitCode === 127) {
-      await cleanup();
-      throw permanentFailure(ReleaseDownloadFailed, `Node ${shell.name} has neither curl nor wget, so it cannot fetch ${o.url}: install one, or use fetch = "worker" (the worker downloads and sends the tarball over SSH)`);
-    }
-    if (got.exitCode !== 0) {
-      await cleanup();
-      throw transientFailure(ReleaseDownloadFailed, `Node ${shell.name} could not download ${o.url} (exit ${got.exitCode}: ${got.stderr.trim().split('\n').slice(-2).join('; ')}); trying again — a node without internet needs fetch = "worker"`);
-    }
+    const get = bin.curl ? sh`${bin.curl} -fsSL --retry 2 -o ${incoming} ${o.url} 2>&1` : sh`${bin.wget!} -q -O ${incoming} ${o.url} 2>&1`;
+    parts = await shell.readAll({ receive: sh`${first}${get}`, ...check }, { timeoutMs: 30 * 60_000 });
   }
-  const onNode = await shell.sha256(incoming);
+  if (parts.receive.exitCode !== 0) {
+    if (fetch === 'worker') throw transientFailure('CommandFailed', `Node ${shell.name}: receiving ${o.url} into ${incoming} exited with ${parts.receive.exitCode}; trying again`);
+    throw transientFailure(ReleaseDownloadFailed, `Node ${shell.name} could not download ${o.url} (exit ${parts.receive.exitCode}: ${parts.receive.stdout.trim().split('\n').slice(-2).join('; ')}); trying again — a node without internet needs fetch = "worker"`);
+  }
+  const onNode = parts.sha256.exitCode === 0 ? parts.sha256.stdout.trim().split(/\s+/)[0] : undefined;
   if (onNode !== o.sha256) {
-    await cleanup();
     throw permanentFailure(ReleaseChecksumMismatch, checksumMismatchMessage(o.url, o.sha256, onNode ?? 'none (the file is missing)', `as received by node ${shell.name}`));
   }
+  return { listing: parts.listing };
 }
 
-/** The undo: switch `/opt/kata` back (or remove it), remove the links and version directory this run created, drop the journal. */
+/**
+ * The undo: switch `/opt/kata` back (or remove it), remove the links, the version directory and `/opt/kata-releases`
+ * (when empty) this run created, drop the journal. Two commands: one reads, one changes.
+ */
 export async function removeRelease(shell: NodeShell, undo: Extract<Undo, { kind: 'remove-release' }>): Promise<string> {
   const tree = releaseTree(undo.version);
+  const dir = releaseDir(undo.version);
+  const reads: Record<string, PartResult> = await shell.readAll<string>({
+    target: sh`readlink ${KATA_PATH}`,
+    ...Object.fromEntries(undo.createdLinks.map((link, i) => [`link${i}`, sh`readlink ${link}`])),
+    versionDir: sh`test -e ${dir}`,
+  });
+  const bin = await shell.programs('the undo of release-tarball', ['ln', 'mv', 'rm', 'rmdir', 'readlink']);
   const done: string[] = [];
-  const target = (await shell.run(sh`readlink ${KATA_PATH}`, { allowExitCodes: [0, 1] })).stdout.trim();
+  const changes: Command[] = [];
+  const target = reads.target.stdout.trim();
   if (target === tree) {
     if (undo.previous) {
-      await shell.run(sh`ln -sfn ${undo.previous} ${KATA_PATH}.katafleet-new && mv -T ${KATA_PATH}.katafleet-new ${KATA_PATH}`);
+      changes.push(sh`${bin.ln} -sfn ${undo.previous} ${KATA_PATH}.katafleet-new && ${bin.mv} -T ${KATA_PATH}.katafleet-new ${KATA_PATH}`);
       done.push(`${KATA_PATH} → ${undo.previous} again`);
     } else {
-      await shell.run(sh`rm -f ${KATA_PATH}`);
+      changes.push(sh`${bin.rm} -f ${KATA_PATH}`);
       done.push(`removed ${KATA_PATH}`);
     }
   } else {
     done.push(target ? `${KATA_PATH} → ${target} (not ${tree}), left alone` : `${KATA_PATH} is not a link to ${tree}, left alone`);
   }
-  for (const link of undo.createdLinks) {
-    const expected = posix.join(KATA_PATH, 'bin', posix.basename(link));
-    if ((await shell.run(sh`readlink ${link}`, { allowExitCodes: [0, 1] })).stdout.trim() === expected) {
-      await shell.run(sh`rm -f ${link}`);
-      done.push(`removed ${link}`);
-    }
+  undo.createdLinks.forEach((link, i) => {
+    if (reads[`link${i}`].stdout.trim() !== posix.join(KATA_PATH, 'bin', posix.basename(link))) return;
+    changes.push(sh`${bin.rm} -f ${link}`);
+    done.push(`removed ${link}`);
+  });
+  const removeDir = undo.createdVersionDir && reads.versionDir.exitCode === 0;
+  if (removeDir) {
+    // Removed only when /opt/kata no longer leads to it once the switch above is done (read on the node, in the same command).
+    changes.push(sh`if test "$(${bin.readlink} ${KATA_PATH})" = ${tree}; then echo kept-version-dir; else ${bin.rm} -rf ${dir}; fi`);
   }
-  if (undo.createdVersionDir && (await shell.exists(releaseDir(undo.version)))) {
-    const now = (await shell.run(sh`readlink ${KATA_PATH}`, { allowExitCodes: [0, 1] })).stdout.trim();
-    if (now === tree) done.push(`kept ${releaseDir(undo.version)}: ${KATA_PATH} still points to it`);
-    else {
-      await shell.run(sh`rm -rf ${releaseDir(undo.version)}`);
-      done.push(`removed ${releaseDir(undo.version)}`);
-    }
-  }
-  await shell.run(sh`rm -f ${RELEASE_JOURNAL_DIR}/release-*-${undo.stepId}.state`);
+  // /opt/kata-releases only when this run made it and nothing else is in it now (rmdir removes only an empty one).
+  if (undo.createdReleasesDir) changes.push(sh`if ${bin.rmdir} ${KATA_RELEASES_DIR} 2>/dev/null; then echo removed-releases-dir; fi`);
+  changes.push(sh`${bin.rm} -f ${RELEASE_JOURNAL_DIR}/release-*-${undo.stepId}.state`);
+  const { stdout } = await shell.run(changes.reduce((all, one) => sh`${all} && ${one}`));
+  if (removeDir) done.push(stdout.includes('kept-version-dir') ? `kept ${dir}: ${KATA_PATH} still points to it` : `removed ${dir}`);
+  if (stdout.includes('removed-releases-dir')) done.push(`removed ${KATA_RELEASES_DIR.replace(/\/$/, '')} (this run created it, and it is empty now)`);
   return done.join('; ');
 }
 

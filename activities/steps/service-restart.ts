@@ -15,10 +15,10 @@
  */
 import { parse } from '@iarna/toml';
 import { Kubectl, requireKubernetes } from '../kubectl';
-import { flag, sh, type SshPool } from '../ssh';
+import { flag, sh, type Command, type SshPool } from '../ssh';
 import type { ServiceRestartStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest } from '../node-types';
-import type { NodeShell } from './node-shell';
+import type { NodeShell, PartResult } from './node-shell';
 import { dropIntent, writeIntent } from './journal';
 import { failureType, firstLine, permanentFailure, pollUntil, timeLeftMs, transientFailure } from './step-runtime';
 import { parseDuration } from '../../playbooks/duration';
@@ -67,29 +67,46 @@ export function containersLostMessage(node: string, lost: readonly number[], bef
     'their containers were stopped with it — check the unit\'s KillMode (systemctl show -p KillMode containerd) and the kubelet\'s restarts of those pods';
 }
 
+/** The programs service-restart and the undo that restores containerd's config run by path (the probe's answer). */
+export type DaemonPrograms = { systemctl: string; ps: string; crictl?: string; containerd?: string; journalctl?: string };
+
+/** The probed paths of the programs that reading and restarting `service` need; ProgramMissing when one is missing. */
+export function daemonPrograms(shell: NodeShell, what: string): Promise<DaemonPrograms> {
+  return shell.programs(what, ['systemctl', 'ps'], ['crictl', 'containerd', 'journalctl']);
+}
+
+/** The reads of the running containers' guard, parts of one batch: the shims (`ps`) and the unit's KillMode. */
+function guardReads(bin: DaemonPrograms, service: string): { shims: Command; killMode: Command } {
+  return { shims: sh`${bin.ps} -eo pid=,args=`, killMode: sh`${bin.systemctl} show -p KillMode --value ${service}` };
+}
+
 /**
- * Before a restart of `service`: for containerd, reads the running shims and the unit's KillMode, and refuses
- * (RestartWouldKillContainers, nothing changed) when the restart would kill them. Returns the check to run after
- * the restart: it throws ContainersLostOnRestart when a shim running before is gone, else returns the summary's
- * phrase (empty when no container ran). Used by service-restart and by the undo that restores containerd's config.
+ * The guard over read shims and KillMode: refuses (RestartWouldKillContainers, nothing changed) when the restart
+ * would kill running shims; returns the check to run on the shims read after the restart. Pure but for the throw.
  */
-export async function guardRunningContainers(shell: NodeShell, service: string, during: 'step' | 'rollback' = 'step'): Promise<() => Promise<string>> {
-  if (service !== 'containerd') return async () => '';
-  const before = await runningShims(shell);
-  const killMode = await shell.output(sh`systemctl show -p KillMode --value ${service}`);
-  if (before.length > 0 && killMode !== 'process') throw permanentFailure(RestartWouldKillContainers, killModeRefusal(shell.name, killMode, before.length, during));
-  return async () => {
+function containersGuard(node: string, before: readonly number[], killMode: string, during: 'step' | 'rollback'): (after: readonly number[]) => string {
+  if (before.length > 0 && killMode !== 'process') throw permanentFailure(RestartWouldKillContainers, killModeRefusal(node, killMode, before.length, during));
+  return (afterPids) => {
     if (before.length === 0) return '';
-    const after = new Set(await runningShims(shell));
+    const after = new Set(afterPids);
     const lost = before.filter((pid) => !after.has(pid));
-    if (lost.length > 0) throw permanentFailure(ContainersLostOnRestart, containersLostMessage(shell.name, lost, before.length));
+    if (lost.length > 0) throw permanentFailure(ContainersLostOnRestart, containersLostMessage(node, lost, before.length));
     return `; ${before.length} running container shim(s) kept (KillMode=process)`;
   };
 }
 
-/** The running containerd shims of the node. */
-async function runningShims(shell: NodeShell): Promise<number[]> {
-  return shimPids(await shell.output(sh`ps -eo pid=,args=`, { asRoot: false }));
+/**
+ * Before a restart of `service`: for containerd, reads the running shims and the unit's KillMode (one command), and
+ * refuses (RestartWouldKillContainers, nothing changed) when the restart would kill them. Returns the check to run
+ * after the restart: it throws ContainersLostOnRestart when a shim running before is gone, else returns the
+ * summary's phrase (empty when no container ran). Used by the undo that restores containerd's config.
+ */
+export async function guardRunningContainers(shell: NodeShell, service: string, during: 'step' | 'rollback' = 'step'): Promise<() => Promise<string>> {
+  if (service !== 'containerd') return async () => '';
+  const bin = await daemonPrograms(shell, during === 'step' ? 'service-restart' : 'the undo of containerd-patch');
+  const reads = await shell.readAll(guardReads(bin, service));
+  const check = containersGuard(shell.name, shimPids(reads.shims.stdout), reads.killMode.stdout.trim(), during);
+  return async () => check(shimPids((await shell.readAll({ shims: guardReads(bin, service).shims })).shims.stdout));
 }
 
 /** Where containerd's config files live: files here newer than the daemon mean it has not loaded them. */
@@ -126,69 +143,110 @@ export function handlersFromConfigDump(toml: string): string[] {
   return [...names].sort();
 }
 
-/** Reads what the node's containerd is running with. */
-export async function readDaemonState(shell: NodeShell, service: string): Promise<DaemonState> {
-  const active = (await shell.run(sh`systemctl is-active ${service}`, { allowExitCodes: [0, 3, 4] })).exitCode === 0;
+/**
+ * The reads of what `service` runs with, parts of one batch (see {@link NodeShell.readAll}): active, the daemon's
+ * start against its config files' times, and (containerd, while active) its handlers from `crictl info`, or where
+ * the node has no crictl from `containerd config dump`.
+ */
+export function daemonReads(bin: DaemonPrograms, service: string): Record<'active' | 'times' | 'handlers', Command> {
+  const whileActive = sh`${bin.systemctl} is-active ${service} >/dev/null || exit 9`;
+  return {
+    active: sh`${bin.systemctl} is-active ${service}`,
+    times: service === 'containerd' ? daemonTimes(bin, service) : sh`true`,
+    handlers: service !== 'containerd' ? sh`true`
+      : bin.crictl ? sh`${whileActive}; ${bin.crictl} --runtime-endpoint ${CONTAINERD_SOCKET} info`
+        : bin.containerd ? sh`${whileActive}; ${bin.containerd} config dump; exit 127` : sh`exit 126`,
+  };
+}
+
+/** The daemon's state from the answers to {@link daemonReads}. Pure. */
+export function parseDaemonState(service: string, parts: Record<'active' | 'times' | 'handlers', PartResult>): DaemonState {
+  const active = parts.active.exitCode === 0;
   if (!active) return { active, stale: true };
   if (service !== 'containerd') return { active, stale: false };
+  const stale = staleFromTimes(parts.times.stdout.trim());
+  const { exitCode, stdout } = parts.handlers;
+  // crictl answered; exit 1 (or 9): the CRI does not answer yet (still starting), nothing is known about its handlers.
+  if (exitCode === 0) return { active, stale, handlers: handlersFromCrictlInfo(stdout), handlerSource: 'crictl info' };
+  // No crictl on the node: the config containerd loads (the dump's own exit is lost in the `exit 127`: it printed or not).
+  if (exitCode === 127 && stdout.trim() !== '') {
+    try {
+      return { active, stale, handlers: handlersFromConfigDump(stdout), handlerSource: 'containerd config dump' };
+    } catch {
+      return { active, stale };
+    }
+  }
+  return { active, stale };
+}
 
-  const stale = await configNewerThanDaemon(shell, service);
-  const crictl = await shell.run(sh`crictl --runtime-endpoint ${CONTAINERD_SOCKET} info`, { allowExitCodes: [0, 1, 127] });
-  if (crictl.exitCode === 0) return { active, stale, handlers: handlersFromCrictlInfo(crictl.stdout), handlerSource: 'crictl info' };
-  // The CRI does not answer yet (still starting): nothing is known about its handlers.
-  if (crictl.exitCode === 1) return { active, stale };
-  // No crictl on the node: the config containerd loads. Trustworthy for the running daemon only when it is not stale.
-  const dump = await shell.run(sh`containerd config dump`, { allowExitCodes: [0, 1] });
-  if (dump.exitCode !== 0) return { active, stale };
-  return { active, stale, handlers: handlersFromConfigDump(dump.stdout), handlerSource: 'containerd config dump' };
+/** Reads what the node's containerd is running with (one command). */
+export async function readDaemonState(shell: NodeShell, service: string, bin?: DaemonPrograms): Promise<DaemonState> {
+  const programs = bin ?? await daemonPrograms(shell, `reading ${service}'s state`);
+  return parseDaemonState(service, await shell.readAll(daemonReads(programs, service)));
 }
 
 /**
- * True when a `*.toml` under /etc/containerd was written after the unit's main process started,
- * compared with 10 ms precision (process start from /proc, file times from find).
+ * The unit's main process start and the newest `*.toml` under /etc/containerd, in seconds ago, or `unknown` (see
+ * {@link staleFromTimes}): process start from /proc, file times from find, 10 ms precision.
  */
-async function configNewerThanDaemon(shell: NodeShell, service: string): Promise<boolean> {
-  const output = await shell.output(sh`pid=$(systemctl show -p MainPID --value ${service})
+function daemonTimes(bin: DaemonPrograms, service: string): Command {
+  return sh`pid=$(${bin.systemctl} show -p MainPID --value ${service})
 if [ -z "$pid" ] || [ "$pid" = 0 ] || [ ! -r /proc/$pid/stat ]; then echo unknown; exit 0; fi
 ticks=$(sed 's/.*) //' /proc/$pid/stat | cut -d' ' -f20)
 started=$(awk -v now="$(date +%s.%N)" -v hz="$(getconf CLK_TCK)" -v t="$ticks" '{ printf "%.2f", now - ($1 - t / hz) }' /proc/uptime)
 newest=$(find ${CONTAINERD_CONFIG_DIR} -type f -name '*.toml' -printf '%T@\\n' 2>/dev/null | sort -n | tail -n 1)
-echo "$started \${newest:-0}"`);
+echo "$started \${newest:-0}"`;
+}
+
+/** True when a config file was written after the daemon started (or that is unknown). Pure. */
+export function staleFromTimes(output: string): boolean {
   if (output === 'unknown') return true;
   const [started, newest] = output.split(/\s+/).map(Number);
   return !(Number.isFinite(started) && Number.isFinite(newest)) || newest > started;
 }
 
 /** The unit's last log lines, for failure messages. */
-async function lastLogLines(shell: NodeShell, service: string): Promise<string> {
-  const result = await shell.run(sh`journalctl -u ${service} -n 15 --no-pager || systemctl status ${service}`, { allowExitCodes: [...Array(256).keys()] });
+async function lastLogLines(shell: NodeShell, service: string, bin: DaemonPrograms): Promise<string> {
+  const log = bin.journalctl ? sh`${bin.journalctl} -u ${service} -n 15 --no-pager || ${bin.systemctl} status ${service}` : sh`${bin.systemctl} status ${service}`;
+  const result = await shell.run(log, { allowExitCodes: [...Array(256).keys()] });
   return result.stdout.trim().split('\n').slice(-15).join('\n');
 }
 
 /**
- * Waits until the unit is active and its CRI offers every handler in `handlers`. Returns the last
- * state; throws ServiceNotActive with the unit's last log lines on timeout.
+ * Waits until the unit is active and its CRI offers every handler in `handlers`, from `first` (a state read just
+ * before) when given. Returns the last state; throws ServiceNotActive with the unit's last log lines on timeout.
  */
-export async function waitForService(shell: NodeShell, service: string, handlers: readonly string[], timeoutMs: number): Promise<DaemonState> {
-  let last: DaemonState = { active: false, stale: true };
-  const ready = await pollUntil(async () => {
-    last = await readDaemonState(shell, service);
-    return last.active && handlers.every((h) => last.handlers?.includes(h)) ? last : undefined;
+export async function waitForService(shell: NodeShell, service: string, handlers: readonly string[], timeoutMs: number, first?: DaemonState): Promise<DaemonState> {
+  const bin = await daemonPrograms(shell, `waiting for ${service}`);
+  let last: DaemonState = first ?? { active: false, stale: true };
+  const isReady = (state: DaemonState) => state.active && handlers.every((h) => state.handlers?.includes(h));
+  const ready = first && isReady(first) ? first : await pollUntil(async () => {
+    last = await readDaemonState(shell, service, bin);
+    return isReady(last) ? last : undefined;
   }, timeoutMs, 1_000);
   if (ready) return ready;
   const problem = !last.active
     ? `${service} is not active`
     : `${service} is active but its CRI offers ${last.handlers ? `only ${last.handlers.join(', ') || 'no handlers'}` : 'no readable handlers'} (missing ${handlers.filter((h) => !last.handlers?.includes(h)).join(', ')})`;
-  const log = await lastLogLines(shell, service).catch(() => '');
+  const log = await lastLogLines(shell, service, bin).catch(() => '');
   throw transientFailure(ServiceNotActive,
     `Node ${shell.name}: ${problem} ${Math.round(timeoutMs / 1000)} s after the restart${log ? `; last log lines:\n${log}` : ''}`);
 }
 
+/**
+ * service-restart in few commands: one batch reads the daemon's state with the running shims and the unit's
+ * KillMode; the restart and the first read after it (state and shims) are one more; the wait reads again (one
+ * command each) only while containerd is not ready yet.
+ */
 export async function serviceRestart(shell: NodeShell, pool: SshPool, request: StepRequest<ServiceRestartStep>): Promise<StepOutcome> {
   const started = Date.now();
   const { step } = request;
   const handlers = step.wait_for_handlers;
-  const before = await readDaemonState(shell, step.service);
+  const bin = await daemonPrograms(shell, `service-restart "${step.id}"`);
+  const guarded = step.service === 'containerd';
+  const unguarded = { shims: sh`true`, killMode: sh`true` };
+  const first = await shell.readAll({ ...daemonReads(bin, step.service), ...(guarded ? guardReads(bin, step.service) : unguarded) });
+  const before = parseDaemonState(step.service, first);
   if (before.active && !before.stale && handlers.every((h) => before.handlers?.includes(h))) {
     // An earlier attempt of this run may have cordoned the node and died before uncordoning it.
     const leftCordon = request.kubernetes ? await uncordonIfOurs(new Kubectl(pool, request.kubernetes), shell.name, request.runId) : false;
@@ -199,14 +257,25 @@ export async function serviceRestart(shell: NodeShell, pool: SshPool, request: S
   const drain = step.drain ?? request.drain;
   const cordon = drain || (step.cordon ?? request.drain);
   const kubectl = cordon ? new Kubectl(pool, requireKubernetes(request.kubernetes, `service-restart "${step.id}" with cordon/drain`)) : undefined;
+  // Without a cordon, the shims and KillMode read above decide; a drain changes which containers run, so read them again after it.
+  const check = guarded && !kubectl ? containersGuard(shell.name, shimPids(first.shims.stdout), first.killMode.stdout.trim(), 'step') : undefined;
   if (kubectl) await writeIntent(shell, request, { kind: 'uncordon-node', stepId: step.id, owner: request.runId }, `cordon${drain ? ' and drain' : ''} node ${shell.name} around the restart of ${step.service}`);
   const cordoned = kubectl ? await cordonNode(kubectl, shell.name, request.runId, drain, timeLeftMs(started, parseDuration(step.timeout), 60_000)) : false;
   try {
-    const containersKept = await guardRunningContainers(shell, step.service);
-    // Not stopped by a cancellation: the restart (and its wait) finish, so the node is never left between two configs.
-    await shell.run(sh`systemctl restart ${step.service}`, { allowExitCodes: [0, 1], timeoutMs: Math.max(10_000, timeLeftMs(started, parseDuration(step.timeout), 20_000)), signal: undefined });
-    const after = await waitForService(shell, step.service, handlers, timeLeftMs(started, parseDuration(step.timeout), 15_000));
-    const kept = await containersKept();
+    let containersKept = check;
+    if (guarded && !containersKept) {
+      const reads = await shell.readAll(guardReads(bin, step.service));
+      containersKept = containersGuard(shell.name, shimPids(reads.shims.stdout), reads.killMode.stdout.trim(), 'step');
+    }
+    // Not stopped by a cancellation: the restart (and its first read) finish, so the node is never left between two configs.
+    const restart = await shell.readAll({
+      restart: sh`${bin.systemctl} restart ${step.service}`, ...daemonReads(bin, step.service), shims: guarded ? guardReads(bin, step.service).shims : sh`true`,
+    }, { timeoutMs: Math.max(10_000, timeLeftMs(started, parseDuration(step.timeout), 20_000)), signal: undefined });
+    if (restart.restart.exitCode > 1) {
+      throw transientFailure('CommandFailed', `Node ${shell.name}: systemctl restart ${step.service} exited with ${restart.restart.exitCode}${describeExit(restart.restart.exitCode)}; trying again`);
+    }
+    const after = await waitForService(shell, step.service, handlers, timeLeftMs(started, parseDuration(step.timeout), 15_000), parseDaemonState(step.service, restart));
+    const kept = containersKept ? containersKept(shimPids(restart.shims.stdout)) : '';
     return {
       changed: true,
       summary: `restarted ${step.service}: active${describeHandlers(after)}${kept}${cordoned ? `; ${drain ? 'drained' : 'cordoned'} and uncordoned` : ''}`,
@@ -218,6 +287,11 @@ export async function serviceRestart(shell: NodeShell, pool: SshPool, request: S
       await dropIntent(shell, request).catch(() => undefined);
     }
   }
+}
+
+/** systemctl's exit codes worth a word (LSB: 5 = no such unit). Pure. */
+function describeExit(code: number): string {
+  return code === 5 ? ' (no such unit)' : code === 4 ? ' (no permission)' : '';
 }
 
 /**
