@@ -170,7 +170,10 @@ export interface KubeApiRequestOptions {
 }
 
 /** Observes each request the worker sends (the benchmark records them to replay with no engine). */
-export type KubeApiObserver = (event: { server: string; method: string; path: string; body?: string; exec?: string[] }) => void;
+export type KubeApiObserver = (event: KubeApiEvent) => void;
+
+/** One request as {@link observeKubeApi} sees it: for an exec, `exec` is the command (namespace, pod and container in `path`). */
+export interface KubeApiEvent { server: string; method: string; path: string; body?: string; contentType?: string; exec?: string[]; container?: string }
 let observer: KubeApiObserver | undefined;
 /** Sets (or clears) the observer of every request; for benchmarks. */
 export function observeKubeApi(next: KubeApiObserver | undefined): void {
@@ -226,7 +229,7 @@ export class KubeApi {
   /** `METHOD path` with a JSON body; 2xx and `allow`ed statuses are returned, others thrown as {@link kubeApiFailure}. */
   request<T>(method: string, path: string, options: KubeApiRequestOptions = {}): Promise<KubeApiResponse<T>> {
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
-    observer?.({ server: this.config.server, method, path, body });
+    observer?.({ server: this.config.server, method, path, body, contentType: body === undefined ? undefined : options.contentType ?? 'application/json' });
     const what = `${method} ${path}`;
     return new Promise((resolve, reject) => {
       const headers: Record<string, string> = body === undefined ? {} : { 'content-type': options.contentType ?? 'application/json', 'content-length': String(Buffer.byteLength(body)) };
@@ -284,7 +287,7 @@ export class KubeApi {
   exec(namespace: string, pod: string, container: string, command: readonly string[], options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<{ stdout: string; stderr: string; exitCode: number }> {
     const query = new URLSearchParams([...command.map((part): [string, string] => ['command', part]), ['container', container], ['stdout', 'true'], ['stderr', 'true']]);
     const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}/exec?${query.toString()}`;
-    observer?.({ server: this.config.server, method: 'GET', path, exec: [...command] });
+    observer?.({ server: this.config.server, method: 'GET', path, exec: [...command], container });
     const what = `exec ${command.join(' ')} in ${namespace}/${pod}`;
     const timeoutMs = options.timeoutMs ?? 60_000;
     return new Promise((resolve, reject) => {
@@ -404,16 +407,17 @@ export class ExecFrames {
   }
 }
 
-/** The kubeconfig's API config, cached per file and version (mtime, size, inode) for the worker's life. */
+/** The kubeconfig's API config, cached per file, version (mtime, size, inode) and kubectl for the worker's life. */
 const configs = new Map<string, Promise<KubeApiConfig | { kubectlOnly: string }>>();
 
 /**
- * The API config of `kubeconfig`, read once per version with `view` (which runs `kubectl config view ...`).
+ * The API config of `kubeconfig`, read once per version of the file and `reader` (the kubectl that reads it) with
+ * `view` (which runs `kubectl config view ...`).
  * @throws the failure of `view`, or a permanent `KubeconfigUnusable`
  */
-export function kubeApiConfigFor(kubeconfig: string, view: () => Promise<string>): Promise<KubeApiConfig | { kubectlOnly: string }> {
+export function kubeApiConfigFor(kubeconfig: string, view: () => Promise<string>, reader = ''): Promise<KubeApiConfig | { kubectlOnly: string }> {
   const stat = statSync(kubeconfig);
-  const key = JSON.stringify([kubeconfig, stat.ino, stat.size, stat.mtimeMs]);
+  const key = JSON.stringify([kubeconfig, stat.ino, stat.size, stat.mtimeMs, reader]);
   let found = configs.get(key);
   if (!found) {
     found = view().then((text) => {

@@ -172,7 +172,7 @@ export class Kubectl {
   /** The API client, when calls go from the worker to the API server. */
   private async client(): Promise<KubeApi | undefined> {
     if (!this.onWorker) return undefined;
-    this.api ??= kubeApiConfigFor(this.kubeconfig!, async () => (await this.run(['config', 'view', flag('--raw'), flag('--minify'), flag('--flatten'), flag('-o'), 'json'])).stdout)
+    this.api ??= kubeApiConfigFor(this.kubeconfig!, async () => (await this.run(['config', 'view', flag('--raw'), flag('--minify'), flag('--flatten'), flag('-o'), 'json'])).stdout, this.kubectl)
       .then((config) => ('kubectlOnly' in config ? undefined : new KubeApi(config)));
     return whileHeartbeating(this.api);
   }
@@ -280,7 +280,11 @@ export class Kubectl {
   /** Runs `command` in the pod's container (API exec over WebSocket, or `kubectl exec`); its stdout. */
   async exec(namespace: string, pod: string, container: string, command: readonly string[]): Promise<string> {
     const api = await this.client();
-    if (!api) return (await this.runner.run(sh`${this.command(['exec', flag('-n'), namespace, pod, flag('-c'), container])} -- ${cmd(command[0], command.slice(1))}`, {})).stdout;
+    if (!api) {
+      // The command is the step's own (not input): its options are flags.
+      const inPod = cmd(command[0], command.slice(1).map((part) => (part.startsWith('-') ? flag(part) : part)));
+      return (await this.runner.run(sh`${this.command(['exec', flag('-n'), namespace, pod, flag('-c'), container])} -- ${inPod}`, {})).stdout;
+    }
     const result = await whileHeartbeating(api.exec(namespace, pod, container, command, { signal: cancellationSignal() }));
     if (result.exitCode !== 0) {
       throw transientFailure('CommandFailed', `${command.join(' ')} in pod ${namespace}/${pod} exited ${result.exitCode} (through the API from the worker): ${result.stderr.trim().split('\n')[0]}`);
