@@ -61,6 +61,8 @@ export const unproven: { sentence: string; why: string }[] = [
   { sentence: 'What is left, from the benchmark:', why: measurement },
   { sentence: 'In this run the worker\'s workflow task (started → completed) took a median 564 ms', why: measurement },
   { sentence: 'The verification pod\'s polls are API GETs', why: measurement },
+  { sentence: '³ Without Ansible, the two ways one after the other, at a lower load', why: measurement },
+  { sentence: 'The per-step SSH time of node-label went from 5.06 s to 0.35 s per node', why: measurement },
   { sentence: 'Not done: a watch instead of those polls', why: 'what is not built; nothing to prove' },
   { sentence: 'release-tarball (15) and containerd-patch (9) are as session 4 left them', why: measurement },
   { sentence: 'The same task took a median 564 ms between started and completed in the 20-node run', why: measurement },
