@@ -1,7 +1,8 @@
 /**
- * kubectl, the way Kubernetes steps reach the API without any agent in the cluster: on the worker with a
- * kubeconfig of its own (e.g. a ServiceAccount bound by `deploy/rbac.yaml`), or over SSH on a host of the
- * inventory. Manifests and patches travel on stdin, never in the command line.
+ * How Kubernetes steps reach the API without any agent in the cluster: from the worker with a kubeconfig of its own
+ * (e.g. a ServiceAccount bound by `deploy/rbac.yaml`), as HTTPS requests from the worker process (activities/kube-api.ts),
+ * or with kubectl over SSH on a host of the inventory. kubectl's manifests and patches travel on stdin, never in the
+ * command line.
  */
 import { spawn } from 'node:child_process';
 import { cmd, flag, sh, SshFailureType, sshFailure, failureDetails, type Command, type CommandResult, type Flag, type RunOptions, type SshPool } from './ssh';
@@ -9,7 +10,8 @@ import { commandFailedMessage, commandTimedOutMessage } from './ssh/command-erro
 import { kubeconfigFor } from '../playbooks/login';
 import type { KubernetesTarget, NodeTarget } from './node-types';
 import { NodeShell } from './steps/node-shell';
-import { cancellationSignal, permanentFailure, whileHeartbeating } from './steps/step-runtime';
+import { KubeApi, kubeApiConfigFor } from './kube-api';
+import { cancellationSignal, permanentFailure, transientFailure, whileHeartbeating } from './steps/step-runtime';
 
 /** The parts of a Node object the steps read. */
 export interface KubeNode {
@@ -100,11 +102,27 @@ function workerRunner(target: KubernetesTarget): { runner: CommandRunner; kubect
   return { runner, kubectl, kubeconfig: found.kubeconfig };
 }
 
-/** kubectl commands, on the worker or on a control-plane host. */
+const path = {
+  node: (name: string) => `/api/v1/nodes/${encodeURIComponent(name)}`,
+  runtimeClass: (name: string) => `/apis/node.k8s.io/v1/runtimeclasses/${encodeURIComponent(name)}`,
+  pods: (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/pods`,
+  pod: (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(name)}`,
+};
+
+/**
+ * The Kubernetes calls of the steps. With a kubeconfig on the worker they go to the API server from the worker
+ * process ({@link KubeApi}: no kubectl process per call; kubeconfigs with an exec plugin or auth-provider keep
+ * kubectl); with `control_plane` they run kubectl over SSH on that host. `run`, `getJson` and `withStdin` always
+ * run kubectl (drain and the callers that build kubectl commands themselves).
+ */
 export class Kubectl {
   private readonly runner: CommandRunner;
   private readonly kubectl: string;
   private readonly kubeconfig?: string;
+  /** kubectl's kubeconfig is on the worker: calls go through the API when the kubeconfig allows. */
+  private readonly onWorker: boolean = false;
+  /** On the worker: the API client once the kubeconfig is read (undefined when it needs kubectl); read at the first call. */
+  private api?: Promise<KubeApi | undefined>;
 
   constructor(pool: SshPool, readonly target: KubernetesTarget) {
     if (target.host) {
@@ -114,6 +132,7 @@ export class Kubectl {
       this.kubeconfig = target.kubeconfig;
     } else {
       ({ runner: this.runner, kubectl: this.kubectl, kubeconfig: this.kubeconfig } = workerRunner(target));
+      this.onWorker = true;
     }
   }
 
@@ -133,11 +152,6 @@ export class Kubectl {
     return this.runner.run(this.command(args), options);
   }
 
-  /** Runs `kubectl exec -n NS POD -- COMMAND`. */
-  exec(namespace: string, pod: string, command: Command, options: RunOptions = {}): Promise<CommandResult> {
-    return this.runner.run(sh`${this.command(['exec', flag('-n'), namespace, pod])} -- ${command}`, options);
-  }
-
   /** `kubectl ARGS -o json`, parsed; undefined when the object does not exist. */
   async getJson<T>(args: readonly KubectlArg[]): Promise<T | undefined> {
     const result = await this.run([...args, flag('--ignore-not-found'), flag('-o'), 'json']);
@@ -150,19 +164,132 @@ export class Kubectl {
     }
   }
 
+  /** Sends a JSON object on stdin to `kubectl ARGS -f -` (apply, create) or `--patch-file /dev/stdin`. */
+  withStdin(args: readonly KubectlArg[], body: unknown, options: RunOptions = {}): Promise<CommandResult> {
+    return this.run(args, { ...options, stdin: `${JSON.stringify(body)}\n` });
+  }
+
+  /** The API client, when calls go from the worker to the API server. */
+  private async client(): Promise<KubeApi | undefined> {
+    if (!this.onWorker) return undefined;
+    this.api ??= kubeApiConfigFor(this.kubeconfig!, async () => (await this.run(['config', 'view', flag('--raw'), flag('--minify'), flag('--flatten'), flag('-o'), 'json'])).stdout, this.kubectl)
+      .then((config) => ('kubectlOnly' in config ? undefined : new KubeApi(config)));
+    return whileHeartbeating(this.api);
+  }
+
+  /** GET through the API, or `kubectl get ... -o json`. */
+  private async getObject<T>(apiPath: string, kubectlArgs: readonly KubectlArg[]): Promise<T | undefined> {
+    const api = await this.client();
+    return api ? whileHeartbeating(api.get<T>(apiPath, cancellationSignal())) : this.getJson<T>(kubectlArgs);
+  }
+
+  /** The Node named `name`, or undefined. */
+  getNodeObject(name: string): Promise<KubeNode | undefined> {
+    return this.getObject<KubeNode>(path.node(name), ['get', 'node', name]);
+  }
+
   /** The Node named like the inventory node; a missing Node is a permanent failure. */
   async getNode(node: NodeTarget): Promise<KubeNode> {
-    const found = await this.getJson<KubeNode>(['get', 'node', node.name]);
+    const found = await this.getNodeObject(node.name);
     if (!found) {
       throw permanentFailure('NodeNotInCluster',
-        `Kubernetes has no Node named ${node.name} (kubectl get node ${node.name} on ${this.where}): the inventory's node name must be the name \`kubectl get nodes\` shows`);
+        `Kubernetes has no Node named ${node.name} (${this.kubectlVia('get node', node.name)}): the inventory's node name must be the name \`kubectl get nodes\` shows`);
     }
     return found;
   }
 
-  /** Sends a JSON object on stdin to `kubectl ARGS -f -` (apply, create) or `--patch-file /dev/stdin`. */
-  withStdin(args: readonly KubectlArg[], body: unknown, options: RunOptions = {}): Promise<CommandResult> {
-    return this.run(args, { ...options, stdin: `${JSON.stringify(body)}\n` });
+  /** How a call was made, for messages: `kubectl get node x on cp-1`, or `GET /api/v1/nodes/x on the worker`. */
+  private kubectlVia(verb: string, name: string): string {
+    return this.onWorker ? `${verb} ${name} from the worker` : `kubectl ${verb} ${name} on ${this.where}`;
+  }
+
+  /** Merge-patches the Node; `cancellable: false` for patches that must finish (undo bookkeeping). */
+  async patchNode(name: string, patch: unknown, cancellable = true): Promise<void> {
+    const api = await this.client();
+    if (api) await whileHeartbeating(api.request('PATCH', path.node(name), { body: patch, contentType: 'application/merge-patch+json', signal: cancellable ? cancellationSignal() : undefined }));
+    else await this.withStdin(['patch', 'node', name, flag('--type'), 'merge', flag('--patch-file'), '/dev/stdin'], patch, cancellable ? {} : { signal: undefined });
+  }
+
+  /** Names of the Nodes that carry every label of `selector`. */
+  async nodesWithLabels(selector: Record<string, string>): Promise<string[]> {
+    const text = Object.entries(selector).map(([key, value]) => `${key}=${value}`).join(',');
+    const api = await this.client();
+    if (api) {
+      const list = await whileHeartbeating(api.request<{ items?: { metadata: { name: string } }[] }>('GET', `/api/v1/nodes?labelSelector=${encodeURIComponent(text)}`, { signal: cancellationSignal() }));
+      return (list.body?.items ?? []).map((item) => item.metadata.name);
+    }
+    return (await this.run(['get', 'nodes', flag(`--selector=${text}`), flag('-o'), 'name'])).stdout.split('\n').filter(Boolean).map((name) => name.replace(/^node\//, ''));
+  }
+
+  /** The RuntimeClass named `name`, or undefined. */
+  getRuntimeClass<T>(name: string): Promise<T | undefined> {
+    return this.getObject<T>(path.runtimeClass(name), ['get', 'runtimeclass', name]);
+  }
+
+  /**
+   * Server-side apply of a RuntimeClass with field manager `katafleet`; resolves to the API server's conflict message
+   * when another manager owns a field it would change (409), else undefined.
+   */
+  async applyRuntimeClass(manifest: { metadata: { name: string } }): Promise<string | undefined> {
+    const api = await this.client();
+    if (api) {
+      const answer = await whileHeartbeating(api.request<{ message?: string }>('PATCH', `${path.runtimeClass(manifest.metadata.name)}?fieldManager=katafleet`,
+        { body: manifest, contentType: 'application/apply-patch+yaml', allow: [409], signal: cancellationSignal() }));
+      return answer.status === 409 ? answer.body?.message ?? 'conflict' : undefined;
+    }
+    const applied = await this.withStdin(['apply', flag('--server-side'), flag('--field-manager=katafleet'), flag('--filename=-')], manifest, { allowExitCodes: [0, 1] });
+    if (applied.exitCode === 0) return undefined;
+    const reason = applied.stderr.trim() || applied.stdout.trim();
+    if (/conflict/i.test(reason)) return reason;
+    throw transientFailure('KubectlFailed', `kubectl apply of RuntimeClass ${manifest.metadata.name} failed on ${this.where}: ${reason}`);
+  }
+
+  /** Deletes the RuntimeClass; one that is gone already is fine. */
+  async deleteRuntimeClass(name: string): Promise<void> {
+    const api = await this.client();
+    if (api) await whileHeartbeating(api.request('DELETE', path.runtimeClass(name), { allow: [404], signal: cancellationSignal() }));
+    else await this.run(['delete', 'runtimeclass', name, flag('--ignore-not-found'), flag('--wait=false')]);
+  }
+
+  /** Creates a Pod from its manifest (`metadata.namespace` set). */
+  async createPod(manifest: { metadata: { namespace: string } }): Promise<void> {
+    const api = await this.client();
+    if (api) await whileHeartbeating(api.request('POST', path.pods(manifest.metadata.namespace), { body: manifest, signal: cancellationSignal() }));
+    else await this.withStdin(['create', flag('-n'), manifest.metadata.namespace, flag('--filename=-')], manifest);
+  }
+
+  /** The Pod, or undefined. */
+  getPod<T>(namespace: string, name: string): Promise<T | undefined> {
+    return this.getObject<T>(path.pod(namespace, name), ['get', 'pod', flag('-n'), namespace, name]);
+  }
+
+  /** The events about the object `name` in `namespace`. */
+  podEvents<T>(namespace: string, name: string): Promise<T | undefined> {
+    const selector = `involvedObject.name=${name}`;
+    return this.getObject<T>(`/api/v1/namespaces/${encodeURIComponent(namespace)}/events?fieldSelector=${encodeURIComponent(selector)}`,
+      ['get', 'events', flag('-n'), namespace, flag(`--field-selector=${selector}`)]);
+  }
+
+  /** Deletes the Pod without waiting for it to go; one that is gone already is fine. Not cancellable: it cleans up. */
+  async deletePod(namespace: string, name: string): Promise<void> {
+    const api = await this.client();
+    if (api) await whileHeartbeating(api.request('DELETE', path.pod(namespace, name), { allow: [404] }));
+    else await this.run(['delete', 'pod', flag('-n'), namespace, name, flag('--wait=false'), flag('--ignore-not-found')], { signal: undefined });
+  }
+
+  /** Runs `command` in the pod's container (API exec over WebSocket, or `kubectl exec`); its stdout. */
+  async exec(namespace: string, pod: string, container: string, command: readonly string[]): Promise<string> {
+    const api = await this.client();
+    if (!api) {
+      // The command is the step's own (not input): its options are flags.
+      const inPod = cmd(command[0], command.slice(1).map((part) => (part.startsWith('-') ? flag(part) : part)));
+      return (await this.runner.run(sh`${this.command(['exec', flag('-n'), namespace, pod, flag('-c'), container])} -- ${inPod}`, {})).stdout;
+    }
+    const result = await whileHeartbeating(api.exec(namespace, pod, container, command, { signal: cancellationSignal() }));
+    if (result.exitCode !== 0) {
+      throw transientFailure('CommandFailed', `${command.join(' ')} in pod ${namespace}/${pod} exited ${result.exitCode} (through the API from the worker): ${result.stderr.trim().split('\n')[0]}`);
+    }
+    return result.stdout;
   }
 }
 

@@ -8,15 +8,19 @@
 //   ansible    bench/ansible/kata.yml (forks 50, pipelining, ControlPersist), Debian's `ansible` (installed with
 //              apt-get when missing)
 // For katafleet it also prints, from the pool's command trace and the node workflows' histories: SSH commands per
-// node and per step, kubectl process starts per node, engine overhead per step, idle time inside activities (sleeps
-// and polls), and the CPU and RSS of this process (worker + API + client).
-//   npx tsx bench/rollout-vs-floor.ts [N] [--no-ansible] [--no-floor] [--ansible-only] [--keep-trace FILE] [--floor-only TRACE]
+// node and per step, kubectl process starts and Kubernetes API requests per node, engine overhead per step, idle time
+// inside activities (sleeps and polls), and the CPU and RSS of this process (worker + API + client).
+// Kubernetes access (--kube): `api` (the default) gives the worker the control plane's kubeconfig through the
+// credential profile, so the steps call the API server from the worker, and the floor sends the same requests from
+// this process with no engine; `kubectl` keeps the fleet's own inventory (kubectl over SSH on the control plane).
+//   npx tsx bench/rollout-vs-floor.ts [N] [--kube api|kubectl] [--no-ansible] [--no-floor] [--ansible-only] [--keep-trace FILE] [--floor-only TRACE]
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Context } from '@temporalio/activity';
 import { Client, Connection } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
@@ -24,7 +28,11 @@ import { buildApi } from '../api/server';
 import { expandReleaseUrl, mirroredUrl } from '../activities/steps/release-tarball';
 import { loadPlaybook } from '../playbooks/load';
 import type { ReleaseTarballStep } from '../playbooks/schema';
-import { SshPool, type CommandEvent } from '../activities/ssh';
+import { cmd, flag, SshPool, type CommandEvent } from '../activities/ssh';
+import { KubeApi, kubeApiConfigFor, observeKubeApi, type KubeApiEvent } from '../activities/kube-api';
+import { runOnWorker } from '../activities/kubectl';
+import { kubernetesBinaries } from '../sim/control-plane';
+import { simProfile } from '../sim/inventory';
 import { startFleet, type Fleet, type SimNode } from '../sim/fleet';
 import { freeLoopbackPort } from '../sim/addresses';
 import { sshRun } from '../sim/ssh-run';
@@ -44,14 +52,23 @@ interface TracedCommand extends CommandEvent {
   workflowId: string;
 }
 
+/** One Kubernetes API request the worker sent, with the activity that sent it. */
+interface TracedRequest extends KubeApiEvent {
+  activity: string;
+  workflowId: string;
+}
+
 interface KatafleetRun {
   wallS: number;
   phase: string;
   trace: TracedCommand[];
+  requests: TracedRequest[];
   histories: Map<string, HistoryEvent[]>;
   cpuS: number;
   serverCpuS: number;
   peakRssMiB: number;
+  /** Delay of this process's main event loop (where the worker's activities, SSH and the core's callbacks run), ms. */
+  loopDelayMs: { p50: number; p90: number; p99: number; max: number };
 }
 
 const seconds = (ms: number) => ms / 1000;
@@ -85,27 +102,53 @@ async function freshFleet(nodes: number, label: string): Promise<Fleet> {
 
 const workerNodes = (fleet: Fleet) => fleet.nodes.filter((node) => node.role === 'worker');
 
-async function runKatafleet(nodes: number): Promise<KatafleetRun> {
+const kubectlBinary = () => join(kubernetesBinaries().binDir, 'kubectl');
+
+/** The control plane's kubeconfig, for the worker: a copy it owns (mode 600). */
+async function workerKubeconfig(fleet: Fleet, dir: string): Promise<string> {
+  const file = join(dir, 'worker.kubeconfig');
+  await copyFile(fleet.controlPlane!.kubeconfig, file);
+  await chmod(file, 0o600);
+  return file;
+}
+
+/** Points the fleet's inventory at the API from the worker: its credential profile gets the kubeconfig. */
+async function useApiFromWorker(fleet: Fleet, dir: string): Promise<void> {
+  process.env.KATAFLEET_KUBECTL = kubectlBinary();
+  const credentials = join(fleet.dir, 'credentials.toml');
+  const kubeconfig = await workerKubeconfig(fleet, dir);
+  await writeFile(credentials, (await readFile(credentials, 'utf8')).replace(`[profiles.${simProfile}]\n`, `[profiles.${simProfile}]\nkubeconfig = ${JSON.stringify(kubeconfig)}\n`));
+  const inventory = join(fleet.dir, 'inventory.toml');
+  const text = await readFile(inventory, 'utf8');
+  const kubernetes = /\[kubernetes\]\n(?:[^[\n][^\n]*\n)*/;
+  if (!kubernetes.test(text)) throw new Error(`${inventory} has no [kubernetes] table`);
+  await writeFile(inventory, text.replace(kubernetes, `[kubernetes]\nprofile = ${JSON.stringify(simProfile)}\n\n`));
+}
+
+/** The activity that runs now, or `(none)`. */
+function currentActivity(): { activity: string; activityId: string; workflowId: string } {
+  try {
+    const info = Context.current().info;
+    return { activity: info.activityType, activityId: `${info.activityId}/${info.attempt}`, workflowId: info.workflowExecution?.workflowId ?? '' };
+  } catch {
+    return { activity: '(none)', activityId: '', workflowId: '' };
+  }
+}
+
+async function runKatafleet(nodes: number, kube: 'api' | 'kubectl'): Promise<KatafleetRun> {
   const dir = await mkdtemp(join(tmpdir(), 'kf-bench-temporal-'));
   const port = await freeLoopbackPort();
   const server = await startDevServer({ dbFile: join(dir, 'temporal.db'), port, uiPort: await freeLoopbackPort() });
   const fleet = await freshFleet(nodes, 'katafleet');
+  if (kube === 'api') await useApiFromWorker(fleet, dir);
   const trace: TracedCommand[] = [];
+  const requests: TracedRequest[] = [];
+  observeKubeApi((event) => {
+    const { activity, workflowId } = currentActivity();
+    requests.push({ ...event, activity, workflowId });
+  });
   const pool = new SshPool({
-    onCommand: (event) => {
-      let activity = '(none)';
-      let workflowId = '';
-      let activityId = '';
-      try {
-        const info = Context.current().info;
-        activity = info.activityType;
-        activityId = `${info.activityId}/${info.attempt}`;
-        workflowId = info.workflowExecution?.workflowId ?? '';
-      } catch {
-        // Outside an activity (none in this benchmark).
-      }
-      trace.push({ ...event, activity, activityId, workflowId });
-    },
+    onCommand: (event) => trace.push({ ...event, ...currentActivity() }),
   });
   process.stderr.write(`katafleet: worker log in ${installWorkerLogging({ file: join(dir, 'worker.log'), level: 'warn' })}\n`);
   const target = { address: server.address, namespace: 'default', external: true };
@@ -121,6 +164,8 @@ async function runKatafleet(nodes: number): Promise<KatafleetRun> {
     const cpuBefore = process.cpuUsage();
     const serverCpuBefore = await processCpuS(server.process.pid);
     let peakRss = process.memoryUsage().rss;
+    const loop = monitorEventLoopDelay({ resolution: 10 });
+    loop.enable();
     const sampler = setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss); }, 200);
     const started = performance.now();
     const response = await fetch(`${baseUrl}/v1/rollouts`, {
@@ -134,6 +179,8 @@ async function runKatafleet(nodes: number): Promise<KatafleetRun> {
     await handle.result().catch(() => undefined);
     const wallS = seconds(performance.now() - started);
     clearInterval(sampler);
+    loop.disable();
+    const loopDelayMs = { p50: loop.percentile(50) / 1e6, p90: loop.percentile(90) / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 };
     const cpu = process.cpuUsage(cpuBefore);
     const serverCpuS = (await processCpuS(server.process.pid)) - serverCpuBefore;
     const progress = (await (await fetch(`${baseUrl}/v1/rollouts/${body.rollout_id}`, { headers: { authorization: `Bearer ${token}` } })).json()) as { phase: string; nodes: { name: string; status: string; reason?: string }[] };
@@ -143,8 +190,9 @@ async function runKatafleet(nodes: number): Promise<KatafleetRun> {
     for (const node of workerNodes(fleet)) {
       histories.set(node.name, (await client.workflow.getHandle(nodeWorkflowId(node.name)).fetchHistory()).events ?? []);
     }
-    return { wallS, phase: progress.phase, trace, histories, cpuS: (cpu.user + cpu.system) / 1e6, serverCpuS, peakRssMiB: peakRss / 2 ** 20 };
+    return { wallS, phase: progress.phase, trace, requests, histories, cpuS: (cpu.user + cpu.system) / 1e6, serverCpuS, peakRssMiB: peakRss / 2 ** 20, loopDelayMs };
   } finally {
+    observeKubeApi(undefined);
     await api.close();
     worker.shutdown();
     await running.catch(() => undefined);
@@ -168,12 +216,43 @@ function script(commands: CommandEvent[]): string {
 
 const isKubectl = (command: CommandEvent) => /\bkubectl\b/.test(command.text);
 
-/** The floor: each node's recorded commands in one SSH session, then its kubectl commands on the control plane. */
-async function runFloor(nodes: number, trace: TracedCommand[]): Promise<{ wallS: number; failedCommands: number }> {
+/** Sends the recorded requests one after the other with no engine; how many failed. */
+async function replayRequests(api: KubeApi, requests: TracedRequest[]): Promise<number> {
+  let failed = 0;
+  for (const request of requests) {
+    try {
+      if (request.exec) {
+        const [, namespace, pod] = /\/namespaces\/([^/]+)\/pods\/([^/]+)\/exec/.exec(request.path) ?? [];
+        await api.exec(decodeURIComponent(namespace), decodeURIComponent(pod), request.container ?? '', request.exec);
+      } else {
+        const response = await api.request(request.method, request.path, {
+          body: request.body === undefined ? undefined : JSON.parse(request.body), contentType: request.contentType, allow: [...Array(300).keys()].map((n) => n + 300),
+        });
+        if (response.status >= 300) failed += 1;
+      }
+    } catch {
+      failed += 1;
+    }
+  }
+  return failed;
+}
+
+/**
+ * The floor: each node's recorded commands in one SSH session, then its kubectl commands on the control plane, or
+ * its Kubernetes API requests from this process (one after the other, as the node's steps sent them).
+ */
+async function runFloor(nodes: number, trace: TracedCommand[], requests: TracedRequest[]): Promise<{ wallS: number; failedCommands: number }> {
   const fleet = await freshFleet(nodes, 'floor');
   try {
     const controlPlane = fleet.controlPlane?.host;
     if (!controlPlane) throw new Error('the fleet has no control-plane host');
+    let api: KubeApi | undefined;
+    if (requests.length > 0) {
+      const kubeconfig = await workerKubeconfig(fleet, await mkdtemp(join(tmpdir(), 'kf-bench-floor-')));
+      const config = await kubeApiConfigFor(kubeconfig, async () => (await runOnWorker(cmd(kubectlBinary(), [flag('--kubeconfig'), kubeconfig, 'config', 'view', flag('--raw'), flag('--minify'), flag('--flatten'), flag('-o'), 'json']))).stdout);
+      if ('kubectlOnly' in config) throw new Error(`the fleet's kubeconfig needs kubectl: ${config.kubectlOnly}`);
+      api = new KubeApi(config);
+    }
     let failedCommands = 0;
     const replay = async (host: SimNode, commands: CommandEvent[]) => {
       if (commands.length === 0) return;
@@ -185,6 +264,7 @@ async function runFloor(nodes: number, trace: TracedCommand[]): Promise<{ wallS:
       const own = trace.filter((command) => command.workflowId === nodeWorkflowId(node.name));
       await replay(node, own.filter((command) => command.node === node.name));
       await replay(controlPlane, own.filter((command) => command.node !== node.name && isKubectl(command)));
+      if (api) failedCommands += await replayRequests(api, requests.filter((request) => request.workflowId === nodeWorkflowId(node.name)));
     }));
     return { wallS: seconds(performance.now() - started), failedCommands };
   } finally {
@@ -316,7 +396,7 @@ function report(nodes: number, katafleet: KatafleetRun, floor: { wallS: number; 
   out.push('');
 
   const perNode = (filter: (c: TracedCommand) => boolean) => katafleet.trace.filter(filter).length / nodes;
-  out.push(`katafleet SSH commands (= round trips: one channel and exec each) per node: ${fmt(perNode(() => true), 1)}; kubectl process starts per node: ${fmt(perNode(isKubectl), 1)}`);
+  out.push(`katafleet SSH commands (= round trips: one channel and exec each) per node: ${fmt(perNode(() => true), 1)}; kubectl process starts per node: ${fmt(perNode(isKubectl), 1)}; Kubernetes API requests from the worker per node: ${fmt(katafleet.requests.length / nodes, 1)}`);
   const gaps = [...katafleet.histories.values()].map(engineGaps);
   const allQueue = gaps.flatMap((g) => g.queueMs);
   const allBetween = gaps.flatMap((g) => g.betweenMs);
@@ -326,8 +406,8 @@ function report(nodes: number, katafleet: KatafleetRun, floor: { wallS: number; 
   out.push(`            workflow task scheduled → started ${statsMs(gaps.flatMap((g) => g.taskQueueMs))}`);
   out.push(`            workflow task started → completed ${statsMs(gaps.flatMap((g) => g.taskRunMs))}`);
   out.push('');
-  out.push('| step (activity) | commands/node | kubectl/node | time in commands/node | idle in activity/node (sleeps, polls) | scheduled→started median | completed→next scheduled median |', '|---|---|---|---|---|---|---|');
-  const activities = [...new Set(katafleet.trace.map((c) => c.activity))];
+  out.push('| step (activity) | commands/node | kubectl/node | API requests/node | time in commands/node | idle in activity/node (sleeps, polls) | scheduled→started median | completed→next scheduled median |', '|---|---|---|---|---|---|---|---|');
+  const activities = [...new Set([...katafleet.trace.map((c) => c.activity), ...katafleet.requests.map((r) => r.activity)])];
   let idleTotal = 0;
   for (const activity of activities) {
     const commands = katafleet.trace.filter((c) => c.activity === activity);
@@ -350,11 +430,13 @@ function report(nodes: number, katafleet: KatafleetRun, floor: { wallS: number; 
     idleTotal += idleMs;
     const queue = gaps.flatMap((g) => g.byStep.get(activity)?.queueMs ?? []);
     const between = gaps.flatMap((g) => g.byStep.get(activity)?.betweenMs ?? []);
-    out.push(`| ${activity} | ${fmt(commands.length / nodes, 1)} | ${fmt(commands.filter(isKubectl).length / nodes, 1)} | ${fmt(busyMs / nodes / 1000)} s | ${fmt(idleMs / nodes / 1000)} s | ${queue.length ? `${fmt(quantile(queue, 0.5), 0)} ms` : '-'} | ${between.length ? `${fmt(quantile(between, 0.5), 0)} ms` : '-'} |`);
+    out.push(`| ${activity} | ${fmt(commands.length / nodes, 1)} | ${fmt(commands.filter(isKubectl).length / nodes, 1)} | ${fmt(katafleet.requests.filter((r) => r.activity === activity).length / nodes, 1)} | ${fmt(busyMs / nodes / 1000)} s | ${fmt(idleMs / nodes / 1000)} s | ${queue.length ? `${fmt(quantile(queue, 0.5), 0)} ms` : '-'} | ${between.length ? `${fmt(quantile(between, 0.5), 0)} ms` : '-'} |`);
   }
   out.push('');
   out.push(`idle inside activities (fixed sleeps, polls, local work): ${fmt(idleTotal / nodes / 1000)} s per node`);
   out.push(`this process (worker + API + client): CPU ${fmt(katafleet.cpuS, 1)} s over ${fmt(katafleet.wallS, 1)} s wall (${fmt((100 * katafleet.cpuS) / katafleet.wallS, 0)} % of one core), peak RSS ${fmt(katafleet.peakRssMiB, 0)} MiB; Temporal dev server CPU ${fmt(katafleet.serverCpuS, 1)} s`);
+  const loop = katafleet.loopDelayMs;
+  out.push(`this process's main event loop delay (activities, SSH, the worker's core callbacks): p50 ${fmt(loop.p50, 0)} ms, p90 ${fmt(loop.p90, 0)}, p99 ${fmt(loop.p99, 0)}, max ${fmt(loop.max, 0)}`);
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
@@ -369,13 +451,15 @@ async function main(): Promise<void> {
   }
   if (args.includes('--floor-only')) {
     const saved = JSON.parse(await readFile(args[args.indexOf('--floor-only') + 1], 'utf8')) as (TracedCommand & { stdin?: string })[];
-    const floor = await runFloor(nodes, saved.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin, 'base64') })));
+    const floor = await runFloor(nodes, saved.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin, 'base64') })), []);
     process.stdout.write(`floor, ${nodes} nodes: ${fmt(floor.wallS, 1)} s (${floor.failedCommands} commands exited non-zero)\n`);
     return;
   }
-  const katafleet = await runKatafleet(nodes);
+  const kube = args.includes('--kube') ? args[args.indexOf('--kube') + 1] : 'api';
+  if (kube !== 'api' && kube !== 'kubectl') throw new Error(`--kube ${kube}: expected api or kubectl`);
+  const katafleet = await runKatafleet(nodes, kube);
   if (traceFile) await writeFile(traceFile, JSON.stringify(katafleet.trace.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin).toString('base64') }))));
-  const floor = args.includes('--no-floor') ? undefined : await runFloor(nodes, katafleet.trace);
+  const floor = args.includes('--no-floor') ? undefined : await runFloor(nodes, katafleet.trace, katafleet.requests);
   const ansible = args.includes('--no-ansible') ? undefined : await runAnsible(nodes);
   report(nodes, katafleet, floor, ansible);
 }

@@ -27,6 +27,9 @@ const installs = 'rolls kata out through the CLI with kubectl on the worker: the
 const profileApi = 'POST /v1/rollouts with [kubernetes] profile: kubectl runs on the worker with the kubeconfig of the server\'s credential profile';
 const unusable = 'a kubeconfig that others can write is refused: the node fails with KubeconfigUnusable, naming the file and the fix, and the Node is untouched';
 const kubectlOrder = 'kubectl on the worker is KATAFLEET_KUBECTL, else the inventory\'s kubectl, else kubectl on PATH';
+const apiFromWorker = 'rolls labels out through the CLI with the kubeconfig on the worker: kubectl starts once to read the kubeconfig, again only when the file changes; the Node is patched through the API';
+const execPlugin = 'a kubeconfig whose user authenticates with an exec plugin: the rollout works, with kubectl for every call';
+const refusedToken = 'a kubeconfig whose token the API server refuses: the node fails with KubeApiUnauthorized, naming the server, the kubeconfig and the fix; the Node is untouched';
 const pullFailure = 'an image that cannot be pulled: warn passes unverified and says so, fail fails the node with VerificationImagePullFailed and the kubelet\'s reason';
 const notRunning = 'a verification pod whose handler containerd does not run never runs: VerificationPodNotRunning with its Warning event, the node rolled back';
 const hostKernel = 'a verification pod that runs with the host\'s kernel (runc behind the class) is VerificationFailed: not in a VM, the node rolled back';
@@ -39,6 +42,21 @@ export const proofs: Proof[] = [
   { sentence: 'It is the inventory\'s, not the playbook\'s', tests: { 'kube-readme.test.ts': [installs, profileApi] } },
   { sentence: 'An inventory sent through the HTTP API cannot name a file on the worker', tests: { 'kube-access-input.test.ts': ['answers an inventory that names a kubeconfig on the worker with 400, the key and the fix, and starts nothing'], 'kube-readme.test.ts': [profileApi] } },
   { sentence: 'The worker uses a kubeconfig only if it is a regular file owned by its user', tests: { 'kube-readme.test.ts': [unusable, kubectlOrder] } },
+  { sentence: '**The API from the worker.**', tests: { 'kube-readme.test.ts': [apiFromWorker, installs] } },
+  { sentence: 'With a kubeconfig on the worker, readiness-gate, node-label, runtime-class and verification-pod start no kubectl per call', tests: { 'kube-readme.test.ts': [apiFromWorker], 'kube-api.test.ts': ['rolls the kata playbook out with deploy/rbac.yaml\'s ServiceAccount, starting kubectl once (to read the kubeconfig), and the pod proves a VM'] } },
+  { sentence: 'kubectl starts once per kubeconfig (and again when the file changes), to read it', tests: { 'kube-readme.test.ts': [apiFromWorker] } },
+  { sentence: 'The verification pod\'s `uname -r` runs through the API\'s exec over WebSocket', tests: { 'kube-readme.test.ts': [installs], 'kube-api.test.ts': ['rolls the kata playbook out with deploy/rbac.yaml\'s ServiceAccount, starting kubectl once (to read the kubeconfig), and the pod proves a VM'] } },
+  { sentence: 'A kubeconfig whose user authenticates with an exec plugin or an auth-provider', tests: { 'kube-readme.test.ts': [execPlugin], 'kube-rbac.test.ts': ['uninstalls from node-1 only: the RuntimeClass stays, because node-2 still carries the label; the uninstall of node-2 then deletes it'] } },
+  {
+    sentence: 'A certificate the kubeconfig\'s CA does not sign is `KubeApiTlsFailed`',
+    tests: {
+      'kube-readme.test.ts': [refusedToken],
+      'kube-api.test.ts': [
+        'a server certificate the kubeconfig\'s CA does not sign is KubeApiTlsFailed, naming the server, the kubeconfig and the fix',
+        'what deploy/rbac.yaml does not grant (a verification pod in namespace default) is KubeApiForbidden, naming deploy/rbac.yaml',
+      ],
+    },
+  },
   { sentence: '[deploy/rbac.yaml](deploy/rbac.yaml) is the least privilege this needs', tests: { 'kube-rbac.test.ts': ['lets the ServiceAccount read and patch nodes, manage RuntimeClasses and verification pods, and nothing else'], 'kube-readme.test.ts': [installs] } },
   { sentence: 'It may not delete or create pods anywhere else, nor read secrets', tests: { 'kube-rbac.test.ts': ['lets the ServiceAccount read and patch nodes, manage RuntimeClasses and verification pods, and nothing else'] } },
   { sentence: 'The tests apply it to the simulated fleet\'s real kube-apiserver', tests: { 'kube-rbac.test.ts': ['rolls the kata playbook out to two nodes: the RuntimeClass applied once by the rollout, never by a node, a pod in a VM on each node', 'uninstalls from node-1 only: the RuntimeClass stays, because node-2 still carries the label; the uninstall of node-2 then deletes it'] } },
@@ -257,6 +275,63 @@ describe('Kubernetes access, through the CLI and the API', () => {
     expect(node.reason).toMatch(/others can write|group or others/);
     expect((await nodeRun('node-2')).failureType).toBe('KubeconfigUnusable');
     expect(await nodeLabel('node-2')).toBe('');
+  }, 240_000);
+
+  it(apiFromWorker, async () => {
+    const calls = join(work, 'kubectl-calls.log');
+    const wrapper = join(work, 'kubectl-logged');
+    await writeFile(wrapper, `#!/bin/sh\necho "$*" >> '${calls}'\nexec '${kubectlPath}' "$@"\n`, { mode: 0o755 });
+    const own = join(work, 'api.kubeconfig');
+    await writeFile(own, await readFile(saKubeconfig, 'utf8'), { mode: 0o600 });
+    process.env.KATAFLEET_KUBECTL = wrapper;
+    try {
+      const inv = await inventory('api', ['node-1', 'node-2'], `kubeconfig = ${JSON.stringify(own)}`);
+      expectSuccess(await katafleet('rollout', await labelPlaybook('label-api-1', 'api-1'), '--inventory', inv, '--follow', '--request-id', 'readme-api-1'));
+      expectSuccess(await katafleet('rollout', await labelPlaybook('label-api-2', 'api-2'), '--inventory', inv, '--follow', '--request-id', 'readme-api-2'));
+      const read = `--kubeconfig ${own} config view --raw --minify --flatten -o json`;
+      expect((await readFile(calls, 'utf8')).trim().split('\n')).toEqual([read]);
+      // A changed file is read again.
+      await writeFile(own, `${await readFile(own, 'utf8')}\n`);
+      expectSuccess(await katafleet('rollout', await labelPlaybook('label-api-3', 'api-3'), '--inventory', inv, '--follow', '--request-id', 'readme-api-3'));
+      expect((await readFile(calls, 'utf8')).trim().split('\n')).toEqual([read, read]);
+      expect([await nodeLabel('node-1'), await nodeLabel('node-2')]).toEqual(['api-3', 'api-3']);
+    } finally {
+      process.env.KATAFLEET_KUBECTL = kubectlPath;
+    }
+  }, 600_000);
+
+  it(execPlugin, async () => {
+    const calls = join(work, 'kubectl-exec-plugin.log');
+    const wrapper = join(work, 'kubectl-logged-exec');
+    await writeFile(wrapper, `#!/bin/sh\necho "$*" >> '${calls}'\nexec '${kubectlPath}' "$@"\n`, { mode: 0o755 });
+    const sa = await readFile(saKubeconfig, 'utf8');
+    const credential = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: /token: (\S+)/.exec(sa)![1] } });
+    const plugin = join(work, 'exec-plugin.kubeconfig');
+    await writeFile(plugin, sa.replace(/ {4}token: \S+/, ['    exec:', '      apiVersion: client.authentication.k8s.io/v1', '      interactiveMode: Never', '      command: /bin/sh',
+      `      args: ["-c", ${JSON.stringify(`printf '%s' '${credential}'`)}]`].join('\n')), { mode: 0o600 });
+    process.env.KATAFLEET_KUBECTL = wrapper;
+    try {
+      expectSuccess(await katafleet('rollout', await labelPlaybook('label-exec', 'exec'), '--inventory', await inventory('exec', ['node-1'], `kubeconfig = ${JSON.stringify(plugin)}`),
+        '--follow', '--request-id', 'readme-exec'));
+    } finally {
+      process.env.KATAFLEET_KUBECTL = kubectlPath;
+    }
+    expect(await nodeLabel('node-1')).toBe('exec');
+    expect((await readFile(calls, 'utf8')).trim().split('\n').map((call) => call.split(' ').slice(2, 4).join(' '))).toEqual(['config view', 'get node', 'patch node']);
+  }, 600_000);
+
+  it(refusedToken, async () => {
+    const refused = join(work, 'refused.kubeconfig');
+    await writeFile(refused, (await readFile(saKubeconfig, 'utf8')).replace(/token: \S+/, 'token: a-token-this-api-server-never-issued-0123456789'), { mode: 0o600 });
+    const run = await katafleet('rollout', await labelPlaybook('label-refused', 'refused'), '--inventory', await inventory('refused', ['node-2'], `kubeconfig = ${JSON.stringify(refused)}`),
+      '--follow', '--request-id', 'readme-refused');
+    expect(run.code).toBe(1);
+    const [node] = await rolloutNodes('readme-refused');
+    expect(node.status).toBe('failed');
+    expect(node.reason).toMatch(new RegExp(`refused the kubeconfig's credentials \\(401 Unauthorized.*\\) — renew the token or client certificate in ${refused.replace(/[.]/g, '\\.')}`));
+    expect(node.reason).toMatch(/the Kubernetes API server https:\/\/[^ ]+ \(kubeconfig /);
+    expect((await nodeRun('node-2')).failureType).toBe('KubeApiUnauthorized');
+    expect(await nodeLabel('node-2')).not.toBe('refused');
   }, 240_000);
 
   it(kubectlOrder, async () => {

@@ -4,7 +4,6 @@
  * Labels this run adds are recorded in an annotation on the Node in the same merge patch, so an
  * attempt retried after a worker crash still knows which keys its undo must remove.
  */
-import { flag } from '../ssh';
 import { Kubectl, requireKubernetes, type KubeNode } from '../kubectl';
 import type { SshPool } from '../ssh';
 import type { NodeLabelStep } from '../../playbooks/schema';
@@ -68,7 +67,7 @@ export async function nodeLabel(shell: NodeShell, pool: SshPool, request: StepRe
       ...(newKeys.length > 0 ? { annotations: { [LABELS_ANNOTATION]: JSON.stringify({ run: runTag(runId), keys: newKeys }) } } : {}),
     },
   };
-  await kubectl.withStdin(['patch', 'node', node.name, flag('--type'), 'merge', flag('--patch-file'), '/dev/stdin'], patch);
+  await kubectl.patchNode(node.name, patch);
   const overwritten = differing.filter(([key]) => key in labels).map(([key, value]) => `${key}=${value} (was ${labels[key]})`);
   return {
     changed: true,
@@ -80,10 +79,10 @@ export async function nodeLabel(shell: NodeShell, pool: SshPool, request: StepRe
 /** Removes label keys (and katafleet's record of them) from the Node; absent keys are ignored. */
 export async function removeLabels(kubectl: Kubectl, node: string, keys: readonly string[]): Promise<void> {
   const patch = { metadata: { labels: Object.fromEntries(keys.map((key) => [key, null])), annotations: { [LABELS_ANNOTATION]: null } } };
-  await kubectl.withStdin(['patch', 'node', node, flag('--type'), 'merge', flag('--patch-file'), '/dev/stdin'], patch);
+  await kubectl.patchNode(node, patch);
 }
 
 /** Sets labels on the Node (the undo of a `node-label` remove). */
 export async function setLabels(kubectl: Kubectl, node: string, labels: Record<string, string>): Promise<void> {
-  await kubectl.withStdin(['patch', 'node', node, flag('--type'), 'merge', flag('--patch-file'), '/dev/stdin'], { metadata: { labels } }, { signal: undefined });
+  await kubectl.patchNode(node, { metadata: { labels } }, false);
 }

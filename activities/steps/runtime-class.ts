@@ -5,11 +5,11 @@
  * the first node, delete after the last. A delete keeps the class while any node still carries the labels
  * of its `scheduling.nodeSelector` (Kata pods may still run there).
  */
-import { flag, type SshPool } from '../ssh';
+import type { SshPool } from '../ssh';
 import { Kubectl, requireKubernetes } from '../kubectl';
 import type { RuntimeClassStep } from '../../playbooks/schema';
 import type { KubernetesTarget, StepOutcome, StepRequest } from '../node-types';
-import { permanentFailure, transientFailure } from './step-runtime';
+import { permanentFailure } from './step-runtime';
 
 /** A RuntimeClass of that name exists with another handler (handler is immutable). Never retried. */
 export const RuntimeClassConflict = 'RuntimeClassConflict';
@@ -66,12 +66,12 @@ function selectorOf(labels: Record<string, string>): string {
 async function deleteUnlessLabelled(kubectl: Kubectl, step: RuntimeClassStep, existing: RuntimeClassObject, why = ''): Promise<StepOutcome> {
   const selector = existing.scheduling?.nodeSelector ?? step.node_selector;
   if (Object.keys(selector).length > 0) {
-    const still = (await kubectl.run(['get', 'nodes', flag(`--selector=${selectorOf(selector)}`), flag('-o'), 'name'])).stdout.split('\n').filter(Boolean).map((name) => name.replace(/^node\//, ''));
+    const still = await kubectl.nodesWithLabels(selector);
     if (still.length > 0) {
       return { changed: false, summary: `kept RuntimeClass ${step.name}: ${still.length} node(s) still carry ${selectorOf(selector)} (${still.slice(0, 5).join(', ')}${still.length > 5 ? ', …' : ''}); it is deleted once none does` };
     }
   }
-  await kubectl.run(['delete', 'runtimeclass', step.name, flag('--ignore-not-found'), flag('--wait=false')]);
+  await kubectl.deleteRuntimeClass(step.name);
   return { changed: true, summary: `deleted RuntimeClass ${step.name} (handler ${step.handler})${why}${Object.keys(selector).length > 0 ? `: no node carries ${selectorOf(selector)} any more` : ''}` };
 }
 
@@ -81,7 +81,7 @@ async function deleteUnlessLabelled(kubectl: Kubectl, step: RuntimeClassStep, ex
  */
 export async function runtimeClassOnCluster(pool: SshPool, kubernetes: KubernetesTarget | undefined, step: RuntimeClassStep, rolloutId?: string): Promise<StepOutcome> {
   const kubectl = new Kubectl(pool, requireKubernetes(kubernetes, `runtime-class "${step.name}"`));
-  const existing = await kubectl.getJson<RuntimeClassObject>(['get', 'runtimeclass', step.name]);
+  const existing = await kubectl.getRuntimeClass<RuntimeClassObject>(step.name);
 
   if (step.action === 'delete') {
     if (!existing) return { changed: false, summary: `RuntimeClass ${step.name} does not exist` };
@@ -94,15 +94,11 @@ export async function runtimeClassOnCluster(pool: SshPool, kubernetes: Kubernete
   if (existing && sameRuntimeClass(existing, manifest)) {
     return { changed: false, summary: `RuntimeClass ${step.name} already up to date (handler ${step.handler})` };
   }
-  const applied = await kubectl.withStdin(['apply', flag('--server-side'), flag('--field-manager=katafleet'), flag('--filename=-')], manifest, { allowExitCodes: [0, 1] });
-  if (applied.exitCode !== 0) {
-    const reason = applied.stderr.trim() || applied.stdout.trim();
-    if (/conflict/i.test(reason)) {
-      throw permanentFailure(RuntimeClassConflict,
-        `RuntimeClass ${step.name} is managed by another field manager and differs from the playbook: ${reason.split('\n')[0]} — ` +
-        'align the playbook with it, or let katafleet own it (kubectl apply --server-side --field-manager=katafleet --force-conflicts)');
-    }
-    throw transientFailure('KubectlFailed', `kubectl apply of RuntimeClass ${step.name} failed on ${kubectl.where}: ${reason}`);
+  const conflictReason = await kubectl.applyRuntimeClass(manifest);
+  if (conflictReason !== undefined) {
+    throw permanentFailure(RuntimeClassConflict,
+      `RuntimeClass ${step.name} is managed by another field manager and differs from the playbook: ${conflictReason.split('\n')[0]} — ` +
+      'align the playbook with it, or let katafleet own it (kubectl apply --server-side --field-manager=katafleet --force-conflicts)');
   }
   const details = [
     `handler ${step.handler}`,
@@ -119,7 +115,7 @@ export async function runtimeClassOnCluster(pool: SshPool, kubernetes: Kubernete
  */
 export async function takeBackRuntimeClass(pool: SshPool, kubernetes: KubernetesTarget | undefined, step: RuntimeClassStep, rolloutId: string): Promise<StepOutcome> {
   const kubectl = new Kubectl(pool, requireKubernetes(kubernetes, `runtime-class "${step.name}"`));
-  const existing = await kubectl.getJson<RuntimeClassObject>(['get', 'runtimeclass', step.name]);
+  const existing = await kubectl.getRuntimeClass<RuntimeClassObject>(step.name);
   if (!existing) return { changed: false, summary: `RuntimeClass ${step.name} does not exist` };
   if (existing.metadata.annotations?.[CREATED_BY_ROLLOUT] !== rolloutId) {
     return { changed: false, summary: `kept RuntimeClass ${step.name}: it existed before this rollout` };

@@ -8,7 +8,7 @@
  * unverified, saying so (`on_image_pull_failure = "warn"`), or fails with its own type (`"fail"`).
  */
 import { Kubectl, requireKubernetes } from '../kubectl';
-import { flag, sh, type SshPool } from '../ssh';
+import type { SshPool } from '../ssh';
 import type { VerificationPodStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest } from '../node-types';
 import { parseDuration } from '../../playbooks/duration';
@@ -48,6 +48,9 @@ export function verificationPodName(node: string, runId: string, attempt: number
   return `katafleet-verify-${node}`.slice(0, 253 - suffix.length).replace(/[.-]+$/, '') + suffix;
 }
 
+/** The verification pod's one container. */
+const verificationContainer = 'verify';
+
 /** Who the verification container runs as: `nobody` (65534), which busybox and distroless images know. */
 const nonRootUser = 65534;
 
@@ -56,7 +59,7 @@ const nonRootUser = 65534;
  * PodSecurity `restricted` (kubernetes.io/docs/concepts/security/pod-security-standards: runAsNonRoot, no privilege
  * escalation, capabilities drop ALL, seccomp RuntimeDefault) and ends after `active_deadline` if nobody deletes it.
  */
-export function verificationPodManifest(name: string, node: string, step: VerificationPodStep): unknown {
+export function verificationPodManifest(name: string, node: string, step: VerificationPodStep): { apiVersion: string; kind: string; metadata: { name: string; namespace: string; labels: Record<string, string> }; spec: Record<string, unknown> } {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -71,7 +74,7 @@ export function verificationPodManifest(name: string, node: string, step: Verifi
       tolerations: [{ operator: 'Exists' }],
       securityContext: { runAsNonRoot: true, runAsUser: nonRootUser, runAsGroup: nonRootUser, seccompProfile: { type: 'RuntimeDefault' } },
       containers: [{
-        name: 'verify',
+        name: verificationContainer,
         image: step.image,
         imagePullPolicy: step.image_pull_policy,
         command: ['sleep', '3600'],
@@ -108,14 +111,13 @@ export async function verificationPod(shell: NodeShell, pool: SshPool, request: 
   const { step, node, runId } = request;
   const kubectl = new Kubectl(pool, requireKubernetes(request.kubernetes, `verification-pod "${step.id}"`));
   const name = verificationPodName(node.name, runId, activityContext()?.info.attempt ?? 1);
-  const ns = [flag('-n'), step.namespace];
   const hostKernel = await shell.kernelRelease();
 
-  await kubectl.withStdin(['create', ...ns, flag('--filename=-')], verificationPodManifest(name, node.name, step));
+  await kubectl.createPod(verificationPodManifest(name, node.name, step));
   try {
     let last: Pod | undefined;
     const settled = await pollUntil(async () => {
-      last = await kubectl.getJson<Pod>(['get', 'pod', ...ns, name]);
+      last = await kubectl.getPod<Pod>(step.namespace, name);
       const phase = last?.status?.phase;
       return phase === 'Running' || phase === 'Failed' || phase === 'Succeeded' || imagePullProblem(last) ? last : undefined;
     }, timeLeftMs(started, parseDuration(step.timeout), 20_000), 2_000);
@@ -128,15 +130,14 @@ export async function verificationPod(shell: NodeShell, pool: SshPool, request: 
     }
     const running = settled;
     if (running?.status?.phase !== 'Running') {
-      const events = await kubectl.getJson<EventList>(['get', 'events', ...ns, flag(`--field-selector=involvedObject.name=${name}`)]).catch(() => undefined);
+      const events = await kubectl.podEvents<EventList>(step.namespace, name).catch(() => undefined);
       const warning = latestWarning(events) ?? describePod(last);
       throw transientFailure(VerificationPodNotRunning,
         `Verification pod ${step.namespace}/${name} on node ${node.name} (runtimeClassName ${step.runtime_class}) ` +
         `${running ? `ended ${running.status?.phase}` : `did not reach Running within ${step.timeout}`}: ${warning}`);
     }
 
-    const exec = await kubectl.exec(step.namespace, name, sh`uname -r`);
-    const guestKernel = exec.stdout.trim();
+    const guestKernel = (await kubectl.exec(step.namespace, name, verificationContainer, ['uname', '-r'])).trim();
     const facts = { guestKernel, hostKernel };
     if (guestKernel === hostKernel && step.expect_kernel_differs) {
       throw permanentFailure(VerificationFailed,
@@ -148,7 +149,7 @@ export async function verificationPod(shell: NodeShell, pool: SshPool, request: 
       facts,
     };
   } finally {
-    await kubectl.run(['delete', 'pod', ...ns, name, flag('--wait=false'), flag('--ignore-not-found')]).catch((err: unknown) => {
+    await kubectl.deletePod(step.namespace, name).catch((err: unknown) => {
       activityContext()?.log.warn(`could not delete verification pod ${step.namespace}/${name}: ${firstLine(err)}`);
     });
   }

@@ -1,0 +1,239 @@
+// The Kubernetes API from the worker (issue 14): with `[kubernetes] kubeconfig` the Kubernetes steps send HTTPS
+// requests from the worker process instead of starting kubectl per call. Against the simulated fleet's real
+// kube-apiserver, with deploy/rbac.yaml's ServiceAccount (least privilege): the whole kata playbook on one node,
+// kubectl started once (to read the kubeconfig); a TLS failure, a 401 and a 403 each fail clearly, naming the server,
+// the kubeconfig and the fix; a kubeconfig with an exec plugin keeps working through kubectl. The pure parts (the
+// kubeconfig view, the messages, the exec stream's frames) are checked without servers.
+import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+import { createNodeActivities } from '../activities/node-activities';
+import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest } from '../activities/node-types';
+import {
+  ExecFrames, KubeApiForbidden, KubeApiTlsFailed, KubeApiUnauthorized, kubeApiConfigFromView, kubeApiFailureMessage, kubeApiFailureType,
+} from '../activities/kube-api';
+import { SshPool } from '../activities/ssh';
+import { toKubernetesTarget, toNodeTarget } from '../api/rollout-service';
+import { loadInventory, loadPlaybook } from '../playbooks/load';
+import type { Step } from '../playbooks/schema';
+import { kubernetesBinaries } from '../sim/control-plane';
+import { startFleet, type Fleet } from '../sim/fleet';
+import { activityByKind } from '../workflows/step-activities';
+import { writeFleetInventory } from './helpers/cli';
+import { kubectlRunner, serviceAccountKubeconfig } from './kube-helpers';
+
+describe('the kubeconfig, as the worker reads it (pure)', () => {
+  const view = (user: Record<string, unknown>, cluster: Record<string, unknown> = { server: 'https://10.0.0.1:6443' }) => ({
+    'current-context': 'c', contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }], clusters: [{ name: 'k', cluster }], users: [{ name: 'u', user }],
+  });
+
+  it('takes server, CA, client certificate and token from the current context', () => {
+    const ca = Buffer.from('-----BEGIN CERTIFICATE-----\nCA\n').toString('base64');
+    expect(kubeApiConfigFromView(view({ token: 't0k', 'client-certificate-data': Buffer.from('CERT').toString('base64'), 'client-key-data': Buffer.from('KEY').toString('base64') },
+      { server: 'https://10.0.0.1:6443/', 'certificate-authority-data': ca }), '/k')).toEqual({
+      server: 'https://10.0.0.1:6443', kubeconfig: '/k', ca: '-----BEGIN CERTIFICATE-----\nCA\n', cert: 'CERT', key: 'KEY', token: 't0k',
+      tokenFile: undefined, insecureSkipTlsVerify: false, tlsServerName: undefined,
+    });
+  });
+
+  it.each([
+    [{ exec: { command: 'aws' } }, {}, 'its user authenticates with an exec plugin'],
+    [{ 'auth-provider': { name: 'gcp' } }, {}, 'its user authenticates with an auth-provider'],
+    [{ username: 'admin', password: 'x' }, {}, 'its user authenticates with a username and password'],
+    [{ as: 'someone' }, {}, 'its user impersonates another'],
+    [{ token: 't' }, { 'proxy-url': 'http://proxy:3128' }, 'its cluster is reached through a proxy-url'],
+  ])('leaves credentials it does not speak to kubectl: %j %j', (user, cluster, why) => {
+    expect(kubeApiConfigFromView(view(user, { server: 'https://10.0.0.1:6443', ...cluster }), '/k')).toEqual({ kubectlOnly: why });
+  });
+
+  it.each([
+    [{ clusters: [] }, 'the kubeconfig /etc/kc names no API server in its current context — set current-context to a context whose cluster has a server'],
+    [view({}, { server: 'not a url' }), 'the kubeconfig /etc/kc names the API server "not a url", which is not a URL — set the cluster\'s server to https://<host>:<port>'],
+    [view({}, { server: 'ftp://10.0.0.1' }), 'the kubeconfig /etc/kc names the API server ftp://10.0.0.1: only https:// (or http://) servers are supported'],
+  ])('refuses a kubeconfig with no usable server, naming the file and the fix: %j', (bad, message) => {
+    expect(() => kubeApiConfigFromView(bad, '/etc/kc')).toThrow(message);
+  });
+});
+
+describe('failures of the API, in one line (pure)', () => {
+  const config = { server: 'https://10.0.0.1:6443', kubeconfig: '/etc/katafleet/kubeconfig' };
+
+  it.each([
+    [{ request: 'GET /api/v1/nodes/n1', message: 'self-signed certificate in certificate chain', code: 'SELF_SIGNED_CERT_IN_CHAIN' }, KubeApiTlsFailed,
+      'GET /api/v1/nodes/n1: TLS with the Kubernetes API server https://10.0.0.1:6443 (kubeconfig /etc/katafleet/kubeconfig) failed: self-signed certificate in certificate chain (SELF_SIGNED_CERT_IN_CHAIN) — set the cluster\'s certificate-authority-data in the kubeconfig to the CA that signed the server\'s certificate (and its server to a name that certificate carries)'],
+    [{ request: 'GET /api/v1/nodes/n1', status: 401, message: 'Unauthorized' }, KubeApiUnauthorized,
+      'GET /api/v1/nodes/n1: the Kubernetes API server https://10.0.0.1:6443 (kubeconfig /etc/katafleet/kubeconfig) refused the kubeconfig\'s credentials (401 Unauthorized: Unauthorized) — renew the token or client certificate in /etc/katafleet/kubeconfig (for deploy/rbac.yaml\'s ServiceAccount: kubectl -n katafleet-system create token katafleet)'],
+    [{ request: 'POST /api/v1/namespaces/default/pods', status: 403, message: 'pods is forbidden: User "system:serviceaccount:katafleet-system:katafleet" cannot create resource "pods" in API group "" in the namespace "default"' }, KubeApiForbidden,
+      'POST /api/v1/namespaces/default/pods: the Kubernetes API server https://10.0.0.1:6443 (kubeconfig /etc/katafleet/kubeconfig) forbids it (403: pods is forbidden: User "system:serviceaccount:katafleet-system:katafleet" cannot create resource "pods" in API group "" in the namespace "default") — bind the kubeconfig\'s user to the roles of deploy/rbac.yaml (kubectl apply -f deploy/rbac.yaml)'],
+    [{ request: 'POST /api/v1/namespaces/v/pods', status: 403, message: 'pods "p" is forbidden: violates PodSecurity "restricted:latest"' }, KubeApiForbidden,
+      'POST /api/v1/namespaces/v/pods: the Kubernetes API server https://10.0.0.1:6443 (kubeconfig /etc/katafleet/kubeconfig) refused it (403: pods "p" is forbidden: violates PodSecurity "restricted:latest")'],
+    [{ request: 'GET /api/v1/nodes/n1', message: 'connect ECONNREFUSED 10.0.0.1:6443', code: 'ECONNREFUSED' }, 'KubeApiUnavailable',
+      'GET /api/v1/nodes/n1: the Kubernetes API server https://10.0.0.1:6443 (kubeconfig /etc/katafleet/kubeconfig) cannot be reached: connect ECONNREFUSED 10.0.0.1:6443 (ECONNREFUSED) — check that the server is up and reachable from the worker'],
+    [{ request: 'GET /api/v1/nodes/n1', status: 503, message: 'etcd leader changed\nmore' }, 'KubeApiUnavailable',
+      'GET /api/v1/nodes/n1: the Kubernetes API server https://10.0.0.1:6443 (kubeconfig /etc/katafleet/kubeconfig) answered 503: etcd leader changed'],
+    [{ request: 'PATCH /api/v1/nodes/n1', status: 422, message: 'invalid label' }, 'KubeApiRejected',
+      'PATCH /api/v1/nodes/n1: the Kubernetes API server https://10.0.0.1:6443 (kubeconfig /etc/katafleet/kubeconfig) rejected it (422: invalid label)'],
+  ])('%j is %s', (problem, type, message) => {
+    expect(kubeApiFailureType(problem)).toBe(type);
+    expect(kubeApiFailureMessage(config, problem)).toBe(message);
+  });
+});
+
+describe('the exec stream (pure)', () => {
+  /** A WebSocket frame as a server sends it (unmasked), or as a client does (`mask`). */
+  const frame = (opcode: number, payload: Buffer, fin = true, mask?: Buffer): Buffer => {
+    const length = payload.length < 126 ? Buffer.from([payload.length | (mask ? 0x80 : 0)])
+      : Buffer.concat([Buffer.from([126 | (mask ? 0x80 : 0)]), Buffer.from([payload.length >> 8, payload.length & 0xff])]);
+    const body = mask ? Buffer.from(payload.map((byte, i) => byte ^ mask[i % 4])) : payload;
+    return Buffer.concat([Buffer.from([(fin ? 0x80 : 0) | opcode]), length, ...(mask ? [mask] : []), body]);
+  };
+  const channel = (n: number, text: string) => Buffer.concat([Buffer.from([n]), Buffer.from(text)]);
+  const fail = (problem: { message: string }) => new Error(problem.message);
+
+  it('splits stdout, stderr and the exit status, across fragments, long frames and chunk boundaries', () => {
+    const long = 'x'.repeat(300);
+    const bytes = Buffer.concat([
+      frame(2, channel(1, '6.12.47-')), frame(2, Buffer.from([1]), false), frame(0, Buffer.from('kata\n')),
+      frame(2, channel(2, long)), frame(2, channel(3, '{"status":"Success"}')), frame(8, Buffer.from([3, 232])),
+    ]);
+    const frames = new ExecFrames();
+    const done = [...Array(bytes.length).keys()].map((i) => frames.push(bytes.subarray(i, i + 1)));
+    expect(done.indexOf(true)).toBe(bytes.length - 1);
+    expect(frames.result('exec', fail)).toEqual({ stdout: '6.12.47-kata\n', stderr: long, exitCode: 0 });
+  });
+
+  it('reads the exit code of a command that failed, and unmasks masked frames', () => {
+    const frames = new ExecFrames();
+    frames.push(frame(2, channel(3, '{"status":"Failure","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"127"}]}}'), true, Buffer.from([1, 2, 3, 4])));
+    expect(frames.result('exec', fail)).toEqual({ stdout: '', stderr: '', exitCode: 127 });
+  });
+
+  it('a stream that ends with no status, or a failure status with no exit code, is a failure', () => {
+    const empty = new ExecFrames();
+    empty.push(frame(2, channel(1, 'half')));
+    expect(() => empty.result('exec', fail)).toThrow('the stream ended without an exit status');
+    const refused = new ExecFrames();
+    refused.push(frame(2, channel(3, '{"status":"Failure","message":"container not found (\\"verify\\")"}')));
+    expect(() => refused.result('exec', fail)).toThrow('container not found ("verify")');
+  });
+});
+
+describe('the Kubernetes steps through the API from the worker, on a real cluster', () => {
+  let fleet: Fleet;
+  let work: string;
+  let pool: SshPool;
+  let node: NodeTarget;
+  let kataSteps: Step[];
+  let kubectlLog: string;
+  let server: string;
+  let caData: string;
+  let saKubeconfig: string;
+  const runId = '3c9a4e1b-5d2f-4a6b-9e8c-7f1a2b3c4d5e';
+  const previousKubectl = process.env.KATAFLEET_KUBECTL;
+
+  /** An inventory of node-1 whose [kubernetes] is `kubeconfig` on the worker; its target. */
+  async function targetWith(name: string, kubeconfigLines: string[]): Promise<KubernetesTarget> {
+    const kubeconfig = join(work, `${name}.kubeconfig`);
+    await writeFile(kubeconfig, [...kubeconfigLines, ''].join('\n'), { mode: 0o600 });
+    await chmod(kubeconfig, 0o600);
+    const file = await writeFleetInventory(fleet, work, name, ['node-1']);
+    await writeFile(file, `${await readFile(file, 'utf8')}\n[kubernetes]\nkubeconfig = ${JSON.stringify(kubeconfig)}\n`);
+    return toKubernetesTarget(await loadInventory(file))!;
+  }
+
+  const kubeconfigLines = (cluster: string[], user: string[]) => [
+    'apiVersion: v1', 'kind: Config', 'clusters:', '- name: sim', '  cluster:', ...cluster.map((l) => `    ${l}`),
+    'users:', '- name: u', '  user:', ...user.map((l) => `    ${l}`),
+    'contexts:', '- name: sim', '  context:', '    cluster: sim', '    user: u', 'current-context: sim',
+  ];
+
+  async function runStep(kubernetes: KubernetesTarget, step: Step, run = runId): Promise<StepOutcome> {
+    const fn = createNodeActivities({ pool })[activityByKind[step.kind]] as (request: StepRequest) => Promise<StepOutcome>;
+    const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000 }, { logger: new DefaultLogger('ERROR') });
+    return (await env.run(fn, { runId: run, rolloutId: 'kube-api-test', node, kubernetes, step, drain: false })) as StepOutcome;
+  }
+  const kataStep = <K extends Step['kind']>(id: string) => kataSteps.find((s) => s.id === id) as Extract<Step, { kind: K }>;
+  const kubectlCalls = async () => (await readFile(kubectlLog, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'kf-kube-api-'));
+    fleet = await startFleet({ nodes: [{ name: 'node-1', containerd: '1.6' }], kubernetes: true, dir: join(work, 'fleet') });
+    const kubectlPath = join(kubernetesBinaries().binDir, 'kubectl');
+    // Every kubectl the worker starts goes through this wrapper, which writes its arguments down.
+    kubectlLog = join(work, 'kubectl-calls.log');
+    const wrapper = join(work, 'kubectl');
+    await writeFile(wrapper, `#!/bin/sh\necho "$*" >> '${kubectlLog}'\nexec '${kubectlPath}' "$@"\n`, { mode: 0o755 });
+    process.env.KATAFLEET_KUBECTL = wrapper;
+    const admin = kubectlRunner(kubectlPath, fleet.controlPlane!.kubeconfig);
+    saKubeconfig = join(work, 'sa.kubeconfig');
+    await serviceAccountKubeconfig(admin, join(__dirname, '..', 'deploy', 'rbac.yaml'), saKubeconfig);
+    [caData, server] = (await admin(['config', 'view', '--raw', '-o', 'jsonpath={.clusters[0].cluster.certificate-authority-data} {.clusters[0].cluster.server}'])).stdout.trim().split(' ');
+    const inventory = await loadInventory(await writeFleetInventory(fleet, work, 'plain', ['node-1']));
+    node = toNodeTarget(inventory, inventory.nodes[0]);
+    kataSteps = (await loadPlaybook('kata')).steps;
+    pool = new SshPool();
+  }, 300_000);
+  afterAll(async () => {
+    if (previousKubectl === undefined) delete process.env.KATAFLEET_KUBECTL;
+    else process.env.KATAFLEET_KUBECTL = previousKubectl;
+    await pool?.closeAll();
+    await fleet?.stop();
+  });
+
+  it('rolls the kata playbook out with deploy/rbac.yaml\'s ServiceAccount, starting kubectl once (to read the kubeconfig), and the pod proves a VM', async () => {
+    const kubernetes = await targetWith('sa', (await readFile(saKubeconfig, 'utf8')).trimEnd().split('\n'));
+    const outcomes: Record<string, StepOutcome> = {};
+    for (const step of kataSteps) outcomes[step.id] = await runStep(kubernetes, step);
+    expect(Object.fromEntries(Object.entries(outcomes).map(([id, o]) => [id, o.changed]))).toEqual({
+      prereq: true, install: true, 'kata-check': false, containerd: true, restart: true, ready: false, label: true, 'runtime-class': true, verify: false,
+    });
+    expect(outcomes.ready.summary).toMatch(/^Ready; /);
+    expect(outcomes.label.summary).toBe('labeled katacontainers.io/kata-runtime=true');
+    expect(outcomes['runtime-class'].summary).toMatch(/^created RuntimeClass kata \(handler kata/);
+    expect(outcomes.verify.facts?.hostKernel).toBe('6.1.0-katafleet-sim');
+    expect(outcomes.verify.facts?.guestKernel).toMatch(/kata/);
+    expect(outcomes.verify.summary).toMatch(/\(runs in a VM\)$/);
+    // Another run changes nothing, still without kubectl.
+    for (const id of ['label', 'runtime-class']) expect((await runStep(kubernetes, kataStep(id), '5e1f2a3b-0000-4000-8000-000000000002')).changed).toBe(false);
+    expect(await kubectlCalls()).toEqual([`--kubeconfig ${join(work, 'sa.kubeconfig')} config view --raw --minify --flatten -o json`]);
+  }, 600_000);
+
+  it('a server certificate the kubeconfig\'s CA does not sign is KubeApiTlsFailed, naming the server, the kubeconfig and the fix', async () => {
+    const kubernetes = await targetWith('no-ca', kubeconfigLines([`server: ${server}`], ['token: whatever-token-0123456789']));
+    await expect(runStep(kubernetes, kataStep('ready'))).rejects.toMatchObject({
+      type: KubeApiTlsFailed, nonRetryable: true,
+      message: expect.stringMatching(new RegExp(`^GET /api/v1/nodes/node-1: TLS with the Kubernetes API server ${server} \\(kubeconfig ${join(work, 'no-ca.kubeconfig')}\\) failed: .* — set the cluster's certificate-authority-data in the kubeconfig to the CA`)),
+    });
+  }, 120_000);
+
+  it('a token the server does not know is KubeApiUnauthorized, naming how to renew it', async () => {
+    const kubernetes = await targetWith('bad-token', kubeconfigLines([`server: ${server}`, `certificate-authority-data: ${caData}`], ['token: not-a-token-the-server-knows-0123456789']));
+    await expect(runStep(kubernetes, kataStep('label'))).rejects.toMatchObject({
+      type: KubeApiUnauthorized, nonRetryable: true,
+      message: `GET /api/v1/nodes/node-1: the Kubernetes API server ${server} (kubeconfig ${join(work, 'bad-token.kubeconfig')}) refused the kubeconfig's credentials (401 Unauthorized: Unauthorized) — renew the token or client certificate in ${join(work, 'bad-token.kubeconfig')} (for deploy/rbac.yaml's ServiceAccount: kubectl -n katafleet-system create token katafleet)`,
+    });
+  }, 120_000);
+
+  it('what deploy/rbac.yaml does not grant (a verification pod in namespace default) is KubeApiForbidden, naming deploy/rbac.yaml', async () => {
+    const kubernetes = await targetWith('sa-default', (await readFile(saKubeconfig, 'utf8')).trimEnd().split('\n'));
+    await expect(runStep(kubernetes, { ...kataStep<'verification-pod'>('verify'), namespace: 'default' })).rejects.toMatchObject({
+      type: KubeApiForbidden, nonRetryable: true,
+      message: expect.stringMatching(/^POST \/api\/v1\/namespaces\/default\/pods: .* forbids it \(403: pods is forbidden: User "system:serviceaccount:katafleet-system:katafleet" cannot create resource "pods" .*\) — bind the kubeconfig's user to the roles of deploy\/rbac\.yaml/),
+    });
+  }, 120_000);
+
+  it('a kubeconfig whose user authenticates with an exec plugin keeps working, through kubectl', async () => {
+    const token = (await readFile(saKubeconfig, 'utf8')).match(/token: (\S+)/)![1];
+    const credential = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token } });
+    const kubernetes = await targetWith('exec-plugin', kubeconfigLines([`server: ${server}`, `certificate-authority-data: ${caData}`], [
+      'exec:', '  apiVersion: client.authentication.k8s.io/v1', '  interactiveMode: Never', '  command: /bin/sh', `  args: ["-c", ${JSON.stringify(`printf '%s' '${credential}'`)}]`,
+    ]));
+    const before = (await kubectlCalls()).length;
+    expect(await runStep(kubernetes, kataStep('ready'))).toMatchObject({ changed: false, summary: expect.stringMatching(/^Ready; /) });
+    expect((await kubectlCalls()).slice(before).map((call) => call.split(' ').slice(2).join(' '))).toEqual([
+      'config view --raw --minify --flatten -o json', 'get node node-1 --ignore-not-found -o json',
+    ]);
+  }, 120_000);
+});
