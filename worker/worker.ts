@@ -57,7 +57,7 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
     shutdownGraceTime: '5s',
     shutdownForceTime: '8s',
   });
-  const sampler = memorySampler(process.env.KATAFLEET_MEMORY_SAMPLE_MS);
+  const sampler = memorySampler(process.env.KATAFLEET_MEMORY_SAMPLE_MS, () => worker.getStatus());
   return {
     worker,
     /** After the worker stopped: closes the SSH connections and the Temporal connection. */
@@ -84,15 +84,16 @@ export function cacheOption(value: number | string | undefined): { maxCachedWork
 }
 
 /**
- * With KATAFLEET_MEMORY_SAMPLE_MS set (e.g. 5000), one JSON line of `process.memoryUsage()` (MB) to stderr per
- * interval: where a worker's memory goes (bench/scale.ts reads them from the worker's log).
+ * With KATAFLEET_MEMORY_SAMPLE_MS set (e.g. 5000), one JSON line of `process.memoryUsage()` (MB), the workflows in
+ * the worker's cache and the activities in flight to stderr per interval: where a worker's memory goes (bench/scale.ts reads them from the worker's log).
  */
-function memorySampler(everyMs: string | undefined): NodeJS.Timeout | undefined {
+function memorySampler(everyMs: string | undefined, status: () => { numCachedWorkflows: number; numInFlightActivities: number }): NodeJS.Timeout | undefined {
   const interval = Number(everyMs);
   if (!Number.isFinite(interval) || interval < 100) return undefined;
   return setInterval(() => {
     const mb = Object.fromEntries(Object.entries(process.memoryUsage()).map(([key, bytes]) => [key, Math.round(bytes / 1048576)]));
-    process.stderr.write(`${JSON.stringify({ memoryMb: mb, at: new Date().toISOString() })}\n`);
+    const { numCachedWorkflows: cachedWorkflows, numInFlightActivities: activities } = status();
+    process.stderr.write(`${JSON.stringify({ memoryMb: mb, cachedWorkflows, activities, at: new Date().toISOString() })}\n`);
   }, interval).unref();
 }
 
