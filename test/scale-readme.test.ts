@@ -76,7 +76,7 @@ export const unproven: { sentence: string; why: string }[] = [
   { sentence: 'Not measured to the end here: 2,000 and 10,000 nodes.', why: 'says what was not measured; promises nothing' },
   { sentence: 'A run of 2,000 (waves of 100) reached 801 nodes done at 1.2 nodes/s before the harness failed on a worker too busy to answer in time (it now asks again); at 1.8 nodes/s 2,000 nodes take about 20 minutes and 10,000 about 1.5 hours on this machine.', why: 'a measurement of the benchmark' },
   { sentence: 'Session 5 (load average 25–43 on the shared 2 cores: four sessions testing at once):', why: 'introduces a table of benchmark figures' },
-  { sentence: 'The first 2,000-node run (before `isolateExecutionTimeout` was raised) lost its worker at 601 nodes done: workflow activations took 7–9 s on the starved machine, the SDK\'s 5 s interrupt of the workflow isolate corrupted Node\'s async hook stack and the process died ("async hook stack has become corrupted", temporalio/sdk-typescript#939); the worker now allows 60 s.', why: 'a measurement of the benchmark and its cause' },
+  { sentence: 'The first 2,000-node run (before `isolateExecutionTimeout` was raised) lost its worker at 601 nodes done: workflow tasks took 7–9 s on the starved machine and the process died with "async hook stack has become corrupted", most likely the SDK\'s 5 s interrupt of the workflow isolate (temporalio/sdk-typescript#939); the worker now allows 60 s.', why: 'a measurement of the benchmark and its likely cause' },
   { sentence: 'A complete 2,000-node rollout was not measured in this session.', why: 'says what was not measured; promises nothing' },
 ];
 

@@ -73,9 +73,9 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
 /**
  * How long one workflow activation may run in the workflow thread's V8 isolate before the SDK interrupts it (the SDK's
  * default: 5 s; an option it does not document yet, taken by `Worker.create` as given). On a starved machine (load
- * 35 on 2 cores, `bench/scale.ts --nodes 2000`) activations took 7–9 s, and the interrupt of a vm script with
- * `microtaskMode: 'afterEvaluate'` corrupts Node's async hook stack: the worker died with "async hook stack has
- * become corrupted" (temporalio/sdk-typescript#939, nodejs/node#38503). katafleet's workflows do a bounded amount of
+ * 35 on 2 cores, `bench/scale.ts --nodes 2000`) workflow tasks took 7–9 s and the worker died with "async hook stack
+ * has become corrupted", most likely from that interrupt (interrupting a vm script corrupts Node's async hook stack:
+ * temporalio/sdk-typescript#939, nodejs/node#38503). katafleet's workflows do a bounded amount of
  * work per activation, so a longer bound only matters on a starved machine.
  */
 const isolateTimeout = { isolateExecutionTimeout: '60s' } as Record<string, unknown>;
