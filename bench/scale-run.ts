@@ -313,7 +313,9 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
     runs.forEach((events, run) => consider(largestPayloadList(events), `rollout run ${run + 1}`));
     const delays: number[] = [];
     let largestNodeHistoryEvents = 0;
-    await inParallel(names, 8, async (name) => {
+    // A halted rollout never started its later nodes: only the nodes it reached have a history to measure.
+    const reached = allNodes.filter((node) => node.status !== 'pending' && node.status !== 'skipped').map((node) => node.name);
+    await inParallel(reached, 8, async (name) => {
       const events = (await client.workflow.getHandle(nodeWorkflowId(name)).fetchHistory()).events ?? [];
       largestNodeHistoryEvents = Math.max(largestNodeHistoryEvents, events.length);
       consider(largestPayloadList(events), nodeWorkflowId(name));
@@ -321,7 +323,7 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
     });
     delays.sort((a, b) => a - b);
     let largestSearchAttribute = await searchAttributeSizes(client, `katafleet-rollout-${rolloutId}`);
-    for (const name of [names[0], names[names.length - 1]]) {
+    for (const name of [reached[0], reached[reached.length - 1]].filter((name) => name !== undefined)) {
       const sizes = await searchAttributeSizes(client, nodeWorkflowId(name));
       if (sizes.bytes > largestSearchAttribute.bytes) largestSearchAttribute = sizes;
     }

@@ -1,9 +1,10 @@
 import { RolloutServiceError } from '../api/rollout-service';
-import { buildDriftInput, createDriftSchedule, deleteDriftSchedule, listDriftSchedules } from '../api/schedule-service';
+import { startDriftRun } from '../api/drift-service';
+import { buildDriftInput, createDriftSchedule, deleteDriftSchedule, listDriftSchedules, type InlineDriftInput } from '../api/schedule-service';
 import { scheduleEveryProblem } from '../api/schemas';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
-import { taskQueue, withTemporalClient, workflowUiLink } from '../worker/connection';
-import { driftWorkflow, type DriftInput, type DriftReport } from '../workflows/drift';
+import { withTemporalClient, workflowUiLink } from '../worker/connection';
+import type { DriftReport } from '../workflows/drift';
 import { parseCommandArgs, requireOption, UsageError, type Command } from './command';
 
 /** The drift report as a table: node, outcome, what drifted. */
@@ -11,7 +12,17 @@ export function formatDriftReport(report: DriftReport): string {
   const width = Math.max(4, ...report.nodes.map((result) => result.node.length));
   const outcomeWidth = Math.max(13, ...report.nodes.map((result) => result.outcome.length + 1));
   const rows = report.nodes.map((result) => `${result.node.padEnd(width)}  ${result.outcome.padEnd(outcomeWidth)} ${[...result.drifted, result.detail ?? ''].filter(Boolean).join('; ')}`.trimEnd());
-  return [`${'node'.padEnd(width)}  ${'outcome'.padEnd(outcomeWidth)} what`, ...rows].join('\n');
+  // A large run's report lists the nodes not in sync first, bounded: say what is left out, and the counts.
+  const omitted = (report.nodesOmitted ?? 0) > 0
+    ? [`… ${report.nodesOmitted} more nodes not listed; all ${report.nodesTotal ?? '?'} by outcome: ${Object.entries(report.counts ?? {}).map(([outcome, count]) => `${count} ${outcome}`).join(', ')}`]
+    : [];
+  return [`${'node'.padEnd(width)}  ${'outcome'.padEnd(outcomeWidth)} what`, ...rows, ...omitted].join('\n');
+}
+
+/** Whether every node of the report ended in sync or repaired (the counts of a large run; its listed nodes otherwise). */
+export function driftAllGood(report: DriftReport): boolean {
+  if (report.counts) return Object.entries(report.counts).every(([outcome, count]) => !count || ['in-sync', 'repaired'].includes(outcome));
+  return report.nodes.every((result) => ['in-sync', 'repaired'].includes(result.outcome));
 }
 
 export const driftCommand: Command = {
@@ -36,7 +47,7 @@ while the previous one still runs, and show on the Temporal UI's Schedules page.
       const playbook = await loadPlaybook(positionals[0]);
       const inventory = await loadInventory(requireOption(this, values.inventory, '--inventory FILE'));
       const reportOnly = values['report-only'] ?? false;
-      let input: DriftInput;
+      let input: InlineDriftInput;
       try {
         input = buildDriftInput(playbook, inventory, reportOnly);
       } catch (err) {
@@ -55,9 +66,10 @@ while the previous one still runs, and show on the Temporal UI's Schedules page.
       }
       const workflowId = `katafleet-drift-check-${Date.now()}`;
       process.stdout.write(`drift check ${workflowUiLink(workflowId)}\n`);
-      const report = await withTemporalClient((client) => client.workflow.execute(driftWorkflow, { taskQueue, workflowId, args: [input] }));
+      // The inventory travels in pieces (start input: the manifest; then one signal a piece), as a rollout's.
+      const report = await withTemporalClient(async (client) => (await startDriftRun(client, input, { workflowId })).result());
       process.stdout.write(`${formatDriftReport(report)}\n`);
-      return report.nodes.every((result) => ['in-sync', 'repaired'].includes(result.outcome)) ? 0 : 1;
+      return driftAllGood(report) ? 0 : 1;
     }
     if (sub === 'schedules') {
       parseCommandArgs(this, rest, {}, { min: 0, max: 0 });

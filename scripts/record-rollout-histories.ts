@@ -6,7 +6,7 @@
 //   npx tsx scripts/record-rollout-histories.ts NAME...    # only these scenarios (the new ones: rollout-canary-rolled-back-halts
 //                                                          # rollout-bounded-abort drift-desired-state; issue 13:
 //                                                          # rollout-bounded-payloads drift-bounded-attributes
-//                                                          # rollout-inventory-pieces)
+//                                                          # rollout-inventory-pieces drift-inventory-pieces)
 //
 // The histories recorded before a change of the workflows are the "previous version" that the new code
 // must still replay (every change goes behind patched()): add new histories for new behaviour, and
@@ -15,6 +15,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
+import { startDriftRun } from '../api/drift-service';
 import { buildDriftInput } from '../api/schedule-service';
 import { buildRolloutInput, controlRollout, rolloutWorkflowId, startRollout } from '../api/rollout-service';
 import type { Playbook, RolloutOverrides, Step } from '../playbooks/schema';
@@ -151,6 +152,13 @@ async function main(only: string[]): Promise<void> {
       await onNode(fleet, 'rr-14', 'containerd config default > /etc/containerd/config.toml');
       const input = buildDriftInput(playbook, await inventoryOf(fleet, ['rr-13', 'rr-14']), false);
       await save('drift-bounded-attributes', await env.client.workflow.start('driftWorkflow', { taskQueue, workflowId: 'drift-bounded-attributes', args: [input] }));
+    },
+    'drift-inventory-pieces': async () => {
+      // Issue 13's drift in pieces: the manifest in the start input, one signal a piece, one node a batch and a low
+      // history limit, so the run continues as new (the later runs read the pieces back) during checks and repairs.
+      await onNode(fleet, 'rr-12', 'containerd config default > /etc/containerd/config.toml');
+      const input = { ...buildDriftInput(playbook, await inventoryOf(fleet, ['rr-11', 'rr-12', 'rr-13']), false), parallelism: 1 };
+      await save('drift-inventory-pieces', await startDriftRun(env.client, input, { workflowId: 'drift-inventory-pieces', pieceNodes: 1, limits: { historyEvents: 30 } }));
     },
   };
   try {

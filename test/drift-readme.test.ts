@@ -15,6 +15,8 @@ const repairsAll = 'repairs every drift kind, and the next run finds the fleet i
 const busy = 'skips a node that a rollout is working on and says so, and the rollout finishes undisturbed';
 const inverse = 'holds the inverse state for remove/delete steps: the kata-uninstall playbook finds everything Kata left (report only)';
 const records = 'records the playbook on each node a rollout succeeded on, and repairs a drifted node back to it';
+const driftPayloads = 'checks, repairs and reports across continue-as-new runs with no payload over 256 KiB (the old input alone was over 2 MiB)';
+const scheduleHolder = 'keeps a schedule\'s start action small: the nodes are held by the schedule\'s inventory workflow, which its deletion ends';
 const conflict = 'reports a conflict and repairs nothing when the drift run holds another playbook than the node recorded';
 
 export const proofs: Proof[] = [
@@ -42,6 +44,12 @@ export const proofs: Proof[] = [
     tests: { 'drift-readme.test.ts': [overlap], 'drift.test.ts': ['runs a schedule created through the CLI and one created through the API on time; both show in `temporal schedule list` until deleted'] },
   },
   { sentence: 'Each run lists its nodes (one line each: outcome, what drifted) in the UI\'s current details, and the search attribute `KatafleetDrift`', tests: { 'drift.test.ts': ['shows the result in the workflow\'s search attributes as outcomes and counts, bounded whatever the fleet size'] } },
+  {
+    sentence: 'A drift run or schedule takes **at most 10,000 nodes**, as a rollout does',
+    tests: { 'scale-api.test.ts': ['POST /v1/schedules answers 400 naming the limit and the fix, and creates no schedule', 'katafleet drift check exits 2 naming the limit and the fix, and starts nothing'], 'scale-drift-payloads.test.ts': [driftPayloads] },
+  },
+  { sentence: 'Its inventory travels in pieces of at most 500 nodes', tests: { 'scale-drift-payloads.test.ts': [driftPayloads, scheduleHolder], 'drift.test.ts': [finds, 'runs a schedule created through the CLI and one created through the API on time; both show in `temporal schedule list` until deleted'] } },
+  { sentence: 'A run continues as new before its history fills up, and its report lists every node up to 500', tests: { 'scale-drift-payloads.test.ts': [driftPayloads, 'lists every node up to ${reportNodesCap}, else the nodes not in sync first, within 192 KiB, and counts all'] } },
 ];
 
 /** Sentences that promise no behaviour. */

@@ -9,6 +9,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import { SshPool } from '../activities/ssh';
+import { startDriftRun } from '../api/drift-service';
 import { buildDriftInput } from '../api/schedule-service';
 import { buildApi } from '../api/server';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
@@ -18,7 +19,7 @@ import { sshRun } from '../sim/ssh-run';
 import { temporalCliPath } from '../worker/temporal-cli';
 import { taskQueue } from '../worker/connection';
 import { workerActivities } from '../worker/worker';
-import { driftWorkflow, type DriftNodeResult, type DriftReport } from '../workflows/drift';
+import type { DriftNodeResult, DriftReport } from '../workflows/drift';
 import { nodeWorkflow, nodeWorkflowId } from '../workflows/node';
 import { nodeProgressQuery } from '../workflows/node-messages';
 import { runKatafleet } from './helpers/cli';
@@ -49,12 +50,12 @@ const kubectlCommand = () => {
 const kubectl = (args: string) => onNode('control-plane', `${kubectlCommand()} ${args}`);
 
 let runs = 0;
-/** One driftWorkflow over `nodes`, as `katafleet drift check` starts it; returns the report and its duration. */
+/** One driftWorkflow over `nodes`, as `katafleet drift check` starts it (the inventory in pieces); returns the report and its duration. */
 async function drift(nodes: string[], reportOnly = false): Promise<{ report: DriftReport; byNode: Record<string, DriftNodeResult>; ms: number }> {
   const input = buildDriftInput(playbook, inventory, reportOnly);
   input.nodes = input.nodes.filter((target) => nodes.includes(target.name));
   const started = Date.now();
-  const report = await env.client.workflow.execute(driftWorkflow, { taskQueue, workflowId: `drift-test-${++runs}`, args: [input] });
+  const report = await (await startDriftRun(env.client, input, { workflowId: `drift-test-${++runs}` })).result();
   return { report, byNode: Object.fromEntries(report.nodes.map((result) => [result.node, result])), ms: Date.now() - started };
 }
 
@@ -142,7 +143,7 @@ describe('drift repair of the kata playbook', () => {
     const uninstall = await loadPlaybook('kata-uninstall');
     const input = buildDriftInput(uninstall, inventory, true);
     input.nodes = input.nodes.filter((target) => target.name === 'kube-1');
-    const report = await env.client.workflow.execute(driftWorkflow, { taskQueue, workflowId: `drift-test-${++runs}`, args: [input] });
+    const report = await (await startDriftRun(env.client, input, { workflowId: `drift-test-${++runs}` })).result();
     expect(report.nodes).toEqual([{
       node: 'kube-1',
       outcome: 'drifted',

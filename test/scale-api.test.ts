@@ -105,11 +105,11 @@ describe('katafleet rollout with an inventory over the limit (README "Fleet size
   }, 120_000);
 });
 
-describe(`drift over ${maxDriftNodes} nodes (its input still carries the whole inventory)`, () => {
+describe(`drift over ${maxDriftNodes} nodes (the same limit as a rollout: the inventory in pieces)`, () => {
   it('POST /v1/schedules answers 400 naming the limit and the fix, and creates no schedule', async () => {
     const response = await post('/v1/schedules', { playbook: 'kata', inventory_toml: fqdnInventoryToml(maxDriftNodes + 1, 7000), every: '15m', schedule_id: 'too-many' });
     expect(response.status).toBe(400);
-    expect(response.body).toMatchObject({ error: 'RolloutTooLarge', message: `inventory_toml: ${maxDriftNodes + 1} nodes to check for drift; one drift run takes at most ${maxDriftNodes} (its input still carries the whole inventory, unlike a rollout's, see docs/scale.md): split the inventory into several of at most ${maxDriftNodes} nodes, one drift schedule each` });
+    expect(response.body).toMatchObject({ error: 'RolloutTooLarge', message: `inventory_toml: ${maxDriftNodes + 1} nodes to check for drift; one drift run takes at most ${maxDriftNodes}: split the inventory into several of at most ${maxDriftNodes} nodes, one drift schedule each` });
     await expect(env.client.schedule.getHandle('katafleet-drift-too-many').describe()).rejects.toThrow();
   }, 60_000);
 

@@ -56,8 +56,9 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
     // A step's activity stops within seconds of a cancel; a shutdown must not wait longer than that (katafleet up: 10 s).
     shutdownGraceTime: '5s',
     shutdownForceTime: '8s',
+    ...isolateTimeout,
   });
-  const sampler = memorySampler(process.env.KATAFLEET_MEMORY_SAMPLE_MS);
+  const sampler = memorySampler(process.env.KATAFLEET_MEMORY_SAMPLE_MS, () => worker.getStatus());
   return {
     worker,
     /** After the worker stopped: closes the SSH connections and the Temporal connection. */
@@ -68,6 +69,16 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
     },
   };
 }
+
+/**
+ * How long one workflow activation may run in the workflow thread's V8 isolate before the SDK interrupts it (the SDK's
+ * default: 5 s; an option it does not document yet, taken by `Worker.create` as given). On a starved machine (load
+ * 35 on 2 cores, `bench/scale.ts --nodes 2000`) workflow tasks took 7–9 s and the worker died with "async hook stack
+ * has become corrupted", most likely from that interrupt (interrupting a vm script corrupts Node's async hook stack:
+ * temporalio/sdk-typescript#939, nodejs/node#38503). katafleet's workflows do a bounded amount of
+ * work per activation, so a longer bound only matters on a starved machine.
+ */
+const isolateTimeout = { isolateExecutionTimeout: '60s' } as Record<string, unknown>;
 
 /**
  * `maxCachedWorkflows` from a number or the environment's text; nothing (the SDK's default) when unset.
@@ -84,15 +95,16 @@ export function cacheOption(value: number | string | undefined): { maxCachedWork
 }
 
 /**
- * With KATAFLEET_MEMORY_SAMPLE_MS set (e.g. 5000), one JSON line of `process.memoryUsage()` (MB) to stderr per
- * interval: where a worker's memory goes (bench/scale.ts reads them from the worker's log).
+ * With KATAFLEET_MEMORY_SAMPLE_MS set (e.g. 5000), one JSON line of `process.memoryUsage()` (MB), the workflows in
+ * the worker's cache and the activities in flight to stderr per interval: where a worker's memory goes (bench/scale.ts reads them from the worker's log).
  */
-function memorySampler(everyMs: string | undefined): NodeJS.Timeout | undefined {
+function memorySampler(everyMs: string | undefined, status: () => { numCachedWorkflows: number; numInFlightActivities: number }): NodeJS.Timeout | undefined {
   const interval = Number(everyMs);
   if (!Number.isFinite(interval) || interval < 100) return undefined;
   return setInterval(() => {
     const mb = Object.fromEntries(Object.entries(process.memoryUsage()).map(([key, bytes]) => [key, Math.round(bytes / 1048576)]));
-    process.stderr.write(`${JSON.stringify({ memoryMb: mb, at: new Date().toISOString() })}\n`);
+    const { numCachedWorkflows: cachedWorkflows, numInFlightActivities: activities } = status();
+    process.stderr.write(`${JSON.stringify({ memoryMb: mb, cachedWorkflows, activities, at: new Date().toISOString() })}\n`);
   }, interval).unref();
 }
 

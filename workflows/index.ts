@@ -2,4 +2,4 @@
 export { doctorWorkflow } from './doctor';
 export { nodeWorkflow, nodeReleaseWorkflow } from './node';
 export { rolloutWorkflow } from './rollout';
-export { driftWorkflow } from './drift';
+export { driftWorkflow, driftInventoryWorkflow } from './drift';

@@ -10,7 +10,7 @@ import {
   type ConnectFailure,
 } from './connect-error';
 import { isError, SshFailureType, sshFailure } from './failure-types';
-import { appendKnownHost, checkHostKey, hostKeyAlgorithmsFor, readKnownHosts } from './known-hosts';
+import { appendKnownHost, checkHostKey, entriesForHost, hostKeyAlgorithmsFor, readKnownHosts, type KnownHostEntry } from './known-hosts';
 import { DEFAULT_MAX_SESSIONS, DEFAULT_SSH_PORT, nodeEndpointLabel, type SshNode } from './node';
 import { probeMarker, probeScript, splitProbe, type ProgramPaths, type ProgramProbeRequest } from './programs';
 import { sudo, withDeadline, withPrelude, type Command } from './quote';
@@ -156,7 +156,8 @@ class NodeConnection {
     } catch (err) {
       throw sshFailure(SshFailureType.SshAuthFailed, identityUnreadableMessage(node, err), { cause: err });
     }
-    const knownHosts = await readKnownHosts(node.knownHosts);
+    // The host verifier below lives as long as the connection: it keeps only the lines that can decide this node's key.
+    const knownHosts = knownHostsForNode(await readKnownHosts(node.knownHosts), node.address, node.port);
     let refusal: ConnectFailure | null = null;
     const hostVerifier = (key: Buffer, verify: (valid: boolean) => void): void => {
       const verdict = checkHostKey(knownHosts.entries, node.address, node.port, key);
@@ -225,6 +226,15 @@ class NodeConnection {
     void closed.then(() => { if (this.session === session) this.session = null; });
     return session;
   }
+}
+
+/**
+ * Of a parsed known_hosts, the lines that can decide `host`:`port`'s key: its own and every `@revoked` one
+ * (`checkHostKey` gives the same verdict on them as on the whole file). A fleet's known_hosts has a line per node, and
+ * each open connection kept all of them: memory grew with fleet × connections (issue 13's worker memory). Pure.
+ */
+export function knownHostsForNode(read: { exists: boolean; entries: KnownHostEntry[] }, host: string, port: number): { exists: boolean; entries: KnownHostEntry[] } {
+  return { exists: read.exists, entries: [...read.entries.filter((e) => e.marker === '@revoked'), ...entriesForHost(read.entries, host, port)] };
 }
 
 const defaultPoolOptions: Required<SshPoolOptions> = {
