@@ -64,7 +64,7 @@ export const unproven: { sentence: string; why: string }[] = [
   { sentence: '³ Without Ansible, the two ways one after the other, at a lower load', why: measurement },
   { sentence: 'The per-step SSH time of node-label went from 5.06 s to 0.35 s per node', why: measurement },
   { sentence: 'Not done: a watch instead of those polls', why: 'what is not built; nothing to prove' },
-  { sentence: 'release-tarball (15) and containerd-patch (9) are as session 4 left them', why: measurement },
+  { sentence: 'containerd-patch (9) is as session 4 left it', why: measurement },
   { sentence: 'The same task took a median 564 ms between started and completed in the 20-node run', why: measurement },
   { sentence: 'It shrinks with the load, not with changes to the workflow', why: 'a reading of the two measurements above; no behaviour' },
   { sentence: 'Not measured in session 5: 100 nodes', why: measurement },
