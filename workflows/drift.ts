@@ -19,7 +19,7 @@ import type { createDriftActivities, NodeDriftCheck } from '../activities/drift-
 import type { createInventoryActivities, RunRef } from '../activities/inventory-history';
 import type { DriftCheck, KubernetesTarget, NodeTarget } from '../activities/node-types';
 import type { Step } from '../playbooks/schema';
-import { assembleInventory, inventoryPieceSignal, type InventoryManifest } from './inventory-pieces';
+import { gatherInventory, inventoryPieceSignal, receiveInventoryPieces, type InventoryManifest } from './inventory-pieces';
 import { nodeWorkflow, nodeWorkflowId } from './node';
 import { searchAttributes } from './search-attributes';
 
@@ -126,21 +126,12 @@ export const driftReportQuery = defineQuery<DriftReport>('driftReport');
 export async function driftWorkflow(input: DriftInput): Promise<DriftReport> {
   if (input.nodes !== undefined || input.inventory === undefined) return driftInline({ ...input, nodes: input.nodes ?? [] });
   // Registered before the first await: the signals of signalWithStart arrive with the start.
-  const received = new Map<number, NodeTarget[]>();
-  setHandler(inventoryPieceSignal, (piece) => {
-    if (piece && Number.isInteger(piece.index) && Array.isArray(piece.nodes) && !received.has(piece.index)) received.set(piece.index, piece.nodes);
-  });
+  const received = receiveInventoryPieces();
   if (!patched(driftPatches.inventoryPieces)) throw ApplicationFailure.nonRetryable('an inventory in pieces needs a worker with the drift-inventory-pieces change', 'InventoryIncomplete');
   const manifest = input.inventory;
   setHandler(driftReportQuery, () => ({ playbook: input.playbook.name, reportOnly: input.reportOnly, phase: 'checking', nodes: [], nodesTotal: manifest.nodes, counts: {} }));
   const from = input.inventoryFrom;
-  if (from) {
-    const read = await Promise.all(Array.from({ length: manifest.pieces }, (_, index) => readInventoryPiece({ from, index })));
-    for (const piece of read) received.set(piece.index, piece.nodes);
-  } else {
-    await condition(() => received.size >= manifest.pieces, inventoryPiecesWait);
-  }
-  const assembled = assembleInventory(manifest, received);
+  const assembled = await gatherInventory(manifest, received, from, readInventoryPiece, inventoryPiecesWait);
   if ('problem' in assembled) {
     throw ApplicationFailure.create({ type: 'InventoryIncomplete', nonRetryable: true, message: `drift run ${workflowInfo().workflowId}: ${assembled.problem}; ${from ? `the pieces were read from ${from.workflowId} (a drift schedule's inventory workflow must run as long as its schedule: create the schedule again)` : 'run the drift check again'}` });
   }

@@ -2,7 +2,8 @@
 // receive and their digest; the nodes themselves arrive as signals of at most `inventoryPieceNodes` nodes each, so
 // no payload grows with the fleet (docs/scale.md, "The inventory in pieces"). Pure and deterministic: the API
 // splits and digests with these functions, the workflow checks with the same ones.
-import { defineSignal } from '@temporalio/workflow';
+import type { Duration } from '@temporalio/common';
+import { condition, defineSignal, setHandler } from '@temporalio/workflow';
 import type { NodeTarget } from '../activities/node-types';
 
 /** Nodes per piece at most: ≈ 260 B a node, so a piece stays near 130 KB, half of the 256 KiB every payload stays under. */
@@ -29,6 +30,37 @@ export const inventoryPieceSignal = defineSignal<[InventoryPiece]>('inventoryPie
 
 /** The name of {@link inventoryPieceSignal}, for readers of a history. */
 export const inventoryPieceSignalName = 'inventoryPiece';
+
+/**
+ * Takes the pieces signalled to this workflow (the first ones arrive with signalWithStart, so call it before the
+ * workflow's first await); a piece already there is not replaced. Returns where they are kept. Workflow code.
+ */
+export function receiveInventoryPieces(): Map<number, NodeTarget[]> {
+  const received = new Map<number, NodeTarget[]>();
+  setHandler(inventoryPieceSignal, (piece) => {
+    if (piece && Number.isInteger(piece.index) && Array.isArray(piece.nodes) && !received.has(piece.index)) received.set(piece.index, piece.nodes);
+  });
+  return received;
+}
+
+/** A run whose history holds the pieces (activities/inventory-history's RunRef, spelled out: no import circle). */
+type PiecesRun = { workflowId: string; runId: string };
+
+/**
+ * The inventory of `manifest`: read back from the run `from` names (`read`: the readInventoryPiece activity, one
+ * call a piece, all at once), or else waited for as signals into `received` for at most `wait`; then checked by
+ * {@link assembleInventory}. Workflow code (rollouts and drift runs alike).
+ */
+export async function gatherInventory(manifest: InventoryManifest, received: Map<number, NodeTarget[]>, from: PiecesRun | undefined,
+  read: (request: { from: PiecesRun; index: number }) => Promise<InventoryPiece>, wait: Duration): Promise<{ nodes: NodeTarget[] } | { problem: string }> {
+  if (from) {
+    const pieces = await Promise.all(Array.from({ length: manifest.pieces }, (_, index) => read({ from, index })));
+    for (const piece of pieces) received.set(piece.index, piece.nodes);
+  } else {
+    await condition(() => received.size >= manifest.pieces, wait);
+  }
+  return assembleInventory(manifest, received);
+}
 
 /** `nodes` cut into pieces of at most {@link inventoryPieceNodes}, and their manifest. Pure. */
 export function splitInventory(nodes: readonly NodeTarget[], pieceNodes = inventoryPieceNodes): { manifest: InventoryManifest; pieces: InventoryPiece[] } {

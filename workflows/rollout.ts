@@ -45,7 +45,7 @@ import {
 import { clusterObjectsOnce } from './cluster-objects';
 import { searchAttributes } from './search-attributes';
 import { planWaves, waveSizeFor } from './waves';
-import { assembleInventory, inventoryPieceSignal, type InventoryManifest } from './inventory-pieces';
+import { gatherInventory, receiveInventoryPieces, type InventoryManifest } from './inventory-pieces';
 import type { createInventoryActivities } from '../activities/inventory-history';
 
 /** Input of {@link rolloutWorkflow}: a validated playbook and inventory as plain data. */
@@ -183,10 +183,7 @@ const undoStartAttempts = 4;
 export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgress> {
   if (input.nodes !== undefined || input.inventory === undefined) return rolloutRun(input, input.nodes ?? [], false);
   // Registered before the first await: the signals of signalWithStart arrive with the start.
-  const received = new Map<number, NodeTarget[]>();
-  setHandler(inventoryPieceSignal, (piece) => {
-    if (piece && Number.isInteger(piece.index) && Array.isArray(piece.nodes) && !received.has(piece.index)) received.set(piece.index, piece.nodes);
-  });
+  const received = receiveInventoryPieces();
   if (!patched(rolloutPatches.inventoryPieces)) throw ApplicationFailure.nonRetryable('an inventory in pieces needs a worker with the rollout-inventory-pieces change', 'InventoryIncomplete');
   const manifest = input.inventory;
   setHandler(rolloutProgressQuery, () => ({
@@ -195,13 +192,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     reason: `receiving the inventory: ${received.size} of ${manifest.pieces} pieces`, nodesPage: { pageSize: 0 },
   }));
   const from = input.carried?.compact?.inventoryFrom;
-  if (from) {
-    const read = await Promise.all(Array.from({ length: manifest.pieces }, (_, index) => readInventoryPiece({ from, index })));
-    for (const piece of read) received.set(piece.index, piece.nodes);
-  } else {
-    await condition(() => received.size >= manifest.pieces, inventoryPiecesWait);
-  }
-  const assembled = assembleInventory(manifest, received);
+  const assembled = await gatherInventory(manifest, received, from, readInventoryPiece, inventoryPiecesWait);
   if ('problem' in assembled) {
     throw ApplicationFailure.create({ type: 'InventoryIncomplete', nonRetryable: true, message: `rollout ${input.rolloutId}: ${assembled.problem}; start the rollout again (katafleet rollout or POST /v1/rollouts with a new request id)` });
   }
