@@ -1,7 +1,8 @@
 // The inventory in bounded pieces (issue 13): a rollout's start input names how many nodes and pieces it will
 // receive and their digest; the nodes themselves arrive as signals of at most `inventoryPieceNodes` nodes each, so
-// no payload grows with the fleet (docs/scale.md, "The inventory in pieces"). Pure and deterministic: the API
-// splits and digests with these functions, the workflow checks with the same ones.
+// no payload grows with the fleet (docs/scale.md, "The inventory in pieces"). Deterministic: the API splits and
+// digests with these pure functions, the workflows check with the same ones (and receive and gather the pieces with
+// receiveInventoryPieces and gatherInventory, workflow code).
 import type { Duration } from '@temporalio/common';
 import { condition, defineSignal, setHandler } from '@temporalio/workflow';
 import type { NodeTarget } from '../activities/node-types';
