@@ -70,7 +70,11 @@ export function createDriftActivities(deps: { pool: SshPool }) {
       const steps = request.steps.map((step) => checkStep(step, request.node));
       try {
         const shell = new NodeShell(deps.pool, request.node);
-        const [drifted, desired, quarantine, downgrades] = await Promise.all([findDrift(deps.pool, { ...request, steps }), readDesired(shell), readQuarantine(shell), findDowngrades(shell, steps)]);
+        // The node first: one that cannot be reached is reported without a read of Kubernetes (with `control_plane`,
+        // each is a kubectl over SSH on that host: 10,000 of them for a fleet whose nodes are down starved the
+        // repairs' own kubectl calls until their steps timed out; test/scale-drift-payloads.test.ts).
+        const desired = await readDesired(shell);
+        const [drifted, quarantine, downgrades] = await Promise.all([findDrift(deps.pool, { ...request, steps }), readQuarantine(shell), findDowngrades(shell, steps)]);
         return { node, state: drifted.length > 0 ? 'drifted' : 'in-sync', drifted, desired, quarantine, downgrades };
       } catch (err) {
         const type = failureType(err);
