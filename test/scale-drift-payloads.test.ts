@@ -4,7 +4,7 @@
 // continue-as-new inputs, the result; nor does the schedule's start action or its inventory workflow; each run's
 // history stays under its (lowered) event limit; KatafleetDrift stays a few short values.
 //
-// What runs: a real dev server, katafleet's worker (in process), driftWorkflow started by `startDriftRun` (what
+// What runs: a real dev server, katafleet's worker (in process, made by `createWorker` as `katafleet worker` makes it), driftWorkflow started by `startDriftRun` (what
 // `katafleet drift check` runs: split, signalWithStart, one signal a piece) and by a Temporal Schedule made by
 // `createDriftSchedule` (what `katafleet drift schedule` and `POST /v1/schedules` run), over an inventory of 10,000
 // cloud-named nodes. The first 3 are real: alias addresses of one simulated host, registered as kwok Nodes, found
@@ -25,7 +25,8 @@ import { registerKwokNodes } from '../sim/kube-kwok-config';
 import { boundedDriftReport, outcomeCodes, reportNodesCap, type DriftInput, type DriftReport } from '../workflows/drift';
 import { inventoryPieceNodes } from '../workflows/inventory-pieces';
 import { nodeWorkflowId } from '../workflows/node';
-import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
+import { createWorker } from '../worker/worker';
+import { startTestTemporal } from './helpers/temporal';
 import { historiesOfAllRuns } from './rollout-helpers';
 
 const fleetSize = 10_000;
@@ -59,14 +60,17 @@ describe('the drift report of a large run: pure parts', () => {
 describe(`drift of ${fleetSize} nodes: every payload of its histories and of its schedule under 256 KiB`, () => {
   let env: TestWorkflowEnvironment;
   let fleet: Fleet;
-  let worker: RunningTestWorker;
+  let worker: { stop(): Promise<void> };
 
   beforeAll(async () => {
     [env, fleet] = await Promise.all([
       startTestTemporal(),
       startFleet({ nodes: [{ name: 'host-1', aliases: realNodes }], kubernetes: true, dir: join(await mkdtemp(join(tmpdir(), 'kf-scale-drift-')), 'fleet') }),
     ]);
-    worker = await runKatafleetWorker(env, 'katafleet');
+    // The worker as `katafleet worker` creates it (its options included: the workflow isolate's 60 s bound).
+    const created = await createWorker({ target: { address: env.address, namespace: 'default', external: true } });
+    const running = created.worker.run();
+    worker = { stop: async () => { created.worker.shutdown(); await running; await created.close(); } };
     const host = fleet.nodes.find((node) => node.role === 'worker')!;
     await registerKwokNodes(join(kubernetesBinaries().binDir, 'kubectl'), fleet.controlPlane!.kubeconfig, names.slice(0, realNodes).map((name, index) => ({ name, address: host.aliases[index] })));
   }, 300_000);
@@ -88,7 +92,7 @@ describe(`drift of ${fleetSize} nodes: every payload of its histories and of its
     expect(maxDriftNodes).toBe(fleetSize);
     process.stdout.write(`drift input at ${fleetSize} nodes inline (before the pieces): ${size(input)} B\n`);
     expect(size(input)).toBeGreaterThan(2 * 1024 * 1024);
-    input.parallelism = 50;
+    input.parallelism = 100;
     const handle = await startDriftRun(env.client, input, { workflowId: 'drift-payloads-10k', limits: { historyEvents: historyEventsLimit } });
     const report = await handle.result();
 
