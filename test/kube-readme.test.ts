@@ -323,10 +323,11 @@ describe('Kubernetes access, through the CLI and the API', () => {
   it(refusedToken, async () => {
     const refused = join(work, 'refused.kubeconfig');
     await writeFile(refused, (await readFile(saKubeconfig, 'utf8')).replace(/token: \S+/, 'token: a-token-this-api-server-never-issued-0123456789'), { mode: 0o600 });
-    const run = await katafleet('rollout', await labelPlaybook('label-refused', 'refused'), '--inventory', await inventory('refused', ['node-2'], `kubeconfig = ${JSON.stringify(refused)}`),
-      '--follow', '--request-id', 'readme-refused');
+    // Its own inventory name and request id: the KillMode test below uses 'refused' and 'readme-refused'.
+    const run = await katafleet('rollout', await labelPlaybook('label-refused', 'refused'), '--inventory', await inventory('token-refused', ['node-2'], `kubeconfig = ${JSON.stringify(refused)}`),
+      '--follow', '--request-id', 'readme-token-refused');
     expect(run.code).toBe(1);
-    const [node] = await rolloutNodes('readme-refused');
+    const [node] = await rolloutNodes('readme-token-refused');
     expect(node.status).toBe('failed');
     expect(node.reason).toMatch(new RegExp(`refused the kubeconfig's credentials \\(401 Unauthorized.*\\) — renew the token or client certificate in ${refused.replace(/[.]/g, '\\.')}`));
     expect(node.reason).toMatch(/the Kubernetes API server https:\/\/[^ ]+ \(kubeconfig /);
