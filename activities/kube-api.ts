@@ -216,6 +216,12 @@ export class KubeApi {
       }
     }
     const token = this.config.token ?? this.token;
+    // A token with a control character or a space cannot go into a header: Node would throw a plain (retried) error.
+    // Say which kubeconfig, never the token.
+    if (token && !/^[\x21-\x7e]+$/.test(token)) {
+      throw ApplicationFailure.create({ type: KubeconfigUnusable, nonRetryable: true,
+        message: `the kubeconfig ${this.config.kubeconfig} has a token with characters a bearer token cannot have (a line break, a space, a control or non-ASCII character) — put the token on one line, without spaces` });
+    }
     return { accept: 'application/json', 'user-agent': 'katafleet', ...(token ? { authorization: `Bearer ${token}` } : {}) };
   }
 
@@ -291,10 +297,16 @@ export class KubeApi {
     const what = `exec ${command.join(' ')} in ${namespace}/${pod}`;
     const timeoutMs = options.timeoutMs ?? 60_000;
     return new Promise((resolve, reject) => {
-      const request = (this.url.protocol === 'http:' ? http : https).request(this.options('GET', path, {
+      let request: http.ClientRequest;
+      try {
+        request = (this.url.protocol === 'http:' ? http : https).request(this.options('GET', path, {
         connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': randomBytes(16).toString('base64'),
         'sec-websocket-protocol': 'v5.channel.k8s.io, v4.channel.k8s.io',
-      }));
+        }));
+      } catch (error) {
+        reject(error);
+        return;
+      }
       let socket: Socket | undefined;
       let settled = false;
       const done = (error: unknown, value?: { stdout: string; stderr: string; exitCode: number }) => {

@@ -11,8 +11,9 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createNodeActivities } from '../activities/node-activities';
 import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest } from '../activities/node-types';
+import { createServer } from 'node:net';
 import {
-  ExecFrames, KubeApiForbidden, KubeApiTlsFailed, KubeApiUnauthorized, kubeApiConfigFromView, kubeApiFailureMessage, kubeApiFailureType,
+  ExecFrames, KubeApi, KubeconfigUnusable, KubeApiForbidden, KubeApiTlsFailed, KubeApiUnauthorized, kubeApiConfigFromView, kubeApiFailureMessage, kubeApiFailureType,
 } from '../activities/kube-api';
 import { SshPool } from '../activities/ssh';
 import { toKubernetesTarget, toNodeTarget } from '../api/rollout-service';
@@ -54,6 +55,33 @@ describe('the kubeconfig, as the worker reads it (pure)', () => {
     [view({}, { server: 'ftp://10.0.0.1' }), 'the kubeconfig /etc/kc names the API server ftp://10.0.0.1: only https:// (or http://) servers are supported'],
   ])('refuses a kubeconfig with no usable server, naming the file and the fix: %j', (bad, message) => {
     expect(() => kubeApiConfigFromView(bad, '/etc/kc')).toThrow(message);
+  });
+});
+
+describe('a hostile token in the kubeconfig', () => {
+  // A token is copied into the Authorization header: one that carries a line break would add headers of its own.
+  const hostile = [
+    'abc\r\nX-Injected: 1', 'abc\nHost: evil.example', 'two words', 'nul\u0000byte', 'tab\there', 'ünïcode-token', 'a'.repeat(8_000) + '\r\n',
+  ];
+
+  it.each(hostile.map((token) => [JSON.stringify(token).slice(0, 40), token]))('%s: refused as KubeconfigUnusable before any connection, the token not echoed', async (_label, token) => {
+    let connections = 0;
+    const server = createServer((socket) => { connections += 1; socket.destroy(); });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as { port: number };
+      const api = new KubeApi({ server: `http://127.0.0.1:${port}`, kubeconfig: '/etc/kc', token });
+      for (const call of [() => api.request('GET', '/api/v1/nodes/x'), () => api.exec('ns', 'pod', 'c', ['uname', '-r'])]) {
+        const error = await call().then(() => undefined, (err: unknown) => err as Error & { type?: string; nonRetryable?: boolean });
+        expect(error).toMatchObject({ type: KubeconfigUnusable, nonRetryable: true });
+        expect(error!.message).toContain('the kubeconfig /etc/kc has a token with characters a bearer token cannot have');
+        expect(error!.message).not.toContain(token);
+        expect(error!.message).not.toMatch(/[\r\n\0]/);
+      }
+      expect(connections).toBe(0);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 
