@@ -101,6 +101,7 @@ export const RolloutBody = z
     waves: z.array(z.array(z.string())),
     nodes: z.array(RolloutNodeBody),
     failureBudget: z.number(),
+    canary: z.number().optional().describe("nodes the rollout asked for in its canary wave ([rollout] canary, overrides applied); 0: the first wave is no canary"),
     counts: z.object({ total: z.number(), succeeded: z.number(), failed: z.number(), running: z.number(), pending: z.number(), skipped: z.number() }),
     cluster: z.array(z.string()).optional().describe('what the cluster-wide steps did, once for the rollout (the RuntimeClass), one line each'),
     waveSizes: z.array(z.number()).optional().describe('nodes in each wave (waves lists only the names on this page)'),

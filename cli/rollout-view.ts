@@ -4,8 +4,8 @@ const barWidth = 20;
 
 /**
  * One bar per wave and one line per node of the current and earlier waves: the live view of `--follow`. The first
- * wave is labelled `canary` only when the rollout has one: `canary` is the rollout's `[rollout] canary` (overrides
- * applied); when it is not known (a rollout followed through the HTTP API), a first wave smaller than the others is.
+ * wave is labelled `canary` only when the rollout has one, as its progress says (`progress.canary`, which the progress
+ * query, `GET /v1/rollouts/{id}` and the result carry); `canary` stands in for a saved result without that field.
  */
 export function formatRolloutLive(progress: RolloutProgress, canary?: number): string {
   const lines = [`rollout ${progress.rolloutId} (${progress.playbook}): ${progress.phase} — ${progress.counts.succeeded}/${progress.counts.total} done, ${progress.counts.failed} failed (budget ${progress.failureBudget})`];
@@ -22,9 +22,13 @@ export function formatRolloutLive(progress: RolloutProgress, canary?: number): s
   return lines.join('\n');
 }
 
-/** Whether the first wave of `progress` is a canary: as `canary` says, else guessed from the wave sizes. Pure. */
+/**
+ * Whether the first wave of `progress` is a canary: as the rollout says (`progress.canary`), else as `canary` says (read
+ * elsewhere for a rollout whose result predates that field), else guessed from the wave sizes. Pure.
+ */
 function isCanaryWave(progress: RolloutProgress, canary: number | undefined): boolean {
-  if (canary !== undefined) return canary > 0;
+  const asked = progress.canary ?? canary;
+  if (asked !== undefined) return asked > 0;
   const sizes = progress.waveSizes ?? progress.waves.map((wave) => wave.length);
   return sizes.length > 1 && sizes[0] < progress.counts.total;
 }

@@ -12,12 +12,12 @@ import { formatResultTable, formatRolloutLive } from './rollout-view';
  * Polls a rollout until its workflow closes, redrawing the live view (in place on a terminal, each
  * changed view once in a log); returns its final progress. `read` fetches it (Temporal client or HTTP API).
  */
-export async function followRollout<P extends RolloutProgress & { status: string }>(read: () => Promise<P>, out: NodeJS.WriteStream = process.stdout, intervalMs = 1000, canary?: number): Promise<P> {
+export async function followRollout<P extends RolloutProgress & { status: string }>(read: () => Promise<P>, out: NodeJS.WriteStream = process.stdout, intervalMs = 1000): Promise<P> {
   let drawn = 0;
   let last = '';
   for (;;) {
     const progress = await read();
-    const view = formatRolloutLive(progress, canary);
+    const view = formatRolloutLive(progress);
     if (view !== last) {
       if (out.isTTY && drawn > 0) out.write(`\x1b[${drawn}F\x1b[J`);
       out.write(`${view}\n`);
@@ -69,7 +69,7 @@ Exit status with --follow: 0 when the rollout got through every wave (failures w
       });
       process.stdout.write(`${started.started ? 'started' : 'already started'} rollout ${started.rolloutId}\n  ${started.uiLink}\n`);
       if (!values.follow) return 0;
-      const progress = await followRollout(() => getRolloutAllPages(client, started.rolloutId), process.stdout, 1000, await rolloutCanary(client, started.rolloutId));
+      const progress = await followRollout(() => getRolloutAllPages(client, started.rolloutId), process.stdout, 1000);
       process.stdout.write(`\n${formatResultTable(progress)}\n`);
       return progress.phase === 'succeeded' || progress.phase === 'completed' ? 0 : 1;
     });
@@ -77,10 +77,11 @@ Exit status with --follow: 0 when the rollout got through every wave (failures w
 };
 
 /**
- * The canary size the rollout runs with (its input's `[rollout] canary`, overrides applied: the one that started it,
- * not this command's flags, when the request id was taken already); undefined when its input cannot be read.
+ * The canary size the rollout runs with, for a rollout whose progress does not carry it (a result saved before
+ * `canary` was part of it): its input's `[rollout] canary`, overrides applied; undefined when its input cannot be read.
  */
-async function rolloutCanary(client: Client, rolloutId: string): Promise<number | undefined> {
+async function rolloutCanary(client: Client, rolloutId: string, progress?: RolloutProgress): Promise<number | undefined> {
+  if (progress?.canary !== undefined) return progress.canary;
   const input = await runInputOf(client, rolloutWorkflowId(rolloutId), '').catch(() => undefined);
   return input?.rollout.canary;
 }
@@ -118,7 +119,7 @@ export const statusCommand: Command = {
         return 0;
       }
       const progress = await getRolloutAllPages(client, positionals[0]);
-      process.stdout.write(`${formatRolloutLive(progress, await rolloutCanary(client, positionals[0]))}\n\n${formatResultTable(progress)}\n  ${progress.uiLink}\n`);
+      process.stdout.write(`${formatRolloutLive(progress, await rolloutCanary(client, positionals[0], progress))}\n\n${formatResultTable(progress)}\n  ${progress.uiLink}\n`);
       return 0;
     });
   },

@@ -41,6 +41,10 @@ export const proofs: Proof[] = [
   { sentence: 'A 500 answers `internal error` with a request id', tests: { 'api-transport.test.ts': ['answers an internal error with a generic 500 and a request id; the detail goes to the log'] } },
   { sentence: 'TLS: `--tls-cert FILE --tls-key FILE` serve HTTPS', tests: { 'api-transport.test.ts': ['serves HTTPS with --tls-cert and --tls-key, without the warning', 'warns loudly when it listens beyond loopback without TLS, and creates .katafleet mode 700'] } },
   { sentence: '`Host` headers other than', tests: { 'api-transport.test.ts': ['answers 127.0.0.1, localhost, [::1] and configured names, with or without a port', 'refuses any other name with 421, before authentication'] } },
+  {
+    sentence: '`GET /v1/rollouts/{id}` carries the rollout\'s `canary`',
+    tests: { 'rollout-outside-cli.test.ts': ['--follow, status and GET /v1/rollouts/{id} label the first wave "canary" only when the rollout has a canary'] },
+  },
   { sentence: 'Every state-changing request (and every refused one) appends a JSON line', tests: { 'api-transport.test.ts': ['writes one audit line per state-changing request: time, token id, method, route, rollout, request id, outcome', upCreates] } },
 ];
 

@@ -6,7 +6,8 @@
 //   - "a step that succeeds hands it to the run's next activity ... the run's last activity ... releases it" (README
 //     "When things fail": the lock on the node), watched on the node's own file system during a rollout
 //   - "a fresh node's apt sources offer no Kata package" (README "Real nodes")
-//   - `--follow` labels the first wave "canary" only when the rollout has one (README "The command line")
+//   - `--follow`, `status` and the HTTP API's live view label the first wave "canary" only when the rollout has one
+//     (README "The HTTP API": `GET /v1/rollouts/{id}` carries the rollout's `canary`)
 import { watch } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +18,9 @@ import { startFleet, type Fleet } from '../sim/fleet';
 import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId } from '../workflows/node';
 import { nodeProgressQuery, type NodeProgress } from '../workflows/node-messages';
+import { formatRolloutLive } from '../cli/rollout-view';
+import type { RolloutProgress } from '../workflows/rollout-messages';
+import { startTestApi, testToken } from './helpers/api';
 import { runKatafleet, writeFleetInventory, type CliResult } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { configHashes, onNode, waitFor } from './rollout-helpers';
@@ -25,7 +29,7 @@ import { configHashes, onNode, waitFor } from './rollout-helpers';
 const restoreRefusedTitle = 'a CLI rollout that fails after containerd-patch on a node whose unit lost KillMode=process: the restore is refused and retried, the container runs; with the drop-in it finishes byte-exact';
 const leaseHandedOverTitle = 'a CLI rollout of three steps: each step takes the node\'s lease over from the one before, and only the run\'s last activity removes it';
 const noKataPackageTitle = 'a CLI rollout that installs kata-containers with package-install and no package-repo fails at that step with apt\'s message, exit 1, the node unchanged';
-const canaryLabelTitle = '--follow and status label the first wave "canary" only when the rollout has a canary';
+const canaryLabelTitle = '--follow, status and GET /v1/rollouts/{id} label the first wave "canary" only when the rollout has a canary';
 
 let env: TestWorkflowEnvironment;
 let fleet: Fleet;
@@ -180,5 +184,20 @@ describe('README promises, proven through katafleet rollout', () => {
     expectSuccess(canary);
     expect(labels(canary.stdout).slice(-2)).toEqual(['canary', 'wave 2']);
     expect(labels((await katafleet('status', 'outside-canary')).stdout)).toEqual(['canary', 'wave 2']);
+
+    // The HTTP API's answer carries the canary size, so the demo's live view (the same formatter, fed by the API,
+    // with nothing else to go on) labels the waves as the CLI does: two waves of one node each, canary or not.
+    const { app, baseUrl } = await startTestApi(env.client);
+    try {
+      for (const [id, size, expected] of [['outside-no-canary', 0, ['wave 1', 'wave 2']], ['outside-canary', 1, ['canary', 'wave 2']]] as const) {
+        const response = await fetch(`${baseUrl}/v1/rollouts/${id}`, { headers: { authorization: `Bearer ${testToken}` } });
+        expect(response.status).toBe(200);
+        const answer = (await response.json()) as RolloutProgress;
+        expect({ id, canary: answer.canary, waveSizes: answer.waveSizes }).toEqual({ id, canary: size, waveSizes: [1, 1] });
+        expect(labels(formatRolloutLive(answer))).toEqual(expected);
+      }
+    } finally {
+      await app.close();
+    }
   }, 400_000);
 });

@@ -54,6 +54,11 @@ export interface RolloutProgress {
   waves: string[][];
   nodes: RolloutNodeResult[];
   failureBudget: number;
+  /**
+   * Nodes the rollout asked for in its canary wave (its `[rollout] canary`, overrides applied); 0: no canary, so the
+   * first wave is an ordinary one. Absent in the results of rollouts started before this field existed.
+   */
+  canary?: number;
   counts: { total: number; succeeded: number; failed: number; running: number; pending: number; skipped: number };
   /** What the rollout's cluster-wide steps did (the RuntimeClass, once per rollout), one line each; absent without them. */
   cluster?: string[];

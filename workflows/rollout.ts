@@ -187,7 +187,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   if (!patched(rolloutPatches.inventoryPieces)) throw ApplicationFailure.nonRetryable('an inventory in pieces needs a worker with the rollout-inventory-pieces change', 'InventoryIncomplete');
   const manifest = input.inventory;
   setHandler(rolloutProgressQuery, () => ({
-    rolloutId: input.rolloutId, playbook: input.playbook.name, phase: 'running', currentWave: 0, waves: [], nodes: [], failureBudget: input.rollout.failure_budget,
+    rolloutId: input.rolloutId, playbook: input.playbook.name, phase: 'running', currentWave: 0, waves: [], nodes: [], failureBudget: input.rollout.failure_budget, canary: input.rollout.canary,
     counts: { total: manifest.nodes, succeeded: 0, failed: 0, running: 0, pending: manifest.nodes, skipped: 0 },
     reason: `receiving the inventory: ${received.size} of ${manifest.pieces} pieces`, nodesPage: { pageSize: 0 },
   }));
@@ -238,6 +238,7 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
     waves,
     nodes: results,
     failureBudget: input.rollout.failure_budget,
+    canary: input.rollout.canary,
     counts: { total: results.length, succeeded: 0, failed: 0, running: 0, pending: 0, skipped: 0 },
     ...(cluster.nodeSteps === input.steps ? {} : { cluster: cluster.summaries }),
   };
