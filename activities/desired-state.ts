@@ -50,12 +50,17 @@ export function parseDesiredState(text: string | undefined, node: string): Desir
   return value as DesiredState;
 }
 
+/** Writes {@link desiredStatePath} on the node (atomically: a temp file renamed over it). */
+export async function writeDesiredState(shell: NodeShell, desired: DesiredState): Promise<void> {
+  await shell.writeFileAtomic(desiredStatePath, `${JSON.stringify(desired, null, 2)}\n`);
+}
+
 /** Builds the desired-state activities; register them with the worker (`workerActivities` does). */
 export function createDesiredStateActivities(deps: { pool: SshPool }) {
   return {
     /** Records on the node what the rollout applied (or that an abort rolled it back). Idempotent: the same write twice is one. */
     async recordDesiredState(request: { node: NodeTarget; desired: DesiredState }): Promise<void> {
-      await new NodeShell(deps.pool, request.node).writeFileAtomic(desiredStatePath, `${JSON.stringify(request.desired, null, 2)}\n`);
+      await writeDesiredState(new NodeShell(deps.pool, request.node), request.desired);
     },
   };
 }

@@ -8,6 +8,7 @@ import type { Step } from '../playbooks/schema';
 import type { SshPool } from './ssh';
 import { checkStep, checkTargets, checkUndo } from './step-policy';
 import type { KubernetesTarget, NodeTarget, QuarantineMarker, RecoveryResult, StepRequest, Undo } from './node-types';
+import { writeDesiredState, type DesiredState } from './desired-state';
 import { commitJournal } from './steps/journal';
 import { lockOwner, lockRank, withNodeLock, type LockedShell } from './steps/node-lock';
 import { NodeShell } from './steps/node-shell';
@@ -63,10 +64,16 @@ export function createRecoveryActivities(pool: SshPool) {
     },
     /**
      * A run succeeded: its journal becomes an applied record (its undos, for the `rollback` step kind; they
-     * also live on in the rollout's result for an abort) and is deleted.
+     * also live on in the rollout's result for an abort) and is deleted; with `desired`, the node's desired state
+     * (desired.json) is written next, under the same lock (`desiredError` says why it could not be).
      */
-    async commitRun(request: RunOnNode & { undos?: Undo[] }): Promise<void> {
-      await locked(request, 'commit', (shell) => commitJournal(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [] }));
+    async commitRun(request: RunOnNode & { undos?: Undo[]; desired?: DesiredState }): Promise<{ desiredError?: string }> {
+      return locked(request, 'commit', async (shell) => {
+        await commitJournal(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [] });
+        if (!request.desired) return {};
+        // The node did succeed: a failed record is reported (drift will not repair the node), not a failed run.
+        return writeDesiredState(shell, request.desired).then(() => ({}), (err: unknown) => ({ desiredError: err instanceof Error ? err.message : String(err) }));
+      });
     },
     /** `katafleet node release`: removes the quarantine marker and sets aside journals left on the node. */
     async releaseNode(request: RunOnNode): Promise<{ marker?: QuarantineMarker; journals: string[] }> {

@@ -13,10 +13,10 @@
 // Kubernetes access (--kube): `api` (the default) gives the worker the control plane's kubeconfig through the
 // credential profile, so the steps call the API server from the worker, and the floor sends the same requests from
 // this process with no engine; `kubectl` keeps the fleet's own inventory (kubectl over SSH on the control plane).
-//   npx tsx bench/rollout-vs-floor.ts [N] [--kube api|kubectl] [--no-ansible] [--no-floor] [--ansible-only] [--keep-trace FILE] [--floor-only TRACE]
+//   npx tsx bench/rollout-vs-floor.ts [N] [--kube api|kubectl] [--no-ansible] [--no-floor] [--ansible-only] [--keep-trace FILE] [--keep-histories DIR] [--floor-only TRACE]
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -64,6 +64,10 @@ interface KatafleetRun {
   trace: TracedCommand[];
   requests: TracedRequest[];
   histories: Map<string, HistoryEvent[]>;
+  /** The rollout workflow's own history (all runs of this rollout are one run at this size). */
+  rolloutHistory: HistoryEvent[];
+  /** Wall-clock ms when the POST was sent and when its answer and the workflow's result arrived. */
+  clock: { posted: number; answered: number; resulted: number };
   cpuS: number;
   serverCpuS: number;
   peakRssMiB: number;
@@ -168,6 +172,7 @@ async function runKatafleet(nodes: number, kube: 'api' | 'kubectl'): Promise<Kat
     loop.enable();
     const sampler = setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss); }, 200);
     const started = performance.now();
+    const posted = Date.now();
     const response = await fetch(`${baseUrl}/v1/rollouts`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
@@ -175,9 +180,11 @@ async function runKatafleet(nodes: number, kube: 'api' | 'kubectl'): Promise<Kat
     });
     const body = (await response.json()) as { rollout_id?: string; message?: string };
     if (response.status !== 202 || !body.rollout_id) throw new Error(`POST /v1/rollouts: HTTP ${response.status}: ${body.message}`);
+    const answered = Date.now();
     const handle = client.workflow.getHandle(rolloutWorkflowId(body.rollout_id));
     await handle.result().catch(() => undefined);
     const wallS = seconds(performance.now() - started);
+    const resulted = Date.now();
     clearInterval(sampler);
     loop.disable();
     const loopDelayMs = { p50: loop.percentile(50) / 1e6, p90: loop.percentile(90) / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 };
@@ -190,7 +197,8 @@ async function runKatafleet(nodes: number, kube: 'api' | 'kubectl'): Promise<Kat
     for (const node of workerNodes(fleet)) {
       histories.set(node.name, (await client.workflow.getHandle(nodeWorkflowId(node.name)).fetchHistory()).events ?? []);
     }
-    return { wallS, phase: progress.phase, trace, requests, histories, cpuS: (cpu.user + cpu.system) / 1e6, serverCpuS, peakRssMiB: peakRss / 2 ** 20, loopDelayMs };
+    const rolloutHistory = (await handle.fetchHistory()).events ?? [];
+    return { wallS, phase: progress.phase, trace, requests, histories, rolloutHistory, clock: { posted, answered, resulted }, cpuS: (cpu.user + cpu.system) / 1e6, serverCpuS, peakRssMiB: peakRss / 2 ** 20, loopDelayMs };
   } finally {
     observeKubeApi(undefined);
     await api.close();
@@ -216,14 +224,47 @@ function script(commands: CommandEvent[]): string {
 
 const isKubectl = (command: CommandEvent) => /\bkubectl\b/.test(command.text);
 
-/** Sends the recorded requests one after the other with no engine; how many failed. */
+/**
+ * Whether a GET answer shows what a poll of it waits for: a pod that left Pending (it runs, or it ended), a Node that
+ * is Ready. Anything else (a RuntimeClass, a 404) counts as done: it was read, not waited for.
+ */
+const waitsFor = (path: string) => /\/pods\/[^/]+$/.test(path) || /^\/api\/v1\/nodes\/[^/]+$/.test(path);
+
+function pollDone(path: string, body: unknown): boolean {
+  const object = body as { status?: { phase?: string; conditions?: { type: string; status: string }[] } } | undefined;
+  if (/\/pods\/[^/]+$/.test(path)) return object?.status?.phase !== undefined && object.status.phase !== 'Pending';
+  if (/^\/api\/v1\/nodes\/[^/]+$/.test(path)) return object?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+  return true;
+}
+
+/**
+ * Sends the recorded requests one after the other with no engine; how many failed. A GET of a pod or a Node (and
+ * the same GET recorded again right after it: a poll) is one wait here: GET every 50 ms until the answer shows what
+ * katafleet waited for (at most 120 s), so the floor, like katafleet, execs in a pod that runs and reads a Node
+ * that is Ready. (A blind replay of the
+ * recorded polls, as sessions 4 and 5 measured, does not wait for the cluster: its exec then fails on a pod that is
+ * still Pending, and its floor is a job not done.)
+ */
 async function replayRequests(api: KubeApi, requests: TracedRequest[]): Promise<number> {
   let failed = 0;
-  for (const request of requests) {
+  for (let index = 0; index < requests.length; index++) {
+    const request = requests[index];
     try {
       if (request.exec) {
         const [, namespace, pod] = /\/namespaces\/([^/]+)\/pods\/([^/]+)\/exec/.exec(request.path) ?? [];
         await api.exec(decodeURIComponent(namespace), decodeURIComponent(pod), request.container ?? '', request.exec);
+      } else if (request.method === 'GET' && waitsFor(request.path)) {
+        while (requests[index + 1]?.method === 'GET' && requests[index + 1].path === request.path && !requests[index + 1].exec) index++;
+        const until = performance.now() + 120_000;
+        for (;;) {
+          const response = await api.request(request.method, request.path, { allow: [404] });
+          if (pollDone(request.path, response.body)) break;
+          if (performance.now() > until) {
+            failed += 1;
+            break;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
       } else {
         const response = await api.request(request.method, request.path, {
           body: request.body === undefined ? undefined : JSON.parse(request.body), contentType: request.contentType, allow: [...Array(300).keys()].map((n) => n + 300),
@@ -237,11 +278,20 @@ async function replayRequests(api: KubeApi, requests: TracedRequest[]): Promise<
   return failed;
 }
 
+/** What the floor measured. */
+interface Floor {
+  wallS: number;
+  /** Replayed SSH commands that exited non-zero (reads of absent files and polls do in katafleet's run too). */
+  failedCommands: number;
+  /** Kubernetes requests that failed, or waits that did not end. */
+  failedRequests: number;
+}
+
 /**
  * The floor: each node's recorded commands in one SSH session, then its kubectl commands on the control plane, or
  * its Kubernetes API requests from this process (one after the other, as the node's steps sent them).
  */
-async function runFloor(nodes: number, trace: TracedCommand[], requests: TracedRequest[]): Promise<{ wallS: number; failedCommands: number }> {
+async function runFloor(nodes: number, trace: TracedCommand[], requests: TracedRequest[]): Promise<Floor> {
   const fleet = await freshFleet(nodes, 'floor');
   try {
     const controlPlane = fleet.controlPlane?.host;
@@ -254,6 +304,7 @@ async function runFloor(nodes: number, trace: TracedCommand[], requests: TracedR
       api = new KubeApi(config);
     }
     let failedCommands = 0;
+    let failedRequests = 0;
     const replay = async (host: SimNode, commands: CommandEvent[]) => {
       if (commands.length === 0) return;
       const result = await sshRun(fleet, host, 'bash -s', { input: script(commands), timeoutMs: 600_000 });
@@ -264,9 +315,9 @@ async function runFloor(nodes: number, trace: TracedCommand[], requests: TracedR
       const own = trace.filter((command) => command.workflowId === nodeWorkflowId(node.name));
       await replay(node, own.filter((command) => command.node === node.name));
       await replay(controlPlane, own.filter((command) => command.node !== node.name && isKubectl(command)));
-      if (api) failedCommands += await replayRequests(api, requests.filter((request) => request.workflowId === nodeWorkflowId(node.name)));
+      if (api) failedRequests += await replayRequests(api, requests.filter((request) => request.workflowId === nodeWorkflowId(node.name)));
     }));
-    return { wallS: seconds(performance.now() - started), failedCommands };
+    return { wallS: seconds(performance.now() - started), failedCommands, failedRequests };
   } finally {
     await fleet.stop();
   }
@@ -341,8 +392,53 @@ interface Gaps {
   taskRunMs: number[];
 }
 
+/** An event's time, wall-clock ms. */
+const time = (event: HistoryEvent) => Number(event.eventTime?.seconds ?? 0) * 1000 + Math.floor((event.eventTime?.nanos ?? 0) / 1e6);
+
+/**
+ * Where the wall time went, from the histories and this process's clock: the POST, the rollout's start, its children's
+ * starts, each node workflow's start → first activity, its activities (running, and the gaps between them), its last
+ * activity → close, the last node's close → the rollout's close → the result here. One line per phase, in ms.
+ */
+function timeline(run: KatafleetRun): string[] {
+  const first = (events: HistoryEvent[], has: (event: HistoryEvent) => unknown) => events.find((event) => has(event));
+  const last = (events: HistoryEvent[], has: (event: HistoryEvent) => unknown) => [...events].reverse().find((event) => has(event));
+  const rollout = run.rolloutHistory;
+  const at = (event: HistoryEvent | undefined) => (event ? time(event) : NaN);
+  const rolloutStarted = at(rollout[0]);
+  const childStarts = rollout.filter((event) => event.childWorkflowExecutionStartedEventAttributes).map(time);
+  const childEnds = rollout.filter((event) => event.childWorkflowExecutionCompletedEventAttributes || event.childWorkflowExecutionFailedEventAttributes).map(time);
+  const rolloutClosed = at(last(rollout, (event) => event.workflowExecutionCompletedEventAttributes || event.workflowExecutionFailedEventAttributes));
+  const nodes = [...run.histories.values()].filter((events) => events.length > 0).map((events) => {
+    const started = at(events[0]);
+    const closed = at(last(events, (event) => event.workflowExecutionCompletedEventAttributes || event.workflowExecutionFailedEventAttributes));
+    const firstScheduled = at(first(events, (event) => event.activityTaskScheduledEventAttributes));
+    const lastDone = at(last(events, (event) => event.activityTaskCompletedEventAttributes || event.activityTaskFailedEventAttributes));
+    const startedById = new Map<number, number>();
+    let running = 0;
+    for (const event of events) {
+      const started = event.activityTaskStartedEventAttributes;
+      if (started) startedById.set(Number(started.scheduledEventId), time(event));
+      const done = event.activityTaskCompletedEventAttributes ?? event.activityTaskFailedEventAttributes;
+      if (done) running += time(event) - (startedById.get(Number(done.scheduledEventId)) ?? time(event));
+    }
+    return { total: closed - started, toFirst: firstScheduled - started, running, between: lastDone - firstScheduled - running, toClose: closed - lastDone, started, closed };
+  });
+  const line = (label: string, values: number[]) => `  ${label.padEnd(58)} ${statsMs(values.filter(Number.isFinite))}`;
+  return [
+    'timeline (wall clock, from the histories):',
+    `  POST sent → answered ${fmt(run.clock.answered - run.clock.posted, 0)} ms; → rollout workflow started ${fmt(rolloutStarted - run.clock.posted, 0)} ms; → first node workflow started ${fmt(Math.min(...childStarts) - run.clock.posted, 0)} ms, last ${fmt(Math.max(...childStarts) - run.clock.posted, 0)} ms`,
+    line('node workflow: started → closed', nodes.map((n) => n.total)),
+    line('  started → first activity scheduled', nodes.map((n) => n.toFirst)),
+    line('  activities running (started → completed, summed)', nodes.map((n) => n.running)),
+    line('  between activities (summed)', nodes.map((n) => n.between)),
+    line('  last activity done → node workflow closed', nodes.map((n) => n.toClose)),
+    `  last node workflow closed → rollout closed ${fmt(rolloutClosed - Math.max(...nodes.map((n) => n.closed)), 0)} ms (its children's completions recorded up to ${fmt(Math.max(...childEnds) - Math.max(...nodes.map((n) => n.closed)), 0)} ms after); → result here ${fmt(run.clock.resulted - rolloutClosed, 0)} ms`,
+    `  POST sent → result here ${fmt(run.clock.resulted - run.clock.posted, 0)} ms`,
+  ];
+}
+
 function engineGaps(events: HistoryEvent[]): Gaps {
-  const time = (event: HistoryEvent) => Number(event.eventTime?.seconds ?? 0) * 1000 + Math.floor((event.eventTime?.nanos ?? 0) / 1e6);
   const scheduled = new Map<number, { at: number; type: string }>();
   const queueMs: number[] = [];
   const betweenMs: number[] = [];
@@ -383,7 +479,7 @@ function engineGaps(events: HistoryEvent[]): Gaps {
   return { queueMs, betweenMs, byStep, taskScheduleMs, taskQueueMs, taskRunMs };
 }
 
-function report(nodes: number, katafleet: KatafleetRun, floor: { wallS: number; failedCommands: number } | undefined, ansible: { wallS: number; ok: boolean } | undefined): void {
+function report(nodes: number, katafleet: KatafleetRun, floor: Floor | undefined, ansible: { wallS: number; ok: boolean } | undefined): void {
   const out: string[] = [];
   const base = floor?.wallS;
   const ratio = (wallS: number) => (base ? `${fmt(wallS / base)}×` : '-');
@@ -392,7 +488,10 @@ function report(nodes: number, katafleet: KatafleetRun, floor: { wallS: number; 
   if (floor) out.push(`| floor: recorded commands, one SSH session per node, no engine | ${fmt(floor.wallS, 1)} s | 1.00× |`);
   out.push(`| katafleet through the API (${katafleet.phase}) | ${fmt(katafleet.wallS, 1)} s | ${ratio(katafleet.wallS)} |`);
   if (ansible) out.push(`| Ansible (forks 50, pipelining, ControlPersist)${ansible.ok ? '' : ' FAILED'} | ${fmt(ansible.wallS, 1)} s | ${ratio(ansible.wallS)} |`);
-  if (floor && floor.failedCommands > 0) out.push('', `(floor: ${floor.failedCommands} replayed commands exited non-zero, as some did in the recorded run: reads of absent files, polls)`);
+  if (floor) {
+    const recorded = katafleet.trace.filter((command) => command.exitCode !== 0).length;
+    out.push('', `(floor: ${floor.failedCommands} replayed SSH commands exited non-zero, against ${recorded} in katafleet's run: reads of absent files, polls; ${floor.failedRequests} Kubernetes requests failed)`);
+  }
   out.push('');
 
   const perNode = (filter: (c: TracedCommand) => boolean) => katafleet.trace.filter(filter).length / nodes;
@@ -405,6 +504,7 @@ function report(nodes: number, katafleet: KatafleetRun, floor: { wallS: number; 
   out.push(`  of which: completed → workflow task scheduled ${statsMs(gaps.flatMap((g) => g.taskScheduleMs))}`);
   out.push(`            workflow task scheduled → started ${statsMs(gaps.flatMap((g) => g.taskQueueMs))}`);
   out.push(`            workflow task started → completed ${statsMs(gaps.flatMap((g) => g.taskRunMs))}`);
+  out.push(...timeline(katafleet));
   out.push('');
   out.push('| step (activity) | commands/node | kubectl/node | API requests/node | time in commands/node | idle in activity/node (sleeps, polls) | scheduled→started median | completed→next scheduled median |', '|---|---|---|---|---|---|---|---|');
   const activities = [...new Set([...katafleet.trace.map((c) => c.activity), ...katafleet.requests.map((r) => r.activity)])];
@@ -452,12 +552,18 @@ async function main(): Promise<void> {
   if (args.includes('--floor-only')) {
     const saved = JSON.parse(await readFile(args[args.indexOf('--floor-only') + 1], 'utf8')) as (TracedCommand & { stdin?: string })[];
     const floor = await runFloor(nodes, saved.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin, 'base64') })), []);
-    process.stdout.write(`floor, ${nodes} nodes: ${fmt(floor.wallS, 1)} s (${floor.failedCommands} commands exited non-zero)\n`);
+    process.stdout.write(`floor, ${nodes} nodes: ${fmt(floor.wallS, 1)} s (${floor.failedCommands} commands exited non-zero, ${floor.failedRequests} requests failed)\n`);
     return;
   }
   const kube = args.includes('--kube') ? args[args.indexOf('--kube') + 1] : 'api';
   if (kube !== 'api' && kube !== 'kubectl') throw new Error(`--kube ${kube}: expected api or kubectl`);
   const katafleet = await runKatafleet(nodes, kube);
+  const historiesDir = args.includes('--keep-histories') ? args[args.indexOf('--keep-histories') + 1] : undefined;
+  if (historiesDir) {
+    await mkdir(historiesDir, { recursive: true });
+    await writeFile(join(historiesDir, 'rollout.json'), JSON.stringify(katafleet.rolloutHistory));
+    for (const [node, events] of katafleet.histories) await writeFile(join(historiesDir, `node-${node}.json`), JSON.stringify(events));
+  }
   if (traceFile) await writeFile(traceFile, JSON.stringify(katafleet.trace.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin).toString('base64') }))));
   const floor = args.includes('--no-floor') ? undefined : await runFloor(nodes, katafleet.trace, katafleet.requests);
   const ansible = args.includes('--no-ansible') ? undefined : await runAnsible(nodes);

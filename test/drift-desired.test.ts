@@ -4,6 +4,7 @@
 // quarantined node are reported and left alone.
 //
 // Cost: a containerd-patch + restart playbook (no Kubernetes), 6 nodes.
+import type { temporal } from '@temporalio/proto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +21,7 @@ import { runKatafleet, writeFleetInventory } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { configHashes, onNode, waitFor } from './rollout-helpers';
 
-const nodes = ['d-1', 'd-2', 'd-3', 'd-4', 'd-5'];
+const nodes = ['d-1', 'd-2', 'd-3', 'd-4', 'd-5', 'd-6'];
 
 let env: TestWorkflowEnvironment;
 let fleet: Fleet;
@@ -141,6 +142,28 @@ describe('drift repair follows the desired state the node recorded', () => {
       expect(await nodeRuns('d-4')).toBe(runs);
     } finally {
       await onNode(fleet, 'd-4', 'rm -f /var/lib/katafleet/quarantine.json');
+    }
+  }, 300_000);
+
+  it('records the desired state in the node run\'s own commit (no activity of the rollout per node); a node whose record cannot be written still succeeds, and says so', async () => {
+    // d-6's desired.json cannot be written: the path of its temp file is a directory.
+    await onNode(fleet, 'd-6', 'mkdir -p /var/lib/katafleet/desired.json.katafleet-tmp/x');
+    try {
+      const rollout = await katafleet('rollout', join(work, 'kata-a.toml'), '--inventory', await inventoryFile('commit', ['d-5', 'd-6']), '--follow', '--request-id', 'desired-commit');
+      expect(rollout.code).toBe(0);
+      expect(rowOf(rollout.stdout, 'd-5')).toMatch(/^d-5\s+1\s+succeeded\s/);
+      expect(rowOf(rollout.stdout, 'd-5')).not.toContain('not recorded');
+      expect(rowOf(rollout.stdout, 'd-6')).toMatch(/^d-6\s+2\s+succeeded\s.*succeeded, but its desired state was not recorded \(drift will not repair it\)/);
+      expect(parseDesiredState(await onNode(fleet, 'd-5', 'cat /var/lib/katafleet/desired.json'), 'd-5')).toMatchObject({ playbook: { name: 'kata-a' }, rolloutId: 'desired-commit', state: 'applied' });
+      expect(await onNode(fleet, 'd-6', 'test -e /var/lib/katafleet/desired.json; echo $?')).toBe('1\n');
+
+      const activities = async (workflowId: string) => ((await env.client.workflow.getHandle(workflowId).fetchHistory()).events ?? [])
+        .map((event: temporal.api.history.v1.IHistoryEvent) => event.activityTaskScheduledEventAttributes?.activityType?.name)
+        .filter((name): name is string => name !== undefined && name !== null);
+      expect(await activities('katafleet-rollout-desired-commit')).not.toContain('recordDesiredState');
+      expect((await activities(nodeWorkflowId('d-5'))).filter((name) => name === 'commitRun')).toHaveLength(1);
+    } finally {
+      await onNode(fleet, 'd-6', 'rm -rf /var/lib/katafleet/desired.json.katafleet-tmp');
     }
   }, 300_000);
 });

@@ -79,7 +79,16 @@ export const proofs: Proof[] = [
   {
     sentence: 'After a node succeeded, the rollout records on it which playbook it applied',
     tests: {
-      'drift-desired.test.ts': ['records the playbook on each node a rollout succeeded on, and repairs a drifted node back to it', 'does not re-apply a playbook to a node an abort rolled back'],
+      'drift-desired.test.ts': [
+        'records the playbook on each node a rollout succeeded on, and repairs a drifted node back to it',
+        'records the desired state in the node run\'s own commit (no activity of the rollout per node); a node whose record cannot be written still succeeds, and says so',
+      ],
+    },
+  },
+  {
+    sentence: 'An abort that rolls the node back marks the record `rolled-back`.',
+    tests: {
+      'drift-desired.test.ts': ['does not re-apply a playbook to a node an abort rolled back'],
       'rollout-abort-bounded.test.ts': ['restores every changed node byte for byte, newest wave first, never more than max_parallel_rollback undos at once'],
     },
   },

@@ -41,6 +41,8 @@ export interface NodeProgress {
   rollbackRetry?: { attempt: number; lastError: string; nextAt: string; until: string };
   /** Phase `needs-attention`: why, and the exact manual fix (ends with `katafleet node release`). */
   quarantine?: { reason: string; fix: string; since: string; markedOnNode: boolean };
+  /** When the rollout asked the run to record its desired state at commit: whether desired.json was written, or why not. */
+  desired?: { recorded: boolean; error?: string };
 }
 
 export const nodeProgressQuery = defineQuery<NodeProgress>('nodeProgress');

@@ -56,6 +56,12 @@ export interface NodeRolloutInput {
    * @default "1h"
    */
   rollbackFor?: string;
+  /**
+   * What the rollout applies, to be recorded as the node's desired state (desired.json, `state: applied`) by the
+   * run's commit, in the same activity: no activity of the rollout's own after each node (patch
+   * `rollout-desired-at-commit`). Absent: the rollout records it itself, as before.
+   */
+  desired?: { playbook: { name: string; sha256: string }; rolloutId: string };
 }
 
 /** The per-node lock: one workflow id per node, so two rollouts never work on one node at once. */
@@ -179,7 +185,9 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
   progress.undos = undos;
   if (journaled) {
     // The run is done: its journal goes (a journal left on the node means a run that did not finish).
-    await CancellationScope.nonCancellable(() => recoveryActivities(input, 10).commitRun({ ...runOnNode(input), undos }));
+    const desired = input.desired && { ...input.desired, state: 'applied' as const, since: new Date(Date.now()).toISOString() };
+    const committed = await CancellationScope.nonCancellable(() => recoveryActivities(input, 10).commitRun({ ...runOnNode(input), undos, desired }));
+    if (desired) progress.desired = committed?.desiredError === undefined ? { recorded: true } : { recorded: false, error: committed.desiredError };
   }
   return finish(progress, 'succeeded');
 }

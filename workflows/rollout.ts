@@ -147,6 +147,12 @@ export const rolloutPatches = {
    * as a halted one does (the cluster as it found it).
    */
   cancelTakeBack: 'rollout-cancel-take-back',
+  /**
+   * A node's desired state is recorded by its own run's commit (nodeWorkflow's `commitRun`, the same activity and
+   * lock) instead of an activity of the rollout after the child closed: one activity and one SSH connection use
+   * fewer per node, and the rollout's workflow no longer serializes a record for each node (issue 14).
+   */
+  desiredAtCommit: 'rollout-desired-at-commit',
 } as const;
 
 /** Nodes in the workflow's result (and a halt's failure details): the rest are read page by page with the query. */
@@ -209,6 +215,7 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
     phase: patched(rolloutPatches.phaseDisplay),
     bounded: patched(rolloutPatches.boundedPayloads),
     batched: patched(rolloutPatches.batchedStarts),
+    atCommit: patched(rolloutPatches.desiredAtCommit),
   };
   // The RuntimeClass once for the rollout, not per node (issue 12): workflows/cluster-objects.ts.
   const cluster = clusterObjectsOnce(input);
@@ -247,7 +254,7 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
   let abort: AbortRequest | undefined = v.abort ? input.carried?.abort : undefined;
   const running = new Map<string, ChildWorkflowHandle<typeof nodeWorkflow>>();
   const limits = { ...defaultLimits, ...input.limits };
-  const eventsPerNode = v.desired ? historyEventsPerNodeWithRecord : historyEventsPerNode;
+  const eventsPerNode = v.desired && !v.atCommit ? historyEventsPerNodeWithRecord : historyEventsPerNode;
   let startedThisRun = 0;
   /** Children whose start was asked for and not yet acknowledged (batched starts). */
   let starting = 0;
@@ -335,7 +342,10 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
   async function runNode(name: string): Promise<void> {
     const result = byName.get(name)!;
     const started = Date.now();
-    const childInput: NodeRolloutInput = { rolloutId: input.rolloutId, node: targets.get(name)!, kubernetes: input.kubernetes, steps: cluster.nodeSteps, drain: input.rollout.drain, rollbackFor: input.rollout.rollback_for };
+    const childInput: NodeRolloutInput = {
+      rolloutId: input.rolloutId, node: targets.get(name)!, kubernetes: input.kubernetes, steps: cluster.nodeSteps, drain: input.rollout.drain, rollbackFor: input.rollout.rollback_for,
+      ...(v.desired && v.atCommit ? { desired: { playbook: { name: input.playbook.name, sha256: input.playbook.sha256 }, rolloutId: input.rolloutId } } : {}),
+    };
     let handle: ChildWorkflowHandle<typeof nodeWorkflow>;
     starting++;
     try {
@@ -364,7 +374,8 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
     try {
       const outcome = await handle.result();
       Object.assign(result, { status: 'succeeded', busy: undefined, nodePhase: outcome.phase, facts: { ...outcome.facts, undos: JSON.stringify(outcome.undos) } });
-      if (v.desired) await recordApplied(name, result);
+      if (outcome.desired?.recorded === false) result.reason = notRecorded(outcome.desired.error ?? 'unknown error');
+      else if (v.desired && !outcome.desired) await recordApplied(name, result);
     } catch (err) {
       const details = nodeFailureDetails(err);
       Object.assign(result, {
@@ -385,8 +396,13 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
     try {
       await recordDesiredState({ node: targets.get(name)!, desired: { playbook: { name: input.playbook.name, sha256: input.playbook.sha256 }, rolloutId: input.rolloutId, state: 'applied', since: new Date(Date.now()).toISOString() } });
     } catch (err) {
-      result.reason = `succeeded, but its desired state was not recorded (drift will not repair it): ${failureMessage(err)}`;
+      result.reason = notRecorded(failureMessage(err));
     }
+  }
+
+  /** A succeeded node's reason when its desired state could not be written. Pure. */
+  function notRecorded(why: string): string {
+    return `succeeded, but its desired state was not recorded (drift will not repair it): ${why}`;
   }
 
   /**
