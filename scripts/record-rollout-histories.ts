@@ -6,7 +6,8 @@
 //   npx tsx scripts/record-rollout-histories.ts NAME...    # only these scenarios (the new ones: rollout-canary-rolled-back-halts
 //                                                          # rollout-bounded-abort drift-desired-state; issue 13:
 //                                                          # rollout-bounded-payloads drift-bounded-attributes
-//                                                          # rollout-inventory-pieces drift-inventory-pieces)
+//                                                          # rollout-inventory-pieces drift-inventory-pieces; issue 14:
+//                                                          # rollout-desired-at-commit)
 //
 // The histories recorded before a change of the workflows are the "previous version" that the new code
 // must still replay (every change goes behind patched()): add new histories for new behaviour, and
@@ -123,6 +124,11 @@ async function main(only: string[]): Promise<void> {
     'drift-desired-state': async () => {
       const input = buildDriftInput(playbook, await inventoryOf(fleet, ['rr-3', 'rr-8']), false);
       await save('drift-desired-state', await env.client.workflow.start('driftWorkflow', { taskQueue, workflowId: 'drift-desired-state', args: [input] }));
+    },
+    // Recorded on the code of issue 14 (patch rollout-desired-at-commit): each node's desired state is written by its
+    // own run's commit; the rollout schedules no recordDesiredState.
+    'rollout-desired-at-commit': async () => {
+      await save('rollout-desired-at-commit', await start('desired-at-commit', ['rr-9', 'rr-10'], { canary: 1, wave_size: 1, failure_budget: 0 }));
     },
     // Recorded on the code of issue 13 (bounded payloads, behind patched()): continue-as-new carries the compact
     // node results, the result holds one page; a drift run's KatafleetDrift holds outcomes and counts.
