@@ -280,6 +280,95 @@ export class KubeApi {
     });
   }
 
+  /**
+   * Watches one object of a collection (`collection` is its list path, e.g. `/api/v1/namespaces/ns/pods`) until
+   * `done(object)` says so: a `?watch=1&fieldSelector=metadata.name=…` request whose answer streams one JSON event a
+   * line (ADDED with the object as it is now, then MODIFIED per change), so a change is seen as the server makes it,
+   * with no poll. Resolves with the object that was `done`, or `{ done: false, last }` when the server ended the
+   * watch (its timeout, `timeoutMs`, a deletion, an ERROR event) first. A refusal (403: an RBAC without `watch`)
+   * rejects like {@link request}.
+   */
+  watchOne<T>(collection: string, name: string, done: (object: T) => boolean, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<{ done: boolean; last?: T }> {
+    const timeoutMs = Math.max(1_000, options.timeoutMs ?? 60_000);
+    const query = new URLSearchParams([['watch', '1'], ['fieldSelector', `metadata.name=${name}`], ['timeoutSeconds', String(Math.ceil(timeoutMs / 1000))]]);
+    const path = `${collection}?${query.toString()}`;
+    observer?.({ server: this.config.server, method: 'GET', path });
+    const what = `GET ${path}`;
+    return new Promise((resolve, reject) => {
+      let request: http.ClientRequest;
+      try {
+        request = (this.url.protocol === 'http:' ? http : https).request(this.options('GET', path, {}));
+      } catch (error) {
+        reject(error);
+        return;
+      }
+      let last: T | undefined;
+      let settled = false;
+      const finish = (result: { done: boolean; last?: T } | { error: unknown }) => {
+        if (settled) return;
+        settled = true;
+        options.signal?.removeEventListener('abort', onAbort);
+        clearTimeout(timer);
+        if ('error' in result) reject(result.error);
+        else resolve(result);
+        request.destroy();
+      };
+      const onAbort = () => finish({ error: options.signal?.reason ?? new Error('cancelled') });
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      // The server ends the watch after timeoutSeconds; this is the bound if it does not.
+      const timer = setTimeout(() => finish({ done: false, last }), timeoutMs + 5_000);
+      request.on('error', (error: NodeJS.ErrnoException) => finish({ error: kubeApiFailure(this.config, { request: what, message: error.message, code: error.code }, error) }));
+      request.on('response', (response) => {
+        const status = response.statusCode ?? 0;
+        if (status < 200 || status >= 300) {
+          const chunks: Buffer[] = [];
+          response.on('data', (chunk: Buffer) => chunks.push(chunk));
+          response.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let message = text.slice(0, 300);
+            try {
+              message = (JSON.parse(text) as StatusBody).message ?? message;
+            } catch {
+              // not a Status: the text is the message
+            }
+            finish({ error: kubeApiFailure(this.config, { request: what, status, message }) });
+          });
+          return;
+        }
+        let buffered = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => {
+          buffered += chunk;
+          for (let end = buffered.indexOf('\n'); end >= 0; end = buffered.indexOf('\n')) {
+            const line = buffered.slice(0, end).trim();
+            buffered = buffered.slice(end + 1);
+            if (line === '') continue;
+            let event: { type?: string; object?: T };
+            try {
+              event = JSON.parse(line) as { type?: string; object?: T };
+            } catch {
+              finish({ done: false, last });
+              return;
+            }
+            if (event.type === 'ADDED' || event.type === 'MODIFIED') {
+              last = event.object;
+              if (last !== undefined && done(last)) {
+                finish({ done: true, last });
+                return;
+              }
+            } else if (event.type === 'DELETED' || event.type === 'ERROR') {
+              finish({ done: false, last });
+              return;
+            }
+          }
+        });
+        response.on('end', () => finish({ done: false, last }));
+        response.on('error', () => finish({ done: false, last }));
+      });
+      request.end();
+    });
+  }
+
   /** GET an object; undefined when it does not exist (404). */
   async get<T>(path: string, signal?: AbortSignal): Promise<T | undefined> {
     const response = await this.request<T>('GET', path, { allow: [404], signal });

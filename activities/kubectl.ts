@@ -10,8 +10,8 @@ import { commandFailedMessage, commandTimedOutMessage } from './ssh/command-erro
 import { kubeconfigFor } from '../playbooks/login';
 import type { KubernetesTarget, NodeTarget } from './node-types';
 import { NodeShell } from './steps/node-shell';
-import { KubeApi, kubeApiConfigFor } from './kube-api';
-import { cancellationSignal, permanentFailure, transientFailure, whileHeartbeating } from './steps/step-runtime';
+import { KubeApi, kubeApiConfigFor, KubeApiForbidden } from './kube-api';
+import { cancellationSignal, failureType, permanentFailure, pollUntil, transientFailure, whileHeartbeating } from './steps/step-runtime';
 
 /** The parts of a Node object the steps read. */
 export interface KubeNode {
@@ -123,6 +123,8 @@ export class Kubectl {
   private readonly onWorker: boolean = false;
   /** On the worker: the API client once the kubeconfig is read (undefined when it needs kubectl); read at the first call. */
   private api?: Promise<KubeApi | undefined>;
+  /** Whether the API let this client watch pods (undefined: not tried yet; false: 403, so it polls). */
+  private watchPods?: boolean;
 
   constructor(pool: SshPool, readonly target: KubernetesTarget) {
     if (target.host) {
@@ -261,6 +263,35 @@ export class Kubectl {
   /** The Pod, or undefined. */
   getPod<T>(namespace: string, name: string): Promise<T | undefined> {
     return this.getObject<T>(path.pod(namespace, name), ['get', 'pod', flag('-n'), namespace, name]);
+  }
+
+  /**
+   * Waits until the Pod is as `done` says, for at most `timeoutMs`; returns the Pod as last seen and whether it got
+   * there. Through the API it watches the Pod (the change is seen as the server makes it); where RBAC grants no
+   * `watch` on pods (a `deploy/rbac.yaml` older than this), or through kubectl, it polls with {@link pollUntil}'s
+   * backoff from 250 ms to `pollMs`.
+   */
+  async waitForPod<T>(namespace: string, name: string, done: (pod: T) => boolean, timeoutMs: number, pollMs: number): Promise<{ done: boolean; last?: T }> {
+    const api = await this.client();
+    if (api && this.watchPods !== false) {
+      try {
+        const watched = await whileHeartbeating(api.watchOne<T>(path.pods(namespace), name, done, { signal: cancellationSignal(), timeoutMs }));
+        this.watchPods = true;
+        if (watched.done) return watched;
+        // The watch ended first (its timeout, a deletion): one GET says how the Pod is now.
+        const now = await this.getPod<T>(namespace, name);
+        return { done: now !== undefined && done(now), last: now ?? watched.last };
+      } catch (err) {
+        if (failureType(err) !== KubeApiForbidden) throw err;
+        this.watchPods = false;
+      }
+    }
+    let last: T | undefined;
+    const settled = await pollUntil(async () => {
+      last = await this.getPod<T>(namespace, name);
+      return last !== undefined && done(last) ? last : undefined;
+    }, timeoutMs, pollMs);
+    return { done: settled !== undefined, last };
   }
 
   /** The events about the object `name` in `namespace`. */

@@ -14,6 +14,7 @@ import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest } from '../
 import { createServer } from 'node:net';
 import {
   ExecFrames, KubeApi, KubeconfigUnusable, KubeApiForbidden, KubeApiTlsFailed, KubeApiUnauthorized, kubeApiConfigFromView, kubeApiFailureMessage, kubeApiFailureType,
+  observeKubeApi, type KubeApiEvent,
 } from '../activities/kube-api';
 import { SshPool } from '../activities/ssh';
 import { toKubernetesTarget, toNodeTarget } from '../api/rollout-service';
@@ -158,6 +159,7 @@ describe('the Kubernetes steps through the API from the worker, on a real cluste
   let server: string;
   let caData: string;
   let saKubeconfig: string;
+  let admin: ReturnType<typeof kubectlRunner>;
   const runId = '3c9a4e1b-5d2f-4a6b-9e8c-7f1a2b3c4d5e';
   const previousKubectl = process.env.KATAFLEET_KUBECTL;
 
@@ -194,7 +196,7 @@ describe('the Kubernetes steps through the API from the worker, on a real cluste
     const wrapper = join(work, 'kubectl');
     await writeFile(wrapper, `#!/bin/sh\necho "$*" >> '${kubectlLog}'\nexec '${kubectlPath}' "$@"\n`, { mode: 0o755 });
     process.env.KATAFLEET_KUBECTL = wrapper;
-    const admin = kubectlRunner(kubectlPath, fleet.controlPlane!.kubeconfig);
+    admin = kubectlRunner(kubectlPath, fleet.controlPlane!.kubeconfig);
     saKubeconfig = join(work, 'sa.kubeconfig');
     await serviceAccountKubeconfig(admin, join(__dirname, '..', 'deploy', 'rbac.yaml'), saKubeconfig);
     [caData, server] = (await admin(['config', 'view', '--raw', '-o', 'jsonpath={.clusters[0].cluster.certificate-authority-data} {.clusters[0].cluster.server}'])).stdout.trim().split(' ');
@@ -227,6 +229,46 @@ describe('the Kubernetes steps through the API from the worker, on a real cluste
     for (const id of ['label', 'runtime-class']) expect((await runStep(kubernetes, kataStep(id), '5e1f2a3b-0000-4000-8000-000000000002')).changed).toBe(false);
     expect(await kubectlCalls()).toEqual([`--kubeconfig ${join(work, 'sa.kubeconfig')} config view --raw --minify --flatten -o json`]);
   }, 600_000);
+
+  /** The verification step's requests to the API server, as the worker sent them (method and path). */
+  async function verifyRequests(kubernetes: KubernetesTarget, run: string): Promise<{ outcome: StepOutcome; requests: string[] }> {
+    const seen: KubeApiEvent[] = [];
+    observeKubeApi((event) => seen.push(event));
+    try {
+      const outcome = await runStep(kubernetes, kataStep('verify'), run);
+      return { outcome, requests: seen.map((event) => `${event.method} ${event.exec ? 'exec' : event.path}`) };
+    } finally {
+      observeKubeApi(undefined);
+    }
+  }
+
+  it('watches the verification pod until it runs (one watch request, no poll), as deploy/rbac.yaml grants', async () => {
+    const kubernetes = await targetWith('sa-watch', (await readFile(saKubeconfig, 'utf8')).trimEnd().split('\n'));
+    const { outcome, requests } = await verifyRequests(kubernetes, '5e1f2a3b-0000-4000-8000-00000000000a');
+    expect(outcome.summary).toMatch(/\(runs in a VM\)$/);
+    const pods = '/api/v1/namespaces/katafleet-verify/pods';
+    expect(requests.filter((request) => request.startsWith(`GET ${pods}?watch=1&fieldSelector=metadata.name%3Dkatafleet-verify-node-1-5e1f2a3b-1&`))).toHaveLength(1);
+    // No GET of the pod itself: the change was seen on the watch, not by polling.
+    expect(requests.filter((request) => new RegExp(`^GET ${pods}/[^/?]+$`).test(request))).toEqual([]);
+    expect(requests.map((request) => request.replace(/katafleet-verify-node-1-[^/?&]+/g, 'POD').replace(/\?.*$/, '?…'))).toEqual([
+      `POST ${pods}`, `GET ${pods}?…`, 'GET exec', `DELETE ${pods}/POD`,
+    ]);
+  }, 300_000);
+
+  it('polls the verification pod where RBAC grants no watch on pods (a deploy/rbac.yaml older than the watch), and still verifies', async () => {
+    const kubernetes = await targetWith('sa-no-watch', (await readFile(saKubeconfig, 'utf8')).trimEnd().split('\n'));
+    const role = ['-n', 'katafleet-verify', 'patch', 'role', 'katafleet-verify', '--type', 'json', '-p'];
+    expect((await admin([...role, JSON.stringify([{ op: 'replace', path: '/rules/0/verbs', value: ['create', 'get', 'list', 'delete'] }])])).code).toBe(0);
+    try {
+      const { outcome, requests } = await verifyRequests(kubernetes, '5e1f2a3b-0000-4000-8000-00000000000b');
+      expect(outcome.summary).toMatch(/\(runs in a VM\)$/);
+      const pods = '/api/v1/namespaces/katafleet-verify/pods';
+      expect(requests.filter((request) => request.includes('watch=1'))).toHaveLength(1);
+      expect(requests.filter((request) => new RegExp(`^GET ${pods}/[^/?]+$`).test(request)).length).toBeGreaterThanOrEqual(1);
+    } finally {
+      expect((await admin(['apply', '-f', join(__dirname, '..', 'deploy', 'rbac.yaml')])).code).toBe(0);
+    }
+  }, 300_000);
 
   it('a server certificate the kubeconfig\'s CA does not sign is KubeApiTlsFailed, naming the server, the kubeconfig and the fix', async () => {
     const kubernetes = await targetWith('no-ca', kubeconfigLines([`server: ${server}`], ['token: whatever-token-0123456789']));

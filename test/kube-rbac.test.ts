@@ -104,6 +104,8 @@ describe('the shipped RBAC manifest is least privilege', () => {
     expect(await can('delete', 'runtimeclasses.node.k8s.io')).toBe('yes');
     expect(await can('create', 'pods', '-n', 'katafleet-verify')).toBe('yes');
     expect(await can('create', 'pods/exec', '-n', 'katafleet-verify')).toBe('yes');
+    expect(await can('watch', 'pods', '-n', 'katafleet-verify')).toBe('yes');
+    expect(await can('watch', 'pods', '-n', 'default')).toBe('no');
     expect(await can('delete', 'pods', '-n', 'default')).toBe('no');
     expect(await can('create', 'pods', '-n', 'kube-system')).toBe('no');
     expect(await can('get', 'secrets', '-A')).toBe('no');

@@ -46,6 +46,16 @@ export const proofs: Proof[] = [
   { sentence: 'With a kubeconfig on the worker, readiness-gate, node-label, runtime-class and verification-pod start no kubectl per call', tests: { 'kube-readme.test.ts': [apiFromWorker], 'kube-api.test.ts': ['rolls the kata playbook out with deploy/rbac.yaml\'s ServiceAccount, starting kubectl once (to read the kubeconfig), and the pod proves a VM'] } },
   { sentence: 'kubectl starts once per kubeconfig (and again when the file changes), to read it', tests: { 'kube-readme.test.ts': [apiFromWorker] } },
   { sentence: 'The verification pod\'s `uname -r` runs through the API\'s exec over WebSocket', tests: { 'kube-readme.test.ts': [installs], 'kube-api.test.ts': ['rolls the kata playbook out with deploy/rbac.yaml\'s ServiceAccount, starting kubectl once (to read the kubeconfig), and the pod proves a VM'] } },
+  {
+    sentence: 'The worker watches the verification pod until it runs (one watch request, no polls)',
+    tests: {
+      'kube-api.test.ts': [
+        'watches the verification pod until it runs (one watch request, no poll), as deploy/rbac.yaml grants',
+        'polls the verification pod where RBAC grants no watch on pods (a deploy/rbac.yaml older than the watch), and still verifies',
+      ],
+      'kube-rbac.test.ts': ['lets the ServiceAccount read and patch nodes, manage RuntimeClasses and verification pods, and nothing else'],
+    },
+  },
   { sentence: 'A kubeconfig whose user authenticates with an exec plugin or an auth-provider', tests: { 'kube-readme.test.ts': [execPlugin], 'kube-rbac.test.ts': ['uninstalls from node-1 only: the RuntimeClass stays, because node-2 still carries the label; the uninstall of node-2 then deletes it'] } },
   {
     sentence: 'A certificate the kubeconfig\'s CA does not sign is `KubeApiTlsFailed`',

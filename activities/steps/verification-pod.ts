@@ -13,7 +13,7 @@ import type { VerificationPodStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest } from '../node-types';
 import { parseDuration } from '../../playbooks/duration';
 import type { NodeShell } from './node-shell';
-import { activityContext, firstLine, pollUntil, permanentFailure, timeLeftMs, transientFailure } from './step-runtime';
+import { activityContext, firstLine, permanentFailure, timeLeftMs, transientFailure } from './step-runtime';
 
 /** The pod ran, but not in a VM (same kernel as the host). Never retried. */
 export const VerificationFailed = 'VerificationFailed';
@@ -115,12 +115,13 @@ export async function verificationPod(shell: NodeShell, pool: SshPool, request: 
 
   await kubectl.createPod(verificationPodManifest(name, node.name, step));
   try {
-    let last: Pod | undefined;
-    const settled = await pollUntil(async () => {
-      last = await kubectl.getPod<Pod>(step.namespace, name);
-      const phase = last?.status?.phase;
-      return phase === 'Running' || phase === 'Failed' || phase === 'Succeeded' || imagePullProblem(last) ? last : undefined;
+    // Watched through the API (polled through kubectl, or where RBAC grants no watch): running, ended, or stuck pulling.
+    const waited = await kubectl.waitForPod<Pod>(step.namespace, name, (pod) => {
+      const phase = pod.status?.phase;
+      return phase === 'Running' || phase === 'Failed' || phase === 'Succeeded' || imagePullProblem(pod) !== undefined;
     }, timeLeftMs(started, parseDuration(step.timeout), 20_000), 2_000);
+    const last = waited.last;
+    const settled = waited.done ? last : undefined;
 
     const pull = imagePullProblem(settled);
     if (pull) {
