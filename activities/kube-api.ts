@@ -181,6 +181,8 @@ export function observeKubeApi(next: KubeApiObserver | undefined): void {
 }
 
 const agents = new Map<string, https.Agent | http.Agent>();
+/** The longest line a watch reads before it gives up on the stream (characters). */
+const maxWatchLine = 4 * 1024 * 1024;
 
 /** A client of one API server with one kubeconfig's credentials; its connections are kept alive and shared. */
 export class KubeApi {
@@ -339,6 +341,11 @@ export class KubeApi {
         response.setEncoding('utf8');
         response.on('data', (chunk: string) => {
           buffered += chunk;
+          // One event is one object (a Pod is a few KiB): a line this long is no event; end the watch, the caller GETs.
+          if (buffered.length > maxWatchLine) {
+            finish({ done: false, last });
+            return;
+          }
           for (let end = buffered.indexOf('\n'); end >= 0; end = buffered.indexOf('\n')) {
             const line = buffered.slice(0, end).trim();
             buffered = buffered.slice(end + 1);

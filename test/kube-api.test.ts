@@ -11,7 +11,8 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createNodeActivities } from '../activities/node-activities';
 import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest } from '../activities/node-types';
-import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
 import {
   ExecFrames, KubeApi, KubeconfigUnusable, KubeApiForbidden, KubeApiTlsFailed, KubeApiUnauthorized, kubeApiConfigFromView, kubeApiFailureMessage, kubeApiFailureType,
   observeKubeApi, type KubeApiEvent,
@@ -147,6 +148,82 @@ describe('the exec stream (pure)', () => {
     refused.push(frame(2, channel(3, '{"status":"Failure","message":"container not found (\\"verify\\")"}')));
     expect(() => refused.result('exec', fail)).toThrow('container not found ("verify")');
   });
+});
+
+describe('a pod watch, against a server that answers as it likes (a local HTTP server)', () => {
+  type Pod = { metadata: { name: string }; status: { phase: string } };
+  const pod = (phase: string): Pod => ({ metadata: { name: 'p' }, status: { phase } });
+  const event = (type: string, object: unknown) => `${JSON.stringify({ type, object })}\n`;
+
+  /** A KubeApi on a local server whose answer to the watch is `answer`; the paths it was asked. */
+  async function watchAgainst(answer: (response: import('node:http').ServerResponse) => void, timeoutMs = 5_000) {
+    const asked: string[] = [];
+    const server = createHttpServer((request, response) => {
+      asked.push(request.url ?? '');
+      answer(response);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const api = new KubeApi({ server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, kubeconfig: '/k', token: 'token-0123456789' });
+      const result = await api.watchOne<Pod>('/api/v1/namespaces/v/pods', 'p', (p) => p.status.phase === 'Running', { timeoutMs });
+      return { result, asked };
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }
+
+  it('sees the change as the server streams it, across chunk boundaries, and asks for one object by name', async () => {
+    const { result, asked } = await watchAgainst((response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      const text = event('ADDED', pod('Pending')) + event('MODIFIED', pod('Running'));
+      // One byte a write: events split anywhere.
+      let at = 0;
+      const next = () => (at < text.length ? response.write(text[at++], next) : undefined);
+      next();
+    });
+    expect(result).toEqual({ done: true, last: pod('Running') });
+    expect(asked).toEqual(['/api/v1/namespaces/v/pods?watch=1&fieldSelector=metadata.name%3Dp&timeoutSeconds=5']);
+  });
+
+  it('ends without done on an ERROR or DELETED event, a line that is not JSON, or the end of the stream, keeping the last object seen', async () => {
+    for (const tail of [event('ERROR', { kind: 'Status', code: 410 }), event('DELETED', pod('Pending')), 'not json\n', '']) {
+      const { result } = await watchAgainst((response) => {
+        response.writeHead(200);
+        response.end(event('ADDED', pod('Pending')) + tail + event('MODIFIED', pod('Running')).repeat(tail === '' ? 0 : 1));
+      });
+      expect({ tail, result }).toEqual({ tail, result: { done: false, last: pod('Pending') } });
+    }
+  });
+
+  it('gives up on a line longer than any event (an endless stream with no newline), without holding it all', async () => {
+    const { result } = await watchAgainst((response) => {
+      response.writeHead(200);
+      const chunk = 'x'.repeat(1024 * 1024);
+      let sent = 0;
+      const more = () => {
+        if (sent++ < 64 && !response.destroyed) response.write(chunk, more);
+      };
+      more();
+    });
+    expect(result).toEqual({ done: false });
+  });
+
+  it('a 403 (RBAC without watch) is KubeApiForbidden, which the step turns into polling', async () => {
+    const refused = watchAgainst((response) => {
+      response.writeHead(403, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ kind: 'Status', message: 'pods is forbidden: User "u" cannot watch resource "pods"' }));
+    });
+    await expect(refused).rejects.toMatchObject({ type: KubeApiForbidden, message: expect.stringContaining('cannot watch resource "pods"') });
+  });
+
+  it('ends when the server never answers more, after its timeout', async () => {
+    const { result } = await watchAgainst((response) => {
+      response.writeHead(200);
+      response.write(event('ADDED', pod('Pending')));
+    }, 1_000);
+    expect(result).toEqual({ done: false, last: pod('Pending') });
+  }, 20_000);
 });
 
 describe('the Kubernetes steps through the API from the worker, on a real cluster', () => {
