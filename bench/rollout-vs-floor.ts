@@ -240,8 +240,8 @@ function pollDone(path: string, body: unknown): boolean {
 /**
  * Sends the recorded requests one after the other with no engine; how many failed. A GET of a pod or a Node (and
  * the same GET recorded again right after it: a poll) is one wait here: GET every 50 ms until the answer shows what
- * katafleet waited for (at most 120 s), so the floor, like katafleet, execs in a pod that runs and reads a Node
- * that is Ready. (A blind replay of the
+ * katafleet waited for (at most 120 s; 10 s for one that stays missing), so the floor, like katafleet, execs in a pod
+ * that runs and reads a Node that is Ready. (A blind replay of the
  * recorded polls, as sessions 4 and 5 measured, does not wait for the cluster: its exec then fails on a pod that is
  * still Pending, and its floor is a job not done.)
  */
@@ -256,10 +256,13 @@ async function replayRequests(api: KubeApi, requests: TracedRequest[]): Promise<
       } else if (request.method === 'GET' && waitsFor(request.path)) {
         while (requests[index + 1]?.method === 'GET' && requests[index + 1].path === request.path && !requests[index + 1].exec) index++;
         const until = performance.now() + 120_000;
+        let missingSince: number | undefined;
         for (;;) {
           const response = await api.request(request.method, request.path, { allow: [404] });
           if (pollDone(request.path, response.body)) break;
-          if (performance.now() > until) {
+          // An object still missing after 10 s was not created (its POST failed): nothing to wait for.
+          missingSince = response.status === 404 ? (missingSince ?? performance.now()) : undefined;
+          if (performance.now() > until || (missingSince !== undefined && performance.now() - missingSince > 10_000)) {
             failed += 1;
             break;
           }
@@ -311,6 +314,11 @@ async function runFloor(nodes: number, trace: TracedCommand[], requests: TracedR
       failedCommands += Number(result.stdout.trim().split('\n').pop() ?? 0) || 0;
     };
     const started = performance.now();
+    // The rollout's own cluster step first (the RuntimeClass, once), as katafleet does before any node starts: without
+    // it the verification pods are refused at creation, and the floor would not do the job.
+    const nodeRuns = new Set(workerNodes(fleet).map((node) => nodeWorkflowId(node.name)));
+    await replay(controlPlane, trace.filter((command) => command.workflowId !== '' && !nodeRuns.has(command.workflowId) && isKubectl(command)));
+    if (api) failedRequests += await replayRequests(api, requests.filter((request) => request.workflowId !== '' && !nodeRuns.has(request.workflowId)));
     await Promise.all(workerNodes(fleet).map(async (node) => {
       const own = trace.filter((command) => command.workflowId === nodeWorkflowId(node.name));
       await replay(node, own.filter((command) => command.node === node.name));
