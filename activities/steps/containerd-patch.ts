@@ -57,12 +57,18 @@ function candidatePrefix(configPath: string, runId: string): string {
   return `${configPath}.katafleet-${runTag(runId)}-a`;
 }
 
+/** The programs containerd-patch runs on the node (found by the program probe; all required). */
+export const PATCH_PROGRAMS = ['containerd', 'cp', 'ln', 'rm', 'mv', 'mkdir', 'touch', 'tee', 'sync', 'chmod', 'chown', 'sha256sum'] as const;
+type PatchPrograms = Record<(typeof PATCH_PROGRAMS)[number], string>;
+
 export async function containerdPatch(shell: NodeShell, request: StepRequest<ContainerdPatchStep>): Promise<StepOutcome> {
   const { step, runId } = request;
   const configPath = step.config_path;
   const attempt = activityContext()?.info.attempt ?? 1;
   const original = await shell.readFile(configPath);
   const outcome = computePatch(shell, step, original ?? '');
+  // The programs this step runs, from the probe that came with the read above; one missing fails it here, unchanged.
+  const bin = await shell.programs(`containerd-patch "${step.id}"`, PATCH_PROGRAMS);
   const dropInMode = step.action === 'add' && step.mode === 'drop-in';
 
   // The intent goes to the journal on the node before the first change (drop-in, backup, swap).
@@ -78,7 +84,7 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
     }
   }
 
-  const dropIn = dropInMode ? await placeDropIn(shell, runId, outcome, attempt) : undefined;
+  const dropIn = dropInMode ? await placeDropIn(shell, bin, runId, outcome, attempt) : undefined;
   const createdDropIn = dropIn?.created ? dropIn.path : undefined;
   const backupPath = backupPathFor(configPath, runId);
   const absentMarker = absentMarkerFor(configPath, runId);
@@ -86,8 +92,8 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
   if (outcome.status === 'unchanged') {
     if (dropIn?.created && original !== undefined) {
       // Only the drop-in is new (the config already imports it): back up the config anyway, so the undo has one shape.
-      const originalSha = await backUp(shell, configPath, backupPath, original, attempt);
-      if (dropIn.writtenNow) await validateOnNode(shell, configPath, configPath, [dropIn.path, dropIn.marker]);
+      const originalSha = await backUp(shell, bin, configPath, backupPath, original, attempt);
+      if (dropIn.writtenNow) await validateOnNode(shell, bin, configPath, configPath, [dropIn.path, dropIn.marker]);
       const undo: Undo = restoreUndo(step, backupPath, originalSha, createdDropIn, originalSha);
       return { changed: true, summary: `${dropIn.summary}; ${configPath} already imports it`, undo, facts: facts(undo, originalSha) };
     }
@@ -109,26 +115,26 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
   let originalSha: string | undefined;
   const backupCreated = { now: false };
   if (original === undefined) {
-    await shell.run(sh`mkdir -p ${posix.dirname(configPath)} && touch ${absentMarker}`);
+    await shell.run(sh`${bin.mkdir} -p ${posix.dirname(configPath)} && ${bin.touch} ${absentMarker}`);
   } else {
-    originalSha = await backUp(shell, configPath, backupPath, original, attempt, backupCreated);
+    originalSha = await backUp(shell, bin, configPath, backupPath, original, attempt, backupCreated);
   }
   const candidate = candidatePathFor(configPath, runId, attempt);
   // 0600 until chmod --reference: the config may hold registry credentials.
-  await shell.run(sh`umask 077 && tee ${candidate} >/dev/null && sync ${candidate}`, { stdin: outcome.content });
+  await shell.run(sh`umask 077 && ${bin.tee} ${candidate} >/dev/null && ${bin.sync} ${candidate}`, { stdin: outcome.content });
   // On a refusal the files this attempt made go (the node's lock keeps every other attempt out meanwhile);
   // a backup an earlier attempt made stays, its journal entry names it.
   const ownFiles = [candidate, original === undefined ? absentMarker : backupCreated.now ? backupPath : candidate, ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];
-  await validateOnNode(shell, candidate, configPath, ownFiles);
+  await validateOnNode(shell, bin, candidate, configPath, ownFiles);
   // The swap and the check after it are not stopped by a cancellation: once started they finish, and the
   // journal (written above) lets the recovery take the swap back.
   // One command: the swap, then the candidates of earlier attempts of this run (a crashed attempt's, or one named
   // before candidates were per attempt) removed. The read after it stays a command of its own: a cancellation may
   // stop it (the journal lets the recovery take the swap back).
   const swap = original === undefined
-    ? sh`chmod 0644 ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`
-    : sh`chmod --reference=${configPath} ${candidate} && chown --reference=${configPath} ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`;
-  await shell.run(sh`${swap} && rm -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
+    ? sh`${bin.chmod} 0644 ${candidate} && ${bin.mv} -f ${candidate} ${configPath} && ${bin.sync} ${posix.dirname(configPath)}`
+    : sh`${bin.chmod} --reference=${configPath} ${candidate} && ${bin.chown} --reference=${configPath} ${candidate} && ${bin.mv} -f ${candidate} ${configPath} && ${bin.sync} ${posix.dirname(configPath)}`;
+  await shell.run(sh`${swap} && ${bin.rm} -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
   const configSha = await shell.sha256(configPath);
   if (configSha !== sha256Hex(outcome.content)) {
     throw transientFailure('ContainerdConfigChanged', `Node ${shell.name}: ${configPath} changed while katafleet replaced it (sha256 ${configSha}); the step will re-read it and try again`);
@@ -201,14 +207,14 @@ function assertSameRuntimeTypes(text: string, outcome: PatchOutcome, step: Conta
  * complete temp copy: `ln` refuses an existing name), then checks the backup holds the bytes read.
  * Returns the original's sha256.
  */
-async function backUp(shell: NodeShell, configPath: string, backupPath: string, original: string, attempt: number, created?: { now: boolean }): Promise<string> {
+async function backUp(shell: NodeShell, bin: PatchPrograms, configPath: string, backupPath: string, original: string, attempt: number, created?: { now: boolean }): Promise<string> {
   const expected = sha256Hex(original);
   const existing = await shell.sha256(backupPath);
   if (created) created.now = existing === undefined;
   if (existing === undefined) {
     const temp = `${backupPath}.${attempt}.tmp`;
     // The copy and the read of what the backup holds now, in one command.
-    const copied = await shell.run(sh`cp -p ${configPath} ${temp} && sync ${temp} && { ln ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; rm -f ${temp}; sync ${posix.dirname(backupPath)}; if [ $status -ne 0 ]; then exit $status; fi; sha256sum ${backupPath}`);
+    const copied = await shell.run(sh`${bin.cp} -p ${configPath} ${temp} && ${bin.sync} ${temp} && { ${bin.ln} ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; ${bin.rm} -f ${temp}; ${bin.sync} ${posix.dirname(backupPath)}; if [ $status -ne 0 ]; then exit $status; fi; ${bin.sha256sum} ${backupPath}`);
     return checkBackup(shell, configPath, backupPath, expected, copied.stdout.trim().split(/\s+/)[0], false);
   }
   return checkBackup(shell, configPath, backupPath, expected, existing, true);
@@ -229,10 +235,10 @@ function checkBackup(shell: NodeShell, configPath: string, backupPath: string, e
  * `containerd --config FILE config dump` must accept the candidate; otherwise the files this attempt
  * made (`ownFiles`: candidate, backup, drop-in) are removed and the config keeps its bytes.
  */
-async function validateOnNode(shell: NodeShell, file: string, configPath: string, ownFiles: readonly string[]): Promise<void> {
-  const result = await shell.run(sh`containerd --config ${file} config dump >/dev/null`, { allowExitCodes: [...Array(256).keys()] });
+async function validateOnNode(shell: NodeShell, bin: PatchPrograms, file: string, configPath: string, ownFiles: readonly string[]): Promise<void> {
+  const result = await shell.run(sh`${bin.containerd} --config ${file} config dump >/dev/null`, { allowExitCodes: [...Array(256).keys()] });
   if (result.exitCode === 0) return;
-  await shell.run(sh`rm -f ${ownFiles}`);
+  await shell.run(sh`${bin.rm} -f ${ownFiles}`);
   throw permanentFailure(ContainerdConfigInvalid,
     `containerd on node ${shell.name} refuses the patched ${configPath} (containerd --config ${file} config dump exited with ${result.exitCode}): ` +
     `${(result.stderr.trim() || result.stdout.trim()).split('\n').slice(-5).join(' | ')}; nothing was replaced, ${configPath} keeps its bytes`);
@@ -253,7 +259,7 @@ interface PlacedDropIn {
  * Drop-in mode: writes the runtimes' file unless the node has it already. An existing file with other
  * content belongs to someone (or an earlier playbook) and is refused rather than overwritten.
  */
-async function placeDropIn(shell: NodeShell, runId: string, outcome: PatchOutcome, attempt: number): Promise<PlacedDropIn> {
+async function placeDropIn(shell: NodeShell, bin: PatchPrograms, runId: string, outcome: PatchOutcome, attempt: number): Promise<PlacedDropIn> {
   const dropIn = outcome.dropIn;
   if (!dropIn) throw new Error('the patcher returned no drop-in in drop-in mode');
   const marker = dropInMarkerFor(dropIn.path, runId);
@@ -267,7 +273,7 @@ async function placeDropIn(shell: NodeShell, runId: string, outcome: PatchOutcom
       `Node ${shell.name}: the drop-in ${dropIn.path} exists with other content than the playbook's runtimes; katafleet does not overwrite it — ` +
       'compare it with the playbook, then remove it or set drop_in_path to another file');
   }
-  await shell.run(sh`mkdir -p ${posix.dirname(dropIn.path)} && touch ${marker}`);
+  await shell.run(sh`${bin.mkdir} -p ${posix.dirname(dropIn.path)} && ${bin.touch} ${marker}`);
   await shell.writeFileAtomic(dropIn.path, dropIn.content, `${dropIn.path}.katafleet-a${attempt}-tmp`);
   return { path: dropIn.path, marker, created: true, writtenNow: true, summary: `wrote ${dropIn.path}` };
 }
