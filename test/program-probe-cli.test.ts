@@ -14,7 +14,10 @@ import { sshRun } from '../sim/ssh-run';
 import { taskQueue } from '../worker/connection';
 import { runKatafleet, writeFleetInventory } from './helpers/cli';
 import { fold, missingProofTests, unprovenSentences, type Proof } from './helpers/proof-table';
-import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
+import { SshPool, type CommandEvent } from '../activities/ssh';
+import { PROBED_PROGRAMS } from '../activities/ssh/programs';
+import { workerActivities } from '../worker/worker';
+import { createTestWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 
 const node = 'nozstd-1';
 let env: TestWorkflowEnvironment;
@@ -22,6 +25,7 @@ let fleet: Fleet;
 let worker: RunningTestWorker;
 let work: string;
 let inventory: string;
+const events: CommandEvent[] = [];
 
 const katafleet = (...args: string[]) => runKatafleet(env.address, args, 300_000);
 const on = async (command: string) => {
@@ -35,7 +39,11 @@ const nodeState = () => on('ls -A /opt /usr/local/bin; ls -A /var/lib/katafleet 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'kf-program-probe-cli-'));
   [env, fleet] = await Promise.all([startTestTemporal(), startFleet({ nodes: [{ name: node }], dir: join(work, 'fleet') })]);
-  worker = await runKatafleetWorker(env, taskQueue);
+  // The worker as runKatafleetWorker makes it, with a pool that logs every command it sends (the bare-name scan).
+  const pool = new SshPool({ onCommand: (event) => events.push(event) });
+  const running = await createTestWorker(env, taskQueue, workerActivities(pool));
+  const done = running.run();
+  worker = { pool, async stop() { running.shutdown(); await done; await pool.closeAll(); } };
   const built = JSON.parse(await readFile(join(fleet.mirror.dir, 'kata-releases.json'), 'utf8')) as Record<string, { sha256: string }>;
   await writeFile(join(work, 'kata-tarball.toml'), `
 [playbook]
@@ -59,6 +67,51 @@ kind = "release-tarball"
 version = "3.32.0"
 url = "http://127.0.0.1:${fleet.mirror.port}/kata-containers/kata-containers/releases/download/{version}/kata-static-{version}-{arch}.{ext}"
 sha256 = { amd64 = "${built['3.32.0'].sha256}" }
+`);
+  await writeFile(join(work, 'kata-wire.toml'), `
+[playbook]
+name = "kata-wire"
+
+[rollout]
+canary = 1
+wave_size = 1
+pause_between_waves = "0s"
+
+[[steps]]
+id = "prereq"
+kind = "prereq-check"
+cpu_flags = []
+require_kvm = false
+modules = ["kvm"]
+
+[[steps]]
+id = "containerd"
+kind = "containerd-patch"
+runtimes = [{ name = "kata", runtime_type = "io.containerd.kata.v2" }]
+
+[[steps]]
+id = "restart"
+kind = "service-restart"
+service = "containerd"
+wait_for_handlers = []
+`);
+  await writeFile(join(work, 'kata-off.toml'), `
+[playbook]
+name = "kata-off"
+
+[rollout]
+canary = 1
+wave_size = 1
+pause_between_waves = "0s"
+
+[[steps]]
+id = "rollback"
+kind = "rollback"
+
+[[steps]]
+id = "remove"
+kind = "release-tarball"
+action = "remove"
 `);
   inventory = await writeFleetInventory(fleet, work, 'one', [node]);
 }, 240_000);
@@ -94,6 +147,44 @@ describe('katafleet rollout onto a node that lacks a program the install step ne
     expect(rollout.code).toBe(0);
     expect(await on('readlink /opt/kata')).toBe('/opt/kata-releases/3.32.0/opt/kata\n');
   }, 300_000);
+});
+
+const byPath = 'every command of a rollout (prereq-check, release-tarball, containerd-patch, service-restart, the node lock and journal) and of its rollback (rollback, release-tarball remove) calls every probed program by its absolute path';
+
+/**
+ * The probed programs a command's text calls by bare name: at a command position (the start, after ; & | ( { $( !,
+ * then, else, do, sh -c), with the quoting removed. Arguments (`restart containerd`) and paths do not count.
+ */
+function bareCalls(text: string): string[] {
+  const plain = text.replace(/['\\]/g, '');
+  return PROBED_PROGRAMS.filter((program) => new RegExp(`(?:^|[;&|({!\\n]|\\$\\(|\\b(?:then|else|do|sh -c)\\s)\\s*${program.replace(/[-]/g, '\\-')}(?=[\\s;)]|$)`).test(plain));
+}
+
+describe('sudo-proof commands in a whole rollout and its rollback', () => {
+  it(byPath, async () => {
+    events.length = 0;
+    const wire = await katafleet('rollout', join(work, 'kata-wire.toml'), '--inventory', inventory, '--follow', '--request-id', 'wire');
+    expect(wire.code).toBe(0);
+    expect(await on('grep -c containerd-shim-kata-v2 /etc/containerd/config.toml')).toBe('1\n');
+    const off = await katafleet('rollout', join(work, 'kata-off.toml'), '--inventory', inventory, '--follow', '--request-id', 'off');
+    expect(off.code).toBe(0);
+    expect(await on('grep -c containerd-shim-kata-v2 /etc/containerd/config.toml || true')).toBe('0\n');
+    expect(await on('test -e /opt/kata; echo $?')).toBe('1\n');
+    const sent = events.filter((event) => event.node === node);
+    expect(sent.length).toBeGreaterThan(10);
+    // Only the command that carries a connection's probe is built before the answer (its names are looked up by the
+    // same PATH in the same shell); every other command calls the probed programs by path.
+    const probing = sent.filter((event) => event.text.includes('@@katafleet-probe-'));
+    expect(probing.length).toBeGreaterThanOrEqual(1);
+    expect(probing.length).toBeLessThan(sent.length / 5);
+    const offenders = sent.filter((event) => !event.text.includes('@@katafleet-probe-')).map((event) => ({ calls: bareCalls(event.text), text: event.text.slice(0, 300) })).filter((o) => o.calls.length > 0);
+    expect(offenders).toEqual([]);
+    // And by path indeed: the patch's validator, the lock's flock, the restart.
+    const all = sent.map((event) => event.text.replace(/['\\]/g, '')).join('\n');
+    expect(all).toMatch(/\/usr\/\S*bin\/containerd --config /);
+    expect(all).toMatch(/\/usr\/\S*bin\/flock -w 10 9/);
+    expect(all).toMatch(/\/usr\/local\/sbin\/systemctl restart containerd/);
+  }, 600_000);
 });
 
 /** README "Real nodes", the paragraph on where real nodes differ: each sentence and the tests that prove it. */

@@ -18,7 +18,7 @@ import { ROOT_PATH } from '../activities/ssh/quote';
 import { sshNodeOf } from '../activities/steps/node-shell';
 import { toNodeTarget } from '../api/rollout-service';
 import { loadInventory } from '../playbooks/load';
-import { PrereqCheckStep, ReleaseTarballStep, type ServiceRestartStep } from '../playbooks/schema';
+import { ContainerdPatchStep, PackageInstallStep, PrereqCheckStep, ReleaseTarballStep, type ServiceRestartStep } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { sshRun } from '../sim/ssh-run';
 import { failure } from './helpers/failure';
@@ -156,4 +156,54 @@ describe('on a simulated node', () => {
     await env().run(createNodeActivities({ pool }).undoStep, { node: target, undo: done.undo! });
     expect(await kataState()).toBe(before);
   }, 240_000);
+});
+
+describe('every step kind that runs a program asks the probe first', () => {
+  /** Where root commands find `program` on the node (the path a bind mount must hide). */
+  const where = async (program: string) => (await on(`PATH=${ROOT_PATH}; command -v ${program}`)).trim();
+  /** Hides `program` (a bind mount of /dev/null over it, as if its package were not installed) for `work`, on a fresh connection. */
+  const without = async <T>(program: string, work: () => Promise<T>): Promise<T> => {
+    const path = await where(program);
+    expect(path).toMatch(/^\//);
+    await on(`mount --bind /dev/null ${path}`);
+    await pool.close(node);
+    try {
+      return await work();
+    } finally {
+      await on(`umount ${path}`);
+      await pool.close(node);
+    }
+  };
+  const patch = ContainerdPatchStep.parse({ id: 'patch', kind: 'containerd-patch', runtimes: [{ name: 'kata', runtime_type: 'io.containerd.kata.v2' }] });
+  /** Everything containerd-patch could change: its files, byte for byte, and katafleet's own. */
+  const patchState = () => on('ls -A /etc/containerd /var/lib/katafleet 2>/dev/null; sha256sum /etc/containerd/*.toml 2>/dev/null; true');
+
+  it('containerd-patch without containerd (its validator) fails ProgramMissing, naming node, program, the directories searched and the fix; the config keeps its bytes', async () => {
+    const before = await patchState();
+    const refused = await without('containerd', async () => {
+      events.length = 0;
+      return failure(env().run(createNodeActivities({ pool }).containerdPatch, request(patch)));
+    });
+    expect(refused.type).toBe('ProgramMissing');
+    expect(refused.message).toBe(programMissingMessage(node, ['containerd'], ROOT_PATH, 'containerd-patch "patch"'));
+    expect(refused.message).toContain('install containerd');
+    expect(await patchState()).toBe(before);
+    // The step sent its read (with the probe) and nothing else: no backup, no candidate, no journal.
+    expect(events.every((event) => event.stdin === undefined)).toBe(true);
+  }, 180_000);
+
+  it('package-install without apt-get fails ProgramMissing before anything is installed; without any package manager, auto says so', async () => {
+    const install = PackageInstallStep.parse({ id: 'pkgs', kind: 'package-install', manager: 'apt', packages: [{ name: 'kata-containers', version: '3.2.0' }] });
+    const packagesState = () => on('dpkg-query -W -f=\'${Package} ${Version}\\n\' | sort | sha256sum; ls -A /var/lib/katafleet 2>/dev/null; true');
+    const before = await packagesState();
+    const refused = await without('apt-get', () => failure(env().run(createNodeActivities({ pool }).packageInstall, request(install))));
+    expect(refused.type).toBe('ProgramMissing');
+    expect(refused.message).toBe(programMissingMessage(node, ['apt-get'], ROOT_PATH, 'package-install "pkgs"'));
+    expect(refused.message).toContain('set manager to the package manager the node has');
+    expect(await packagesState()).toBe(before);
+    const auto = await without('apt-get', () => failure(env().run(createNodeActivities({ pool }).packageInstall, request({ ...install, manager: 'auto' }))));
+    expect(auto.type).toBe('PackageManagerMissing');
+    expect(auto.message).toBe(`Node ${node} has none of apt-get, dnf, zypper (searched ${ROOT_PATH} as root): set manager in the package-install step, or install the packages another way`);
+    expect(await packagesState()).toBe(before);
+  }, 180_000);
 });
