@@ -160,17 +160,22 @@ describe('on a simulated node', () => {
 
 describe('every step kind that runs a program asks the probe first', () => {
   /** Where root commands find `program` on the node (the path a bind mount must hide). */
-  const where = async (program: string) => (await on(`PATH=${ROOT_PATH}; command -v ${program}`)).trim();
-  /** Hides `program` (a bind mount of /dev/null over it, as if its package were not installed) for `work`, on a fresh connection. */
-  const without = async <T>(program: string, work: () => Promise<T>): Promise<T> => {
-    const path = await where(program);
-    expect(path).toMatch(/^\//);
-    await on(`mount --bind /dev/null ${path}`);
-    await pool.close(node);
+  const where = async (program: string) => (await on(`PATH=${ROOT_PATH}; command -v ${program} || true`)).trim();
+  /** Hides the programs (a bind mount of /dev/null over each, as if its package were not installed) for `work`, on a fresh connection. */
+  const without = async <T>(programs: string[], work: () => Promise<T>): Promise<T> => {
+    const paths: string[] = [];
     try {
+      for (const program of programs) {
+        const path = await where(program);
+        if (path === '' && programs.length > 1) continue; // (not on this node anyway)
+        expect(path).toMatch(/^\//);
+        await on(`mount --bind /dev/null ${path}`);
+        paths.push(path);
+      }
+      await pool.close(node);
       return await work();
     } finally {
-      await on(`umount ${path}`);
+      for (const path of paths) await on(`umount ${path}`);
       await pool.close(node);
     }
   };
@@ -180,7 +185,7 @@ describe('every step kind that runs a program asks the probe first', () => {
 
   it('containerd-patch without containerd (its validator) fails ProgramMissing, naming node, program, the directories searched and the fix; the config keeps its bytes', async () => {
     const before = await patchState();
-    const refused = await without('containerd', async () => {
+    const refused = await without(['containerd'], async () => {
       events.length = 0;
       return failure(env().run(createNodeActivities({ pool }).containerdPatch, request(patch)));
     });
@@ -196,12 +201,12 @@ describe('every step kind that runs a program asks the probe first', () => {
     const install = PackageInstallStep.parse({ id: 'pkgs', kind: 'package-install', manager: 'apt', packages: [{ name: 'kata-containers', version: '3.2.0' }] });
     const packagesState = () => on('dpkg-query -W -f=\'${Package} ${Version}\\n\' | sort | sha256sum; ls -A /var/lib/katafleet 2>/dev/null; true');
     const before = await packagesState();
-    const refused = await without('apt-get', () => failure(env().run(createNodeActivities({ pool }).packageInstall, request(install))));
+    const refused = await without(['apt-get'], () => failure(env().run(createNodeActivities({ pool }).packageInstall, request(install))));
     expect(refused.type).toBe('ProgramMissing');
     expect(refused.message).toBe(programMissingMessage(node, ['apt-get'], ROOT_PATH, 'package-install "pkgs"'));
     expect(refused.message).toContain('set manager to the package manager the node has');
     expect(await packagesState()).toBe(before);
-    const auto = await without('apt-get', () => failure(env().run(createNodeActivities({ pool }).packageInstall, request({ ...install, manager: 'auto' }))));
+    const auto = await without(['apt-get', 'dnf', 'zypper'], () => failure(env().run(createNodeActivities({ pool }).packageInstall, request({ ...install, manager: 'auto' }))));
     expect(auto.type).toBe('PackageManagerMissing');
     expect(auto.message).toBe(`Node ${node} has none of apt-get, dnf, zypper (searched ${ROOT_PATH} as root): set manager in the package-install step, or install the packages another way`);
     expect(await packagesState()).toBe(before);
