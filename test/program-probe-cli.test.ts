@@ -94,6 +94,14 @@ id = "restart"
 kind = "service-restart"
 service = "containerd"
 wait_for_handlers = []
+
+[[steps]]
+id = "fails"
+kind = "prereq-check"
+cpu_flags = []
+require_kvm = false
+modules = ["katafleet_no_such_module"]
+persist_modules = false
 `);
   await writeFile(join(work, 'kata-off.toml'), `
 [playbook]
@@ -103,10 +111,6 @@ name = "kata-off"
 canary = 1
 wave_size = 1
 pause_between_waves = "0s"
-
-[[steps]]
-id = "rollback"
-kind = "rollback"
 
 [[steps]]
 id = "remove"
@@ -149,7 +153,7 @@ describe('katafleet rollout onto a node that lacks a program the install step ne
   }, 300_000);
 });
 
-const byPath = 'every command of a rollout (prereq-check, release-tarball, containerd-patch, service-restart, the node lock and journal) and of its rollback (rollback, release-tarball remove) calls every probed program by its absolute path';
+const byPath = 'every command of a rollout (prereq-check, release-tarball, containerd-patch, service-restart, the node lock, journal and recovery), of its rollback (the undos of a failed run) and of a removal (release-tarball remove) calls every probed program by its absolute path';
 
 /**
  * The probed programs a command's text calls by bare name: at a command position (the start, after ; & | ( { $( !,
@@ -164,11 +168,13 @@ describe('sudo-proof commands in a whole rollout and its rollback', () => {
   it(byPath, async () => {
     events.length = 0;
     const wire = await katafleet('rollout', join(work, 'kata-wire.toml'), '--inventory', inventory, '--follow', '--request-id', 'wire');
-    expect(wire.code).toBe(0);
-    expect(await on('grep -c containerd-shim-kata-v2 /etc/containerd/config.toml')).toBe('1\n');
+    // Its last step fails (no such kernel module): the run's undos put the config back and restart containerd.
+    expect(wire.code).not.toBe(0);
+    expect(`${wire.stdout}${wire.stderr}`).toContain('katafleet_no_such_module');
+    expect(events.some((event) => event.stdin?.includes('io.containerd.kata.v2'))).toBe(true);
+    expect(await on('grep -c io.containerd.kata.v2 /etc/containerd/config.toml || true')).toBe('0\n');
     const off = await katafleet('rollout', join(work, 'kata-off.toml'), '--inventory', inventory, '--follow', '--request-id', 'off');
-    expect(off.code).toBe(0);
-    expect(await on('grep -c containerd-shim-kata-v2 /etc/containerd/config.toml || true')).toBe('0\n');
+    expect(off.code === 0 ? '' : `${off.stdout}${off.stderr}`).toBe('');
     expect(await on('test -e /opt/kata; echo $?')).toBe('1\n');
     const sent = events.filter((event) => event.node === node);
     expect(sent.length).toBeGreaterThan(10);

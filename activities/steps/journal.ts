@@ -10,7 +10,7 @@
  * belongs to a run that ended without either: the next run recovers it before doing anything.
  */
 import { posix } from 'node:path';
-import { sh } from '../ssh';
+import { sh, type Command } from '../ssh';
 import type { StepRequest, Undo } from '../node-types';
 import type { NodeShell } from './node-shell';
 import { KATAFLEET_DIR } from './node-lock';
@@ -53,7 +53,17 @@ function entryPath(runId: string, index: number, stepId: string): string {
  * entry an earlier attempt of this run wrote (before its change, so it knows the original) is kept.
  */
 export async function writeIntent(shell: NodeShell, request: StepRequest, undo: Undo, intent: string, options: { keepFirst?: boolean } = {}): Promise<void> {
-  if (!request.journal) return;
+  const write = intentWrite(shell, request, undo, intent, options);
+  if (write) await shell.run(write.command, { stdin: write.stdin, signal: undefined });
+}
+
+/**
+ * {@link writeIntent} as a command and its stdin, for a step that sends it in front of its first change in one remote
+ * script (`intent || exit; change`: the intent is written and fsynced before the change starts, as with a command of
+ * its own); undefined for requests that do not journal.
+ */
+export function intentWrite(shell: NodeShell, request: StepRequest, undo: Undo, intent: string, options: { keepFirst?: boolean } = {}): { command: Command; stdin: string } | undefined {
+  if (!request.journal) return undefined;
   const attempt = activityContext()?.info.attempt ?? 1;
   const entry: JournalEntry = {
     runId: request.runId, node: shell.name, rolloutId: request.rolloutId, stepId: request.step.id, index: request.stepIndex ?? 0, attempt, at: new Date().toISOString(), intent, undo,
@@ -62,7 +72,7 @@ export async function writeIntent(shell: NodeShell, request: StepRequest, undo: 
   const temp = `${path}.${attempt}.tmp`;
   const [mkdir, tee, sync, mv, cat] = (['mkdir', 'tee', 'sync', 'mv', 'cat'] as const).map((program) => shell.tool(program));
   const write = sh`${mkdir} -p ${posix.dirname(path)} && ${tee} ${temp} >/dev/null && ${sync} ${temp} && ${mv} -f ${temp} ${path} && ${sync} ${posix.dirname(path)}`;
-  await shell.run(options.keepFirst ? sh`if test -e ${path}; then ${cat} >/dev/null; else ${write}; fi` : write, { stdin: `${JSON.stringify(entry)}\n`, signal: undefined });
+  return { command: options.keepFirst ? sh`if test -e ${path}; then ${cat} >/dev/null; else ${write}; fi` : write, stdin: `${JSON.stringify(entry)}\n` };
 }
 
 /** Removes one step's entry (its change was taken back by the step itself, e.g. an uncordon). */
