@@ -208,10 +208,18 @@ const proofs: Proof[] = [
     tests: { 'program-probe.test.ts': ['probes once per connection, on its first root command, however many steps run on it; a new connection probes again'] },
   },
   {
+    sentence: 'Every step kind, every undo, the node lock, the journal and the recovery call them by those absolute paths',
+    tests: { 'program-probe-cli.test.ts': [byPath] },
+  },
+  {
     sentence: 'A program a step needs that the node lacks fails that step before it changes anything',
     tests: {
       'program-probe-cli.test.ts': [refuses, succeeds],
-      'program-probe.test.ts': ['fails release-tarball with ProgramMissing when zstd is hidden, before changing anything; prereq-check still runs'],
+      'program-probe.test.ts': [
+        'fails release-tarball with ProgramMissing when zstd is hidden, before changing anything; prereq-check still runs',
+        'containerd-patch without containerd (its validator) fails ProgramMissing, naming node, program, the directories searched and the fix; the config keeps its bytes',
+        'package-install without apt-get fails ProgramMissing before anything is installed; without any package manager, auto says so',
+      ],
     },
   },
 ];
