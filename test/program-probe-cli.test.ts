@@ -219,6 +219,7 @@ const proofs: Proof[] = [
         'fails release-tarball with ProgramMissing when zstd is hidden, before changing anything; prereq-check still runs',
         'containerd-patch without containerd (its validator) fails ProgramMissing, naming node, program, the directories searched and the fix; the config keeps its bytes',
         'package-install without apt-get fails ProgramMissing before anything is installed; without any package manager, auto says so',
+        'package-repo without apt-get fails ProgramMissing after the key check, before the key, the source or its journal reach the node',
       ],
     },
   },

@@ -18,7 +18,8 @@ import { ROOT_PATH } from '../activities/ssh/quote';
 import { sshNodeOf } from '../activities/steps/node-shell';
 import { toNodeTarget } from '../api/rollout-service';
 import { loadInventory } from '../playbooks/load';
-import { ContainerdPatchStep, PackageInstallStep, PrereqCheckStep, ReleaseTarballStep, type ServiceRestartStep } from '../playbooks/schema';
+import { ContainerdPatchStep, PackageInstallStep, PackageRepoStep, PrereqCheckStep, ReleaseTarballStep, type ServiceRestartStep } from '../playbooks/schema';
+import type { ObsRepository } from '../sim/packages';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { sshRun } from '../sim/ssh-run';
 import { failure } from './helpers/failure';
@@ -210,5 +211,20 @@ describe('every step kind that runs a program asks the probe first', () => {
     expect(auto.type).toBe('PackageManagerMissing');
     expect(auto.message).toBe(`Node ${node} has none of apt-get, dnf, zypper (searched ${ROOT_PATH} as root): set manager in the package-install step, or install the packages another way`);
     expect(await packagesState()).toBe(before);
+  }, 180_000);
+
+  it('package-repo without apt-get fails ProgramMissing after the key check, before the key, the source or its journal reach the node', async () => {
+    const obs = JSON.parse(await readFile(join(fleet.mirror.dir, 'obs-repo.json'), 'utf8')) as ObsRepository;
+    const repoUrl = `http://127.0.0.1:${fleet.mirror.port}/${obs.path}`;
+    const repo = PackageRepoStep.parse({
+      id: 'repo', kind: 'package-repo', name: 'kata', url: repoUrl, suite: '/', key_url: `${repoUrl}Release.key`, key_fingerprint: obs.fingerprint,
+      packages: [{ name: 'kata-containers', version: '3.2.0' }],
+    });
+    const repoState = () => on('ls -A /etc/apt/keyrings /etc/apt/sources.list.d /var/lib/katafleet 2>/dev/null; true');
+    const before = await repoState();
+    const refused = await without(['apt-get'], () => failure(env().run(createNodeActivities({ pool }).packageRepo, request(repo))));
+    expect(refused.type).toBe('ProgramMissing');
+    expect(refused.message).toBe(programMissingMessage(node, ['apt-get'], ROOT_PATH, 'package-repo "repo"'));
+    expect(await repoState()).toBe(before);
   }, 180_000);
 });
