@@ -220,6 +220,7 @@ const proofs: Proof[] = [
         'containerd-patch without containerd (its validator) fails ProgramMissing, naming node, program, the directories searched and the fix; the config keeps its bytes',
         'package-install without apt-get fails ProgramMissing before anything is installed; without any package manager, auto says so',
         'package-repo without apt-get fails ProgramMissing after the key check, before the key, the source or its journal reach the node',
+        'prereq-check needs modprobe only for a module not loaded yet: without it, such a check fails ProgramMissing, a check of loaded modules still runs',
       ],
     },
   },

@@ -227,4 +227,19 @@ describe('every step kind that runs a program asks the probe first', () => {
     expect(refused.message).toBe(programMissingMessage(node, ['apt-get'], ROOT_PATH, 'package-repo "repo"'));
     expect(await repoState()).toBe(before);
   }, 180_000);
+
+  it('prereq-check needs modprobe only for a module not loaded yet: without it, such a check fails ProgramMissing, a check of loaded modules still runs', async () => {
+    const modulesState = () => on('ls -A /etc/modules-load.d /var/lib/katafleet 2>/dev/null; true');
+    const before = await modulesState();
+    const unloaded = PrereqCheckStep.parse({ id: 'modules', kind: 'prereq-check', cpu_flags: [], require_kvm: false, modules: ['katafleet_not_loaded'] });
+    const [refused, loaded] = await without(['modprobe'], async () => [
+      await failure(env().run(createNodeActivities({ pool }).prereqCheck, request(unloaded))),
+      (await env().run(createNodeActivities({ pool }).prereqCheck, request(prereq))) as StepOutcome,
+    ] as const);
+    expect(refused.type).toBe('ProgramMissing');
+    expect(refused.message).toBe(programMissingMessage(node, ['modprobe'], ROOT_PATH, 'prereq-check "modules"'));
+    expect(refused.message).toContain('install kmod (modprobe)');
+    expect(loaded.summary).toContain('modules kvm');
+    expect(await modulesState()).toBe(before);
+  }, 180_000);
 });
