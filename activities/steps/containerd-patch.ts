@@ -8,6 +8,11 @@
  * intent (the undo, with the sha256 it is about to write) to the journal on the node. A retried attempt that finds the config
  * already patched and this run's backup present reports the change (with its undo) instead of
  * forgetting it, so a run records exactly one backup and patches exactly once.
+ *
+ * SSH commands on the usual path (in-place, a config to back up): five. The reads (config, this run's backup and
+ * no-config marker); the journal intent and the backup copy (the intent first, fsynced, in the same script); the
+ * candidate and its validation; the swap; the sha256 read after the swap, a command of its own so that a cancellation
+ * can stop it (the journal lets the recovery take the swap back).
  */
 import { posix } from 'node:path';
 import {
