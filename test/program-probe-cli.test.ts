@@ -166,6 +166,8 @@ function bareCalls(text: string): string[] {
 
 describe('sudo-proof commands in a whole rollout and its rollback', () => {
   it(byPath, async () => {
+    // A fresh connection, as a new worker meets the node: its first command carries the probe.
+    await worker.pool.close(node);
     events.length = 0;
     const wire = await katafleet('rollout', join(work, 'kata-wire.toml'), '--inventory', inventory, '--follow', '--request-id', 'wire');
     // Its last step fails (no such kernel module): the run's undos put the config back and restart containerd.
