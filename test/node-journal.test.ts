@@ -91,8 +91,11 @@ async function failure(handle: WorkflowHandle<typeof nodeWorkflow>): Promise<{ t
 const configSha = async (name: string) => (await onNode(nodes, name, '/usr/bin/sha256sum /etc/containerd/config.toml')).split(/\s+/)[0];
 const journalListing = async (name: string) => (await onNode(nodes, name, 'ls -1 /var/lib/katafleet/journal 2>/dev/null; true')).trim();
 const hangAfterSwap = (name: string, on: boolean) => onNode(nodes, name, on ? 'touch /run/kf-test-hang' : 'rm -f /run/kf-test-hang');
-/** The step's sha256sum after the swap is hanging on the node. */
-const checkHanging = (name: string) => waitFor('sha256sum hanging after the swap', async () => ((await onNode(nodes, name, "pgrep -f '[/]usr/local/bin/sha256sum' || true")).trim() ? true : undefined), 60_000, 100);
+/**
+ * The step's sha256sum after the swap is hanging on the node: the wrapper script itself (its shell's command line),
+ * not a step's script that names /usr/local/bin/sha256sum (the program probe's path) in its text.
+ */
+const checkHanging = (name: string) => waitFor('sha256sum hanging after the swap', async () => ((await onNode(nodes, name, "pgrep -f '^/bin/sh /usr/local/bin/sha256sum' || true")).trim() ? true : undefined), 60_000, 100);
 
 const katafleet = (...args: string[]) => runKatafleet(env.address, args, 120_000);
 

@@ -18,7 +18,8 @@ import { ROOT_PATH } from '../activities/ssh/quote';
 import { sshNodeOf } from '../activities/steps/node-shell';
 import { toNodeTarget } from '../api/rollout-service';
 import { loadInventory } from '../playbooks/load';
-import { PrereqCheckStep, ReleaseTarballStep, type ServiceRestartStep } from '../playbooks/schema';
+import { ContainerdPatchStep, PackageInstallStep, PackageRepoStep, PrereqCheckStep, ReleaseTarballStep, type ServiceRestartStep } from '../playbooks/schema';
+import type { ObsRepository } from '../sim/packages';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { sshRun } from '../sim/ssh-run';
 import { failure } from './helpers/failure';
@@ -156,4 +157,89 @@ describe('on a simulated node', () => {
     await env().run(createNodeActivities({ pool }).undoStep, { node: target, undo: done.undo! });
     expect(await kataState()).toBe(before);
   }, 240_000);
+});
+
+describe('every step kind that runs a program asks the probe first', () => {
+  /** Where root commands find `program` on the node (the path a bind mount must hide). */
+  const where = async (program: string) => (await on(`PATH=${ROOT_PATH}; command -v ${program} || true`)).trim();
+  /** Hides the programs (a bind mount of /dev/null over each, as if its package were not installed) for `work`, on a fresh connection. */
+  const without = async <T>(programs: string[], work: () => Promise<T>): Promise<T> => {
+    const paths: string[] = [];
+    try {
+      for (const program of programs) {
+        const path = await where(program);
+        if (path === '' && programs.length > 1) continue; // (not on this node anyway)
+        expect(path).toMatch(/^\//);
+        await on(`mount --bind /dev/null ${path}`);
+        paths.push(path);
+      }
+      await pool.close(node);
+      return await work();
+    } finally {
+      for (const path of paths) await on(`umount ${path}`);
+      await pool.close(node);
+    }
+  };
+  const patch = ContainerdPatchStep.parse({ id: 'patch', kind: 'containerd-patch', runtimes: [{ name: 'kata', runtime_type: 'io.containerd.kata.v2' }] });
+  /** Everything containerd-patch could change: its files, byte for byte, and katafleet's own. */
+  const patchState = () => on('ls -A /etc/containerd /var/lib/katafleet 2>/dev/null; sha256sum /etc/containerd/*.toml 2>/dev/null; true');
+
+  it('containerd-patch without containerd (its validator) fails ProgramMissing, naming node, program, the directories searched and the fix; the config keeps its bytes', async () => {
+    const before = await patchState();
+    const refused = await without(['containerd'], async () => {
+      events.length = 0;
+      return failure(env().run(createNodeActivities({ pool }).containerdPatch, request(patch)));
+    });
+    expect(refused.type).toBe('ProgramMissing');
+    expect(refused.message).toBe(programMissingMessage(node, ['containerd'], ROOT_PATH, 'containerd-patch "patch"'));
+    expect(refused.message).toContain('install containerd');
+    expect(await patchState()).toBe(before);
+    // The step sent its read (with the probe) and nothing else: no backup, no candidate, no journal.
+    expect(events.every((event) => event.stdin === undefined)).toBe(true);
+  }, 180_000);
+
+  it('package-install without apt-get fails ProgramMissing before anything is installed; without any package manager, auto says so', async () => {
+    const install = PackageInstallStep.parse({ id: 'pkgs', kind: 'package-install', manager: 'apt', packages: [{ name: 'kata-containers', version: '3.2.0' }] });
+    const packagesState = () => on('dpkg-query -W -f=\'${Package} ${Version}\\n\' | sort | sha256sum; ls -A /var/lib/katafleet 2>/dev/null; true');
+    const before = await packagesState();
+    const refused = await without(['apt-get'], () => failure(env().run(createNodeActivities({ pool }).packageInstall, request(install))));
+    expect(refused.type).toBe('ProgramMissing');
+    expect(refused.message).toBe(programMissingMessage(node, ['apt-get'], ROOT_PATH, 'package-install "pkgs"'));
+    expect(refused.message).toContain('set manager to the package manager the node has');
+    expect(await packagesState()).toBe(before);
+    const auto = await without(['apt-get', 'dnf', 'zypper'], () => failure(env().run(createNodeActivities({ pool }).packageInstall, request({ ...install, manager: 'auto' }))));
+    expect(auto.type).toBe('PackageManagerMissing');
+    expect(auto.message).toBe(`Node ${node} has none of apt-get, dnf, zypper (searched ${ROOT_PATH} as root): set manager in the package-install step, or install the packages another way`);
+    expect(await packagesState()).toBe(before);
+  }, 180_000);
+
+  it('package-repo without apt-get fails ProgramMissing after the key check, before the key, the source or its journal reach the node', async () => {
+    const obs = JSON.parse(await readFile(join(fleet.mirror.dir, 'obs-repo.json'), 'utf8')) as ObsRepository;
+    const repoUrl = `http://127.0.0.1:${fleet.mirror.port}/${obs.path}`;
+    const repo = PackageRepoStep.parse({
+      id: 'repo', kind: 'package-repo', name: 'kata', url: repoUrl, suite: '/', key_url: `${repoUrl}Release.key`, key_fingerprint: obs.fingerprint,
+      packages: [{ name: 'kata-containers', version: '3.2.0' }],
+    });
+    const repoState = () => on('ls -A /etc/apt/keyrings /etc/apt/sources.list.d /var/lib/katafleet 2>/dev/null; true');
+    const before = await repoState();
+    const refused = await without(['apt-get'], () => failure(env().run(createNodeActivities({ pool }).packageRepo, request(repo))));
+    expect(refused.type).toBe('ProgramMissing');
+    expect(refused.message).toBe(programMissingMessage(node, ['apt-get'], ROOT_PATH, 'package-repo "repo"'));
+    expect(await repoState()).toBe(before);
+  }, 180_000);
+
+  it('prereq-check needs modprobe only for a module not loaded yet: without it, such a check fails ProgramMissing, a check of loaded modules still runs', async () => {
+    const modulesState = () => on('ls -A /etc/modules-load.d /var/lib/katafleet 2>/dev/null; true');
+    const before = await modulesState();
+    const unloaded = PrereqCheckStep.parse({ id: 'modules', kind: 'prereq-check', cpu_flags: [], require_kvm: false, modules: ['katafleet_not_loaded'] });
+    const [refused, loaded] = await without(['modprobe'], async () => [
+      await failure(env().run(createNodeActivities({ pool }).prereqCheck, request(unloaded))),
+      (await env().run(createNodeActivities({ pool }).prereqCheck, request(prereq))) as StepOutcome,
+    ] as const);
+    expect(refused.type).toBe('ProgramMissing');
+    expect(refused.message).toBe(programMissingMessage(node, ['modprobe'], ROOT_PATH, 'prereq-check "modules"'));
+    expect(refused.message).toContain('install kmod (modprobe)');
+    expect(loaded.summary).toContain('modules kvm');
+    expect(await modulesState()).toBe(before);
+  }, 180_000);
 });

@@ -8,6 +8,11 @@
  * intent (the undo, with the sha256 it is about to write) to the journal on the node. A retried attempt that finds the config
  * already patched and this run's backup present reports the change (with its undo) instead of
  * forgetting it, so a run records exactly one backup and patches exactly once.
+ *
+ * SSH commands on the usual path (in-place, a config to back up): five. The reads (config, this run's backup and
+ * no-config marker); the journal intent and the backup copy (the intent first, fsynced, in the same script); the
+ * candidate and its validation; the swap; the sha256 read after the swap, a command of its own so that a cancellation
+ * can stop it (the journal lets the recovery take the swap back).
  */
 import { posix } from 'node:path';
 import {
@@ -18,12 +23,12 @@ import {
   type PatchOutcome,
 } from '../containerd-config';
 import { getPath, isTable, parseToml } from '../containerd-config/data';
-import { sh } from '../ssh';
+import { sh, type Command, type CommandResult } from '../ssh';
 import type { ContainerdPatchStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import { sha256Hex, type NodeShell } from './node-shell';
-import { writeIntent } from './journal';
-import { activityContext, failureType, permanentFailure, transientFailure } from './step-runtime';
+import { intentWrite } from './journal';
+import { activityContext, cancellationSignal, failureType, permanentFailure, transientFailure } from './step-runtime';
 
 /** A backup named for this run exists but holds other bytes than the config it would back up. Never retried. */
 export const ContainerdBackupConflict = 'ContainerdBackupConflict';
@@ -57,15 +62,52 @@ function candidatePrefix(configPath: string, runId: string): string {
   return `${configPath}.katafleet-${runTag(runId)}-a`;
 }
 
+/** On stderr (exit 125) when the candidate could not be written, so a validator's own exit 125 is not taken for it. */
+const CANDIDATE_NOT_WRITTEN = 'katafleet-candidate-not-written';
+
+/**
+ * The first read, one command: the config's bytes, the sha256 of this run's backup and whether this run's no-config
+ * marker exists. A file that exists but cannot be read is an error, never "absent".
+ */
+async function readPatchState(shell: NodeShell, configPath: string, backupPath: string, absentMarker: string): Promise<{ config?: string; backupSha?: string; absent: boolean }> {
+  const parts = await shell.readAll({
+    config: sh`if test -f ${configPath}; then ${shell.tool('cat')} ${configPath}; else exit 3; fi`,
+    backupSha: sh`if test -f ${backupPath}; then ${shell.tool('sha256sum')} ${backupPath}; else exit 3; fi`,
+    absent: sh`test -e ${absentMarker}`,
+  });
+  for (const [name, path] of [['config', configPath], ['backupSha', backupPath]] as const) {
+    if (parts[name].exitCode !== 0 && parts[name].exitCode !== 3) {
+      throw transientFailure('CommandFailed', `Node ${shell.name}: reading ${path} failed (exit ${parts[name].exitCode}); trying again`);
+    }
+  }
+  return {
+    config: parts.config.exitCode === 0 ? parts.config.stdout : undefined,
+    backupSha: parts.backupSha.exitCode === 0 ? parts.backupSha.stdout.trim().split(/\s+/)[0] : undefined,
+    absent: parts.absent.exitCode === 0,
+  };
+}
+
+/** The programs containerd-patch runs on the node (found by the program probe; all required). */
+export const PATCH_PROGRAMS = ['containerd', 'cp', 'ln', 'rm', 'mv', 'mkdir', 'touch', 'tee', 'sync', 'chmod', 'chown', 'sha256sum'] as const;
+type PatchPrograms = Record<(typeof PATCH_PROGRAMS)[number], string>;
+
 export async function containerdPatch(shell: NodeShell, request: StepRequest<ContainerdPatchStep>): Promise<StepOutcome> {
   const { step, runId } = request;
   const configPath = step.config_path;
   const attempt = activityContext()?.info.attempt ?? 1;
-  const original = await shell.readFile(configPath);
+  const backupPath = backupPathFor(configPath, runId);
+  const absentMarker = absentMarkerFor(configPath, runId);
+  // One command reads the config, this run's backup of it and its no-config marker (an earlier attempt's).
+  const first = await readPatchState(shell, configPath, backupPath, absentMarker);
+  const original = first.config;
   const outcome = computePatch(shell, step, original ?? '');
+  // The programs this step runs, from the probe that came with the read above; one missing fails it here, unchanged.
+  const bin = await shell.programs(`containerd-patch "${step.id}"`, PATCH_PROGRAMS);
   const dropInMode = step.action === 'add' && step.mode === 'drop-in';
 
-  // The intent goes to the journal on the node before the first change (drop-in, backup, swap).
+  // The intent goes to the journal on the node before the first change (drop-in, backup, swap): in drop-in mode a
+  // command of its own, otherwise in front of the first change, in the same remote script.
+  let intent: { command: Command; stdin: string } | undefined;
   if (request.journal) {
     const dropInCurrent = dropInMode && outcome.dropIn ? await shell.readFile(outcome.dropIn.path) : undefined;
     const dropInOurs = dropInMode && outcome.dropIn !== undefined
@@ -74,27 +116,29 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
     if ((outcome.status !== 'unchanged' || dropInOurs) && !dropInConflict) {
       const originalSha = original === undefined ? undefined : sha256Hex(original);
       const undo: Undo = restoreUndo(step, original === undefined ? undefined : backupPathFor(configPath, runId), originalSha, dropInOurs ? outcome.dropIn?.path : undefined, outcome.status === 'unchanged' ? originalSha : sha256Hex(outcome.content));
-      await writeIntent(shell, request, undo, `${describe(step)} in ${configPath}${original === undefined ? ' (no config yet: write one)' : `, original backed up to ${backupPathFor(configPath, runId)}`}`, { keepFirst: true });
+      intent = intentWrite(shell, request, undo, `${describe(step)} in ${configPath}${original === undefined ? ' (no config yet: write one)' : `, original backed up to ${backupPathFor(configPath, runId)}`}`, { keepFirst: true });
+      if (dropInMode && intent) {
+        await shell.run(intent.command, { stdin: intent.stdin, signal: undefined });
+        intent = undefined;
+      }
     }
   }
 
-  const dropIn = dropInMode ? await placeDropIn(shell, runId, outcome, attempt) : undefined;
+  const dropIn = dropInMode ? await placeDropIn(shell, bin, runId, outcome, attempt) : undefined;
   const createdDropIn = dropIn?.created ? dropIn.path : undefined;
-  const backupPath = backupPathFor(configPath, runId);
-  const absentMarker = absentMarkerFor(configPath, runId);
 
   if (outcome.status === 'unchanged') {
     if (dropIn?.created && original !== undefined) {
       // Only the drop-in is new (the config already imports it): back up the config anyway, so the undo has one shape.
-      const originalSha = await backUp(shell, configPath, backupPath, original, attempt);
-      if (dropIn.writtenNow) await validateOnNode(shell, configPath, configPath, [dropIn.path, dropIn.marker]);
+      const originalSha = await backUp(shell, bin, configPath, backupPath, original, attempt, first.backupSha);
+      if (dropIn.writtenNow) await validateOnNode(shell, bin, configPath, configPath, [dropIn.path, dropIn.marker]);
       const undo: Undo = restoreUndo(step, backupPath, originalSha, createdDropIn, originalSha);
       return { changed: true, summary: `${dropIn.summary}; ${configPath} already imports it`, undo, facts: facts(undo, originalSha) };
     }
     // This run's backup (or absent marker) next to an already patched config: an earlier attempt patched it and lost its result.
-    const backupSha = await shell.sha256(backupPath);
-    if (backupSha !== undefined || (await shell.exists(absentMarker))) {
-      const currentSha = await shell.sha256(configPath);
+    const backupSha = first.backupSha;
+    if (backupSha !== undefined || first.absent) {
+      const currentSha = original === undefined ? undefined : sha256Hex(original);
       const undo: Undo = restoreUndo(step, backupSha === undefined ? undefined : backupPath, backupSha, createdDropIn, currentSha);
       return {
         changed: true,
@@ -109,26 +153,33 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
   let originalSha: string | undefined;
   const backupCreated = { now: false };
   if (original === undefined) {
-    await shell.run(sh`mkdir -p ${posix.dirname(configPath)} && touch ${absentMarker}`);
+    const mark = sh`${bin.mkdir} -p ${posix.dirname(configPath)} && ${bin.touch} ${absentMarker}`;
+    await shell.run(intent ? sh`${intent.command} || exit 1
+${mark}` : mark, { stdin: intent?.stdin, signal: intent ? undefined : cancellationSignal() });
   } else {
-    originalSha = await backUp(shell, configPath, backupPath, original, attempt, backupCreated);
+    originalSha = await backUp(shell, bin, configPath, backupPath, original, attempt, first.backupSha, backupCreated, intent);
   }
   const candidate = candidatePathFor(configPath, runId, attempt);
-  // 0600 until chmod --reference: the config may hold registry credentials.
-  await shell.run(sh`umask 077 && tee ${candidate} >/dev/null && sync ${candidate}`, { stdin: outcome.content });
   // On a refusal the files this attempt made go (the node's lock keeps every other attempt out meanwhile);
   // a backup an earlier attempt made stays, its journal entry names it.
   const ownFiles = [candidate, original === undefined ? absentMarker : backupCreated.now ? backupPath : candidate, ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];
-  await validateOnNode(shell, candidate, configPath, ownFiles);
+  // One command writes the candidate (0600 until chmod --reference: the config may hold registry credentials) and
+  // has containerd validate it.
+  const validation = await shell.run(sh`umask 077 && ${bin.tee} ${candidate} >/dev/null && ${bin.sync} ${candidate} || { echo ${CANDIDATE_NOT_WRITTEN} >&2; exit 125; }
+${bin.containerd} --config ${candidate} config dump >/dev/null`, { stdin: outcome.content, allowExitCodes: [...Array(256).keys()] });
+  if (validation.exitCode === 125 && validation.stderr.includes(CANDIDATE_NOT_WRITTEN)) {
+    throw transientFailure('CommandFailed', `Node ${shell.name}: writing the candidate ${candidate} failed: ${validation.stderr.trim().split('\n').filter((line) => line !== CANDIDATE_NOT_WRITTEN).slice(-3).join(' | ')}; trying again`);
+  }
+  await refuseInvalid(shell, bin, validation, candidate, configPath, ownFiles);
   // The swap and the check after it are not stopped by a cancellation: once started they finish, and the
   // journal (written above) lets the recovery take the swap back.
   // One command: the swap, then the candidates of earlier attempts of this run (a crashed attempt's, or one named
   // before candidates were per attempt) removed. The read after it stays a command of its own: a cancellation may
   // stop it (the journal lets the recovery take the swap back).
   const swap = original === undefined
-    ? sh`chmod 0644 ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`
-    : sh`chmod --reference=${configPath} ${candidate} && chown --reference=${configPath} ${candidate} && mv -f ${candidate} ${configPath} && sync ${posix.dirname(configPath)}`;
-  await shell.run(sh`${swap} && rm -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
+    ? sh`${bin.chmod} 0644 ${candidate} && ${bin.mv} -f ${candidate} ${configPath} && ${bin.sync} ${posix.dirname(configPath)}`
+    : sh`${bin.chmod} --reference=${configPath} ${candidate} && ${bin.chown} --reference=${configPath} ${candidate} && ${bin.mv} -f ${candidate} ${configPath} && ${bin.sync} ${posix.dirname(configPath)}`;
+  await shell.run(sh`${swap} && ${bin.rm} -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
   const configSha = await shell.sha256(configPath);
   if (configSha !== sha256Hex(outcome.content)) {
     throw transientFailure('ContainerdConfigChanged', `Node ${shell.name}: ${configPath} changed while katafleet replaced it (sha256 ${configSha}); the step will re-read it and try again`);
@@ -201,14 +252,16 @@ function assertSameRuntimeTypes(text: string, outcome: PatchOutcome, step: Conta
  * complete temp copy: `ln` refuses an existing name), then checks the backup holds the bytes read.
  * Returns the original's sha256.
  */
-async function backUp(shell: NodeShell, configPath: string, backupPath: string, original: string, attempt: number, created?: { now: boolean }): Promise<string> {
+async function backUp(shell: NodeShell, bin: PatchPrograms, configPath: string, backupPath: string, original: string, attempt: number,
+  existing: string | undefined, created?: { now: boolean }, intent?: { command: Command; stdin: string }): Promise<string> {
   const expected = sha256Hex(original);
-  const existing = await shell.sha256(backupPath);
   if (created) created.now = existing === undefined;
+  if (existing !== undefined && intent) await shell.run(intent.command, { stdin: intent.stdin, signal: undefined });
   if (existing === undefined) {
     const temp = `${backupPath}.${attempt}.tmp`;
-    // The copy and the read of what the backup holds now, in one command.
-    const copied = await shell.run(sh`cp -p ${configPath} ${temp} && sync ${temp} && { ln ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; rm -f ${temp}; sync ${posix.dirname(backupPath)}; if [ $status -ne 0 ]; then exit $status; fi; sha256sum ${backupPath}`);
+    // The intent (when the run journals), the copy and the read of what the backup holds now, in one command.
+    const copied = await shell.run(sh`${intent ? sh`${intent.command} || exit 1
+` : sh``}${bin.cp} -p ${configPath} ${temp} && ${bin.sync} ${temp} && { ${bin.ln} ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; ${bin.rm} -f ${temp}; ${bin.sync} ${posix.dirname(backupPath)}; if [ $status -ne 0 ]; then exit $status; fi; ${bin.sha256sum} ${backupPath}`, intent ? { stdin: intent.stdin, signal: undefined } : {});
     return checkBackup(shell, configPath, backupPath, expected, copied.stdout.trim().split(/\s+/)[0], false);
   }
   return checkBackup(shell, configPath, backupPath, expected, existing, true);
@@ -229,10 +282,15 @@ function checkBackup(shell: NodeShell, configPath: string, backupPath: string, e
  * `containerd --config FILE config dump` must accept the candidate; otherwise the files this attempt
  * made (`ownFiles`: candidate, backup, drop-in) are removed and the config keeps its bytes.
  */
-async function validateOnNode(shell: NodeShell, file: string, configPath: string, ownFiles: readonly string[]): Promise<void> {
-  const result = await shell.run(sh`containerd --config ${file} config dump >/dev/null`, { allowExitCodes: [...Array(256).keys()] });
+async function validateOnNode(shell: NodeShell, bin: PatchPrograms, file: string, configPath: string, ownFiles: readonly string[]): Promise<void> {
+  const result = await shell.run(sh`${bin.containerd} --config ${file} config dump >/dev/null`, { allowExitCodes: [...Array(256).keys()] });
+  await refuseInvalid(shell, bin, result, file, configPath, ownFiles);
+}
+
+/** {@link validateOnNode}'s verdict on the validator's `result`. */
+async function refuseInvalid(shell: NodeShell, bin: PatchPrograms, result: CommandResult, file: string, configPath: string, ownFiles: readonly string[]): Promise<void> {
   if (result.exitCode === 0) return;
-  await shell.run(sh`rm -f ${ownFiles}`);
+  await shell.run(sh`${bin.rm} -f ${ownFiles}`);
   throw permanentFailure(ContainerdConfigInvalid,
     `containerd on node ${shell.name} refuses the patched ${configPath} (containerd --config ${file} config dump exited with ${result.exitCode}): ` +
     `${(result.stderr.trim() || result.stdout.trim()).split('\n').slice(-5).join(' | ')}; nothing was replaced, ${configPath} keeps its bytes`);
@@ -253,7 +311,7 @@ interface PlacedDropIn {
  * Drop-in mode: writes the runtimes' file unless the node has it already. An existing file with other
  * content belongs to someone (or an earlier playbook) and is refused rather than overwritten.
  */
-async function placeDropIn(shell: NodeShell, runId: string, outcome: PatchOutcome, attempt: number): Promise<PlacedDropIn> {
+async function placeDropIn(shell: NodeShell, bin: PatchPrograms, runId: string, outcome: PatchOutcome, attempt: number): Promise<PlacedDropIn> {
   const dropIn = outcome.dropIn;
   if (!dropIn) throw new Error('the patcher returned no drop-in in drop-in mode');
   const marker = dropInMarkerFor(dropIn.path, runId);
@@ -267,7 +325,7 @@ async function placeDropIn(shell: NodeShell, runId: string, outcome: PatchOutcom
       `Node ${shell.name}: the drop-in ${dropIn.path} exists with other content than the playbook's runtimes; katafleet does not overwrite it — ` +
       'compare it with the playbook, then remove it or set drop_in_path to another file');
   }
-  await shell.run(sh`mkdir -p ${posix.dirname(dropIn.path)} && touch ${marker}`);
+  await shell.run(sh`${bin.mkdir} -p ${posix.dirname(dropIn.path)} && ${bin.touch} ${marker}`);
   await shell.writeFileAtomic(dropIn.path, dropIn.content, `${dropIn.path}.katafleet-a${attempt}-tmp`);
   return { path: dropIn.path, marker, created: true, writtenNow: true, summary: `wrote ${dropIn.path}` };
 }

@@ -10,7 +10,7 @@
  * belongs to a run that ended without either: the next run recovers it before doing anything.
  */
 import { posix } from 'node:path';
-import { sh } from '../ssh';
+import { sh, type Command } from '../ssh';
 import type { StepRequest, Undo } from '../node-types';
 import type { NodeShell } from './node-shell';
 import { KATAFLEET_DIR } from './node-lock';
@@ -53,27 +53,38 @@ function entryPath(runId: string, index: number, stepId: string): string {
  * entry an earlier attempt of this run wrote (before its change, so it knows the original) is kept.
  */
 export async function writeIntent(shell: NodeShell, request: StepRequest, undo: Undo, intent: string, options: { keepFirst?: boolean } = {}): Promise<void> {
-  if (!request.journal) return;
+  const write = intentWrite(shell, request, undo, intent, options);
+  if (write) await shell.run(write.command, { stdin: write.stdin, signal: undefined });
+}
+
+/**
+ * {@link writeIntent} as a command and its stdin, for a step that sends it in front of its first change in one remote
+ * script (`intent || exit; change`: the intent is written and fsynced before the change starts, as with a command of
+ * its own); undefined for requests that do not journal.
+ */
+export function intentWrite(shell: NodeShell, request: StepRequest, undo: Undo, intent: string, options: { keepFirst?: boolean } = {}): { command: Command; stdin: string } | undefined {
+  if (!request.journal) return undefined;
   const attempt = activityContext()?.info.attempt ?? 1;
   const entry: JournalEntry = {
     runId: request.runId, node: shell.name, rolloutId: request.rolloutId, stepId: request.step.id, index: request.stepIndex ?? 0, attempt, at: new Date().toISOString(), intent, undo,
   };
   const path = entryPath(request.runId, entry.index, entry.stepId);
   const temp = `${path}.${attempt}.tmp`;
-  const write = sh`mkdir -p ${posix.dirname(path)} && tee ${temp} >/dev/null && sync ${temp} && mv -f ${temp} ${path} && sync ${posix.dirname(path)}`;
-  await shell.run(options.keepFirst ? sh`if test -e ${path}; then cat >/dev/null; else ${write}; fi` : write, { stdin: `${JSON.stringify(entry)}\n`, signal: undefined });
+  const [mkdir, tee, sync, mv, cat] = (['mkdir', 'tee', 'sync', 'mv', 'cat'] as const).map((program) => shell.tool(program));
+  const write = sh`${mkdir} -p ${posix.dirname(path)} && ${tee} ${temp} >/dev/null && ${sync} ${temp} && ${mv} -f ${temp} ${path} && ${sync} ${posix.dirname(path)}`;
+  return { command: options.keepFirst ? sh`if test -e ${path}; then ${cat} >/dev/null; else ${write}; fi` : write, stdin: `${JSON.stringify(entry)}\n` };
 }
 
 /** Removes one step's entry (its change was taken back by the step itself, e.g. an uncordon). */
 export async function dropIntent(shell: NodeShell, request: StepRequest): Promise<void> {
   if (!request.journal) return;
-  await shell.run(sh`rm -f ${entryPath(request.runId, request.stepIndex ?? 0, request.step.id)} && sync ${journalDirFor(request.runId)}`, { signal: undefined });
+  await shell.run(sh`${shell.tool('rm')} -f ${entryPath(request.runId, request.stepIndex ?? 0, request.step.id)} && ${shell.tool('sync')} ${journalDirFor(request.runId)}`, { signal: undefined });
 }
 
 /** Every entry of one run's journal, highest index (newest step) first. Unreadable entries are reported, not skipped. */
 export async function readJournal(shell: NodeShell, runId: string): Promise<{ entries: JournalEntry[]; unreadable: string[] }> {
   const dir = journalDirFor(runId);
-  const text = await shell.output(sh`for f in ${dir}/*.json; do test -f "$f" || continue; echo "@@@ $f"; cat "$f"; echo; done`);
+  const text = await shell.output(sh`for f in ${dir}/*.json; do test -f "$f" || continue; echo "@@@ $f"; ${shell.tool('cat')} "$f"; echo; done`);
   const entries: JournalEntry[] = [];
   const unreadable: string[] = [];
   for (const chunk of text.split(/^@@@ /m).filter((c) => c.trim())) {
@@ -99,7 +110,7 @@ export async function journaledRuns(shell: NodeShell): Promise<string[]> {
 
 /** Deletes one run's journal (all taken back, or the run succeeded). */
 export async function clearJournal(shell: NodeShell, runId: string): Promise<void> {
-  await shell.run(sh`rm -rf ${journalDirFor(runId)} && sync ${KATAFLEET_DIR}`, { signal: undefined });
+  await shell.run(sh`${shell.tool('rm')} -rf ${journalDirFor(runId)} && ${shell.tool('sync')} ${KATAFLEET_DIR}`, { signal: undefined });
 }
 
 /** Where succeeded runs' undo records are kept (newest highest), for the `rollback` step kind. */
@@ -122,16 +133,17 @@ export interface AppliedRecord {
 export async function commitJournal(shell: NodeShell, record: { runId: string; rolloutId: string; undos: Undo[] }): Promise<void> {
   if (record.undos.length > 0) {
     const text = `${JSON.stringify({ ...record, at: new Date().toISOString() } satisfies AppliedRecord)}\n`;
-    await shell.run(sh`mkdir -p ${APPLIED_DIR} && cd ${APPLIED_DIR} && if ls *-${record.runId}.json >/dev/null 2>&1; then cat >/dev/null; exit 0; fi
+    const [mkdir, tee, sync, mv, cat] = (['mkdir', 'tee', 'sync', 'mv', 'cat'] as const).map((program) => shell.tool(program));
+    await shell.run(sh`${mkdir} -p ${APPLIED_DIR} && cd ${APPLIED_DIR} && if ls *-${record.runId}.json >/dev/null 2>&1; then ${cat} >/dev/null; exit 0; fi
 n=$(ls -1 | grep -E '^[0-9]+-' | cut -d- -f1 | sort -n | tail -n 1 | sed 's/^0*//'); n=$(( \${n:-0} + 1 ))
-tee .tmp-${record.runId} >/dev/null && sync .tmp-${record.runId} && mv -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && sync .`, { stdin: text, signal: undefined });
+${tee} .tmp-${record.runId} >/dev/null && ${sync} .tmp-${record.runId} && ${mv} -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && ${sync} .`, { stdin: text, signal: undefined });
   }
   await clearJournal(shell, record.runId);
 }
 
 /** The newest applied record whose undos satisfy `wanted`, with its file; undefined when there is none. */
 export async function newestApplied(shell: NodeShell, wanted: (record: AppliedRecord) => boolean): Promise<{ file: string; record: AppliedRecord } | undefined> {
-  const text = await shell.output(sh`if test -d ${APPLIED_DIR}; then cd ${APPLIED_DIR} && for f in $(ls -1 | grep -E '^[0-9]+-.*\.json$' | sort -rn); do echo "@@@ $f"; cat "$f"; echo; done; fi`);
+  const text = await shell.output(sh`if test -d ${APPLIED_DIR}; then cd ${APPLIED_DIR} && for f in $(ls -1 | grep -E '^[0-9]+-.*\.json$' | sort -rn); do echo "@@@ $f"; ${shell.tool('cat')} "$f"; echo; done; fi`);
   for (const chunk of text.split(/^@@@ /m).filter((c) => c.trim())) {
     const newline = chunk.indexOf('\n');
     try {

@@ -21,6 +21,7 @@
  */
 import { quote, sh, type Command, type CommandResult, type RunOptions, type SshPool } from '../ssh';
 import type { NodeTarget } from '../node-types';
+import type { ProbedProgram } from '../ssh/programs';
 import { NodeShell } from './node-shell';
 import { activityContext, pause, permanentFailure, transientFailure } from './step-runtime';
 
@@ -43,6 +44,9 @@ export const LOCK_GRACE_SECONDS = 3;
 export function runningPath(node: string): string {
   return `${lockPath(node)}.running`;
 }
+
+/** The path (or, before the connection's probe answered, the name) of a program: {@link NodeShell.tool}. */
+type ToolOf = (program: ProbedProgram) => string;
 
 /** Another owner holds the node's lease; retried (the lease ends with its attempt). */
 export const NodeBusy = 'NodeBusy';
@@ -86,26 +90,27 @@ const RENEW_BELOW_MS = 10_000;
  * `<owner> <expires> <rank>`. The script leaves fd 9
  * (the lock file's flock) open, so that a command that follows in the same script starts before any other take.
  */
-function takeScript(node: string, owner: string, leaseSeconds: number, rank: number): Command {
+function takeScript(node: string, owner: string, leaseSeconds: number, rank: number, tool: ToolOf): Command {
+  const [mkdir, touch, flock, tee, sync, mv] = (['mkdir', 'touch', 'flock', 'tee', 'sync', 'mv'] as const).map(tool);
   const lockFile = lockPath(node);
   const runningFile = runningPath(node);
   const sameRun = `${owner.split('/')[0]}/`;
-  return sh`mkdir -p ${KATAFLEET_DIR} && { test -e ${lockFile}.flock || touch ${lockFile}.flock; } && { test -e ${runningFile} || touch ${runningFile}; } && exec 9<${lockFile}.flock && flock -w 10 9 || { echo ${NODE_BUSY_TEXT} >&2; exit 98; }
+  return sh`${mkdir} -p ${KATAFLEET_DIR} && { test -e ${lockFile}.flock || ${touch} ${lockFile}.flock; } && { test -e ${runningFile} || ${touch} ${runningFile}; } && exec 9<${lockFile}.flock && ${flock} -w 10 9 || { echo ${NODE_BUSY_TEXT} >&2; exit 98; }
 now=$(date +%s); o=; e=0; k=; g=${LOCK_GRACE_SECONDS}; l=${leaseSeconds}; r=${sameRun}; n=${rank}
 if [ -f ${lockFile} ]; then read o e k < ${lockFile} || true; fi
 case "$e" in ''|*[!0-9]*) e=0 ;; esac
 s=; case "$o" in "$r"*) case "$k" in ''|*[!0-9]*) ;; *) if [ "$k" -lt "$n" ]; then s=1; fi ;; esac ;; esac
 if [ -n "$o" ] && [ "$o" != ${owner} ] && [ -z "$s" ] && [ "$now" -lt $((e + g)) ]; then echo "$o $e $now"; echo ${NODE_BUSY_TEXT} >&2; exit 97; fi
-if [ -n "$o" ] && [ "$o" != ${owner} ] && ! flock -x -n ${runningFile} true; then echo "$o $e $now running"; echo ${NODE_BUSY_TEXT} >&2; exit 97; fi
-printf '%s %s %s\\n' ${owner} $((now + l)) "$n" | tee ${lockFile}.tmp >/dev/null && sync ${lockFile}.tmp && mv -f ${lockFile}.tmp ${lockFile} && sync ${KATAFLEET_DIR}`;
+if [ -n "$o" ] && [ "$o" != ${owner} ] && ! ${flock} -x -n ${runningFile} true; then echo "$o $e $now running"; echo ${NODE_BUSY_TEXT} >&2; exit 97; fi
+printf '%s %s %s\\n' ${owner} $((now + l)) "$n" | ${tee} ${lockFile}.tmp >/dev/null && ${sync} ${lockFile}.tmp && ${mv} -f ${lockFile}.tmp ${lockFile} && ${sync} ${KATAFLEET_DIR}`;
 }
 
 /**
  * Runs COMMAND holding the running lock shared (fd 8, not inherited by the command, so not by daemons it starts),
  * taken while fd 9 (the lock file's flock) is still held; the script's exit status is the command's.
  */
-function underRunningLock(node: string, command: Command): Command {
-  return sh`exec 8<${runningPath(node)} && flock -s -w 10 8 || { echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; }
+function underRunningLock(node: string, command: Command, tool: ToolOf): Command {
+  return sh`exec 8<${runningPath(node)} && ${tool('flock')} -s -w 10 8 || { echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; }
 exec 9>&-
 sh -c ${quoted(command)} 8>&-`;
 }
@@ -136,6 +141,9 @@ export class LockedShell extends NodeShell {
     super(pool, target);
   }
 
+  /** {@link NodeShell.tool} as a function, for the lock's scripts. */
+  private readonly toolOf: ToolOf = (program) => this.tool(program);
+
   /** True once a command of this shell has taken the lease. */
   get holdsLease(): boolean {
     return this.taken;
@@ -151,7 +159,7 @@ export class LockedShell extends NodeShell {
     const seconds = Math.ceil((Math.min(until, this.deadline) - Date.now()) / 1000);
     if (seconds <= 1) return;
     const requested = Date.now();
-    const result = await NodeShell.prototype.run.call(this, takeScript(this.name, this.owner, seconds, this.rank), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
+    const result = await NodeShell.prototype.run.call(this, takeScript(this.name, this.owner, seconds, this.rank, this.toolOf), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
     if (result.exitCode !== 0) {
       throw transientFailure(NodeLockLost, `Node ${this.name}: ${this.owner} could not extend its lease on the node's lock (${result.exitCode === 97 ? describeHolder(result.stdout) : 'flock busy'}); nothing more was done by this attempt`);
     }
@@ -167,9 +175,9 @@ export class LockedShell extends NodeShell {
     if (this.expiresAt - Date.now() < RENEW_BELOW_MS) await this.extend(Date.now() + LEASE_STEP_MS);
     if (this.expiresAt - Date.now() <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the lease of ${this.owner} on the node's lock has ended with its attempt; the attempt stops here and the next one takes over`);
     const lockFile = lockPath(this.name);
-    const guard = sh`exec 9<${lockFile}.flock && flock -w 10 9 || exit ${LOCK_LOST_EXIT}
+    const guard = sh`exec 9<${lockFile}.flock && ${this.tool('flock')} -w 10 9 || exit ${LOCK_LOST_EXIT}
 read o e k < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date +%s)" -ge "\${e:-0}" ]; then echo ${LOCK_LOST_TEXT} >&2; exit ${LOCK_LOST_EXIT}; fi`;
-    return this.runChecked(command, sh`${guard}\n${underRunningLock(this.name, command)}`, options);
+    return this.runChecked(command, sh`${guard}\n${underRunningLock(this.name, command, this.toolOf)}`, options);
   }
 
   /**
@@ -181,7 +189,7 @@ read o e k < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date 
       if (this.deadline - Date.now() <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the attempt of ${this.owner} has ended before it took the node's lock; nothing was done by it`);
       const lease = this.leaseSeconds();
       const requested = Date.now();
-      const script = sh`${takeScript(this.name, this.owner, lease, this.rank)} || { echo katafleet-node-lock-not-written >&2; exit 96; }\n${underRunningLock(this.name, command)}`;
+      const script = sh`${takeScript(this.name, this.owner, lease, this.rank, this.toolOf)} || { echo katafleet-node-lock-not-written >&2; exit 96; }\n${underRunningLock(this.name, command, this.toolOf)}`;
       const result = await this.runChecked(command, script, options, [97, 98]);
       if (!result.stderr.includes(NODE_BUSY_TEXT)) {
         this.taken = true;
@@ -216,7 +224,7 @@ read o e k < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date 
   async release(): Promise<void> {
     if (!this.taken) return;
     await NodeShell.prototype.run.call(this,
-      sh`test -e ${lockPath(this.name)}.flock || exit 0; exec 9<${lockPath(this.name)}.flock && flock -w 10 9 || exit 0; read o e < ${lockPath(this.name)} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then rm -f ${lockPath(this.name)}; sync ${KATAFLEET_DIR}; fi`,
+      sh`test -e ${lockPath(this.name)}.flock || exit 0; exec 9<${lockPath(this.name)}.flock && ${this.tool('flock')} -w 10 9 || exit 0; read o e < ${lockPath(this.name)} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then ${this.tool('rm')} -f ${lockPath(this.name)}; ${this.tool('sync')} ${KATAFLEET_DIR}; fi`,
       { signal: undefined, timeoutMs: 20_000 });
   }
 }

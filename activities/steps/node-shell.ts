@@ -111,6 +111,26 @@ export class NodeShell {
     return paths as Record<R, string> & Partial<Record<O, string>>;
   }
 
+  /**
+   * The absolute path of `program` as this connection's probe found it, for commands built by shared code (file
+   * reads and writes, the journal, the node lock) that has no step of its own to fail. Before the connection's answer
+   * is known (only the command that carries the probe is built then) it is the bare name, found by the same PATH
+   * lookup the probe makes in the same shell a moment earlier; a program the probe did not find keeps its name (the
+   * shell then fails with exit 127, as a step's own {@link programs} check would have refused first).
+   */
+  tool(program: ProbedProgram): string {
+    return this.pool.programsOf(this.ssh)?.paths.get(program) ?? program;
+  }
+
+  /**
+   * {@link tool} for a command run as the login user (`asRoot: false`): in narrow mode a kf-root shim runs its
+   * program as root through kf-root (which refuses reads such as `rpm -q`), so there the user's own lookup is used.
+   */
+  userTool(program: ProbedProgram): string {
+    const path = this.tool(program);
+    return path.startsWith(`${KF_ROOT_SHIMS}/`) ? program : path;
+  }
+
   /** stdout of `command`, trimmed. */
   async output(command: Command, options: RunOptions = {}): Promise<string> {
     return (await this.run(command, options)).stdout.trim();
@@ -123,7 +143,7 @@ export class NodeShell {
 
   /** A regular file's bytes as text, or undefined when there is no such file. */
   async readFile(path: string): Promise<string | undefined> {
-    const result = await this.run(sh`if test -f ${path}; then cat ${path}; else exit 3; fi`, { allowExitCodes: [0, 3] });
+    const result = await this.run(sh`if test -f ${path}; then ${this.tool('cat')} ${path}; else exit 3; fi`, { allowExitCodes: [0, 3] });
     return result.exitCode === 0 ? result.stdout : undefined;
   }
 
@@ -133,7 +153,7 @@ export class NodeShell {
 
   /** sha256 (hex) of a file on the node, or undefined when it does not exist. */
   async sha256(path: string): Promise<string | undefined> {
-    const result = await this.run(sh`if test -f ${path}; then sha256sum ${path}; else exit 3; fi`, { allowExitCodes: [0, 3] });
+    const result = await this.run(sh`if test -f ${path}; then ${this.tool('sha256sum')} ${path}; else exit 3; fi`, { allowExitCodes: [0, 3] });
     return result.exitCode === 0 ? result.stdout.trim().split(/\s+/)[0] : undefined;
   }
 
@@ -142,8 +162,9 @@ export class NodeShell {
    * The new file keeps the old one's mode and owner when there was one.
    */
   async writeFileAtomic(path: string, content: string, tempPath = `${path}.katafleet-tmp`): Promise<void> {
+    const bin = (program: ProbedProgram) => this.tool(program);
     await this.run(
-      sh`mkdir -p ${posix.dirname(path)} && tee ${tempPath} >/dev/null && { if test -e ${path}; then chmod --reference=${path} ${tempPath} && chown --reference=${path} ${tempPath}; else chmod 0644 ${tempPath}; fi; } && mv -f ${tempPath} ${path}`,
+      sh`${bin('mkdir')} -p ${posix.dirname(path)} && ${bin('tee')} ${tempPath} >/dev/null && { if test -e ${path}; then ${bin('chmod')} --reference=${path} ${tempPath} && ${bin('chown')} --reference=${path} ${tempPath}; else ${bin('chmod')} 0644 ${tempPath}; fi; } && ${bin('mv')} -f ${tempPath} ${path}`,
       { stdin: content },
     );
   }

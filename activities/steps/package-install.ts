@@ -10,6 +10,7 @@ import { posix } from 'node:path';
 import { cmd, flag, sh, type Command } from '../ssh';
 import type { PackageInstallStep, PackageSpec } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
+import type { ProbedProgram } from '../ssh/programs';
 import type { NodeShell } from './node-shell';
 import { parseDuration } from '../../playbooks/duration';
 import { writeIntent } from './journal';
@@ -55,19 +56,37 @@ export function versionMatches(installed: string, wanted: string, manager: Packa
   return manager !== 'apt' && (installed.startsWith(`${wanted}-`) || installed.replace(/^0:/, '') === wanted);
 }
 
+/** The programs each package manager's steps run (found by the program probe). */
+export const PACKAGE_PROGRAMS = {
+  apt: ['apt-get', 'apt-cache', 'dpkg-query'],
+  dnf: ['dnf', 'rpm'],
+  zypper: ['zypper', 'rpm'],
+} as const satisfies Record<PackageManager, readonly ProbedProgram[]>;
+
+/**
+ * The package manager of the node: the configured one, or with `auto` the first of apt-get, dnf, zypper the program
+ * probe found (no command of its own once the connection has been probed).
+ */
 export async function detectPackageManager(shell: NodeShell, configured: PackageInstallStep['manager']): Promise<PackageManager> {
   if (configured !== 'auto') return configured;
-  const found = await shell.output(sh`command -v apt-get || command -v dnf || command -v zypper || true`, { asRoot: false });
-  const name = posix.basename(found.split('\n')[0] ?? '');
-  if (name === 'apt-get') return 'apt';
-  if (name === 'dnf' || name === 'zypper') return name;
-  throw permanentFailure(PackageManagerMissing, `Node ${shell.name} has none of apt-get, dnf, zypper on PATH: set manager in the package-install step, or install the packages another way`);
+  const found = await shell.programs('package-install', [], ['apt-get', 'dnf', 'zypper']);
+  if (found['apt-get'] !== undefined) return 'apt';
+  if (found.dnf !== undefined) return 'dnf';
+  if (found.zypper !== undefined) return 'zypper';
+  throw permanentFailure(PackageManagerMissing, `Node ${shell.name} has none of apt-get, dnf, zypper (searched ${shell.rootPath} as root): set manager in the package-install step, or install the packages another way`);
+}
+
+/**
+ * The manager's programs for a step: each one the node lacks fails it with ProgramMissing before it changes anything.
+ */
+export async function packagePrograms(shell: NodeShell, manager: PackageManager, step: string): Promise<void> {
+  await shell.programs(step, PACKAGE_PROGRAMS[manager]);
 }
 
 export async function installedVersions(shell: NodeShell, manager: PackageManager, names: readonly string[]): Promise<InstalledVersions> {
   const query = manager === 'apt'
-    ? sh`dpkg-query -W -f='\${Package}|\${db:Status-Abbrev}|\${Version}\\n' ${names}`
-    : sh`rpm -q --qf '%{NAME}|installed|%{VERSION}-%{RELEASE}\\n' ${names}`;
+    ? sh`${shell.userTool('dpkg-query')} -W -f='\${Package}|\${db:Status-Abbrev}|\${Version}\\n' ${names}`
+    : sh`${shell.userTool('rpm')} -q --qf '%{NAME}|installed|%{VERSION}-%{RELEASE}\\n' ${names}`;
   const result = await shell.run(query, { asRoot: false, allowExitCodes: manager === 'apt' ? [0, 1] : [...Array(names.length + 1).keys()] });
   return parseInstalled(result.stdout);
 }
@@ -84,27 +103,27 @@ function lockTimeout(seconds: number): string {
   return `DPkg::Lock::Timeout=${Math.max(1, Math.floor(seconds))}`;
 }
 
-function installCommand(manager: PackageManager, specs: readonly PackageSpec[], lockWaitS = DPKG_LOCK_WAIT_S): Command {
+function installCommand(shell: NodeShell, manager: PackageManager, specs: readonly PackageSpec[], lockWaitS = DPKG_LOCK_WAIT_S): Command {
   const packages = specs.map((spec) => pinned(manager, spec));
   switch (manager) {
     case 'apt':
-      return sh`DEBIAN_FRONTEND=noninteractive apt-get install -y --allow-downgrades -o ${lockTimeout(lockWaitS)} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ${packages}`;
+      return sh`DEBIAN_FRONTEND=noninteractive ${shell.tool('apt-get')} install -y --allow-downgrades -o ${lockTimeout(lockWaitS)} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ${packages}`;
     case 'dnf':
-      return cmd('dnf', [flag('-y'), 'install', ...packages]);
+      return cmd(shell.tool('dnf'), [flag('-y'), 'install', ...packages]);
     case 'zypper':
-      return cmd('zypper', [flag('--non-interactive'), 'install', flag('--oldpackage'), ...packages]);
+      return cmd(shell.tool('zypper'), [flag('--non-interactive'), 'install', flag('--oldpackage'), ...packages]);
   }
 }
 
 /** Removes packages; `purge` also deletes their configuration files (apt), for packages that were never there before. */
-export function removeCommand(manager: PackageManager, names: readonly string[], purge: boolean, lockWaitS = DPKG_LOCK_WAIT_S): Command {
+export function removeCommand(shell: NodeShell, manager: PackageManager, names: readonly string[], purge: boolean, lockWaitS = DPKG_LOCK_WAIT_S): Command {
   switch (manager) {
     case 'apt':
-      return sh`DEBIAN_FRONTEND=noninteractive apt-get ${purge ? 'purge' : 'remove'} -y -o ${lockTimeout(lockWaitS)} ${names}`;
+      return sh`DEBIAN_FRONTEND=noninteractive ${shell.tool('apt-get')} ${purge ? 'purge' : 'remove'} -y -o ${lockTimeout(lockWaitS)} ${names}`;
     case 'dnf':
-      return cmd('dnf', [flag('-y'), 'remove', ...names]);
+      return cmd(shell.tool('dnf'), [flag('-y'), 'remove', ...names]);
     case 'zypper':
-      return cmd('zypper', [flag('--non-interactive'), 'remove', ...names]);
+      return cmd(shell.tool('zypper'), [flag('--non-interactive'), 'remove', ...names]);
   }
 }
 
@@ -113,19 +132,21 @@ export function removeCommand(manager: PackageManager, names: readonly string[],
  * before katafleet installed them). Returns `name version` of each removed package.
  */
 export async function purgeInstalled(shell: NodeShell, manager: PackageManager, names: readonly string[]): Promise<string[]> {
+  await packagePrograms(shell, manager, 'the removal of packages');
   const installed = await installedVersions(shell, manager, names);
   const present = names.filter((name) => installed.has(name));
-  if (present.length > 0) await runPackageManager(shell, removeCommand(manager, present, true), 'removal', PACKAGE_COMMAND_TIMEOUT_MS);
+  if (present.length > 0) await runPackageManager(shell, removeCommand(shell, manager, present, true), 'removal', PACKAGE_COMMAND_TIMEOUT_MS);
   return present.map((name) => `${name} ${installed.get(name)}`);
 }
 
 /** Installs again those of `packages` that are missing, at the given versions (undo of a remove). Returns `name version` of each. */
 export async function reinstallPackages(shell: NodeShell, manager: PackageManager, packages: readonly { name: string; version: string }[]): Promise<string[]> {
+  await packagePrograms(shell, manager, 'the reinstall of packages');
   const installed = await installedVersions(shell, manager, packages.map((p) => p.name));
   const missing = packages.filter((p) => !versionMatches(installed.get(p.name) ?? '', p.version, manager));
   if (missing.length === 0) return [];
   if (manager === 'apt') await ensureAptCandidates(shell, missing, 5 * 60_000);
-  await runPackageManager(shell, installCommand(manager, missing), 'install', PACKAGE_COMMAND_TIMEOUT_MS);
+  await runPackageManager(shell, installCommand(shell, manager, missing), 'install', PACKAGE_COMMAND_TIMEOUT_MS);
   return missing.map((p) => `${p.name} ${p.version}`);
 }
 
@@ -134,13 +155,13 @@ export const PACKAGE_COMMAND_TIMEOUT_MS = 10 * 60_000;
 
 /** True when every pinned version is offered by the node's repositories (apt only; dnf/zypper report it on install). */
 async function aptHasCandidates(shell: NodeShell, specs: readonly PackageSpec[]): Promise<boolean> {
-  const result = await shell.run(sh`apt-cache show --no-all-versions ${specs.map((spec) => pinned('apt', spec))} >/dev/null`, { asRoot: false, allowExitCodes: [0, 100] });
+  const result = await shell.run(sh`${shell.userTool('apt-cache')} show --no-all-versions ${specs.map((spec) => pinned('apt', spec))} >/dev/null`, { asRoot: false, allowExitCodes: [0, 100] });
   return result.exitCode === 0;
 }
 
 async function ensureAptCandidates(shell: NodeShell, specs: readonly PackageSpec[], timeoutMs: number): Promise<void> {
   if (await aptHasCandidates(shell, specs)) return;
-  const update = await shell.run(sh`apt-get update -o ${lockTimeout(Math.min(DPKG_LOCK_WAIT_S, timeoutMs / 3000))}`, { allowExitCodes: [0, 100], timeoutMs: Math.max(5_000, timeoutMs) });
+  const update = await shell.run(sh`${shell.tool('apt-get')} update -o ${lockTimeout(Math.min(DPKG_LOCK_WAIT_S, timeoutMs / 3000))}`, { allowExitCodes: [0, 100], timeoutMs: Math.max(5_000, timeoutMs) });
   if (/Could not get lock/.test(update.stderr)) throw dpkgLockBusy(shell, update.stderr, 'apt-get update');
   if (await aptHasCandidates(shell, specs)) return;
   const problems = `${update.stdout}\n${update.stderr}`.split('\n').map((l) => l.trim()).filter((l) => /^(E|W|Err):/.test(l));
@@ -160,6 +181,7 @@ export async function packageInstall(shell: NodeShell, request: StepRequest<Pack
   // Inner timeouts come from the time this attempt has left, so no command outlives the step's start-to-close.
   const budget = () => timeLeftMs(started, parseDuration(step.timeout), 20_000);
   const manager = await detectPackageManager(shell, step.manager);
+  await packagePrograms(shell, manager, `${step.kind} "${step.id}"`);
   const names = step.packages.map((spec) => spec.name);
   const before = await installedVersions(shell, manager, names);
   const facts = { packageManager: manager };
@@ -169,7 +191,7 @@ export async function packageInstall(shell: NodeShell, request: StepRequest<Pack
     if (present.length === 0) return { changed: false, summary: `not installed: ${names.join(', ')}`, facts };
     const undo: Undo = { kind: 'reinstall-packages', stepId: step.id, manager, packages: present.map((name) => ({ name, version: before.get(name) ?? '' })) };
     await writeIntent(shell, request, undo, `remove packages ${present.map((name) => `${name} ${before.get(name)}`).join(', ')}`);
-    await runPackageManager(shell, removeCommand(manager, present, false, lockWait(budget())), 'remove', budget());
+    await runPackageManager(shell, removeCommand(shell, manager, present, false, lockWait(budget())), 'remove', budget());
     return { changed: true, summary: `removed ${present.map((name) => `${name} ${before.get(name)}`).join(', ')}`, undo, facts };
   }
 
@@ -197,7 +219,7 @@ export async function packageInstall(shell: NodeShell, request: StepRequest<Pack
   }
   const intended = undoFor(newlyInstalled);
   if (intended) await writeIntent(shell, request, intended, `install ${missing.map((spec) => `${spec.name} ${spec.version}`).join(', ')} with ${manager}`);
-  await runPackageManager(shell, installCommand(manager, missing, lockWait(budget())), 'install', budget());
+  await runPackageManager(shell, installCommand(shell, manager, missing, lockWait(budget())), 'install', budget());
 
   const after = await installedVersions(shell, manager, names);
   const wrong = step.packages.filter((spec) => !versionMatches(after.get(spec.name) ?? '', spec.version ?? '', manager));

@@ -34,7 +34,7 @@ import { cmd, flag, sh } from '../ssh';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import type { NodeShell } from './node-shell';
 import { dropIntent, writeIntent } from './journal';
-import { PACKAGE_MARKER_DIR, installedVersions, packageInstall, packageMarkerPath, purgeInstalled, versionMatches } from './package-install';
+import { PACKAGE_MARKER_DIR, PACKAGE_PROGRAMS, installedVersions, packageInstall, packageMarkerPath, purgeInstalled, versionMatches } from './package-install';
 import { permanentFailure, transientFailure } from './step-runtime';
 
 const run = promisify(execFile);
@@ -45,6 +45,9 @@ export const PackageRepoKeyMismatch = 'PackageRepoKeyMismatch';
 export const PackageRepoSignatureInvalid = 'PackageRepoSignatureInvalid';
 /** The key or the repository could not be downloaded (network, HTTP error); retried. */
 export const PackageRepoUnreachable = 'PackageRepoUnreachable';
+
+/** The programs package-repo runs besides its package manager's (found by the program probe; all required). */
+const REPO_PROGRAMS = ['mkdir', 'chmod', 'chown', 'tee', 'mv', 'rm'] as const;
 
 /** package-repo's package managers. */
 export type RepoManager = PackageRepoStep['manager'];
@@ -185,9 +188,10 @@ export async function packageRepo(shell: NodeShell, request: StepRequest<Package
   // (1) Before anything on the node: the key must be the pinned one.
   const keyText = await fetchPinnedKey(step);
 
-  const [currentSource, currentKey, journalText, keyImported] = await Promise.all([
-    shell.readFile(source), shell.readFile(key), shell.readFile(journalPath), rpmKey === undefined ? Promise.resolve(false) : rpmHasKey(shell, rpmKey),
-  ]);
+  const [currentSource, currentKey, journalText] = await Promise.all([shell.readFile(source), shell.readFile(key), shell.readFile(journalPath)]);
+  // The programs it runs, from the probe that came with the reads above: one missing fails the step here, unchanged.
+  const bin = await shell.programs(`package-repo "${step.id}"`, [...REPO_PROGRAMS, ...PACKAGE_PROGRAMS[manager]]);
+  const keyImported = rpmKey === undefined ? false : await rpmHasKey(shell, rpmKey);
   if (currentSource !== undefined && currentSource !== sourceText && !journalText) {
     throw permanentFailure('PackageRepoConflict', `Node ${shell.name}: ${source} exists with other content; katafleet does not overwrite what it did not write — remove it or give the package-repo step another name. Nothing was changed`);
   }
@@ -213,15 +217,15 @@ export async function packageRepo(shell: NodeShell, request: StepRequest<Package
   }
   if (currentKey !== keyText) {
     const keyDir = manager === 'apt' ? APT_KEYRINGS_DIR : RPM_KEYS_DIR;
-    await shell.run(sh`mkdir -p ${keyDir} && chmod 0755 ${keyDir}`);
+    await shell.run(sh`${bin.mkdir} -p ${keyDir} && ${bin.chmod} 0755 ${keyDir}`);
     await shell.writeFileAtomic(key, keyText);
-    await shell.run(sh`chmod 0644 ${key}`);
+    await shell.run(sh`${bin.chmod} 0644 ${key}`);
   }
   if (currentSource !== sourceText) {
-    if (manager !== 'apt') await shell.run(sh`mkdir -p ${posix.dirname(source)}`);
+    if (manager !== 'apt') await shell.run(sh`${bin.mkdir} -p ${posix.dirname(source)}`);
     await shell.writeFileAtomic(source, sourceText);
   }
-  if (rpmKey !== undefined && !keyImported) await shell.run(cmd('rpm', [flag('--import'), key]));
+  if (rpmKey !== undefined && !keyImported) await shell.run(cmd(shell.tool('rpm'), [flag('--import'), key]));
 
   // (4) This source alone, so that its signature is what decides.
   try {
@@ -245,7 +249,7 @@ export async function packageRepo(shell: NodeShell, request: StepRequest<Package
   const packages = installed.undo?.kind === 'remove-packages' ? installed.undo.packages : [];
   const changed = installed.changed || wroteFiles || journal.createdSource === '1' || journal.createdKey === '1' || journal.importedKey === '1';
   if (!changed) {
-    await shell.run(sh`rm -f ${journalPath}`);
+    await shell.run(sh`${bin.rm} -f ${journalPath}`);
     return { changed: false, summary: `repository ${step.name} and ${installed.summary.replace(/^already installed: /, '')} already in place`, facts };
   }
   const undo = repoUndo(step, request.journal ? packageMarkerPath(runId, step.id) : undefined, packages, journal, { source, key, rpmKey });
@@ -275,7 +279,7 @@ function repoUndo(step: PackageRepoStep, marker: string | undefined, packages: r
 
 /** Whether the rpm database holds the key `name` (`gpg-pubkey-XXXXXXXX`); read as the login user. */
 async function rpmHasKey(shell: NodeShell, name: string): Promise<boolean> {
-  const result = await shell.run(cmd('rpm', [flag('-q'), name]), { asRoot: false, allowExitCodes: [0, 1] });
+  const result = await shell.run(cmd(shell.userTool('rpm'), [flag('-q'), name]), { asRoot: false, allowExitCodes: [0, 1] });
   return result.exitCode === 0;
 }
 
@@ -287,7 +291,7 @@ interface RepoPaths {
 
 /** apt-get update of the step's source alone; refuses (and takes back) when the pinned key does not verify it. */
 async function aptUpdateSource(shell: NodeShell, step: PackageRepoStep, journal: Record<string, string>, paths: RepoPaths): Promise<void> {
-  const update = await shell.run(sh`apt-get update -o ${`Dir::Etc::sourcelist=${paths.source}`} -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0`,
+  const update = await shell.run(sh`${shell.tool('apt-get')} update -o ${`Dir::Etc::sourcelist=${paths.source}`} -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0`,
     { allowExitCodes: [...Array(256).keys()], timeoutMs: 5 * 60_000 });
   const output = `${update.stdout}\n${update.stderr}`;
   const signatureProblem = output.split('\n').find((line) => /NO_PUBKEY|is not signed|signatures couldn't be verified|signatures were invalid|BADSIG|Signed-By|The repository .* is not signed/.test(line));
@@ -302,10 +306,10 @@ async function aptUpdateSource(shell: NodeShell, step: PackageRepoStep, journal:
 }
 
 /** The refresh command of the step's repository alone (dnf makecache, zypper refresh). */
-export function rpmRefreshCommand(manager: 'dnf' | 'zypper', name: string) {
+export function rpmRefreshCommand(manager: 'dnf' | 'zypper', name: string, program: string = manager) {
   return manager === 'dnf'
-    ? cmd('dnf', [flag('-y'), 'makecache', flag('--repo'), repoId(name)])
-    : cmd('zypper', [flag('--non-interactive'), 'refresh', repoId(name)]);
+    ? cmd(program, [flag('-y'), 'makecache', flag('--repo'), repoId(name)])
+    : cmd(program, [flag('--non-interactive'), 'refresh', repoId(name)]);
 }
 
 /** What dnf and zypper print when a repository's repomd.xml is unsigned or signed by another key. */
@@ -316,7 +320,7 @@ const RPM_UNREACHABLE = /Cannot download repomd\.xml|Curl error|Could not resolv
 /** dnf makecache / zypper refresh of the step's repository; refuses (and takes back) when the pinned key does not verify it. */
 async function rpmRefresh(shell: NodeShell, step: PackageRepoStep, journal: Record<string, string>, paths: RepoPaths & { rpmKey: string }): Promise<void> {
   const manager = step.manager as 'dnf' | 'zypper';
-  const result = await shell.run(rpmRefreshCommand(manager, step.name), { allowExitCodes: [...Array(256).keys()], timeoutMs: 5 * 60_000 });
+  const result = await shell.run(rpmRefreshCommand(manager, step.name, shell.tool(manager)), { allowExitCodes: [...Array(256).keys()], timeoutMs: 5 * 60_000 });
   if (result.exitCode === 0) return;
   const output = `${result.stdout}\n${result.stderr}`;
   const lines = output.split('\n').map((l) => l.trim()).filter(Boolean);
@@ -334,13 +338,13 @@ async function rpmRefresh(shell: NodeShell, step: PackageRepoStep, journal: Reco
 async function takeBack(shell: NodeShell, journal: Record<string, string>, paths: RepoPaths & { rpmKey?: string }): Promise<void> {
   const files = [...(journal.createdSource === '1' ? [paths.source] : []), ...(journal.createdKey === '1' ? [paths.key] : []), paths.journalPath];
   if (journal.importedKey === '1' && paths.rpmKey !== undefined) await removeRpmKey(shell, paths.rpmKey);
-  await shell.run(sh`rm -f ${files}`);
+  await shell.run(sh`${shell.tool('rm')} -f ${files}`);
 }
 
 /** `rpm -e gpg-pubkey-XXXXXXXX` when the rpm database holds it. */
 async function removeRpmKey(shell: NodeShell, name: string): Promise<boolean> {
   if (!(await rpmHasKey(shell, name))) return false;
-  await shell.run(cmd('rpm', [flag('-e'), name]));
+  await shell.run(cmd(shell.tool('rpm'), [flag('-e'), name]));
   return true;
 }
 
@@ -352,11 +356,11 @@ export async function removePackageRepo(shell: NodeShell, undo: Extract<Undo, { 
     done.push(removed.length > 0 ? `removed ${removed.join(', ')}` : `packages ${undo.packages.join(', ')} already removed`);
   }
   const files = [undo.marker, undo.source, undo.key].filter((file): file is string => file !== undefined);
-  if (files.length > 0) await shell.run(sh`rm -f ${files}`);
+  if (files.length > 0) await shell.run(sh`${shell.tool('rm')} -f ${files}`);
   if (undo.source) done.push(`removed ${undo.source}`);
   if (undo.key) done.push(`removed ${undo.key}`);
   if (undo.rpmKey && (await removeRpmKey(shell, undo.rpmKey))) done.push(`removed ${undo.rpmKey} from the rpm database`);
-  await shell.run(sh`rm -f ${PACKAGE_MARKER_DIR}/repo-*-${undo.stepId}.state`);
+  await shell.run(sh`${shell.tool('rm')} -f ${PACKAGE_MARKER_DIR}/repo-*-${undo.stepId}.state`);
   return done.length > 0 ? done.join('; ') : 'nothing to remove';
 }
 

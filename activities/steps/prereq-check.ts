@@ -31,12 +31,15 @@ export function modulesLoadFile(modules: readonly string[]): string {
   return `# Written by katafleet (prereq-check): kernel modules Kata Containers needs at boot.\n${modules.map((m) => `${m}\n`).join('')}`;
 }
 
+/** The programs prereq-check needs to persist modules (a backup of modules-load.d's file, then an atomic write). */
+const PERSIST_PROGRAMS = ['cp', 'ln', 'rm', 'mkdir', 'tee', 'chmod', 'chown', 'mv', 'sha256sum'] as const;
+
 /** What the step reads before it decides anything: one remote command (kernel, CPU, modules, /dev/kvm, the modules-load.d file and its backup). */
 async function readPrereqState(shell: NodeShell, request: StepRequest<PrereqCheckStep>) {
   const { step } = request;
   const modules = [...step.modules, ...step.modules_any_of.flat()];
-  const fileOrExit3 = (path: string) => sh`if test -f ${path}; then cat ${path}; else exit 3; fi`;
-  const sha256OrExit3 = (path: string) => sh`if test -f ${path}; then sha256sum ${path}; else exit 3; fi`;
+  const fileOrExit3 = (path: string) => sh`if test -f ${path}; then ${shell.tool('cat')} ${path}; else exit 3; fi`;
+  const sha256OrExit3 = (path: string) => sh`if test -f ${path}; then ${shell.tool('sha256sum')} ${path}; else exit 3; fi`;
   const persist = step.persist_modules && modules.length > 0;
   const parts = await shell.readAll({
     kernel: sh`uname -r`,
@@ -62,6 +65,13 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
   const { step } = request;
   const state = await readPrereqState(shell, request);
   const { hostKernel } = state;
+  // The programs it may run, from the probe that came with the read above: modprobe when a module is not loaded
+  // yet, the file tools when it persists modules. One missing fails the step here, before it changes anything.
+  const modules = [...step.modules, ...step.modules_any_of.flat()];
+  const bin = await shell.programs(`prereq-check "${step.id}"`, [
+    ...(modules.some((module) => !state.present.has(module)) ? ['modprobe' as const] : []),
+    ...(step.persist_modules && modules.length > 0 ? PERSIST_PROGRAMS : []),
+  ], ['modprobe', ...PERSIST_PROGRAMS]);
   const facts: Record<string, string> = { hostKernel };
   const done: string[] = [];
 
@@ -78,7 +88,7 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
   const loadedNow: string[] = [];
   const load = async (module: string): Promise<string | undefined> => {
     if (state.present.has(module)) return undefined;
-    const result = await shell.run(sh`modprobe ${module}`, { allowExitCodes: [0, 1] });
+    const result = await shell.run(sh`${bin.modprobe ?? shell.tool('modprobe')} ${module}`, { allowExitCodes: [0, 1] });
     if (result.exitCode === 0) {
       loadedNow.push(module);
       return undefined;
@@ -151,7 +161,7 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
 async function backUpFile(shell: NodeShell, path: string, backupPath: string, sha256: string): Promise<string> {
   if ((await shell.sha256(backupPath)) === undefined) {
     const temp = `${backupPath}.tmp`;
-    await shell.run(sh`cp -p ${path} ${temp} && { ln ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; rm -f ${temp}; exit $status`);
+    await shell.run(sh`${shell.tool('cp')} -p ${path} ${temp} && { ${shell.tool('ln')} ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; ${shell.tool('rm')} -f ${temp}; exit $status`);
   }
   const backupSha = await shell.sha256(backupPath);
   if (backupSha !== sha256) {
@@ -168,7 +178,7 @@ export async function restoreFile(shell: NodeShell, undo: Extract<Undo, { kind: 
   const { path, backupPath } = undo;
   if (backupPath === undefined) {
     if (!(await shell.exists(path))) return `${path} already absent`;
-    await shell.run(sh`rm -f ${path}`);
+    await shell.run(sh`${shell.tool('rm')} -f ${path}`);
     return `removed ${path} (there was none before)`;
   }
   const backupSha = await shell.sha256(backupPath);
@@ -178,7 +188,7 @@ export async function restoreFile(shell: NodeShell, undo: Extract<Undo, { kind: 
   }
   if ((await shell.sha256(path)) === backupSha) return `${path} already as before`;
   const temp = `${path}.katafleet-restore`;
-  await shell.run(sh`cp -p ${backupPath} ${temp} && mv -f ${temp} ${path}`);
+  await shell.run(sh`${shell.tool('cp')} -p ${backupPath} ${temp} && ${shell.tool('mv')} -f ${temp} ${path}`);
   const restoredSha = await shell.sha256(path);
   if (restoredSha !== backupSha) {
     throw transientFailure('FileRestoreFailed', `Node ${shell.name}: ${path} has sha256 ${restoredSha} after restoring ${backupPath} (sha256 ${backupSha}); trying again`);

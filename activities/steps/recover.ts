@@ -78,7 +78,8 @@ export async function readQuarantine(shell: NodeShell): Promise<QuarantineMarker
 export async function quarantine(shell: NodeShell, marker: QuarantineMarker): Promise<QuarantineMarker> {
   const existing = await readQuarantine(shell);
   if (existing) return existing;
-  await shell.run(sh`mkdir -p ${KATAFLEET_DIR} && tee ${QUARANTINE_PATH}.tmp >/dev/null && sync ${QUARANTINE_PATH}.tmp && mv -f ${QUARANTINE_PATH}.tmp ${QUARANTINE_PATH} && sync ${KATAFLEET_DIR}`,
+  const [mkdir, tee, sync, mv] = (['mkdir', 'tee', 'sync', 'mv'] as const).map((program) => shell.tool(program));
+  await shell.run(sh`${mkdir} -p ${KATAFLEET_DIR} && ${tee} ${QUARANTINE_PATH}.tmp >/dev/null && ${sync} ${QUARANTINE_PATH}.tmp && ${mv} -f ${QUARANTINE_PATH}.tmp ${QUARANTINE_PATH} && ${sync} ${KATAFLEET_DIR}`,
     { stdin: `${JSON.stringify(marker, null, 2)}\n`, signal: undefined });
   return marker;
 }
@@ -92,9 +93,9 @@ export async function releaseQuarantine(shell: NodeShell): Promise<{ marker?: Qu
   const journals = await journaledRuns(shell);
   const stamp = new Date().toISOString().replace(/[^0-9]/g, '').slice(0, 14);
   if (journals.length > 0) {
-    await shell.run(sh`mkdir -p ${RELEASED_JOURNAL_DIR}/${stamp} && mv ${journals.map((run) => `${JOURNAL_DIR}/${run}`)} ${RELEASED_JOURNAL_DIR}/${stamp}/`, { signal: undefined });
+    await shell.run(sh`${shell.tool('mkdir')} -p ${RELEASED_JOURNAL_DIR}/${stamp} && ${shell.tool('mv')} ${journals.map((run) => `${JOURNAL_DIR}/${run}`)} ${RELEASED_JOURNAL_DIR}/${stamp}/`, { signal: undefined });
   }
-  await shell.run(sh`rm -f ${QUARANTINE_PATH} && sync ${KATAFLEET_DIR}`, { signal: undefined });
+  await shell.run(sh`${shell.tool('rm')} -f ${QUARANTINE_PATH} && ${shell.tool('sync')} ${KATAFLEET_DIR}`, { signal: undefined });
   return { marker, journals };
 }
 
@@ -127,7 +128,7 @@ export async function recoverRun(
   for (const [stepId, { undo, file }] of ordered) {
     try {
       outcomes.push(await runUndo(shell, pool, kubernetes, undo));
-      if (file) await shell.run(sh`rm -f ${file}`, { signal: undefined });
+      if (file) await shell.run(sh`${shell.tool('rm')} -f ${file}`, { signal: undefined });
     } catch (err) {
       const type = failureType(err);
       if (type && permanentUndoFailures.includes(type)) {

@@ -172,14 +172,15 @@ function linkPaths(step: Pick<ReleaseTarballStep, 'links'>): string[] {
 
 /** Reads `/opt/kata`, the wanted version's tree and marker, the links and this run's journal. */
 export async function readReleaseState(shell: NodeShell, version: string, links: readonly string[], journal?: string): Promise<ReleaseState> {
+  const readlink = shell.tool('readlink');
   const output = await shell.output(sh`k=${KATA_PATH}
 echo "machine=$(uname -m)"
-if test -L "$k"; then echo kata=link; echo "target=$(readlink "$k")"; elif test -d "$k"; then echo kata=dir; elif test -e "$k"; then echo kata=other; else echo kata=absent; fi
+if test -L "$k"; then echo kata=link; echo "target=$(${readlink} "$k")"; elif test -d "$k"; then echo kata=dir; elif test -e "$k"; then echo kata=other; else echo kata=absent; fi
 if test -f "$k/.katafleet-release"; then sed 's/^/current./' "$k/.katafleet-release"; fi
 if test -d ${releaseDir(version)}; then echo versiondir=yes; fi
 if test -d ${KATA_RELEASES_DIR}; then echo releasesdir=yes; fi
 if test -f ${releaseMarker(releaseTree(version))}; then sed 's/^/wanted./' ${releaseMarker(releaseTree(version))}; fi
-for l in ${[...links]}; do if test -L "$l"; then echo "link.$l=$(readlink "$l")"; elif test -e "$l"; then echo "link.$l=file"; fi; done
+for l in ${[...links]}; do if test -L "$l"; then echo "link.$l=$(${readlink} "$l")"; elif test -e "$l"; then echo "link.$l=file"; fi; done
 ${journal === undefined ? sh`true` : sh`if test -f ${journal}; then sed 's/^/journal./' ${journal}; fi`}`, { asRoot: true });
   return parseReleaseState(output);
 }
@@ -491,8 +492,8 @@ export async function removeRelease(shell: NodeShell, undo: Extract<Undo, { kind
   const tree = releaseTree(undo.version);
   const dir = releaseDir(undo.version);
   const reads: Record<string, PartResult> = await shell.readAll<string>({
-    target: sh`readlink ${KATA_PATH}`,
-    ...Object.fromEntries(undo.createdLinks.map((link, i) => [`link${i}`, sh`readlink ${link}`])),
+    target: sh`${shell.tool('readlink')} ${KATA_PATH}`,
+    ...Object.fromEntries(undo.createdLinks.map((link, i) => [`link${i}`, sh`${shell.tool('readlink')} ${link}`])),
     versionDir: sh`test -e ${dir}`,
   });
   const bin = await shell.programs('the undo of release-tarball', ['ln', 'mv', 'rm', 'rmdir', 'readlink']);
@@ -584,12 +585,14 @@ async function removeReleases(shell: NodeShell, request: StepRequest<ReleaseTarb
   const links = KATA_LINK_NAMES.map((name) => posix.join(KATA_LINK_DIR, name));
   const state = await readReleaseState(shell, '0.0.0', links);
   const ours = links.filter((link) => state.links[link] === posix.join(KATA_PATH, 'bin', posix.basename(link)));
-  const done = (await shell.run(sh`test -f ${note} && cat ${note}`, { allowExitCodes: [0, 1] })).stdout;
+  // The programs it runs, from the probe that came with the read above: one missing fails the step here, unchanged.
+  const bin = await shell.programs(`release-tarball "${step.id}"`, ['cat', 'rm', 'mv', 'mkdir', 'tee']);
+  const done = (await shell.run(sh`test -f ${note} && ${bin.cat} ${note}`, { allowExitCodes: [0, 1] })).stdout;
   if (done) {
     // An earlier attempt of this run moved the trees aside: finish what it began, report its undo.
     const recorded = parseReleaseState(done.split('\n').map((line) => `journal.${line}`).join('\n')).journal ?? {};
-    if (state.kata === 'link' && isReleaseTree(state.target ?? '')) await shell.run(sh`rm -f ${KATA_PATH}`);
-    for (const link of ours) await shell.run(sh`rm -f ${link}`);
+    if (state.kata === 'link' && isReleaseTree(state.target ?? '')) await shell.run(sh`${bin.rm} -f ${KATA_PATH}`);
+    for (const link of ours) await shell.run(sh`${bin.rm} -f ${link}`);
     return { changed: true, summary: `Kata releases set aside in ${aside} (by an earlier attempt of this run)`, undo: restoreUndo(step.id, aside, recorded) };
   }
   if (state.kata === 'other' || (state.kata === 'link' && !isReleaseTree(state.target ?? '')) || (state.kata === 'dir' && state.current.version === undefined)) {
@@ -606,14 +609,14 @@ async function removeReleases(shell: NodeShell, request: StepRequest<ReleaseTarb
   const recorded = { previous: state.kata === 'link' ? state.target! : '', links: ours.join(',') };
   // The node's journal (journaling runs): a run terminated from here on is put back by the next run on the node.
   await writeIntent(shell, request, restoreUndo(step.id, aside, recorded), `set the Kata releases aside in ${aside} and remove ${KATA_PATH}`, { keepFirst: true });
-  await shell.run(sh`for d in ${KATA_RELEASES_DIR.replace(/\/$/, '')}.katafleet-removed-*; do test "$d" = ${aside} || rm -rf "$d"; done`);
+  await shell.run(sh`for d in ${KATA_RELEASES_DIR.replace(/\/$/, '')}.katafleet-removed-*; do test "$d" = ${aside} || ${bin.rm} -rf "$d"; done`);
   if (state.releasesDir) {
-    await shell.run(sh`printf 'previous=%s\nlinks=%s\n' ${recorded.previous} ${recorded.links} | tee ${posix.join(KATA_RELEASES_DIR, '.katafleet-removed')} >/dev/null && mv -T ${KATA_RELEASES_DIR} ${aside}`);
+    await shell.run(sh`printf 'previous=%s\nlinks=%s\n' ${recorded.previous} ${recorded.links} | ${bin.tee} ${posix.join(KATA_RELEASES_DIR, '.katafleet-removed')} >/dev/null && ${bin.mv} -T ${KATA_RELEASES_DIR} ${aside}`);
   } else {
-    await shell.run(sh`mkdir -p ${aside} && printf 'previous=%s\nlinks=%s\n' ${recorded.previous} ${recorded.links} | tee ${note} >/dev/null`);
+    await shell.run(sh`${bin.mkdir} -p ${aside} && printf 'previous=%s\nlinks=%s\n' ${recorded.previous} ${recorded.links} | ${bin.tee} ${note} >/dev/null`);
   }
-  if (state.kata === 'link') await shell.run(sh`rm -f ${KATA_PATH}`);
-  for (const link of ours) await shell.run(sh`rm -f ${link}`);
+  if (state.kata === 'link') await shell.run(sh`${bin.rm} -f ${KATA_PATH}`);
+  for (const link of ours) await shell.run(sh`${bin.rm} -f ${link}`);
   return {
     changed: true,
     summary: `removed Kata${state.target ? ` (${KATA_PATH} → ${state.target})` : ''}${ours.length > 0 ? `, links ${ours.join(', ')}` : ''}; the release trees are set aside in ${aside} until the next removal`,
@@ -628,21 +631,22 @@ function restoreUndo(stepId: string, aside: string, recorded: Record<string, str
 /** The undo of a removal: the trees back to `/opt/kata-releases`, `/opt/kata` and the links as they were. */
 export async function restoreRelease(shell: NodeShell, undo: Extract<Undo, { kind: 'restore-release' }>): Promise<string> {
   const done: string[] = [];
+  const bin = await shell.programs('the undo of release-tarball', ['rm', 'mv', 'rmdir', 'ln']);
   if (await shell.exists(undo.aside)) {
     if (await shell.exists(KATA_RELEASES_DIR)) {
       throw permanentFailure(KataInstallConflict, `Node ${shell.name}: ${KATA_RELEASES_DIR} exists again, so the releases set aside in ${undo.aside} cannot go back; move one of them by hand`);
     }
-    await shell.run(sh`rm -f ${posix.join(undo.aside, '.katafleet-removed')} && mv -T ${undo.aside} ${KATA_RELEASES_DIR}`);
+    await shell.run(sh`${bin.rm} -f ${posix.join(undo.aside, '.katafleet-removed')} && ${bin.mv} -T ${undo.aside} ${KATA_RELEASES_DIR}`);
     done.push(`${KATA_RELEASES_DIR} back`);
-    if ((await shell.run(sh`ls -A ${KATA_RELEASES_DIR}`)).stdout.trim() === '') await shell.run(sh`rmdir ${KATA_RELEASES_DIR}`);
+    if ((await shell.run(sh`ls -A ${KATA_RELEASES_DIR}`)).stdout.trim() === '') await shell.run(sh`${bin.rmdir} ${KATA_RELEASES_DIR}`);
   }
   if (undo.previous && !(await shell.exists(KATA_PATH))) {
-    await shell.run(sh`ln -sfn ${undo.previous} ${KATA_PATH}.katafleet-new && mv -T ${KATA_PATH}.katafleet-new ${KATA_PATH}`);
+    await shell.run(sh`${bin.ln} -sfn ${undo.previous} ${KATA_PATH}.katafleet-new && ${bin.mv} -T ${KATA_PATH}.katafleet-new ${KATA_PATH}`);
     done.push(`${KATA_PATH} → ${undo.previous} again`);
   }
   for (const link of undo.links) {
     if ((await shell.run(sh`test -e ${link} || test -L ${link}`, { allowExitCodes: [0, 1] })).exitCode === 0) continue;
-    await shell.run(sh`ln -s ${posix.join(KATA_PATH, 'bin', posix.basename(link))} ${link}`);
+    await shell.run(sh`${bin.ln} -s ${posix.join(KATA_PATH, 'bin', posix.basename(link))} ${link}`);
     done.push(`link ${link} again`);
   }
   return done.length > 0 ? done.join('; ') : 'nothing to put back';

@@ -42,7 +42,7 @@ export async function rollback(shell: NodeShell, pool: SshPool, request: StepReq
       done.push(outcome.summary);
     }
     if (!step.remove_packages && applied.record.undos.some((undo) => undo.kind === 'remove-packages')) done.push('packages left installed (remove_packages = false)');
-    await shell.run(sh`rm -f ${applied.file}`);
+    await shell.run(sh`${shell.tool('rm')} -f ${applied.file}`);
     return { changed, summary: done.join('; ') };
   }
 
@@ -70,14 +70,14 @@ export async function rollback(shell: NodeShell, pool: SshPool, request: StepReq
   if (step.remove_packages && backup !== undefined) {
     // Only the packages the run that made this backup installed (its markers carry the same run tag).
     const tag = /\.katafleet-([^.]+)\.(bak|absent)$/.exec(backup)?.[1];
-    const names = tag ? [...new Set((await shell.output(sh`cat ${PACKAGE_MARKER_DIR}/installed-${tag}-*.packages 2>/dev/null || true`)).split('\n').map((l) => l.trim()).filter(Boolean))] : [];
+    const names = tag ? [...new Set((await shell.output(sh`${shell.tool('cat')} ${PACKAGE_MARKER_DIR}/installed-${tag}-*.packages 2>/dev/null || true`)).split('\n').map((l) => l.trim()).filter(Boolean))] : [];
     if (tag && names.length > 0) {
       const removed = await purgeInstalled(shell, await detectPackageManager(shell, 'auto'), names);
       if (removed.length > 0) {
         changed = true;
         done.push(`removed ${removed.join(', ')} (installed by the run of that backup)`);
       }
-      await shell.run(sh`rm -f ${PACKAGE_MARKER_DIR}/installed-${tag}-*.packages`);
+      await shell.run(sh`${shell.tool('rm')} -f ${PACKAGE_MARKER_DIR}/installed-${tag}-*.packages`);
     }
   }
   return { changed, summary: done.join('; ') };

@@ -68,7 +68,7 @@ export async function restoreContainerdConfig(shell: NodeShell, undo: Omit<Resto
     }
     if (current !== backupSha) {
       const temp = `${configPath}.katafleet-restore`;
-      await shell.run(sh`cp -p ${backupPath} ${temp} && sync ${temp} && mv -f ${temp} ${configPath}`, { signal: undefined });
+      await shell.run(sh`${shell.tool('cp')} -p ${backupPath} ${temp} && ${shell.tool('sync')} ${temp} && ${shell.tool('mv')} -f ${temp} ${configPath}`, { signal: undefined });
       const restoredSha = await shell.sha256(configPath);
       if (restoredSha !== backupSha) {
         throw transientFailure('ContainerdRestoreFailed', `Node ${shell.name}: ${configPath} has sha256 ${restoredSha} after restoring ${backupPath} (sha256 ${backupSha}); trying again`);
@@ -78,11 +78,11 @@ export async function restoreContainerdConfig(shell: NodeShell, undo: Omit<Resto
       done.push(`${configPath} already equals ${backupPath} (sha256 ${backupSha.slice(0, 12)}…)`);
     }
   } else if (current !== undefined) {
-    await shell.run(sh`rm -f ${configPath} ${configPath}.katafleet-*.absent`, { signal: undefined });
+    await shell.run(sh`${shell.tool('rm')} -f ${configPath} ${configPath}.katafleet-*.absent`, { signal: undefined });
     done.push(`deleted ${configPath} (there was none before)`);
   }
   if (undo.createdDropIn && (await shell.exists(undo.createdDropIn))) {
-    await shell.run(sh`rm -f ${undo.createdDropIn} ${undo.createdDropIn}.katafleet-*.created`);
+    await shell.run(sh`${shell.tool('rm')} -f ${undo.createdDropIn} ${undo.createdDropIn}.katafleet-*.created`);
     done.push(`deleted ${undo.createdDropIn}`);
   }
 
@@ -90,7 +90,7 @@ export async function restoreContainerdConfig(shell: NodeShell, undo: Omit<Resto
   const state = await readDaemonState(shell, undo.service);
   if (changed || !state.active || state.stale) {
     const check = containersKept ?? (await guardRunningContainers(shell, undo.service, 'rollback'));
-    await shell.run(sh`systemctl restart ${undo.service}`, { allowExitCodes: [0, 1], timeoutMs: RESTORE_RESTART_TIMEOUT_MS, signal: undefined });
+    await shell.run(sh`${shell.tool('systemctl')} restart ${undo.service}`, { allowExitCodes: [0, 1], timeoutMs: RESTORE_RESTART_TIMEOUT_MS, signal: undefined });
     await waitForService(shell, undo.service, [], RESTORE_RESTART_TIMEOUT_MS);
     done.push(`restarted ${undo.service}: active${await check()}`);
   } else {
@@ -111,7 +111,7 @@ export async function runUndo(shell: NodeShell, pool: SshPool, kubernetes: Kuber
     case 'remove-packages': {
       const removed = await purgeInstalled(shell, undo.manager, undo.packages);
       // Only this run's marker; an undo recorded before markers were named in it falls back to the step's.
-      await shell.run(undo.marker ? sh`rm -f ${undo.marker}` : sh`rm -f ${PACKAGE_MARKER_DIR}/installed-*-${undo.stepId}.packages`);
+      await shell.run(undo.marker ? sh`${shell.tool('rm')} -f ${undo.marker}` : sh`${shell.tool('rm')} -f ${PACKAGE_MARKER_DIR}/installed-*-${undo.stepId}.packages`);
       return outcome(removed.length > 0 ? `removed ${removed.join(', ')}` : `packages ${undo.packages.join(', ')} already removed`);
     }
     case 'remove-node-labels': {
