@@ -253,16 +253,30 @@ async function replayRequests(api: KubeApi, requests: TracedRequest[]): Promise<
       if (request.exec) {
         const [, namespace, pod] = /\/namespaces\/([^/]+)\/pods\/([^/]+)\/exec/.exec(request.path) ?? [];
         await api.exec(decodeURIComponent(namespace), decodeURIComponent(pod), request.container ?? '', request.exec);
+      } else if (request.method === 'GET' && /[?&]watch=1(&|$)/.test(request.path)) {
+        // katafleet's watch of its verification pod: the same watch, until the pod is what it waited for.
+        const url = new URL(request.path, 'http://x');
+        const name = /^metadata\.name=(.+)$/.exec(url.searchParams.get('fieldSelector') ?? '')?.[1] ?? '';
+        const watched = await api.watchOne(url.pathname, name, (object) => pollDone(`${url.pathname}/${name}`, object), { timeoutMs: 120_000 });
+        if (!watched.done) {
+          failed += 1;
+          process.stderr.write(`floor: the watch of ${url.pathname}/${name} ended before it was done\n`);
+        }
       } else if (request.method === 'GET' && waitsFor(request.path)) {
         while (requests[index + 1]?.method === 'GET' && requests[index + 1].path === request.path && !requests[index + 1].exec) index++;
-        const until = performance.now() + 120_000;
+        const waitStarted = performance.now();
+        const until = waitStarted + 120_000;
         let missingSince: number | undefined;
         for (;;) {
           const response = await api.request(request.method, request.path, { allow: [404] });
-          if (pollDone(request.path, response.body)) break;
+          if (pollDone(request.path, response.body)) {
+            if (performance.now() - waitStarted > 5_000) process.stderr.write(`floor: waited ${fmt(seconds(performance.now() - waitStarted), 1)} s for ${request.path}\n`);
+            break;
+          }
           // An object still missing after 10 s was not created (its POST failed): nothing to wait for.
           missingSince = response.status === 404 ? (missingSince ?? performance.now()) : undefined;
           if (performance.now() > until || (missingSince !== undefined && performance.now() - missingSince > 10_000)) {
+            process.stderr.write(`floor: gave up waiting on ${request.path}: HTTP ${response.status}, ${JSON.stringify((response.body as { status?: unknown } | undefined)?.status ?? null).slice(0, 300)}\n`);
             failed += 1;
             break;
           }
@@ -272,13 +286,24 @@ async function replayRequests(api: KubeApi, requests: TracedRequest[]): Promise<
         const response = await api.request(request.method, request.path, {
           body: request.body === undefined ? undefined : JSON.parse(request.body), contentType: request.contentType, allow: [...Array(300).keys()].map((n) => n + 300),
         });
-        if (response.status >= 300) failed += 1;
+        // A GET that finds nothing (404) is an answer katafleet read too (the RuntimeClass before it creates it).
+        if (response.status >= 300 && !(request.method === 'GET' && response.status === 404)) {
+          failed += 1;
+          process.stderr.write(`floor: ${request.method} ${request.path}: HTTP ${response.status} ${JSON.stringify(response.body ?? null).slice(0, 300)}\n`);
+        }
       }
-    } catch {
+    } catch (err) {
       failed += 1;
+      process.stderr.write(`floor: ${request.method} ${request.exec ? `exec ${request.exec.join(' ')}` : request.path}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}\n`);
     }
   }
   return failed;
+}
+
+/** A trace as --keep-trace writes it (stdin in base64), for --floor-only. */
+interface SavedTrace {
+  commands: (Omit<TracedCommand, 'stdin'> & { stdin?: string })[];
+  requests: TracedRequest[];
 }
 
 /** What the floor measured. */
@@ -558,8 +583,10 @@ async function main(): Promise<void> {
     return;
   }
   if (args.includes('--floor-only')) {
-    const saved = JSON.parse(await readFile(args[args.indexOf('--floor-only') + 1], 'utf8')) as (TracedCommand & { stdin?: string })[];
-    const floor = await runFloor(nodes, saved.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin, 'base64') })), []);
+    // A trace of --keep-trace: { commands, requests } (or, from before the requests were kept, the commands alone).
+    const saved = JSON.parse(await readFile(args[args.indexOf('--floor-only') + 1], 'utf8')) as SavedTrace | SavedTrace['commands'];
+    const { commands, requests } = Array.isArray(saved) ? { commands: saved, requests: [] } : saved;
+    const floor = await runFloor(nodes, commands.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin, 'base64') })), requests);
     process.stdout.write(`floor, ${nodes} nodes: ${fmt(floor.wallS, 1)} s (${floor.failedCommands} commands exited non-zero, ${floor.failedRequests} requests failed)\n`);
     return;
   }
@@ -572,7 +599,10 @@ async function main(): Promise<void> {
     await writeFile(join(historiesDir, 'rollout.json'), JSON.stringify(katafleet.rolloutHistory));
     for (const [node, events] of katafleet.histories) await writeFile(join(historiesDir, `node-${node}.json`), JSON.stringify(events));
   }
-  if (traceFile) await writeFile(traceFile, JSON.stringify(katafleet.trace.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin).toString('base64') }))));
+  if (traceFile) {
+    const saved: SavedTrace = { commands: katafleet.trace.map((c) => ({ ...c, stdin: c.stdin === undefined ? undefined : Buffer.from(c.stdin).toString('base64') })), requests: katafleet.requests };
+    await writeFile(traceFile, JSON.stringify(saved));
+  }
   const floor = args.includes('--no-floor') ? undefined : await runFloor(nodes, katafleet.trace, katafleet.requests);
   const ansible = args.includes('--no-ansible') ? undefined : await runAnsible(nodes);
   report(nodes, katafleet, floor, ansible);
