@@ -2,6 +2,7 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { createDesiredStateActivities } from '../activities/desired-state';
 import { createDriftActivities } from '../activities/drift-check';
+import { createDriftScheduleActivities } from '../activities/drift-schedule';
 import { createNodeActivities } from '../activities/node-activities';
 import { createInventoryActivities } from '../activities/inventory-history';
 import { SshPool } from '../activities/ssh';
@@ -110,5 +111,5 @@ function memorySampler(everyMs: string | undefined, status: () => { numCachedWor
 
 /** Every activity a katafleet worker registers, sharing one SSH pool (one connection per node). */
 export function workerActivities(pool: SshPool) {
-  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }), ...createDriftActivities({ pool }), ...createDesiredStateActivities({ pool }), ...createInventoryActivities() };
+  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }), ...createDriftActivities({ pool }), ...createDesiredStateActivities({ pool }), ...createInventoryActivities(), ...createDriftScheduleActivities() };
 }
