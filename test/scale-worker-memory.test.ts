@@ -5,9 +5,11 @@
 // can decide the node's key brought it to 369 MB (`bench/scale.ts --nodes 400 --hosts 4 --wave-size 200`).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { knownHostsForNode } from '../activities/ssh/pool';
-import { checkHostKey, knownHostsName, parseKnownHosts } from '../activities/ssh/known-hosts';
+import { appendKnownHost, checkHostKey, knownHostsName, parseKnownHosts, readKnownHosts } from '../activities/ssh/known-hosts';
 import { limitWorkflowThreadYoungGeneration, memorySettingsNote, workflowSemiSpaceMb } from '../worker/worker';
 import { runKatafleet } from './helpers/cli';
 
@@ -112,4 +114,38 @@ describe('katafleet worker\'s memory settings', () => {
     expect(memorySettingsNote({ MALLOC_ARENA_MAX: '2' }, [])).toContain('without NODE_OPTIONS=--max-semi-space-size=2 in');
     expect(memorySettingsNote({}, ['--max-semi-space-size=4'])).toContain('without MALLOC_ARENA_MAX=2 in');
   }, 180_000);
+});
+
+// Reading known_hosts (activities/ssh/known-hosts.ts readKnownHosts): each new SSH connection read and parsed the
+// whole file, a line per node of the fleet, so a wave's connections parsed it hundreds of times at once. Now the
+// parsed file is shared until the file changes.
+describe('reading a fleet\'s known_hosts', () => {
+  it('parses it once for 200 connections opened together, and again only when the file changes', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kf-known-hosts-'));
+    const path = join(dir, 'known_hosts');
+    await writeFile(path, `${text}\n`);
+    const reads = await Promise.all(Array.from({ length: 200 }, () => readKnownHosts(path)));
+    expect(reads[0].entries).toHaveLength(fleetSize + 1);
+    // One parse, handed to all: the same array (the old code made 200 of 2,001 entries each).
+    expect(new Set(reads.map((read) => read.entries)).size).toBe(1);
+    expect(await readKnownHosts(path)).toBe(reads[0]);
+
+    // Trust-on-first-use appends a key: the next connection sees it.
+    const newKey = ed25519Blob();
+    await appendKnownHost(path, '127.43.0.1', 22, newKey);
+    const afterAppend = await readKnownHosts(path);
+    expect(afterAppend.entries).toHaveLength(fleetSize + 2);
+    expect(checkHostKey(afterAppend.entries, '127.43.0.1', 22, newKey)).toMatchObject({ verdict: 'known' });
+
+    // The operator replaces node 0's key with one of the same length (same file size): the old key is refused.
+    const replaced = ed25519Blob();
+    await writeFile(path, (await readFile(path, 'utf8')).replace(keys[0].toString('base64'), replaced.toString('base64')));
+    const afterEdit = await readKnownHosts(path);
+    expect(checkHostKey(afterEdit.entries, address(0), 22, replaced)).toMatchObject({ verdict: 'known' });
+    expect(checkHostKey(afterEdit.entries, address(0), 22, keys[0])).toMatchObject({ verdict: 'mismatch' });
+
+    // Removed: read as missing, as before.
+    await rm(path);
+    expect(await readKnownHosts(path)).toEqual({ exists: false, entries: [] });
+  });
 });
