@@ -1,6 +1,6 @@
 // Drift runs and schedules with the inventory in pieces (issue 13, docs/scale.md "Drift in pieces"): no payload of a
 // drift run, of its schedule or of its history grows with the fleet.
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/common';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Duration } from '@temporalio/common';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { RunRef } from '../activities/inventory-history';
 import { taskQueue } from '../worker/connection';
@@ -45,10 +45,11 @@ export function driftInventoryWorkflowId(scheduleId: string): string {
 
 /**
  * Stores a drift schedule's nodes in its inventory workflow (`driftInventoryWorkflow`, one signal a piece) and
- * returns the manifest and the run the schedule's drift runs read the pieces from.
+ * returns the manifest and the run the schedule's drift runs read the pieces from. The workflow asks every
+ * `checkScheduleEvery` (default 24 h) whether the schedule still exists, and ends when it does not.
  * @throws RolloutServiceError `RolloutConflict` when the schedule's inventory workflow already runs (the schedule exists).
  */
-export async function storeScheduleInventory(client: Client, scheduleId: string, nodes: NonNullable<DriftInput['nodes']>, pieceNodes?: number): Promise<{ manifest: InventoryManifest; from: RunRef }> {
+export async function storeScheduleInventory(client: Client, scheduleId: string, nodes: NonNullable<DriftInput['nodes']>, pieceNodes?: number, checkScheduleEvery?: Duration): Promise<{ manifest: InventoryManifest; from: RunRef }> {
   const { manifest, pieces } = splitInventory(nodes, pieceNodes);
   const workflowId = driftInventoryWorkflowId(scheduleId);
   let handle;
@@ -56,7 +57,7 @@ export async function storeScheduleInventory(client: Client, scheduleId: string,
     handle = await client.workflow.start('driftInventoryWorkflow', {
       taskQueue,
       workflowId,
-      args: [manifest],
+      args: [manifest, { scheduleId, ...(checkScheduleEvery === undefined ? {} : { checkScheduleEvery }) }],
       workflowIdConflictPolicy: 'FAIL',
       staticSummary: `inventory of drift schedule ${scheduleId}: ${manifest.nodes} nodes`,
     });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
+import type { Duration } from '@temporalio/common';
 import type { Inventory, Playbook } from '../playbooks/schema';
 import { taskQueue } from '../worker/connection';
 import { parseDuration } from '../playbooks/duration';
@@ -46,14 +47,14 @@ export interface DriftScheduleSummary {
  * Creates a Temporal Schedule that runs driftWorkflow every `every` (e.g. "15m"); overlapping runs
  * are skipped, so a slow repair never stacks up.
  */
-export async function createDriftSchedule(client: Client, playbook: Playbook, inventory: Inventory, options: { every: string; reportOnly: boolean; scheduleId?: string; pieceNodes?: number }): Promise<string> {
+export async function createDriftSchedule(client: Client, playbook: Playbook, inventory: Inventory, options: { every: string; reportOnly: boolean; scheduleId?: string; pieceNodes?: number; holderCheckEvery?: Duration }): Promise<string> {
   const problem = scheduleEveryProblem(options.every);
   if (problem !== undefined) throw new RolloutServiceError('RolloutRequestRejected', `--every ${problem}`);
   const { nodes, ...input } = buildDriftInput(playbook, inventory, options.reportOnly);
   const scheduleId = `${schedulePrefix}${options.scheduleId ?? `${playbook.playbook.name}-${randomUUID().slice(0, 8)}`}`;
   // The schedule's start action carries only the manifest and where the pieces are: the schedule's own inventory
   // workflow, which runs as long as the schedule (docs/scale.md, "Drift in pieces").
-  const { manifest, from } = await storeScheduleInventory(client, scheduleId, nodes, options.pieceNodes);
+  const { manifest, from } = await storeScheduleInventory(client, scheduleId, nodes, options.pieceNodes, options.holderCheckEvery);
   const runInput: DriftInput = { ...input, inventory: manifest, inventoryFrom: from };
   try {
     await client.schedule.create({

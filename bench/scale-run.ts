@@ -283,11 +283,14 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
       largestAnswerBytes = Math.max(largestAnswerBytes, Buffer.byteLength(text));
       return JSON.parse(text) as RolloutProgress & { status: string };
     };
-    let progress = await get('?page_size=50');
+    // While the rollout runs, a starved worker may not answer for many minutes (10,000 nodes, waves of 1,000, at load
+    // 25: every query for 6 minutes): keep asking (about an hour), the rollout goes on meanwhile.
+    const patient = 1_200;
+    let progress = await get('?page_size=50', patient);
     let lastLine = '';
     while (progress.status === 'RUNNING') {
       await new Promise((resolve) => setTimeout(resolve, 2_000));
-      progress = await get('?page_size=50');
+      progress = await get('?page_size=50', patient);
       const line = `${progress.phase}: ${progress.counts.succeeded}/${progress.counts.total} done, ${progress.counts.running} running, ${progress.counts.failed} failed`;
       if (line !== lastLine) log(`  ${((Date.now() - started) / 1000).toFixed(0)} s ${line}`);
       lastLine = line;

@@ -37,7 +37,9 @@ async function main(): Promise<number> {
     ['worker CPU / peak RSS', `${m.worker.cpuSeconds.toFixed(1)} s / ${m.worker.peakRssMb} MB`, ''],
     ['engine overhead per step', `median ${m.engineOverheadMs.median.toFixed(0)} ms, p99 ${m.engineOverheadMs.p99.toFixed(0)} ms (${m.engineOverheadMs.samples} activities)`, ''],
   ];
-  process.stdout.write(`\nscale: ${m.nodes} nodes on ${m.hosts} hosts\n| measure | value | share of limit |\n|---|---|---|\n${rows.map((row) => `| ${row.join(' | ')} |`).join('\n')}\n`);
+  // The worker inherits this environment: its memory depends on these (docs/scale.md "Worker memory").
+  const memoryEnv = ['MALLOC_ARENA_MAX', 'NODE_OPTIONS', 'KATAFLEET_WORKFLOW_SEMI_SPACE_MB'].map((name) => `${name}=${process.env[name] ?? '(unset)'}`).join(', ');
+  process.stdout.write(`\nscale: ${m.nodes} nodes on ${m.hosts} hosts; worker environment: ${memoryEnv}\n| measure | value | share of limit |\n|---|---|---|\n${rows.map((row) => `| ${row.join(' | ')} |`).join('\n')}\n`);
   return m.phase === 'succeeded' ? 0 : 1;
 }
 

@@ -1,6 +1,6 @@
 import { taskQueue, temporalTargetFromEnv } from '../worker/connection';
 import { installWorkerLogging, parseLogLevel } from '../worker/logging';
-import { createWorker } from '../worker/worker';
+import { createWorker, memorySettingsNote } from '../worker/worker';
 import { parseCommandArgs, UsageError, type Command } from './command';
 
 export const workerCommand: Command = {
@@ -21,6 +21,8 @@ step expects (a node unfit for Kata, a transient error a retry fixes) is one inf
       throw new UsageError(`katafleet worker: ${(err as Error).message}`, this.usage);
     }
     installWorkerLogging({ level, file: values['log-file'] });
+    const note = memorySettingsNote(process.env, process.execArgv);
+    if (note) process.stderr.write(`${note}\n`);
     const target = temporalTargetFromEnv();
     const { worker, close } = await createWorker({ target, bundleInChild: true });
     process.stdout.write(`katafleet worker polling "${taskQueue}" on ${target.address} (namespace ${target.namespace})\n`);

@@ -451,11 +451,34 @@ async function writeAliasSshdConfigs(mainConfig: string, aliases: string[], port
   }
 }
 
-/** Starts the alias sshds of a node (they daemonize inside the node, and die with it). */
+/**
+ * Starts the alias sshds of a node (they daemonize inside the node, and die with it), and checks that each bound
+ * every address it was given. sshd goes on when a ListenAddress cannot be bound ("Bind to port P on A failed",
+ * `listen_on_addrs` in openssh-portable sshd.c, V_9_2_P1) and only fails when none is: a name on an address held by
+ * another program would then be answered by that program's sshd, with another host key (`HostKeyMismatch`).
+ */
 async function startAliasSshds(record: NodeRecord): Promise<void> {
   for (let n = 0; n * aliasesPerSshd < record.aliases.length; n++) {
-    await nodeExec(record.initPid, ['/usr/sbin/sshd', '-f', `/etc/ssh/sshd_config.alias-${n}`, '-E', `/var/log/ssh-alias-${n}.log`]);
+    const log = `/var/log/ssh-alias-${n}.log`;
+    await nodeExec(record.initPid, ['/usr/sbin/sshd', '-f', `/etc/ssh/sshd_config.alias-${n}`, '-E', log]);
+    // sshd binds before it daemonizes, so its log already says which addresses it listens on.
+    const { stdout } = await nodeExec(record.initPid, ['cat', log]);
+    const notBound = record.aliases.slice(n * aliasesPerSshd, (n + 1) * aliasesPerSshd).filter((address) => !stdout.includes(`Server listening on ${address} port ${record.port}.`));
+    if (notBound.length > 0) throw new AliasAddressTaken(aliasNotBoundMessage(record.name, notBound, record.port, stdout));
   }
+}
+
+/** Another program (another fleet's sshd, most likely) listens on an alias address the fleet had leased. */
+export class AliasAddressTaken extends Error {
+  override readonly name = 'AliasAddressTaken';
+}
+
+/** The message of {@link AliasAddressTaken}: the addresses, what sshd said, and the fix. */
+export function aliasNotBoundMessage(node: string, addresses: string[], port: number, sshdLog: string): string {
+  const said = sshdLog.split('\n').filter((line) => /Bind to port|Cannot bind/.test(line)).slice(0, 3).join('; ');
+  return `node ${node}: its alias sshd could not listen on ${addresses.map((a) => `${a}:${port}`).join(', ')}` +
+    ` (${said || 'no "Server listening" line in its log'}): another program holds the address although the fleet leased it.` +
+    ` Find it with \`ss -ltnp 'sport = :${port}'\`, stop it (\`katafleet sim down\` for another fleet), and start the fleet again`;
 }
 
 function findNode(records: NodeRecord[], name: string): NodeRecord {

@@ -24,6 +24,7 @@ export const proofs: Proof[] = [
   { sentence: '**Sizing.**', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
   { sentence: 'A cluster of', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
   { sentence: 'Plan one worker', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
+  { sentence: 'Start each worker with `MALLOC_ARENA_MAX=2`', tests: { 'scale-worker-memory.test.ts': ['says which of MALLOC_ARENA_MAX and --max-semi-space-size its environment lacks, and where to set them'] } },
   {
     sentence: '**A production cluster**',
     tests: { 'cluster-readme.test.ts': ['server --print-attributes prints one create command per katafleet search attribute, for TEMPORAL_NAMESPACE'], 'cluster-two-workers.test.ts': [upPrints] },

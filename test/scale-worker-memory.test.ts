@@ -3,9 +3,15 @@
 // (a line per node): at 400 nodes, 180 open connections held 72,000 parsed lines (a heap snapshot's strings
 // "ssh-ed25519" and the node addresses), and the worker's peak RSS was 476–502 MB; keeping only the lines that
 // can decide the node's key brought it to 369 MB (`bench/scale.ts --nodes 400 --hosts 4 --wave-size 200`).
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { knownHostsForNode } from '../activities/ssh/pool';
-import { checkHostKey, knownHostsName, parseKnownHosts } from '../activities/ssh/known-hosts';
+import { appendKnownHost, checkHostKey, knownHostsName, parseKnownHosts, readKnownHosts } from '../activities/ssh/known-hosts';
+import { limitWorkflowThreadYoungGeneration, memorySettingsNote, workflowSemiSpaceMb } from '../worker/worker';
+import { runKatafleet } from './helpers/cli';
 
 const fleetSize = 2_000;
 /** An ssh-ed25519 public key blob (type string, then 32 key bytes), as a server sends it. */
@@ -49,5 +55,97 @@ describe('what an SSH connection keeps of known_hosts', () => {
     expect(stranger.entries).toHaveLength(1);
     expect(checkHostKey(stranger.entries, '203.0.113.7', 22, ed25519Blob())).toEqual({ verdict: 'unknown' });
     expect(knownHostsForNode({ exists: false, entries: [] }, address(0), 22)).toEqual({ exists: false, entries: [] });
+  });
+});
+
+// The workflow thread's young generation (worker/worker.ts limitWorkflowThreadYoungGeneration): the SDK creates its
+// workflow thread without resourceLimits, so V8's process-wide --max-semi-space-size, set before Worker.create, bounds
+// that thread's new space. Checked in a child process (the flag is process-wide): a thread created the way the SDK
+// creates it allocates steadily, and its new space is measured, with and without the setting.
+describe('the workflow thread\'s young generation', () => {
+  const probe = (env: Record<string, string>) => {
+    const program = `
+      require('tsx/cjs');
+      const { limitWorkflowThreadYoungGeneration } = require(${JSON.stringify(require.resolve('../worker/worker'))});
+      const { Worker } = require('node:worker_threads');
+      const mb = limitWorkflowThreadYoungGeneration(process.env.KATAFLEET_WORKFLOW_SEMI_SPACE_MB);
+      const thread = new Worker(\`
+        const v8 = require('node:v8'); const { parentPort } = require('node:worker_threads');
+        let keep = []; let peak = 0;
+        for (let i = 0; i < 3e6; i++) {
+          keep.push({ i, text: 'activation ' + i });
+          if (keep.length > 100000) keep = [];
+          if (i % 50000 === 0) peak = Math.max(peak, v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size);
+        }
+        parentPort.postMessage(peak);
+      \`, { eval: true });
+      thread.once('message', (peak) => { process.stdout.write(JSON.stringify({ mb, newSpaceMb: peak / 1048576 })); process.exit(0); });
+    `;
+    const out = execFileSync(process.execPath, ['-e', program], { cwd: join(__dirname, '..'), env: { ...process.env, ...env }, encoding: 'utf8' });
+    return JSON.parse(out) as { mb: number; newSpaceMb: number };
+  };
+
+  it('is bounded to 2 semi-spaces of 2 MB by default; V8 alone lets it grow to 16 MB and more', () => {
+    const bounded = probe({ KATAFLEET_WORKFLOW_SEMI_SPACE_MB: '' });
+    const unbounded = probe({ KATAFLEET_WORKFLOW_SEMI_SPACE_MB: '0' });
+    process.stdout.write(`workflow thread new space: ${bounded.newSpaceMb} MB bounded, ${unbounded.newSpaceMb} MB with V8's default\n`);
+    expect(bounded).toEqual({ mb: workflowSemiSpaceMb, newSpaceMb: expect.any(Number) });
+    expect(bounded.newSpaceMb).toBeLessThanOrEqual(2 * workflowSemiSpaceMb);
+    expect(unbounded.newSpaceMb).toBeGreaterThanOrEqual(16);
+  }, 120_000);
+
+  it('refuses a KATAFLEET_WORKFLOW_SEMI_SPACE_MB that is no whole number of MB from 0 to 64, naming it and the fix', () => {
+    for (const bad of ['-1', '65', '1.5', '0x10', '2MB', ' 1e3', '999']) {
+      expect(() => limitWorkflowThreadYoungGeneration(bad)).toThrow(`KATAFLEET_WORKFLOW_SEMI_SPACE_MB=${JSON.stringify(bad)}: use a whole number of MB from 0 to 64`);
+    }
+  });
+});
+
+// glibc's arena count and the main thread's semi-space are read when the process starts: `katafleet worker` says when
+// its environment lacks them (through the CLI; the worker then fails to reach a server on port 1, which is fine here).
+describe('katafleet worker\'s memory settings', () => {
+  const note = 'in its environment; with them a worker needs about';
+  it('says which of MALLOC_ARENA_MAX and --max-semi-space-size its environment lacks, and where to set them', async () => {
+    const bare = await runKatafleet('127.0.0.1:1', ['worker'], 60_000, { MALLOC_ARENA_MAX: '', NODE_OPTIONS: '' });
+    expect(bare.stderr).toContain('katafleet worker: started without MALLOC_ARENA_MAX=2 and NODE_OPTIONS=--max-semi-space-size=2 in its environment');
+    expect(bare.stderr).toContain('Environment= of its systemd unit');
+    const set = await runKatafleet('127.0.0.1:1', ['worker'], 60_000, { MALLOC_ARENA_MAX: '2', NODE_OPTIONS: '--max-semi-space-size=2' });
+    expect(set.stderr).not.toContain(note);
+    expect(memorySettingsNote({ MALLOC_ARENA_MAX: '2' }, [])).toContain('without NODE_OPTIONS=--max-semi-space-size=2 in');
+    expect(memorySettingsNote({}, ['--max-semi-space-size=4'])).toContain('without MALLOC_ARENA_MAX=2 in');
+  }, 180_000);
+});
+
+// Reading known_hosts (activities/ssh/known-hosts.ts readKnownHosts): each new SSH connection read and parsed the
+// whole file, a line per node of the fleet, so a wave's connections parsed it hundreds of times at once. Now the
+// parsed file is shared until the file changes.
+describe('reading a fleet\'s known_hosts', () => {
+  it('parses it once for 200 connections opened together, and again only when the file changes', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kf-known-hosts-'));
+    const path = join(dir, 'known_hosts');
+    await writeFile(path, `${text}\n`);
+    const reads = await Promise.all(Array.from({ length: 200 }, () => readKnownHosts(path)));
+    expect(reads[0].entries).toHaveLength(fleetSize + 1);
+    // One parse, handed to all: the same array (the old code made 200 of 2,001 entries each).
+    expect(new Set(reads.map((read) => read.entries)).size).toBe(1);
+    expect(await readKnownHosts(path)).toBe(reads[0]);
+
+    // Trust-on-first-use appends a key: the next connection sees it.
+    const newKey = ed25519Blob();
+    await appendKnownHost(path, '127.43.0.1', 22, newKey);
+    const afterAppend = await readKnownHosts(path);
+    expect(afterAppend.entries).toHaveLength(fleetSize + 2);
+    expect(checkHostKey(afterAppend.entries, '127.43.0.1', 22, newKey)).toMatchObject({ verdict: 'known' });
+
+    // The operator replaces node 0's key with one of the same length (same file size): the old key is refused.
+    const replaced = ed25519Blob();
+    await writeFile(path, (await readFile(path, 'utf8')).replace(keys[0].toString('base64'), replaced.toString('base64')));
+    const afterEdit = await readKnownHosts(path);
+    expect(checkHostKey(afterEdit.entries, address(0), 22, replaced)).toMatchObject({ verdict: 'known' });
+    expect(checkHostKey(afterEdit.entries, address(0), 22, keys[0])).toMatchObject({ verdict: 'mismatch' });
+
+    // Removed: read as missing, as before.
+    await rm(path);
+    expect(await readKnownHosts(path)).toEqual({ exists: false, entries: [] });
   });
 });

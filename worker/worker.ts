@@ -1,7 +1,9 @@
+import { setFlagsFromString } from 'node:v8';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { createDesiredStateActivities } from '../activities/desired-state';
 import { createDriftActivities } from '../activities/drift-check';
+import { createDriftScheduleActivities } from '../activities/drift-schedule';
 import { createNodeActivities } from '../activities/node-activities';
 import { createInventoryActivities } from '../activities/inventory-history';
 import { SshPool } from '../activities/ssh';
@@ -44,6 +46,7 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
   const workflowsPath = require.resolve('../workflows');
   const workflows = options.bundleInChild !== true ? { workflowsPath } : { workflowBundle: { code: await bundleInChildProcess(workflowsPath) } };
   const connection = await NativeConnection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
+  limitWorkflowThreadYoungGeneration(process.env.KATAFLEET_WORKFLOW_SEMI_SPACE_MB);
   const worker = await Worker.create({
     connection,
     namespace: target.namespace,
@@ -80,6 +83,43 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
  */
 const isolateTimeout = { isolateExecutionTimeout: '60s' } as Record<string, unknown>;
 
+/** The workflow thread's V8 semi-space, MB, unless KATAFLEET_WORKFLOW_SEMI_SPACE_MB says otherwise (0: V8's own, 16 MB). */
+export const workflowSemiSpaceMb = 2;
+
+/**
+ * Bounds the young generation of the V8 isolates created from now on, the SDK's workflow thread among them (it creates
+ * that thread in `Worker.create`, without `resourceLimits`, so V8's process-wide `--max-semi-space-size` applies to
+ * it). V8's default lets a semi-space grow to 16 MB, i.e. a new space of 32 MB per isolate under a steady allocation
+ * rate such as a worker's; 2 MB keeps it at 4 MB, for more scavenges of a space that is mostly garbage anyway
+ * (docs/scale.md "Worker memory" has the figures). The main thread's isolate exists already: its semi-space comes only
+ * from the command line (`NODE_OPTIONS=--max-semi-space-size=2`).
+ * @throws Error naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB and the fix when it is not a whole number of MB from 0 to 64.
+ */
+export function limitWorkflowThreadYoungGeneration(value: string | undefined): number {
+  const text = value?.trim() ?? '';
+  const mb = text === '' ? workflowSemiSpaceMb : /^\d{1,2}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isInteger(mb) || mb > 64) {
+    throw new Error(`KATAFLEET_WORKFLOW_SEMI_SPACE_MB=${JSON.stringify(value)}: use a whole number of MB from 0 to 64 (e.g. 2), 0 for V8's default, or unset it for ${workflowSemiSpaceMb}`);
+  }
+  if (mb > 0) setFlagsFromString(`--max-semi-space-size=${mb}`);
+  return mb;
+}
+
+/**
+ * What the process's own memory settings are, for `katafleet worker`'s first line: glibc's arena count
+ * (MALLOC_ARENA_MAX) and the main thread's V8 semi-space (--max-semi-space-size) are read when the process starts, so
+ * only its environment can set them. Measured at 200 nodes in flight (docs/scale.md "Worker memory"): 374 MB of peak
+ * RSS without them, 313 MB with MALLOC_ARENA_MAX=2. Empty when both are set.
+ */
+export function memorySettingsNote(env: NodeJS.ProcessEnv, execArgv: string[]): string {
+  const missing = [
+    ...(env.MALLOC_ARENA_MAX ? [] : ['MALLOC_ARENA_MAX=2']),
+    ...([...execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => arg.startsWith('--max-semi-space-size')) ? [] : ['NODE_OPTIONS=--max-semi-space-size=2']),
+  ];
+  if (missing.length === 0) return '';
+  return `katafleet worker: started without ${missing.join(' and ')} in its environment; with them a worker needs about 60 MB less at 200 nodes in flight (docs/scale.md "Worker memory"): set them where the worker is started (e.g. Environment= of its systemd unit)`;
+}
+
 /**
  * `maxCachedWorkflows` from a number or the environment's text; nothing (the SDK's default) when unset.
  * @throws Error naming KATAFLEET_MAX_CACHED_WORKFLOWS and the fix when it is not a whole number.
@@ -110,5 +150,5 @@ function memorySampler(everyMs: string | undefined, status: () => { numCachedWor
 
 /** Every activity a katafleet worker registers, sharing one SSH pool (one connection per node). */
 export function workerActivities(pool: SshPool) {
-  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }), ...createDriftActivities({ pool }), ...createDesiredStateActivities({ pool }), ...createInventoryActivities() };
+  return { ...createActivities({ version: katafleetVersion() }), ...createNodeActivities({ pool }), ...createDriftActivities({ pool }), ...createDesiredStateActivities({ pool }), ...createInventoryActivities(), ...createDriftScheduleActivities() };
 }

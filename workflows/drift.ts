@@ -1,4 +1,4 @@
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { WorkflowExecutionAlreadyStartedError, type Duration } from '@temporalio/common';
 import {
   ActivityFailure,
   ApplicationFailure,
@@ -10,12 +10,14 @@ import {
   proxyActivities,
   setCurrentDetails,
   setHandler,
+  sleep,
   startChild,
   upsertSearchAttributes,
   workflowInfo,
   defineQuery,
 } from '@temporalio/workflow';
 import type { createDriftActivities, NodeDriftCheck } from '../activities/drift-check';
+import type { createDriftScheduleActivities } from '../activities/drift-schedule';
 import type { createInventoryActivities, RunRef } from '../activities/inventory-history';
 import type { DriftCheck, KubernetesTarget, NodeTarget } from '../activities/node-types';
 import type { Step } from '../playbooks/schema';
@@ -28,6 +30,12 @@ const { checkDrift } = proxyActivities<ReturnType<typeof createDriftActivities>>
   heartbeatTimeout: '30s',
   // An unreachable node is a finding, not a reason to wait: the check reports it instead of failing.
   retry: { maximumAttempts: 2, initialInterval: '2s' },
+});
+
+const { driftScheduleExists } = proxyActivities<ReturnType<typeof createDriftScheduleActivities>>({
+  startToCloseTimeout: '1m',
+  // The server away for a while is no reason to end: asked again until it answers.
+  retry: { initialInterval: '10s', maximumInterval: '10m' },
 });
 
 const { readInventoryPiece } = proxyActivities<ReturnType<typeof createInventoryActivities>>({
@@ -434,14 +442,32 @@ export function formatDriftDetails(report: DriftReport): string {
   return [header, '', ...rows, ...omitted].join('\n');
 }
 
+/** What a drift schedule's inventory workflow needs besides the manifest (holders started before the patch had none). */
+export interface DriftInventoryHolding {
+  /** The schedule whose nodes it holds. */
+  scheduleId: string;
+  /** How often it asks whether the schedule still exists (a Temporal duration). @default '24h' */
+  checkScheduleEvery?: Duration;
+}
+
 /**
  * Holds a drift schedule's inventory for as long as the schedule exists: its pieces arrive as `inventoryPiece`
  * signals and stay in this workflow's history, which the schedule's runs read back (readInventoryPiece), so the
- * schedule's start action carries only the manifest and this run's id. It does nothing else and never ends by itself
- * (a running workflow is never removed by the namespace's retention); deleting the schedule terminates it.
+ * schedule's start action carries only the manifest and this run's id. It never continues as new (the runs read this
+ * very run). Deleting the schedule with katafleet terminates it; a schedule deleted another way (straight through
+ * Temporal) is noticed at the holder's next check (patch `drift-holder-ends-with-schedule`: every 24 h, about 11
+ * events, so 51,200 events would take 12 years), and the holder completes.
  */
-export async function driftInventoryWorkflow(manifest: InventoryManifest): Promise<void> {
+export async function driftInventoryWorkflow(manifest: InventoryManifest, holding?: DriftInventoryHolding): Promise<void> {
   setHandler(inventoryPieceSignal, () => undefined);
   setCurrentDetails(`the inventory of a drift schedule: ${manifest.nodes} nodes in ${manifest.pieces} pieces (sha256 ${manifest.sha256.slice(0, 12)}…), read by its runs; it ends when the schedule is deleted (katafleet drift unschedule)`);
-  await condition(() => false);
+  // Holders started before the patch wait forever, as they did (and had no schedule id).
+  if (holding === undefined || !patched('drift-holder-ends-with-schedule')) {
+    await condition(() => false);
+    return;
+  }
+  for (;;) {
+    await sleep(holding.checkScheduleEvery ?? '24h');
+    if (!(await driftScheduleExists(holding.scheduleId))) return;
+  }
 }
