@@ -98,7 +98,7 @@ describe.each(nodes)('package-install with $manager ($node)', ({ node, manager, 
     try {
       const refused = await failure(runStep(node, installStep(pkg, '3.2.0'), runB));
       expect(refused.type).toBe('PackageRepositoryUnreachable');
-      expect(refused.message).toMatch(new RegExp(`^Node ${node}: package install failed with exit code \\d+ \\(${manager} .*the package sources cannot be reached$`));
+      expect(refused.message).toMatch(new RegExp(`^Node ${node}: package install failed with exit code \\d+ \\((?:/\\S+/)?${manager} .*the package sources cannot be reached$`));
     } finally {
       await fleet.setFault(node, 'package-repo-unreachable', false);
     }
