@@ -181,6 +181,15 @@ export function observeKubeApi(next: KubeApiObserver | undefined): void {
 }
 
 const agents = new Map<string, https.Agent | http.Agent>();
+/** The message of an error answer: its Status's `message`, else the start of its text. Pure. */
+function statusMessage(text: string): string {
+  try {
+    return (JSON.parse(text) as StatusBody).message ?? text.slice(0, 300);
+  } catch {
+    return text.slice(0, 300);
+  }
+}
+
 /** The longest line a watch reads before it gives up on the stream (characters). */
 const maxWatchLine = 4 * 1024 * 1024;
 
@@ -326,14 +335,7 @@ export class KubeApi {
           const chunks: Buffer[] = [];
           response.on('data', (chunk: Buffer) => chunks.push(chunk));
           response.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let message = text.slice(0, 300);
-            try {
-              message = (JSON.parse(text) as StatusBody).message ?? message;
-            } catch {
-              // not a Status: the text is the message
-            }
-            finish({ error: kubeApiFailure(this.config, { request: what, status, message }) });
+            finish({ error: kubeApiFailure(this.config, { request: what, status, message: statusMessage(Buffer.concat(chunks).toString('utf8')) }) });
           });
           return;
         }
@@ -422,12 +424,7 @@ export class KubeApi {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
         response.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let message = text.slice(0, 300);
-          try {
-            message = (JSON.parse(text) as StatusBody).message ?? message;
-          } catch { /* not a Status */ }
-          done(kubeApiFailure(this.config, { request: what, status: response.statusCode, message }));
+          done(kubeApiFailure(this.config, { request: what, status: response.statusCode, message: statusMessage(Buffer.concat(chunks).toString('utf8')) }));
         });
       });
       request.on('upgrade', (_response, upgraded: Socket, head: Buffer) => {
