@@ -146,16 +146,17 @@ describe('drift repair follows the desired state the node recorded', () => {
   }, 300_000);
 
   it('records the desired state in the node run\'s own commit (no activity of the rollout per node); a node whose record cannot be written still succeeds, and says so', async () => {
-    // d-6's desired.json cannot be written: the path of its temp file is a directory.
-    await onNode(fleet, 'd-6', 'mkdir -p /var/lib/katafleet/desired.json.katafleet-tmp/x');
+    // d-6's desired.json cannot be written: a directory stands where the file should be (mv -f would have moved the
+    // file into it and called that a success).
+    await onNode(fleet, 'd-6', 'mkdir -p /var/lib/katafleet/desired.json/x');
     try {
       const rollout = await katafleet('rollout', join(work, 'kata-a.toml'), '--inventory', await inventoryFile('commit', ['d-5', 'd-6']), '--follow', '--request-id', 'desired-commit');
       expect(rollout.code).toBe(0);
       expect(rowOf(rollout.stdout, 'd-5')).toMatch(/^d-5\s+1\s+succeeded\s/);
       expect(rowOf(rollout.stdout, 'd-5')).not.toContain('not recorded');
-      expect(rowOf(rollout.stdout, 'd-6')).toMatch(/^d-6\s+2\s+succeeded\s.*succeeded, but its desired state was not recorded \(drift will not repair it\)/);
+      expect(rowOf(rollout.stdout, 'd-6')).toMatch(/^d-6\s+2\s+succeeded\s.*succeeded, but its desired state was not recorded \(drift will not repair it\): .*\/var\/lib\/katafleet\/desired\.json is a directory, not a file/);
       expect(parseDesiredState(await onNode(fleet, 'd-5', 'cat /var/lib/katafleet/desired.json'), 'd-5')).toMatchObject({ playbook: { name: 'kata-a' }, rolloutId: 'desired-commit', state: 'applied' });
-      expect(await onNode(fleet, 'd-6', 'test -e /var/lib/katafleet/desired.json; echo $?')).toBe('1\n');
+      expect(await onNode(fleet, 'd-6', 'ls -A /var/lib/katafleet/desired.json')).toBe('x\n');
 
       const activities = async (workflowId: string) => ((await env.client.workflow.getHandle(workflowId).fetchHistory()).events ?? [])
         .map((event: temporal.api.history.v1.IHistoryEvent) => event.activityTaskScheduledEventAttributes?.activityType?.name)
@@ -163,7 +164,7 @@ describe('drift repair follows the desired state the node recorded', () => {
       expect(await activities('katafleet-rollout-desired-commit')).not.toContain('recordDesiredState');
       expect((await activities(nodeWorkflowId('d-5'))).filter((name) => name === 'commitRun')).toHaveLength(1);
     } finally {
-      await onNode(fleet, 'd-6', 'rm -rf /var/lib/katafleet/desired.json.katafleet-tmp');
+      await onNode(fleet, 'd-6', 'rm -rf /var/lib/katafleet/desired.json');
     }
   }, 300_000);
 });

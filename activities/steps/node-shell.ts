@@ -50,6 +50,9 @@ export function sha256Hex(text: string): string {
   return createHash('sha256').update(text, 'utf8').digest('hex');
 }
 
+/** A file katafleet writes has a directory in its place (a write would land inside it). Never retried. */
+export const FileIsDirectory = 'FileIsDirectory';
+
 export class NodeShell {
   readonly ssh: SshNode;
   /** Root only through kf-root: root commands run as the user with its shims first in PATH. */
@@ -163,10 +166,14 @@ export class NodeShell {
    */
   async writeFileAtomic(path: string, content: string, tempPath = `${path}.katafleet-tmp`): Promise<void> {
     const bin = (program: ProbedProgram) => this.tool(program);
-    await this.run(
-      sh`${bin('mkdir')} -p ${posix.dirname(path)} && ${bin('tee')} ${tempPath} >/dev/null && { if test -e ${path}; then ${bin('chmod')} --reference=${path} ${tempPath} && ${bin('chown')} --reference=${path} ${tempPath}; else ${bin('chmod')} 0644 ${tempPath}; fi; } && ${bin('mv')} -f ${tempPath} ${path}`,
-      { stdin: content },
+    // A directory (or a link to one) where the file should be: `mv -f` would move the file into it and "succeed".
+    const result = await this.run(
+      sh`if test -d ${path}; then exit 20; fi; ${bin('mkdir')} -p ${posix.dirname(path)} && ${bin('tee')} ${tempPath} >/dev/null && { if test -e ${path}; then ${bin('chmod')} --reference=${path} ${tempPath} && ${bin('chown')} --reference=${path} ${tempPath}; else ${bin('chmod')} 0644 ${tempPath}; fi; } && ${bin('mv')} -f ${tempPath} ${path}`,
+      { stdin: content, allowExitCodes: [0, 20] },
     );
+    if (result.exitCode === 20) {
+      throw permanentFailure(FileIsDirectory, `Node ${this.name}: ${path} is a directory, not a file: katafleet does not write into it (remove or rename it, then run again); nothing was written`);
+    }
   }
 
   /**
