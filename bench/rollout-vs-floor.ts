@@ -13,7 +13,7 @@
 // Kubernetes access (--kube): `api` (the default) gives the worker the control plane's kubeconfig through the
 // credential profile, so the steps call the API server from the worker, and the floor sends the same requests from
 // this process with no engine; `kubectl` keeps the fleet's own inventory (kubectl over SSH on the control plane).
-//   npx tsx bench/rollout-vs-floor.ts [N] [--kube api|kubectl] [--no-ansible] [--no-floor] [--ansible-only] [--keep-trace FILE] [--keep-histories DIR] [--floor-only TRACE]
+//   npx tsx bench/rollout-vs-floor.ts [N] [--sim here] [--kube api|kubectl] [--no-ansible] [--no-floor] [--ansible-only] [--keep-trace FILE] [--keep-histories DIR] [--floor-only TRACE]
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
@@ -33,7 +33,7 @@ import { KubeApi, kubeApiConfigFor, observeKubeApi, type KubeApiEvent } from '..
 import { runOnWorker } from '../activities/kubectl';
 import { kubernetesBinaries } from '../sim/control-plane';
 import { simProfile } from '../sim/inventory';
-import { startFleet, type Fleet, type SimNode } from '../sim/fleet';
+import { readFleetRecord, startFleet, stopFleetInDir, type Fleet, type SimNode } from '../sim/fleet';
 import { freeLoopbackPort } from '../sim/addresses';
 import { sshRun } from '../sim/ssh-run';
 import { startDevServer } from '../worker/dev-server';
@@ -96,20 +96,44 @@ async function processCpuS(pid: number | undefined): Promise<number> {
   return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / 100;
 }
 
-async function freshFleet(nodes: number, label: string): Promise<Fleet> {
+/** What the benchmark uses of a fleet, whether this process owns it or `katafleet sim up` does. */
+type BenchFleet = Pick<Fleet, 'dir' | 'inventoryPath' | 'knownHostsPath' | 'identityFile' | 'nodes' | 'controlPlane' | 'stop'>;
+
+/** `--sim here`: the fleet (its sshd supervisors and the simulated kubelets' controller) in this process, as before session 7. */
+const simHere = process.argv.includes('--sim') && process.argv[process.argv.indexOf('--sim') + 1] === 'here';
+
+/**
+ * A fresh fleet of `nodes` workers and the control plane. By default it runs in a process of its own
+ * (`katafleet sim up`, as the demo and a user run it): the simulated kubelets' controller polls every node's containerd
+ * and takes seconds of CPU on its event loop, which in this process would delay the worker's activities and workflow
+ * tasks as no real cluster does. `--sim here` keeps it in this process (the figures before session 7).
+ */
+async function freshFleet(nodes: number, label: string): Promise<BenchFleet> {
   const dir = join(await mkdtemp(join(tmpdir(), `kf-bench-${label}-`)), 'fleet');
   const started = performance.now();
-  const fleet = await startFleet({ nodes, kubernetes: true, dir });
-  process.stderr.write(`${label}: ${nodes} nodes + control plane up in ${fmt(seconds(performance.now() - started), 1)} s\n`);
+  const fleet = simHere ? await startFleet({ nodes, kubernetes: true, dir }) : await separateFleet(nodes, dir);
+  process.stderr.write(`${label}: ${nodes} nodes + control plane up in ${fmt(seconds(performance.now() - started), 1)} s${simHere ? ' (in this process)' : ' (katafleet sim up)'}\n`);
   return fleet;
 }
 
-const workerNodes = (fleet: Fleet) => fleet.nodes.filter((node) => node.role === 'worker');
+async function separateFleet(nodes: number, dir: string): Promise<BenchFleet> {
+  await run(process.execPath, [join(__dirname, '..', 'bin', 'katafleet.js'), 'sim', 'up', '--nodes', String(nodes), '--dir', dir]);
+  const record = await readFleetRecord(dir);
+  if (!record) throw new Error(`katafleet sim up --dir ${dir}: no fleet.json`);
+  const host = record.nodes.find((node) => node.role === 'control-plane');
+  return {
+    dir: record.dir, inventoryPath: record.inventoryPath, knownHostsPath: record.knownHostsPath, identityFile: record.identityFile, nodes: record.nodes,
+    controlPlane: record.kubeconfig ? { kubeconfig: record.kubeconfig, host } : undefined,
+    stop: async () => { await stopFleetInDir(dir); },
+  };
+}
+
+const workerNodes = (fleet: BenchFleet) => fleet.nodes.filter((node) => node.role === 'worker');
 
 const kubectlBinary = () => join(kubernetesBinaries().binDir, 'kubectl');
 
 /** The control plane's kubeconfig, for the worker: a copy it owns (mode 600). */
-async function workerKubeconfig(fleet: Fleet, dir: string): Promise<string> {
+async function workerKubeconfig(fleet: BenchFleet, dir: string): Promise<string> {
   const file = join(dir, 'worker.kubeconfig');
   await copyFile(fleet.controlPlane!.kubeconfig, file);
   await chmod(file, 0o600);
@@ -117,7 +141,7 @@ async function workerKubeconfig(fleet: Fleet, dir: string): Promise<string> {
 }
 
 /** Points the fleet's inventory at the API from the worker: its credential profile gets the kubeconfig. */
-async function useApiFromWorker(fleet: Fleet, dir: string): Promise<void> {
+async function useApiFromWorker(fleet: BenchFleet, dir: string): Promise<void> {
   process.env.KATAFLEET_KUBECTL = kubectlBinary();
   const credentials = join(fleet.dir, 'credentials.toml');
   const kubeconfig = await workerKubeconfig(fleet, dir);
