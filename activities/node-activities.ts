@@ -39,6 +39,7 @@ import { permanentFailure } from './steps/step-runtime';
 import { runUndo } from './steps/undo';
 import { verificationPod } from './steps/verification-pod';
 import { createRecoveryActivities, withStepLock } from './node-recovery';
+import { checkNodeBeforeFirstStep, NodeNeedsPrepare, notCheckedFailure } from './steps/recover';
 
 /** What the step activities need: the worker's SSH pool (one connection per node, shared by all activities). */
 export interface NodeActivityDeps {
@@ -57,8 +58,13 @@ export function createNodeActivities(deps: NodeActivityDeps) {
   const { pool } = deps;
   const shellFor = (node: NodeTarget) => new NodeShell(pool, node);
   /** The request with its step checked (StepRefused otherwise) and its node paths resolved on the node. */
-  const admit = async <S extends Step>(kind: S['kind'], request: StepRequest<S>): Promise<StepRequest<S>> => {
+  const admit = async <S extends Step>(kind: S['kind'], request: StepRequest<S>): Promise<StepRequest<S>> =>
+    // A run's first step: whatever stops it before it checked the node is left to the run's prepareNode activity.
+    request.firstOfRun ? admitStep(kind, request).catch((err: unknown) => { throw notCheckedFailure(request.node.name, err); }) : admitStep(kind, request);
+  const admitStep = async <S extends Step>(kind: S['kind'], request: StepRequest<S>): Promise<StepRequest<S>> => {
     checkTargets(request.node, request.kubernetes);
+    // The run's first step checks them all before anything reaches the node, as the prepareNode activity did.
+    for (const other of request.firstOfRun?.steps ?? []) checkStep(other, request.node);
     const step = checkStep(request.step, request.node);
     if (step.kind !== kind) {
       throw permanentFailure(StepRefused, stepRefusedMessage(`a ${JSON.stringify(step.kind)} step given to the ${kind} activity`, [{ path: 'kind', message: `must be "${kind}"` }]));
@@ -66,9 +72,17 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     await checkResolvedPaths(shellFor(request.node), `step "${step.id}" (${kind}) on node ${request.node.name}`, nodePathsOfStep(step));
     return { ...request, step };
   };
+  /** A step kind that does not hold the node's lock cannot make the run's first check: the run's own prepare activity does. */
+  const unlockedFirst = <R extends StepRequest>(request: R): R => {
+    if (request.journal && request.firstOfRun) throw permanentFailure(NodeNeedsPrepare, `a ${request.step.kind} step does not hold the node's lock, so it cannot check node ${request.node.name} before the run's first step`);
+    return request;
+  };
   /** The step's shell: for journaling runs, one holding the node's lock for the step's whole remote work. */
   const withShell = <T>(request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> =>
-    request.journal ? withStepLock(pool, request, work) : work(shellFor(request.node));
+    request.journal ? withStepLock(pool, request, async (shell) => {
+      if (request.firstOfRun) await checkNodeBeforeFirstStep(shell, request).catch((err: unknown) => { throw notCheckedFailure(request.node.name, err); });
+      return work(shell);
+    }) : work(shellFor(request.node));
   return {
     ...createRecoveryActivities(pool),
     ...createClusterActivities(pool),
@@ -104,7 +118,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     },
     /** `readiness-gate`: Node Ready and its runtimeHandlers (or, where the kubelet does not report them, the node's CRI) listing the handlers. */
     async readinessGate(request: StepRequest<ReadinessGateStep>): Promise<StepOutcome> {
-      const admitted = await admit('readiness-gate', request);
+      const admitted = unlockedFirst(await admit('readiness-gate', request));
       return readinessGate(shellFor(admitted.node), pool, admitted);
     },
     /** `node-label`: sets the labels that differ; undo removes the ones this run added. */
@@ -114,7 +128,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     },
     /** `runtime-class`: server-side apply of a node.k8s.io/v1 RuntimeClass (or delete). */
     async runtimeClass(request: StepRequest<RuntimeClassStep>): Promise<StepOutcome> {
-      return runtimeClass(pool, await admit('runtime-class', request));
+      return runtimeClass(pool, unlockedFirst(await admit('runtime-class', request)));
     },
     /** `verification-pod`: a pod with the RuntimeClass on this node must run a kernel other than the host's. */
     async verificationPod(request: StepRequest<VerificationPodStep>): Promise<StepOutcome> {

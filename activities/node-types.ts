@@ -65,6 +65,12 @@ export interface StepRequest<S extends Step = Step> {
    * lock. Set by nodeWorkflow runs that recover from the journal; absent in histories recorded before.
    */
   journal?: boolean;
+  /**
+   * Set on a journaling run's first step (patch `node-prepare-in-first-step`): the step makes the run's check before
+   * its first step itself (quarantine marker, journals left behind; NodeNeedsPrepare when there is anything) and
+   * checks every step of the run (`steps`) first, as the prepareNode activity did.
+   */
+  firstOfRun?: { steps: Step[] };
 }
 
 /**

@@ -28,16 +28,19 @@ import { nodeProgressQuery } from '../workflows/node-messages';
 import { historyToJsonText } from './helpers/history-json';
 import { runKatafleet } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
-import { kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
+import { activitiesInHistory, kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
 
 
 /**
  * With KATAFLEET_RECORD_HISTORIES=1, the histories of the new paths are saved for test/replay.test.ts
  * (node-journal-recovery: cancelled after the swap and recovered; node-journal-quarantine: an undo refused,
- * the node quarantined; node-journal-recovered-first: a run that first recovers a terminated run's journal).
+ * the node quarantined; node-journal-recovered-first: a run that first recovers a terminated run's journal;
+ * node-prepare-in-first-step-*: the first step checks the node, and when it finds a journal the run recovers it).
  */
 async function keepHistory(handle: WorkflowHandle, name: string): Promise<void> {
-  if (process.env.KATAFLEET_RECORD_HISTORIES !== '1') return;
+  // 1: all of them; or a comma-separated list of names (a new one, without re-recording the older versions).
+  const wanted = process.env.KATAFLEET_RECORD_HISTORIES;
+  if (!wanted || (wanted !== '1' && !wanted.split(',').includes(name))) return;
   writeFileSync(join(__dirname, 'histories', `${name}.json`), `${historyToJsonText(await handle.fetchHistory())}\n`);
 }
 let env: TestWorkflowEnvironment;
@@ -147,6 +150,42 @@ describe('README "When things fail": a rollout cancelled or terminated through T
     expect(await configSha('j-term')).toBe(before);
     expect(await journalListing('j-term')).toBe('');
     await keepHistory(next, 'node-journal-recovered-first');
+  }, 240_000);
+
+  // The check before the first step is made by the first step's own activity (patch node-prepare-in-first-step);
+  // the prepareNode activity runs only when that check finds something.
+  it('terminated after the swap, then a run with steps: its first step finds the journal, the run recovers it, then runs its steps', async () => {
+    const before = await configSha('j-term');
+    await hangAfterSwap('j-term', true);
+    let terminatedRun: string;
+    try {
+      const handle = await start('j-term', patchAndRestart, 'terminate-again');
+      await checkHanging('j-term');
+      terminatedRun = (await handle.describe()).runId;
+      await handle.terminate('test: terminated mid containerd-patch');
+    } finally {
+      await hangAfterSwap('j-term', false);
+    }
+    expect(await configSha('j-term')).not.toBe(before);
+    const next = await start('j-term', patchAndRestart, 'after-termination-with-steps');
+    const result = await next.result();
+    expect(result.phase).toBe('succeeded');
+    expect(result.recovered).toEqual([expect.stringMatching(new RegExp(`^recovered the journal of run ${terminatedRun} \\(terminate-again\\): containerd: restored /etc/containerd/config.toml`))]);
+    const activities = activitiesInHistory(await next.fetchHistory());
+    expect(activities.map((a) => `${a.activityType}:${a.result}`)).toEqual(['containerdPatch:failed', 'prepareNode:completed', 'containerdPatch:completed', 'serviceRestart:completed', 'commitRun:completed']);
+    expect(activities[0].failureType).toBe('NodeNeedsPrepare');
+    // The recovered (original) config was patched again by this run.
+    expect(result.steps.map((step) => step.status)).toEqual(['changed', 'changed']);
+    expect(await journalListing('j-term')).toBe('');
+    await keepHistory(next, 'node-prepare-in-first-step-recovered');
+  }, 240_000);
+
+  it('a run whose node is clean schedules no prepareNode activity: its first step checks the node', async () => {
+    const handle = await start('j-term', patchAndRestart, 'clean-first-step');
+    expect((await handle.result()).phase).toBe('succeeded');
+    const activities = activitiesInHistory(await handle.fetchHistory()).map((a) => `${a.activityType}:${a.result}`);
+    expect(activities).toEqual(['containerdPatch:completed', 'serviceRestart:completed', 'commitRun:completed']);
+    await keepHistory(handle, 'node-prepare-in-first-step-clean');
   }, 240_000);
 });
 

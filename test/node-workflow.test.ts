@@ -164,8 +164,8 @@ describe('a failure leaves the node exactly as it was', () => {
     expect(result.progress).toMatchObject({ phase: 'failed', rollback: [], failure: { stepId: 'prereq', type: 'NodeNotCapable' } });
     expect(result.message).toMatch(/prereq-check "prereq" failed on node victim: Node victim cannot run Kata Containers: CPU has no vmx or svm flag.*; nothing had changed, so nothing was rolled back/);
     expect(result.progress.steps.map((s) => s.status)).toEqual(['failed', ...Array(8).fill('skipped')]);
-    // The run checks the node first (prepareNode); after the failure its recovery finds nothing in the journal.
-    expect(result.attempts.map((a) => [a.activityType, a.attempt])).toEqual([['prepareNode', 1], ['prereqCheck', 1], ['recoverRun', 1]]);
+    // The first step checks the node first (no prepareNode activity); after the failure the recovery finds nothing in the journal.
+    expect(result.attempts.map((a) => [a.activityType, a.attempt])).toEqual([['prereqCheck', 1], ['recoverRun', 1]]);
     expect(expectRestored(result)).toEqual([]);
   }, 120_000);
 
@@ -174,7 +174,7 @@ describe('a failure leaves the node exactly as it was', () => {
     const steps = await kataSteps(undefined, { install: { version: '3.99.0', sha256: { amd64: 'e'.repeat(64) }, retry: { max_attempts: 2, initial_interval: '1s', backoff: 1, non_retryable: [] } } as Partial<Step> });
     const result = await failOnVictim(steps, undefined, 'release-unreachable');
     expect(result.progress.failure).toMatchObject({ stepId: 'install', type: 'ReleaseDownloadFailed' });
-    expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prepareNode', 1, 'completed'], ['prereqCheck', 1, 'completed'], ['releaseTarball', 2, 'failed'], ['recoverRun', 1, 'completed']]);
+    expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prereqCheck', 1, 'completed'], ['releaseTarball', 2, 'failed'], ['recoverRun', 1, 'completed']]);
     // prereq-check had persisted the modules in /etc/modules-load.d: that file is taken back too.
     expect(result.progress.phase).toBe('rolled-back');
     // The failed download changed nothing (no journal, no /opt/kata-releases left): only prereq is undone.
@@ -219,9 +219,13 @@ describe('a failure leaves the node exactly as it was', () => {
 
   it('host key changed: HostKeyMismatch on the first attempt, no retry, nothing run', async () => {
     const result = await failOnVictim(await kataSteps(), 'host-key-changed', 'host-key');
-    // The check every run makes first (quarantine, journals left behind) is where it stops.
+    // The check every run makes first (quarantine, journals left behind) is where it stops: the first step cannot make
+    // it (NodeNeedsPrepare), and the run's prepareNode activity meets the changed key.
     expect(result.progress).toMatchObject({ phase: 'failed', failure: { stepId: '(prepare)', type: 'HostKeyMismatch' } });
-    expect(result.attempts).toEqual([{ activityType: 'prepareNode', attempt: 1, result: 'failed', failureType: 'HostKeyMismatch' }]);
+    expect(result.attempts).toEqual([
+      { activityType: 'prereqCheck', attempt: 1, result: 'failed', failureType: 'NodeNeedsPrepare' },
+      { activityType: 'prepareNode', attempt: 1, result: 'failed', failureType: 'HostKeyMismatch' },
+    ]);
     expect(expectRestored(result)).toEqual([]);
   }, 120_000);
 });

@@ -18,7 +18,7 @@ import type { KubernetesTarget, NodeTarget, RecoveryResult, StepOutcome, Undo } 
 import type { createRecoveryActivities } from '../activities/node-recovery';
 import type { Step } from '../playbooks/schema';
 import { parseDuration } from '../playbooks/duration';
-import { activityByKind } from './step-activities';
+import { activityByKind, kindsWithoutNodeLock } from './step-activities';
 import { nodeProgressQuery, type NodeProgress, type StepProgress } from './node-messages';
 import { searchAttributes } from './search-attributes';
 
@@ -30,8 +30,14 @@ type RecoveryActivities = ReturnType<typeof createRecoveryActivities>;
  * `node-journal`: the journal and lock on the node, the check of the quarantine marker and of journals left
  * behind before the first step, recovery from the journal (retried for `rollbackFor`, non-cancellable also in
  * undo mode), quarantine, and the journal deleted when the run succeeds.
+ * `node-prepare-in-first-step`: the check before the first step (quarantine marker, journals left behind) is made by
+ * the first step's activity, under its lock, instead of a prepareNode activity of its own; only when it finds
+ * something (NodeNeedsPrepare) does the run call prepareNode, then run the step again.
  */
-export const nodePatches = { journal: 'node-journal' } as const;
+export const nodePatches = { journal: 'node-journal', prepareInFirstStep: 'node-prepare-in-first-step' } as const;
+
+/** The failure type of a first step that found the node quarantined or a journal to recover (activities/steps/recover.ts). */
+const NodeNeedsPrepare = 'NodeNeedsPrepare';
 
 /** Input of {@link nodeWorkflow}: plain data, validated before it gets here. */
 export interface NodeRolloutInput {
@@ -139,7 +145,9 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
     { key: searchAttributes.phase, value: 'running' },
   ]);
   const journaled = patched(nodePatches.journal);
-  if (journaled) await CancellationScope.nonCancellable(() => prepare(progress, input));
+  // One activity less per node: the first step checks the node (it holds the node's lock, as prepareNode did).
+  const firstStepPrepares = journaled && input.mode !== 'undo' && input.steps.length > 0 && !kindsWithoutNodeLock.has(input.steps[0].kind) && patched(nodePatches.prepareInFirstStep);
+  if (journaled && !firstStepPrepares) await CancellationScope.nonCancellable(() => prepare(progress, input));
 
   if (input.mode === 'undo') {
     if (!journaled) {
@@ -157,9 +165,11 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
   for (const [index, step] of input.steps.entries()) {
     const entry = progress.steps[index];
     try {
-      const outcome = await runStep(step, index, entry, progress, input, journaled);
+      const outcome = index === 0 && firstStepPrepares ? await runFirstStep(step, entry, progress, input) : await runStep(step, index, entry, progress, input, journaled);
       if (outcome.undo) undos.unshift(outcome.undo);
     } catch (err) {
+      // The node could not be prepared: prepare() has set the progress, as when it ran before the first step.
+      if (err instanceof PrepareFailed) throw err.failure;
       entry.status = 'failed';
       const reason = failureReason(err);
       progress.failure = { stepId: step.id, ...reason };
@@ -282,7 +292,35 @@ async function recover(progress: NodeProgress, undos: Undo[], input: NodeRollout
   progress.quarantine = { reason, fix, since: new Date(Date.now()).toISOString(), markedOnNode };
 }
 
-async function runStep(step: Step, index: number, entry: StepProgress, progress: NodeProgress, input: NodeRolloutInput, journaled: boolean): Promise<StepOutcome> {
+/** prepare()'s failure, carried out of the step loop unchanged. */
+class PrepareFailed extends Error {
+  constructor(readonly failure: unknown) {
+    super('the node could not be prepared');
+  }
+}
+
+/**
+ * The run's first step, which also makes the check before it (patch `node-prepare-in-first-step`). When the node
+ * carries a quarantine marker or a journal to recover, the step fails with NodeNeedsPrepare before changing
+ * anything; the run then prepares the node with the prepareNode activity (not cancellable, as before) and runs the
+ * step again.
+ */
+async function runFirstStep(step: Step, entry: StepProgress, progress: NodeProgress, input: NodeRolloutInput): Promise<StepOutcome> {
+  try {
+    return await runStep(step, 0, entry, progress, input, true, { steps: input.steps });
+  } catch (err) {
+    if (failureReason(err).type !== NodeNeedsPrepare) throw err;
+  }
+  entry.status = 'pending';
+  try {
+    await CancellationScope.nonCancellable(() => prepare(progress, input));
+  } catch (err) {
+    throw new PrepareFailed(err);
+  }
+  return runStep(step, 0, entry, progress, input, true);
+}
+
+async function runStep(step: Step, index: number, entry: StepProgress, progress: NodeProgress, input: NodeRolloutInput, journaled: boolean, firstOfRun?: { steps: Step[] }): Promise<StepOutcome> {
   entry.status = 'running';
   progress.currentStep = step.id;
   showDetails(progress);
@@ -291,6 +329,7 @@ async function runStep(step: Step, index: number, entry: StepProgress, progress:
   const outcome = await activity({
     runId: workflowInfo().runId, rolloutId: input.rolloutId, node: input.node, kubernetes: input.kubernetes, step, drain: input.drain,
     ...(journaled ? { journal: true, stepIndex: index } : {}),
+    ...(firstOfRun ? { firstOfRun } : {}),
   });
   entry.status = outcome.changed ? 'changed' : 'unchanged';
   entry.summary = outcome.summary;

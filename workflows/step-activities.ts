@@ -15,3 +15,9 @@ export const activityByKind = {
   'verification-pod': 'verificationPod',
   rollback: 'rollback',
 } as const satisfies Record<Step['kind'], keyof ReturnType<typeof createNodeActivities>>;
+
+/**
+ * Step kinds whose activity does not hold the node's lock (their work is on the Kubernetes API): such a step cannot
+ * make a run's check before its first step, so a run that starts with one prepares the node with its own activity.
+ */
+export const kindsWithoutNodeLock: ReadonlySet<Step['kind']> = new Set(['readiness-gate', 'runtime-class']);

@@ -104,7 +104,16 @@ export async function readJournal(shell: NodeShell, runId: string): Promise<{ en
 
 /** Run ids with a journal on the node. */
 export async function journaledRuns(shell: NodeShell): Promise<string[]> {
-  const listing = await shell.output(sh`if test -d ${JOURNAL_DIR}; then ls -1 ${JOURNAL_DIR}; fi`);
+  return parseJournalListing(await shell.output(journalListing()));
+}
+
+/** The command that lists the runs with a journal on the node (one name per line). */
+export function journalListing(): Command {
+  return sh`if test -d ${JOURNAL_DIR}; then ls -1 ${JOURNAL_DIR}; fi`;
+}
+
+/** Run ids in {@link journalListing}'s output. Pure. */
+export function parseJournalListing(listing: string): string[] {
   return listing.split('\n').map((line) => line.trim()).filter((line) => line && !line.startsWith('.'));
 }
 

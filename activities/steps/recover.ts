@@ -11,10 +11,10 @@
  */
 import { sh, type SshPool } from '../ssh';
 import type { KubernetesTarget, QuarantineMarker, RecoveryResult, Undo, UndoOutcome } from '../node-types';
-import { clearJournal, journalDirFor, journaledRuns, readJournal, RELEASED_JOURNAL_DIR, JOURNAL_DIR } from './journal';
+import { clearJournal, journalDirFor, journaledRuns, journalListing, parseJournalListing, readJournal, RELEASED_JOURNAL_DIR, JOURNAL_DIR, type JournalEntry } from './journal';
 import { KATAFLEET_DIR, type LockedShell } from './node-lock';
 import type { NodeShell } from './node-shell';
-import { failureType, firstLine, permanentFailure } from './step-runtime';
+import { cancellationSignal, failureType, firstLine, permanentFailure } from './step-runtime';
 import { permanentUndoFailures, runUndo } from './undo';
 
 /** The quarantine marker on a node. */
@@ -64,14 +64,77 @@ export function manualFix(node: string, undo: Undo | undefined): string {
 /** The node's quarantine marker, or undefined. An unreadable marker still quarantines (its text is the reason). */
 export async function readQuarantine(shell: NodeShell): Promise<QuarantineMarker | undefined> {
   const text = await shell.readFile(QUARANTINE_PATH);
-  if (text === undefined) return undefined;
+  return text === undefined ? undefined : parseQuarantine(shell.name, text);
+}
+
+/** The marker in a quarantine.json's text; an unreadable one is a marker whose reason is its text. Pure. */
+function parseQuarantine(node: string, text: string): QuarantineMarker {
   try {
     const marker = JSON.parse(text) as QuarantineMarker;
     if (typeof marker.reason === 'string' && typeof marker.fix === 'string') return marker;
   } catch {
     // fall through
   }
-  return { rolloutId: '?', runId: '?', reason: `unreadable ${QUARANTINE_PATH}: ${text.slice(0, 200)}`, fix: `check the node, then run: ${releaseCommand(shell.name)}`, since: '?' };
+  return { rolloutId: '?', runId: '?', reason: `unreadable ${QUARANTINE_PATH}: ${text.slice(0, 200)}`, fix: `check the node, then run: ${releaseCommand(node)}`, since: '?' };
+}
+
+/**
+ * What a run checks before its first step, in one command: the node's quarantine marker and the runs whose
+ * journals are on it.
+ */
+async function readRunState(shell: NodeShell): Promise<{ marker?: QuarantineMarker; journals: string[] }> {
+  const parts = await shell.readAll({
+    marker: sh`if test -f ${QUARANTINE_PATH}; then ${shell.tool('cat')} ${QUARANTINE_PATH}; else exit 3; fi`,
+    journals: journalListing(),
+  });
+  if (parts.marker.exitCode !== 0 && parts.marker.exitCode !== 3) throw new Error(`reading ${QUARANTINE_PATH} on node ${shell.name} failed (exit ${parts.marker.exitCode})`);
+  if (parts.journals.exitCode !== 0) throw new Error(`listing the journals on node ${shell.name} failed (exit ${parts.journals.exitCode})`);
+  return { marker: parts.marker.exitCode === 0 ? parseQuarantine(shell.name, parts.marker.stdout) : undefined, journals: parseJournalListing(parts.journals.stdout) };
+}
+
+/**
+ * The runs other than `runId` whose journals a run must take back before its first step: every one on the node,
+ * except those whose entries all name another node (several node names served by one host: their own runs recover them).
+ */
+async function runsToRecover(shell: NodeShell, runId: string, journals: readonly string[]): Promise<{ runId: string; entries: JournalEntry[] }[]> {
+  const runs: { runId: string; entries: JournalEntry[] }[] = [];
+  for (const other of journals) {
+    if (other === runId) continue;
+    const { entries } = await readJournal(shell, other);
+    if (entries.length > 0 && entries.every((entry) => entry.node !== undefined && entry.node !== shell.name)) continue;
+    runs.push({ runId: other, entries });
+  }
+  return runs;
+}
+
+/**
+ * The first step of a run found the node quarantined or a journal to recover, or could not make that check (the
+ * node unreachable, a step refused, the lock busy): the run's prepareNode activity does it first, with its own retries
+ * and messages. Never retried.
+ */
+export const NodeNeedsPrepare = 'NodeNeedsPrepare';
+
+/**
+ * What a run's first step throws when anything before or in its check of the node fails: NodeNeedsPrepare, so that
+ * the run prepares the node with its own activity as before (which meets the same failure and reports it as it
+ * always did). A cancellation stays one.
+ */
+export function notCheckedFailure(node: string, err: unknown): unknown {
+  if (failureType(err) === NodeNeedsPrepare || cancellationSignal()?.aborted) return err;
+  return permanentFailure(NodeNeedsPrepare, `Node ${node} could not be checked before the run's first step (${failureType(err) ?? 'Error'}: ${firstLine(err)}); the run checks it with its own activity`, err);
+}
+
+/**
+ * The check of {@link prepareNode}, made by a run's first step under its own lock (one command when the node is
+ * clean, as it almost always is) instead of an activity of its own: a quarantined node or a journal to recover
+ * fails it with {@link NodeNeedsPrepare}, before the step changes anything, and the run then prepares the node as
+ * before (activity `prepareNode`) and runs the step again.
+ */
+export async function checkNodeBeforeFirstStep(shell: NodeShell, request: { runId: string }): Promise<void> {
+  const { marker, journals } = await readRunState(shell);
+  if (marker) throw permanentFailure(NodeNeedsPrepare, `Node ${shell.name} carries a quarantine marker; the run checks it before its first step`);
+  const runs = await runsToRecover(shell, request.runId, journals);
+  if (runs.length > 0) throw permanentFailure(NodeNeedsPrepare, `Node ${shell.name} has the journal of run ${runs.map((run) => run.runId).join(', ')}; the run recovers it before its first step`);
 }
 
 /** Writes the quarantine marker (fsynced); an existing marker is kept (the first reason stays). */
@@ -150,14 +213,10 @@ export async function recoverRun(
  */
 export async function prepareNode(shell: LockedShell, pool: SshPool, kubernetes: KubernetesTarget | undefined, request: { runId: string; rolloutId: string }): Promise<string[]> {
   const refuse = (marker: QuarantineMarker) => permanentFailure(NodeQuarantined, quarantineMessage(shell.name, marker));
-  const existing = await readQuarantine(shell);
+  const { marker: existing, journals } = await readRunState(shell);
   if (existing) throw refuse(existing);
   const recovered: string[] = [];
-  for (const runId of await journaledRuns(shell)) {
-    if (runId === request.runId) continue;
-    const { entries } = await readJournal(shell, runId);
-    // Another node name served by the same host (several names, one address): its own runs recover it.
-    if (entries.length > 0 && entries.every((entry) => entry.node !== undefined && entry.node !== shell.name)) continue;
+  for (const { runId, entries } of await runsToRecover(shell, request.runId, journals)) {
     const result = await recoverRun(shell, pool, kubernetes, { runId, stepOrder: [], undos: [] }).catch((err: unknown) => {
       // The node cannot be brought back now: its state is unknown, so it is quarantined.
       const type = failureType(err);
