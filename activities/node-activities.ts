@@ -38,7 +38,7 @@ import { serviceRestart } from './steps/service-restart';
 import { permanentFailure } from './steps/step-runtime';
 import { runUndo } from './steps/undo';
 import { verificationPod } from './steps/verification-pod';
-import { createRecoveryActivities, withStepLock } from './node-recovery';
+import { commitAfterLastStep, createRecoveryActivities, withStepLock } from './node-recovery';
 import { checkNodeBeforeFirstStep, NodeNeedsPrepare, notCheckedFailure } from './steps/recover';
 
 /** What the step activities need: the worker's SSH pool (one connection per node, shared by all activities). */
@@ -78,10 +78,10 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     return request;
   };
   /** The step's shell: for journaling runs, one holding the node's lock for the step's whole remote work. */
-  const withShell = <T>(request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> =>
+  const withShell = (request: StepRequest, work: (shell: NodeShell) => Promise<StepOutcome>): Promise<StepOutcome> =>
     request.journal ? withStepLock(pool, request, async (shell) => {
       if (request.firstOfRun) await checkNodeBeforeFirstStep(shell, request).catch((err: unknown) => { throw notCheckedFailure(request.node.name, err); });
-      return work(shell);
+      return commitAfterLastStep(shell, request, await work(shell));
     }) : work(shellFor(request.node));
   return {
     ...createRecoveryActivities(pool),

@@ -7,7 +7,7 @@
 import type { Step } from '../playbooks/schema';
 import type { SshPool } from './ssh';
 import { checkStep, checkTargets, checkUndo } from './step-policy';
-import type { KubernetesTarget, NodeTarget, QuarantineMarker, RecoveryResult, StepRequest, Undo } from './node-types';
+import type { KubernetesTarget, NodeTarget, QuarantineMarker, RecoveryResult, StepOutcome, StepRequest, Undo } from './node-types';
 import { writeDesiredState, type DesiredState } from './desired-state';
 import { commitJournal } from './steps/journal';
 import { lockOwner, lockRank, withNodeLock, type LockedShell } from './steps/node-lock';
@@ -28,7 +28,34 @@ function lockWaitMs(fallbackMs: number): number {
  * lease over to the run's next activity (which takes it over at once) instead of spending a command on its release.
  */
 export function withStepLock<T>(pool: SshPool, request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> {
-  return withNodeLock(pool, request.node, lockOwner(request.runId, `step-${request.step.id}`), lockWaitMs(10 * 60_000), work, { handOver: true, rank: lockRank(1 + (request.stepIndex ?? 0)) });
+  // A last step that commits the run has no next activity to hand the lease to: it releases it.
+  return withNodeLock(pool, request.node, lockOwner(request.runId, `step-${request.step.id}`), lockWaitMs(10 * 60_000), work, { handOver: !request.commitAfter, rank: lockRank(1 + (request.stepIndex ?? 0)) });
+}
+
+/**
+ * The end of a successful run, under the node's lock: its journal becomes an applied record (its undos, for the
+ * `rollback` step kind) and is deleted; with `desired`, the node's desired state (desired.json) is written next
+ * (`desiredError` says why it could not be: the node did succeed, so a failed record is reported, not a failed run).
+ */
+export async function commitOnNode(shell: NodeShell, run: { runId: string; rolloutId: string; undos: Undo[]; desired?: DesiredState }): Promise<{ desiredError?: string }> {
+  await commitJournal(shell, { runId: run.runId, rolloutId: run.rolloutId, undos: run.undos });
+  if (!run.desired) return {};
+  return writeDesiredState(shell, run.desired).then(() => ({}), (err: unknown) => ({ desiredError: err instanceof Error ? err.message : String(err) }));
+}
+
+/**
+ * A last step's commit (patch `node-commit-in-last-step`), after the step succeeded: `committed` in its outcome, or
+ * nothing when the commit failed (the step's work stands; the run's commitRun activity then commits, with its retries).
+ */
+export async function commitAfterLastStep(shell: NodeShell, request: StepRequest, outcome: StepOutcome): Promise<StepOutcome> {
+  const commit = request.commitAfter;
+  if (!commit) return outcome;
+  const undos = [...(outcome.undo ? [outcome.undo] : []), ...commit.undos];
+  try {
+    return { ...outcome, committed: await commitOnNode(shell, { runId: request.runId, rolloutId: request.rolloutId, undos, desired: commit.desired }) };
+  } catch {
+    return outcome;
+  }
 }
 
 /** What the recovery activities receive: the node and the run. */
@@ -68,12 +95,7 @@ export function createRecoveryActivities(pool: SshPool) {
      * (desired.json) is written next, under the same lock (`desiredError` says why it could not be).
      */
     async commitRun(request: RunOnNode & { undos?: Undo[]; desired?: DesiredState }): Promise<{ desiredError?: string }> {
-      return locked(request, 'commit', async (shell) => {
-        await commitJournal(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [] });
-        if (!request.desired) return {};
-        // The node did succeed: a failed record is reported (drift will not repair the node), not a failed run.
-        return writeDesiredState(shell, request.desired).then(() => ({}), (err: unknown) => ({ desiredError: err instanceof Error ? err.message : String(err) }));
-      });
+      return locked(request, 'commit', (shell) => commitOnNode(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [], desired: request.desired }));
     },
     /** `katafleet node release`: removes the quarantine marker and sets aside journals left on the node. */
     async releaseNode(request: RunOnNode): Promise<{ marker?: QuarantineMarker; journals: string[] }> {

@@ -1,6 +1,7 @@
 // Plain data exchanged between nodeWorkflow and the step activities. Types only: workflows import
 // this file, so it must stay free of runtime code.
 import type { Step } from '../playbooks/schema';
+import type { DesiredState } from './desired-state';
 
 /**
  * Where the worker reads a node's login (user, private key, known_hosts, sudo, trust on first use): a profile
@@ -71,6 +72,12 @@ export interface StepRequest<S extends Step = Step> {
    * checks every step of the run (`steps`) first, as the prepareNode activity did.
    */
   firstOfRun?: { steps: Step[] };
+  /**
+   * Set on a journaling run's last step (patch `node-commit-in-last-step`): once the step succeeded, it commits the
+   * run under the same lock (what the commitRun activity does: the journal becomes an applied record with these
+   * undos, newest first, after the step's own; the desired state is written) and releases the node's lease.
+   */
+  commitAfter?: { undos: Undo[]; desired?: DesiredState };
 }
 
 /**
@@ -138,6 +145,11 @@ export interface StepOutcome {
   undo?: Undo;
   /** Findings worth showing in results (hostKernel, guestKernel, backupPath, ...). */
   facts?: Record<string, string>;
+  /**
+   * With {@link StepRequest.commitAfter}: the run was committed (`desiredError` says why the desired state could not
+   * be written). Absent: it was not, and the run's commitRun activity does it.
+   */
+  committed?: { desiredError?: string };
 }
 
 /** Result of one undo. */

@@ -51,7 +51,7 @@ let api: FastifyInstance;
 const token = 'node-journal-test-token-0123456789abcdef';
 
 beforeAll(async () => {
-  [env, nodes] = await Promise.all([startTestTemporal(), startNodeFleet('node-journal', { nodes: [{ name: 'j-cancel' }, { name: 'j-term' }, { name: 'j-quar' }, { name: 'j-down' }] })]);
+  [env, nodes] = await Promise.all([startTestTemporal(), startNodeFleet('node-journal', { nodes: [{ name: 'j-cancel' }, { name: 'j-term' }, { name: 'j-quar' }, { name: 'j-down' }, { name: 'j-clean' }, { name: 'j-commit' }] })]);
   worker = await runKatafleetWorker(env, taskQueue);
   patchAndRestart = await kataSteps(['containerd', 'restart']);
   // The API reads inventories by name from its folder, with the fleet's credentials profile.
@@ -60,6 +60,14 @@ beforeAll(async () => {
   await copyFile(nodes.fleet.inventoryPath, join(inventories, 'fleet.toml'));
   api = await buildApi({ client: env.client, token, inventoriesDir: inventories, credentialsFile: join(nodes.fleet.dir, 'credentials.toml') });
   await api.listen({ host: '127.0.0.1', port: 0 });
+  // j-commit: the first write of a run's applied record (commitJournal's sync of its temp file) fails once while
+  // /run/kf-fail-commit-once exists (the probe finds /usr/local/bin/sync first on PATH).
+  await onNode(nodes, 'j-commit', `cat > /usr/local/bin/sync <<'EOF'
+#!/bin/sh
+case "$1" in .tmp-*) if [ -e /run/kf-fail-commit-once ]; then rm -f /run/kf-fail-commit-once; exit 1; fi;; esac
+exec /usr/bin/sync "$@"
+EOF
+chmod 0755 /usr/local/bin/sync`);
   for (const name of ['j-cancel', 'j-term', 'j-quar', 'j-down']) {
     await onNode(nodes, name, `cat > /usr/local/bin/sha256sum <<'EOF'
 #!/bin/sh
@@ -172,7 +180,7 @@ describe('README "When things fail": a rollout cancelled or terminated through T
     expect(result.phase).toBe('succeeded');
     expect(result.recovered).toEqual([expect.stringMatching(new RegExp(`^recovered the journal of run ${terminatedRun} \\(terminate-again\\): containerd: restored /etc/containerd/config.toml`))]);
     const activities = activitiesInHistory(await next.fetchHistory());
-    expect(activities.map((a) => `${a.activityType}:${a.result}`)).toEqual(['containerdPatch:failed', 'prepareNode:completed', 'containerdPatch:completed', 'serviceRestart:completed', 'commitRun:completed']);
+    expect(activities.map((a) => `${a.activityType}:${a.result}`)).toEqual(['containerdPatch:failed', 'prepareNode:completed', 'containerdPatch:completed', 'serviceRestart:completed']);
     expect(activities[0].failureType).toBe('NodeNeedsPrepare');
     // The recovered (original) config was patched again by this run.
     expect(result.steps.map((step) => step.status)).toEqual(['changed', 'changed']);
@@ -180,12 +188,31 @@ describe('README "When things fail": a rollout cancelled or terminated through T
     await keepHistory(next, 'node-prepare-in-first-step-recovered');
   }, 240_000);
 
-  it('a run whose node is clean schedules no prepareNode activity: its first step checks the node', async () => {
-    const handle = await start('j-term', patchAndRestart, 'clean-first-step');
+  it('a run whose node is clean schedules no prepareNode and no commitRun activity: its first step checks the node, its last one commits', async () => {
+    const handle = await start('j-clean', patchAndRestart, 'clean-first-step');
     expect((await handle.result()).phase).toBe('succeeded');
     const activities = activitiesInHistory(await handle.fetchHistory()).map((a) => `${a.activityType}:${a.result}`);
-    expect(activities).toEqual(['containerdPatch:completed', 'serviceRestart:completed', 'commitRun:completed']);
+    expect(activities).toEqual(['containerdPatch:completed', 'serviceRestart:completed']);
+    // Committed: no journal left, the run's applied record (with the containerd undo) written, the lease released.
+    expect(await journalListing('j-clean')).toBe('');
+    const runId = (await handle.describe()).runId;
+    const applied = await onNode(nodes, 'j-clean', `cat /var/lib/katafleet/applied/*-${runId}.json`);
+    expect(JSON.parse(applied)).toMatchObject({ runId, rolloutId: 'clean-first-step', undos: [expect.objectContaining({ kind: 'restore-containerd-config', stepId: 'containerd' })] });
+    expect(await onNode(nodes, 'j-clean', 'test -s /var/lib/katafleet/lock-j-clean && echo held || echo free')).toBe('free\n');
     await keepHistory(handle, 'node-prepare-in-first-step-clean');
+  }, 240_000);
+
+  it('a last step whose commit fails leaves the commit to the run\'s commitRun activity: the run succeeds, committed once', async () => {
+    await onNode(nodes, 'j-commit', 'touch /run/kf-fail-commit-once');
+    const handle = await start('j-commit', patchAndRestart, 'commit-falls-back');
+    const result = await handle.result();
+    expect(result.phase).toBe('succeeded');
+    expect(await onNode(nodes, 'j-commit', 'test -e /run/kf-fail-commit-once && echo armed || echo used')).toBe('used\n');
+    const activities = activitiesInHistory(await handle.fetchHistory()).map((a) => `${a.activityType}:${a.result}`);
+    expect(activities).toEqual(['containerdPatch:completed', 'serviceRestart:completed', 'commitRun:completed']);
+    expect(await journalListing('j-commit')).toBe('');
+    const runId = (await handle.describe()).runId;
+    expect((await onNode(nodes, 'j-commit', 'ls -1 /var/lib/katafleet/applied')).trim().split('\n')).toEqual([`000001-${runId}.json`]);
   }, 240_000);
 });
 

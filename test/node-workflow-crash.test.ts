@@ -2,7 +2,7 @@
 // the middle of `containerd-patch` and of `service-restart`, a command that hangs, and an SSH
 // connection that drops mid-command. Each time the workflow finishes, and the node is patched
 // exactly once. Every run first checks the node (its first step does: quarantine, journals left behind) and
-// deletes its journal when it succeeds (commitRun). The steps are kata.toml's `containerd` and `restart` (no Kubernetes needed).
+// deletes its journal when it succeeds (its last step commits the run). The steps are kata.toml's `containerd` and `restart` (no Kubernetes needed).
 import { join } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -93,7 +93,7 @@ describe('the worker killed with SIGKILL mid-step, then restarted', () => {
     expect(state.backups).toEqual([[expect.stringMatching(/^config\.toml\.katafleet-.*\.bak$/), originalSha]]);
     expect(result.facts.backupSha256).toBe(originalSha);
     // The dead worker's attempt timed out (no heartbeat); the new worker's retry did the step.
-    expect((await activityAttempts(handle)).map((a) => [a.activityType, a.attempt, a.result])).toEqual([['containerdPatch', 2, 'completed'], ['serviceRestart', 1, 'completed'], ['commitRun', 1, 'completed']]);
+    expect((await activityAttempts(handle)).map((a) => [a.activityType, a.attempt, a.result])).toEqual([['containerdPatch', 2, 'completed'], ['serviceRestart', 1, 'completed']]);
   }, 240_000);
 
   it('in the middle of service-restart: the workflow finishes, containerd runs the kata handler, one backup', async () => {
@@ -116,7 +116,7 @@ describe('the worker killed with SIGKILL mid-step, then restarted', () => {
       expect(state.backups).toEqual([[expect.stringMatching(/\.bak$/), originalSha]]);
       const crictl = JSON.parse(await onNode(nodes, 'crash-restart', 'crictl --runtime-endpoint unix:///run/containerd/containerd.sock info')) as { config: { containerd: { runtimes: Record<string, unknown> } } };
       expect(Object.keys(crictl.config.containerd.runtimes).sort()).toEqual(['kata', 'runc']);
-      expect((await activityAttempts(handle)).map((a) => [a.activityType, a.attempt, a.result])).toEqual([['containerdPatch', 1, 'completed'], ['serviceRestart', 2, 'completed'], ['commitRun', 1, 'completed']]);
+      expect((await activityAttempts(handle)).map((a) => [a.activityType, a.attempt, a.result])).toEqual([['containerdPatch', 1, 'completed'], ['serviceRestart', 2, 'completed']]);
     } finally {
       await nodes.fleet.setFault('crash-restart', 'command-hangs', false);
     }
@@ -142,7 +142,6 @@ describe('commands that hang or lose their connection', () => {
       expect(result.phase).toBe('succeeded');
       expect(await activityAttempts(handle)).toEqual([
         { activityType: 'serviceRestart', attempt: 2, lastFailureType: 'CommandTimedOut', result: 'completed' },
-        { activityType: 'commitRun', attempt: 1, lastFailureType: undefined, result: 'completed' },
       ]);
     } finally {
       await nodes.fleet.setFault('crash-restart', 'command-hangs', false);
@@ -164,7 +163,6 @@ describe('commands that hang or lose their connection', () => {
       expect(result.phase).toBe('succeeded');
       expect(await activityAttempts(handle)).toEqual([
         { activityType: 'serviceRestart', attempt: 2, lastFailureType: 'CommandOutcomeUnknown', result: 'completed' },
-        { activityType: 'commitRun', attempt: 1, lastFailureType: undefined, result: 'completed' },
       ]);
       expect((await onNode(nodes, 'crash-restart', 'systemctl is-active containerd')).trim()).toBe('active');
     } finally {

@@ -34,10 +34,11 @@ describe('saved nodeWorkflow histories', () => {
       'node-journal-recovered-first': ['prepareNode#1:completed', 'commitRun#1:completed'],
       // Undo mode refused (the config changed since katafleet wrote it): the node is quarantined.
       'node-journal-quarantine': ['prepareNode#1:completed', 'recoverRun#1:completed', 'quarantineNode#1:completed'],
-      // Patched 'node-prepare-in-first-step': the first step checks the node itself (no prepareNode activity) ...
-      'node-prepare-in-first-step-clean': ['containerdPatch#1:completed', 'serviceRestart#1:completed', 'commitRun#1:completed'],
-      // ... and when it finds a terminated run's journal (NodeNeedsPrepare), the run recovers it, then runs the step again.
-      'node-prepare-in-first-step-recovered': ['containerdPatch#1:failed', 'prepareNode#1:completed', 'containerdPatch#1:completed', 'serviceRestart#1:completed', 'commitRun#1:completed'],
+      // Patched 'node-prepare-in-first-step' and 'node-commit-in-last-step': the first step checks the node itself (no
+      // prepareNode activity), the last one commits the run (no commitRun activity) ...
+      'node-prepare-in-first-step-clean': ['containerdPatch#1:completed', 'serviceRestart#1:completed'],
+      // ... and when the first finds a terminated run's journal (NodeNeedsPrepare), the run recovers it, then runs the step again.
+      'node-prepare-in-first-step-recovered': ['containerdPatch#1:failed', 'prepareNode#1:completed', 'containerdPatch#1:completed', 'serviceRestart#1:completed'],
     });
   });
 

@@ -14,7 +14,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { createNodeActivities } from '../activities/node-activities';
-import type { KubernetesTarget, NodeTarget, RecoveryResult, StepOutcome, Undo } from '../activities/node-types';
+import type { KubernetesTarget, NodeTarget, RecoveryResult, StepOutcome, StepRequest, Undo } from '../activities/node-types';
 import type { createRecoveryActivities } from '../activities/node-recovery';
 import type { Step } from '../playbooks/schema';
 import { parseDuration } from '../playbooks/duration';
@@ -33,8 +33,11 @@ type RecoveryActivities = ReturnType<typeof createRecoveryActivities>;
  * `node-prepare-in-first-step`: the check before the first step (quarantine marker, journals left behind) is made by
  * the first step's activity, under its lock, instead of a prepareNode activity of its own; only when it finds
  * something (NodeNeedsPrepare) does the run call prepareNode, then run the step again.
+ * `node-commit-in-last-step`: the last step's activity commits the run (journal to applied record, desired state) under
+ * its lock once it succeeded, instead of a commitRun activity of its own; only when that commit fails does the run
+ * call commitRun.
  */
-export const nodePatches = { journal: 'node-journal', prepareInFirstStep: 'node-prepare-in-first-step' } as const;
+export const nodePatches = { journal: 'node-journal', prepareInFirstStep: 'node-prepare-in-first-step', commitInLastStep: 'node-commit-in-last-step' } as const;
 
 /** The failure type of a first step that found the node quarantined or a journal to recover (activities/steps/recover.ts). */
 const NodeNeedsPrepare = 'NodeNeedsPrepare';
@@ -148,6 +151,9 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
   // One activity less per node: the first step checks the node (it holds the node's lock, as prepareNode did).
   const firstStepPrepares = journaled && input.mode !== 'undo' && input.steps.length > 0 && !kindsWithoutNodeLock.has(input.steps[0].kind) && patched(nodePatches.prepareInFirstStep);
   if (journaled && !firstStepPrepares) await CancellationScope.nonCancellable(() => prepare(progress, input));
+  const last = input.steps.length - 1;
+  const lastStepCommits = journaled && input.mode !== 'undo' && last >= 0 && !kindsWithoutNodeLock.has(input.steps[last].kind) && patched(nodePatches.commitInLastStep);
+  const desired = input.desired && { ...input.desired, state: 'applied' as const };
 
   if (input.mode === 'undo') {
     if (!journaled) {
@@ -162,11 +168,17 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
   }
 
   const undos: Undo[] = [];
+  let committed: StepOutcome['committed'];
   for (const [index, step] of input.steps.entries()) {
     const entry = progress.steps[index];
     try {
-      const outcome = index === 0 && firstStepPrepares ? await runFirstStep(step, entry, progress, input) : await runStep(step, index, entry, progress, input, journaled);
+      const extra: StepExtra = {
+        ...(index === 0 && firstStepPrepares ? { firstOfRun: { steps: input.steps } } : {}),
+        ...(index === last && lastStepCommits ? { commitAfter: { undos: [...undos], desired: desired && { ...desired, since: new Date(Date.now()).toISOString() } } } : {}),
+      };
+      const outcome = extra.firstOfRun ? await runFirstStep(step, entry, progress, input, extra) : await runStep(step, index, entry, progress, input, journaled, extra);
       if (outcome.undo) undos.unshift(outcome.undo);
+      committed = outcome.committed;
     } catch (err) {
       // The node could not be prepared: prepare() has set the progress, as when it ran before the first step.
       if (err instanceof PrepareFailed) throw err.failure;
@@ -194,9 +206,12 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
   }
   progress.undos = undos;
   if (journaled) {
-    // The run is done: its journal goes (a journal left on the node means a run that did not finish).
-    const desired = input.desired && { ...input.desired, state: 'applied' as const, since: new Date(Date.now()).toISOString() };
-    const committed = await CancellationScope.nonCancellable(() => recoveryActivities(input, 10).commitRun({ ...runOnNode(input), undos, desired }));
+    // The run is done: its journal goes (a journal left on the node means a run that did not finish). The last
+    // step did it already unless its commit failed.
+    if (!committed) {
+      const record = desired && { ...desired, since: new Date(Date.now()).toISOString() };
+      committed = await CancellationScope.nonCancellable(() => recoveryActivities(input, 10).commitRun({ ...runOnNode(input), undos, desired: record }));
+    }
     if (desired) progress.desired = committed?.desiredError === undefined ? { recorded: true } : { recorded: false, error: committed.desiredError };
   }
   return finish(progress, 'succeeded');
@@ -305,9 +320,9 @@ class PrepareFailed extends Error {
  * anything; the run then prepares the node with the prepareNode activity (not cancellable, as before) and runs the
  * step again.
  */
-async function runFirstStep(step: Step, entry: StepProgress, progress: NodeProgress, input: NodeRolloutInput): Promise<StepOutcome> {
+async function runFirstStep(step: Step, entry: StepProgress, progress: NodeProgress, input: NodeRolloutInput, extra: StepExtra): Promise<StepOutcome> {
   try {
-    return await runStep(step, 0, entry, progress, input, true, { steps: input.steps });
+    return await runStep(step, 0, entry, progress, input, true, extra);
   } catch (err) {
     if (failureReason(err).type !== NodeNeedsPrepare) throw err;
   }
@@ -317,10 +332,13 @@ async function runFirstStep(step: Step, entry: StepProgress, progress: NodeProgr
   } catch (err) {
     throw new PrepareFailed(err);
   }
-  return runStep(step, 0, entry, progress, input, true);
+  return runStep(step, 0, entry, progress, input, true, { ...extra, firstOfRun: undefined });
 }
 
-async function runStep(step: Step, index: number, entry: StepProgress, progress: NodeProgress, input: NodeRolloutInput, journaled: boolean, firstOfRun?: { steps: Step[] }): Promise<StepOutcome> {
+/** What a step's request carries beyond the step: the run's first check, or its commit (patches above). */
+type StepExtra = Pick<StepRequest, 'firstOfRun' | 'commitAfter'>;
+
+async function runStep(step: Step, index: number, entry: StepProgress, progress: NodeProgress, input: NodeRolloutInput, journaled: boolean, extra: StepExtra = {}): Promise<StepOutcome> {
   entry.status = 'running';
   progress.currentStep = step.id;
   showDetails(progress);
@@ -329,7 +347,8 @@ async function runStep(step: Step, index: number, entry: StepProgress, progress:
   const outcome = await activity({
     runId: workflowInfo().runId, rolloutId: input.rolloutId, node: input.node, kubernetes: input.kubernetes, step, drain: input.drain,
     ...(journaled ? { journal: true, stepIndex: index } : {}),
-    ...(firstOfRun ? { firstOfRun } : {}),
+    ...(extra.firstOfRun ? { firstOfRun: extra.firstOfRun } : {}),
+    ...(extra.commitAfter ? { commitAfter: extra.commitAfter } : {}),
   });
   entry.status = outcome.changed ? 'changed' : 'unchanged';
   entry.summary = outcome.summary;
