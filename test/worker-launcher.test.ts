@@ -5,7 +5,7 @@
 // worker is pointed at port 1 (nothing listens), so it bundles its workflows, fails to connect and exits; it is read
 // while it bundles, and killed.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { memorySettings, memorySettingsNote } from '../worker/worker';
@@ -69,7 +69,8 @@ describe('katafleet worker\'s memory settings', () => {
     expect(started.stderr).not.toContain('running with');
 
     // `katafleet up` runs a worker too (TEMPORAL_ADDRESS set: no dev server of its own; its .katafleet/ in a temporary folder).
-    const up = await startWorker({ KATAFLEET_API_TOKEN: 'u'.repeat(40) }, [bin, 'up', '--port', '0'], mkdtempSync(join(tmpdir(), 'kf-launcher-')));
+    const folder = mkdtempSync(join(tmpdir(), 'kf-launcher-'));
+    const up = await startWorker({ KATAFLEET_API_TOKEN: 'u'.repeat(40) }, [bin, 'up', '--port', '0'], folder).finally(() => rmSync(folder, { recursive: true, force: true }));
     expect(up.environ.MALLOC_ARENA_MAX).toBe('2');
     expect(up.cmdline).toContain('--max-semi-space-size=2');
     expect(up.cmdline.slice(-4)).toEqual([bin, 'up', '--port', '0']);
