@@ -41,7 +41,7 @@ step expects (a node unfit for Kata, a transient error a retry fixes) is one inf
 /**
  * For `katafleet worker` and `katafleet up`, when they start: bounds the workflow thread's young generation (a
  * process-wide V8 flag) and returns the lines that say the memory settings in effect.
- * @throws UsageError naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB and the fix when it is invalid.
+ * @throws UsageError naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB or KATAFLEET_MEMORY_DEFAULTS and the fix when it is invalid.
  */
 export function workerMemoryLines(usage: string): string[] {
   try {

@@ -99,12 +99,18 @@ describe('katafleet worker\'s memory settings', () => {
     }
   }, 180_000);
 
-  it('refuses an invalid KATAFLEET_WORKFLOW_SEMI_SPACE_MB with exit 2, naming it and the fix, before it connects', async () => {
+  it('refuses an invalid KATAFLEET_WORKFLOW_SEMI_SPACE_MB or KATAFLEET_MEMORY_DEFAULTS with exit 2, naming it and the fix, before it connects', async () => {
     const bad = await runKatafleet('127.0.0.1:1', ['worker'], 60_000, { KATAFLEET_WORKFLOW_SEMI_SPACE_MB: '2MB' });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('KATAFLEET_WORKFLOW_SEMI_SPACE_MB="2MB": use a whole number of MB from 0 to 64');
     expect(bad.stderr).not.toContain('katafleet worker: pid');
-  }, 120_000);
+    for (const value of ['off', 'false', ' 0', '00', '2']) {
+      const refused = await runKatafleet('127.0.0.1:1', ['worker'], 60_000, { KATAFLEET_MEMORY_DEFAULTS: value });
+      expect({ code: refused.code, says: refused.stderr.split('\n')[0] }).toEqual({
+        code: 2, says: `katafleet: KATAFLEET_MEMORY_DEFAULTS=${JSON.stringify(value)}: use 0 to start without katafleet's MALLOC_ARENA_MAX=2 and --max-semi-space-size=2, or unset it (1) to have them`,
+      });
+    }
+  }, 180_000);
 
   it('reads the semi-space as node does: NODE_OPTIONS first, then the command line, the last one winning', () => {
     expect(memorySettings({ NODE_OPTIONS: '--max-semi-space-size=8' }, ['--max-semi-space-size=2'])).toEqual({ mainSemiSpaceMb: '2' });

@@ -155,9 +155,13 @@ export function memorySettingsNote(settings: MemorySettings): string {
 /**
  * For a process that runs a worker, when it starts: bounds the workflow thread's young generation (process-wide)
  * and returns the lines to print: the settings in effect, and a warning when they are not katafleet's.
- * @throws Error naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB and the fix when it is invalid.
+ * @throws Error naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB or KATAFLEET_MEMORY_DEFAULTS and the fix when it is invalid.
  */
 export function prepareWorkerProcess(env: NodeJS.ProcessEnv = process.env, execArgv: string[] = process.execArgv): string[] {
+  const defaults = env.KATAFLEET_MEMORY_DEFAULTS;
+  if (defaults !== undefined && !['', '0', '1'].includes(defaults)) {
+    throw new Error(`KATAFLEET_MEMORY_DEFAULTS=${JSON.stringify(defaults)}: use 0 to start without katafleet's MALLOC_ARENA_MAX=2 and --max-semi-space-size=2, or unset it (1) to have them`);
+  }
   const workflowThreadMb = limitWorkflowThreadYoungGeneration(env.KATAFLEET_WORKFLOW_SEMI_SPACE_MB);
   const settings = memorySettings(env, execArgv);
   return [memorySettingsLine(process.pid, settings, workflowThreadMb), memorySettingsNote(settings)].filter((line) => line !== '');
