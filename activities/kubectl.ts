@@ -5,12 +5,13 @@
  * command line.
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { cmd, flag, sh, SshFailureType, sshFailure, failureDetails, type Command, type CommandResult, type Flag, type RunOptions, type SshPool } from './ssh';
 import { commandFailedMessage, commandTimedOutMessage } from './ssh/command-error';
 import { kubeconfigFor } from '../playbooks/login';
 import type { KubernetesTarget, NodeTarget } from './node-types';
 import { NodeShell } from './steps/node-shell';
-import { KubeApi, kubeApiConfigFor, KubeApiForbidden } from './kube-api';
+import { KubeApi, kubeApiConfigFor, KubeApiForbidden, type KubeApiConfig } from './kube-api';
 import { cancellationSignal, failureType, permanentFailure, pollUntil, transientFailure, whileHeartbeating } from './steps/step-runtime';
 
 /** The parts of a Node object the steps read. */
@@ -110,6 +111,45 @@ const path = {
 };
 
 /**
+ * The API targets that refused to let the worker watch pods (403: RBAC older than deploy/rbac.yaml's `watch`), and
+ * when: each is polled instead of asking again, until `retryMs` later (a fixed Role is then picked up). Process-wide,
+ * since a step's {@link Kubectl} lives for one step; at most `limit` targets, the oldest refusal forgotten first.
+ */
+export class WatchRefusals {
+  private readonly at = new Map<string, number>();
+
+  constructor(readonly retryMs = 10 * 60_000, readonly limit = 256, private readonly now: () => number = Date.now) {}
+
+  /** Whether `key` refused a watch less than `retryMs` ago. */
+  refused(key: string): boolean {
+    const at = this.at.get(key);
+    if (at === undefined) return false;
+    if (this.now() - at < this.retryMs) return true;
+    this.at.delete(key);
+    return false;
+  }
+
+  remember(key: string): void {
+    this.at.delete(key);
+    this.at.set(key, this.now());
+    if (this.at.size > this.limit) this.at.delete(this.at.keys().next().value!);
+  }
+
+  get size(): number {
+    return this.at.size;
+  }
+}
+
+/** The worker's memory of refused pod watches (see {@link WatchRefusals}). */
+export const refusedPodWatches = new WatchRefusals();
+
+/** Who asks to watch in which namespace: RBAC answers per API server, credentials (the kubeconfig's) and namespace. */
+export function watchRefusalKey(config: KubeApiConfig, namespace: string): string {
+  // Hashed: the key holds no credential, and stays short (a certificate is kilobytes).
+  return createHash('sha256').update(JSON.stringify([config.server, config.kubeconfig, config.cert ?? config.token ?? config.tokenFile ?? '', namespace])).digest('hex');
+}
+
+/**
  * The Kubernetes calls of the steps. With a kubeconfig on the worker they go to the API server from the worker
  * process ({@link KubeApi}: no kubectl process per call; kubeconfigs with an exec plugin or auth-provider keep
  * kubectl); with `control_plane` they run kubectl over SSH on that host. `run`, `getJson` and `withStdin` always
@@ -123,8 +163,6 @@ export class Kubectl {
   private readonly onWorker: boolean = false;
   /** On the worker: the API client once the kubeconfig is read (undefined when it needs kubectl); read at the first call. */
   private api?: Promise<KubeApi | undefined>;
-  /** Whether the API let this client watch pods (undefined: not tried yet; false: 403, so it polls). */
-  private watchPods?: boolean;
 
   constructor(pool: SshPool, readonly target: KubernetesTarget) {
     if (target.host) {
@@ -269,21 +307,22 @@ export class Kubectl {
    * Waits until the Pod is as `done` says, for at most `timeoutMs`; returns the Pod as last seen and whether it got
    * there. Through the API it watches the Pod (the change is seen as the server makes it); where RBAC grants no
    * `watch` on pods (a `deploy/rbac.yaml` older than this), or through kubectl, it polls with {@link pollUntil}'s
-   * backoff from 250 ms to `pollMs`.
+   * backoff from 250 ms to `pollMs`. A refused watch is remembered for the target ({@link refusedPodWatches}), so
+   * the next verifications poll at once, until the memory expires.
    */
   async waitForPod<T>(namespace: string, name: string, done: (pod: T) => boolean, timeoutMs: number, pollMs: number): Promise<{ done: boolean; last?: T }> {
     const api = await this.client();
-    if (api && this.watchPods !== false) {
+    const refusal = api && watchRefusalKey(api.config, namespace);
+    if (api && refusal && !refusedPodWatches.refused(refusal)) {
       try {
         const watched = await whileHeartbeating(api.watchOne<T>(path.pods(namespace), name, done, { signal: cancellationSignal(), timeoutMs }));
-        this.watchPods = true;
         if (watched.done) return watched;
         // The watch ended first (its timeout, a deletion): one GET says how the Pod is now.
         const now = await this.getPod<T>(namespace, name);
         return { done: now !== undefined && done(now), last: now ?? watched.last };
       } catch (err) {
         if (failureType(err) !== KubeApiForbidden) throw err;
-        this.watchPods = false;
+        refusedPodWatches.remember(refusal);
       }
     }
     let last: T | undefined;

@@ -39,7 +39,7 @@ import { sshRun } from '../sim/ssh-run';
 import { startDevServer } from '../worker/dev-server';
 import { rolloutWorkflowId } from '../api/rollout-service';
 import { installWorkerLogging } from '../worker/logging';
-import { createWorker } from '../worker/worker';
+import { createWorker, limitWorkflowThreadYoungGeneration } from '../worker/worker';
 import { nodeWorkflowId } from '../workflows/node';
 
 type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
@@ -180,6 +180,8 @@ async function runKatafleet(nodes: number, kube: 'api' | 'kubectl'): Promise<Kat
   });
   process.stderr.write(`katafleet: worker log in ${installWorkerLogging({ file: join(dir, 'worker.log'), level: 'warn' })}\n`);
   const target = { address: server.address, namespace: 'default', external: true };
+  // As `katafleet worker` does when it starts (a process-wide V8 flag; createWorker leaves it alone).
+  limitWorkflowThreadYoungGeneration(process.env.KATAFLEET_WORKFLOW_SEMI_SPACE_MB);
   const { worker, close } = await createWorker({ target, pool });
   const running = worker.run();
   const connection = await Connection.connect({ address: server.address });
@@ -248,17 +250,23 @@ function script(commands: CommandEvent[]): string {
 
 const isKubectl = (command: CommandEvent) => /\bkubectl\b/.test(command.text);
 
-/**
- * Whether a GET answer shows what a poll of it waits for: a pod that left Pending (it runs, or it ended), a Node that
- * is Ready. Anything else (a RuntimeClass, a 404) counts as done: it was read, not waited for.
- */
-const waitsFor = (path: string) => /\/pods\/[^/]+$/.test(path) || /^\/api\/v1\/nodes\/[^/]+$/.test(path);
+/** A pod or a Node as far as a wait reads it. */
+type WaitedObject = { status?: { phase?: string; conditions?: { type: string; status: string }[] } } | undefined;
 
+/**
+ * The objects a GET of which katafleet waits on (polls, or watches), and what it waits for: a pod that left Pending
+ * (it runs, or it ended), a Node that is Ready.
+ */
+const waitedKinds: { path: RegExp; done(object: WaitedObject): boolean }[] = [
+  { path: /\/pods\/[^/]+$/, done: (pod) => pod?.status?.phase !== undefined && pod.status.phase !== 'Pending' },
+  { path: /^\/api\/v1\/nodes\/[^/]+$/, done: (node) => node?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false },
+];
+
+const waitedKind = (path: string) => waitedKinds.find((kind) => kind.path.test(path));
+
+/** Whether a GET answer shows what a poll of it waits for; anything not waited on (a RuntimeClass, a 404) counts as done: it was read. */
 function pollDone(path: string, body: unknown): boolean {
-  const object = body as { status?: { phase?: string; conditions?: { type: string; status: string }[] } } | undefined;
-  if (/\/pods\/[^/]+$/.test(path)) return object?.status?.phase !== undefined && object.status.phase !== 'Pending';
-  if (/^\/api\/v1\/nodes\/[^/]+$/.test(path)) return object?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
-  return true;
+  return waitedKind(path)?.done(body as WaitedObject) ?? true;
 }
 
 /**
@@ -286,7 +294,7 @@ async function replayRequests(api: KubeApi, requests: TracedRequest[]): Promise<
           failed += 1;
           process.stderr.write(`floor: the watch of ${url.pathname}/${name} ended before it was done\n`);
         }
-      } else if (request.method === 'GET' && waitsFor(request.path)) {
+      } else if (request.method === 'GET' && waitedKind(request.path)) {
         while (requests[index + 1]?.method === 'GET' && requests[index + 1].path === request.path && !requests[index + 1].exec) index++;
         const waitStarted = performance.now();
         const until = waitStarted + 120_000;

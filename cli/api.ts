@@ -9,6 +9,7 @@ import { startDevServer, type RunningDevServer } from '../worker/dev-server';
 import { createWorker } from '../worker/worker';
 import { parseCommandArgs, UsageError, type Command } from './command';
 import { onInterrupt } from './signals';
+import { workerMemoryLines } from './worker';
 
 const apiOptions = {
   host: { type: 'string', default: '127.0.0.1' },
@@ -188,7 +189,8 @@ export const upCommand: Command = {
 
 Starts the embedded dev server (unless TEMPORAL_ADDRESS is set), a worker and the API. Without a configured token
 it creates one in .katafleet/api-token (mode 600; .katafleet is mode 700) and prints where it is.
-The worker logs JSON lines (time, level, node, step, rollout) to .katafleet/worker.log (--log-level, default info).
+The worker logs JSON lines (time, level, node, step, rollout) to .katafleet/worker.log (--log-level, default info);
+its memory settings are those of \`katafleet worker\` (see katafleet worker --help), on stderr when it starts.
 Ctrl-C or SIGTERM stops the API, the worker and the dev server this command started, within 10 s (a second
 signal stops at once); the history stays in .katafleet/temporal.db for the next start. A dev server started
 separately with \`katafleet server\` is not stopped; \`katafleet server stop\` stops it (also one left behind
@@ -202,12 +204,14 @@ ${optionsHelp}`,
     const level = logLevelOption(values['log-level'], this.usage);
     const temporalPort = portOption(values['temporal-port'], '--temporal-port', this.usage);
     const uiPort = portOption(values['ui-port'], '--ui-port', this.usage);
+    const memory = workerMemoryLines(this.usage);
     const tokenFile = join(stateDir, 'api-token');
     ensureStateDir();
     const token = flags['insecure-no-auth'] || process.env.KATAFLEET_API_TOKEN || flags['token-file'] ? readToken(flags, this.usage) : localToken(tokenFile, this.usage);
     let target = temporalTargetFromEnv();
     const logFile = join(stateDir, 'worker.log');
     installWorkerLogging({ file: logFile, level, sdkHandlesSignals: false });
+    process.stderr.write(memory.map((line) => `${line}\n`).join(''));
     let server: RunningDevServer | undefined;
     const interruption = onInterrupt(() => server?.process.kill('SIGKILL'));
     try {

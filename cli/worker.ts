@@ -1,6 +1,6 @@
 import { taskQueue, temporalTargetFromEnv } from '../worker/connection';
 import { installWorkerLogging, parseLogLevel } from '../worker/logging';
-import { createWorker, memorySettingsNote } from '../worker/worker';
+import { createWorker, prepareWorkerProcess } from '../worker/worker';
 import { parseCommandArgs, UsageError, type Command } from './command';
 
 export const workerCommand: Command = {
@@ -10,6 +10,9 @@ export const workerCommand: Command = {
 
 Connects to the embedded server (127.0.0.1:7233) or to TEMPORAL_ADDRESS, and runs until Ctrl-C.
 Run several workers on several machines for larger fleets; Temporal spreads the work.
+Its first line gives its memory settings: bin/katafleet.js starts it with MALLOC_ARENA_MAX=2 and node's
+--max-semi-space-size=2 unless the environment has its own (KATAFLEET_MEMORY_DEFAULTS=0: neither), and
+KATAFLEET_WORKFLOW_SEMI_SPACE_MB (default 2) bounds the workflow thread's; see docs/scale.md "Worker memory".
 It logs one JSON line per event (time, level, node, step, rollout id) to stderr, or to --log-file; a failure a
 step expects (a node unfit for Kata, a transient error a retry fixes) is one info line with its reason, no stack.`,
   async run(args) {
@@ -20,9 +23,9 @@ step expects (a node unfit for Kata, a transient error a retry fixes) is one inf
     } catch (err) {
       throw new UsageError(`katafleet worker: ${(err as Error).message}`, this.usage);
     }
+    const memory = workerMemoryLines(this.usage);
     installWorkerLogging({ level, file: values['log-file'] });
-    const note = memorySettingsNote(process.env, process.execArgv);
-    if (note) process.stderr.write(`${note}\n`);
+    process.stderr.write(memory.map((line) => `${line}\n`).join(''));
     const target = temporalTargetFromEnv();
     const { worker, close } = await createWorker({ target, bundleInChild: true });
     process.stdout.write(`katafleet worker polling "${taskQueue}" on ${target.address} (namespace ${target.namespace})\n`);
@@ -34,3 +37,16 @@ step expects (a node unfit for Kata, a transient error a retry fixes) is one inf
     return 0;
   },
 };
+
+/**
+ * For `katafleet worker` and `katafleet up`, when they start: bounds the workflow thread's young generation (a
+ * process-wide V8 flag) and returns the lines that say the memory settings in effect.
+ * @throws UsageError naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB or KATAFLEET_MEMORY_DEFAULTS and the fix when it is invalid.
+ */
+export function workerMemoryLines(usage: string): string[] {
+  try {
+    return prepareWorkerProcess();
+  } catch (err) {
+    throw new UsageError(`katafleet: ${(err as Error).message}`, usage);
+  }
+}

@@ -28,6 +28,11 @@ export interface ControlPlane {
   kubeconfig: string;
   apiServerUrl: string;
   kubectlPath: string;
+  /**
+   * kube-apiserver's audit log (JSON lines, one event per request and stage, `logs/audit.log` beside the kubeconfig):
+   * the requests on pods in {@link verificationNamespace} as the server received them (see {@link auditPolicy}).
+   */
+  auditLog: string;
   /** Stops every process this control plane started; leaves none behind. */
   stop(): Promise<void>;
 }
@@ -177,6 +182,22 @@ current-context: katafleet-sim
 `;
 }
 
+/**
+ * kube-apiserver's audit policy (upstream: kubernetes.io/docs/tasks/debug/debug-cluster/audit/, the
+ * `audit.k8s.io/v1` Policy): request metadata (verb, user, object, status) of every request on pods and their exec
+ * in {@link verificationNamespace}, nothing else; stage RequestReceived omitted, so a request is logged once as it
+ * completes (a watch also once as its response starts).
+ */
+export const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  namespaces: ["katafleet-verify"]
+  resources: [{ group: "", resources: ["pods", "pods/exec"] }]
+- level: None
+`;
+
 /** Finds the host's real `uname`, for the exec wrapper to call. */
 function realUname(): string {
   for (const dir of ['/usr/bin', '/bin']) if (existsSync(join(dir, 'uname'))) return join(dir, 'uname');
@@ -216,6 +237,8 @@ export async function startControlPlane<N extends KubeSimNode>(opts: StartContro
   const sa = generateKeyPairSync('rsa', { modulusLength: 2048 });
   await writeFile(join(pki, 'sa.key'), sa.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   await writeFile(join(pki, 'sa.pub'), sa.publicKey.export({ type: 'spki', format: 'pem' }));
+  await writeFile(join(dir, 'audit-policy.yaml'), auditPolicy);
+  const auditLog = join(logs, 'audit.log');
 
   const [etcdClient, etcdPeer, apiPort, kwokPort] = [await freeLoopbackPort(), await freeLoopbackPort(), await freeLoopbackPort(), await freeLoopbackPort()];
   const procs: Proc[] = [];
@@ -255,6 +278,7 @@ export async function startControlPlane<N extends KubeSimNode>(opts: StartContro
       '--kubelet-preferred-address-types=InternalIP',
       '--allow-privileged=true',
       '--profiling=false',
+      `--audit-policy-file=${join(dir, 'audit-policy.yaml')}`, `--audit-log-path=${auditLog}`, '--audit-log-format=json',
     ], logs));
     const caFile = join(pki, 'apiserver.crt');
     await waitFor(`kube-apiserver's self-signed certificate ${caFile}`, async () => existsSync(caFile), procs);
@@ -314,7 +338,7 @@ export async function startControlPlane<N extends KubeSimNode>(opts: StartContro
     }
     log(`control plane ready with ${workers.length} nodes in ${Date.now() - t0} ms`);
 
-    return { kubeconfig, apiServerUrl, kubectlPath: binaries.kubectl, stop };
+    return { kubeconfig, apiServerUrl, kubectlPath: binaries.kubectl, auditLog, stop };
   } catch (err) {
     await stop();
     throw err;

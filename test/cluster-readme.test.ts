@@ -24,7 +24,8 @@ export const proofs: Proof[] = [
   { sentence: '**Sizing.**', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
   { sentence: 'A cluster of', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
   { sentence: 'Plan one worker', tests: { 'cluster-two-workers.test.ts': [twoWorkers] } },
-  { sentence: 'Start each worker with `MALLOC_ARENA_MAX=2`', tests: { 'scale-worker-memory.test.ts': ['says which of MALLOC_ARENA_MAX and --max-semi-space-size its environment lacks, and where to set them'] } },
+  { sentence: 'Each worker starts with `MALLOC_ARENA_MAX=2`', tests: { 'worker-launcher.test.ts': ['starts with MALLOC_ARENA_MAX=2 and --max-semi-space-size=2 from a clean environment, and says so on its first line', 'keeps a user\'s own MALLOC_ARENA_MAX=4 and NODE_OPTIONS semi-space, and warns that they are not katafleet\'s', 'sets neither with KATAFLEET_MEMORY_DEFAULTS=0, nor when node is started on bin/katafleet.js directly, and warns'] } },
+  { sentence: 'A value in the worker\'s environment is kept, `KATAFLEET_MEMORY_DEFAULTS=0` sets neither', tests: { 'worker-launcher.test.ts': ['starts with MALLOC_ARENA_MAX=2 and --max-semi-space-size=2 from a clean environment, and says so on its first line', 'keeps a user\'s own MALLOC_ARENA_MAX=4 and NODE_OPTIONS semi-space, and warns that they are not katafleet\'s', 'sets neither with KATAFLEET_MEMORY_DEFAULTS=0, nor when node is started on bin/katafleet.js directly, and warns'] } },
   {
     sentence: '**A production cluster**',
     tests: { 'cluster-readme.test.ts': ['server --print-attributes prints one create command per katafleet search attribute, for TEMPORAL_NAMESPACE'], 'cluster-two-workers.test.ts': [upPrints] },

@@ -18,6 +18,7 @@ import {
   observeKubeApi, type KubeApiEvent,
 } from '../activities/kube-api';
 import { SshPool } from '../activities/ssh';
+import { WatchRefusals, watchRefusalKey } from '../activities/kubectl';
 import { toKubernetesTarget, toNodeTarget } from '../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
 import type { Step } from '../playbooks/schema';
@@ -226,6 +227,36 @@ describe('a pod watch, against a server that answers as it likes (a local HTTP s
   }, 20_000);
 });
 
+// A refused pod watch is remembered per API target, process-wide (activities/kubectl.ts): a step's Kubectl lives
+// for one step, so a memory per instance paid one refused watch per verification with an old RBAC.
+describe('the memory of refused pod watches (pure, with a clock of its own)', () => {
+  it('polls a refusing target until retryMs passed, then asks again; forgets the oldest past its limit', () => {
+    let now = 0;
+    const refusals = new WatchRefusals(10 * 60_000, 2, () => now);
+    refusals.remember('a');
+    now = 10 * 60_000 - 1;
+    expect(refusals.refused('a')).toBe(true);
+    now = 10 * 60_000;
+    expect(refusals.refused('a')).toBe(false);
+    expect(refusals.size).toBe(0);
+    refusals.remember('a');
+    refusals.remember('b');
+    refusals.remember('c');
+    expect([refusals.refused('a'), refusals.refused('b'), refusals.refused('c'), refusals.size]).toEqual([false, true, true, 2]);
+  });
+
+  it('tells targets apart by server, kubeconfig, credentials and namespace, and holds no credential', () => {
+    const config = { server: 'https://10.0.0.1:6443', kubeconfig: '/etc/kf/a.kubeconfig', token: 'secret-token-0123456789abcdef0123' };
+    const key = watchRefusalKey(config, 'katafleet-verify');
+    expect(key).not.toContain('secret');
+    expect(watchRefusalKey({ ...config }, 'katafleet-verify')).toBe(key);
+    for (const other of [watchRefusalKey({ ...config, server: 'https://10.0.0.2:6443' }, 'katafleet-verify'), watchRefusalKey({ ...config, kubeconfig: '/etc/kf/b.kubeconfig' }, 'katafleet-verify'),
+      watchRefusalKey({ ...config, token: 'another-token-0123456789abcdef01' }, 'katafleet-verify'), watchRefusalKey(config, 'default')]) {
+      expect(other).not.toBe(key);
+    }
+  });
+});
+
 describe('the Kubernetes steps through the API from the worker, on a real cluster', () => {
   let fleet: Fleet;
   let work: string;
@@ -342,6 +373,11 @@ describe('the Kubernetes steps through the API from the worker, on a real cluste
       const pods = '/api/v1/namespaces/katafleet-verify/pods';
       expect(requests.filter((request) => request.includes('watch=1'))).toHaveLength(1);
       expect(requests.filter((request) => new RegExp(`^GET ${pods}/[^/?]+$`).test(request)).length).toBeGreaterThanOrEqual(1);
+      // The next verification (another step, so another Kubectl) remembers the refusal: it polls at once, no watch.
+      const second = await verifyRequests(kubernetes, '5e1f2a3b-0000-4000-8000-00000000000c');
+      expect(second.outcome.summary).toMatch(/\(runs in a VM\)$/);
+      expect(second.requests.filter((request) => request.includes('watch=1'))).toEqual([]);
+      expect(second.requests.filter((request) => new RegExp(`^GET ${pods}/[^/?]+$`).test(request)).length).toBeGreaterThanOrEqual(1);
     } finally {
       expect((await admin(['apply', '-f', join(__dirname, '..', 'deploy', 'rbac.yaml')])).code).toBe(0);
     }

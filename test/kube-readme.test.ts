@@ -54,6 +54,7 @@ export const proofs: Proof[] = [
         'polls the verification pod where RBAC grants no watch on pods (a deploy/rbac.yaml older than the watch), and still verifies',
       ],
       'kube-rbac.test.ts': ['lets the ServiceAccount read and patch nodes, manage RuntimeClasses and verification pods, and nothing else'],
+      'verification-watch-cli.test.ts': ['a rollout through the CLI: kube-apiserver\'s audit log shows one watch of the verification pod and no GET of it'],
     },
   },
   { sentence: 'A kubeconfig whose user authenticates with an exec plugin or an auth-provider', tests: { 'kube-readme.test.ts': [execPlugin], 'kube-rbac.test.ts': ['uninstalls from node-1 only: the RuntimeClass stays, because node-2 still carries the label; the uninstall of node-2 then deletes it'] } },

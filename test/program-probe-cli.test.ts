@@ -13,6 +13,7 @@ import { startFleet, type Fleet } from '../sim/fleet';
 import { sshRun } from '../sim/ssh-run';
 import { taskQueue } from '../worker/connection';
 import { runKatafleet, writeFleetInventory } from './helpers/cli';
+import { oneAtATimePlaybook } from './helpers/playbook-toml';
 import { fold, missingProofTests, unprovenSentences, type Proof } from './helpers/proof-table';
 import { SshPool, type CommandEvent } from '../activities/ssh';
 import { PROBED_PROGRAMS } from '../activities/ssh/programs';
@@ -33,6 +34,15 @@ const on = async (command: string) => {
   if (result.exitCode !== 0) throw new Error(`${command} exited with ${result.exitCode}: ${result.stderr}`);
   return result.stdout;
 };
+/** A prereq-check step `id` that needs kernel module `module` (no CPU flag, no /dev/kvm: the simulated node has neither). */
+const prereqStep = (id: string, module: string) => `
+[[steps]]
+id = "${id}"
+kind = "prereq-check"
+cpu_flags = []
+require_kvm = false
+modules = ["${module}"]
+`;
 /** What release-tarball changes (the node lock's own files in /var/lib/katafleet aside). */
 const nodeState = () => on('ls -A /opt /usr/local/bin; ls -A /var/lib/katafleet 2>/dev/null | grep release-; true');
 
@@ -45,45 +55,15 @@ beforeAll(async () => {
   const done = running.run();
   worker = { pool, async stop() { running.shutdown(); await done; await pool.closeAll(); } };
   const built = JSON.parse(await readFile(join(fleet.mirror.dir, 'kata-releases.json'), 'utf8')) as Record<string, { sha256: string }>;
-  await writeFile(join(work, 'kata-tarball.toml'), `
-[playbook]
-name = "kata-tarball"
-
-[rollout]
-canary = 1
-wave_size = 1
-pause_between_waves = "0s"
-
-[[steps]]
-id = "prereq"
-kind = "prereq-check"
-cpu_flags = []
-require_kvm = false
-modules = ["kvm"]
-
+  await writeFile(join(work, 'kata-tarball.toml'), oneAtATimePlaybook('kata-tarball', prereqStep('prereq', 'kvm'), `
 [[steps]]
 id = "install"
 kind = "release-tarball"
 version = "3.32.0"
 url = "http://127.0.0.1:${fleet.mirror.port}/kata-containers/kata-containers/releases/download/{version}/kata-static-{version}-{arch}.{ext}"
 sha256 = { amd64 = "${built['3.32.0'].sha256}" }
-`);
-  await writeFile(join(work, 'kata-wire.toml'), `
-[playbook]
-name = "kata-wire"
-
-[rollout]
-canary = 1
-wave_size = 1
-pause_between_waves = "0s"
-
-[[steps]]
-id = "prereq"
-kind = "prereq-check"
-cpu_flags = []
-require_kvm = false
-modules = ["kvm"]
-
+`));
+  await writeFile(join(work, 'kata-wire.toml'), oneAtATimePlaybook('kata-wire', prereqStep('prereq', 'kvm'), `
 [[steps]]
 id = "containerd"
 kind = "containerd-patch"
@@ -94,29 +74,14 @@ id = "restart"
 kind = "service-restart"
 service = "containerd"
 wait_for_handlers = []
-
-[[steps]]
-id = "fails"
-kind = "prereq-check"
-cpu_flags = []
-require_kvm = false
-modules = ["katafleet_no_such_module"]
-persist_modules = false
-`);
-  await writeFile(join(work, 'kata-off.toml'), `
-[playbook]
-name = "kata-off"
-
-[rollout]
-canary = 1
-wave_size = 1
-pause_between_waves = "0s"
-
+`, `${prereqStep('fails', 'katafleet_no_such_module')}persist_modules = false
+`));
+  await writeFile(join(work, 'kata-off.toml'), oneAtATimePlaybook('kata-off', `
 [[steps]]
 id = "remove"
 kind = "release-tarball"
 action = "remove"
-`);
+`));
   inventory = await writeFleetInventory(fleet, work, 'one', [node]);
 }, 240_000);
 

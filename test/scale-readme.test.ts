@@ -65,7 +65,7 @@ export const proofs: Proof[] = [
     sentence: 'A refusal by Temporal names the limit, the value and the fix',
     tests: { 'scale-readme.test.ts': [notReady], 'scale-api.test.ts': ['a search attribute value over 2 KiB (what KatafleetNodes was at 50 FQDN names)'] },
   },
-  { sentence: 'Worker memory with 200 nodes in flight', tests: { 'scale-worker-memory.test.ts': ['is bounded to 2 semi-spaces of 2 MB by default; V8 alone lets it grow to 16 MB and more', 'says which of MALLOC_ARENA_MAX and --max-semi-space-size its environment lacks, and where to set them'] } },
+  { sentence: 'Worker memory with 200 nodes in flight', tests: { 'scale-worker-memory.test.ts': ['is bounded to 2 semi-spaces of 2 MB by default; V8 alone lets it grow to 16 MB and more'], 'worker-launcher.test.ts': ['starts with MALLOC_ARENA_MAX=2 and --max-semi-space-size=2 from a clean environment, and says so on its first line', 'keeps a user\'s own MALLOC_ARENA_MAX=4 and NODE_OPTIONS semi-space, and warns that they are not katafleet\'s', 'sets neither with KATAFLEET_MEMORY_DEFAULTS=0, nor when node is started on bin/katafleet.js directly, and warns'] } },
   { sentence: 'Measured with `npx tsx bench/scale.ts --nodes N`', tests: { [scaleRollout]: [everyPage, underHalf] } },
 ];
 

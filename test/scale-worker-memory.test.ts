@@ -10,8 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { knownHostsForNode } from '../activities/ssh/pool';
 import { appendKnownHost, checkHostKey, knownHostsName, parseKnownHosts, readKnownHosts } from '../activities/ssh/known-hosts';
-import { limitWorkflowThreadYoungGeneration, memorySettingsNote, workflowSemiSpaceMb } from '../worker/worker';
-import { runKatafleet } from './helpers/cli';
+import { limitWorkflowThreadYoungGeneration, workflowSemiSpaceMb } from '../worker/worker';
 
 const fleetSize = 2_000;
 /** An ssh-ed25519 public key blob (type string, then 32 key bytes), as a server sends it. */
@@ -101,20 +100,7 @@ describe('the workflow thread\'s young generation', () => {
   });
 });
 
-// glibc's arena count and the main thread's semi-space are read when the process starts: `katafleet worker` says when
-// its environment lacks them (through the CLI; the worker then fails to reach a server on port 1, which is fine here).
-describe('katafleet worker\'s memory settings', () => {
-  const note = 'in its environment; with them a worker needs about';
-  it('says which of MALLOC_ARENA_MAX and --max-semi-space-size its environment lacks, and where to set them', async () => {
-    const bare = await runKatafleet('127.0.0.1:1', ['worker'], 60_000, { MALLOC_ARENA_MAX: '', NODE_OPTIONS: '' });
-    expect(bare.stderr).toContain('katafleet worker: started without MALLOC_ARENA_MAX=2 and NODE_OPTIONS=--max-semi-space-size=2 in its environment');
-    expect(bare.stderr).toContain('Environment= of its systemd unit');
-    const set = await runKatafleet('127.0.0.1:1', ['worker'], 60_000, { MALLOC_ARENA_MAX: '2', NODE_OPTIONS: '--max-semi-space-size=2' });
-    expect(set.stderr).not.toContain(note);
-    expect(memorySettingsNote({ MALLOC_ARENA_MAX: '2' }, [])).toContain('without NODE_OPTIONS=--max-semi-space-size=2 in');
-    expect(memorySettingsNote({}, ['--max-semi-space-size=4'])).toContain('without MALLOC_ARENA_MAX=2 in');
-  }, 180_000);
-});
+// glibc's arena count and the main thread's semi-space: bin/katafleet.js sets them (test/worker-launcher.test.ts).
 
 // Reading known_hosts (activities/ssh/known-hosts.ts readKnownHosts): each new SSH connection read and parsed the
 // whole file, a line per node of the fleet, so a wave's connections parsed it hundreds of times at once. Now the

@@ -46,7 +46,6 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
   const workflowsPath = require.resolve('../workflows');
   const workflows = options.bundleInChild !== true ? { workflowsPath } : { workflowBundle: { code: await bundleInChildProcess(workflowsPath) } };
   const connection = await NativeConnection.connect({ address: target.address, tls: target.tls, apiKey: target.apiKey });
-  limitWorkflowThreadYoungGeneration(process.env.KATAFLEET_WORKFLOW_SEMI_SPACE_MB);
   const worker = await Worker.create({
     connection,
     namespace: target.namespace,
@@ -83,7 +82,7 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
  */
 const isolateTimeout = { isolateExecutionTimeout: '60s' } as Record<string, unknown>;
 
-/** The workflow thread's V8 semi-space, MB, unless KATAFLEET_WORKFLOW_SEMI_SPACE_MB says otherwise (0: V8's own, 16 MB). */
+/** The workflow thread's V8 semi-space, MB, unless KATAFLEET_WORKFLOW_SEMI_SPACE_MB says otherwise (0: the process's own, i.e. the main thread's). */
 export const workflowSemiSpaceMb = 2;
 
 /**
@@ -91,33 +90,81 @@ export const workflowSemiSpaceMb = 2;
  * that thread in `Worker.create`, without `resourceLimits`, so V8's process-wide `--max-semi-space-size` applies to
  * it). V8's default lets a semi-space grow to 16 MB, i.e. a new space of 32 MB per isolate under a steady allocation
  * rate such as a worker's; 2 MB keeps it at 4 MB, for more scavenges of a space that is mostly garbage anyway
- * (docs/scale.md "Worker memory" has the figures). The main thread's isolate exists already: its semi-space comes only
- * from the command line (`NODE_OPTIONS=--max-semi-space-size=2`).
+ * (docs/scale.md "Worker memory" has the figures). It changes a process-wide V8 flag, so only a process that runs a
+ * worker calls it, when it starts (`katafleet worker`, `katafleet up`), never `createWorker`. The main thread's
+ * isolate exists already: its semi-space comes from the command line, which bin/katafleet.js sets.
  * @throws Error naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB and the fix when it is not a whole number of MB from 0 to 64.
  */
 export function limitWorkflowThreadYoungGeneration(value: string | undefined): number {
   const text = value?.trim() ?? '';
   const mb = text === '' ? workflowSemiSpaceMb : /^\d{1,2}$/.test(text) ? Number(text) : NaN;
   if (!Number.isInteger(mb) || mb > 64) {
-    throw new Error(`KATAFLEET_WORKFLOW_SEMI_SPACE_MB=${JSON.stringify(value)}: use a whole number of MB from 0 to 64 (e.g. 2), 0 for V8's default, or unset it for ${workflowSemiSpaceMb}`);
+    throw new Error(`KATAFLEET_WORKFLOW_SEMI_SPACE_MB=${JSON.stringify(value)}: use a whole number of MB from 0 to 64 (e.g. 2), 0 for the process's own (the main thread's), or unset it for ${workflowSemiSpaceMb}`);
   }
   if (mb > 0) setFlagsFromString(`--max-semi-space-size=${mb}`);
   return mb;
 }
 
+/** glibc's arena count bin/katafleet.js gives a worker's process (MALLOC_ARENA_MAX), and its main thread's semi-space, MB. */
+export const launcherDefaults = { mallocArenaMax: '2', mainSemiSpaceMb: '2' } as const;
+
+/** The memory settings a worker's process runs with, as read from its environment and command line. */
+export interface MemorySettings {
+  /** MALLOC_ARENA_MAX, or undefined: glibc's own (8 arenas per core). */
+  mallocArenaMax?: string;
+  /** The main thread's --max-semi-space-size (the last one given, command line after NODE_OPTIONS), or undefined: V8's own. */
+  mainSemiSpaceMb?: string;
+}
+
+/** The settings in effect: MALLOC_ARENA_MAX from `env`; --max-semi-space-size from NODE_OPTIONS, then `execArgv` (node's own order). */
+export function memorySettings(env: NodeJS.ProcessEnv, execArgv: string[]): MemorySettings {
+  let mainSemiSpaceMb: string | undefined;
+  const args = [...(env.NODE_OPTIONS ?? '').split(/\s+/), ...execArgv];
+  args.forEach((arg, i) => {
+    const match = /^--max[-_]semi[-_]space[-_]size(?:=(.*))?$/.exec(arg);
+    if (match) mainSemiSpaceMb = match[1] ?? args[i + 1];
+  });
+  return { mallocArenaMax: env.MALLOC_ARENA_MAX || undefined, mainSemiSpaceMb };
+}
+
 /**
- * What the process's own memory settings are, for `katafleet worker`'s first line: glibc's arena count
- * (MALLOC_ARENA_MAX) and the main thread's V8 semi-space (--max-semi-space-size) are read when the process starts, so
- * only its environment can set them. Measured at 200 nodes in flight (docs/scale.md "Worker memory"): 374 MB of peak
- * RSS without them, 313 MB with MALLOC_ARENA_MAX=2. Empty when both are set.
+ * `katafleet worker`'s (and `katafleet up`'s) line about its memory settings: what is in effect and who set it.
  */
-export function memorySettingsNote(env: NodeJS.ProcessEnv, execArgv: string[]): string {
-  const missing = [
-    ...(env.MALLOC_ARENA_MAX ? [] : ['MALLOC_ARENA_MAX=2']),
-    ...([...execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => arg.startsWith('--max-semi-space-size')) ? [] : ['NODE_OPTIONS=--max-semi-space-size=2']),
+export function memorySettingsLine(pid: number, settings: MemorySettings, workflowThreadMb: number): string {
+  const arenas = settings.mallocArenaMax ?? "unset (glibc's 8 per core)";
+  const main = settings.mainSemiSpaceMb ?? "unset (V8's 16)";
+  const thread = workflowThreadMb === 0 ? "the main thread's" : `${workflowThreadMb} MB`;
+  return `katafleet worker: pid ${pid}, memory settings: MALLOC_ARENA_MAX=${arenas}, main thread --max-semi-space-size=${main}, workflow thread semi-space ${thread}`;
+}
+
+/**
+ * A warning when the process runs without katafleet's memory settings, i.e. someone overrode them: another
+ * MALLOC_ARENA_MAX or semi-space, KATAFLEET_MEMORY_DEFAULTS=0, or node started on bin/katafleet.js directly (which
+ * skips its launcher). Measured at 200 nodes in flight (docs/scale.md "Worker memory"): 374 MB of peak RSS without
+ * them, 306 MB with them. Empty when both are katafleet's.
+ */
+export function memorySettingsNote(settings: MemorySettings): string {
+  const differ = [
+    ...(settings.mallocArenaMax === launcherDefaults.mallocArenaMax ? [] : [`MALLOC_ARENA_MAX=${settings.mallocArenaMax ?? '(unset)'}`]),
+    ...(settings.mainSemiSpaceMb === launcherDefaults.mainSemiSpaceMb ? [] : [`--max-semi-space-size=${settings.mainSemiSpaceMb ?? '(unset)'}`]),
   ];
-  if (missing.length === 0) return '';
-  return `katafleet worker: started without ${missing.join(' and ')} in its environment; with them a worker needs about 60 MB less at 200 nodes in flight (docs/scale.md "Worker memory"): set them where the worker is started (e.g. Environment= of its systemd unit)`;
+  if (differ.length === 0) return '';
+  return `katafleet worker: running with ${differ.join(' and ')} instead of katafleet's MALLOC_ARENA_MAX=2 and --max-semi-space-size=2 (overridden, KATAFLEET_MEMORY_DEFAULTS=0, or node started on bin/katafleet.js directly, which skips the launcher that sets them); with katafleet's a worker needed about 70 MB less at 200 nodes in flight (docs/scale.md "Worker memory")`;
+}
+
+/**
+ * For a process that runs a worker, when it starts: bounds the workflow thread's young generation (process-wide)
+ * and returns the lines to print: the settings in effect, and a warning when they are not katafleet's.
+ * @throws Error naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB or KATAFLEET_MEMORY_DEFAULTS and the fix when it is invalid.
+ */
+export function prepareWorkerProcess(env: NodeJS.ProcessEnv = process.env, execArgv: string[] = process.execArgv): string[] {
+  const defaults = env.KATAFLEET_MEMORY_DEFAULTS;
+  if (defaults !== undefined && !['', '0', '1'].includes(defaults)) {
+    throw new Error(`KATAFLEET_MEMORY_DEFAULTS=${JSON.stringify(defaults)}: use 0 to start without katafleet's MALLOC_ARENA_MAX=2 and --max-semi-space-size=2, or unset it (1) to have them`);
+  }
+  const workflowThreadMb = limitWorkflowThreadYoungGeneration(env.KATAFLEET_WORKFLOW_SEMI_SPACE_MB);
+  const settings = memorySettings(env, execArgv);
+  return [memorySettingsLine(process.pid, settings, workflowThreadMb), memorySettingsNote(settings)].filter((line) => line !== '');
 }
 
 /**

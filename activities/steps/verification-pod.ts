@@ -120,22 +120,19 @@ export async function verificationPod(shell: NodeShell, pool: SshPool, request: 
       const phase = pod.status?.phase;
       return phase === 'Running' || phase === 'Failed' || phase === 'Succeeded' || imagePullProblem(pod) !== undefined;
     }, timeLeftMs(started, parseDuration(step.timeout), 20_000), 2_000);
-    const last = waited.last;
-    const settled = waited.done ? last : undefined;
-
-    const pull = imagePullProblem(settled);
+    // done: the pod (waited.last) is Running, ended or stuck pulling; not done: the time ran out with it as last seen.
+    const pull = waited.done ? imagePullProblem(waited.last) : undefined;
     if (pull) {
       const message = imagePullMessage(node.name, step, pull);
       if (step.on_image_pull_failure === 'fail') throw permanentFailure(VerificationImagePullFailed, message);
       return { changed: false, summary: `not verified (warning, on_image_pull_failure = "warn"): ${message}`, facts: { hostKernel, verification: 'image-pull-failed' } };
     }
-    const running = settled;
-    if (running?.status?.phase !== 'Running') {
+    if (!waited.done || waited.last?.status?.phase !== 'Running') {
       const events = await kubectl.podEvents<EventList>(step.namespace, name).catch(() => undefined);
-      const warning = latestWarning(events) ?? describePod(last);
+      const warning = latestWarning(events) ?? describePod(waited.last);
       throw transientFailure(VerificationPodNotRunning,
         `Verification pod ${step.namespace}/${name} on node ${node.name} (runtimeClassName ${step.runtime_class}) ` +
-        `${running ? `ended ${running.status?.phase}` : `did not reach Running within ${step.timeout}`}: ${warning}`);
+        `${waited.done ? `ended ${waited.last?.status?.phase}` : `did not reach Running within ${step.timeout}`}: ${warning}`);
     }
 
     const guestKernel = (await kubectl.exec(step.namespace, name, verificationContainer, ['uname', '-r'])).trim();

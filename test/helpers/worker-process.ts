@@ -15,12 +15,13 @@ export interface WorkerProcess {
 const repoRoot = join(__dirname, '..', '..');
 
 /**
- * Starts `node bin/katafleet.js worker` against `address` and resolves once it polls its task queue.
+ * Starts `bin/katafleet.js worker` (its launcher sets the worker's memory settings, as for a user) against `address`
+ * and resolves once it polls its task queue.
  * Its output is appended to `logFile`.
  */
 export async function startWorkerProcess(address: string, logFile: string, timeoutMs = 60_000): Promise<WorkerProcess> {
   const log = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'katafleet.js'), 'worker'], {
+  const child = spawn(join(repoRoot, 'bin', 'katafleet.js'), ['worker'], {
     cwd: repoRoot,
     env: { ...process.env, TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: 'default' },
     stdio: ['ignore', log, log],
