@@ -22,7 +22,7 @@ import type {
 } from '../playbooks/schema';
 import type { SshPool } from './ssh';
 import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest, Undo, UndoOutcome } from './node-types';
-import { checkResolvedPaths, checkStep, checkTargets, checkUndo, nodePathsOfStep, StepRefused, stepRefusedMessage } from './step-policy';
+import { checkStep, checkTargets, checkUndo, nodePathsOfStep, queueResolvedPathsCheck, StepRefused, stepRefusedMessage } from './step-policy';
 import { containerdPatch } from './steps/containerd-patch';
 import { NodeShell } from './steps/node-shell';
 import { nodeLabel } from './steps/node-label';
@@ -56,19 +56,27 @@ export interface NodeActivityDeps {
 export function createNodeActivities(deps: NodeActivityDeps) {
   const { pool } = deps;
   const shellFor = (node: NodeTarget) => new NodeShell(pool, node);
-  /** The request with its step checked (StepRefused otherwise) and its node paths resolved on the node. */
+  /** The request with its step checked (StepRefused otherwise); its node paths are resolved on the node by {@link withShell}. */
   const admit = async <S extends Step>(kind: S['kind'], request: StepRequest<S>): Promise<StepRequest<S>> => {
     checkTargets(request.node, request.kubernetes);
     const step = checkStep(request.step, request.node);
     if (step.kind !== kind) {
       throw permanentFailure(StepRefused, stepRefusedMessage(`a ${JSON.stringify(step.kind)} step given to the ${kind} activity`, [{ path: 'kind', message: `must be "${kind}"` }]));
     }
-    await checkResolvedPaths(shellFor(request.node), `step "${step.id}" (${kind}) on node ${request.node.name}`, nodePathsOfStep(step));
     return { ...request, step };
   };
-  /** The step's shell: for journaling runs, one holding the node's lock for the step's whole remote work. */
-  const withShell = <T>(request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> =>
-    request.journal ? withStepLock(pool, request, work) : work(shellFor(request.node));
+  /**
+   * The step's shell: for journaling runs, one holding the node's lock for the step's whole remote work. The step's
+   * node paths are resolved on the node by its first command (queued on the shell; refused before the step uses that
+   * command's answer). The two kinds not run through here (readiness-gate, runtime-class) write no node path.
+   */
+  const withShell = <T>(request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> => {
+    const checked = (shell: NodeShell) => {
+      queueResolvedPathsCheck(shell, `step "${request.step.id}" (${request.step.kind}) on node ${request.node.name}`, nodePathsOfStep(request.step));
+      return work(shell);
+    };
+    return request.journal ? withStepLock(pool, request, checked) : checked(shellFor(request.node));
+  };
   return {
     ...createRecoveryActivities(pool),
     ...createClusterActivities(pool),
