@@ -8,7 +8,7 @@ import type { Step } from '../playbooks/schema';
 import type { SshPool } from './ssh';
 import { checkStep, checkTargets, checkUndo } from './step-policy';
 import type { KubernetesTarget, NodeTarget, QuarantineMarker, RecoveryResult, StepRequest, Undo } from './node-types';
-import { writeDesiredState, type DesiredState } from './desired-state';
+import { desiredStatePath, desiredStateText, type DesiredState } from './desired-state';
 import { commitJournal } from './steps/journal';
 import { lockOwner, lockRank, withNodeLock, type LockedShell } from './steps/node-lock';
 import { NodeShell } from './steps/node-shell';
@@ -69,10 +69,11 @@ export function createRecoveryActivities(pool: SshPool) {
      */
     async commitRun(request: RunOnNode & { undos?: Undo[]; desired?: DesiredState }): Promise<{ desiredError?: string }> {
       return locked(request, 'commit', async (shell) => {
-        await commitJournal(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [] });
-        if (!request.desired) return {};
-        // The node did succeed: a failed record is reported (drift will not repair the node), not a failed run.
-        return writeDesiredState(shell, request.desired).then(() => ({}), (err: unknown) => ({ desiredError: err instanceof Error ? err.message : String(err) }));
+        // One command: the applied record, the journal deleted, then desired.json. The node did succeed: a failed
+        // desired.json is reported (drift will not repair the node), not a failed run.
+        const desired = request.desired && { path: desiredStatePath, content: desiredStateText(request.desired) };
+        const { writeError } = await commitJournal(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [] }, desired);
+        return writeError === undefined ? {} : { desiredError: writeError };
       });
     },
     /** `katafleet node release`: removes the quarantine marker and sets aside journals left on the node. */

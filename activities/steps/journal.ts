@@ -12,9 +12,9 @@
 import { posix } from 'node:path';
 import { sh, type Command } from '../ssh';
 import type { StepRequest, Undo } from '../node-types';
-import type { NodeShell } from './node-shell';
+import { FILE_IS_DIRECTORY_EXIT, fileIsDirectoryMessage, type NodeShell } from './node-shell';
 import { KATAFLEET_DIR } from './node-lock';
-import { activityContext } from './step-runtime';
+import { activityContext, transientFailure } from './step-runtime';
 
 /** Where runs' journals live on a node. */
 export const JOURNAL_DIR = `${KATAFLEET_DIR}/journal`;
@@ -127,18 +127,45 @@ export interface AppliedRecord {
 }
 
 /**
- * Moves a succeeded run's journal into one applied record (numbered after the newest one, never by file
- * times) and deletes the journal. The `rollback` step kind takes back the newest record.
+ * A JSON record as one line of stdin ahead of other stdin: JSON.stringify escapes every newline inside strings, so
+ * the line ends at the record's end, and the shell's `read` (which takes exactly one line from a pipe, byte by byte)
+ * hands it back whole, leaving the rest for the next reader. Throws if the text is not one line (never, for JSON).
  */
-export async function commitJournal(shell: NodeShell, record: { runId: string; rolloutId: string; undos: Undo[] }): Promise<void> {
+export function oneLine(text: string): string {
+  if (!text.endsWith('\n') || text.indexOf('\n') !== text.length - 1) throw new Error('a record sent ahead of other stdin must be one line ending in a newline');
+  return text;
+}
+
+/**
+ * Moves a succeeded run's journal into one applied record (numbered after the newest one, never by file
+ * times) and deletes the journal. The `rollback` step kind takes back the newest record. With `alsoWrite`, that file
+ * is written next (NodeShell.writeFileAtomic's command) in the same remote command, only once the commit is done:
+ * the record is the first line of stdin ({@link oneLine}), the file's content the rest. A failed commit fails as
+ * before (CommandFailed); a failed write of `alsoWrite` is returned as `writeError`, the commit standing.
+ */
+export async function commitJournal(shell: NodeShell, record: { runId: string; rolloutId: string; undos: Undo[] }, alsoWrite?: { path: string; content: string }): Promise<{ writeError?: string }> {
+  const [mkdir, tee, sync, mv, rm] = (['mkdir', 'tee', 'sync', 'mv', 'rm'] as const).map((program) => shell.tool(program));
+  const clear = sh`${rm} -rf ${journalDirFor(record.runId)} && ${sync} ${KATAFLEET_DIR}`;
+  let commit = clear;
+  let stdin = '';
   if (record.undos.length > 0) {
-    const text = `${JSON.stringify({ ...record, at: new Date().toISOString() } satisfies AppliedRecord)}\n`;
-    const [mkdir, tee, sync, mv, cat] = (['mkdir', 'tee', 'sync', 'mv', 'cat'] as const).map((program) => shell.tool(program));
-    await shell.run(sh`${mkdir} -p ${APPLIED_DIR} && cd ${APPLIED_DIR} && if ls *-${record.runId}.json >/dev/null 2>&1; then ${cat} >/dev/null; exit 0; fi
+    stdin = oneLine(`${JSON.stringify({ ...record, at: new Date().toISOString() } satisfies AppliedRecord)}\n`);
+    commit = sh`IFS= read -r record || exit 95
+${mkdir} -p ${APPLIED_DIR} && cd ${APPLIED_DIR} || exit
+if ! ls *-${record.runId}.json >/dev/null 2>&1; then
 n=$(ls -1 | grep -E '^[0-9]+-' | cut -d- -f1 | sort -n | tail -n 1 | sed 's/^0*//'); n=$(( \${n:-0} + 1 ))
-${tee} .tmp-${record.runId} >/dev/null && ${sync} .tmp-${record.runId} && ${mv} -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && ${sync} .`, { stdin: text, signal: undefined });
+printf '%s\\n' "$record" | ${tee} .tmp-${record.runId} >/dev/null && ${sync} .tmp-${record.runId} && ${mv} -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && ${sync} . || exit
+fi
+${clear}`;
   }
-  await clearJournal(shell, record.runId);
+  const parts = [{ command: commit }, ...(alsoWrite ? [{ command: shell.writeFileCommand(alsoWrite.path), when: { ok: [0] } }] : [])];
+  const [committed, written] = await shell.runInOrder(parts, { stdin: stdin + (alsoWrite?.content ?? ''), signal: undefined });
+  if (committed?.exitCode !== 0) {
+    throw transientFailure('CommandFailed', `Node ${shell.name}: committing run ${record.runId} (its applied record, then its journal deleted) exited with ${committed?.exitCode}: ${committed?.stdout.trim().split('\n').slice(-3).join(' | ')}`);
+  }
+  if (!alsoWrite || written?.exitCode === 0) return {};
+  if (written?.exitCode === FILE_IS_DIRECTORY_EXIT) return { writeError: fileIsDirectoryMessage(shell.name, alsoWrite.path) };
+  return { writeError: `Node ${shell.name}: writing ${alsoWrite.path} exited with ${written?.exitCode}: ${written?.stdout.trim().split('\n').slice(-3).join(' | ')}` };
 }
 
 /** The newest applied record whose undos satisfy `wanted`, with its file; undefined when there is none. */

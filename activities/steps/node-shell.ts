@@ -50,8 +50,21 @@ export function sha256Hex(text: string): string {
   return createHash('sha256').update(text, 'utf8').digest('hex');
 }
 
+/** A temp file next to `path` for one writer: `<path>.katafleet-tmp-<8 hex digits>`. */
+export function tempPathFor(path: string): string {
+  return `${path}.katafleet-tmp-${randomBytes(4).toString('hex')}`;
+}
+
 /** A file katafleet writes has a directory in its place (a write would land inside it). Never retried. */
 export const FileIsDirectory = 'FileIsDirectory';
+
+/** The exit status of {@link NodeShell.writeFileCommand} when a directory stands where the file should be. */
+export const FILE_IS_DIRECTORY_EXIT = 20;
+
+/** The message of {@link FileIsDirectory}. */
+export function fileIsDirectoryMessage(node: string, path: string): string {
+  return `Node ${node}: ${path} is a directory, not a file: katafleet does not write into it (remove or rename it, then run again); nothing was written`;
+}
 
 export class NodeShell {
   readonly ssh: SshNode;
@@ -174,18 +187,23 @@ export class NodeShell {
 
   /**
    * Writes `content` to `path` atomically: through stdin into a temp file next to it, then a rename.
-   * The new file keeps the old one's mode and owner when there was one.
+   * The new file keeps the old one's mode and owner when there was one. The temp file is this writer's own
+   * (`<file>.katafleet-tmp-<random>`), so two writers of one file never share one (with one fixed name, the first
+   * rename took the other's temp away and its rename failed); it is removed when the write fails on the node.
    */
-  async writeFileAtomic(path: string, content: string, tempPath = `${path}.katafleet-tmp`): Promise<void> {
+  async writeFileAtomic(path: string, content: string, tempPath = tempPathFor(path)): Promise<void> {
+    const result = await this.run(this.writeFileCommand(path, tempPath), { stdin: content, allowExitCodes: [0, FILE_IS_DIRECTORY_EXIT] });
+    if (result.exitCode === FILE_IS_DIRECTORY_EXIT) throw permanentFailure(FileIsDirectory, fileIsDirectoryMessage(this.name, path));
+  }
+
+  /**
+   * {@link writeFileAtomic}'s command (the content on its stdin), for a step that sends it in a script of its own:
+   * exit {@link FILE_IS_DIRECTORY_EXIT} when a directory stands where the file should be, nothing written.
+   */
+  writeFileCommand(path: string, tempPath = tempPathFor(path)): Command {
     const bin = (program: ProbedProgram) => this.tool(program);
     // A directory (or a link to one) where the file should be: `mv -f` would move the file into it and "succeed".
-    const result = await this.run(
-      sh`if test -d ${path}; then exit 20; fi; ${bin('mkdir')} -p ${posix.dirname(path)} && ${bin('tee')} ${tempPath} >/dev/null && { if test -e ${path}; then ${bin('chmod')} --reference=${path} ${tempPath} && ${bin('chown')} --reference=${path} ${tempPath}; else ${bin('chmod')} 0644 ${tempPath}; fi; } && ${bin('mv')} -f ${tempPath} ${path}`,
-      { stdin: content, allowExitCodes: [0, 20] },
-    );
-    if (result.exitCode === 20) {
-      throw permanentFailure(FileIsDirectory, `Node ${this.name}: ${path} is a directory, not a file: katafleet does not write into it (remove or rename it, then run again); nothing was written`);
-    }
+    return sh`if test -d ${path}; then exit ${FILE_IS_DIRECTORY_EXIT}; fi; { ${bin('mkdir')} -p ${posix.dirname(path)} && ${bin('tee')} ${tempPath} >/dev/null && { if test -e ${path}; then ${bin('chmod')} --reference=${path} ${tempPath} && ${bin('chown')} --reference=${path} ${tempPath}; else ${bin('chmod')} 0644 ${tempPath}; fi; } && ${bin('mv')} -f ${tempPath} ${path}; } || { s=$?; if test -e ${tempPath}; then ${bin('rm')} -f ${tempPath}; fi; exit $s; }`;
   }
 
   /**
@@ -222,7 +240,7 @@ ${part}`);
    * and exited non-zero, and each list of `anyOk` has one that ran and exited 0. So a sequence stops where a step
    * would stop (the first failure of a required module), as separate commands did, in one round trip.
    */
-  async runInOrder(parts: readonly OrderedPart[], options: Pick<RunOptions, 'timeoutMs' | 'signal'> = {}): Promise<(PartResult | undefined)[]> {
+  async runInOrder(parts: readonly OrderedPart[], options: Pick<RunOptions, 'timeoutMs' | 'signal' | 'stdin'> = {}): Promise<(PartResult | undefined)[]> {
     if (parts.length === 0) return [];
     const marker = `@@katafleet-${randomBytes(6).toString('hex')}`;
     const index = (i: number, before: number) => {

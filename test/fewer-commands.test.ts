@@ -1,0 +1,191 @@
+// Fewer SSH round trips per node, every safety check kept (issue 14, session 7): the modprobes of prereq-check in one
+// command (NodeShell.runInOrder), `kata-runtime check` with the step's reads, the path check (realpath -m) riding on
+// the step's first command (NodeShell.queueRead), and writeFileAtomic's temp file per writer. Against a real
+// simulated node (sshd, the node's modprobe and its fault switches); the pool counts the commands.
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Info } from '@temporalio/activity';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+import { createNodeActivities } from '../activities/node-activities';
+import type { NodeTarget, StepOutcome, StepRequest } from '../activities/node-types';
+import { sh, SshPool, type CommandEvent } from '../activities/ssh';
+import { NodeShell } from '../activities/steps/node-shell';
+import { toNodeTarget } from '../api/rollout-service';
+import { loadInventory, loadPlaybook } from '../playbooks/load';
+import type { PrereqCheckStep } from '../playbooks/schema';
+import { startFleet, type Fleet } from '../sim/fleet';
+import { sshRun } from '../sim/ssh-run';
+
+let fleet: Fleet;
+let pool: SshPool;
+let target: NodeTarget;
+let prereq: PrereqCheckStep;
+let kataCheck: PrereqCheckStep;
+const commands: CommandEvent[] = [];
+const runId = '5e0c1a2b-3d4f-4a6b-8c9d-0e1f2a3b4c5d';
+const on = async (command: string) => {
+  const result = await sshRun(fleet, fleet.nodes[0], command);
+  return result.stdout;
+};
+const counted = async <T>(work: () => Promise<T>): Promise<{ result: T; count: number; texts: string[] }> => {
+  const before = commands.length;
+  const result = await work();
+  return { result, count: commands.length - before, texts: commands.slice(before).map((event) => event.text) };
+};
+const failureOf = (promise: Promise<unknown>) => promise.then(() => undefined, (err: { type?: string; message: string }) => err);
+
+/** Runs prereq-check as a worker would (an activity context), without the journal (no lock: the step's own commands only). */
+async function runPrereq(step: PrereqCheckStep): Promise<StepOutcome> {
+  const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000 } as Partial<Info>, { logger: new DefaultLogger('ERROR') });
+  const request: StepRequest<PrereqCheckStep> = { runId, rolloutId: 'fewer', node: target, step, drain: false };
+  return (await env.run(createNodeActivities({ pool }).prereqCheck, request)) as StepOutcome;
+}
+
+const loadedModules = async () => (await on('cut -d" " -f1 /run/katafleet-sim/modules | sort')).split('\n').filter(Boolean);
+
+beforeAll(async () => {
+  fleet = await startFleet({ nodes: [{ name: 'fewer-1' }], dir: join(await mkdtemp(join(tmpdir(), 'kf-fewer-')), 'fleet') });
+  const inventory = await loadInventory(fleet.inventoryPath);
+  target = toNodeTarget(inventory, inventory.nodes[0]);
+  const steps = (await loadPlaybook('kata')).steps.filter((s): s is PrereqCheckStep => s.kind === 'prereq-check');
+  [prereq, kataCheck] = steps;
+  pool = new SshPool({ onCommand: (event) => commands.push(event) });
+}, 120_000);
+afterAll(async () => {
+  await pool?.closeAll();
+  await fleet?.stop();
+});
+
+describe('NodeShell.runInOrder: several commands in one, in order, each with its own status', () => {
+  it('runs the parts in order in one command, merges each part\'s stderr into its output, and skips a part whose condition does not hold', async () => {
+    const shell = new NodeShell(pool, target);
+    const { result, count } = await counted(() => shell.runInOrder([
+      { command: sh`echo one` },
+      { command: sh`echo two-out; echo two-err >&2; exit 1`, when: { ok: [0] } },
+      { command: sh`echo after-a-failure`, when: { ok: [0, 1] } },
+      { command: sh`echo because-1-failed`, when: { failed: [1] } },
+      { command: sh`echo any-of`, when: { anyOk: [[1, 3]] } },
+      { command: sh`echo none-of`, when: { anyOk: [[1, 2]] } },
+      { command: sh`exit 7` },
+    ]));
+    expect(count).toBe(1);
+    expect(result).toEqual([
+      { stdout: 'one\n', exitCode: 0 },
+      { stdout: 'two-out\ntwo-err\n', exitCode: 1 },
+      undefined,
+      { stdout: 'because-1-failed\n', exitCode: 0 },
+      { stdout: 'any-of\n', exitCode: 0 },
+      undefined,
+      { stdout: '', exitCode: 7 },
+    ]);
+  });
+
+  it('refuses a condition that names a part that does not run before it (nothing is sent)', async () => {
+    const shell = new NodeShell(pool, target);
+    const { result, count } = await counted(() => failureOf(shell.runInOrder([{ command: sh`true`, when: { ok: [0] } }])));
+    expect(result?.message).toContain('names part 0, which does not run before it');
+    expect(count).toBe(0);
+  });
+});
+
+describe('NodeShell.queueRead: a read that rides on the next command', () => {
+  it('rides on the next readAll (one command) and is checked before readAll answers', async () => {
+    const shell = new NodeShell(pool, target);
+    const seen: string[] = [];
+    shell.queueRead(sh`echo queued`, (answer) => seen.push(`${answer.exitCode}:${answer.stdout}`));
+    const { result, count } = await counted(() => shell.readAll({ kernel: sh`uname -r` }));
+    expect({ count, seen, kernel: result.kernel.stdout }).toEqual({ count: 1, seen: ['0:queued\n'], kernel: '6.1.0-katafleet-sim\n' });
+    // Sent once: the next readAll carries it no more.
+    expect((await counted(() => shell.readAll({ again: sh`true` }))).count).toBe(1);
+    expect(seen).toHaveLength(1);
+  });
+
+  it('a check that throws fails the readAll, so the step never gets what that command read', async () => {
+    const shell = new NodeShell(pool, target);
+    shell.queueRead(sh`echo refused`, () => {
+      throw new Error('refused by the check');
+    });
+    await expect(shell.readAll({ secret: sh`echo read` })).rejects.toThrow('refused by the check');
+  });
+
+  it('before any other command it is sent alone and checked first: a refusal stops that command from running', async () => {
+    await on('rm -f /tmp/kf-fewer-ran');
+    const shell = new NodeShell(pool, target);
+    shell.queueRead(sh`echo refused`, () => {
+      throw new Error('refused before the write');
+    });
+    const { result, count } = await counted(() => failureOf(shell.run(sh`touch /tmp/kf-fewer-ran`)));
+    expect(result?.message).toBe('refused before the write');
+    expect(count).toBe(1);
+    expect(await on('test -e /tmp/kf-fewer-ran && echo ran || echo not-run')).toBe('not-run\n');
+  });
+});
+
+describe('prereq-check in fewer commands, the same checks', () => {
+  it('the path check rides on the reads: a modules-load file that is a symlink out of its directory is refused (StepRefused, the same message) in one command, before any module is loaded or anything written', async () => {
+    await on('mkdir -p /etc/cron.d && rm -f /etc/cron.d/katafleet.conf && ln -sfn /etc/cron.d/katafleet.conf /etc/modules-load.d/katafleet.conf');
+    const modulesBefore = await loadedModules();
+    try {
+      const { result, count } = await counted(() => failureOf(runPrereq(prereq)));
+      expect(result?.type).toBe('StepRefused');
+      expect(result?.message).toContain('modules_load_file: "/etc/modules-load.d/katafleet.conf" is a symlink on the node; its target "/etc/cron.d/katafleet.conf" is refused: it is not under "/etc/modules-load.d/"');
+      expect(count).toBe(1);
+      expect(await on('test -e /etc/cron.d/katafleet.conf && echo written || echo absent')).toBe('absent\n');
+      expect(await loadedModules()).toEqual(modulesBefore);
+    } finally {
+      await on('rm -f /etc/modules-load.d/katafleet.conf');
+    }
+  });
+
+  it('a module that will not load (vhost-vsock-busy): NodeNotCapable with modprobe\'s own message, the modules after it not tried, nothing written; the loads were one command', async () => {
+    await fleet.setFault('fewer-1', 'vhost-vsock-busy', true);
+    try {
+      await on('/usr/local/sbin/modprobe -r vhost_net; /usr/local/sbin/modprobe -r vhost; true');
+      const before = await loadedModules();
+      expect(before).not.toContain('vhost_vsock');
+      const { result, count, texts } = await counted(() => failureOf(runPrereq(prereq)));
+      expect(result?.type).toBe('NodeNotCapable');
+      expect(result?.message).toBe('Node fewer-1 cannot run Kata Containers: kernel module vhost_vsock cannot be loaded: modprobe: ERROR: could not insert \'vhost_vsock\': Device or resource busy');
+      // The reads (with the path check), then the loads: vhost and vhost_net loaded, vhost_vsock refused, in one command.
+      expect(count).toBe(2);
+      expect(texts[1].match(/modprobe/g)?.length).toBeGreaterThanOrEqual(3);
+      const after = await loadedModules();
+      expect(after).toEqual(expect.arrayContaining(['vhost', 'vhost_net']));
+      expect(after).not.toContain('vhost_vsock');
+      expect(await on('test -e /etc/modules-load.d/katafleet.conf && echo written || echo absent')).toBe('absent\n');
+    } finally {
+      await fleet.setFault('fewer-1', 'vhost-vsock-busy', false);
+    }
+  });
+
+  it('on a node that lacks modules: the reads, one command for every load and /dev/kvm, the write of modules-load.d; a second run reads only', async () => {
+    await on('/usr/local/sbin/modprobe -r vhost_vsock; /usr/local/sbin/modprobe -r vhost_net; /usr/local/sbin/modprobe -r vhost; rm -f /etc/modules-load.d/katafleet.conf; true');
+    const { result, count } = await counted(() => runPrereq(prereq));
+    expect(result.summary).toContain('loaded vhost, vhost_net, vhost_vsock');
+    expect(result.summary).toContain('wrote /etc/modules-load.d/katafleet.conf');
+    expect(count).toBe(3);
+    expect(await loadedModules()).toEqual(expect.arrayContaining(['vhost', 'vhost_net', 'vhost_vsock']));
+    const again = await counted(() => runPrereq(prereq));
+    expect({ changed: again.result.changed, count: again.count }).toEqual({ changed: false, count: 1 });
+  });
+
+  it('kata-runtime check rides on the reads when the step checks nothing before it: KataRuntimeMissing in one command on a node without Kata', async () => {
+    const { result, count } = await counted(() => failureOf(runPrereq(kataCheck)));
+    expect(result?.type).toBe('KataRuntimeMissing');
+    expect(result?.message).toContain('a prereq-check with run_kata_check = true must come after the package-install step that installs Kata');
+    expect(count).toBe(1);
+  });
+});
+
+describe('NodeShell.writeFileAtomic: a temp file per writer', () => {
+  it('eight writers of one file at once all succeed (one temp name per target collided), the file holds one of their contents whole, no temp file is left', async () => {
+    const path = '/var/lib/katafleet/fewer-desired.json';
+    const contents = Array.from({ length: 8 }, (_, i) => `${JSON.stringify({ writer: i, pad: 'x'.repeat(2000) })}\n`);
+    const results = await Promise.allSettled(contents.map((content) => new NodeShell(pool, target).writeFileAtomic(path, content)));
+    expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
+    expect(contents).toContain(await on(`cat ${path}`));
+    expect(await on(`ls -a /var/lib/katafleet | grep -c katafleet-tmp || true`)).toBe('0\n');
+  });
+});
