@@ -10,7 +10,8 @@
  * belongs to a run that ended without either: the next run recovers it before doing anything.
  */
 import { posix } from 'node:path';
-import { sh, type Command } from '../ssh';
+import { quote, sh, type Command } from '../ssh';
+import { withPrelude } from '../ssh/quote';
 import type { StepRequest, Undo } from '../node-types';
 import { FILE_IS_DIRECTORY_EXIT, fileIsDirectoryMessage, type NodeShell } from './node-shell';
 import { KATAFLEET_DIR } from './node-lock';
@@ -124,6 +125,19 @@ export interface AppliedRecord {
   at: string;
   /** Newest step first. */
   undos: Undo[];
+}
+
+/** The largest record {@link printText} puts into a script: far below Linux's 128 KiB limit on one argument (a script goes to `sh -c` as one). */
+export const SCRIPT_TEXT_MAX = 16 * 1024;
+
+/**
+ * A command that prints `text` exactly (`printf '%s'` of it in POSIX single quotes, the quoting every script gets for
+ * `sh -c`), for a small record that rides in a command whose stdin is taken (a tarball); undefined when the text is
+ * larger than {@link SCRIPT_TEXT_MAX} or holds a NUL (then it needs a command of its own, with stdin).
+ */
+export function printText(text: string): Command | undefined {
+  if (Buffer.byteLength(text, 'utf8') > SCRIPT_TEXT_MAX || text.includes('\0')) return undefined;
+  return withPrelude(`printf '%s' ${quote(text)}`, sh``);
 }
 
 /**

@@ -22,7 +22,7 @@ import { KATA_ARCHES, type KataArch, type ReleaseTarballStep } from '../../playb
 import { flag, sh, type Command } from '../ssh';
 import type { ProbedProgram } from '../ssh/programs';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
-import { dropIntent, intentWrite, oneLine, writeIntent } from './journal';
+import { dropIntent, intentWrite, printText, writeIntent } from './journal';
 import type { NodeShell, PartResult } from './node-shell';
 import { permanentFailure, transientFailure, whileHeartbeating } from './step-runtime';
 
@@ -332,21 +332,25 @@ async function installRelease(shell: NodeShell, request: StepRequest<InstallStep
     createdReleasesDir: state.releasesDir ? '0' : '1',
   };
   // The node's journal too (journaling runs): a run terminated from here on is taken back by the next run on the node.
-  // Both in one command: the node journal's entry is the first line of stdin (journal.ts oneLine), the state file the rest.
+  // Both records are small: their text rides in the script (journal.ts printText), in front of the first change,
+  // which is the first tarball's receive when a tree is extracted (one command), or a command of their own.
   const stateWrite = state.journal === undefined
     ? sh`${bin.mkdir} -p ${RELEASE_JOURNAL_DIR} && ${bin.tee} ${`${journalPath}.katafleet-tmp`} >/dev/null && ${bin.mv} -f ${`${journalPath}.katafleet-tmp`} ${journalPath}`
     : undefined;
   const stateText = Object.entries(journal).map(([key, value]) => `${key}=${value}\n`).join('');
   const intent = intentWrite(shell, request, undoOf(step, journal), `install Kata ${step.version} at ${tree} and switch ${KATA_PATH} to it`, { keepFirst: true });
-  if (intent && stateWrite) {
-    await shell.run(sh`IFS= read -r entry || exit 95
-printf '%s\\n' "$entry" | { ${intent.command}
-} && { ${stateWrite}
-}`, { stdin: oneLine(intent.stdin) + stateText, signal: undefined });
-  } else if (stateWrite) {
-    await shell.run(stateWrite, { stdin: stateText });
-  } else if (intent) {
-    await shell.run(intent.command, { stdin: intent.stdin, signal: undefined });
+  const writes = [...(intent ? [{ command: intent.command, text: intent.stdin }] : []), ...(stateWrite ? [{ command: stateWrite, text: stateText }] : [])];
+  const printed = writes.map((write) => printText(write.text));
+  let records: Command | undefined;
+  if (writes.length > 0 && printed.every((print) => print !== undefined)) {
+    records = writes.map((write, i) => sh`${printed[i]!} | { ${write.command}
+}`).reduce((all, one) => sh`${all} && ${one}`);
+  } else {
+    for (const write of writes) await shell.run(write.command, { stdin: write.text, signal: undefined });
+  }
+  if (records && !needsTree) {
+    await shell.run(records, { signal: undefined });
+    records = undefined;
   }
 
   // (4) The switch (one rename) and (5) the kata-manager-style links, one after the other in one command, then the version.
@@ -360,7 +364,7 @@ printf '%s\\n' "$entry" | { ${intent.command}
   let switched: Record<'switch' | 'version', PartResult> | undefined;
   if (needsTree) {
     try {
-      switched = await extractRelease(shell, bin, { version: step.version, fetch: step.fetch, tarballs, pin: sha256, runId }, state.kata === 'dir' ? undefined : switchCommands);
+      switched = await extractRelease(shell, bin, { version: step.version, fetch: step.fetch, tarballs, pin: sha256, runId, records }, state.kata === 'dir' ? undefined : switchCommands);
     } catch (err) {
       // Nothing was switched yet: a first attempt that fails here leaves no journal and no /opt/kata-releases it made.
       if (state.journal === undefined) {
@@ -432,14 +436,15 @@ const NO_SHIM_EXIT = 73;
  * write the marker and rename, which with `then` also switches /opt/kata and reads the version, only once the extract
  * succeeded (their answers are returned: a failed switch is the caller's to report, the tree being in place).
  */
-async function extractRelease(shell: NodeShell, bin: ExtractPrograms, o: { version: string; tarballs: { url: string; sha256: string }[]; pin: string; fetch: 'worker' | 'node'; runId: string },
+async function extractRelease(shell: NodeShell, bin: ExtractPrograms, o: { version: string; tarballs: { url: string; sha256: string }[]; pin: string; fetch: 'worker' | 'node'; runId: string; records?: Command },
   then?: Record<'switch' | 'version', Command>): Promise<Record<'switch' | 'version', PartResult> | undefined> {
   const run12 = o.runId.slice(0, 12).replace(/[^A-Za-z0-9-]/g, '');
   const staging = posix.join(KATA_RELEASES_DIR, `.extract-${run12}`);
   const dir = releaseDir(o.version);
   const incomings = o.tarballs.map((_, i) => posix.join(KATA_RELEASES_DIR, `.incoming-${run12}-${i}.${releaseExtension(o.version)}`));
   const cleanup = () => shell.run(sh`${bin.rm} -f ${incomings}`);
-  const prepare = sh`${bin.mkdir} -p ${KATA_RELEASES_DIR} && ${bin.chmod!} 0755 ${KATA_RELEASES_DIR} && ${bin.rm} -rf ${staging} ${incomings}`;
+  // The step's records (journal intent, state file) first when given: written before anything of the release reaches the node.
+  const prepare = sh`${o.records ? sh`${o.records} && ` : sh``}${bin.mkdir} -p ${KATA_RELEASES_DIR} && ${bin.chmod!} 0755 ${KATA_RELEASES_DIR} && ${bin.rm} -rf ${staging} ${incomings}`;
   for (const [i, tarball] of o.tarballs.entries()) {
     let received;
     try {
