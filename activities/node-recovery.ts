@@ -69,10 +69,10 @@ export function createRecoveryActivities(pool: SshPool) {
      */
     async commitRun(request: RunOnNode & { undos?: Undo[]; desired?: DesiredState }): Promise<{ desiredError?: string }> {
       return locked(request, 'commit', async (shell) => {
-        // One command: the applied record, the journal deleted, then desired.json. The node did succeed: a failed
+        // One command: the applied record, the journal deleted, desired.json, the lease given back. The node did succeed: a failed
         // desired.json is reported (drift will not repair the node), not a failed run.
         const desired = request.desired && { path: desiredStatePath, content: desiredStateText(request.desired) };
-        const { writeError } = await commitJournal(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [] }, desired);
+        const { writeError } = await commitJournal(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [] }, desired, shell.releaseInLastCommand());
         return writeError === undefined ? {} : { desiredError: writeError };
       });
     },

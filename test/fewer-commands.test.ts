@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Info } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
+import type { DesiredState } from '../activities/desired-state';
 import { createNodeActivities } from '../activities/node-activities';
 import type { NodeTarget, StepOutcome, StepRequest } from '../activities/node-types';
 import { sh, SshPool, type CommandEvent } from '../activities/ssh';
@@ -187,5 +188,40 @@ describe('NodeShell.writeFileAtomic: a temp file per writer', () => {
     expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
     expect(contents).toContain(await on(`cat ${path}`));
     expect(await on(`ls -a /var/lib/katafleet | grep -c katafleet-tmp || true`)).toBe('0\n');
+  });
+});
+
+describe('commitRun in one command', () => {
+  const commitRun = (run: string, desired: DesiredState) => {
+    const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000, currentAttemptScheduledTimestampMs: Date.now() } as Partial<Info>, { logger: new DefaultLogger('ERROR') });
+    return env.run(createNodeActivities({ pool }).commitRun, {
+      node: target, runId: run, rolloutId: 'fewer', desired,
+      undos: [{ kind: 'remove-node-labels' as const, stepId: 'label', keys: ['katafleet.io/kata'] }],
+    }) as Promise<{ desiredError?: string }>;
+  };
+  const desired = (rolloutId: string): DesiredState => ({ playbook: { name: 'kata', sha256: 'a'.repeat(64) }, rolloutId, state: 'applied', since: '2026-11-30T22:00:00.000Z' });
+
+  it('the applied record, the journal deleted, desired.json and the lease given back: one command, each done', async () => {
+    const run = '6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d';
+    await on(`mkdir -p /var/lib/katafleet/journal/${run} && echo '{}' > /var/lib/katafleet/journal/${run}/00-x.json; rm -f /var/lib/katafleet/desired.json`);
+    const { result, count } = await counted(() => commitRun(run, desired('commit-1')));
+    expect({ result, count }).toEqual({ result: {}, count: 1 });
+    const applied = JSON.parse(await on(`cat /var/lib/katafleet/applied/*-${run}.json`)) as { runId: string; undos: unknown[] };
+    expect(applied).toMatchObject({ runId: run, rolloutId: 'fewer', undos: [{ kind: 'remove-node-labels', keys: ['katafleet.io/kata'] }] });
+    expect(JSON.parse(await on('cat /var/lib/katafleet/desired.json'))).toEqual(desired('commit-1'));
+    expect(await on(`test -e /var/lib/katafleet/journal/${run} && echo journal || echo no-journal; test -e /var/lib/katafleet/lock-fewer-1 && echo locked || echo released`)).toBe('no-journal\nreleased\n');
+  });
+
+  it('a directory where desired.json should be: the commit stands, desiredError names it (FileIsDirectory\'s message), the lease is given back, still one command', async () => {
+    const run = '7b2c3d4e-5f6a-4b7c-8d9e-0f1a2b3c4d5e';
+    await on('rm -f /var/lib/katafleet/desired.json && mkdir -p /var/lib/katafleet/desired.json');
+    try {
+      const { result, count } = await counted(() => commitRun(run, desired('commit-2')));
+      expect(count).toBe(1);
+      expect(result.desiredError).toBe('Node fewer-1: /var/lib/katafleet/desired.json is a directory, not a file: katafleet does not write into it (remove or rename it, then run again); nothing was written');
+      expect(await on(`ls /var/lib/katafleet/applied/ | grep -c ${run}; ls -A /var/lib/katafleet/desired.json | wc -l; test -e /var/lib/katafleet/lock-fewer-1 && echo locked || echo released`)).toBe('1\n0\nreleased\n');
+    } finally {
+      await on('rmdir /var/lib/katafleet/desired.json');
+    }
   });
 });

@@ -13,7 +13,7 @@ import { posix } from 'node:path';
 import { quote, sh, type Command } from '../ssh';
 import { withPrelude } from '../ssh/quote';
 import type { StepRequest, Undo } from '../node-types';
-import { FILE_IS_DIRECTORY_EXIT, fileIsDirectoryMessage, type NodeShell } from './node-shell';
+import { FILE_IS_DIRECTORY_EXIT, fileIsDirectoryMessage, type NodeShell, type PartResult } from './node-shell';
 import { KATAFLEET_DIR } from './node-lock';
 import { activityContext, transientFailure } from './step-runtime';
 
@@ -155,9 +155,11 @@ export function oneLine(text: string): string {
  * times) and deletes the journal. The `rollback` step kind takes back the newest record. With `alsoWrite`, that file
  * is written next (NodeShell.writeFileAtomic's command) in the same remote command, only once the commit is done:
  * the record is the first line of stdin ({@link oneLine}), the file's content the rest. A failed commit fails as
- * before (CommandFailed); a failed write of `alsoWrite` is returned as `writeError`, the commit standing.
+ * before (CommandFailed); a failed write of `alsoWrite` is returned as `writeError`, the commit standing. `last` runs
+ * at the end of the same command whatever the others did (the run's lease given back: LockedShell.releaseInLastCommand).
  */
-export async function commitJournal(shell: NodeShell, record: { runId: string; rolloutId: string; undos: Undo[] }, alsoWrite?: { path: string; content: string }): Promise<{ writeError?: string }> {
+export async function commitJournal(shell: NodeShell, record: { runId: string; rolloutId: string; undos: Undo[] }, alsoWrite?: { path: string; content: string },
+  last?: { command: Command; ran: (answer: PartResult | undefined) => void }): Promise<{ writeError?: string }> {
   const [mkdir, tee, sync, mv, rm] = (['mkdir', 'tee', 'sync', 'mv', 'rm'] as const).map((program) => shell.tool(program));
   const clear = sh`${rm} -rf ${journalDirFor(record.runId)} && ${sync} ${KATAFLEET_DIR}`;
   let commit = clear;
@@ -172,8 +174,10 @@ printf '%s\\n' "$record" | ${tee} .tmp-${record.runId} >/dev/null && ${sync} .tm
 fi
 ${clear}`;
   }
-  const parts = [{ command: commit }, ...(alsoWrite ? [{ command: shell.writeFileCommand(alsoWrite.path), when: { ok: [0] } }] : [])];
-  const [committed, written] = await shell.runInOrder(parts, { stdin: stdin + (alsoWrite?.content ?? ''), signal: undefined });
+  const parts = [{ command: commit }, ...(alsoWrite ? [{ command: shell.writeFileCommand(alsoWrite.path), when: { ok: [0] } }] : []), ...(last ? [{ command: last.command }] : [])];
+  const answers = await shell.runInOrder(parts, { stdin: stdin + (alsoWrite?.content ?? ''), signal: undefined });
+  const [committed, written] = answers;
+  last?.ran(answers[parts.length - 1]);
   if (committed?.exitCode !== 0) {
     throw transientFailure('CommandFailed', `Node ${shell.name}: committing run ${record.runId} (its applied record, then its journal deleted) exited with ${committed?.exitCode}: ${committed?.stdout.trim().split('\n').slice(-3).join(' | ')}`);
   }

@@ -22,7 +22,7 @@
 import { quote, sh, type Command, type CommandResult, type RunOptions, type SshPool } from '../ssh';
 import type { NodeTarget } from '../node-types';
 import type { ProbedProgram } from '../ssh/programs';
-import { NodeShell } from './node-shell';
+import { NodeShell, type PartResult } from './node-shell';
 import { activityContext, pause, permanentFailure, transientFailure } from './step-runtime';
 
 /** katafleet's directory on a node: markers, journal, lock, quarantine. */
@@ -223,9 +223,27 @@ read o e k < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date 
   /** Gives the lease back if it is still this owner's (a no-op otherwise, and when no command ever took it). */
   async release(): Promise<void> {
     if (!this.taken) return;
-    await super.send(
-      sh`test -e ${lockPath(this.name)}.flock || exit 0; exec 9<${lockPath(this.name)}.flock && ${this.tool('flock')} -w 10 9 || exit 0; read o e < ${lockPath(this.name)} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then ${this.tool('rm')} -f ${lockPath(this.name)}; ${this.tool('sync')} ${KATAFLEET_DIR}; fi`,
-      { signal: undefined, timeoutMs: 20_000 });
+    await super.send(this.releaseScript(), { signal: undefined, timeoutMs: 20_000 });
+  }
+
+  /** The release on the node: removes the lease file when it still names this owner (under the lock file's flock). */
+  private releaseScript(): Command {
+    return sh`test -e ${lockPath(this.name)}.flock || exit 0; exec 9<${lockPath(this.name)}.flock && ${this.tool('flock')} -w 10 9 || exit 0; read o e < ${lockPath(this.name)} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then ${this.tool('rm')} -f ${lockPath(this.name)}; ${this.tool('sync')} ${KATAFLEET_DIR}; fi`;
+  }
+
+  /**
+   * The release as the last part of this owner's last command (NodeShell.runInOrder, a part that always runs), for
+   * the run's closing activity: one command fewer. `ran` takes that part's answer; once the part ran, the lease is
+   * given back and {@link release} sends nothing more. (The command still holds the running lock until it ends, so
+   * no other owner's command starts before it has.)
+   */
+  releaseInLastCommand(): { command: Command; ran: (answer: PartResult | undefined) => void } {
+    return {
+      command: this.releaseScript(),
+      ran: (answer) => {
+        if (answer?.exitCode === 0) this.taken = false;
+      },
+    };
   }
 }
 
