@@ -16,6 +16,7 @@ import { NodeShell } from '../activities/steps/node-shell';
 import { toNodeTarget } from '../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
 import type { PrereqCheckStep } from '../playbooks/schema';
+import { staticModules } from '../activities/steps/prereq-check';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { sshRun } from '../sim/ssh-run';
 
@@ -161,12 +162,14 @@ describe('prereq-check in fewer commands, the same checks', () => {
     }
   });
 
-  it('on a node that lacks modules: the reads, one command for every load and /dev/kvm, the write of modules-load.d; a second run reads only', async () => {
+  it('on a node that lacks modules and the modules-load file: the reads, then one command for every load, /dev/kvm and the file\'s write (after them); a second run reads only', async () => {
     await on('/usr/local/sbin/modprobe -r vhost_vsock; /usr/local/sbin/modprobe -r vhost_net; /usr/local/sbin/modprobe -r vhost; rm -f /etc/modules-load.d/katafleet.conf; true');
     const { result, count } = await counted(() => runPrereq(prereq));
     expect(result.summary).toContain('loaded vhost, vhost_net, vhost_vsock');
     expect(result.summary).toContain('wrote /etc/modules-load.d/katafleet.conf');
-    expect(count).toBe(3);
+    expect(result.undo).toEqual({ kind: 'restore-file', stepId: 'prereq', path: '/etc/modules-load.d/katafleet.conf', backupPath: undefined, sha256: undefined });
+    expect(await on('cat /etc/modules-load.d/katafleet.conf')).toBe('# Written by katafleet (prereq-check): kernel modules Kata Containers needs at boot.\nkvm\nvhost\nvhost_net\nvhost_vsock\nkvm_intel\n');
+    expect(count).toBe(2);
     expect(await loadedModules()).toEqual(expect.arrayContaining(['vhost', 'vhost_net', 'vhost_vsock']));
     const again = await counted(() => runPrereq(prereq));
     expect({ changed: again.result.changed, count: again.count }).toEqual({ changed: false, count: 1 });
@@ -177,6 +180,16 @@ describe('prereq-check in fewer commands, the same checks', () => {
     expect(result?.type).toBe('KataRuntimeMissing');
     expect(result?.message).toContain('a prereq-check with run_kata_check = true must come after the package-install step that installs Kata');
     expect(count).toBe(1);
+  });
+});
+
+describe('staticModules (pure): the modules-load file\'s content is known before the loads only when no group needs a load tried', () => {
+  it('takes each group\'s first member when it is loaded; otherwise (a member before it would be tried) gives no answer', () => {
+    const step = { modules: ['kvm', 'vhost'], modules_any_of: [['kvm_intel', 'kvm_amd']] };
+    expect(staticModules(step, new Set(['kvm_intel']))).toEqual(['kvm', 'vhost', 'kvm_intel']);
+    expect(staticModules(step, new Set(['kvm_amd']))).toBeUndefined();
+    expect(staticModules(step, new Set())).toBeUndefined();
+    expect(staticModules({ modules: ['vhost'], modules_any_of: [] }, new Set())).toEqual(['vhost']);
   });
 });
 

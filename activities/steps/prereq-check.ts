@@ -3,11 +3,11 @@
  * module that will not load, `kata-runtime check` failing) before anything on it is changed, then
  * loads the missing modules and persists them in modules-load.d.
  */
-import { sh } from '../ssh';
+import { sh, type Command } from '../ssh';
 import type { PrereqCheckStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import { backupPathFor } from './containerd-patch';
-import { sha256Hex, type NodeShell, type OrderedPart, type PartResult } from './node-shell';
+import { FILE_IS_DIRECTORY_EXIT, FileIsDirectory, fileIsDirectoryMessage, sha256Hex, type NodeShell, type OrderedPart, type PartResult } from './node-shell';
 import { permanentFailure, transientFailure } from './step-runtime';
 
 /** The node cannot run Kata Containers; the message says why. Never retried. */
@@ -91,7 +91,13 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
 
   const needed: string[] = [];
   const loadedNow: string[] = [];
-  const loads = await loadModules(shell, step, state.present, bin.modprobe ?? shell.tool('modprobe'));
+  // On a node without the modules-load file, the file's write rides on the loads' command (run only once every load
+  // and /dev/kvm succeeded) when its content is known before: every group settled by a module already loaded.
+  const predicted = staticModules(step, state.present);
+  const mergedWrite = step.persist_modules && predicted !== undefined && predicted.length > 0 && state.fileSha === undefined && !step.run_kata_check
+    ? { command: shell.writeFileCommand(step.modules_load_file), stdin: modulesLoadFile(predicted) }
+    : undefined;
+  const loads = await loadModules(shell, step, state.present, bin.modprobe ?? shell.tool('modprobe'), mergedWrite);
   for (const module of step.modules) {
     const problem = loads.problemOf(module);
     if (problem !== undefined) throw notCapable(shell, `kernel module ${module} cannot be loaded: ${problem}`);
@@ -131,7 +137,13 @@ export async function prereqCheck(shell: NodeShell, request: StepRequest<PrereqC
     const content = modulesLoadFile(needed);
     const backupPath = backupPathFor(path, request.runId);
     const previousSha = state.fileSha;
-    if (previousSha !== sha256Hex(content)) {
+    const wrote = mergedWrite?.stdin === content ? loads.written : undefined;
+    if (wrote !== undefined) {
+      if (wrote.exitCode === FILE_IS_DIRECTORY_EXIT) throw permanentFailure(FileIsDirectory, fileIsDirectoryMessage(shell.name, path));
+      if (wrote.exitCode !== 0) throw transientFailure('CommandFailed', `Node ${shell.name}: writing ${path} exited with ${wrote.exitCode}: ${wrote.stdout.trim().split('\n').slice(-3).join(' | ')}; trying again`);
+      done.push(`wrote ${path}`);
+      undo = { kind: 'restore-file', stepId: step.id, path, backupPath: undefined, sha256: undefined };
+    } else if (previousSha !== sha256Hex(content)) {
       const backupSha = previousSha === undefined ? undefined : await backUpFile(shell, path, backupPath, previousSha);
       await shell.writeFileAtomic(path, content);
       done.push(`wrote ${path}${backupSha ? ` (the previous one backed up to ${backupPath})` : ''}`);
@@ -223,13 +235,27 @@ function kataVerdict(shell: NodeShell, result: PartResult): string {
 }
 
 /**
+ * The modules a step ends up needing when that is known before any load: every module of `modules`, and per group the
+ * first member already loaded, if no member before it would have to be tried. Undefined otherwise.
+ */
+export function staticModules(step: Pick<PrereqCheckStep, 'modules' | 'modules_any_of'>, present: ReadonlySet<string>): string[] | undefined {
+  const chosen: string[] = [];
+  for (const group of step.modules_any_of) {
+    if (group.length === 0 || !present.has(group[0])) return undefined;
+    chosen.push(group[0]);
+  }
+  return [...step.modules, ...chosen];
+}
+
+/**
  * Loads the modules the node lacks as one command (NodeShell.runInOrder), in the order separate `modprobe`s ran: the
  * required ones until the first that fails; then per group its members until one loads (a member already loaded
  * ends the group without a load); then, when something was to be loaded and `/dev/kvm` is required, `test -c
  * /dev/kvm` again. Each `modprobe` reports its own status and message; a part after a failure that stops the step
- * does not run, so no module is loaded that separate commands would not have loaded.
+ * does not run, so no module is loaded that separate commands would not have loaded. `then` (with its stdin) runs
+ * last, only when every load and the /dev/kvm read succeeded.
  */
-async function loadModules(shell: NodeShell, step: PrereqCheckStep, present: Set<string>, modprobe: string) {
+async function loadModules(shell: NodeShell, step: PrereqCheckStep, present: Set<string>, modprobe: string, then?: { command: Command; stdin: string }) {
   const parts: OrderedPart[] = [];
   const partOf = new Map<string, number>();
   const required: number[] = [];
@@ -259,7 +285,12 @@ async function loadModules(shell: NodeShell, step: PrereqCheckStep, present: Set
     kvmPart = parts.length;
     parts.push({ command: sh`test -c /dev/kvm`, when: { ok: [...required], anyOk: [...groups] } });
   }
-  const answers = await shell.runInOrder(parts);
+  let writePart: number | undefined;
+  if (then && parts.length > 0) {
+    writePart = parts.length;
+    parts.push({ command: then.command, when: { ok: [...required, ...(kvmPart === undefined ? [] : [kvmPart])], anyOk: [...groups] } });
+  }
+  const answers = await shell.runInOrder(parts, writePart === undefined ? {} : { stdin: then!.stdin });
   return {
     /** Why `module` could not be loaded, or undefined when it is loaded (before, or by this command). */
     problemOf(module: string): string | undefined {
@@ -276,6 +307,8 @@ async function loadModules(shell: NodeShell, step: PrereqCheckStep, present: Set
     },
     /** `/dev/kvm` after the loads (undefined when it was not read again). */
     kvmAfter: kvmPart === undefined ? undefined : answers[kvmPart]?.exitCode === 0,
+    /** The answer of `then` (undefined when it was not sent, or did not run). */
+    written: writePart === undefined ? undefined : answers[writePart],
   };
 }
 
