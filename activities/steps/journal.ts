@@ -79,7 +79,8 @@ export function intentWrite(shell: NodeShell, request: StepRequest, undo: Undo, 
 /** Removes one step's entry (its change was taken back by the step itself, e.g. an uncordon). */
 export async function dropIntent(shell: NodeShell, request: StepRequest): Promise<void> {
   if (!request.journal) return;
-  await shell.run(sh`${shell.tool('rm')} -f ${entryPath(request.runId, request.stepIndex ?? 0, request.step.id)} && ${shell.tool('sync')} ${journalDirFor(request.runId)}`, { signal: undefined });
+  // (No journal directory: the entry was never written, e.g. its step failed before the command that carried it.)
+  await shell.run(sh`${shell.tool('rm')} -f ${entryPath(request.runId, request.stepIndex ?? 0, request.step.id)} && if test -d ${journalDirFor(request.runId)}; then ${shell.tool('sync')} ${journalDirFor(request.runId)}; fi`, { signal: undefined });
 }
 
 /** Every entry of one run's journal, highest index (newest step) first. Unreadable entries are reported, not skipped. */
