@@ -238,3 +238,28 @@ describe('commitRun in one command', () => {
     }
   });
 });
+
+describe('containerd-patch in fewer commands', () => {
+  it('with the journal: the reads, then the intent, the backup and the validated candidate in one command, the swap, the read after it (4); the intent and the backup are on the node, the config patched', async () => {
+    const run = '8c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f';
+    const step = (await loadPlaybook('kata')).steps.find((s) => s.id === 'containerd')!;
+    const original = await on('cat /etc/containerd/config.toml');
+    const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000, currentAttemptScheduledTimestampMs: Date.now() } as Partial<Info>, { logger: new DefaultLogger('ERROR') });
+    try {
+      const { result, count } = await counted(() => env.run(createNodeActivities({ pool }).containerdPatch, {
+        runId: run, rolloutId: 'fewer', node: target, step: step as never, drain: false, journal: true, stepIndex: 3,
+      }) as Promise<StepOutcome>);
+      expect(result.changed).toBe(true);
+      // Four (five before): the lease is handed over to the run's next activity, no command releases it.
+      expect(count).toBe(4);
+      const backup = `/etc/containerd/config.toml.katafleet-${run.slice(0, 12)}.bak`;
+      expect(await on(`cat ${backup}`)).toBe(original);
+      expect(await on('grep -c "runtimes.kata" /etc/containerd/config.toml')).not.toBe('0\n');
+      const entry = JSON.parse(await on(`cat /var/lib/katafleet/journal/${run}/03-containerd.json`)) as { undo: { kind: string; backupPath: string } };
+      expect(entry.undo).toMatchObject({ kind: 'restore-containerd-config', backupPath: backup });
+      expect(await on(`ls /etc/containerd | grep -c 'katafleet-.*new' || true`)).toBe('0\n');
+    } finally {
+      await on(`cp /etc/containerd/config.toml.katafleet-${run.slice(0, 12)}.bak /etc/containerd/config.toml; rm -rf /etc/containerd/config.toml.katafleet-* /var/lib/katafleet/journal/${run} /var/lib/katafleet/lock-fewer-1`);
+    }
+  });
+});
