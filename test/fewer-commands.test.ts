@@ -240,7 +240,7 @@ describe('commitRun in one command', () => {
 });
 
 describe('containerd-patch in fewer commands', () => {
-  it('with the journal: the reads, then the intent, the backup and the validated candidate in one command, the swap, the read after it (4); the intent and the backup are on the node, the config patched', async () => {
+  it('with the journal: the reads; the intent, the backup, the validated candidate and the swap in one command; the read after the swap (3): the intent and the backup are on the node, the config patched', async () => {
     const run = '8c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f';
     const step = (await loadPlaybook('kata')).steps.find((s) => s.id === 'containerd')!;
     const original = await on('cat /etc/containerd/config.toml');
@@ -250,8 +250,8 @@ describe('containerd-patch in fewer commands', () => {
         runId: run, rolloutId: 'fewer', node: target, step: step as never, drain: false, journal: true, stepIndex: 3,
       }) as Promise<StepOutcome>);
       expect(result.changed).toBe(true);
-      // Four (five before): the lease is handed over to the run's next activity, no command releases it.
-      expect(count).toBe(4);
+      // Three (five before): the lease is handed over to the run's next activity, no command releases it.
+      expect(count).toBe(3);
       const backup = `/etc/containerd/config.toml.katafleet-${run.slice(0, 12)}.bak`;
       expect(await on(`cat ${backup}`)).toBe(original);
       expect(await on('grep -c "runtimes.kata" /etc/containerd/config.toml')).not.toBe('0\n');

@@ -9,11 +9,11 @@
  * already patched and this run's backup present reports the change (with its undo) instead of
  * forgetting it, so a run records exactly one backup and patches exactly once.
  *
- * SSH commands on the usual path (in-place, a config to back up): four. The reads (config, this run's backup and
- * no-config marker, the path check riding on them); the journal intent, the backup copy and, only once both
- * succeeded, the candidate and its validation (the intent first, fsynced, its text in the script; the candidate on
- * stdin); the swap; the sha256 read after the swap, a command of its own so that a cancellation can stop it (the
- * journal lets the recovery take the swap back).
+ * SSH commands on the usual path (in-place, a config to back up): three. The reads (config, this run's backup and
+ * no-config marker, the path check riding on them); one command whose parts each run only once the one before
+ * succeeded: the journal intent (first, fsynced, its text in the script), the backup copy with its sha256 checked on
+ * the node, the candidate (on stdin) and its validation, the swap; the sha256 read after the swap, a command of its
+ * own so that a cancellation can stop it (the journal lets the recovery take the swap back).
  */
 import { posix } from 'node:path';
 import {
@@ -27,7 +27,7 @@ import { getPath, isTable, parseToml } from '../containerd-config/data';
 import { sh, type Command, type CommandResult } from '../ssh';
 import type { ContainerdPatchStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
-import { sha256Hex, type NodeShell } from './node-shell';
+import { sha256Hex, type NodeShell, type PartResult } from './node-shell';
 import { intentWrite, printText } from './journal';
 import { activityContext, cancellationSignal, failureType, permanentFailure, transientFailure } from './step-runtime';
 
@@ -62,6 +62,9 @@ function candidatePathFor(configPath: string, runId: string, attempt: number): s
 function candidatePrefix(configPath: string, runId: string): string {
   return `${configPath}.katafleet-${runTag(runId)}-a`;
 }
+
+/** Exit status of the backup part when the backup does not hold the config's bytes as read (ContainerdConfigChanged). */
+const BACKUP_DIFFERS_EXIT = 90;
 
 /** On stderr (exit 125) when the candidate could not be written, so a validator's own exit 125 is not taken for it. */
 const CANDIDATE_NOT_WRITTEN = 'katafleet-candidate-not-written';
@@ -166,30 +169,40 @@ ${mark}` : mark, { stdin: intent?.stdin, signal: intent ? undefined : cancellati
   // has containerd validate it.
   const candidateCommand = sh`umask 077 && ${bin.tee} ${candidate} >/dev/null && ${bin.sync} ${candidate} || { echo ${CANDIDATE_NOT_WRITTEN} >&2; exit 125; }
 ${bin.containerd} --config ${candidate} config dump >/dev/null`;
+  // The swap, then the candidates of earlier attempts of this run (a crashed attempt's, or one named before candidates
+  // were per attempt) removed. The swap is not stopped by a cancellation: once started it finishes, and the journal
+  // (written before) lets the recovery take it back. The read after it stays a command of its own: a cancellation may
+  // stop it.
+  const swap = original === undefined
+    ? sh`${bin.chmod} 0644 ${candidate} && ${bin.mv} -f ${candidate} ${configPath} && ${bin.sync} ${posix.dirname(configPath)}`
+    : sh`${bin.chmod} --reference=${configPath} ${candidate} && ${bin.chown} --reference=${configPath} ${candidate} && ${bin.mv} -f ${candidate} ${configPath} && ${bin.sync} ${posix.dirname(configPath)}`;
+  const swapCommand = sh`${swap} && ${bin.rm} -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`;
   let validation: Pick<CommandResult, 'exitCode' | 'stdout' | 'stderr'>;
+  let swapped: PartResult | undefined;
   const intentText = intent && printText(intent.stdin);
   if (original !== undefined && first.backupSha === undefined && (intent === undefined || intentText !== undefined)) {
-    // The intent (its text in the script), the backup copy and its sha256, then — only once they succeeded — the
-    // candidate and its validation: one command (NodeShell.runInOrder), the candidate on stdin.
+    // One command (NodeShell.runInOrder), each part only once the one before succeeded: the intent (its text in the
+    // script) and the backup copy, whose sha256 must be the config's as read (checked on the node, exit 90
+    // otherwise); the candidate (on stdin) and its validation; the swap. Not stopped by a cancellation, as the swap.
     const expected = sha256Hex(original);
     backupCreated.now = true;
-    const copy = backupCopy(bin, configPath, backupPath, attempt);
-    const [copied, validated] = await shell.runInOrder([
+    const copy = sh`kf_h=$(${backupCopy(bin, configPath, backupPath, attempt)}) || exit $?; echo "$kf_h"; test "\${kf_h%% *}" = ${expected} || exit ${BACKUP_DIFFERS_EXIT}`;
+    const [copied, validated, swap] = await shell.runInOrder([
       { command: intent ? sh`${intentText!} | { ${intent.command}
 } || exit 1
 ${copy}` : copy },
       { command: candidateCommand, when: { ok: [0] } },
-    ], intent ? { stdin: outcome.content, signal: undefined } : { stdin: outcome.content });
+      { command: swapCommand, when: { ok: [1] } },
+    ], { stdin: outcome.content, signal: undefined });
+    if (copied?.exitCode === BACKUP_DIFFERS_EXIT) {
+      checkBackup(shell, configPath, backupPath, expected, copied.stdout.trim().split('\n').pop()?.split(/\s+/)[0], false);
+    }
     if (copied?.exitCode !== 0) {
       throw transientFailure('CommandFailed', `Node ${shell.name}: backing up ${configPath} to ${backupPath} exited with ${copied?.exitCode}: ${copied?.stdout.trim().split('\n').slice(-3).join(' | ')}; trying again`);
     }
-    try {
-      originalSha = checkBackup(shell, configPath, backupPath, expected, copied.stdout.trim().split('\n').pop()?.split(/\s+/)[0], false);
-    } catch (err) {
-      await shell.run(sh`${bin.rm} -f ${candidate}`);
-      throw err;
-    }
+    originalSha = expected;
     validation = { exitCode: validated?.exitCode ?? null, stdout: validated?.stdout ?? '', stderr: validated?.stdout ?? '' };
+    swapped = swap;
   } else {
     if (original !== undefined) originalSha = await backUp(shell, bin, configPath, backupPath, original, attempt, first.backupSha, backupCreated, intent);
     validation = await shell.run(candidateCommand, { stdin: outcome.content, allowExitCodes: [...Array(256).keys()] });
@@ -198,15 +211,11 @@ ${copy}` : copy },
     throw transientFailure('CommandFailed', `Node ${shell.name}: writing the candidate ${candidate} failed: ${validation.stderr.trim().split('\n').filter((line) => line !== CANDIDATE_NOT_WRITTEN).slice(-3).join(' | ')}; trying again`);
   }
   await refuseInvalid(shell, bin, validation, candidate, configPath, ownFiles());
-  // The swap and the check after it are not stopped by a cancellation: once started they finish, and the
-  // journal (written above) lets the recovery take the swap back.
-  // One command: the swap, then the candidates of earlier attempts of this run (a crashed attempt's, or one named
-  // before candidates were per attempt) removed. The read after it stays a command of its own: a cancellation may
-  // stop it (the journal lets the recovery take the swap back).
-  const swap = original === undefined
-    ? sh`${bin.chmod} 0644 ${candidate} && ${bin.mv} -f ${candidate} ${configPath} && ${bin.sync} ${posix.dirname(configPath)}`
-    : sh`${bin.chmod} --reference=${configPath} ${candidate} && ${bin.chown} --reference=${configPath} ${candidate} && ${bin.mv} -f ${candidate} ${configPath} && ${bin.sync} ${posix.dirname(configPath)}`;
-  await shell.run(sh`${swap} && ${bin.rm} -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
+  if (swapped === undefined) {
+    await shell.run(swapCommand, { signal: undefined });
+  } else if (swapped.exitCode !== 0) {
+    throw transientFailure('CommandFailed', `Node ${shell.name}: swapping ${candidate} in as ${configPath} exited with ${swapped.exitCode}: ${swapped.stdout.trim().split('\n').slice(-3).join(' | ')}; trying again (the journal holds the undo)`);
+  }
   const configSha = await shell.sha256(configPath);
   if (configSha !== sha256Hex(outcome.content)) {
     throw transientFailure('ContainerdConfigChanged', `Node ${shell.name}: ${configPath} changed while katafleet replaced it (sha256 ${configSha}); the step will re-read it and try again`);
