@@ -262,4 +262,25 @@ describe('containerd-patch in fewer commands', () => {
       await on(`cp /etc/containerd/config.toml.katafleet-${run.slice(0, 12)}.bak /etc/containerd/config.toml; rm -rf /etc/containerd/config.toml.katafleet-* /var/lib/katafleet/journal/${run} /var/lib/katafleet/lock-fewer-1`);
     }
   });
+  it('a backup that does not hold the config as read (a test-side cp on the node copies other bytes): ContainerdConfigChanged, retried; no candidate written, the config keeps its bytes', async () => {
+    const run = '9d4e5f6a-7b8c-4d9e-8f0a-1b2c3d4e5f6a';
+    const step = (await loadPlaybook('kata')).steps.find((s) => s.id === 'containerd')!;
+    const original = await on('sha256sum < /etc/containerd/config.toml');
+    // Found before /usr/bin/cp on root's PATH (activities/ssh/quote.ts ROOT_PATH) by a fresh connection's probe.
+    await on(`printf '#!/bin/sh\nfor last; do :; done\necho changed > "$last"\n' > /usr/local/bin/cp && chmod 0755 /usr/local/bin/cp`);
+    const fresh = new SshPool({ onCommand: (event) => commands.push(event) });
+    const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000, currentAttemptScheduledTimestampMs: Date.now() } as Partial<Info>, { logger: new DefaultLogger('ERROR') });
+    try {
+      const failure = await failureOf(env.run(createNodeActivities({ pool: fresh }).containerdPatch, {
+        runId: run, rolloutId: 'fewer', node: target, step: step as never, drain: false, journal: true, stepIndex: 3,
+      }) as Promise<StepOutcome>) as { type?: string; message: string; nonRetryable?: boolean } | undefined;
+      expect(failure).toMatchObject({ type: 'ContainerdConfigChanged', nonRetryable: false });
+      expect(failure?.message).toContain('changed while katafleet backed it up');
+      expect(await on('sha256sum < /etc/containerd/config.toml')).toBe(original);
+      expect(await on(`ls /etc/containerd | grep -c 'katafleet-.*new' || true`)).toBe('0\n');
+    } finally {
+      await fresh.closeAll();
+      await on(`rm -f /usr/local/bin/cp /etc/containerd/config.toml.katafleet-* /var/lib/katafleet/lock-fewer-1; rm -rf /var/lib/katafleet/journal/${run}`);
+    }
+  });
 });
