@@ -283,4 +283,24 @@ describe('containerd-patch in fewer commands', () => {
       await on(`rm -f /usr/local/bin/cp /etc/containerd/config.toml.katafleet-* /var/lib/katafleet/lock-fewer-1; rm -rf /var/lib/katafleet/journal/${run}`);
     }
   });
+  it('a config.toml that is a symlink out of /etc/containerd/: StepRefused (the same message) by the first command, which read only; nothing written anywhere', async () => {
+    const run = '0e5f6a7b-8c9d-4e0f-9a1b-2c3d4e5f6a7b';
+    const step = (await loadPlaybook('kata')).steps.find((s) => s.id === 'containerd')!;
+    await on('cp -p /etc/containerd/config.toml /tmp/kf-real-config.toml && mv /etc/containerd/config.toml /etc/containerd/config.toml.kf-test-aside && ln -s /tmp/kf-real-config.toml /etc/containerd/config.toml');
+    const before = await on('sha256sum < /tmp/kf-real-config.toml; ls -a /etc/containerd /tmp | grep -c katafleet || true');
+    const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 120_000, currentAttemptScheduledTimestampMs: Date.now() } as Partial<Info>, { logger: new DefaultLogger('ERROR') });
+    try {
+      const { result, count } = await counted(() => failureOf(env.run(createNodeActivities({ pool }).containerdPatch, {
+        runId: run, rolloutId: 'fewer', node: target, step: step as never, drain: false, journal: true, stepIndex: 3,
+      }) as Promise<StepOutcome>));
+      expect(result?.type).toBe('StepRefused');
+      expect(result?.message).toContain('config_path: "/etc/containerd/config.toml" is a symlink on the node; its target "/tmp/kf-real-config.toml" is refused');
+      // The reads with the path check (taking the lease), then the lease's release on the failure path.
+      expect(count).toBe(2);
+      expect(await on('sha256sum < /tmp/kf-real-config.toml; ls -a /etc/containerd /tmp | grep -c katafleet || true')).toBe(before);
+      expect(await on(`test -e /var/lib/katafleet/journal/${run} && echo journal || echo no-journal; test -e /var/lib/katafleet/lock-fewer-1 && echo locked || echo released`)).toBe('no-journal\nreleased\n');
+    } finally {
+      await on('rm -f /etc/containerd/config.toml && mv /etc/containerd/config.toml.kf-test-aside /etc/containerd/config.toml && rm -f /tmp/kf-real-config.toml');
+    }
+  });
 });
