@@ -12,6 +12,7 @@ import type { DesiredState } from '../activities/desired-state';
 import { createNodeActivities } from '../activities/node-activities';
 import type { NodeTarget, StepOutcome, StepRequest } from '../activities/node-types';
 import { sh, SshPool, type CommandEvent } from '../activities/ssh';
+import { oneLine, printText } from '../activities/steps/journal';
 import { NodeShell } from '../activities/steps/node-shell';
 import { toNodeTarget } from '../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../playbooks/load';
@@ -302,5 +303,23 @@ describe('containerd-patch in fewer commands', () => {
     } finally {
       await on('rm -f /etc/containerd/config.toml && mv /etc/containerd/config.toml.kf-test-aside /etc/containerd/config.toml && rm -f /tmp/kf-real-config.toml');
     }
+  });
+});
+
+describe('records in a script\'s text or ahead of other stdin (journal.ts printText, oneLine)', () => {
+  it('printText prints hostile text byte for byte on the node (quotes, $(…), backticks, newlines, a backslash), and refuses text over 16 KiB or with a NUL', async () => {
+    const hostile = `{"intent":"it's $(touch /tmp/kf-fewer-pwned) \`touch /tmp/kf-fewer-pwned\` '\\'' ; rm -rf /tmp/x\n\\n \\"quoted\\""}\nsecond line\n`;
+    await on('rm -f /tmp/kf-fewer-pwned');
+    const shell = new NodeShell(pool, target);
+    expect((await shell.run(printText(hostile)!, { asRoot: false })).stdout).toBe(hostile);
+    expect(await on('test -e /tmp/kf-fewer-pwned && echo ran || echo not-run')).toBe('not-run\n');
+    expect(printText('x'.repeat(16 * 1024 + 1))).toBeUndefined();
+    expect(printText('a\0b')).toBeUndefined();
+  });
+
+  it('oneLine takes only one line ending in a newline (a JSON record), so the shell\'s read hands back the whole record', () => {
+    expect(oneLine(`${JSON.stringify({ text: 'a\nb' })}\n`)).toBe('{"text":"a\\nb"}\n');
+    expect(() => oneLine('a\nb\n')).toThrow('one line');
+    expect(() => oneLine('no newline')).toThrow('one line');
   });
 });
