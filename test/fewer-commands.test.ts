@@ -113,6 +113,16 @@ describe('NodeShell.queueRead: a read that rides on the next command', () => {
     await expect(shell.readAll({ secret: sh`echo read` })).rejects.toThrow('refused by the check');
   });
 
+  it('stays queued when the command that carried it got no answer: the next command still sends and checks it first', async () => {
+    const shell = new NodeShell(pool, target);
+    const seen: string[] = [];
+    shell.queueRead(sh`echo queued`, (answer) => seen.push(answer.stdout));
+    await expect(shell.readAll({ slow: sh`sleep 5` }, { timeoutMs: 1_000 })).rejects.toMatchObject({ type: 'CommandTimedOut' });
+    expect(seen).toEqual([]);
+    const { count } = await counted(() => shell.run(sh`true`));
+    expect({ count, seen }).toEqual({ count: 2, seen: ['queued\n'] });
+  });
+
   it('before any other command it is sent alone and checked first: a refusal stops that command from running', async () => {
     await on('rm -f /tmp/kf-fewer-ran');
     const shell = new NodeShell(pool, target);

@@ -224,9 +224,16 @@ export class NodeShell {
 ) 2>/dev/null; s=$?; echo; echo ${`${marker}-${i}`} "$s"`)
       .reduce((all, part) => sh`${all}
 ${part}`);
-    // Sent without flushing: the queued reads are in this very script.
-    const { stdout } = await this.send(script, options);
-    const all = parseParts(stdout, [...queued.map((_, i) => `queued ${i}`), ...names], marker);
+    // Sent without flushing: the queued reads are in this very script. If no answer comes, they stay queued, so a
+    // caller that goes on with this shell after the failure still has them checked first.
+    let all: Record<string, PartResult>;
+    try {
+      const { stdout } = await this.send(script, options);
+      all = parseParts(stdout, [...queued.map((_, i) => `queued ${i}`), ...names], marker);
+    } catch (err) {
+      this.pending = [...queued, ...this.pending];
+      throw err;
+    }
     queued.forEach((read, i) => read.check(all[`queued ${i}`]));
     const result = {} as Record<K, PartResult>;
     for (const name of names) result[name] = all[name];
