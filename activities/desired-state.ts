@@ -52,7 +52,12 @@ export function parseDesiredState(text: string | undefined, node: string): Desir
 
 /** Writes {@link desiredStatePath} on the node (atomically: a temp file renamed over it). */
 export async function writeDesiredState(shell: NodeShell, desired: DesiredState): Promise<void> {
-  await shell.writeFileAtomic(desiredStatePath, `${JSON.stringify(desired, null, 2)}\n`);
+  await shell.writeFileAtomic(desiredStatePath, desiredStateText(desired));
+}
+
+/** desired.json's bytes as katafleet writes them. */
+export function desiredStateText(desired: DesiredState): string {
+  return `${JSON.stringify(desired, null, 2)}\n`;
 }
 
 /** Builds the desired-state activities; register them with the worker (`workerActivities` does). */

@@ -22,7 +22,7 @@ import type {
 } from '../playbooks/schema';
 import type { SshPool } from './ssh';
 import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest, Undo, UndoOutcome } from './node-types';
-import { checkResolvedPaths, checkStep, checkTargets, checkUndo, nodePathsOfStep, StepRefused, stepRefusedMessage } from './step-policy';
+import { checkStep, checkTargets, checkUndo, nodePathsOfStep, queueResolvedPathsCheck, StepRefused, stepRefusedMessage } from './step-policy';
 import { containerdPatch } from './steps/containerd-patch';
 import { NodeShell } from './steps/node-shell';
 import { nodeLabel } from './steps/node-label';
@@ -57,7 +57,7 @@ export interface NodeActivityDeps {
 export function createNodeActivities(deps: NodeActivityDeps) {
   const { pool } = deps;
   const shellFor = (node: NodeTarget) => new NodeShell(pool, node);
-  /** The request with its step checked (StepRefused otherwise) and its node paths resolved on the node. */
+  /** The request with its step checked (StepRefused otherwise); its node paths are resolved on the node by {@link withShell}. */
   const admit = async <S extends Step>(kind: S['kind'], request: StepRequest<S>): Promise<StepRequest<S>> =>
     // A run's first step: whatever stops it before it checked the node is left to the run's prepareNode activity.
     request.firstOfRun ? admitStep(kind, request).catch((err: unknown) => { throw notCheckedFailure(request.node.name, err); }) : admitStep(kind, request);
@@ -69,7 +69,6 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     if (step.kind !== kind) {
       throw permanentFailure(StepRefused, stepRefusedMessage(`a ${JSON.stringify(step.kind)} step given to the ${kind} activity`, [{ path: 'kind', message: `must be "${kind}"` }]));
     }
-    await checkResolvedPaths(shellFor(request.node), `step "${step.id}" (${kind}) on node ${request.node.name}`, nodePathsOfStep(step));
     return { ...request, step };
   };
   /** A step kind that does not hold the node's lock cannot make the run's first check: the run's own prepare activity does. */
@@ -77,12 +76,25 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     if (request.journal && request.firstOfRun) throw permanentFailure(NodeNeedsPrepare, `a ${request.step.kind} step does not hold the node's lock, so it cannot check node ${request.node.name} before the run's first step`);
     return request;
   };
-  /** The step's shell: for journaling runs, one holding the node's lock for the step's whole remote work. */
-  const withShell = (request: StepRequest, work: (shell: NodeShell) => Promise<StepOutcome>): Promise<StepOutcome> =>
-    request.journal ? withStepLock(pool, request, async (shell) => {
+  /**
+   * The step's shell: for journaling runs, one holding the node's lock for the step's whole remote work. The step's
+   * node paths are resolved on the node by its first command (queued on the shell; refused before the step uses that
+   * command's answer). The two kinds not run through here (readiness-gate, runtime-class) write no node path. A run's
+   * first step checks the node first (that command carries the path check); its last one commits the run.
+   */
+  const withShell = (request: StepRequest, work: (shell: NodeShell) => Promise<StepOutcome>): Promise<StepOutcome> => {
+    const queuePathCheck = (shell: NodeShell) => queueResolvedPathsCheck(shell, `step "${request.step.id}" (${request.step.kind}) on node ${request.node.name}`, nodePathsOfStep(request.step));
+    if (!request.journal) {
+      const shell = shellFor(request.node);
+      queuePathCheck(shell);
+      return work(shell);
+    }
+    return withStepLock(pool, request, async (shell) => {
+      queuePathCheck(shell);
       if (request.firstOfRun) await checkNodeBeforeFirstStep(shell, request).catch((err: unknown) => { throw notCheckedFailure(request.node.name, err); });
       return commitAfterLastStep(shell, request, await work(shell));
-    }) : work(shellFor(request.node));
+    });
+  };
   return {
     ...createRecoveryActivities(pool),
     ...createClusterActivities(pool),

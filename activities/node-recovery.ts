@@ -8,7 +8,7 @@ import type { Step } from '../playbooks/schema';
 import type { SshPool } from './ssh';
 import { checkStep, checkTargets, checkUndo } from './step-policy';
 import type { KubernetesTarget, NodeTarget, QuarantineMarker, RecoveryResult, StepOutcome, StepRequest, Undo } from './node-types';
-import { writeDesiredState, type DesiredState } from './desired-state';
+import { desiredStatePath, desiredStateText, type DesiredState } from './desired-state';
 import { commitJournal } from './steps/journal';
 import { lockOwner, lockRank, withNodeLock, type LockedShell } from './steps/node-lock';
 import { NodeShell } from './steps/node-shell';
@@ -27,7 +27,7 @@ function lockWaitMs(fallbackMs: number): number {
  * Runs a step's remote work holding the node's lock (owner: run, step, attempt). A step that succeeds hands the
  * lease over to the run's next activity (which takes it over at once) instead of spending a command on its release.
  */
-export function withStepLock<T>(pool: SshPool, request: StepRequest, work: (shell: NodeShell) => Promise<T>): Promise<T> {
+export function withStepLock<T>(pool: SshPool, request: StepRequest, work: (shell: LockedShell) => Promise<T>): Promise<T> {
   // A last step that commits the run has no next activity to hand the lease to: it releases it.
   return withNodeLock(pool, request.node, lockOwner(request.runId, `step-${request.step.id}`), lockWaitMs(10 * 60_000), work, { handOver: !request.commitAfter, rank: lockRank(1 + (request.stepIndex ?? 0)) });
 }
@@ -37,17 +37,18 @@ export function withStepLock<T>(pool: SshPool, request: StepRequest, work: (shel
  * `rollback` step kind) and is deleted; with `desired`, the node's desired state (desired.json) is written next
  * (`desiredError` says why it could not be: the node did succeed, so a failed record is reported, not a failed run).
  */
-export async function commitOnNode(shell: NodeShell, run: { runId: string; rolloutId: string; undos: Undo[]; desired?: DesiredState }): Promise<{ desiredError?: string }> {
-  await commitJournal(shell, { runId: run.runId, rolloutId: run.rolloutId, undos: run.undos });
-  if (!run.desired) return {};
-  return writeDesiredState(shell, run.desired).then(() => ({}), (err: unknown) => ({ desiredError: err instanceof Error ? err.message : String(err) }));
+export async function commitOnNode(shell: LockedShell, run: { runId: string; rolloutId: string; undos: Undo[]; desired?: DesiredState }): Promise<{ desiredError?: string }> {
+  // One command: the applied record, the journal deleted, desired.json, the lease given back.
+  const desired = run.desired && { path: desiredStatePath, content: desiredStateText(run.desired) };
+  const { writeError } = await commitJournal(shell, { runId: run.runId, rolloutId: run.rolloutId, undos: run.undos }, desired, shell.releaseInLastCommand());
+  return writeError === undefined ? {} : { desiredError: writeError };
 }
 
 /**
  * A last step's commit (patch `node-commit-in-last-step`), after the step succeeded: `committed` in its outcome, or
  * nothing when the commit failed (the step's work stands; the run's commitRun activity then commits, with its retries).
  */
-export async function commitAfterLastStep(shell: NodeShell, request: StepRequest, outcome: StepOutcome): Promise<StepOutcome> {
+export async function commitAfterLastStep(shell: LockedShell, request: StepRequest, outcome: StepOutcome): Promise<StepOutcome> {
   const commit = request.commitAfter;
   if (!commit) return outcome;
   const undos = [...(outcome.undo ? [outcome.undo] : []), ...commit.undos];

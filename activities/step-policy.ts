@@ -32,7 +32,7 @@ import type { Problem } from '../playbooks/errors';
 import { sh } from './ssh';
 import type { KubernetesTarget, NodeTarget, Undo } from './node-types';
 import type { NodeShell } from './steps/node-shell';
-import { permanentFailure } from './steps/step-runtime';
+import { permanentFailure, transientFailure } from './steps/step-runtime';
 
 /** An activity's input breaks the playbook or inventory rules (e.g. a path outside its directory). Never retried. */
 export const StepRefused = 'StepRefused';
@@ -244,13 +244,14 @@ export function nodePathsOfUndo(undo: Undo): NodePath[] {
   }
 }
 
-/**
- * Resolves `paths` on the node (`realpath -m`: symlinks followed, missing parts allowed) and refuses any whose
- * real location breaks its rule, e.g. `/etc/containerd/config.toml` as a symlink to `/etc/shadow`.
- */
-export async function checkResolvedPaths(shell: NodeShell, what: string, paths: readonly NodePath[]): Promise<void> {
-  if (paths.length === 0) return;
-  const resolved = (await shell.output(sh`realpath -m ${paths.map((p) => p.path)}`)).split('\n');
+/** `realpath -m` of the paths, one line each: what {@link checkResolvedPaths} sends. */
+function resolveCommand(paths: readonly NodePath[]) {
+  return sh`realpath -m ${paths.map((p) => p.path)}`;
+}
+
+/** Refuses (StepRefused) any path whose real location, as `realpath -m` printed it, breaks its rule. */
+function refuseResolved(what: string, paths: readonly NodePath[], answer: string): void {
+  const resolved = answer.trim().split('\n');
   const problems = paths.flatMap((entry, i) => {
     const real = resolved[i] ?? '';
     if (real === entry.path) return [];
@@ -258,4 +259,31 @@ export async function checkResolvedPaths(shell: NodeShell, what: string, paths: 
     return reason === undefined ? [] : [{ path: entry.field, message: `${JSON.stringify(entry.path)} is a symlink on the node; its target ${reason}` }];
   });
   if (problems.length > 0) refuse(what, problems);
+}
+
+/**
+ * Resolves `paths` on the node (`realpath -m`: symlinks followed, missing parts allowed) and refuses any whose
+ * real location breaks its rule, e.g. `/etc/containerd/config.toml` as a symlink to `/etc/shadow`. One command of
+ * its own; a step uses {@link queueResolvedPathsCheck} instead.
+ */
+export async function checkResolvedPaths(shell: NodeShell, what: string, paths: readonly NodePath[]): Promise<void> {
+  if (paths.length === 0) return;
+  refuseResolved(what, paths, await shell.output(resolveCommand(paths)));
+}
+
+/**
+ * {@link checkResolvedPaths} riding on the shell's next command ({@link NodeShell.queueRead}): the step's first
+ * read carries the `realpath -m`, and the refusal (StepRefused, the same message) is raised before the step gets
+ * anything that read answered, so before it changes anything on the node (the lease that command took is released
+ * by the step's failure path). A `realpath` that fails is a retryable CommandFailed, as a command of its own was.
+ */
+export function queueResolvedPathsCheck(shell: NodeShell, what: string, paths: readonly NodePath[]): void {
+  if (paths.length === 0) return;
+  const command = resolveCommand(paths);
+  shell.queueRead(command, (answer) => {
+    if (answer.exitCode !== 0) {
+      throw transientFailure('CommandFailed', `Node ${shell.name}: ${command.display} exited with ${answer.exitCode}; checking the paths of ${what} again`);
+    }
+    refuseResolved(what, paths, answer.stdout);
+  });
 }

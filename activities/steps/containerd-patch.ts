@@ -9,10 +9,11 @@
  * already patched and this run's backup present reports the change (with its undo) instead of
  * forgetting it, so a run records exactly one backup and patches exactly once.
  *
- * SSH commands on the usual path (in-place, a config to back up): five. The reads (config, this run's backup and
- * no-config marker); the journal intent and the backup copy (the intent first, fsynced, in the same script); the
- * candidate and its validation; the swap; the sha256 read after the swap, a command of its own so that a cancellation
- * can stop it (the journal lets the recovery take the swap back).
+ * SSH commands on the usual path (in-place, a config to back up): three. The reads (config, this run's backup and
+ * no-config marker, the path check riding on them); one command whose parts each run only once the one before
+ * succeeded: the journal intent (first, fsynced, its text in the script), the backup copy with its sha256 checked on
+ * the node, the candidate (on stdin) and its validation, the swap; the sha256 read after the swap, a command of its
+ * own so that a cancellation can stop it (the journal lets the recovery take the swap back).
  */
 import { posix } from 'node:path';
 import {
@@ -26,8 +27,8 @@ import { getPath, isTable, parseToml } from '../containerd-config/data';
 import { sh, type Command, type CommandResult } from '../ssh';
 import type { ContainerdPatchStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
-import { sha256Hex, type NodeShell } from './node-shell';
-import { intentWrite } from './journal';
+import { sha256Hex, type NodeShell, type PartResult } from './node-shell';
+import { intentWrite, printText } from './journal';
 import { activityContext, cancellationSignal, failureType, permanentFailure, transientFailure } from './step-runtime';
 
 /** A backup named for this run exists but holds other bytes than the config it would back up. Never retried. */
@@ -61,6 +62,9 @@ function candidatePathFor(configPath: string, runId: string, attempt: number): s
 function candidatePrefix(configPath: string, runId: string): string {
   return `${configPath}.katafleet-${runTag(runId)}-a`;
 }
+
+/** Exit status of the backup part when the backup does not hold the config's bytes as read (ContainerdConfigChanged). */
+const BACKUP_DIFFERS_EXIT = 90;
 
 /** On stderr (exit 125) when the candidate could not be written, so a validator's own exit 125 is not taken for it. */
 const CANDIDATE_NOT_WRITTEN = 'katafleet-candidate-not-written';
@@ -156,30 +160,62 @@ export async function containerdPatch(shell: NodeShell, request: StepRequest<Con
     const mark = sh`${bin.mkdir} -p ${posix.dirname(configPath)} && ${bin.touch} ${absentMarker}`;
     await shell.run(intent ? sh`${intent.command} || exit 1
 ${mark}` : mark, { stdin: intent?.stdin, signal: intent ? undefined : cancellationSignal() });
-  } else {
-    originalSha = await backUp(shell, bin, configPath, backupPath, original, attempt, first.backupSha, backupCreated, intent);
   }
   const candidate = candidatePathFor(configPath, runId, attempt);
   // On a refusal the files this attempt made go (the node's lock keeps every other attempt out meanwhile);
   // a backup an earlier attempt made stays, its journal entry names it.
-  const ownFiles = [candidate, original === undefined ? absentMarker : backupCreated.now ? backupPath : candidate, ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];
+  const ownFiles = () => [candidate, original === undefined ? absentMarker : backupCreated.now ? backupPath : candidate, ...(dropIn?.writtenNow ? [dropIn.path, dropIn.marker] : [])];
   // One command writes the candidate (0600 until chmod --reference: the config may hold registry credentials) and
   // has containerd validate it.
-  const validation = await shell.run(sh`umask 077 && ${bin.tee} ${candidate} >/dev/null && ${bin.sync} ${candidate} || { echo ${CANDIDATE_NOT_WRITTEN} >&2; exit 125; }
-${bin.containerd} --config ${candidate} config dump >/dev/null`, { stdin: outcome.content, allowExitCodes: [...Array(256).keys()] });
-  if (validation.exitCode === 125 && validation.stderr.includes(CANDIDATE_NOT_WRITTEN)) {
-    throw transientFailure('CommandFailed', `Node ${shell.name}: writing the candidate ${candidate} failed: ${validation.stderr.trim().split('\n').filter((line) => line !== CANDIDATE_NOT_WRITTEN).slice(-3).join(' | ')}; trying again`);
-  }
-  await refuseInvalid(shell, bin, validation, candidate, configPath, ownFiles);
-  // The swap and the check after it are not stopped by a cancellation: once started they finish, and the
-  // journal (written above) lets the recovery take the swap back.
-  // One command: the swap, then the candidates of earlier attempts of this run (a crashed attempt's, or one named
-  // before candidates were per attempt) removed. The read after it stays a command of its own: a cancellation may
-  // stop it (the journal lets the recovery take the swap back).
+  const candidateCommand = sh`umask 077 && ${bin.tee} ${candidate} >/dev/null && ${bin.sync} ${candidate} || { echo ${CANDIDATE_NOT_WRITTEN} >&2; exit 125; }
+${bin.containerd} --config ${candidate} config dump >/dev/null`;
+  // The swap, then the candidates of earlier attempts of this run (a crashed attempt's, or one named before candidates
+  // were per attempt) removed. The swap is not stopped by a cancellation: once started it finishes, and the journal
+  // (written before) lets the recovery take it back. The read after it stays a command of its own: a cancellation may
+  // stop it.
   const swap = original === undefined
     ? sh`${bin.chmod} 0644 ${candidate} && ${bin.mv} -f ${candidate} ${configPath} && ${bin.sync} ${posix.dirname(configPath)}`
     : sh`${bin.chmod} --reference=${configPath} ${candidate} && ${bin.chown} --reference=${configPath} ${candidate} && ${bin.mv} -f ${candidate} ${configPath} && ${bin.sync} ${posix.dirname(configPath)}`;
-  await shell.run(sh`${swap} && ${bin.rm} -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`, { signal: undefined });
+  const swapCommand = sh`${swap} && ${bin.rm} -f ${configPath}.katafleet-${runTag(runId)}.new ${candidatePrefix(configPath, runId)}*.new`;
+  let validation: Pick<CommandResult, 'exitCode' | 'stdout' | 'stderr'>;
+  let swapped: PartResult | undefined;
+  const intentText = intent && printText(intent.stdin);
+  if (original !== undefined && first.backupSha === undefined && (intent === undefined || intentText !== undefined)) {
+    // One command (NodeShell.runInOrder), each part only once the one before succeeded: the intent (its text in the
+    // script) and the backup copy, whose sha256 must be the config's as read (checked on the node, exit 90
+    // otherwise); the candidate (on stdin) and its validation; the swap. Not stopped by a cancellation, as the swap.
+    const expected = sha256Hex(original);
+    backupCreated.now = true;
+    const copy = sh`kf_h=$(${backupCopy(bin, configPath, backupPath, attempt)}) || exit $?; echo "$kf_h"; test "\${kf_h%% *}" = ${expected} || exit ${BACKUP_DIFFERS_EXIT}`;
+    const [copied, validated, swap] = await shell.runInOrder([
+      { command: intent ? sh`${intentText!} | { ${intent.command}
+} || exit 1
+${copy}` : copy },
+      { command: candidateCommand, when: { ok: [0] } },
+      { command: swapCommand, when: { ok: [1] } },
+    ], { stdin: outcome.content, signal: undefined });
+    if (copied?.exitCode === BACKUP_DIFFERS_EXIT) {
+      checkBackup(shell, configPath, backupPath, expected, copied.stdout.trim().split('\n').pop()?.split(/\s+/)[0], false);
+    }
+    if (copied?.exitCode !== 0) {
+      throw transientFailure('CommandFailed', `Node ${shell.name}: backing up ${configPath} to ${backupPath} exited with ${copied?.exitCode}: ${copied?.stdout.trim().split('\n').slice(-3).join(' | ')}; trying again`);
+    }
+    originalSha = expected;
+    validation = { exitCode: validated?.exitCode ?? null, stdout: validated?.stdout ?? '', stderr: validated?.stdout ?? '' };
+    swapped = swap;
+  } else {
+    if (original !== undefined) originalSha = await backUp(shell, bin, configPath, backupPath, original, attempt, first.backupSha, backupCreated, intent);
+    validation = await shell.run(candidateCommand, { stdin: outcome.content, allowExitCodes: [...Array(256).keys()] });
+  }
+  if (validation.exitCode === 125 && validation.stderr.includes(CANDIDATE_NOT_WRITTEN)) {
+    throw transientFailure('CommandFailed', `Node ${shell.name}: writing the candidate ${candidate} failed: ${validation.stderr.trim().split('\n').filter((line) => line !== CANDIDATE_NOT_WRITTEN).slice(-3).join(' | ')}; trying again`);
+  }
+  await refuseInvalid(shell, bin, validation, candidate, configPath, ownFiles());
+  if (swapped === undefined) {
+    await shell.run(swapCommand, { signal: undefined });
+  } else if (swapped.exitCode !== 0) {
+    throw transientFailure('CommandFailed', `Node ${shell.name}: swapping ${candidate} in as ${configPath} exited with ${swapped.exitCode}: ${swapped.stdout.trim().split('\n').slice(-3).join(' | ')}; trying again (the journal holds the undo)`);
+  }
   const configSha = await shell.sha256(configPath);
   if (configSha !== sha256Hex(outcome.content)) {
     throw transientFailure('ContainerdConfigChanged', `Node ${shell.name}: ${configPath} changed while katafleet replaced it (sha256 ${configSha}); the step will re-read it and try again`);
@@ -258,13 +294,21 @@ async function backUp(shell: NodeShell, bin: PatchPrograms, configPath: string, 
   if (created) created.now = existing === undefined;
   if (existing !== undefined && intent) await shell.run(intent.command, { stdin: intent.stdin, signal: undefined });
   if (existing === undefined) {
-    const temp = `${backupPath}.${attempt}.tmp`;
     // The intent (when the run journals), the copy and the read of what the backup holds now, in one command.
     const copied = await shell.run(sh`${intent ? sh`${intent.command} || exit 1
-` : sh``}${bin.cp} -p ${configPath} ${temp} && ${bin.sync} ${temp} && { ${bin.ln} ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; ${bin.rm} -f ${temp}; ${bin.sync} ${posix.dirname(backupPath)}; if [ $status -ne 0 ]; then exit $status; fi; ${bin.sha256sum} ${backupPath}`, intent ? { stdin: intent.stdin, signal: undefined } : {});
+` : sh``}${backupCopy(bin, configPath, backupPath, attempt)}`, intent ? { stdin: intent.stdin, signal: undefined } : {});
     return checkBackup(shell, configPath, backupPath, expected, copied.stdout.trim().split(/\s+/)[0], false);
   }
   return checkBackup(shell, configPath, backupPath, expected, existing, true);
+}
+
+/**
+ * The backup copy (a complete temp copy, then a hard link: `ln` refuses an existing name, so a backup is never
+ * replaced) and the sha256 of what the backup holds then, printed last.
+ */
+function backupCopy(bin: PatchPrograms, configPath: string, backupPath: string, attempt: number): Command {
+  const temp = `${backupPath}.${attempt}.tmp`;
+  return sh`${bin.cp} -p ${configPath} ${temp} && ${bin.sync} ${temp} && { ${bin.ln} ${temp} ${backupPath} 2>/dev/null || test -e ${backupPath}; }; status=$?; ${bin.rm} -f ${temp}; ${bin.sync} ${posix.dirname(backupPath)}; if [ $status -ne 0 ]; then exit $status; fi; ${bin.sha256sum} ${backupPath}`;
 }
 
 /** The backup must hold the bytes read; one an earlier attempt made that holds others is a conflict. Returns the sha256. */
@@ -288,7 +332,7 @@ async function validateOnNode(shell: NodeShell, bin: PatchPrograms, file: string
 }
 
 /** {@link validateOnNode}'s verdict on the validator's `result`. */
-async function refuseInvalid(shell: NodeShell, bin: PatchPrograms, result: CommandResult, file: string, configPath: string, ownFiles: readonly string[]): Promise<void> {
+async function refuseInvalid(shell: NodeShell, bin: PatchPrograms, result: Pick<CommandResult, 'exitCode' | 'stdout' | 'stderr'>, file: string, configPath: string, ownFiles: readonly string[]): Promise<void> {
   if (result.exitCode === 0) return;
   await shell.run(sh`${bin.rm} -f ${ownFiles}`);
   throw permanentFailure(ContainerdConfigInvalid,

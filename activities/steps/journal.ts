@@ -10,11 +10,12 @@
  * belongs to a run that ended without either: the next run recovers it before doing anything.
  */
 import { posix } from 'node:path';
-import { sh, type Command } from '../ssh';
+import { quote, sh, type Command } from '../ssh';
+import { withPrelude } from '../ssh/quote';
 import type { StepRequest, Undo } from '../node-types';
-import type { NodeShell } from './node-shell';
+import { FILE_IS_DIRECTORY_EXIT, fileIsDirectoryMessage, type NodeShell, type PartResult } from './node-shell';
 import { KATAFLEET_DIR } from './node-lock';
-import { activityContext } from './step-runtime';
+import { activityContext, transientFailure } from './step-runtime';
 
 /** Where runs' journals live on a node. */
 export const JOURNAL_DIR = `${KATAFLEET_DIR}/journal`;
@@ -78,7 +79,8 @@ export function intentWrite(shell: NodeShell, request: StepRequest, undo: Undo, 
 /** Removes one step's entry (its change was taken back by the step itself, e.g. an uncordon). */
 export async function dropIntent(shell: NodeShell, request: StepRequest): Promise<void> {
   if (!request.journal) return;
-  await shell.run(sh`${shell.tool('rm')} -f ${entryPath(request.runId, request.stepIndex ?? 0, request.step.id)} && ${shell.tool('sync')} ${journalDirFor(request.runId)}`, { signal: undefined });
+  // (No journal directory: the entry was never written, e.g. its step failed before the command that carried it.)
+  await shell.run(sh`${shell.tool('rm')} -f ${entryPath(request.runId, request.stepIndex ?? 0, request.step.id)} && if test -d ${journalDirFor(request.runId)}; then ${shell.tool('sync')} ${journalDirFor(request.runId)}; fi`, { signal: undefined });
 }
 
 /** Every entry of one run's journal, highest index (newest step) first. Unreadable entries are reported, not skipped. */
@@ -135,19 +137,63 @@ export interface AppliedRecord {
   undos: Undo[];
 }
 
+/** The largest record {@link printText} puts into a script: far below Linux's 128 KiB limit on one argument (a script goes to `sh -c` as one). */
+export const SCRIPT_TEXT_MAX = 16 * 1024;
+
+/**
+ * A command that prints `text` exactly (`printf '%s'` of it in POSIX single quotes, the quoting every script gets for
+ * `sh -c`), for a small record that rides in a command whose stdin is taken (a tarball); undefined when the text is
+ * larger than {@link SCRIPT_TEXT_MAX} or holds a NUL (then it needs a command of its own, with stdin).
+ */
+export function printText(text: string): Command | undefined {
+  if (Buffer.byteLength(text, 'utf8') > SCRIPT_TEXT_MAX || text.includes('\0')) return undefined;
+  return withPrelude(`printf '%s' ${quote(text)}`, sh``);
+}
+
+/**
+ * A JSON record as one line of stdin ahead of other stdin: JSON.stringify escapes every newline inside strings, so
+ * the line ends at the record's end, and the shell's `read` (which takes exactly one line from a pipe, byte by byte)
+ * hands it back whole, leaving the rest for the next reader. Throws if the text is not one line (never, for JSON).
+ */
+export function oneLine(text: string): string {
+  if (!text.endsWith('\n') || text.indexOf('\n') !== text.length - 1) throw new Error('a record sent ahead of other stdin must be one line ending in a newline');
+  return text;
+}
+
 /**
  * Moves a succeeded run's journal into one applied record (numbered after the newest one, never by file
- * times) and deletes the journal. The `rollback` step kind takes back the newest record.
+ * times) and deletes the journal. The `rollback` step kind takes back the newest record. With `alsoWrite`, that file
+ * is written next (NodeShell.writeFileAtomic's command) in the same remote command, only once the commit is done:
+ * the record is the first line of stdin ({@link oneLine}), the file's content the rest. A failed commit fails as
+ * before (CommandFailed); a failed write of `alsoWrite` is returned as `writeError`, the commit standing. `last` runs
+ * at the end of the same command whatever the others did (the run's lease given back: LockedShell.releaseInLastCommand).
  */
-export async function commitJournal(shell: NodeShell, record: { runId: string; rolloutId: string; undos: Undo[] }): Promise<void> {
+export async function commitJournal(shell: NodeShell, record: { runId: string; rolloutId: string; undos: Undo[] }, alsoWrite?: { path: string; content: string },
+  last?: { command: Command; ran: (answer: PartResult | undefined) => void }): Promise<{ writeError?: string }> {
+  const [mkdir, tee, sync, mv, rm] = (['mkdir', 'tee', 'sync', 'mv', 'rm'] as const).map((program) => shell.tool(program));
+  const clear = sh`${rm} -rf ${journalDirFor(record.runId)} && ${sync} ${KATAFLEET_DIR}`;
+  let commit = clear;
+  let stdin = '';
   if (record.undos.length > 0) {
-    const text = `${JSON.stringify({ ...record, at: new Date().toISOString() } satisfies AppliedRecord)}\n`;
-    const [mkdir, tee, sync, mv, cat] = (['mkdir', 'tee', 'sync', 'mv', 'cat'] as const).map((program) => shell.tool(program));
-    await shell.run(sh`${mkdir} -p ${APPLIED_DIR} && cd ${APPLIED_DIR} && if ls *-${record.runId}.json >/dev/null 2>&1; then ${cat} >/dev/null; exit 0; fi
+    stdin = oneLine(`${JSON.stringify({ ...record, at: new Date().toISOString() } satisfies AppliedRecord)}\n`);
+    commit = sh`IFS= read -r record || exit 95
+${mkdir} -p ${APPLIED_DIR} && cd ${APPLIED_DIR} || exit
+if ! ls *-${record.runId}.json >/dev/null 2>&1; then
 n=$(ls -1 | grep -E '^[0-9]+-' | cut -d- -f1 | sort -n | tail -n 1 | sed 's/^0*//'); n=$(( \${n:-0} + 1 ))
-${tee} .tmp-${record.runId} >/dev/null && ${sync} .tmp-${record.runId} && ${mv} -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && ${sync} .`, { stdin: text, signal: undefined });
+printf '%s\\n' "$record" | ${tee} .tmp-${record.runId} >/dev/null && ${sync} .tmp-${record.runId} && ${mv} -f .tmp-${record.runId} "$(printf '%06d' "$n")-"${record.runId}.json && ${sync} . || exit
+fi
+${clear}`;
   }
-  await clearJournal(shell, record.runId);
+  const parts = [{ command: commit }, ...(alsoWrite ? [{ command: shell.writeFileCommand(alsoWrite.path), when: { ok: [0] } }] : []), ...(last ? [{ command: last.command }] : [])];
+  const answers = await shell.runInOrder(parts, { stdin: stdin + (alsoWrite?.content ?? ''), signal: undefined });
+  const [committed, written] = answers;
+  last?.ran(answers[parts.length - 1]);
+  if (committed?.exitCode !== 0) {
+    throw transientFailure('CommandFailed', `Node ${shell.name}: committing run ${record.runId} (its applied record, then its journal deleted) exited with ${committed?.exitCode}: ${committed?.stdout.trim().split('\n').slice(-3).join(' | ')}`);
+  }
+  if (!alsoWrite || written?.exitCode === 0) return {};
+  if (written?.exitCode === FILE_IS_DIRECTORY_EXIT) return { writeError: fileIsDirectoryMessage(shell.name, alsoWrite.path) };
+  return { writeError: `Node ${shell.name}: writing ${alsoWrite.path} exited with ${written?.exitCode}: ${written?.stdout.trim().split('\n').slice(-3).join(' | ')}` };
 }
 
 /** The newest applied record whose undos satisfy `wanted`, with its file; undefined when there is none. */

@@ -22,7 +22,7 @@
 import { quote, sh, type Command, type CommandResult, type RunOptions, type SshPool } from '../ssh';
 import type { NodeTarget } from '../node-types';
 import type { ProbedProgram } from '../ssh/programs';
-import { NodeShell } from './node-shell';
+import { NodeShell, type PartResult } from './node-shell';
 import { activityContext, pause, permanentFailure, transientFailure } from './step-runtime';
 
 /** katafleet's directory on a node: markers, journal, lock, quarantine. */
@@ -159,7 +159,7 @@ export class LockedShell extends NodeShell {
     const seconds = Math.ceil((Math.min(until, this.deadline) - Date.now()) / 1000);
     if (seconds <= 1) return;
     const requested = Date.now();
-    const result = await NodeShell.prototype.run.call(this, takeScript(this.name, this.owner, seconds, this.rank, this.toolOf), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
+    const result = await super.send(takeScript(this.name, this.owner, seconds, this.rank, this.toolOf), { allowExitCodes: [0, 97, 98], timeoutMs: 30_000 });
     if (result.exitCode !== 0) {
       throw transientFailure(NodeLockLost, `Node ${this.name}: ${this.owner} could not extend its lease on the node's lock (${result.exitCode === 97 ? describeHolder(result.stdout) : 'flock busy'}); nothing more was done by this attempt`);
     }
@@ -170,7 +170,7 @@ export class LockedShell extends NodeShell {
    * Runs `command` only if this owner's lease is valid (taken by this very command the first time, renewed
    * first when it is short), holding the running lock shared while it runs, so the next owner waits for it to end.
    */
-  override async run(command: Command, options: RunOptions = {}): Promise<CommandResult> {
+  protected override async send(command: Command, options: RunOptions = {}): Promise<CommandResult> {
     if (!this.taken) return this.takeAndRun(command, options);
     if (this.expiresAt - Date.now() < RENEW_BELOW_MS) await this.extend(Date.now() + LEASE_STEP_MS);
     if (this.expiresAt - Date.now() <= 1_000) throw transientFailure(NodeLockLost, `Node ${this.name}: the lease of ${this.owner} on the node's lock has ended with its attempt; the attempt stops here and the next one takes over`);
@@ -209,7 +209,7 @@ read o e k < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date 
     const allowed = options.allowExitCodes ?? [0];
     // Timeouts nest: no command runs past the attempt's start-to-close.
     const timeoutMs = Math.min(options.timeoutMs ?? 60_000, this.deadline - Date.now() - 1_000);
-    const result = await super.run({ ...script, display: command.display }, { ...options, timeoutMs, allowExitCodes: [...new Set([...allowed, LOCK_LOST_EXIT, ...lockExits])] });
+    const result = await super.send({ ...script, display: command.display }, { ...options, timeoutMs, allowExitCodes: [...new Set([...allowed, LOCK_LOST_EXIT, ...lockExits])] });
     if (lockExits.length > 0 && result.stderr.includes(NODE_BUSY_TEXT)) return result;
     if (result.exitCode === LOCK_LOST_EXIT && result.stderr.includes(LOCK_LOST_TEXT)) {
       throw transientFailure(NodeLockLost, `Node ${this.name}: ${this.owner} no longer holds the node's lock (its lease ended or another attempt took over); nothing more was done by this attempt`);
@@ -223,9 +223,27 @@ read o e k < ${lockFile} 2>/dev/null; if [ "$o" != ${this.owner} ] || [ "$(date 
   /** Gives the lease back if it is still this owner's (a no-op otherwise, and when no command ever took it). */
   async release(): Promise<void> {
     if (!this.taken) return;
-    await NodeShell.prototype.run.call(this,
-      sh`test -e ${lockPath(this.name)}.flock || exit 0; exec 9<${lockPath(this.name)}.flock && ${this.tool('flock')} -w 10 9 || exit 0; read o e < ${lockPath(this.name)} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then ${this.tool('rm')} -f ${lockPath(this.name)}; ${this.tool('sync')} ${KATAFLEET_DIR}; fi`,
-      { signal: undefined, timeoutMs: 20_000 });
+    await super.send(this.releaseScript(), { signal: undefined, timeoutMs: 20_000 });
+  }
+
+  /** The release on the node: removes the lease file when it still names this owner (under the lock file's flock). */
+  private releaseScript(): Command {
+    return sh`test -e ${lockPath(this.name)}.flock || exit 0; exec 9<${lockPath(this.name)}.flock && ${this.tool('flock')} -w 10 9 || exit 0; read o e < ${lockPath(this.name)} 2>/dev/null || exit 0; if [ "$o" = ${this.owner} ]; then ${this.tool('rm')} -f ${lockPath(this.name)}; ${this.tool('sync')} ${KATAFLEET_DIR}; fi`;
+  }
+
+  /**
+   * The release as the last part of this owner's last command (NodeShell.runInOrder, a part that always runs), for
+   * the run's closing activity: one command fewer. `ran` takes that part's answer; once the part ran, the lease is
+   * given back and {@link release} sends nothing more. (The command still holds the running lock until it ends, so
+   * no other owner's command starts before it has.)
+   */
+  releaseInLastCommand(): { command: Command; ran: (answer: PartResult | undefined) => void } {
+    return {
+      command: this.releaseScript(),
+      ran: (answer) => {
+        if (answer?.exitCode === 0) this.taken = false;
+      },
+    };
   }
 }
 

@@ -22,7 +22,7 @@ import { KATA_ARCHES, type KataArch, type ReleaseTarballStep } from '../../playb
 import { flag, sh, type Command } from '../ssh';
 import type { ProbedProgram } from '../ssh/programs';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
-import { dropIntent, writeIntent } from './journal';
+import { dropIntent, intentWrite, printText, writeIntent } from './journal';
 import type { NodeShell, PartResult } from './node-shell';
 import { permanentFailure, transientFailure, whileHeartbeating } from './step-runtime';
 
@@ -331,17 +331,40 @@ async function installRelease(shell: NodeShell, request: StepRequest<InstallStep
     links: links.filter((link) => state.links[link] === undefined).join(','),
     createdReleasesDir: state.releasesDir ? '0' : '1',
   };
-  if (state.journal === undefined) {
-    await shell.run(sh`${bin.mkdir} -p ${RELEASE_JOURNAL_DIR} && ${bin.tee} ${`${journalPath}.katafleet-tmp`} >/dev/null && ${bin.mv} -f ${`${journalPath}.katafleet-tmp`} ${journalPath}`,
-      { stdin: Object.entries(journal).map(([key, value]) => `${key}=${value}\n`).join('') });
-  }
   // The node's journal too (journaling runs): a run terminated from here on is taken back by the next run on the node.
-  await writeIntent(shell, request, undoOf(step, journal), `install Kata ${step.version} at ${tree} and switch ${KATA_PATH} to it`, { keepFirst: true });
+  // Both records are small: their text rides in the script (journal.ts printText), in front of the first change,
+  // which is the first tarball's receive when a tree is extracted (one command), or a command of their own.
+  const stateWrite = state.journal === undefined
+    ? sh`${bin.mkdir} -p ${RELEASE_JOURNAL_DIR} && ${bin.tee} ${`${journalPath}.katafleet-tmp`} >/dev/null && ${bin.mv} -f ${`${journalPath}.katafleet-tmp`} ${journalPath}`
+    : undefined;
+  const stateText = Object.entries(journal).map(([key, value]) => `${key}=${value}\n`).join('');
+  const intent = intentWrite(shell, request, undoOf(step, journal), `install Kata ${step.version} at ${tree} and switch ${KATA_PATH} to it`, { keepFirst: true });
+  const writes = [...(intent ? [{ command: intent.command, text: intent.stdin }] : []), ...(stateWrite ? [{ command: stateWrite, text: stateText }] : [])];
+  const printed = writes.map((write) => printText(write.text));
+  let records: Command | undefined;
+  if (writes.length > 0 && printed.every((print) => print !== undefined)) {
+    records = writes.map((write, i) => sh`${printed[i]!} | { ${write.command}
+}`).reduce((all, one) => sh`${all} && ${one}`);
+  } else {
+    for (const write of writes) await shell.run(write.command, { stdin: write.text, signal: undefined });
+  }
+  if (records && !needsTree) {
+    await shell.run(records, { signal: undefined });
+    records = undefined;
+  }
 
-  // (2) The version's tree: checked and extracted beside, renamed into place.
+  // (4) The switch (one rename) and (5) the kata-manager-style links, one after the other in one command, then the version.
+  const linking = links.map((link) => sh` && ${bin.ln} -sfn ${posix.join(KATA_PATH, 'bin', posix.basename(link))} ${link}`).reduce((all, one) => sh`${all}${one}`, sh``);
+  const switchCommands = {
+    switch: sh`${bin.ln} -sfn ${tree} ${KATA_PATH}.katafleet-new && ${bin.mv} -T ${KATA_PATH}.katafleet-new ${KATA_PATH}${linking}`,
+    version: sh`${posix.join(KATA_PATH, 'bin', 'kata-runtime')} --version`,
+  };
+  // (2) The version's tree: checked and extracted beside, renamed into place; when no tree at /opt/kata must move
+  // first (3), the switch rides on the extract's command, run only once the extract succeeded.
+  let switched: Record<'switch' | 'version', PartResult> | undefined;
   if (needsTree) {
     try {
-      await extractRelease(shell, bin, { version: step.version, fetch: step.fetch, tarballs, pin: sha256, runId });
+      switched = await extractRelease(shell, bin, { version: step.version, fetch: step.fetch, tarballs, pin: sha256, runId, records }, state.kata === 'dir' ? undefined : switchCommands);
     } catch (err) {
       // Nothing was switched yet: a first attempt that fails here leaves no journal and no /opt/kata-releases it made.
       if (state.journal === undefined) {
@@ -361,12 +384,7 @@ async function installRelease(shell: NodeShell, request: StepRequest<InstallStep
     }
     await shell.run(sh`${bin.mkdir} -p ${posix.dirname(aside)} && ${bin.mv} -T ${KATA_PATH} ${aside}`);
   }
-  // (4) The switch (one rename) and (5) the kata-manager-style links, one after the other in one command, then the version.
-  const linking = links.map((link) => sh` && ${bin.ln} -sfn ${posix.join(KATA_PATH, 'bin', posix.basename(link))} ${link}`).reduce((all, one) => sh`${all}${one}`, sh``);
-  const switched = await shell.readAll({
-    switch: sh`${bin.ln} -sfn ${tree} ${KATA_PATH}.katafleet-new && ${bin.mv} -T ${KATA_PATH}.katafleet-new ${KATA_PATH}${linking}`,
-    version: sh`${posix.join(KATA_PATH, 'bin', 'kata-runtime')} --version`,
-  });
+  switched ??= await shell.readAll(switchCommands);
   if (switched.switch.exitCode !== 0) {
     throw transientFailure('CommandFailed', `Node ${shell.name}: switching ${KATA_PATH} to ${tree}${links.length > 0 ? ` and linking ${links.join(', ')}` : ''} exited with ${switched.switch.exitCode}; trying again (the journal holds the undo)`);
   }
@@ -415,15 +433,18 @@ const NO_SHIM_EXIT = 73;
  * Gets each tarball onto the node (pushed by the worker or fetched there), checks it (sha256, members), extracts
  * them in order into one staging tree beside, and renames that into place with the marker (`sha256` = `pin`).
  * Commands: one per tarball to receive it, read its sha256 and list its members; one to extract, check for a shim,
- * write the marker and rename.
+ * write the marker and rename, which with `then` also switches /opt/kata and reads the version, only once the extract
+ * succeeded (their answers are returned: a failed switch is the caller's to report, the tree being in place).
  */
-async function extractRelease(shell: NodeShell, bin: ExtractPrograms, o: { version: string; tarballs: { url: string; sha256: string }[]; pin: string; fetch: 'worker' | 'node'; runId: string }): Promise<void> {
+async function extractRelease(shell: NodeShell, bin: ExtractPrograms, o: { version: string; tarballs: { url: string; sha256: string }[]; pin: string; fetch: 'worker' | 'node'; runId: string; records?: Command },
+  then?: Record<'switch' | 'version', Command>): Promise<Record<'switch' | 'version', PartResult> | undefined> {
   const run12 = o.runId.slice(0, 12).replace(/[^A-Za-z0-9-]/g, '');
   const staging = posix.join(KATA_RELEASES_DIR, `.extract-${run12}`);
   const dir = releaseDir(o.version);
   const incomings = o.tarballs.map((_, i) => posix.join(KATA_RELEASES_DIR, `.incoming-${run12}-${i}.${releaseExtension(o.version)}`));
   const cleanup = () => shell.run(sh`${bin.rm} -f ${incomings}`);
-  const prepare = sh`${bin.mkdir} -p ${KATA_RELEASES_DIR} && ${bin.chmod!} 0755 ${KATA_RELEASES_DIR} && ${bin.rm} -rf ${staging} ${incomings}`;
+  // The step's records (journal intent, state file) first when given: written before anything of the release reaches the node.
+  const prepare = sh`${o.records ? sh`${o.records} && ` : sh``}${bin.mkdir} -p ${KATA_RELEASES_DIR} && ${bin.chmod!} 0755 ${KATA_RELEASES_DIR} && ${bin.rm} -rf ${staging} ${incomings}`;
   for (const [i, tarball] of o.tarballs.entries()) {
     let received;
     try {
@@ -445,12 +466,29 @@ async function extractRelease(shell: NodeShell, bin: ExtractPrograms, o: { versi
   const tree = posix.join(staging, 'opt', 'kata');
   const shims = [posix.join(tree, 'bin', 'containerd-shim-kata-v2'), posix.join(tree, 'runtime-rs', 'bin', 'containerd-shim-kata-v2')];
   const extract = o.tarballs.map((tarball, i) => sh` && ${bin.tar!} ${compressionFlag(tarball.url)} -xf ${incomings[i]} -C ${staging}`).reduce((all, one) => sh`${all}${one}`, sh``);
-  const result = await whileHeartbeating(shell.run(sh`${bin.mkdir} -p ${staging}${extract} && { test -x ${shims[0]} || test -x ${shims[1]} || { ${bin.rm} -rf ${staging}; exit ${NO_SHIM_EXIT}; }; } && printf 'version=%s\nsha256=%s\n' ${o.version} ${o.pin} | ${bin.tee} ${releaseMarker(tree)} >/dev/null && ${bin.rm} -rf ${dir} && ${bin.mv} -T ${staging} ${dir} && ${bin.rm} -f ${incomings}`,
-  { timeoutMs: 10 * 60_000, allowExitCodes: [0, NO_SHIM_EXIT] }));
+  const extractCommand = sh`${bin.mkdir} -p ${staging}${extract} && { test -x ${shims[0]} || test -x ${shims[1]} || { ${bin.rm} -rf ${staging}; exit ${NO_SHIM_EXIT}; }; } && printf 'version=%s\nsha256=%s\n' ${o.version} ${o.pin} | ${bin.tee} ${releaseMarker(tree)} >/dev/null && ${bin.rm} -rf ${dir} && ${bin.mv} -T ${staging} ${dir} && ${bin.rm} -f ${incomings}`;
+  let result: { exitCode: number | null; stderr: string };
+  let switched: Record<'switch' | 'version', PartResult> | undefined;
+  if (then) {
+    // The switch and the version read run in the same command only once the extract succeeded (NodeShell.runInOrder).
+    const [extracted, switchPart, versionPart] = await shell.runInOrder([
+      { command: extractCommand },
+      { command: then.switch, when: { ok: [0] } },
+      { command: then.version, when: { ok: [1] } },
+    ], { timeoutMs: 10 * 60_000 });
+    result = { exitCode: extracted!.exitCode, stderr: extracted!.stdout };
+    if (result.exitCode !== 0 && result.exitCode !== NO_SHIM_EXIT) {
+      throw transientFailure('CommandFailed', `Node ${shell.name}: extracting ${o.tarballs.map((t) => t.url).join(' + ')} into ${dir} exited with ${result.exitCode}: ${result.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    }
+    if (switchPart !== undefined) switched = { switch: switchPart, version: versionPart ?? { stdout: '', exitCode: -1 } };
+  } else {
+    result = await whileHeartbeating(shell.run(extractCommand, { timeoutMs: 10 * 60_000, allowExitCodes: [0, NO_SHIM_EXIT] }));
+  }
   if (result.exitCode === NO_SHIM_EXIT) {
     await cleanup();
     throw permanentFailure(ReleaseTarballUnsafe, `Node ${shell.name}: ${o.tarballs.map((t) => t.url).join(' + ')} hold no Kata shim (neither opt/kata/bin/containerd-shim-kata-v2 nor opt/kata/runtime-rs/bin/containerd-shim-kata-v2); nothing was installed — a Kata 4.1+ release needs both kata-static and kata-go-static in tarballs, or check the url`);
   }
+  return switched;
 }
 
 /**
