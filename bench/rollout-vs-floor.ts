@@ -56,6 +56,9 @@ interface TracedCommand extends CommandEvent {
 interface TracedRequest extends KubeApiEvent {
   activity: string;
   workflowId: string;
+  /** The activity execution that sent it, and when (performance.now(), the command trace's clock). */
+  activityId?: string;
+  atMs?: number;
 }
 
 interface KatafleetRun {
@@ -172,8 +175,8 @@ async function runKatafleet(nodes: number, kube: 'api' | 'kubectl'): Promise<Kat
   const trace: TracedCommand[] = [];
   const requests: TracedRequest[] = [];
   observeKubeApi((event) => {
-    const { activity, workflowId } = currentActivity();
-    requests.push({ ...event, activity, workflowId });
+    const { activity, activityId, workflowId } = currentActivity();
+    requests.push({ ...event, activity, activityId, workflowId, atMs: performance.now() });
   });
   const pool = new SshPool({
     onCommand: (event) => trace.push({ ...event, ...currentActivity() }),
@@ -577,18 +580,26 @@ function report(nodes: number, katafleet: KatafleetRun, floor: Floor | undefined
   for (const activity of activities) {
     const commands = katafleet.trace.filter((c) => c.activity === activity);
     const busyMs = commands.reduce((sum, c) => sum + (c.endedMs - c.startedMs), 0);
-    // Idle: gaps between one command's end and the next command's start within the same activity of the same workflow.
+    // Idle: gaps between one command's end and the next command's start within the same activity execution in which
+    // it sent no Kubernetes API request (a gap with one is the activity waiting on the API: the pod, the Node).
     let idleMs = 0;
+    const requestTimes = new Map<string, number[]>();
+    for (const r of katafleet.requests) {
+      if (r.activity !== activity || r.atMs === undefined) continue;
+      const key = `${r.workflowId} ${r.activityId}`;
+      (requestTimes.get(key) ?? requestTimes.set(key, []).get(key)!).push(r.atMs);
+    }
     const byWorkflow = new Map<string, TracedCommand[]>();
     for (const c of commands) {
       const key = `${c.workflowId} ${c.activityId}`;
       (byWorkflow.get(key) ?? byWorkflow.set(key, []).get(key)!).push(c);
     }
-    for (const list of byWorkflow.values()) {
+    for (const [key, list] of byWorkflow) {
       list.sort((a, b) => a.startedMs - b.startedMs);
+      const sent = requestTimes.get(key) ?? [];
       let end = list[0].endedMs;
       for (const c of list.slice(1)) {
-        if (c.startedMs > end) idleMs += c.startedMs - end;
+        if (c.startedMs > end && !sent.some((at) => at >= end && at <= c.startedMs)) idleMs += c.startedMs - end;
         end = Math.max(end, c.endedMs);
       }
     }
@@ -598,7 +609,7 @@ function report(nodes: number, katafleet: KatafleetRun, floor: Floor | undefined
     out.push(`| ${activity} | ${fmt(commands.length / nodes, 1)} | ${fmt(commands.filter(isKubectl).length / nodes, 1)} | ${fmt(katafleet.requests.filter((r) => r.activity === activity).length / nodes, 1)} | ${fmt(busyMs / nodes / 1000)} s | ${fmt(idleMs / nodes / 1000)} s | ${queue.length ? `${fmt(quantile(queue, 0.5), 0)} ms` : '-'} | ${between.length ? `${fmt(quantile(between, 0.5), 0)} ms` : '-'} |`);
   }
   out.push('');
-  out.push(`idle inside activities (fixed sleeps, polls, local work): ${fmt(idleTotal / nodes / 1000)} s per node`);
+  out.push(`idle inside activities (fixed sleeps, polls, local work; not waits on the Kubernetes API): ${fmt(idleTotal / nodes / 1000)} s per node`);
   out.push(`this process (worker + API + client): CPU ${fmt(katafleet.cpuS, 1)} s over ${fmt(katafleet.wallS, 1)} s wall (${fmt((100 * katafleet.cpuS) / katafleet.wallS, 0)} % of one core), peak RSS ${fmt(katafleet.peakRssMiB, 0)} MiB; Temporal dev server CPU ${fmt(katafleet.serverCpuS, 1)} s`);
   const loop = katafleet.loopDelayMs;
   out.push(`this process's main event loop delay (activities, SSH, the worker's core callbacks): p50 ${fmt(loop.p50, 0)} ms, p90 ${fmt(loop.p90, 0)}, p99 ${fmt(loop.p99, 0)}, max ${fmt(loop.max, 0)}`);
