@@ -109,8 +109,9 @@ const simHere = !(process.argv.includes('--sim') && process.argv[process.argv.in
  * A fresh fleet of `nodes` workers and the control plane, in this process (its simulated kubelets' controller shares
  * the worker's event loop: about 4.5 s of CPU in a 20-node run). `--sim separate` runs it in a process of its own, as
  * `katafleet sim up` does; measured in session 7 (N = 20, quiet machine), that made both ways slower (floor 14.0 s,
- * katafleet 19.2 s, against 12.1 s and 16.4 s in this process; the ratio 1.38× against 1.36×): the detached fleet
- * is a session of its own, so the kernel's autogroup scheduling gives all its nodes together one share of the CPU.
+ * katafleet 19.2 s, against 12.1 s and 16.4 s in this process; the ratio 1.38× against 1.36×), most likely because
+ * the detached fleet is a session of its own, and the kernel's autogroup scheduling (on here) gives all its nodes
+ * together one share of the CPU.
  */
 async function freshFleet(nodes: number, label: string): Promise<BenchFleet> {
   const dir = join(await mkdtemp(join(tmpdir(), `kf-bench-${label}-`)), 'fleet');
