@@ -18,6 +18,7 @@ import { toResultFollowingDesiredState } from '../workflows/drift';
 import { nodeWorkflowId } from '../workflows/node';
 import { rolloutProgressQuery } from '../workflows/rollout-messages';
 import { runKatafleet, writeFleetInventory } from './helpers/cli';
+import { oneAtATimePlaybook } from './helpers/playbook-toml';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { configHashes, onNode, waitFor } from './rollout-helpers';
 
@@ -29,15 +30,7 @@ let worker: RunningTestWorker;
 let work: string;
 
 /** kata.toml's containerd and restart steps; `annotations` changes the runtime (and so the playbook's sha256). */
-const playbookToml = (name: string, annotations: string) => `
-[playbook]
-name = "${name}"
-
-[rollout]
-canary = 1
-wave_size = 1
-pause_between_waves = "0s"
-
+const playbookToml = (name: string, annotations: string) => oneAtATimePlaybook(name, `
 [[steps]]
 id = "containerd"
 kind = "containerd-patch"
@@ -53,7 +46,7 @@ id = "restart"
 kind = "service-restart"
 service = "containerd"
 wait_for_handlers = ["kata"]
-`;
+`);
 
 /** Runs the katafleet command as a user does, against the test's Temporal server. */
 const katafleet = (...args: string[]) => runKatafleet(env.address, args, 300_000);

@@ -108,6 +108,20 @@ const hangAfterSwap = (name: string, on: boolean) => onNode(nodes, name, on ? 't
  */
 const checkHanging = (name: string) => waitFor('sha256sum hanging after the swap', async () => ((await onNode(nodes, name, "pgrep -f '^/bin/sh /usr/local/bin/sha256sum' || true")).trim() ? true : undefined), 60_000, 100);
 
+/** A run on `name` terminated through Temporal while containerd-patch's swap is done (no workflow code runs after it); its run id. */
+async function terminateAfterSwap(name: string, runName: string): Promise<string> {
+  await hangAfterSwap(name, true);
+  try {
+    const handle = await start(name, patchAndRestart, runName);
+    await checkHanging(name);
+    const runId = (await handle.describe()).runId;
+    await handle.terminate('test: terminated mid containerd-patch');
+    return runId;
+  } finally {
+    await hangAfterSwap(name, false);
+  }
+}
+
 const katafleet = (...args: string[]) => runKatafleet(env.address, args, 120_000);
 
 describe('README "When things fail": a rollout cancelled or terminated through Temporal mid containerd-patch', () => {
@@ -136,16 +150,7 @@ describe('README "When things fail": a rollout cancelled or terminated through T
 
   it('terminated after the swap: the next run finds the journal and restores the config byte-exact before doing anything', async () => {
     const before = await configSha('j-term');
-    await hangAfterSwap('j-term', true);
-    let terminatedRun: string;
-    try {
-      const handle = await start('j-term', patchAndRestart, 'terminate-after-swap');
-      await checkHanging('j-term');
-      terminatedRun = (await handle.describe()).runId;
-      await handle.terminate('test: terminated mid containerd-patch');
-    } finally {
-      await hangAfterSwap('j-term', false);
-    }
+    const terminatedRun = await terminateAfterSwap('j-term', 'terminate-after-swap');
     // No workflow code ran: the node is changed, and its journal says so.
     expect(await configSha('j-term')).not.toBe(before);
     expect(await journalListing('j-term')).toBe(terminatedRun);
@@ -164,16 +169,7 @@ describe('README "When things fail": a rollout cancelled or terminated through T
   // the prepareNode activity runs only when that check finds something.
   it('terminated after the swap, then a run with steps: its first step finds the journal, the run recovers it, then runs its steps', async () => {
     const before = await configSha('j-term');
-    await hangAfterSwap('j-term', true);
-    let terminatedRun: string;
-    try {
-      const handle = await start('j-term', patchAndRestart, 'terminate-again');
-      await checkHanging('j-term');
-      terminatedRun = (await handle.describe()).runId;
-      await handle.terminate('test: terminated mid containerd-patch');
-    } finally {
-      await hangAfterSwap('j-term', false);
-    }
+    const terminatedRun = await terminateAfterSwap('j-term', 'terminate-again');
     expect(await configSha('j-term')).not.toBe(before);
     const next = await start('j-term', patchAndRestart, 'after-termination-with-steps');
     const result = await next.result();

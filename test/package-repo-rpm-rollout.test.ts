@@ -13,6 +13,7 @@ import type { RpmRepositories } from '../sim/rpm-repo';
 import { sshRun } from '../sim/ssh-run';
 import { taskQueue } from '../worker/connection';
 import { runKatafleet, writeFleetInventory } from './helpers/cli';
+import { oneAtATimePlaybook } from './helpers/playbook-toml';
 import { fold, missingProofTests, unprovenSentences, type Proof } from './helpers/proof-table';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 
@@ -25,15 +26,7 @@ let repos: RpmRepositories;
 /** The playbook: package-repo (dnf) from the mirror, prereq-check after it, containerd wiring, restart. */
 const playbookToml = (name: string) => {
   const url = `http://127.0.0.1:${fleet.mirror.port}/${repos.obs.fedoraPath}`;
-  return `
-[playbook]
-name = "${name}"
-
-[rollout]
-canary = 1
-wave_size = 1
-pause_between_waves = "0s"
-
+  return oneAtATimePlaybook(name, `
 [[steps]]
 id = "install"
 kind = "package-repo"
@@ -65,7 +58,7 @@ id = "restart"
 kind = "service-restart"
 service = "containerd"
 wait_for_handlers = ["kata"]
-`;
+`);
 };
 
 const katafleet = (...args: string[]) => runKatafleet(env.address, args, 300_000);
