@@ -47,16 +47,28 @@ export async function commitOnNode(shell: LockedShell, run: { runId: string; rol
 /**
  * A last step's commit (patch `node-commit-in-last-step`), after the step succeeded: `committed` in its outcome, or
  * nothing when the commit failed (the step's work stands; the run's commitRun activity then commits, with its retries).
+ * Only while the run's workflow still runs: a run terminated (or reset) while its last step finished leaves its
+ * journal, so that the next run takes the step back, as when the commit was the workflow's own activity.
  */
 export async function commitAfterLastStep(shell: LockedShell, request: StepRequest, outcome: StepOutcome): Promise<StepOutcome> {
   const commit = request.commitAfter;
   if (!commit) return outcome;
   const undos = [...(outcome.undo ? [outcome.undo] : []), ...commit.undos];
   try {
+    if (!(await runStillRunning(request.runId))) return outcome;
     return { ...outcome, committed: await commitOnNode(shell, { runId: request.runId, rolloutId: request.rolloutId, undos, desired: commit.desired }) };
   } catch {
     return outcome;
   }
+}
+
+/** Whether the workflow run of this activity (run `runId`) is still running, asked of Temporal; false when unknown. */
+async function runStillRunning(runId: string): Promise<boolean> {
+  const context = activityContext();
+  const execution = context?.info.workflowExecution;
+  if (!context || !execution || execution.runId !== runId) return false;
+  const description = await context.client.workflow.getHandle(execution.workflowId, execution.runId).describe();
+  return description.status.name === 'RUNNING';
 }
 
 /** What the recovery activities receive: the node and the run. */
