@@ -3,7 +3,7 @@
  * module that will not load, `kata-runtime check` failing) before anything on it is changed, then
  * loads the missing modules and persists them in modules-load.d.
  */
-import { sh, type Command } from '../ssh';
+import { MESSAGE_TAIL_BYTES, sh, tail, type Command } from '../ssh';
 import type { PrereqCheckStep } from '../../playbooks/schema';
 import type { StepOutcome, StepRequest, Undo } from '../node-types';
 import { backupPathFor } from './containerd-patch';
@@ -224,12 +224,16 @@ function kataVerdict(shell: NodeShell, result: PartResult): string {
       `kata-runtime is not installed on node ${shell.name}: a prereq-check with run_kata_check = true must come after the package-install step that installs Kata`);
   }
   const output = result.stdout;
+  // Failures go into Temporal history for good: at most the output's last 4 KiB, as the SSH pool's own failures
+  // (a node's tool may print file contents or tokens first).
+  const kept = output.trim();
+  const cut = Buffer.byteLength(kept) > MESSAGE_TAIL_BYTES ? ` (output, last ${MESSAGE_TAIL_BYTES / 1024} KiB)` : '';
   if (result.exitCode !== 0 && result.exitCode !== 1) {
-    throw transientFailure('CommandFailed', `Node ${shell.name}: kata-runtime check exited with ${result.exitCode}: ${output.trim().split('\n').slice(-3).join(' | ')}`);
+    throw transientFailure('CommandFailed', `Node ${shell.name}: kata-runtime check exited with ${result.exitCode}${cut}: ${tail(kept)}`);
   }
   if (result.exitCode !== 0) {
     const errors = output.split('\n').map((l) => l.trim()).filter((l) => /^(ERROR|ERRO|WARN)|not found|not capable/i.test(l));
-    throw notCapable(shell, `kata-runtime check failed: ${(errors.length > 0 ? errors : [output.trim()]).join('; ')}`);
+    throw notCapable(shell, `kata-runtime check failed: ${errors.length > 0 ? tail(errors.join('; ')) : `${tail(kept)}${cut}`}`);
   }
   return output.split('\n').map((l) => l.trim()).find((l) => /capable/i.test(l)) ?? 'passed';
 }
