@@ -89,10 +89,16 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       queuePathCheck(shell);
       return work(shell);
     }
+    // A run's first step: whatever stops it before its check of the node is done (the node's login refused, the lock,
+    // the check itself) is left to the run's prepareNode activity.
+    let checked = !request.firstOfRun;
     return withStepLock(pool, request, async (shell) => {
       queuePathCheck(shell);
-      if (request.firstOfRun) await checkNodeBeforeFirstStep(shell, request).catch((err: unknown) => { throw notCheckedFailure(request.node.name, err); });
+      if (request.firstOfRun) await checkNodeBeforeFirstStep(shell, request);
+      checked = true;
       return commitAfterLastStep(shell, request, await work(shell));
+    }).catch((err: unknown) => {
+      throw checked ? err : notCheckedFailure(request.node.name, err);
     });
   };
   return {
