@@ -75,7 +75,7 @@ const CANDIDATE_NOT_WRITTEN = 'katafleet-candidate-not-written';
  */
 async function readPatchState(shell: NodeShell, configPath: string, backupPath: string, absentMarker: string): Promise<{ config?: string; backupSha?: string; absent: boolean }> {
   const parts = await shell.readAll({
-    config: sh`if test -f ${configPath}; then ${shell.tool('cat')} ${configPath}; else exit 3; fi`,
+    config: shell.readFileCommand(configPath),
     backupSha: sh`if test -f ${backupPath}; then ${shell.tool('sha256sum')} ${backupPath}; else exit 3; fi`,
     absent: sh`test -e ${absentMarker}`,
   });

@@ -171,8 +171,13 @@ export class NodeShell {
 
   /** A regular file's bytes as text, or undefined when there is no such file. */
   async readFile(path: string): Promise<string | undefined> {
-    const result = await this.run(sh`if test -f ${path}; then ${this.tool('cat')} ${path}; else exit 3; fi`, { allowExitCodes: [0, 3] });
+    const result = await this.run(this.readFileCommand(path), { allowExitCodes: [0, 3] });
     return result.exitCode === 0 ? result.stdout : undefined;
+  }
+
+  /** The command {@link readFile} sends: the file's bytes, or exit 3 when there is no such regular file (for readAll parts). */
+  readFileCommand(path: string): Command {
+    return sh`if test -f ${path}; then ${this.tool('cat')} ${path}; else exit 3; fi`;
   }
 
   async exists(path: string): Promise<boolean> {

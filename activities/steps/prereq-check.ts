@@ -38,7 +38,7 @@ const PERSIST_PROGRAMS = ['cp', 'ln', 'rm', 'mkdir', 'tee', 'chmod', 'chown', 'm
 async function readPrereqState(shell: NodeShell, request: StepRequest<PrereqCheckStep>) {
   const { step } = request;
   const modules = [...step.modules, ...step.modules_any_of.flat()];
-  const fileOrExit3 = (path: string) => sh`if test -f ${path}; then ${shell.tool('cat')} ${path}; else exit 3; fi`;
+  const fileOrExit3 = (path: string) => shell.readFileCommand(path);
   const sha256OrExit3 = (path: string) => sh`if test -f ${path}; then ${shell.tool('sha256sum')} ${path}; else exit 3; fi`;
   const persist = step.persist_modules && modules.length > 0;
   const kataCheckWithReads = step.run_kata_check && step.cpu_flags.length === 0 && !step.require_kvm && modules.length === 0;

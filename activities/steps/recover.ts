@@ -84,7 +84,7 @@ function parseQuarantine(node: string, text: string): QuarantineMarker {
  */
 async function readRunState(shell: NodeShell): Promise<{ marker?: QuarantineMarker; journals: string[] }> {
   const parts = await shell.readAll({
-    marker: sh`if test -f ${QUARANTINE_PATH}; then ${shell.tool('cat')} ${QUARANTINE_PATH}; else exit 3; fi`,
+    marker: shell.readFileCommand(QUARANTINE_PATH),
     journals: journalListing(),
   });
   if (parts.marker.exitCode !== 0 && parts.marker.exitCode !== 3) throw new Error(`reading ${QUARANTINE_PATH} on node ${shell.name} failed (exit ${parts.marker.exitCode})`);
