@@ -13,14 +13,11 @@ import { commitJournal } from './steps/journal';
 import { lockOwner, lockRank, withNodeLock, type LockedShell } from './steps/node-lock';
 import { NodeShell } from './steps/node-shell';
 import { prepareNode, quarantine, readQuarantine, recoverRun, releaseQuarantine } from './steps/recover';
-import { activityContext } from './steps/step-runtime';
+import { activityContext, attemptDeadline } from './steps/step-runtime';
 
 /** How long an activity may wait for the node's lock: two thirds of what its attempt has left (the rest is for its work). */
 function lockWaitMs(fallbackMs: number): number {
-  const info = activityContext()?.info;
-  const budget = info?.startToCloseTimeoutMs || fallbackMs;
-  const started = info?.currentAttemptScheduledTimestampMs ?? Date.now();
-  return Math.max(0, ((started + budget - Date.now()) * 2) / 3);
+  return Math.max(0, ((attemptDeadline(fallbackMs) - Date.now()) * 2) / 3);
 }
 
 /**

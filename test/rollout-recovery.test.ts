@@ -2,8 +2,10 @@
 // Temporal dev server being stopped and started again on its SQLite file, and still patches every
 // node exactly once.
 //
-// Cost: four nodes in waves of one, kata.toml's node steps (prereq, install, containerd, restart), so
-// that the worker dies while one node is mid-install and the server stops while another one works.
+// Cost: four nodes in waves of one, kata.toml's node steps (prereq, install, containerd, restart). The moments are
+// made, not caught: a node's step takes a fraction of a second, too short to catch by polling (CI once missed r-3's
+// containerd step that way), so r-2's and r-3's `systemctl restart` hang (the fleet's command-hangs fault) until the
+// test lets them go: the worker dies while r-2 restarts containerd, and the server stops while r-3 does.
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,8 +16,7 @@ import { PackageInstallStep } from '../playbooks/schema';
 import { addObsSourceCommand } from '../sim/packages';
 import { startDevServer, type RunningDevServer } from '../worker/dev-server';
 import { nodeWorkflowId } from '../workflows/node';
-import { nodeProgressQuery, type NodeProgress } from '../workflows/node-messages';
-import { rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
+import type { RolloutProgress } from '../workflows/rollout-messages';
 import { activitiesInHistory } from './helpers/node-workflow';
 import { startWorkerProcess, type WorkerProcess } from './helpers/worker-process';
 import { childTimeline, configBackups, configHashes, historiesOfAllRuns, inventoryOf, kataSubset, nodeOf, onNode, waitFor } from './rollout-helpers';
@@ -59,8 +60,9 @@ describe('a rollout across crashes', () => {
     let client = await connect(server.address);
 
     const before = await configHashes(fleet, nodes);
-    // kata.toml's node steps, but the install from a package (the OBS-style repository's kata-containers .deb): apt takes
-    // long enough for the worker to be killed in the middle of it, where kata.toml's tarball install is over in a second.
+    for (const name of ['r-2', 'r-3']) await fleet.setFault(name, 'command-hangs', true);
+    // kata.toml's node steps, but the install from a package (the OBS-style repository's kata-containers .deb), so that
+    // "exactly once" also covers a package manager's install.
     const kata = await kataSubset(['prereq', 'install', 'containerd', 'restart'], 'kata-node-steps');
     const packageInstall = PackageInstallStep.parse({ id: 'install', kind: 'package-install', packages: [{ name: 'kata-containers', version: '3.2.0' }], remove_on_rollback: true, timeout: '10m', retry: { max_attempts: 3, initial_interval: '10s', backoff: 2 } });
     const playbook = { ...kata, steps: kata.steps.map((step) => (step.id === 'install' ? packageInstall : step)) };
@@ -68,24 +70,21 @@ describe('a rollout across crashes', () => {
       requestId: 'recovery-1',
       overrides: { canary: 1, wave_size: 1, failure_budget: 0, pause_between_waves: '0s' },
     });
-    const nodeAt = async (name: string, step: string): Promise<NodeProgress | undefined> => {
-      const progress = await client.workflow.getHandle(started.workflowId).query(rolloutProgressQuery);
-      if (progress.nodes.find((node) => node.name === name)?.status !== 'running') return undefined;
-      const node = await client.workflow.getHandle(nodeWorkflowId(name)).query(nodeProgressQuery).catch(() => undefined);
-      return node?.currentStep === step ? node : undefined;
-    };
+    const restartHanging = async (name: string) => ((await onNode(fleet, name, "pgrep -f '^(/bin/bash |bash )?/usr/local/sbin/systemctl restart containerd' || true")).trim() !== '' ? true : undefined);
 
-    // 1. The worker dies (SIGKILL) while r-2 installs Kata; another worker takes over.
-    await waitFor('r-2 installing', () => nodeAt('r-2', 'install'), 180_000);
+    // 1. The worker dies (SIGKILL) while r-2 restarts containerd; another worker takes over.
+    await waitFor('r-2 restarting containerd', () => restartHanging('r-2'), 300_000);
     await workers[0].kill();
     workers.push(await startWorkerProcess(server.address, workerLog));
+    await fleet.setFault('r-2', 'command-hangs', false);
 
-    // 2. Temporal stops while r-3 works, and starts again on the same SQLite file.
-    await waitFor('r-3 running', () => nodeAt('r-3', 'containerd'), 300_000);
+    // 2. Temporal stops while r-3 restarts containerd, and starts again on the same SQLite file.
+    await waitFor('r-3 restarting containerd', () => restartHanging('r-3'), 300_000);
     await server.stop();
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     server = await startDevServer(options);
     client = await connect(server.address);
+    await fleet.setFault('r-3', 'command-hangs', false);
 
     const result: RolloutProgress = await client.workflow.getHandle(started.workflowId).result();
     expect(result.phase).toBe('succeeded');
@@ -99,8 +98,8 @@ describe('a rollout across crashes', () => {
       expect(await onNode(fleet, name, 'grep -c "runtimes.kata\\]" /etc/containerd/config.toml')).toBe('1\n');
       expect(await onNode(fleet, name, "dpkg-query -W -f='${Version} ${Status}' kata-containers")).toBe('3.2.0 install ok installed');
     }
-    // The kill really hit r-2 mid-install: the attempt the dead worker had started timed out, the new worker's retry completed.
+    // The kill really hit r-2 mid-restart: the attempt the dead worker had started timed out, the new worker's retry completed.
     const r2Activities = activitiesInHistory(await client.workflow.getHandle(nodeWorkflowId('r-2')).fetchHistory());
-    expect(r2Activities.find((activity) => activity.activityType === 'packageInstall')).toMatchObject({ result: 'completed', attempt: 2 });
+    expect(r2Activities.find((activity) => activity.activityType === 'serviceRestart')).toMatchObject({ result: 'completed', attempt: 2 });
   }, 600_000);
 });

@@ -7,6 +7,7 @@ import { createDriftScheduleActivities } from '../activities/drift-schedule';
 import { createNodeActivities } from '../activities/node-activities';
 import { createInventoryActivities } from '../activities/inventory-history';
 import { SshPool } from '../activities/ssh';
+import { markAttemptStarted } from '../activities/steps/step-runtime';
 import { taskQueue, temporalTargetFromEnv, type TemporalTarget } from './connection';
 import { activityLogAttributes } from './logging';
 import { katafleetVersion } from './version';
@@ -54,7 +55,8 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
     activities: workerActivities(pool),
     maxConcurrentActivityTaskExecutions: options.maxConcurrentActivityTaskExecutions ?? 200,
     ...cacheOption(options.maxCachedWorkflows ?? process.env.KATAFLEET_MAX_CACHED_WORKFLOWS),
-    interceptors: { activity: [() => activityLogAttributes()] },
+    // Each attempt's start, as it begins: its start-to-close counts from here, not from when it was scheduled.
+    interceptors: { activity: [(context) => (markAttemptStarted(context), activityLogAttributes())] },
     // A step's activity stops within seconds of a cancel; a shutdown must not wait longer than that (katafleet up: 10 s).
     shutdownGraceTime: '5s',
     shutdownForceTime: '8s',

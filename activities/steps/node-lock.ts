@@ -23,7 +23,7 @@ import { quote, sh, type Command, type CommandResult, type RunOptions, type SshP
 import type { NodeTarget } from '../node-types';
 import type { ProbedProgram } from '../ssh/programs';
 import { NodeShell, type PartResult } from './node-shell';
-import { activityContext, pause, permanentFailure, transientFailure } from './step-runtime';
+import { activityContext, attemptDeadline, pause, permanentFailure, transientFailure } from './step-runtime';
 
 /** katafleet's directory on a node: markers, journal, lock, quarantine. */
 export const KATAFLEET_DIR = '/var/lib/katafleet';
@@ -70,13 +70,6 @@ export function lockRank(position: number, attempt = activityContext()?.info.att
 /** Who holds a lease: `<run id>/<what>/<attempt>`, e.g. `0192…/step-containerd/2`. */
 export function lockOwner(runId: string, what: string, attempt = activityContext()?.info.attempt ?? 1): string {
   return `${runId}/${what}/${attempt}`;
-}
-
-/** The end of this attempt (worker clock): its start-to-close after it was scheduled, or `fallbackMs` from now outside an activity. */
-function attemptDeadline(fallbackMs: number): number {
-  const info = activityContext()?.info;
-  const budget = info?.startToCloseTimeoutMs || fallbackMs;
-  return (info?.currentAttemptScheduledTimestampMs ?? Date.now()) + budget;
 }
 
 /** A lease lasts 30 s (never past the attempt's start-to-close); renewed before a command when less than 10 s are left. */

@@ -17,6 +17,29 @@ export function activityContext(): Context | undefined {
   }
 }
 
+/** When each running attempt started on this worker (the worker's clock), keyed by its context. */
+const attemptStarts = new WeakMap<Context, number>();
+
+/**
+ * Notes that the attempt of `context` starts now. The worker calls it (an activity interceptor) as it begins an
+ * attempt; outside such a worker the attempt's first question about its time counts as its start.
+ */
+export function markAttemptStarted(context: Context): void {
+  if (!attemptStarts.has(context)) attemptStarts.set(context, Date.now());
+}
+
+/**
+ * The end of the current attempt (worker clock): its start-to-close timeout after the attempt started, which is when
+ * a worker took it from the task queue, not when it was scheduled. An attempt that waited in the queue behind others
+ * (a wave wider than the worker's activity slots) still has its whole budget. `fallbackMs` from now outside an activity.
+ */
+export function attemptDeadline(fallbackMs: number): number {
+  const context = activityContext();
+  if (!context) return Date.now() + fallbackMs;
+  markAttemptStarted(context);
+  return (attemptStarts.get(context) as number) + (context.info.startToCloseTimeoutMs || fallbackMs);
+}
+
 /**
  * Awaits `promise`, heartbeating every {@link HEARTBEAT_INTERVAL_MS} until it settles, so that a
  * long command (apt-get, a drain) keeps the activity alive and a dead worker is still noticed.
