@@ -40,6 +40,7 @@ import { runUndo } from './steps/undo';
 import { verificationPod } from './steps/verification-pod';
 import { commitAfterLastStep, createRecoveryActivities, withStepLock } from './node-recovery';
 import { checkNodeBeforeFirstStep, NodeNeedsPrepare, notCheckedFailure } from './steps/recover';
+import { kindsWithoutNodeLock } from '../workflows/step-activities';
 
 /** What the step activities need: the worker's SSH pool (one connection per node, shared by all activities). */
 export interface NodeActivityDeps {
@@ -69,12 +70,12 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     if (step.kind !== kind) {
       throw permanentFailure(StepRefused, stepRefusedMessage(`a ${JSON.stringify(step.kind)} step given to the ${kind} activity`, [{ path: 'kind', message: `must be "${kind}"` }]));
     }
+    // A step kind that does not hold the node's lock cannot make the run's first check (the workflow never asks it
+    // to, from the same set): the run's own prepare activity does.
+    if (request.journal && request.firstOfRun && kindsWithoutNodeLock.has(kind)) {
+      throw permanentFailure(NodeNeedsPrepare, `a ${kind} step does not hold the node's lock, so it cannot check node ${request.node.name} before the run's first step`);
+    }
     return { ...request, step };
-  };
-  /** A step kind that does not hold the node's lock cannot make the run's first check: the run's own prepare activity does. */
-  const unlockedFirst = <R extends StepRequest>(request: R): R => {
-    if (request.journal && request.firstOfRun) throw permanentFailure(NodeNeedsPrepare, `a ${request.step.kind} step does not hold the node's lock, so it cannot check node ${request.node.name} before the run's first step`);
-    return request;
   };
   /**
    * The step's shell: for journaling runs, one holding the node's lock for the step's whole remote work. The step's
@@ -136,7 +137,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     },
     /** `readiness-gate`: Node Ready and its runtimeHandlers (or, where the kubelet does not report them, the node's CRI) listing the handlers. */
     async readinessGate(request: StepRequest<ReadinessGateStep>): Promise<StepOutcome> {
-      const admitted = unlockedFirst(await admit('readiness-gate', request));
+      const admitted = await admit('readiness-gate', request);
       return readinessGate(shellFor(admitted.node), pool, admitted);
     },
     /** `node-label`: sets the labels that differ; undo removes the ones this run added. */
@@ -146,7 +147,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     },
     /** `runtime-class`: server-side apply of a node.k8s.io/v1 RuntimeClass (or delete). */
     async runtimeClass(request: StepRequest<RuntimeClassStep>): Promise<StepOutcome> {
-      return runtimeClass(pool, unlockedFirst(await admit('runtime-class', request)));
+      return runtimeClass(pool, await admit('runtime-class', request));
     },
     /** `verification-pod`: a pod with the RuntimeClass on this node must run a kernel other than the host's. */
     async verificationPod(request: StepRequest<VerificationPodStep>): Promise<StepOutcome> {

@@ -6,7 +6,11 @@ import { handlersFromConfigDump, handlersFromCrictlInfo } from '../activities/st
 import { describeHandlerCheck, passesGate } from '../activities/steps/readiness-gate';
 import { runtimeClassManifest, sameRuntimeClass } from '../activities/steps/runtime-class';
 import { latestWarning, verificationPodName } from '../activities/steps/verification-pod';
-import { RuntimeClassStep } from '../playbooks/schema';
+import { ReadinessGateStep, RuntimeClassStep } from '../playbooks/schema';
+import { createNodeActivities } from '../activities/node-activities';
+import { SshPool } from '../activities/ssh';
+import type { StepRequest } from '../activities/node-types';
+import { activityByKind, kindsWithoutNodeLock, NodeNeedsPrepare } from '../workflows/step-activities';
 
 describe('reading a node', () => {
   it('finds the CPU flags of /proc/cpuinfo on x86 and arm64', () => {
@@ -91,5 +95,17 @@ describe('reading Kubernetes', () => {
     expect(manifest).toMatchObject({ apiVersion: 'node.k8s.io/v1', handler: 'kata', scheduling: { nodeSelector: { 'katacontainers.io/kata-runtime': 'true' } }, overhead: { podFixed: { cpu: '250m', memory: '160Mi' } } });
     expect(sameRuntimeClass(structuredClone(manifest), manifest)).toBe(true);
     expect(sameRuntimeClass({ ...manifest, overhead: { podFixed: { cpu: '500m', memory: '160Mi' } } }, manifest)).toBe(false);
+  });
+});
+
+describe('a run whose first step holds no node lock', () => {
+  // workflows/node.ts never folds the run's check into such a step; the activity refuses it anyway, from the same set.
+  it.each([...kindsWithoutNodeLock])('a %s step asked to check the node before the run refuses with NodeNeedsPrepare, contacting nothing', async (kind) => {
+    const step = kind === 'runtime-class' ? RuntimeClassStep.parse({ id: 'rc', kind, name: 'kata', handler: 'kata' }) : ReadinessGateStep.parse({ id: 'gate', kind });
+    // Port 1 on loopback: nothing listens there, so any contact would fail with another type.
+    const node = { name: 'worker-1', address: '127.0.0.1', port: 1, maxSessions: 4, connectTimeoutMs: 1_000, credentials: { profile: 'default', file: '/nonexistent/credentials.toml' } };
+    const activities = createNodeActivities({ pool: new SshPool() }) as unknown as Record<string, (request: StepRequest) => Promise<unknown>>;
+    const request: StepRequest = { runId: 'run-1', rolloutId: 'r', node, kubernetes: { kubectl: 'kubectl' }, step, drain: false, journal: true, firstOfRun: { steps: [step] } };
+    await expect(activities[activityByKind[kind]](request)).rejects.toMatchObject({ type: NodeNeedsPrepare, nonRetryable: true });
   });
 });

@@ -18,7 +18,7 @@ import type { KubernetesTarget, NodeTarget, RecoveryResult, StepOutcome, StepReq
 import type { createRecoveryActivities } from '../activities/node-recovery';
 import type { Step } from '../playbooks/schema';
 import { parseDuration } from '../playbooks/duration';
-import { activityByKind, kindsWithoutNodeLock } from './step-activities';
+import { activityByKind, kindsWithoutNodeLock, NodeNeedsPrepare } from './step-activities';
 import { nodeProgressQuery, type NodeProgress, type StepProgress } from './node-messages';
 import { searchAttributes } from './search-attributes';
 
@@ -38,9 +38,6 @@ type RecoveryActivities = ReturnType<typeof createRecoveryActivities>;
  * call commitRun.
  */
 export const nodePatches = { journal: 'node-journal', prepareInFirstStep: 'node-prepare-in-first-step', commitInLastStep: 'node-commit-in-last-step' } as const;
-
-/** The failure type of a first step that found the node quarantined or a journal to recover (activities/steps/recover.ts). */
-const NodeNeedsPrepare = 'NodeNeedsPrepare';
 
 /** Input of {@link nodeWorkflow}: plain data, validated before it gets here. */
 export interface NodeRolloutInput {

@@ -21,3 +21,9 @@ export const activityByKind = {
  * make a run's check before its first step, so a run that starts with one prepares the node with its own activity.
  */
 export const kindsWithoutNodeLock: ReadonlySet<Step['kind']> = new Set(['readiness-gate', 'runtime-class']);
+
+/**
+ * The failure of a run's first step that found something to recover on the node (or could not check it): the run
+ * then calls prepareNode and runs the step again. Thrown by the activities, recognised by nodeWorkflow.
+ */
+export const NodeNeedsPrepare = 'NodeNeedsPrepare';

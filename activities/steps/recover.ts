@@ -16,6 +16,7 @@ import { KATAFLEET_DIR, type LockedShell } from './node-lock';
 import type { NodeShell } from './node-shell';
 import { cancellationSignal, failureType, firstLine, permanentFailure } from './step-runtime';
 import { permanentUndoFailures, runUndo } from './undo';
+import { NodeNeedsPrepare } from '../../workflows/step-activities';
 
 /** The quarantine marker on a node. */
 export const QUARANTINE_PATH = `${KATAFLEET_DIR}/quarantine.json`;
@@ -110,9 +111,9 @@ async function runsToRecover(shell: NodeShell, runId: string, journals: readonly
 /**
  * The first step of a run found the node quarantined or a journal to recover, or could not make that check (the
  * node unreachable, a step refused, the lock busy): the run's prepareNode activity does it first, with its own retries
- * and messages. Never retried.
+ * and messages. Never retried. One name for both sides: the workflow recognises it.
  */
-export const NodeNeedsPrepare = 'NodeNeedsPrepare';
+export { NodeNeedsPrepare };
 
 /**
  * What a run's first step throws when anything before or in its check of the node fails: NodeNeedsPrepare, so that
