@@ -16,7 +16,7 @@
 //   npx tsx bench/rollout-vs-floor.ts [N] [--sim separate] [--kube api|kubectl] [--no-ansible] [--no-floor] [--ansible-only] [--keep-trace FILE] [--keep-histories DIR] [--floor-only TRACE]
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -32,7 +32,7 @@ import { cmd, flag, SshPool, type CommandEvent } from '../activities/ssh';
 import { KubeApi, kubeApiConfigFor, observeKubeApi, type KubeApiEvent } from '../activities/kube-api';
 import { runOnWorker } from '../activities/kubectl';
 import { kubernetesBinaries } from '../sim/control-plane';
-import { simProfile } from '../sim/inventory';
+import { giveProfileTheKubeconfig, kubernetesThroughProfile, workerKubeconfig } from './kube-access';
 import { readFleetRecord, startFleet, stopFleetInDir, type Fleet, type SimNode } from '../sim/fleet';
 import { freeLoopbackPort } from '../sim/addresses';
 import { sshRun } from '../sim/ssh-run';
@@ -137,25 +137,14 @@ const workerNodes = (fleet: BenchFleet) => fleet.nodes.filter((node) => node.rol
 
 const kubectlBinary = () => join(kubernetesBinaries().binDir, 'kubectl');
 
-/** The control plane's kubeconfig, for the worker: a copy it owns (mode 600). */
-async function workerKubeconfig(fleet: BenchFleet, dir: string): Promise<string> {
-  const file = join(dir, 'worker.kubeconfig');
-  await copyFile(fleet.controlPlane!.kubeconfig, file);
-  await chmod(file, 0o600);
-  return file;
-}
-
 /** Points the fleet's inventory at the API from the worker: its credential profile gets the kubeconfig. */
 async function useApiFromWorker(fleet: BenchFleet, dir: string): Promise<void> {
-  process.env.KATAFLEET_KUBECTL = kubectlBinary();
-  const credentials = join(fleet.dir, 'credentials.toml');
-  const kubeconfig = await workerKubeconfig(fleet, dir);
-  await writeFile(credentials, (await readFile(credentials, 'utf8')).replace(`[profiles.${simProfile}]\n`, `[profiles.${simProfile}]\nkubeconfig = ${JSON.stringify(kubeconfig)}\n`));
+  await giveProfileTheKubeconfig(fleet.dir, fleet.controlPlane!.kubeconfig, dir);
   const inventory = join(fleet.dir, 'inventory.toml');
   const text = await readFile(inventory, 'utf8');
   const kubernetes = /\[kubernetes\]\n(?:[^[\n][^\n]*\n)*/;
   if (!kubernetes.test(text)) throw new Error(`${inventory} has no [kubernetes] table`);
-  await writeFile(inventory, text.replace(kubernetes, `[kubernetes]\nprofile = ${JSON.stringify(simProfile)}\n\n`));
+  await writeFile(inventory, text.replace(kubernetes, `${kubernetesThroughProfile}\n`));
 }
 
 /** The activity that runs now, or `(none)`. */
@@ -363,7 +352,7 @@ async function runFloor(nodes: number, trace: TracedCommand[], requests: TracedR
     if (!controlPlane) throw new Error('the fleet has no control-plane host');
     let api: KubeApi | undefined;
     if (requests.length > 0) {
-      const kubeconfig = await workerKubeconfig(fleet, await mkdtemp(join(tmpdir(), 'kf-bench-floor-')));
+      const kubeconfig = await workerKubeconfig(fleet.controlPlane!.kubeconfig, await mkdtemp(join(tmpdir(), 'kf-bench-floor-')));
       const config = await kubeApiConfigFor(kubeconfig, async () => (await runOnWorker(cmd(kubectlBinary(), [flag('--kubeconfig'), kubeconfig, 'config', 'view', flag('--raw'), flag('--minify'), flag('--flatten'), flag('-o'), 'json']))).stdout);
       if ('kubectlOnly' in config) throw new Error(`the fleet's kubeconfig needs kubectl: ${config.kubectlOnly}`);
       api = new KubeApi(config);

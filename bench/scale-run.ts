@@ -24,6 +24,7 @@ import { startTestApi, testToken } from '../test/helpers/api';
 import { startTestTemporal } from '../test/helpers/temporal';
 import { startWorkerProcess, type WorkerProcess } from '../test/helpers/worker-process';
 import { childTimeline, historiesOfAllRuns } from '../test/rollout-helpers';
+import { giveProfileTheKubeconfig, kubernetesThroughProfile, useBenchKubectl } from './kube-access';
 
 type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
 
@@ -51,6 +52,12 @@ export interface ScaleOptions {
   log?: (line: string) => void;
   /** Wave size of the rollout. @default "25%" */
   waveSize?: string | number;
+  /**
+   * How node-label reaches Kubernetes: `kubectl` over SSH on the control plane (one kubectl process per label), or
+   * `api`, the API server from the worker with the kubeconfig of the credential profile (bench/kube-access.ts).
+   * @default "kubectl"
+   */
+  kube?: 'api' | 'kubectl';
 }
 
 export interface ScaleMeasurement {
@@ -114,9 +121,10 @@ labels = { "katacontainers.io/kata-runtime" = "true" }
 `;
 
 /** The inventory TOML of the control plane and `names`, each at `addressOf(its index)`. */
-export function inventoryToml(fleet: Fleet, names: string[], addressOf: (index: number) => string): string {
+export function inventoryToml(fleet: Fleet, names: string[], addressOf: (index: number) => string, kube: 'api' | 'kubectl' = 'kubectl'): string {
   const controlPlane = fleet.controlPlane!.host!;
-  const lines = ['[ssh]', `profile = "${simProfile}"`, '', '[kubernetes]', 'control_plane = "control-plane"', 'kubeconfig = "/root/.kube/config"', 'kubectl = "/usr/local/bin/kubectl"', ''];
+  const kubernetes = kube === 'api' ? [kubernetesThroughProfile] : ['[kubernetes]', 'control_plane = "control-plane"', 'kubeconfig = "/root/.kube/config"', 'kubectl = "/usr/local/bin/kubectl"', ''];
+  const lines = ['[ssh]', `profile = "${simProfile}"`, '', ...kubernetes];
   lines.push('[[nodes]]', 'name = "control-plane"', `address = "${controlPlane.address}"`, 'role = "control-plane"', '');
   names.forEach((name, index) => lines.push('[[nodes]]', `name = "${name}"`, `address = "${addressOf(index)}"`, ''));
   return lines.join('\n');
@@ -236,6 +244,9 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
     const fleetStarted = startFleet({ nodes: Array.from({ length: hostCount }, (_, i) => ({ name: `host-${i + 1}`, aliases: perHost })), kubernetes: true, dir: join(options.dir, 'fleet') });
     fleetStarted.then((started) => (fleet = started), () => undefined);
     env = await startTestTemporal();
+    const kube = options.kube ?? 'kubectl';
+    // The worker process takes KATAFLEET_KUBECTL from this environment: set before it starts.
+    if (kube === 'api') useBenchKubectl();
     const workerStarted = startWorkerProcess(env.address, join(options.dir, 'worker.log'), 300_000);
     workerStarted.then((started) => (worker = started), () => undefined);
     starting = [fleetStarted, workerStarted];
@@ -245,6 +256,7 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
     const addressOf = (index: number) => hosts[index % hostCount].aliases[Math.floor(index / hostCount)];
     const kubectl = join(kubernetesBinaries().binDir, 'kubectl');
     await registerKwokNodes(kubectl, fleet.controlPlane!.kubeconfig, names.map((name, index) => ({ name, address: addressOf(index) })));
+    if (kube === 'api') await giveProfileTheKubeconfig(fleet.dir, fleet.controlPlane!.kubeconfig, options.dir);
     let baseUrl: string;
     ({ app, baseUrl } = await startTestApi(env.client, { credentialsFile: join(fleet.dir, 'credentials.toml') }));
     log(`${options.nodes} names on ${hostCount} hosts (${perHost} each), ${options.nodes} kwok Nodes, dev server, worker and API up in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -255,7 +267,7 @@ export async function runScaleRollout(options: ScaleOptions): Promise<ScaleMeasu
     const response = await fetch(`${baseUrl}/v1/rollouts`, {
       method: 'POST',
       headers,
-      body: JSON.stringify({ playbook_toml: sharedHostPlaybook(options.waveSize ?? '25%'), inventory_toml: inventoryToml(fleet, names, addressOf), request_id: rolloutId }),
+      body: JSON.stringify({ playbook_toml: sharedHostPlaybook(options.waveSize ?? '25%'), inventory_toml: inventoryToml(fleet, names, addressOf, kube), request_id: rolloutId }),
     });
     const body = await response.text();
     if (response.status !== 202) throw new Error(`POST /v1/rollouts answered ${response.status}: ${body}`);

@@ -146,6 +146,7 @@ export const proofs: Proof[] = [
       'node-activities.test.ts': ['another process holding the dpkg lock: apt waits a bounded time, then DpkgLockBusy names the holder, nothing installed'],
     },
   },
+  { sentence: 'An attempt\'s time counts from its start', tests: { 'node-lock-queued.test.ts': ['a step that waited in the task queue longer than its timeout still has its whole timeout once it starts'] } },
   { sentence: '**Quarantine.**', tests: { 'node-journal.test.ts': ['an undo refused because the config changed since katafleet wrote it quarantines the node, with the exact fix'] } },
   {
     sentence: 'Every later rollout, undo and drift repair refuses it with `NodeQuarantined`',
