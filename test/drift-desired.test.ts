@@ -18,7 +18,7 @@ import { toResultFollowingDesiredState } from '../workflows/drift';
 import { nodeWorkflowId } from '../workflows/node';
 import { rolloutProgressQuery } from '../workflows/rollout-messages';
 import { runKatafleet, writeFleetInventory } from './helpers/cli';
-import { oneAtATimePlaybook } from './helpers/playbook-toml';
+import { containerdRestartPlaybook } from './helpers/playbook-toml';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { configHashes, onNode, waitFor } from './rollout-helpers';
 
@@ -29,24 +29,6 @@ let fleet: Fleet;
 let worker: RunningTestWorker;
 let work: string;
 
-/** kata.toml's containerd and restart steps; `annotations` changes the runtime (and so the playbook's sha256). */
-const playbookToml = (name: string, annotations: string) => oneAtATimePlaybook(name, `
-[[steps]]
-id = "containerd"
-kind = "containerd-patch"
-config_path = "/etc/containerd/config.toml"
-
-[[steps.runtimes]]
-name = "kata"
-runtime_type = "io.containerd.kata.v2"
-pod_annotations = [${annotations}]
-
-[[steps]]
-id = "restart"
-kind = "service-restart"
-service = "containerd"
-wait_for_handlers = ["kata"]
-`);
 
 /** Runs the katafleet command as a user does, against the test's Temporal server. */
 const katafleet = (...args: string[]) => runKatafleet(env.address, args, 300_000);
@@ -65,8 +47,8 @@ beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'kf-drift-desired-'));
   [env, fleet] = await Promise.all([startTestTemporal(), startFleet({ nodes: nodes.map((name) => ({ name, containerd: '1.6' as const })), dir: join(work, 'fleet') })]);
   worker = await runKatafleetWorker(env, taskQueue);
-  await writeFile(join(work, 'kata-a.toml'), playbookToml('kata-a', '"io.katacontainers.*"'));
-  await writeFile(join(work, 'kata-b.toml'), playbookToml('kata-b', ''));
+  await writeFile(join(work, 'kata-a.toml'), containerdRestartPlaybook('kata-a', '"io.katacontainers.*"'));
+  await writeFile(join(work, 'kata-b.toml'), containerdRestartPlaybook('kata-b', ''));
 }, 180_000);
 
 afterAll(async () => {

@@ -12,13 +12,15 @@
 // that waits while /run/kf-test-hang exists and config.toml already has the kata runtime (so only the
 // step's check after the swap hangs).
 import { writeFileSync } from 'node:fs';
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../api/server';
 import type { Undo } from '../activities/node-types';
+import { backupPathFor } from '../activities/steps/containerd-patch';
 import type { Step } from '../playbooks/schema';
 import { nodeExec, readFleetRecord } from '../sim/fleet';
 import { taskQueue } from '../worker/connection';
@@ -26,7 +28,8 @@ import { nodeWorkflowId, type nodeWorkflow, type NodeRolloutInput } from '../wor
 import type { NodeProgress } from '../workflows/node-messages';
 import { nodeProgressQuery } from '../workflows/node-messages';
 import { historyToJsonText } from './helpers/history-json';
-import { runKatafleet } from './helpers/cli';
+import { runKatafleet, writeFleetInventory } from './helpers/cli';
+import { containerdRestartPlaybook } from './helpers/playbook-toml';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { activitiesInHistory, kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
 
@@ -51,7 +54,7 @@ let api: FastifyInstance;
 const token = 'node-journal-test-token-0123456789abcdef';
 
 beforeAll(async () => {
-  [env, nodes] = await Promise.all([startTestTemporal(), startNodeFleet('node-journal', { nodes: [{ name: 'j-cancel' }, { name: 'j-term' }, { name: 'j-quar' }, { name: 'j-down' }, { name: 'j-clean' }, { name: 'j-commit' }] })]);
+  [env, nodes] = await Promise.all([startTestTemporal(), startNodeFleet('node-journal', { nodes: [{ name: 'j-cancel' }, { name: 'j-term' }, { name: 'j-quar' }, { name: 'j-down' }, { name: 'j-clean' }, { name: 'j-commit' }, { name: 'j-cli' }] })]);
   worker = await runKatafleetWorker(env, taskQueue);
   patchAndRestart = await kataSteps(['containerd', 'restart']);
   // The API reads inventories by name from its folder, with the fleet's credentials profile.
@@ -68,7 +71,7 @@ case "$1" in .tmp-*) if [ -e /run/kf-fail-commit-once ]; then rm -f /run/kf-fail
 exec /usr/bin/sync "$@"
 EOF
 chmod 0755 /usr/local/bin/sync`);
-  for (const name of ['j-cancel', 'j-term', 'j-quar', 'j-down']) {
+  for (const name of ['j-cancel', 'j-term', 'j-quar', 'j-down', 'j-cli']) {
     await onNode(nodes, name, `cat > /usr/local/bin/sha256sum <<'EOF'
 #!/bin/sh
 while [ -e /run/kf-test-hang ] && grep -q 'runtimes.kata' /etc/containerd/config.toml 2>/dev/null; do sleep 0.2; done
@@ -183,6 +186,29 @@ describe('README "When things fail": a rollout cancelled or terminated through T
     expect(await journalListing('j-term')).toBe('');
     await keepHistory(next, 'node-prepare-in-first-step-recovered');
   }, 240_000);
+
+  it('through the CLI: a rollout onto a node carrying a terminated run\'s journal takes that run back first, then patches the node', async () => {
+    const before = await configSha('j-cli');
+    const terminatedRun = await terminateAfterSwap('j-cli', 'terminate-before-cli');
+    expect(await journalListing('j-cli')).toBe(terminatedRun);
+    const work = await mkdtemp(join(tmpdir(), 'kf-node-journal-cli-'));
+    await writeFile(join(work, 'kata-node.toml'), containerdRestartPlaybook('kata-node'));
+    const rollout = await katafleet('rollout', join(work, 'kata-node.toml'), '--inventory', await writeFleetInventory(nodes.fleet, work, 'j-cli', ['j-cli']), '--follow', '--request-id', 'cli-after-termination');
+    expect(rollout).toMatchObject({ code: 0 });
+    expect(rollout.stdout).toMatch(/j-cli\s+succeeded/);
+
+    const node = env.client.workflow.getHandle<typeof nodeWorkflow>(nodeWorkflowId('j-cli'));
+    const result = await node.result();
+    expect(result.recovered).toEqual([expect.stringMatching(new RegExp(`^recovered the journal of run ${terminatedRun} \\(terminate-before-cli\\): containerd: restored /etc/containerd/config.toml`))]);
+    const activities = activitiesInHistory(await node.fetchHistory());
+    expect(activities.map((a) => `${a.activityType}:${a.result}`)).toEqual(['containerdPatch:failed', 'prepareNode:completed', 'containerdPatch:completed', 'serviceRestart:completed']);
+    expect(activities[0].failureType).toBe('NodeNeedsPrepare');
+    // The original bytes came back first: this run's backup holds them, and the config has one kata table.
+    const runId = (await node.describe()).runId;
+    expect(await onNode(nodes, 'j-cli', `/usr/bin/sha256sum ${backupPathFor('/etc/containerd/config.toml', runId)}`)).toMatch(new RegExp(`^${before} `));
+    expect(await onNode(nodes, 'j-cli', 'grep -c "runtimes.kata\\]" /etc/containerd/config.toml')).toBe('1\n');
+    expect(await journalListing('j-cli')).toBe('');
+  }, 300_000);
 
   it('a run whose node is clean schedules no prepareNode and no commitRun activity: its first step checks the node, its last one commits', async () => {
     const handle = await start('j-clean', patchAndRestart, 'clean-first-step');

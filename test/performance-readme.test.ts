@@ -59,6 +59,7 @@ export const proofs: Proof[] = [
     tests: {
       'node-journal.test.ts': [
         'terminated after the swap, then a run with steps: its first step finds the journal, the run recovers it, then runs its steps',
+        'through the CLI: a rollout onto a node carrying a terminated run\'s journal takes that run back first, then patches the node',
         'a last step whose commit fails leaves the commit to the run\'s commitRun activity: the run succeeds, committed once',
         'a later run is refused with nothing changed: NodeQuarantined with the reason and the fix',
       ],
