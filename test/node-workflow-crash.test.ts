@@ -26,6 +26,16 @@ beforeAll(async () => {
   [env, nodes] = await Promise.all([startTestTemporal(), startNodeFleet('node-workflow-crash', { nodes: [{ name: 'crash-patch' }, { name: 'crash-restart' }, { name: 'cancel' }] })]);
   workerLog = join(nodes.fleet.dir, '..', 'worker.log');
   patchAndRestart = await kataSteps(['containerd', 'restart']);
+  // crash-patch: the step is held before its swap, so that the kill comes mid-step, not after it (the step takes a
+  // fraction of a second: a watch for its backup once saw the swap already done). containerd-patch checks its
+  // backup's sha256 on the node before it swaps; that sha256sum (found first on PATH) waits while the flag exists
+  // and the config is not yet patched.
+  await onNode(nodes, 'crash-patch', `cat > /usr/local/bin/sha256sum <<'EOF'
+#!/bin/sh
+while [ -e /run/kf-test-hang-before-swap ] && ! grep -q 'runtimes.kata' /etc/containerd/config.toml 2>/dev/null; do sleep 0.2; done
+exec /usr/bin/sha256sum "$@"
+EOF
+chmod 0755 /usr/local/bin/sha256sum`);
   await startWorker();
 }, 300_000);
 
@@ -77,11 +87,14 @@ describe('the worker killed with SIGKILL mid-step, then restarted', () => {
   it('in the middle of containerd-patch: the workflow finishes, the config is patched once, one backup equal to the original', async () => {
     const original = await onNode(nodes, 'crash-patch', 'cat /etc/containerd/config.toml');
     const originalSha = await sha256Of('crash-patch', '/etc/containerd/config.toml');
+    await onNode(nodes, 'crash-patch', 'touch /run/kf-test-hang-before-swap');
     const handle = await startNode('crash-patch', patchAndRestart, 'kill-mid-patch');
 
     await backupAppears(nodes, 'crash-patch');
+    await waitFor('the step held before its swap', async () => ((await onNode(nodes, 'crash-patch', "pgrep -f '^/bin/sh /usr/local/bin/sha256sum' || true")).trim() ? true : undefined), 60_000, 100);
     await worker!.kill();
     const patchedAtKill = (await onNode(nodes, 'crash-patch', 'cat /etc/containerd/config.toml')) !== original;
+    await onNode(nodes, 'crash-patch', 'rm -f /run/kf-test-hang-before-swap');
     await startWorker();
 
     const result = await handle.result();
