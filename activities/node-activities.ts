@@ -98,7 +98,11 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       if (request.firstOfRun) await checkNodeBeforeFirstStep(shell, request);
       checked = true;
       return commitAfterLastStep(shell, request, await work(shell));
-    }).catch((err: unknown) => {
+    }).then((outcome) => {
+      // The run is over on this node: its connection is not kept for the idle sweep.
+      if (outcome.committed) pool.closeIfIdle(request.node.name);
+      return outcome;
+    }, (err: unknown) => {
       throw checked ? err : notCheckedFailure(request.node.name, err);
     });
   };

@@ -105,7 +105,10 @@ export function createRecoveryActivities(pool: SshPool) {
      * (desired.json) is written next, under the same lock (`desiredError` says why it could not be).
      */
     async commitRun(request: RunOnNode & { undos?: Undo[]; desired?: DesiredState }): Promise<{ desiredError?: string }> {
-      return locked(request, 'commit', (shell) => commitOnNode(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [], desired: request.desired }));
+      const committed = await locked(request, 'commit', (shell) => commitOnNode(shell, { runId: request.runId, rolloutId: request.rolloutId, undos: request.undos ?? [], desired: request.desired }));
+      // The run is over on this node: its connection is not kept for the idle sweep.
+      pool.closeIfIdle(request.node.name);
+      return committed;
     },
     /** `katafleet node release`: removes the quarantine marker and sets aside journals left on the node. */
     async releaseNode(request: RunOnNode): Promise<{ marker?: QuarantineMarker; journals: string[] }> {

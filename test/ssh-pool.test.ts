@@ -131,6 +131,23 @@ describe('SshPool against a simulated node', () => {
     }
   }, 60_000);
 
+  it('closeIfIdle (a node run\'s end) closes the node\'s connection at once, but never one a command still runs on', async () => {
+    const retiring = new SshPool({ connectTimeoutMs: 3_000 });
+    try {
+      const running = retiring.run(node, sh`sleep 2; echo done`);
+      await sleep(500);
+      retiring.closeIfIdle(node.name);
+      expect((await running).stdout).toBe('done\n');
+      expect(sshConnectionProcesses().connections).toHaveLength(1);
+      retiring.closeIfIdle(node.name);
+      for (let waited = 0; waited < 10_000 && sshConnectionProcesses().connections.length > 0; waited += 100) await sleep(100);
+      expect(sshConnectionProcesses().connections).toHaveLength(0);
+      expect((await retiring.run(node, cmd('hostname'))).stdout).toBe('node-1\n');
+    } finally {
+      await retiring.closeAll();
+    }
+  }, 60_000);
+
   it('reports every command to onCommand as sent (node, text, stdin, times, exit code; null when it failed)', async () => {
     const events: CommandEvent[] = [];
     const traced = new SshPool({ onCommand: (event) => events.push(event) });

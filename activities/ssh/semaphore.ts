@@ -13,6 +13,11 @@ export class Semaphore {
     return this.active;
   }
 
+  /** Callers waiting for a slot. */
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
   get capacity(): number {
     return this.limit;
   }
