@@ -18,6 +18,7 @@ import { searchAttributes } from '../workflows/search-attributes';
 import { runKatafleet, writeFleetInventory } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { configBackups, configHashes, waitFor } from './rollout-helpers';
+import { containerdRestartSteps } from './helpers/playbook-toml';
 
 const token = 'phase-test-token-0123456789abcdef0123456789';
 const nodes = ['p-1', 'p-2', 'p-3', 'p-4', 'p-5', 'p-6', 'race-1', 'race-2', 'up-1', 'up-2', 'cr-1', 'cr-2'];
@@ -32,22 +33,7 @@ let work: string;
 const playbookToml = `
 [playbook]
 name = "kata-node-steps"
-
-[[steps]]
-id = "containerd"
-kind = "containerd-patch"
-config_path = "/etc/containerd/config.toml"
-
-[[steps.runtimes]]
-name = "kata"
-runtime_type = "io.containerd.kata.v2"
-
-[[steps]]
-id = "restart"
-kind = "service-restart"
-service = "containerd"
-wait_for_handlers = ["kata"]
-`;
+${containerdRestartSteps()}`;
 
 /** Runs the katafleet command as a user does, against the test's Temporal server. */
 const katafleet = (...args: string[]) => runKatafleet(env.address, args, 300_000);

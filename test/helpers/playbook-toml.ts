@@ -14,11 +14,11 @@ ${steps.join('')}`;
 }
 
 /**
- * kata.toml's containerd and restart steps (no Kubernetes), one node at a time; `annotations` (a TOML array's items)
- * changes the runtime, and so the playbook's sha256.
+ * kata.toml's containerd and restart steps (no Kubernetes), as `[[steps]]` tables; `annotations` (a TOML array's
+ * items) gives the kata runtime `pod_annotations`, which changes the runtime and so the playbook's sha256.
  */
-export function containerdRestartPlaybook(name: string, annotations = ''): string {
-  return oneAtATimePlaybook(name, `
+export function containerdRestartSteps(annotations?: string): string {
+  return `
 [[steps]]
 id = "containerd"
 kind = "containerd-patch"
@@ -27,12 +27,16 @@ config_path = "/etc/containerd/config.toml"
 [[steps.runtimes]]
 name = "kata"
 runtime_type = "io.containerd.kata.v2"
-pod_annotations = [${annotations}]
-
+${annotations === undefined ? '' : `pod_annotations = [${annotations}]\n`}
 [[steps]]
 id = "restart"
 kind = "service-restart"
 service = "containerd"
 wait_for_handlers = ["kata"]
-`);
+`;
+}
+
+/** {@link containerdRestartSteps} in a playbook `name` that rolls out one node at a time. */
+export function containerdRestartPlaybook(name: string, annotations = ''): string {
+  return oneAtATimePlaybook(name, containerdRestartSteps(annotations));
 }
