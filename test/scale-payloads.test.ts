@@ -27,7 +27,7 @@ import { registerKwokNodes } from '../sim/kube-kwok-config';
 import { taskQueue } from '../worker/connection';
 import { assembleInventory, inventoryDigest, inventoryPieceNodes, sha256Hex, splitInventory } from '../workflows/inventory-pieces';
 import { nodeWorkflowId } from '../workflows/node';
-import { decodeStatuses, encodeStatuses, undosOnNodeWorkflow, type RolloutInput } from '../workflows/rollout';
+import { countNodes, countsOfCarried, decodeStatuses, encodeStatuses, undosOnNodeWorkflow, type RolloutInput } from '../workflows/rollout';
 import { maxProgressPageSize, type RolloutNodeResult, type RolloutProgress } from '../workflows/rollout-messages';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { historiesOfAllRuns } from './rollout-helpers';
@@ -79,6 +79,9 @@ describe('the inventory in pieces: pure parts', () => {
     expect(size(carried)).toBeLessThan(payloadBound);
     const back = decodeStatuses(planned, carried);
     expect(back.map((node) => node.status)).toEqual(ended.map((node) => node.status));
+    // What the next run answers while it reads its inventory back: the carried counts, not every node pending.
+    expect(countsOfCarried(carried)).toEqual(countNodes(ended));
+    expect(countsOfCarried(carried).pending).toBeLessThan(fleetSize);
     expect(back.filter((node) => node.busy).length).toBe(ended.filter((node) => node.busy).length);
     expect(back[0].facts).toEqual({ undos: undosOnNodeWorkflow });
     expect(back.every((node) => ['pending', 'succeeded'].includes(node.status) || (node.reason ?? '').length > 0)).toBe(true);

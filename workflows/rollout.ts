@@ -192,10 +192,13 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
   const received = receiveInventoryPieces();
   if (!patched(rolloutPatches.inventoryPieces)) throw ApplicationFailure.nonRetryable('an inventory in pieces needs a worker with the rollout-inventory-pieces change', 'InventoryIncomplete');
   const manifest = input.inventory;
+  // A run that continued as new reads its inventory back first: meanwhile it answers with the counts it carried,
+  // not with every node pending (a status poll saw "0/10000 done" at 9,245 done).
+  const carried = input.carried?.compact;
   setHandler(rolloutProgressQuery, () => ({
-    rolloutId: input.rolloutId, playbook: input.playbook.name, phase: 'running', currentWave: 0, waves: [], nodes: [], failureBudget: input.rollout.failure_budget, canary: input.rollout.canary,
-    counts: { total: manifest.nodes, succeeded: 0, failed: 0, running: 0, pending: manifest.nodes, skipped: 0 },
-    reason: `receiving the inventory: ${received.size} of ${manifest.pieces} pieces`, nodesPage: { pageSize: 0 },
+    rolloutId: input.rolloutId, playbook: input.playbook.name, phase: 'running', currentWave: input.carried?.nextWave ?? 0, waves: [], nodes: [], failureBudget: input.rollout.failure_budget, canary: input.rollout.canary,
+    counts: carried ? countsOfCarried(carried) : { total: manifest.nodes, succeeded: 0, failed: 0, running: 0, pending: manifest.nodes, skipped: 0 },
+    reason: carried ? `continued as new: reading the inventory back (${manifest.pieces} pieces)` : `receiving the inventory: ${received.size} of ${manifest.pieces} pieces`, nodesPage: { pageSize: 0 },
   }));
   const from = input.carried?.compact?.inventoryFrom;
   const assembled = await gatherInventory(manifest, received, from, readInventoryPiece, inventoryPiecesWait);
@@ -306,14 +309,7 @@ async function rolloutRun(input: RolloutInput, nodes: NodeTarget[], pieces: bool
   }
 
   function report(): RolloutPhase {
-    const counts = { total: results.length, succeeded: 0, failed: 0, running: 0, pending: 0, skipped: 0 };
-    for (const result of results) {
-      if (result.status === 'succeeded') counts.succeeded++;
-      else if (isNonSuccess(result)) counts.failed++;
-      else if (result.status === 'running') counts.running++;
-      else if (result.status === 'pending' || result.status === 'busy') counts.pending++;
-      else counts.skipped++;
-    }
+    const counts = countNodes(results);
     progress.counts = counts;
     if (!finished()) progress.phase = currentPhase();
     // Each upsert is a history event: only when a value the UI list shows has changed.
@@ -713,12 +709,35 @@ export function encodeStatuses(results: readonly RolloutNodeResult[]): Pick<Comp
   return { statuses, reasons };
 }
 
+/** The status a character of {@link CompactCarried.statuses} stands for. */
+function statusOfCode(code: string): NodeStatus {
+  return code === 'K' ? 'skipped' : code === 'S' ? 'succeeded' : (codeStatuses.get(code) ?? 'pending');
+}
+
+/** The counts of {@link RolloutProgress} for these nodes. Pure. */
+export function countNodes(results: readonly Pick<RolloutNodeResult, 'status' | 'busy'>[]): RolloutProgress['counts'] {
+  const counts = { total: results.length, succeeded: 0, failed: 0, running: 0, pending: 0, skipped: 0 };
+  for (const result of results) {
+    if (result.status === 'succeeded') counts.succeeded++;
+    else if (isNonSuccess(result)) counts.failed++;
+    else if (result.status === 'running') counts.running++;
+    else if (result.status === 'pending' || result.status === 'busy') counts.pending++;
+    else counts.skipped++;
+  }
+  return counts;
+}
+
+/** The counts the compact carried state holds (a node running when the run continued as new counts as pending). Pure. */
+export function countsOfCarried(carried: Pick<CompactCarried, 'statuses'>): RolloutProgress['counts'] {
+  return countNodes([...carried.statuses].map((code) => ({ status: statusOfCode(code), busy: code === 'K' })));
+}
+
 /** `planned` (every node pending, in plan order) with the state {@link encodeStatuses} carried. Pure. */
 export function decodeStatuses(planned: RolloutNodeResult[], carried: Pick<CompactCarried, 'statuses' | 'reasons'>): RolloutNodeResult[] {
   const reasons = new Map(carried.reasons);
   return planned.map((node, index) => {
     const code = carried.statuses[index] ?? 'p';
-    const status: NodeStatus = code === 'K' ? 'skipped' : code === 'S' ? 'succeeded' : (codeStatuses.get(code) ?? 'pending');
+    const status = statusOfCode(code);
     const reason = reasons.get(index) ?? (status === 'busy' ? 'node was busy (its lock held); tried again later' : isNonSuccess({ status, busy: code === 'K' }) || status === 'skipped' ? `see its nodeWorkflow ${nodeWorkflowId(node.name)} (reason not carried across continue-as-new)` : undefined);
     return { ...node, status, ...(code === 'K' ? { busy: true } : {}), ...(reason ? { reason } : {}), ...(code === 'S' ? { facts: { undos: undosOnNodeWorkflow } } : {}) };
   });
