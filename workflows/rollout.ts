@@ -200,7 +200,7 @@ export async function rolloutWorkflow(input: RolloutInput): Promise<RolloutProgr
     counts: carried ? countsOfCarried(carried) : { total: manifest.nodes, succeeded: 0, failed: 0, running: 0, pending: manifest.nodes, skipped: 0 },
     reason: carried ? `continued as new: reading the inventory back (${manifest.pieces} pieces)` : `receiving the inventory: ${received.size} of ${manifest.pieces} pieces`, nodesPage: { pageSize: 0 },
   }));
-  const from = input.carried?.compact?.inventoryFrom;
+  const from = carried?.inventoryFrom;
   const assembled = await gatherInventory(manifest, received, from, readInventoryPiece, inventoryPiecesWait);
   if ('problem' in assembled) {
     throw ApplicationFailure.create({ type: 'InventoryIncomplete', nonRetryable: true, message: `rollout ${input.rolloutId}: ${assembled.problem}; start the rollout again (katafleet rollout or POST /v1/rollouts with a new request id)` });
