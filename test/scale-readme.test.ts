@@ -40,7 +40,6 @@ export const proofs: Proof[] = [
     tests: { 'scale-payloads.test.ts': [payloads, 'assembles pieces only when all arrived with the manifest\'s count and digest, and says what is wrong otherwise'] },
   },
   { sentence: 'Continue-as-new carries one status character per node, never the nodes.', tests: { 'scale-payloads.test.ts': ['carries one status character per node across continue-as-new, the reasons capped, the undos left on the nodes', payloads] } },
-  { sentence: 'While a new run reads its inventory back, status answers with the counts it carried.', tests: { 'scale-payloads.test.ts': ['carries one status character per node across continue-as-new, the reasons capped, the undos left on the nodes'] } },
   { sentence: 'Measured by `test/scale-payloads.test.ts` at 10,000 nodes', tests: { 'scale-payloads.test.ts': [payloads] } },
   { sentence: 'The 10,000-node payload bounds are measured by `test/scale-payloads.test.ts` (above).', tests: { 'scale-payloads.test.ts': [payloads] } },
   {
