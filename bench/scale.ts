@@ -46,7 +46,7 @@ async function main(): Promise<number> {
   ];
   // The worker inherits this environment: its memory depends on these (docs/scale.md "Worker memory"); it is started
   // through bin/katafleet.js, which adds MALLOC_ARENA_MAX=2 and --max-semi-space-size=2 where they are missing.
-  const memoryEnv = ['MALLOC_ARENA_MAX', 'NODE_OPTIONS', 'KATAFLEET_WORKFLOW_SEMI_SPACE_MB'].map((name) => `${name}=${process.env[name] ?? '(unset)'}`).join(', ');
+  const memoryEnv = ['MALLOC_ARENA_MAX', 'NODE_OPTIONS', 'KATAFLEET_WORKFLOW_SEMI_SPACE_MB', 'KATAFLEET_HEAP_GROWING_PERCENT'].map((name) => `${name}=${process.env[name] ?? '(unset)'}`).join(', ');
   process.stdout.write(`\nscale: ${m.nodes} nodes on ${m.hosts} hosts, Kubernetes through ${kube === 'api' ? 'the API from the worker' : 'kubectl on the control plane'}; worker environment: ${memoryEnv} (bin/katafleet.js adds 2 and 2 where unset)\n| measure | value | share of limit |\n|---|---|---|\n${rows.map((row) => `| ${row.join(' | ')} |`).join('\n')}\n`);
   return m.phase === 'succeeded' ? 0 : 1;
 }

@@ -12,7 +12,8 @@ Connects to the embedded server (127.0.0.1:7233) or to TEMPORAL_ADDRESS, and run
 Run several workers on several machines for larger fleets; Temporal spreads the work.
 Its first line gives its memory settings: bin/katafleet.js starts it with MALLOC_ARENA_MAX=2 and node's
 --max-semi-space-size=2 unless the environment has its own (KATAFLEET_MEMORY_DEFAULTS=0: neither), and
-KATAFLEET_WORKFLOW_SEMI_SPACE_MB (default 2) bounds the workflow thread's; see docs/scale.md "Worker memory".
+KATAFLEET_WORKFLOW_SEMI_SPACE_MB (default 2) bounds the workflow thread's, and KATAFLEET_HEAP_GROWING_PERCENT
+(default 30, 0: V8's own) how far the old generation grows between major GCs; see docs/scale.md "Worker memory".
 It logs one JSON line per event (time, level, node, step, rollout id) to stderr, or to --log-file; a failure a
 step expects (a node unfit for Kata, a transient error a retry fixes) is one info line with its reason, no stack.`,
   async run(args) {
@@ -39,9 +40,9 @@ step expects (a node unfit for Kata, a transient error a retry fixes) is one inf
 };
 
 /**
- * For `katafleet worker` and `katafleet up`, when they start: bounds the workflow thread's young generation (a
- * process-wide V8 flag) and returns the lines that say the memory settings in effect.
- * @throws UsageError naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB or KATAFLEET_MEMORY_DEFAULTS and the fix when it is invalid.
+ * For `katafleet worker` and `katafleet up`, when they start: bounds the workflow thread's young generation and the
+ * old generation's growth (process-wide V8 flags) and returns the lines that say the memory settings in effect.
+ * @throws UsageError naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB, KATAFLEET_HEAP_GROWING_PERCENT or KATAFLEET_MEMORY_DEFAULTS and the fix when it is invalid.
  */
 export function workerMemoryLines(usage: string): string[] {
   try {

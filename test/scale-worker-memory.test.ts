@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { knownHostsForNode } from '../activities/ssh/pool';
 import { appendKnownHost, checkHostKey, knownHostsName, parseKnownHosts, readKnownHosts } from '../activities/ssh/known-hosts';
-import { limitWorkflowThreadYoungGeneration, workflowSemiSpaceMb } from '../worker/worker';
+import { heapGrowingPercent, limitOldGenerationGrowth, limitWorkflowThreadYoungGeneration, workflowSemiSpaceMb } from '../worker/worker';
 
 const fleetSize = 2_000;
 /** An ssh-ed25519 public key blob (type string, then 32 key bytes), as a server sends it. */
@@ -96,6 +96,46 @@ describe('the workflow thread\'s young generation', () => {
   it('refuses a KATAFLEET_WORKFLOW_SEMI_SPACE_MB that is no whole number of MB from 0 to 64, naming it and the fix', () => {
     for (const bad of ['-1', '65', '1.5', '0x10', '2MB', ' 1e3', '999']) {
       expect(() => limitWorkflowThreadYoungGeneration(bad)).toThrow(`KATAFLEET_WORKFLOW_SEMI_SPACE_MB=${JSON.stringify(bad)}: use a whole number of MB from 0 to 64`);
+    }
+  });
+});
+
+// The old generation's growth between major GCs (worker/worker.ts limitOldGenerationGrowth): a worker's old generation
+// fills with garbage promoted from the young one, and V8's own factor let it grow to 160 MB before a major GC at 200
+// nodes in flight. Checked in a child process (the flag is process-wide), set after start as `katafleet worker` sets
+// it: a live set, then objects that live long enough to be promoted and die later; the old space's peak is measured.
+describe('the old generation\'s growth between major GCs', () => {
+  const probe = (env: Record<string, string>) => {
+    const program = `
+      require('tsx/cjs');
+      const { limitOldGenerationGrowth } = require(${JSON.stringify(require.resolve('../worker/worker'))});
+      const v8 = require('node:v8');
+      const percent = limitOldGenerationGrowth(process.env.KATAFLEET_HEAP_GROWING_PERCENT);
+      const live = Array.from({ length: 400 }, (_, i) => Array.from({ length: 2500 }, (_, j) => ({ i, j, text: 'live ' + i + ' ' + j })));
+      let ring = []; let peak = 0;
+      for (let round = 0; round < 600; round++) {
+        ring.push(Array.from({ length: 5000 }, (_, j) => ({ round, j, text: 'promoted ' + round + ' ' + j })));
+        if (ring.length > 20) ring.shift();
+        peak = Math.max(peak, v8.getHeapSpaceStatistics().find((s) => s.space_name === 'old_space').space_size);
+      }
+      process.stdout.write(JSON.stringify({ percent, live: live.length, peakOldMb: peak / 1048576 }));
+    `;
+    const out = execFileSync(process.execPath, ['--max-semi-space-size=2', '-e', program], { cwd: join(__dirname, '..'), env: { ...process.env, ...env }, encoding: 'utf8' });
+    return JSON.parse(out) as { percent: number; peakOldMb: number };
+  };
+
+  it("is 30 % by default; V8's own factor lets the same garbage grow the old space more than twice as far", () => {
+    const bounded = probe({ KATAFLEET_HEAP_GROWING_PERCENT: '' });
+    const own = probe({ KATAFLEET_HEAP_GROWING_PERCENT: '0' });
+    process.stdout.write(`old space peak: ${bounded.peakOldMb.toFixed(0)} MB at ${bounded.percent} %, ${own.peakOldMb.toFixed(0)} MB with V8's own factor\n`);
+    expect(bounded.percent).toBe(heapGrowingPercent);
+    expect(own.percent).toBe(0);
+    expect(bounded.peakOldMb * 2).toBeLessThan(own.peakOldMb);
+  }, 120_000);
+
+  it('refuses a KATAFLEET_HEAP_GROWING_PERCENT that is no whole number from 0 to 300, naming it and the fix', () => {
+    for (const bad of ['-1', '301', '1.5', '0x10', '30%', ' 1e2', '1000']) {
+      expect(() => limitOldGenerationGrowth(bad)).toThrow(`KATAFLEET_HEAP_GROWING_PERCENT=${JSON.stringify(bad)}: use a whole number from 0 to 300`);
     }
   });
 });

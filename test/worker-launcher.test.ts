@@ -65,7 +65,7 @@ describe('katafleet worker\'s memory settings', () => {
     expect(started.environ.MALLOC_ARENA_MAX).toBe('2');
     expect(started.cmdline).toContain('--max-semi-space-size=2');
     expect(started.cmdline.slice(-2)).toEqual([bin, 'worker']);
-    expect(started.stderr.split('\n')[0]).toBe(`katafleet worker: pid ${started.pid}, memory settings: MALLOC_ARENA_MAX=2, main thread --max-semi-space-size=2, workflow thread semi-space 2 MB`);
+    expect(started.stderr.split('\n')[0]).toBe(`katafleet worker: pid ${started.pid}, memory settings: MALLOC_ARENA_MAX=2, main thread --max-semi-space-size=2, workflow thread semi-space 2 MB, old generation growth between major GCs 30 %`);
     expect(started.stderr).not.toContain('running with');
 
     // `katafleet up` runs a worker too (TEMPORAL_ADDRESS set: no dev server of its own; its .katafleet/ in a temporary folder).
@@ -90,20 +90,29 @@ describe('katafleet worker\'s memory settings', () => {
     expect(semi.stderr).toContain('running with --max-semi-space-size=8 instead of');
   }, 180_000);
 
+  it('says V8\'s own old-generation growth with KATAFLEET_HEAP_GROWING_PERCENT=0', async () => {
+    const own = await startWorker({ KATAFLEET_HEAP_GROWING_PERCENT: '0' });
+    expect(own.stderr.split('\n')[0]).toBe(`katafleet worker: pid ${own.pid}, memory settings: MALLOC_ARENA_MAX=2, main thread --max-semi-space-size=2, workflow thread semi-space 2 MB, old generation growth between major GCs V8's own`);
+  }, 180_000);
+
   it('sets neither with KATAFLEET_MEMORY_DEFAULTS=0, nor when node is started on bin/katafleet.js directly, and warns', async () => {
     for (const started of [await startWorker({ KATAFLEET_MEMORY_DEFAULTS: '0' }), await startWorker({}, [process.execPath, bin, 'worker'])]) {
       expect(started.environ.MALLOC_ARENA_MAX).toBeUndefined();
       expect(started.cmdline.some((arg) => arg.startsWith('--max-semi-space-size'))).toBe(false);
-      expect(started.stderr).toContain('memory settings: MALLOC_ARENA_MAX=unset (glibc\'s 8 per core), main thread --max-semi-space-size=unset (V8\'s 16), workflow thread semi-space 2 MB');
+      expect(started.stderr).toContain('memory settings: MALLOC_ARENA_MAX=unset (glibc\'s 8 per core), main thread --max-semi-space-size=unset (V8\'s 16), workflow thread semi-space 2 MB, old generation growth between major GCs 30 %');
       expect(started.stderr).toContain('running with MALLOC_ARENA_MAX=(unset) and --max-semi-space-size=(unset) instead of katafleet\'s');
     }
   }, 180_000);
 
-  it('refuses an invalid KATAFLEET_WORKFLOW_SEMI_SPACE_MB or KATAFLEET_MEMORY_DEFAULTS with exit 2, naming it and the fix, before it connects', async () => {
+  it('refuses an invalid KATAFLEET_WORKFLOW_SEMI_SPACE_MB, KATAFLEET_HEAP_GROWING_PERCENT or KATAFLEET_MEMORY_DEFAULTS with exit 2, naming it and the fix, before it connects', async () => {
     const bad = await runKatafleet('127.0.0.1:1', ['worker'], 60_000, { KATAFLEET_WORKFLOW_SEMI_SPACE_MB: '2MB' });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('KATAFLEET_WORKFLOW_SEMI_SPACE_MB="2MB": use a whole number of MB from 0 to 64');
     expect(bad.stderr).not.toContain('katafleet worker: pid');
+    const growth = await runKatafleet('127.0.0.1:1', ['worker'], 60_000, { KATAFLEET_HEAP_GROWING_PERCENT: '30%' });
+    expect(growth.code).toBe(2);
+    expect(growth.stderr).toContain('KATAFLEET_HEAP_GROWING_PERCENT="30%": use a whole number from 0 to 300');
+    expect(growth.stderr).not.toContain('katafleet worker: pid');
     for (const value of ['off', 'false', ' 0', '00', '2']) {
       const refused = await runKatafleet('127.0.0.1:1', ['worker'], 60_000, { KATAFLEET_MEMORY_DEFAULTS: value });
       expect({ code: refused.code, says: refused.stderr.split('\n')[0] }).toEqual({

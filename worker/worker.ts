@@ -107,6 +107,32 @@ export function limitWorkflowThreadYoungGeneration(value: string | undefined): n
   return mb;
 }
 
+/**
+ * How much the old generation of a worker's V8 isolates may grow past what survived the last major GC before the next
+ * one, %, unless KATAFLEET_HEAP_GROWING_PERCENT says otherwise (0: V8's own factor, which it picks from its GC and
+ * allocation speeds, up to 4× on this machine's heap size, i.e. 300 %).
+ */
+export const heapGrowingPercent = 30;
+
+/**
+ * Bounds how far the old generation grows between major GCs, process-wide (`--heap-growing-percent`, which V8 reads at
+ * every major GC, so setting it after start takes effect for the main thread's isolate too). A worker's old
+ * generation is mostly garbage promoted from the young one (activations, SSH packets, API answers); with V8's own
+ * factor it grew to 160 MB before a major GC, against 50–60 MB live, at 200 nodes in flight, and that moment decided
+ * the peak RSS (300–376 MB in three runs; with 30 %: 250–262 MB, for 5–10 % more worker CPU; docs/scale.md "Worker
+ * memory"). Only a process that runs a worker calls it, when it starts (`katafleet worker`, `katafleet up`).
+ * @throws Error naming KATAFLEET_HEAP_GROWING_PERCENT and the fix when it is not a whole number from 0 to 300.
+ */
+export function limitOldGenerationGrowth(value: string | undefined): number {
+  const text = value?.trim() ?? '';
+  const percent = text === '' ? heapGrowingPercent : /^\d{1,3}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isInteger(percent) || percent > 300) {
+    throw new Error(`KATAFLEET_HEAP_GROWING_PERCENT=${JSON.stringify(value)}: use a whole number from 0 to 300 (e.g. 30: a major GC once the old generation has grown 30 % past what the last one kept), 0 for V8's own factor, or unset it for ${heapGrowingPercent}`);
+  }
+  if (percent > 0) setFlagsFromString(`--heap-growing-percent=${percent}`);
+  return percent;
+}
+
 /** glibc's arena count bin/katafleet.js gives a worker's process (MALLOC_ARENA_MAX), and its main thread's semi-space, MB. */
 export const launcherDefaults = { mallocArenaMax: '2', mainSemiSpaceMb: '2' } as const;
 
@@ -132,11 +158,12 @@ export function memorySettings(env: NodeJS.ProcessEnv, execArgv: string[]): Memo
 /**
  * `katafleet worker`'s (and `katafleet up`'s) line about its memory settings: what is in effect and who set it.
  */
-export function memorySettingsLine(pid: number, settings: MemorySettings, workflowThreadMb: number): string {
+export function memorySettingsLine(pid: number, settings: MemorySettings, workflowThreadMb: number, growingPercent: number): string {
   const arenas = settings.mallocArenaMax ?? "unset (glibc's 8 per core)";
   const main = settings.mainSemiSpaceMb ?? "unset (V8's 16)";
   const thread = workflowThreadMb === 0 ? "the main thread's" : `${workflowThreadMb} MB`;
-  return `katafleet worker: pid ${pid}, memory settings: MALLOC_ARENA_MAX=${arenas}, main thread --max-semi-space-size=${main}, workflow thread semi-space ${thread}`;
+  const growth = growingPercent === 0 ? "V8's own" : `${growingPercent} %`;
+  return `katafleet worker: pid ${pid}, memory settings: MALLOC_ARENA_MAX=${arenas}, main thread --max-semi-space-size=${main}, workflow thread semi-space ${thread}, old generation growth between major GCs ${growth}`;
 }
 
 /**
@@ -155,9 +182,10 @@ export function memorySettingsNote(settings: MemorySettings): string {
 }
 
 /**
- * For a process that runs a worker, when it starts: bounds the workflow thread's young generation (process-wide)
- * and returns the lines to print: the settings in effect, and a warning when they are not katafleet's.
- * @throws Error naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB or KATAFLEET_MEMORY_DEFAULTS and the fix when it is invalid.
+ * For a process that runs a worker, when it starts: bounds the workflow thread's young generation and the old
+ * generation's growth (process-wide) and returns the lines to print: the settings in effect, and a warning when
+ * they are not katafleet's.
+ * @throws Error naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB, KATAFLEET_HEAP_GROWING_PERCENT or KATAFLEET_MEMORY_DEFAULTS and the fix when it is invalid.
  */
 export function prepareWorkerProcess(env: NodeJS.ProcessEnv = process.env, execArgv: string[] = process.execArgv): string[] {
   const defaults = env.KATAFLEET_MEMORY_DEFAULTS;
@@ -165,8 +193,9 @@ export function prepareWorkerProcess(env: NodeJS.ProcessEnv = process.env, execA
     throw new Error(`KATAFLEET_MEMORY_DEFAULTS=${JSON.stringify(defaults)}: use 0 to start without katafleet's MALLOC_ARENA_MAX=2 and --max-semi-space-size=2, or unset it (1) to have them`);
   }
   const workflowThreadMb = limitWorkflowThreadYoungGeneration(env.KATAFLEET_WORKFLOW_SEMI_SPACE_MB);
+  const growingPercent = limitOldGenerationGrowth(env.KATAFLEET_HEAP_GROWING_PERCENT);
   const settings = memorySettings(env, execArgv);
-  return [memorySettingsLine(process.pid, settings, workflowThreadMb), memorySettingsNote(settings)].filter((line) => line !== '');
+  return [memorySettingsLine(process.pid, settings, workflowThreadMb, growingPercent), memorySettingsNote(settings)].filter((line) => line !== '');
 }
 
 /**
