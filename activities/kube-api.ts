@@ -430,13 +430,25 @@ export class KubeApi {
       request.on('upgrade', (_response, upgraded: Socket, head: Buffer) => {
         socket = upgraded;
         const frames = new ExecFrames();
+        // The result, or its failure (a stream with no status, a failure status such as "no exec found"): a throw
+        // here would leave the socket's event handler and end the worker's process.
+        const finish = () => {
+          if (settled) return;
+          let result: { stdout: string; stderr: string; exitCode: number };
+          try {
+            result = frames.result(what, (problem) => kubeApiFailure(this.config, problem));
+          } catch (error) {
+            done(error);
+            return;
+          }
+          done(undefined, result);
+        };
         const take = (chunk: Buffer) => {
-          const finished = frames.push(chunk);
-          if (finished) done(undefined, frames.result(what, (problem) => kubeApiFailure(this.config, problem)));
+          if (frames.push(chunk)) finish();
         };
         upgraded.on('data', take);
         upgraded.on('error', (error: NodeJS.ErrnoException) => done(kubeApiFailure(this.config, { request: what, message: error.message, code: error.code }, error)));
-        upgraded.on('close', () => done(undefined, frames.result(what, (problem) => kubeApiFailure(this.config, problem))));
+        upgraded.on('close', finish);
         if (head.length > 0) take(head);
       });
       request.end();

@@ -151,6 +151,53 @@ describe('the exec stream (pure)', () => {
   });
 });
 
+describe('an exec, against a server that answers as it likes (a local HTTP server that upgrades)', () => {
+  const frame = (payload: Buffer, opcode = 2) => Buffer.concat([Buffer.from([0x80 | opcode, payload.length]), payload]);
+  const channel = (n: number, text: string) => Buffer.concat([Buffer.from([n]), Buffer.from(text)]);
+
+  /** exec() against a server that upgrades and sends `frames`, then closes (`close`) or leaves the socket open. */
+  async function execAgainst(frames: Buffer[], close: boolean) {
+    const server = createHttpServer();
+    const upgraded: import('node:stream').Duplex[] = [];
+    server.on('upgrade', (_request, socket) => {
+      upgraded.push(socket);
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n');
+      socket.write(Buffer.concat(frames));
+      if (close) socket.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const api = new KubeApi({ server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, kubeconfig: '/k', token: 'token-0123456789' });
+      return await api.exec('v', 'p', 'c', ['uname', '-r'], { timeoutMs: 5_000 }).then((value): { value?: unknown; error?: Error } => ({ value }), (error: unknown) => ({ error: error as Error }));
+    } finally {
+      for (const socket of upgraded) socket.destroy();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }
+
+  it('fails the exec, and only it, when the server ends with a failure status that has no exit code, or with no status at all', async () => {
+    const uncaught: unknown[] = [];
+    const record = (error: unknown) => uncaught.push(error);
+    process.on('uncaughtException', record);
+    try {
+      // As kwok answers an exec it has no handler for: the close frame comes with the status (the 'data' path)…
+      const refused = await execAgainst([frame(channel(3, '{"status":"Failure","message":"error executing command in container: no exec found for container \\"c\\""}')), frame(Buffer.from([3, 232]), 8)], false);
+      expect(refused.error?.message).toContain('exec uname -r in v/p');
+      expect(refused.error?.message).toContain('no exec found for container "c"');
+      // …or the socket just closes after it (the 'close' path), or with nothing at all.
+      const closed = await execAgainst([frame(channel(3, '{"status":"Failure","message":"container not found"}'))], true);
+      expect(closed.error?.message).toContain('container not found');
+      const silent = await execAgainst([frame(channel(1, 'half'))], true);
+      expect(silent.error?.message).toContain('the stream ended without an exit status');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    } finally {
+      process.off('uncaughtException', record);
+    }
+    expect(uncaught).toEqual([]);
+  });
+});
+
 describe('a pod watch, against a server that answers as it likes (a local HTTP server)', () => {
   type Pod = { metadata: { name: string }; status: { phase: string } };
   const pod = (phase: string): Pod => ({ metadata: { name: 'p' }, status: { phase } });
