@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync, lstatSync } from 'node:fs';
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { isAbsolute, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { SimNode } from './sim-node';
@@ -126,17 +127,57 @@ interface CriInfo {
   config?: { containerd?: { runtimes?: Record<string, { runtimeType?: string; runtimePath?: string }> } };
 }
 
+/**
+ * The running containerd's CRI view (`crictl info`), asked again only when it can have changed. containerd reads its
+ * config (the CRI runtimes and handlers) once, when it starts (`cmd/containerd/command/main.go`: the config is loaded
+ * before the server is made; nothing reloads it), and each start unlinks its socket and listens on a new one
+ * (`pkg/sys/socket_unix.go` `CreateUnixSocket`, called by `GetLocalListener`), so the same socket file (device, inode,
+ * change time) that still accepts a connection is the same containerd with the same config. A restart (a new socket) or a
+ * containerd gone (refused, or no socket) asks crictl again. A `crictl info` per node every 2 s cost the process that
+ * runs the simulation 22 s of its main thread in `spawn` alone at 100 nodes (bench/rollout-vs-floor.ts, profiled), and
+ * the machine the crictl processes' CPU: the real kubelet asks its runtime over the CRI socket, on its own node.
+ */
 async function criInfo(node: SimNode): Promise<CriInfo | undefined> {
+  const socket = await stat(node.containerdSocket).catch(() => undefined);
+  const key = socket ? `${socket.dev}:${socket.ino}:${socket.ctimeMs}` : undefined;
+  const cached = criInfoBySocket.get(node.containerdSocket);
+  if (key !== undefined && cached?.key === key && (await acceptsConnection(node.containerdSocket))) return cached.info;
+  criInfoBySocket.delete(node.containerdSocket);
+  criInfoAsked.count += 1;
   try {
     const { stdout } = await run(crictlPath, ['--runtime-endpoint', `unix://${node.containerdSocket}`, '--timeout', '3s', 'info'], {
       env: nodeProcessEnv,
       timeout: 10_000,
       maxBuffer: 8 << 20,
     });
-    return JSON.parse(stdout) as CriInfo;
+    const info = JSON.parse(stdout) as CriInfo;
+    // Kept under the socket seen before the question: a restart in between leaves a key that no longer matches.
+    if (key !== undefined) criInfoBySocket.set(node.containerdSocket, { key, info });
+    return info;
   } catch {
     return undefined;
   }
+}
+
+/** The last CRI answer per containerd socket, with the socket's identity when it was asked. */
+const criInfoBySocket = new Map<string, { key: string; info: CriInfo }>();
+
+/** How many times `crictl info` was asked (tests check that an unchanged containerd is not asked again). */
+export const criInfoAsked = { count: 0 };
+
+/** Whether something listens on the unix socket (a connection accepted within 2 s, then closed). */
+function acceptsConnection(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ path });
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), 2000);
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
 }
 
 export async function readNodeRuntimeState(node: SimNode): Promise<NodeRuntimeState> {

@@ -7,7 +7,7 @@ import { loadInventory } from '../playbooks/load';
 import { resolveNodeSsh } from '../playbooks/schema';
 import { startFleet, type Fleet } from '../sim/fleet';
 import { manualKataInstallCommand } from '../sim/kata-release';
-import { readNodeRuntimeState } from '../sim/node-state';
+import { criInfoAsked, readNodeRuntimeState } from '../sim/node-state';
 import { addObsSourceCommand } from '../sim/packages';
 import { sshRun } from '../sim/ssh-run';
 
@@ -122,6 +122,34 @@ describe('a simulated node', () => {
     expect(existsSync('/usr/bin/katafleet-sim-probe')).toBe(false);
     const self = await on(0, 'runsc --version | head -1; lsmod | grep -c "^vhost_vsock "');
     expect(self.stdout).toBe('runsc version release-20240212.0\n1\n');
+  });
+
+  it('reports the CRI view of the containerd that runs: a config changed without a restart is not seen, a stop is, a restart loads it; an unchanged containerd is not asked again', async () => {
+    const node = fleet.nodes[1];
+    const before = await readNodeRuntimeState(node);
+    expect(before).toMatchObject({ containerdActive: true, handlers: ['runc'] });
+    // containerd reads its config only when it starts: a runtime added to the file is not in the running one's CRI.
+    await on(1, 'cp /etc/containerd/config.toml /root/config.before-probe && cat >> /etc/containerd/config.toml', kataRuntime.replace(/kata/g, 'probe'));
+    const asked = criInfoAsked.count;
+    expect((await readNodeRuntimeState(node)).handlers).toEqual(['runc']);
+    expect((await readNodeRuntimeState(node)).handlers).toEqual(['runc']);
+    expect(criInfoAsked.count - asked).toBe(0);
+    // Killed behind the service manager's back: its socket file stays but refuses, so the CRI is asked again and
+    // the node's containerd is not active.
+    await on(1, 'p=$(cat /run/katafleet-sim/services/containerd.pid) && kill -9 "$p" && while [ -e /proc/$p ] && ! grep -q "^State:.*Z" /proc/$p/status; do sleep 0.05; done');
+    expect(await readNodeRuntimeState(node)).toMatchObject({ containerdActive: false, handlers: [] });
+    expect(criInfoAsked.count - asked).toBe(1);
+    // Started again: a new socket, a new CRI answer with the runtime the file now has.
+    await on(1, 'systemctl restart containerd');
+    expect(await readNodeRuntimeState(node)).toMatchObject({ containerdActive: true, handlers: ['probe', 'runc'], runtimeTypes: { probe: 'io.containerd.probe.v2' } });
+    expect(criInfoAsked.count - asked).toBe(2);
+    // Stopped: the service manager says so, and the node's containerd is not active.
+    await on(1, 'systemctl stop containerd');
+    expect((await readNodeRuntimeState(node)).containerdActive).toBe(false);
+    // Started with the old file: the handler is gone again.
+    await on(1, 'cp /root/config.before-probe /etc/containerd/config.toml && systemctl start containerd');
+    expect(await readNodeRuntimeState(node)).toMatchObject({ containerdActive: true, handlers: ['runc'] });
+    expect(criInfoAsked.count - asked).toBe(3);
   });
 
   it('gives kata-runtime check the real failure message when the node has no virtualization', async () => {
