@@ -76,6 +76,9 @@ export class JsonLineLogger implements Logger {
   constructor(private readonly write: (line: string) => void, private readonly level: WorkerLogLevel = 'info') {}
 
   log(level: LogLevel, message: string, meta?: LogMetadata): void {
+    // logRecord only ever lowers a level (an expected activity failure to info), so a call below this logger's
+    // level is dropped before its line is made: the SDK logs every activity's start and end at debug.
+    if (rank(level) < rank(this.level)) return;
     const record = logRecord(level, message, meta, new Date());
     if (rank(record.level) >= rank(this.level)) this.write(`${record.line}\n`);
   }
