@@ -119,7 +119,7 @@ export const heapGrowingPercent = 30;
  * every major GC, so setting it after start takes effect for the main thread's isolate too). A worker's old
  * generation is mostly garbage promoted from the young one (activations, SSH packets, API answers); with V8's own
  * factor it grew to 160 MB before a major GC, against 50–60 MB live, at 200 nodes in flight, and that moment decided
- * the peak RSS (300–376 MB in three runs; with 30 %: 250–262 MB, for 5–10 % more worker CPU; docs/scale.md "Worker
+ * the peak RSS (300 and 376 MB in two runs; with 30 %: 250–262 MB in four, for at most 10 % more worker CPU; docs/scale.md "Worker
  * memory"). Only a process that runs a worker calls it, when it starts (`katafleet worker`, `katafleet up`).
  * @throws Error naming KATAFLEET_HEAP_GROWING_PERCENT and the fix when it is not a whole number from 0 to 300.
  */
