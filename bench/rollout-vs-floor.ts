@@ -39,7 +39,7 @@ import { sshRun } from '../sim/ssh-run';
 import { startDevServer } from '../worker/dev-server';
 import { rolloutWorkflowId } from '../api/rollout-service';
 import { installWorkerLogging } from '../worker/logging';
-import { createWorker, limitOldGenerationGrowth, limitWorkflowThreadYoungGeneration } from '../worker/worker';
+import { createWorker, prepareWorkerProcess } from '../worker/worker';
 import { nodeWorkflowId } from '../workflows/node';
 
 type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
@@ -175,8 +175,7 @@ async function runKatafleet(nodes: number, kube: 'api' | 'kubectl'): Promise<Kat
   process.stderr.write(`katafleet: worker log in ${installWorkerLogging({ file: join(dir, 'worker.log'), level: 'warn' })}\n`);
   const target = { address: server.address, namespace: 'default', external: true };
   // As `katafleet worker` does when it starts (process-wide V8 flags; createWorker leaves them alone).
-  limitWorkflowThreadYoungGeneration(process.env.KATAFLEET_WORKFLOW_SEMI_SPACE_MB);
-  limitOldGenerationGrowth(process.env.KATAFLEET_HEAP_GROWING_PERCENT);
+  prepareWorkerProcess();
   const { worker, close } = await createWorker({ target, pool });
   const running = worker.run();
   const connection = await Connection.connect({ address: server.address });

@@ -94,7 +94,7 @@ describe('the workflow thread\'s young generation', () => {
   }, 120_000);
 
   it('refuses a KATAFLEET_WORKFLOW_SEMI_SPACE_MB that is no whole number of MB from 0 to 64, naming it and the fix', () => {
-    for (const bad of ['-1', '65', '1.5', '0x10', '2MB', ' 1e3', '999']) {
+    for (const bad of ['-1', '65', '1.5', '0x10', '2MB', ' 1e3', '999', '２', '002']) {
       expect(() => limitWorkflowThreadYoungGeneration(bad)).toThrow(`KATAFLEET_WORKFLOW_SEMI_SPACE_MB=${JSON.stringify(bad)}: use a whole number of MB from 0 to 64`);
     }
   });
@@ -134,7 +134,7 @@ describe('the old generation\'s growth between major GCs', () => {
   }, 120_000);
 
   it('refuses a KATAFLEET_HEAP_GROWING_PERCENT that is no whole number from 0 to 300, naming it and the fix', () => {
-    for (const bad of ['-1', '301', '1.5', '0x10', '30%', ' 1e2', '1000']) {
+    for (const bad of ['-1', '301', '1.5', '0x10', '30%', ' 1e2', '1000', '３０', '3\n0', '9'.repeat(10_000)]) {
       expect(() => limitOldGenerationGrowth(bad)).toThrow(`KATAFLEET_HEAP_GROWING_PERCENT=${JSON.stringify(bad)}: use a whole number from 0 to 300`);
     }
   });

@@ -84,6 +84,18 @@ export async function createWorker(options: WorkerOptions = {}): Promise<{ worke
  */
 const isolateTimeout = { isolateExecutionTimeout: '60s' } as Record<string, unknown>;
 
+/**
+ * An environment setting that must be a whole number from 0 to `max` in ASCII digits (surrounding blanks ignored, no
+ * more digits than `max` has): that number, `fallback` when unset or blank, undefined for anything else.
+ */
+function wholeNumberSetting(value: string | undefined, fallback: number, max: number): number | undefined {
+  const text = value?.trim() ?? '';
+  if (text === '') return fallback;
+  if (!new RegExp(`^[0-9]{1,${String(max).length}}$`).test(text)) return undefined;
+  const n = Number(text);
+  return n <= max ? n : undefined;
+}
+
 /** The workflow thread's V8 semi-space, MB, unless KATAFLEET_WORKFLOW_SEMI_SPACE_MB says otherwise (0: the process's own, i.e. the main thread's). */
 export const workflowSemiSpaceMb = 2;
 
@@ -98,9 +110,8 @@ export const workflowSemiSpaceMb = 2;
  * @throws Error naming KATAFLEET_WORKFLOW_SEMI_SPACE_MB and the fix when it is not a whole number of MB from 0 to 64.
  */
 export function limitWorkflowThreadYoungGeneration(value: string | undefined): number {
-  const text = value?.trim() ?? '';
-  const mb = text === '' ? workflowSemiSpaceMb : /^\d{1,2}$/.test(text) ? Number(text) : NaN;
-  if (!Number.isInteger(mb) || mb > 64) {
+  const mb = wholeNumberSetting(value, workflowSemiSpaceMb, 64);
+  if (mb === undefined) {
     throw new Error(`KATAFLEET_WORKFLOW_SEMI_SPACE_MB=${JSON.stringify(value)}: use a whole number of MB from 0 to 64 (e.g. 2), 0 for the process's own (the main thread's), or unset it for ${workflowSemiSpaceMb}`);
   }
   if (mb > 0) setFlagsFromString(`--max-semi-space-size=${mb}`);
@@ -119,14 +130,13 @@ export const heapGrowingPercent = 30;
  * every major GC, so setting it after start takes effect for the main thread's isolate too). A worker's old
  * generation is mostly garbage promoted from the young one (activations, SSH packets, API answers); with V8's own
  * factor it grew to 160 MB before a major GC, against 50–60 MB live, at 200 nodes in flight, and that moment decided
- * the peak RSS (300 and 376 MB in two runs; with 30 %: 250–262 MB in four, for at most 10 % more worker CPU; docs/scale.md "Worker
- * memory"). Only a process that runs a worker calls it, when it starts (`katafleet worker`, `katafleet up`).
+ * the peak RSS (300 and 376 MB in two runs; with 30 %: 250–262 MB in four, for 15.0–17.5 s of worker CPU against
+ * 14.9–16.1 s; docs/scale.md "Worker memory"). Only a process that runs a worker calls it, when it starts (`katafleet worker`, `katafleet up`).
  * @throws Error naming KATAFLEET_HEAP_GROWING_PERCENT and the fix when it is not a whole number from 0 to 300.
  */
 export function limitOldGenerationGrowth(value: string | undefined): number {
-  const text = value?.trim() ?? '';
-  const percent = text === '' ? heapGrowingPercent : /^\d{1,3}$/.test(text) ? Number(text) : NaN;
-  if (!Number.isInteger(percent) || percent > 300) {
+  const percent = wholeNumberSetting(value, heapGrowingPercent, 300);
+  if (percent === undefined) {
     throw new Error(`KATAFLEET_HEAP_GROWING_PERCENT=${JSON.stringify(value)}: use a whole number from 0 to 300 (e.g. 30: a major GC once the old generation has grown 30 % past what the last one kept), 0 for V8's own factor, or unset it for ${heapGrowingPercent}`);
   }
   if (percent > 0) setFlagsFromString(`--heap-growing-percent=${percent}`);
