@@ -21,7 +21,8 @@ import type {
   VerificationPodStep,
 } from '../playbooks/schema';
 import type { SshPool } from './ssh';
-import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest, Undo, UndoOutcome } from './node-types';
+import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest, StepRunRequest, StepRunResult, Undo, UndoOutcome } from './node-types';
+import { runSteps, withAttemptsBefore } from './step-runs';
 import { checkStep, checkTargets, checkUndo, nodePathsOfStep, queueResolvedPathsCheck, StepRefused, stepRefusedMessage } from './step-policy';
 import { containerdPatch } from './steps/containerd-patch';
 import { NodeShell } from './steps/node-shell';
@@ -106,9 +107,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
       throw checked ? err : notCheckedFailure(request.node.name, err);
     });
   };
-  return {
-    ...createRecoveryActivities(pool),
-    ...createClusterActivities(pool),
+  const stepActivities = {
     /** `prereq-check`: CPU flags, /dev/kvm, kernel modules (loaded and persisted), `kata-runtime check`. */
     async prereqCheck(request: StepRequest<PrereqCheckStep>): Promise<StepOutcome> {
       const admitted = await admit('prereq-check', request);
@@ -162,6 +161,17 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     async rollback(request: StepRequest<RollbackStep>): Promise<StepOutcome> {
       const admitted = await admit('rollback', request);
       return withShell(admitted, (shell) => rollback(shell, pool, admitted));
+    },
+  };
+  // Each step activity sees the attempts its step had in a run of steps (StepRequest.attemptsBefore).
+  const retriedAlone = Object.fromEntries(Object.entries(stepActivities).map(([name, activity]) => [name, withAttemptsBefore(activity as (request: StepRequest) => Promise<StepOutcome>)])) as typeof stepActivities;
+  return {
+    ...createRecoveryActivities(pool),
+    ...createClusterActivities(pool),
+    ...retriedAlone,
+    /** Several consecutive steps of a run, each as its own activity would run it (patch `node-step-runs`). */
+    async runSteps(request: StepRunRequest): Promise<StepRunResult> {
+      return runSteps(stepActivities as unknown as Record<string, (request: StepRequest) => Promise<StepOutcome>>, request);
     },
     /** Runs one undo record of an earlier step of this run. */
     async undoStep(request: { node: NodeTarget; kubernetes?: KubernetesTarget; undo: Undo }): Promise<UndoOutcome> {

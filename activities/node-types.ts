@@ -78,6 +78,49 @@ export interface StepRequest<S extends Step = Step> {
    * undos, newest first, after the step's own; the desired state is written) and releases the node's lease.
    */
   commitAfter?: { undos: Undo[]; desired?: DesiredState };
+  /**
+   * Attempts this step already had before this activity (patch `node-step-runs`: a step that failed inside a run of
+   * steps has its first attempt there, so its own activity's attempt 1 is the step's attempt 2). The step sees its
+   * attempt as the activity's plus this: leases, candidates and pod names stay apart from the earlier attempt's.
+   */
+  attemptsBefore?: number;
+}
+
+/**
+ * A run of a node's consecutive steps in one activity (patch `node-step-runs`): each step runs as its own activity
+ * would (its timeout, its attempt, its lease rank), one after the other, so the workflow makes one round trip per run
+ * instead of one per step. The first failure ends the run: {@link StepRunResult.failed}.
+ */
+export interface StepRunRequest {
+  runId: string;
+  rolloutId: string;
+  node: NodeTarget;
+  kubernetes?: KubernetesTarget;
+  drain: boolean;
+  /** The steps, in order; the first is the playbook's step `firstIndex`. */
+  steps: Step[];
+  firstIndex: number;
+  /** As {@link StepRequest.firstOfRun}, for the first step of the run of steps. */
+  firstOfRun?: { steps: Step[] };
+  /** As {@link StepRequest.commitAfter}, for the last step; the run's own undos go before these. */
+  commitAfter?: { undos: Undo[]; desired?: DesiredState };
+}
+
+/** What a run of steps did: the outcome of each step that succeeded, in order, then the failure that ended it, if any. */
+export interface StepRunResult {
+  outcomes: StepOutcome[];
+  /** How long each step of {@link outcomes} took, ms. */
+  durationsMs?: number[];
+  failed?: {
+    /** The playbook's index of the step that failed (the one after the last outcome). */
+    index: number;
+    type?: string;
+    message: string;
+    /** The failure said no retry can fix it (an ApplicationFailure's nonRetryable). */
+    nonRetryable: boolean;
+    /** The run was cancelled (a rollout abort): the step stopped, or did not start. */
+    cancelled?: boolean;
+  };
 }
 
 /**

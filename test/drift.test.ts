@@ -21,7 +21,7 @@ import { taskQueue } from '../worker/connection';
 import { workerActivities } from '../worker/worker';
 import type { DriftNodeResult, DriftReport } from '../workflows/drift';
 import { nodeWorkflow, nodeWorkflowId } from '../workflows/node';
-import { nodeProgressQuery } from '../workflows/node-messages';
+import { runningStep } from './helpers/node-workflow';
 import { runKatafleet } from './helpers/cli';
 import { createTestWorker, startTestTemporal } from './helpers/temporal';
 import { eventually } from './kube-helpers';
@@ -221,7 +221,7 @@ describe('drift repair of the kata playbook', () => {
       args: [{ rolloutId: 'rollout-during-drift', node: target, kubernetes: buildDriftInput(playbook, inventory, false).kubernetes, steps: playbook.steps, drain: false }],
     });
     try {
-      await eventually('the rollout to reach the restart', async () => ((await rollout.query(nodeProgressQuery)).currentStep === 'restart' ? true : undefined), 60_000);
+      await eventually('the rollout to reach the restart', async () => ((await runningStep(rollout))?.stepId === 'restart' ? true : undefined), 60_000);
       const { byNode, ms } = await drift(['kube-1', 'kube-2']);
       timings.driftDuringRolloutMs = ms;
       // The drift run tried to take the node's lock and was refused: it never ran a step on kube-1.

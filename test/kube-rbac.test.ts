@@ -17,6 +17,7 @@ import { runKatafleet, writeFleetInventory } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { kubectlRunner } from './kube-helpers';
 import { historiesOfAllRuns } from './rollout-helpers';
+import { activitiesInHistory } from './helpers/node-workflow';
 
 const token = 'kube-rbac-test-token-0123456789abcdef01234567';
 const root = join(__dirname, '..');
@@ -152,7 +153,8 @@ describe('a rollout with kubectl on the worker, as the ServiceAccount', () => {
     const rolloutActivities = await scheduledActivities('katafleet-rollout-rbac-install');
     expect(rolloutActivities.filter((name) => name === 'clusterStep')).toHaveLength(1);
     for (const node of ['node-1', 'node-2']) {
-      const nodeActivities = await scheduledActivities(nodeWorkflowId(node));
+      // The steps of a node run, also those inside its run of steps (runSteps).
+      const nodeActivities = (await historiesOfAllRuns(env.client, nodeWorkflowId(node))).flatMap((events) => activitiesInHistory({ events }).map((a) => a.activityType));
       expect(nodeActivities).toContain('verificationPod');
       expect(nodeActivities).not.toContain('runtimeClass');
     }

@@ -43,8 +43,12 @@ it('attempt 2 neither overlaps attempt 1 (still running on the node) nor reports
     killed = workers.find((worker) => identity.startsWith(`${worker.process.pid}@`));
     expect(killed).toBeDefined();
     await killed!.kill();
-    // Attempt 2 starts on the other worker once attempt 1 missed its heartbeats.
-    await waitFor('attempt 2 of the restart', async () => (((await handle.describe()).raw.pendingActivities?.[0]?.attempt ?? 0) >= 2 ? true : undefined), 60_000, 200);
+    // Once the run of steps missed its heartbeats, its steps go on alone on the other worker, each as its attempt 2
+    // (StepRequest.attemptsBefore), and wait for the node's lock.
+    await waitFor('the steps going on alone after the lost run', async () => {
+      const pending = (await handle.describe()).raw.pendingActivities?.[0]?.activityType?.name;
+      return pending && pending !== 'runSteps' ? true : undefined;
+    }, 60_000, 200);
     // While attempt 1's restart still hangs on the node, attempt 2 waits for the lock: one restart, run still running.
     for (let i = 0; i < 5; i++) {
       expect(await restarts()).toBe(1);

@@ -13,7 +13,7 @@ import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
 import type { NodeProgress } from '../workflows/node-messages';
 import { startTestTemporal } from './helpers/temporal';
-import { activityAttempts, backupAppears, kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
+import { activityAttempts, backupAppears, kataSteps, nodeInput, onNode, runningStep, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
 import { startWorkerProcess, type WorkerProcess } from './helpers/worker-process';
 
 let env: TestWorkflowEnvironment;
@@ -105,8 +105,9 @@ describe('the worker killed with SIGKILL mid-step, then restarted', () => {
     expect(state.config).toBe(state.patchedOnce);
     expect(state.backups).toEqual([[expect.stringMatching(/^config\.toml\.katafleet-.*\.bak$/), originalSha]]);
     expect(result.facts.backupSha256).toBe(originalSha);
-    // The dead worker's attempt timed out (no heartbeat); the new worker's retry did the step.
-    expect((await activityAttempts(handle)).map((a) => [a.activityType, a.attempt, a.result])).toEqual([['containerdPatch', 2, 'completed'], ['serviceRestart', 1, 'completed']]);
+    // The dead worker's run of steps timed out (no heartbeat); the new worker ran its steps in activities of their own,
+    // each as its attempt 2 (either may have had its first in the run).
+    expect((await activityAttempts(handle)).map((a) => [a.activityType, a.attempt, a.result])).toEqual([['runSteps', 1, 'timed-out'], ['containerdPatch', 2, 'completed'], ['serviceRestart', 2, 'completed']]);
   }, 240_000);
 
   it('in the middle of service-restart: the workflow finishes, containerd runs the kata handler, one backup', async () => {
@@ -117,7 +118,7 @@ describe('the worker killed with SIGKILL mid-step, then restarted', () => {
     try {
       const handle = await startNode('crash-restart', patchAndRestart, 'kill-mid-restart');
       await waitFor('systemctl restart hanging on the node', () => restartHanging('crash-restart'), 60_000, 200);
-      expect(await pendingActivity(handle)).toEqual({ type: 'serviceRestart', attempt: 1 });
+      expect(await runningStep(handle)).toEqual({ activityType: 'serviceRestart', stepId: 'restart' });
       await worker!.kill();
       await nodes.fleet.setFault('crash-restart', 'command-hangs', false);
       await startWorker();
@@ -129,7 +130,9 @@ describe('the worker killed with SIGKILL mid-step, then restarted', () => {
       expect(state.backups).toEqual([[expect.stringMatching(/\.bak$/), originalSha]]);
       const crictl = JSON.parse(await onNode(nodes, 'crash-restart', 'crictl --runtime-endpoint unix:///run/containerd/containerd.sock info')) as { config: { containerd: { runtimes: Record<string, unknown> } } };
       expect(Object.keys(crictl.config.containerd.runtimes).sort()).toEqual(['kata', 'runc']);
-      expect((await activityAttempts(handle)).map((a) => [a.activityType, a.attempt, a.result])).toEqual([['containerdPatch', 1, 'completed'], ['serviceRestart', 2, 'completed']]);
+      // The run of steps (containerd done in it, the restart cut by the kill) timed out; the new worker ran both steps
+      // alone: containerd-patch found its effect in place.
+      expect((await activityAttempts(handle)).map((a) => [a.activityType, a.attempt, a.result])).toEqual([['runSteps', 1, 'timed-out'], ['containerdPatch', 2, 'completed'], ['serviceRestart', 2, 'completed']]);
     } finally {
       await nodes.fleet.setFault('crash-restart', 'command-hangs', false);
     }

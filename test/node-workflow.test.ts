@@ -21,6 +21,7 @@ import {
   nodeSnapshot,
   startNodeFleet,
   onNode,
+  runningStep,
   waitFor,
   type NodeFleet,
 } from './helpers/node-workflow';
@@ -68,9 +69,9 @@ describe('a fresh node', () => {
   it('rolls out end to end: kata handler in containerd, Node labeled, RuntimeClass, a pod in a VM', async () => {
     const steps = await kataSteps();
     const handle = await startNode('fresh', steps, 'first');
-    const seenWhileRunning = await waitFor('a running step in the nodeProgress query', async () => {
+    const seenWhileRunning = await waitFor('a running step (or run of steps) in the nodeProgress query', async () => {
       const progress = await handle.query<NodeProgress>('nodeProgress');
-      return progress.currentStep ? progress : undefined;
+      return progress.currentStep || progress.currentRun ? progress : undefined;
     }, 60_000, 100);
     expect(seenWhileRunning).toMatchObject({ node: 'fresh', rolloutId: 'first', phase: 'running' });
 
@@ -174,7 +175,8 @@ describe('a failure leaves the node exactly as it was', () => {
     const steps = await kataSteps(undefined, { install: { version: '3.99.0', sha256: { amd64: 'e'.repeat(64) }, retry: { max_attempts: 2, initial_interval: '1s', backoff: 1, non_retryable: [] } } as Partial<Step> });
     const result = await failOnVictim(steps, undefined, 'release-unreachable');
     expect(result.progress.failure).toMatchObject({ stepId: 'install', type: 'ReleaseDownloadFailed' });
-    expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prereqCheck', 1, 'completed'], ['releaseTarball', 2, 'failed'], ['recoverRun', 1, 'completed']]);
+    // Its first attempt in the run of steps, its second (the last of max_attempts 2) in an activity of its own.
+    expect(result.attempts.map((a) => [a.activityType, a.attempt, a.result])).toEqual([['prereqCheck', 1, 'completed'], ['releaseTarball', 1, 'failed'], ['releaseTarball', 2, 'failed'], ['recoverRun', 1, 'completed']]);
     // prereq-check had persisted the modules in /etc/modules-load.d: that file is taken back too.
     expect(result.progress.phase).toBe('rolled-back');
     // The failed download changed nothing (no journal, no /opt/kata-releases left): only prereq is undone.
@@ -223,7 +225,7 @@ describe('a failure leaves the node exactly as it was', () => {
     // it (NodeNeedsPrepare), and the run's prepareNode activity meets the changed key.
     expect(result.progress).toMatchObject({ phase: 'failed', failure: { stepId: '(prepare)', type: 'HostKeyMismatch' } });
     expect(result.attempts).toEqual([
-      { activityType: 'prereqCheck', attempt: 1, result: 'failed', failureType: 'NodeNeedsPrepare' },
+      { activityType: 'prereqCheck', attempt: 1, result: 'failed', failureType: 'NodeNeedsPrepare', inRun: true },
       { activityType: 'prepareNode', attempt: 1, result: 'failed', failureType: 'HostKeyMismatch' },
     ]);
     expect(expectRestored(result)).toEqual([]);
@@ -236,7 +238,7 @@ describe('the per-node lock', () => {
     try {
       const steps = await kataSteps(['containerd', 'restart']);
       const holder = await startNode('victim', steps, 'holder');
-      await waitFor('the restart step running', async () => ((await holder.query<NodeProgress>('nodeProgress')).currentStep === 'restart' ? true : undefined), 60_000);
+      await waitFor('the restart step running', async () => ((await runningStep(holder))?.stepId === 'restart' ? true : undefined), 60_000);
       await expect(startNode('victim', steps, 'second')).rejects.toBeInstanceOf(WorkflowExecutionAlreadyStartedError);
 
       const inventory = await loadInventory(nodes.fleet.inventoryPath);

@@ -19,6 +19,7 @@ import { runKatafleet, writeFleetInventory } from './helpers/cli';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import { configBackups, configHashes, waitFor } from './rollout-helpers';
 import { containerdRestartSteps } from './helpers/playbook-toml';
+import { runningStep } from './helpers/node-workflow';
 
 const token = 'phase-test-token-0123456789abcdef0123456789';
 const nodes = ['p-1', 'p-2', 'p-3', 'p-4', 'p-5', 'p-6', 'race-1', 'race-2', 'up-1', 'up-2', 'cr-1', 'cr-2'];
@@ -122,7 +123,7 @@ describe('abort', () => {
     await fleet.setFault('up-1', 'command-hangs', true);
     try {
       expect((await katafleet('rollout', join(work, 'playbook.toml'), '--inventory', await inventoryFile('upgrade', ['up-1', 'up-2']), '--canary', '1', '--wave-size', '1', '--pause', '0s', '--request-id', 'upgrade')).code).toBe(0);
-      await waitFor('up-1 restarting', async () => ((await env.client.workflow.getHandle(nodeWorkflowId('up-1')).describe().catch(() => undefined))?.raw.pendingActivities?.[0]?.activityType?.name === 'serviceRestart' ? true : undefined), 120_000);
+      await waitFor('up-1 restarting', async () => ((await runningStep(env.client.workflow.getHandle(nodeWorkflowId('up-1'))))?.activityType === 'serviceRestart' ? true : undefined), 120_000);
       expect(await katafleet('abort', 'upgrade')).toMatchObject({ code: 0, stdout: 'rollout upgrade: aborting\n' });
       const plain = await katafleet('abort', 'upgrade');
       expect(plain.stderr).toContain('cannot abort: the rollout is already aborting (only abort --rollback can still be added)');

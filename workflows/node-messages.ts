@@ -26,6 +26,8 @@ export interface NodeProgress {
   rolloutId: string;
   phase: NodePhase;
   currentStep?: string;
+  /** While a run of steps runs in one activity (patch `node-step-runs`): its first and last step, `a … z`. */
+  currentRun?: string;
   steps: StepProgress[];
   /** The step that failed and why, if one did. */
   failure?: { stepId: string; reason: string; type?: string };

@@ -3,6 +3,7 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  CancelledFailure,
   isCancellation,
   patched,
   proxyActivities,
@@ -14,7 +15,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { createNodeActivities } from '../activities/node-activities';
-import type { KubernetesTarget, NodeTarget, RecoveryResult, StepOutcome, StepRequest, Undo } from '../activities/node-types';
+import type { KubernetesTarget, NodeTarget, RecoveryResult, StepOutcome, StepRequest, StepRunResult, Undo } from '../activities/node-types';
 import type { createRecoveryActivities } from '../activities/node-recovery';
 import type { Step } from '../playbooks/schema';
 import { parseDuration } from '../playbooks/duration';
@@ -36,8 +37,12 @@ type RecoveryActivities = ReturnType<typeof createRecoveryActivities>;
  * `node-commit-in-last-step`: the last step's activity commits the run (journal to applied record, desired state) under
  * its lock once it succeeded, instead of a commitRun activity of its own; only when that commit fails does the run
  * call commitRun.
+ * `node-step-runs`: the steps run in runs of steps, one activity (runSteps) for all the steps left, each step as its
+ * own activity would run it; a step that fails there with a failure a retry may fix gets its remaining attempts in an
+ * activity of its own (after its first retry interval), then the steps after it run as a run again. A run of steps
+ * that fails as a whole (its worker lost, its timeout) leaves the steps from its first one to activities of their own.
  */
-export const nodePatches = { journal: 'node-journal', prepareInFirstStep: 'node-prepare-in-first-step', commitInLastStep: 'node-commit-in-last-step' } as const;
+export const nodePatches = { journal: 'node-journal', prepareInFirstStep: 'node-prepare-in-first-step', commitInLastStep: 'node-commit-in-last-step', stepRuns: 'node-step-runs' } as const;
 
 /** Input of {@link nodeWorkflow}: plain data, validated before it gets here. */
 export interface NodeRolloutInput {
@@ -80,8 +85,10 @@ const permanentFailures = ['HostKeyMismatch', 'HostKeyUnknown', 'SshAuthFailed',
 
 
 /** Activity options of a step: its timeout and retry policy from the playbook. */
-function stepActivityOptions(step: Step, heartbeatTimeout: string): ActivityOptions {
+function stepActivityOptions(step: Step, heartbeatTimeout: string, attemptsBefore = 0): ActivityOptions {
   const retry = step.retry;
+  const initialIntervalMs = parseDuration(retry?.initial_interval ?? '5s');
+  const backoff = retry?.backoff ?? 2;
   return {
     startToCloseTimeout: parseDuration(step.timeout),
     // Activities heartbeat while they wait; a dead worker is noticed after this, not after the step's timeout.
@@ -90,10 +97,12 @@ function stepActivityOptions(step: Step, heartbeatTimeout: string): ActivityOpti
     // its undo, so the rollback takes back what it changed instead of leaving it behind.
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     summary: `${step.kind} ${step.id}`,
+    // After attempts in a run of steps: the attempts left, with the waits they would have had.
     retry: {
-      maximumAttempts: retry?.max_attempts ?? 3,
-      initialInterval: parseDuration(retry?.initial_interval ?? '5s'),
-      backoffCoefficient: retry?.backoff ?? 2,
+      maximumAttempts: Math.max(1, (retry?.max_attempts ?? 3) - attemptsBefore),
+      initialInterval: initialIntervalMs * backoff ** attemptsBefore,
+      ...(attemptsBefore > 0 ? { maximumInterval: initialIntervalMs * 100 } : {}),
+      backoffCoefficient: backoff,
       nonRetryableErrorTypes: [...permanentFailures, ...(retry?.non_retryable ?? [])],
     },
   };
@@ -166,19 +175,75 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
 
   const undos: Undo[] = [];
   let committed: StepOutcome['committed'];
-  for (const [index, step] of input.steps.entries()) {
-    const entry = progress.steps[index];
+  const took = (outcome: StepOutcome) => {
+    if (outcome.undo) undos.unshift(outcome.undo);
+    committed = outcome.committed;
+  };
+  // Runs of steps: one activity for the steps left instead of one per step (fewer round trips through Temporal).
+  let inRuns = journaled && input.steps.length > 1 && patched(nodePatches.stepRuns);
+  /** The first step still makes the run's check (until prepareNode has made it). */
+  let checkFirst = firstStepPrepares;
+  /** Attempts the step at `index` already had in a run of steps. */
+  let attemptsBefore = 0;
+  /** A run of steps failed as a whole: any step from there on may have had an attempt in it. */
+  let runLost = false;
+  let index = 0;
+  while (index < input.steps.length) {
     try {
+      const step = input.steps[index];
+      const entry = progress.steps[index];
       const extra: StepExtra = {
-        ...(index === 0 && firstStepPrepares ? { firstOfRun: { steps: input.steps } } : {}),
+        ...(index === 0 && checkFirst ? { firstOfRun: { steps: input.steps } } : {}),
         ...(index === last && lastStepCommits ? { commitAfter: { undos: [...undos], desired: desired && { ...desired, since: new Date(Date.now()).toISOString() } } } : {}),
+        ...(attemptsBefore > 0 ? { attemptsBefore } : {}),
       };
+      if (inRuns && attemptsBefore === 0 && index < last) {
+        let result: StepRunResult;
+        try {
+          result = await runStepsFrom(index, progress, input, { firstOfRun: extra.firstOfRun, commitAfter: lastStepCommits ? { undos: [...undos], desired: desired && { ...desired, since: new Date(Date.now()).toISOString() } } : undefined });
+        } catch (err) {
+          if (isCancellation(err)) throw err;
+          // The run of steps failed as a whole (its worker lost, its timeout): the steps from here on run in activities
+          // of their own, each as a retry of an attempt (a step done already finds its effect and its undo in place).
+          inRuns = false;
+          runLost = true;
+          attemptsBefore = 1;
+          continue;
+        }
+        result.outcomes.forEach(took);
+        index += result.outcomes.length;
+        const failed = result.failed;
+        if (!failed) continue;
+        if (failed.cancelled) throw new CancelledFailure(failed.message);
+        if (index === 0 && checkFirst && failed.type === NodeNeedsPrepare) {
+          await prepareBeforeFirstStep(progress, input);
+          checkFirst = false;
+          continue;
+        }
+        const retry = retrySettings(input.steps[index]);
+        if (failed.nonRetryable || retry.maximumAttempts <= 1 || retry.nonRetryableErrorTypes.includes(failed.type ?? '')) {
+          throw ApplicationFailure.create({ type: failed.type, message: failed.message, nonRetryable: true });
+        }
+        // The step's first attempt was in the run: its other attempts in an activity of its own, after the wait its
+        // retry policy puts before the second attempt.
+        const failedEntry = progress.steps[index];
+        failedEntry.status = 'running';
+        failedEntry.summary = `attempt 1 failed: ${failed.message}; attempt 2 in ${retry.initialIntervalMs / 1000} s`;
+        showDetails(progress);
+        await sleep(retry.initialIntervalMs);
+        attemptsBefore = 1;
+        continue;
+      }
       const outcome = extra.firstOfRun ? await runFirstStep(step, entry, progress, input, extra) : await runStep(step, index, entry, progress, input, journaled, extra);
-      if (outcome.undo) undos.unshift(outcome.undo);
-      committed = outcome.committed;
+      took(outcome);
+      index++;
+      attemptsBefore = runLost ? 1 : 0;
     } catch (err) {
       // The node could not be prepared: prepare() has set the progress, as when it ran before the first step.
       if (err instanceof PrepareFailed) throw err.failure;
+      // The step that failed (in a run of steps, the one after the last that succeeded).
+      const step = input.steps[index];
+      const entry = progress.steps[index];
       entry.status = 'failed';
       const reason = failureReason(err);
       progress.failure = { stepId: step.id, ...reason };
@@ -324,28 +389,75 @@ async function runFirstStep(step: Step, entry: StepProgress, progress: NodeProgr
     if (failureReason(err).type !== NodeNeedsPrepare) throw err;
   }
   entry.status = 'pending';
+  await prepareBeforeFirstStep(progress, input);
+  return runStep(step, 0, entry, progress, input, true, { ...extra, firstOfRun: undefined });
+}
+
+/** The first step found something to recover on the node (NodeNeedsPrepare): prepareNode, not cancellable, as before. */
+async function prepareBeforeFirstStep(progress: NodeProgress, input: NodeRolloutInput): Promise<void> {
+  progress.steps[0].status = 'pending';
   try {
     await CancellationScope.nonCancellable(() => prepare(progress, input));
   } catch (err) {
     throw new PrepareFailed(err);
   }
-  return runStep(step, 0, entry, progress, input, true, { ...extra, firstOfRun: undefined });
+}
+
+/**
+ * The steps from `from` to the last in one runSteps activity (patch `node-step-runs`), each as its own activity would
+ * run it; their outcomes go to the progress. Its start-to-close is the sum of the steps' timeouts (each step keeps its
+ * own inside), plus a minute; it is not retried by Temporal: the workflow retries the step that failed.
+ */
+async function runStepsFrom(from: number, progress: NodeProgress, input: NodeRolloutInput, extra: Pick<StepExtra, 'firstOfRun' | 'commitAfter'>): Promise<StepRunResult> {
+  const steps = input.steps.slice(from);
+  progress.currentRun = `${steps[0].id} … ${steps[steps.length - 1].id}`;
+  showDetails(progress);
+  const startToCloseTimeout = steps.reduce((sum, step) => sum + parseDuration(step.timeout), 60_000);
+  const { runSteps } = proxyActivities<NodeActivities>({
+    startToCloseTimeout,
+    heartbeatTimeout: parseDuration(input.heartbeatTimeout ?? defaultHeartbeatTimeout),
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    summary: `${steps.length} steps: ${steps[0].id} … ${steps[steps.length - 1].id}`,
+    retry: { maximumAttempts: 1 },
+  });
+  const result = await runSteps({
+    runId: workflowInfo().runId, rolloutId: input.rolloutId, node: input.node, kubernetes: input.kubernetes, drain: input.drain,
+    steps, firstIndex: from,
+    ...(extra.firstOfRun ? { firstOfRun: extra.firstOfRun } : {}),
+    ...(extra.commitAfter ? { commitAfter: extra.commitAfter } : {}),
+  });
+  for (const [offset, outcome] of result.outcomes.entries()) {
+    const entry = progress.steps[from + offset];
+    entry.status = outcome.changed ? 'changed' : 'unchanged';
+    entry.summary = outcome.summary;
+    entry.durationMs = result.durationsMs?.[offset];
+    Object.assign(progress.facts, outcome.facts);
+  }
+  progress.currentRun = undefined;
+  return result;
+}
+
+/** The retry policy of a step as the workflow applies it (the playbook's `retry`, with the kinds' permanent failures). */
+function retrySettings(step: Step): { maximumAttempts: number; initialIntervalMs: number; nonRetryableErrorTypes: string[] } {
+  const retry = stepActivityOptions(step, defaultHeartbeatTimeout).retry!;
+  return { maximumAttempts: retry.maximumAttempts ?? 3, initialIntervalMs: retry.initialInterval as number, nonRetryableErrorTypes: retry.nonRetryableErrorTypes ?? [] };
 }
 
 /** What a step's request carries beyond the step: the run's first check, or its commit (patches above). */
-type StepExtra = Pick<StepRequest, 'firstOfRun' | 'commitAfter'>;
+type StepExtra = Pick<StepRequest, 'firstOfRun' | 'commitAfter' | 'attemptsBefore'>;
 
 async function runStep(step: Step, index: number, entry: StepProgress, progress: NodeProgress, input: NodeRolloutInput, journaled: boolean, extra: StepExtra = {}): Promise<StepOutcome> {
   entry.status = 'running';
   progress.currentStep = step.id;
   showDetails(progress);
   const started = Date.now();
-  const activity = proxyActivities<NodeActivities>(stepActivityOptions(step, input.heartbeatTimeout ?? defaultHeartbeatTimeout))[activityByKind[step.kind]] as (request: unknown) => Promise<StepOutcome>;
+  const activity = proxyActivities<NodeActivities>(stepActivityOptions(step, input.heartbeatTimeout ?? defaultHeartbeatTimeout, extra.attemptsBefore))[activityByKind[step.kind]] as (request: unknown) => Promise<StepOutcome>;
   const outcome = await activity({
     runId: workflowInfo().runId, rolloutId: input.rolloutId, node: input.node, kubernetes: input.kubernetes, step, drain: input.drain,
     ...(journaled ? { journal: true, stepIndex: index } : {}),
     ...(extra.firstOfRun ? { firstOfRun: extra.firstOfRun } : {}),
     ...(extra.commitAfter ? { commitAfter: extra.commitAfter } : {}),
+    ...(extra.attemptsBefore ? { attemptsBefore: extra.attemptsBefore } : {}),
   });
   entry.status = outcome.changed ? 'changed' : 'unchanged';
   entry.summary = outcome.summary;
@@ -417,7 +529,8 @@ export function formatNodeDetails(progress: NodeProgress, now: number): string {
     ...(progress.quarantine ? ['', `**Needs attention**: ${oneLine(progress.quarantine.reason)}`, '', `**Fix**: ${oneLine(progress.quarantine.fix)}`] : []),
     ...(progress.recovered?.length ? ['', '**Recovered first**', '', ...progress.recovered.map((line) => `- ${oneLine(line)}`)] : []),
   ];
-  return [`**${progress.node}**: ${progress.phase}${progress.currentStep ? ` (step ${progress.currentStep})` : ''}`, '', ...rows, ...(rollback.length ? ['', '**Rollback**', '', ...rollback] : []), ...extra].join('\n');
+  const running = progress.currentRun ? ` (steps ${progress.currentRun} in one activity: its heartbeat names the step it runs)` : progress.currentStep ? ` (step ${progress.currentStep})` : '';
+  return [`**${progress.node}**: ${progress.phase}${running}`, '', ...rows, ...(rollback.length ? ['', '**Rollback**', '', ...rollback] : []), ...extra].join('\n');
 }
 
 /** Input of {@link nodeReleaseWorkflow}. */

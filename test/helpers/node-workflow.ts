@@ -6,7 +6,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
-import type { KubernetesTarget, NodeTarget } from '../../activities/node-types';
+import type { KubernetesTarget, NodeTarget, StepRunResult } from '../../activities/node-types';
 import { toKubernetesTarget, toNodeTarget } from '../../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../../playbooks/load';
 import type { Step } from '../../playbooks/schema';
@@ -14,6 +14,7 @@ import { startFleet, type Fleet, type FleetOptions, type SimNode } from '../../s
 import { nodePaths } from '../../sim/node-files';
 import { sshRun } from '../../sim/ssh-run';
 import type { NodeRolloutInput } from '../../workflows/node';
+import { activityByKind } from '../../workflows/step-activities';
 
 export interface NodeFleet {
   fleet: Fleet;
@@ -116,39 +117,88 @@ export async function nodeSnapshot(nodes: NodeFleet, name: string): Promise<Node
 
 /** One started attempt of an activity, from the workflow history. */
 export interface ActivityAttempt {
+  /** The activity, or for a step inside a run of steps (runSteps), the activity its step kind has of its own. */
   activityType: string;
-  /** Attempt number of the attempt that ended the activity (Temporal records only the last one's start). */
+  /**
+   * Attempt number of the attempt that ended the activity (Temporal records only the last one's start); for a step
+   * retried alone after its run of steps, counted with the attempt it had there (StepRequest.attemptsBefore).
+   */
   attempt: number;
   /** The failure type of the attempt before it, if it was a retry. */
   lastFailureType?: string;
   result: 'completed' | 'failed' | 'timed-out' | 'running';
   failureType?: string;
+  /** The step ran inside a run of steps: the runSteps activity that ran it completed, with this step's outcome. */
+  inRun?: boolean;
 }
 
-/** The activities of a workflow run, in order, with their final attempt numbers. */
+/** The activities of a workflow run, in order, with their final attempt numbers; the steps of a run of steps one by one. */
 export async function activityAttempts(handle: WorkflowHandle): Promise<ActivityAttempt[]> {
   return activitiesInHistory(await handle.fetchHistory());
 }
 
+/** A payload of the default data converter (JSON), decoded. */
+function decoded(payloads: { data?: Uint8Array | null }[] | null | undefined): unknown {
+  const data = payloads?.[0]?.data;
+  return data ? JSON.parse(Buffer.from(data).toString('utf8')) : undefined;
+}
+
 export function activitiesInHistory(history: Awaited<ReturnType<WorkflowHandle['fetchHistory']>>): ActivityAttempt[] {
   const byScheduled = new Map<string, ActivityAttempt>();
+  /** The input of each runSteps activity, by its scheduled event, and what it reported. */
+  const runs = new Map<string, { steps: Step[]; result?: StepRunResult }>();
+  /** Attempts a step had in a run of steps before its activity of its own, by the activity's scheduled event. */
+  const attemptsBefore = new Map<string, number>();
   for (const event of history.events ?? []) {
     const scheduled = event.activityTaskScheduledEventAttributes;
-    if (scheduled) byScheduled.set(String(event.eventId), { activityType: scheduled.activityType?.name ?? '?', attempt: 0, result: 'running' });
+    if (scheduled) {
+      const type = scheduled.activityType?.name ?? '?';
+      const input = decoded(scheduled.input?.payloads) as { steps?: Step[]; attemptsBefore?: number } | undefined;
+      byScheduled.set(String(event.eventId), { activityType: type, attempt: 0, result: 'running' });
+      attemptsBefore.set(String(event.eventId), input?.attemptsBefore ?? 0);
+      if (type === 'runSteps') runs.set(String(event.eventId), { steps: input?.steps ?? [] });
+    }
     const started = event.activityTaskStartedEventAttributes;
     if (started) {
       const entry = byScheduled.get(String(started.scheduledEventId))!;
-      entry.attempt = started.attempt ?? 0;
+      entry.attempt = (started.attempt ?? 0) + (attemptsBefore.get(String(started.scheduledEventId)) ?? 0);
       entry.lastFailureType = started.lastFailure?.applicationFailureInfo?.type ?? started.lastFailure?.timeoutFailureInfo?.timeoutType?.toString() ?? undefined;
     }
     const completed = event.activityTaskCompletedEventAttributes;
-    if (completed) byScheduled.get(String(completed.scheduledEventId))!.result = 'completed';
+    if (completed) {
+      byScheduled.get(String(completed.scheduledEventId))!.result = 'completed';
+      const run = runs.get(String(completed.scheduledEventId));
+      if (run) run.result = decoded(completed.result?.payloads) as StepRunResult;
+    }
     const failed = event.activityTaskFailedEventAttributes;
     if (failed) Object.assign(byScheduled.get(String(failed.scheduledEventId))!, { result: 'failed', failureType: failed.failure?.applicationFailureInfo?.type ?? undefined });
     const timedOut = event.activityTaskTimedOutEventAttributes;
     if (timedOut) byScheduled.get(String(timedOut.scheduledEventId))!.result = 'timed-out';
   }
-  return [...byScheduled.values()];
+  return [...byScheduled.entries()].flatMap(([id, activity]) => {
+    const run = runs.get(id);
+    if (!run?.result) return [activity];
+    const { outcomes, failed } = run.result;
+    const stepAttempt = (index: number, result: ActivityAttempt['result'], failureType?: string): ActivityAttempt =>
+      ({ activityType: activityByKind[run.steps[index].kind], attempt: 1, result, ...(failureType ? { failureType } : {}), inRun: true });
+    return [
+      ...outcomes.map((_, index) => stepAttempt(index, 'completed')),
+      ...(failed && !failed.cancelled ? [stepAttempt(outcomes.length, 'failed', failed.type)] : []),
+    ];
+  });
+}
+
+/**
+ * The step a node run is running now, seen from outside: the pending activity, or, for a run of steps (runSteps), the
+ * step its last recorded heartbeat names (heartbeats reach Temporal throttled: it may lag behind by seconds).
+ */
+export async function runningStep(handle: WorkflowHandle): Promise<{ activityType: string; stepId?: string } | undefined> {
+  const activity = (await handle.describe().catch(() => undefined))?.raw.pendingActivities?.[0];
+  const type = activity?.activityType?.name;
+  if (!type) return undefined;
+  if (type !== 'runSteps') return { activityType: type };
+  const details = decoded(activity.heartbeatDetails?.payloads) as { step: string; kind: Step['kind'] } | undefined;
+  return details ? { activityType: activityByKind[details.kind], stepId: details.step } : undefined;
 }
 
 /** Polls `probe` every `intervalMs` until it returns a value other than undefined; fails after `timeoutMs`. */
