@@ -23,7 +23,7 @@ import type {
 import type { SshPool } from './ssh';
 import type { KubernetesTarget, NodeTarget, StepOutcome, StepRequest, StepRunRequest, StepRunResult, Undo, UndoOutcome } from './node-types';
 import { runSteps, withAttemptsBefore } from './step-runs';
-import { checkStep, checkTargets, checkUndo, nodePathsOfStep, queueResolvedPathsCheck, StepRefused, stepRefusedMessage } from './step-policy';
+import { checkStep, checkStepPlace, checkTargets, checkUndo, nodePathsOfStep, queueResolvedPathsCheck, StepRefused, stepRefusedMessage } from './step-policy';
 import { containerdPatch } from './steps/containerd-patch';
 import { NodeShell } from './steps/node-shell';
 import { nodeLabel } from './steps/node-label';
@@ -68,6 +68,7 @@ export function createNodeActivities(deps: NodeActivityDeps) {
     // The run's first step checks them all before anything reaches the node, as the prepareNode activity did.
     for (const other of request.firstOfRun?.steps ?? []) checkStep(other, request.node);
     const step = checkStep(request.step, request.node);
+    checkStepPlace(request, step, request.node);
     if (step.kind !== kind) {
       throw permanentFailure(StepRefused, stepRefusedMessage(`a ${JSON.stringify(step.kind)} step given to the ${kind} activity`, [{ path: 'kind', message: `must be "${kind}"` }]));
     }

@@ -28,6 +28,7 @@ import {
 import { profileNamePattern } from '../playbooks/credentials';
 import { Step } from '../playbooks/schema';
 import { problemsFromZod } from '../playbooks/zod-issues';
+import { activityByKind } from '../workflows/step-activities';
 import type { Problem } from '../playbooks/errors';
 import { sh } from './ssh';
 import type { KubernetesTarget, NodeTarget, Undo } from './node-types';
@@ -197,6 +198,43 @@ export function checkClusterRequest<S extends Step>(kubernetes: KubernetesTarget
 export function checkStep<S extends Step>(step: S, node: NodeTarget): S {
   const raw = step as unknown as { id?: unknown; kind?: unknown } | null;
   return check(Step, step, `step ${shown(raw?.id)} (${shown(raw?.kind)}) on node ${nodeName(node)}`) as S;
+}
+
+/** The most steps a playbook's run can place: a step index at or above it is refused. */
+const maxStepIndex = 9_999;
+
+/**
+ * Checks where a request places its step: its index in the run (journal entries, lease ranks) and the attempts it had
+ * in a run of steps before this activity (patch `node-step-runs`; at most the step's `max_attempts`). Both are whole
+ * numbers a workflow started straight on Temporal could set to anything; throws `StepRefused`.
+ */
+export function checkStepPlace(request: { stepIndex?: unknown; attemptsBefore?: unknown }, step: Step, node: NodeTarget): void {
+  const what = `the place of step ${shown(step.id)} (${step.kind}) on node ${nodeName(node)}`;
+  const shape = z.strictObject({ stepIndex: z.int().min(0).max(maxStepIndex).optional(), attemptsBefore: z.int().min(0).optional() });
+  const place = check(shape, { stepIndex: request.stepIndex, attemptsBefore: request.attemptsBefore }, what);
+  const maxAttempts = step.retry?.max_attempts ?? 3;
+  if ((place.attemptsBefore ?? 0) > maxAttempts) refuse(what, [{ path: 'attemptsBefore', message: `must not exceed the step's retry.max_attempts (${maxAttempts}), got ${place.attemptsBefore}` }]);
+}
+
+/**
+ * Checks a run of steps (patch `node-step-runs`) before any of its steps: at least one step, a whole `firstIndex` that
+ * leaves every step's index in bounds, and for the run's first steps (`firstOfRun`: the run checks the node first)
+ * index 0 and the same steps as the run's, in order. Each step is then checked as its own activity checks it.
+ */
+export function checkStepRun(request: { steps?: unknown; firstIndex?: unknown; firstOfRun?: { steps?: unknown } }, node: NodeTarget): void {
+  const what = `the run of steps on node ${nodeName(node)}`;
+  const shape = z.strictObject({
+    // Each step is checked in full by its own activity's code; here only what picks that code.
+    steps: z.array(z.looseObject({ id: z.string(), kind: z.enum(Object.keys(activityByKind) as [Step['kind'], ...Step['kind'][]]) })).min(1).max(maxStepIndex + 1),
+    firstIndex: z.int().min(0).max(maxStepIndex),
+  });
+  const run = check(shape, { steps: request.steps, firstIndex: request.firstIndex }, what);
+  if (run.firstIndex + run.steps.length > maxStepIndex + 1) refuse(what, [{ path: 'firstIndex', message: `places the last step at index ${run.firstIndex + run.steps.length - 1}, above ${maxStepIndex}` }]);
+  if (request.firstOfRun === undefined) return;
+  const all = check(z.array(z.looseObject({ id: z.string() })), request.firstOfRun?.steps, what, 'firstOfRun.steps');
+  if (run.firstIndex !== 0) refuse(what, [{ path: 'firstIndex', message: `must be 0 when the run checks the node first (firstOfRun), not ${run.firstIndex}` }]);
+  const ids = (steps: { id: string }[]) => JSON.stringify(steps.map((step) => step.id));
+  if (ids(all) !== ids(run.steps)) refuse(what, [{ path: 'firstOfRun.steps', message: `must be the run's steps (${shown(ids(run.steps))}), not ${shown(ids(all))}` }]);
 }
 
 /** The undo record as recorded by the step that made it, or `StepRefused`. */

@@ -9,6 +9,7 @@ import { parseDuration } from '../playbooks/duration';
 import type { Step } from '../playbooks/schema';
 import { activityByKind } from '../workflows/step-activities';
 import type { StepOutcome, StepRequest, StepRunRequest, StepRunResult, Undo } from './node-types';
+import { checkStepRun, checkTargets } from './step-policy';
 
 /** The failure of a step that ran past its own timeout inside a run of steps (retried, as Temporal's timeout is). */
 export const StepTimedOut = 'StepTimedOut';
@@ -100,12 +101,10 @@ export async function runSteps(stepActivities: Record<string, StepActivity>, req
   const durationsMs: number[] = [];
   /** The undos of this run of steps, newest first. */
   const undos: Undo[] = [];
+  checkTargets(request.node, request.kubernetes);
+  checkStepRun(request, request.node);
   for (const [offset, step] of request.steps.entries()) {
     const index = request.firstIndex + offset;
-    if (parent.cancellationSignal.aborted) {
-      notCancelledByTheWorkflow(parent);
-      return { outcomes, durationsMs, failed: { index, message: 'the run of steps was cancelled before this step started', nonRetryable: true, cancelled: true } };
-    }
     const last = offset === request.steps.length - 1;
     const stepRequest: StepRequest = {
       runId: request.runId, rolloutId: request.rolloutId, node: request.node, kubernetes: request.kubernetes, step, drain: request.drain, journal: true, stepIndex: index,
@@ -115,9 +114,10 @@ export async function runSteps(stepActivities: Record<string, StepActivity>, req
     const activityType = activityByKind[step.kind];
     const details = { step: step.id, kind: step.kind, index, done: outcomes.length, of: request.steps.length };
     parent.heartbeat(details);
-    // Between two steps: a rollout abort stops the run here, as it would have kept the next step's activity from
-    // starting. Asked of Temporal now, not through the throttled heartbeats (which may be seconds behind).
-    if (offset > 0 && await cancelRequestedNow(parent, details)) {
+    // Before each step: a rollout abort stops the run here, as it would have kept the step's own activity from
+    // starting. Between two steps asked of Temporal now, not through the throttled heartbeats (seconds behind).
+    if (parent.cancellationSignal.aborted || (offset > 0 && await cancelRequestedNow(parent, details))) {
+      if (parent.cancellationSignal.aborted) notCancelledByTheWorkflow(parent);
       return { outcomes, durationsMs, failed: { index, message: 'the run of steps was cancelled before this step started', nonRetryable: true, cancelled: true } };
     }
     const started = Date.now();
@@ -141,7 +141,6 @@ export async function runSteps(stepActivities: Record<string, StepActivity>, req
  * steps left in activities of their own.
  */
 async function cancelRequestedNow(parent: Context, details: unknown): Promise<boolean> {
-  if (parent.cancellationSignal.aborted) return true;
   let client: Context['client'];
   try {
     client = parent.client;

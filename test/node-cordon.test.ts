@@ -10,7 +10,7 @@ import type { Step } from '../playbooks/schema';
 import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
 import { startTestTemporal } from './helpers/temporal';
-import { kataSteps, kubectl, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
+import { kataSteps, kubectl, nodeInput, restartHanging, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
 import { startWorkerProcess, type WorkerProcess } from './helpers/worker-process';
 
 let env: TestWorkflowEnvironment;
@@ -47,8 +47,6 @@ async function nodeState(name: string): Promise<{ unschedulable: boolean; owner?
   return { unschedulable: node.spec?.unschedulable === true, owner: node.metadata.annotations?.['katafleet.dev/cordoned-by'] };
 }
 
-const restartHanging = async (name: string) => ((await onNode(nodes, name, "pgrep -f '^(/bin/bash |bash )?/usr/local/sbin/systemctl restart containerd' || true")).trim() ? true : undefined);
-
 describe('README "When things fail": cordon ownership', () => {
   it('a worker SIGKILLed between cordon and uncordon: the retry knows the cordon is its run\'s and the node ends uncordoned', async () => {
     const steps = await cordonedRestart();
@@ -56,7 +54,7 @@ describe('README "When things fail": cordon ownership', () => {
     let handle: WorkflowHandle<typeof nodeWorkflow>;
     try {
       handle = await start('c-kill', steps, 'cordon-kill');
-      await waitFor('systemctl restart hanging (the node is cordoned)', () => restartHanging('c-kill'), 120_000, 200);
+      await waitFor('systemctl restart hanging (the node is cordoned)', () => restartHanging(nodes, 'c-kill'), 120_000, 200);
       const runId = (await handle.describe()).runId;
       expect(await nodeState('c-kill')).toEqual({ unschedulable: true, owner: runId });
       await worker!.kill();

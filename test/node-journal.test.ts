@@ -11,7 +11,6 @@
 // The "hang after the swap" is a test-side hanging command: a `sha256sum` in the node's /usr/local/bin
 // that waits while /run/kf-test-hang exists and config.toml already has the kata runtime (so only the
 // step's check after the swap hangs).
-import { writeFileSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,25 +26,16 @@ import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId, type nodeWorkflow, type NodeRolloutInput } from '../workflows/node';
 import type { NodeProgress } from '../workflows/node-messages';
 import { nodeProgressQuery } from '../workflows/node-messages';
-import { historyToJsonText } from './helpers/history-json';
 import { runKatafleet, writeFleetInventory } from './helpers/cli';
 import { containerdRestartPlaybook } from './helpers/playbook-toml';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
-import { activitiesInHistory, kataSteps, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
+import { activitiesInHistory, kataSteps, keepHistory, nodeInput, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
 
+// With KATAFLEET_RECORD_HISTORIES set (keepHistory), the histories of the new paths are saved for test/replay.test.ts
+// (node-journal-recovery: cancelled after the swap and recovered; node-journal-quarantine: an undo refused,
+// the node quarantined; node-journal-recovered-first: a run that first recovers a terminated run's journal;
+// node-prepare-in-first-step-*: the first step checks the node, and when it finds a journal the run recovers it).
 
-/**
- * With KATAFLEET_RECORD_HISTORIES=1, the histories of the new paths are saved for test/replay.test.ts
- * (node-journal-recovery: cancelled after the swap and recovered; node-journal-quarantine: an undo refused,
- * the node quarantined; node-journal-recovered-first: a run that first recovers a terminated run's journal;
- * node-prepare-in-first-step-*: the first step checks the node, and when it finds a journal the run recovers it).
- */
-async function keepHistory(handle: WorkflowHandle, name: string): Promise<void> {
-  // 1: all of them; or a comma-separated list of names (a new one, without re-recording the older versions).
-  const wanted = process.env.KATAFLEET_RECORD_HISTORIES;
-  if (!wanted || (wanted !== '1' && !wanted.split(',').includes(name))) return;
-  writeFileSync(join(__dirname, 'histories', `${name}.json`), `${historyToJsonText(await handle.fetchHistory())}\n`);
-}
 let env: TestWorkflowEnvironment;
 let nodes: NodeFleet;
 let worker: RunningTestWorker;

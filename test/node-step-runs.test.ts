@@ -2,17 +2,14 @@
 // control plane: a node run's steps go through Temporal as one activity, each step still with its own timeout and
 // retry policy; a step that fails there gets its other attempts in an activity of its own, and the steps after it run
 // as a run again.
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Step } from '../playbooks/schema';
 import { taskQueue } from '../worker/connection';
 import type { NodeProgress } from '../workflows/node-messages';
 import { formatNodeDetails, nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
-import { historyToJsonText } from './helpers/history-json';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
-import { activityAttempts, kataSteps, kubectl, nodeInput, nodeSnapshot, onNode, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
+import { activityAttempts, kataSteps, keepHistory, kubectl, nodeInput, nodeSnapshot, onNode, restartHanging, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
 
 let env: TestWorkflowEnvironment;
 let nodes: NodeFleet;
@@ -38,16 +35,6 @@ function startNode(name: string, steps: Step[], runName: string): Promise<Workfl
     args: [nodeInput(nodes, name, steps, { rolloutId: runName, heartbeatTimeout: '10s' })],
   });
 }
-
-/** With KATAFLEET_RECORD_HISTORIES=1 (or a list of names), the history is saved for test/replay.test.ts. */
-async function keepHistory(handle: WorkflowHandle, name: string): Promise<void> {
-  const wanted = process.env.KATAFLEET_RECORD_HISTORIES;
-  if (!wanted || (wanted !== '1' && !wanted.split(',').includes(name))) return;
-  writeFileSync(join(__dirname, 'histories', `${name}.json`), `${historyToJsonText(await handle.fetchHistory())}\n`);
-}
-
-const restartHanging = async (name: string) =>
-  (await onNode(nodes, name, "pgrep -f '^(/bin/bash |bash )?/usr/local/sbin/systemctl restart containerd' || true")).trim() ? true : undefined;
 
 it('the whole kata playbook on a fresh node is one activity: every step done, with its own summary and duration', async () => {
   const steps = await kataSteps();
@@ -95,7 +82,7 @@ it('a step whose command runs past the step\'s own timeout in the run: its secon
   await nodes.fleet.setFault('runs-retried', 'command-hangs', true);
   try {
     const handle = await startNode('runs-retried', steps, 'runs-retried');
-    await waitFor('systemctl restart hanging on the node', () => restartHanging('runs-retried'), 60_000, 200);
+    await waitFor('systemctl restart hanging on the node', () => restartHanging(nodes, 'runs-retried'), 60_000, 200);
     // The run reports the restart's failure; the workflow waits its retry interval: switch the fault off meanwhile.
     await waitFor('the run of steps done with the restart failed', async () => {
       const attempts = await activityAttempts(handle);

@@ -13,7 +13,7 @@ import { taskQueue } from '../worker/connection';
 import { nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
 import type { NodeProgress } from '../workflows/node-messages';
 import { startTestTemporal } from './helpers/temporal';
-import { activityAttempts, backupAppears, kataSteps, nodeInput, onNode, runningStep, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
+import { activityAttempts, backupAppears, kataSteps, nodeInput, onNode, restartHanging, runningStep, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
 import { startWorkerProcess, type WorkerProcess } from './helpers/worker-process';
 
 let env: TestWorkflowEnvironment;
@@ -77,12 +77,6 @@ async function pendingActivity(handle: WorkflowHandle): Promise<{ type: string; 
   return pending[0] ? { type: pending[0].activityType?.name ?? '?', attempt: pending[0].attempt ?? 0 } : undefined;
 }
 
-/** `systemctl restart containerd` is running (hanging) on the node. */
-async function restartHanging(name: string): Promise<true | undefined> {
-  const out = await onNode(nodes, name, "pgrep -f '^(/bin/bash |bash )?/usr/local/sbin/systemctl restart containerd' || true");
-  return out.trim() ? true : undefined;
-}
-
 describe('the worker killed with SIGKILL mid-step, then restarted', () => {
   it('in the middle of containerd-patch: the workflow finishes, the config is patched once, one backup equal to the original', async () => {
     const original = await onNode(nodes, 'crash-patch', 'cat /etc/containerd/config.toml');
@@ -117,7 +111,7 @@ describe('the worker killed with SIGKILL mid-step, then restarted', () => {
     await nodes.fleet.setFault('crash-restart', 'command-hangs', true);
     try {
       const handle = await startNode('crash-restart', patchAndRestart, 'kill-mid-restart');
-      await waitFor('systemctl restart hanging on the node', () => restartHanging('crash-restart'), 60_000, 200);
+      await waitFor('systemctl restart hanging on the node', () => restartHanging(nodes, 'crash-restart'), 60_000, 200);
       expect(await runningStep(handle)).toEqual({ activityType: 'serviceRestart', stepId: 'restart' });
       await worker!.kill();
       await nodes.fleet.setFault('crash-restart', 'command-hangs', false);
@@ -170,7 +164,7 @@ describe('commands that hang or lose their connection', () => {
     await nodes.fleet.setFault('crash-restart', 'command-hangs', true);
     try {
       const handle = await startNode('crash-restart', steps, 'dropped-connection');
-      await waitFor('systemctl restart hanging on the node', () => restartHanging('crash-restart'), 60_000, 200);
+      await waitFor('systemctl restart hanging on the node', () => restartHanging(nodes, 'crash-restart'), 60_000, 200);
       // Every per-connection sshd of the node (not the listener): the worker's connection dies mid-command.
       const { stdout } = await nodeExec(initPid, ['sh', '-c', "pids=$(pgrep -f '^sshd: [^/]'); kill -9 $pids; echo $pids"]);
       expect(stdout.trim()).not.toBe('');

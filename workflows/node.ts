@@ -187,6 +187,8 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
   let attemptsBefore = 0;
   /** A run of steps failed as a whole: any step from there on may have had an attempt in it. */
   let runLost = false;
+  /** What the last step commits after it succeeded (patch node-commit-in-last-step): the undos so far, the desired state. */
+  const commitAfter = (): StepExtra['commitAfter'] => lastStepCommits ? { undos: [...undos], desired: desired && { ...desired, since: new Date(Date.now()).toISOString() } } : undefined;
   let index = 0;
   while (index < input.steps.length) {
     try {
@@ -194,15 +196,17 @@ export async function nodeWorkflow(input: NodeRolloutInput): Promise<NodeProgres
       const entry = progress.steps[index];
       const extra: StepExtra = {
         ...(index === 0 && checkFirst ? { firstOfRun: { steps: input.steps } } : {}),
-        ...(index === last && lastStepCommits ? { commitAfter: { undos: [...undos], desired: desired && { ...desired, since: new Date(Date.now()).toISOString() } } } : {}),
+        ...(index === last && lastStepCommits ? { commitAfter: commitAfter() } : {}),
         ...(attemptsBefore > 0 ? { attemptsBefore } : {}),
       };
       if (inRuns && attemptsBefore === 0 && index < last) {
         let result: StepRunResult;
         try {
-          result = await runStepsFrom(index, progress, input, { firstOfRun: extra.firstOfRun, commitAfter: lastStepCommits ? { undos: [...undos], desired: desired && { ...desired, since: new Date(Date.now()).toISOString() } } : undefined });
+          result = await runStepsFrom(index, progress, input, { firstOfRun: extra.firstOfRun, commitAfter: commitAfter() });
         } catch (err) {
           if (isCancellation(err)) throw err;
+          // Refused before any step ran (StepRefused): the steps alone would be refused too.
+          if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.nonRetryable) throw err;
           // The run of steps failed as a whole (its worker lost, its timeout): the steps from here on run in activities
           // of their own, each as a retry of an attempt (a step done already finds its effect and its undo in place).
           inRuns = false;

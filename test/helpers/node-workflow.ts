@@ -1,7 +1,7 @@
 // What the nodeWorkflow tests share: a simulated fleet with its targets, the workflow's input built
 // the way the rollout service builds it, a snapshot of everything a rollout may change on a node,
 // playbook steps with test-sized timeouts, and reading activity attempts out of a workflow history.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import { nodePaths } from '../../sim/node-files';
 import { sshRun } from '../../sim/ssh-run';
 import type { NodeRolloutInput } from '../../workflows/node';
 import { activityByKind } from '../../workflows/step-activities';
+import { historyToJsonText } from './history-json';
 
 export interface NodeFleet {
   fleet: Fleet;
@@ -220,4 +221,21 @@ export async function backupAppears(nodes: NodeFleet, name: string): Promise<voi
   await waitFor('the backup of the original config', async () => {
     return existsSync(containerdDir) && readdirSync(containerdDir).some((file) => /\.katafleet-.*\.bak$/.test(file)) ? true : undefined;
   }, 60_000, 2);
+}
+
+/** `systemctl restart containerd` is running (hanging, with the node's `command-hangs` fault) on the node. */
+export async function restartHanging(nodes: NodeFleet, name: string): Promise<true | undefined> {
+  const out = await onNode(nodes, name, "pgrep -f '^(/bin/bash |bash )?/usr/local/sbin/systemctl restart containerd' || true");
+  return out.trim() ? true : undefined;
+}
+
+/**
+ * With KATAFLEET_RECORD_HISTORIES set, saves the workflow's history as test/histories/`name`.json for
+ * test/replay.test.ts: `1` saves them all, a comma-separated list only those named (a new one, without re-recording
+ * the older versions).
+ */
+export async function keepHistory(handle: WorkflowHandle, name: string): Promise<void> {
+  const wanted = process.env.KATAFLEET_RECORD_HISTORIES;
+  if (!wanted || (wanted !== '1' && !wanted.split(',').includes(name))) return;
+  writeFileSync(join(__dirname, '..', 'histories', `${name}.json`), `${historyToJsonText(await handle.fetchHistory())}\n`);
 }
