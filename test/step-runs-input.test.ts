@@ -76,7 +76,7 @@ describe('a run of steps (runSteps) refuses what katafleet never sends', () => {
     expect(failure?.message).toMatch(/node\.address: /);
   });
 
-  it('what katafleet sends passes the checks (then fails at the node's login, not as a refusal)', async () => {
+  it('what katafleet sends passes the checks (then fails at the node\'s login, not as a refusal)', async () => {
     const result = await environment().run(activities().runSteps, { runId, rolloutId: 'fine', node, drain: false, steps, firstIndex: 0, firstOfRun: { steps } }) as StepRunResult;
     expect(result.outcomes).toEqual([]);
     expect(result.failed?.index).toBe(0);
