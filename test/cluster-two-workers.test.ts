@@ -19,7 +19,7 @@ import type { Step } from '../playbooks/schema';
 import { nodeWorkflowId } from '../workflows/node';
 import { rolloutProgressQuery, type RolloutProgress } from '../workflows/rollout-messages';
 import { runKatafleet } from './helpers/cli';
-import { activityAttempts } from './helpers/node-workflow';
+import { activityAttempts, runningStep } from './helpers/node-workflow';
 import { startWorkerProcess, type WorkerProcess } from './helpers/worker-process';
 import { configBackups, inventoryOf, kataSubset, onNode, waitFor } from './rollout-helpers';
 
@@ -142,11 +142,13 @@ describe('two workers on the cluster', () => {
       });
       const rollout = client.workflow.getHandle(started.workflowId);
 
-      // The worker that holds the running serviceRestart of `held`, as the server sees it (the attempt's worker identity).
-      const holder = await waitFor(`a worker running serviceRestart on ${held}`, async () => {
-        const pending = await client.workflow.getHandle(nodeWorkflowId(held)).describe().then((d) => d.raw.pendingActivities ?? [], () => []);
-        const restart = pending.find((activity) => activity.activityType?.name === 'serviceRestart' && activity.lastWorkerIdentity);
-        return restart ? { identity: restart.lastWorkerIdentity!, attempt: restart.attempt } : undefined;
+      // The worker that holds the run of steps of `held` while its restart hangs, as the server sees it (the attempt's
+      // worker identity; the run's heartbeat names the step it runs).
+      const heldHandle = client.workflow.getHandle(nodeWorkflowId(held));
+      const holder = await waitFor(`a worker running the restart of ${held} in its run of steps`, async () => {
+        if ((await runningStep(heldHandle))?.stepId !== 'restart') return undefined;
+        const run = (await heldHandle.describe()).raw.pendingActivities?.find((activity) => activity.activityType?.name === 'runSteps');
+        return run?.lastWorkerIdentity ? { identity: run.lastWorkerIdentity, attempt: run.attempt } : undefined;
       }, 300_000, 500);
       expect(holder.attempt).toBe(1);
       // The other nodes finish first, so that the kill interrupts exactly one activity: the held restart.
@@ -166,18 +168,25 @@ describe('two workers on the cluster', () => {
       expect(result.nodes.map((node) => [node.name, node.status])).toEqual(nodes.map((name) => [name, 'succeeded']));
       expect((await rollout.query(rolloutProgressQuery)).phase).toBe('succeeded');
 
-      // The held node's restart was retried, by the surviving worker, after the dead one's attempt timed out.
-      const heldHistory = await client.workflow.getHandle(nodeWorkflowId(held)).fetchHistory();
-      const restartStarts = (heldHistory.events ?? []).filter((event) => event.activityTaskStartedEventAttributes && event.activityTaskStartedEventAttributes.attempt === 2);
-      expect(restartStarts.map((event) => event.activityTaskStartedEventAttributes!.identity)).toEqual([expect.stringMatching(new RegExp(`^${survivor.process.pid}@`))]);
+      // The held node's run of steps was lost with its worker (its heartbeat timed out); its steps then ran again one
+      // activity each, all on the surviving worker.
+      const heldEvents = (await heldHandle.fetchHistory()).events ?? [];
+      const lost = heldEvents.findIndex((event) => event.activityTaskTimedOutEventAttributes);
+      expect(lost).toBeGreaterThan(0);
+      const startsAfter = heldEvents.slice(lost).flatMap((event) => event.activityTaskStartedEventAttributes?.identity ?? []);
+      expect(startsAfter.length).toBeGreaterThanOrEqual(3);
+      expect(startsAfter).toEqual(startsAfter.map(() => expect.stringMatching(new RegExp(`^${survivor.process.pid}@`))));
 
       const containerdStep = playbook.steps.find((step) => step.id === 'containerd') as Extract<Step, { kind: 'containerd-patch' }>;
       for (const name of nodes) {
-        // Exactly once, by the workflow: one containerdPatch completed, and the held node's restart done on attempt 2.
+        // Exactly once, by the workflow: the steps in one run of steps; on the held node the run lost with its worker,
+        // then each step as its second attempt, the containerd patch finding its effect in place.
         const attempts = (await activityAttempts(client.workflow.getHandle(nodeWorkflowId(name)))).map((a) => [a.activityType, a.attempt, a.result]);
         expect({ name, attempts }).toEqual({
           name,
-          attempts: [['prereqCheck', 1, 'completed'], ['containerdPatch', 1, 'completed'], ['serviceRestart', name === held ? 2 : 1, 'completed']],
+          attempts: name === held
+            ? [['runSteps', 1, 'timed-out'], ['prereqCheck', 2, 'completed'], ['containerdPatch', 2, 'completed'], ['serviceRestart', 2, 'completed']]
+            : [['prereqCheck', 1, 'completed'], ['containerdPatch', 1, 'completed'], ['serviceRestart', 1, 'completed']],
         });
         // Exactly once, on the node: the config is the original patched once (one kata runtime), one backup holding the original bytes.
         const config = await onNode(fleet!, name, 'cat /etc/containerd/config.toml');

@@ -48,8 +48,11 @@ it('the whole kata playbook on a fresh node is one activity: every step done, wi
   expect(pending.type).toBe('runSteps');
   expect(steps.map((step) => step.id)).toContain(pending.details.step);
   expect(pending.details.of).toBe(steps.length);
-  const progress = await handle.query<NodeProgress>('nodeProgress');
-  if (progress.phase === 'running') expect(formatNodeDetails(progress, Date.now())).toContain(`(steps ${steps[0].id} … ${steps[steps.length - 1].id} in one activity`);
+  const details = await waitFor('the UI details naming the run', async () => {
+    const progress = await handle.query<NodeProgress>('nodeProgress');
+    return progress.currentRun ? formatNodeDetails(progress, Date.now()) : undefined;
+  }, 60_000, 50);
+  expect(details).toContain(`(steps ${steps[0].id} … ${steps[steps.length - 1].id} in one activity`);
 
   const result = await handle.result();
   expect(result.phase).toBe('succeeded');

@@ -94,8 +94,15 @@ export const proofs: Proof[] = [
   },
   { sentence: 'Drift repair follows this record', tests: { 'drift-desired.test.ts': ['reports a conflict and repairs nothing when the drift run holds another playbook than the node recorded'] } },
   {
-    sentence: '`nodeWorkflow` runs the playbook\'s steps in order, one activity per step kind over SSH, each idempotent',
+    sentence: '`nodeWorkflow` runs the playbook\'s steps in order over SSH, each idempotent',
     tests: { 'node-workflow.test.ts': ['rolls out end to end: kata handler in containerd, Node labeled, RuntimeClass, a pod in a VM', 'changes nothing when rolled out again, and succeeds'] },
+  },
+  {
+    sentence: 'The steps run in one `runSteps` activity per node (a run of steps)',
+    tests: {
+      'rollout-waves.test.ts': ['rolls out to 10 nodes with a canary of 1 and waves of 3, wave after wave'],
+      'node-step-runs.test.ts': ['the whole kata playbook on a fresh node is one activity: every step done, with its own summary and duration'],
+    },
   },
   {
     sentence: 'After each step that changed something it keeps an undo',
@@ -117,6 +124,11 @@ export const proofs: Proof[] = [
   { sentence: 'the run\'s recovery reads that journal and takes back what is there', tests: { 'node-journal.test.ts': ['cancelled after the swap: the run recovers from its journal, the config is byte-exact as before, no journal left', 'cancelled while an undo\'s containerd restart hangs: every undo still runs, the config is byte-exact as before'] } },
   { sentence: 'A run cancelled through Temporal right after containerd-patch swapped the config ends `rolled-back`', tests: { 'node-journal.test.ts': ['cancelled after the swap: the run recovers from its journal, the config is byte-exact as before, no journal left'] } },
   { sentence: 'A run that succeeds turns its journal into a record under', tests: { 'node-journal.test.ts': ['the rollback step takes back the newest applied run (its backup, sha-checked), and leaves other runs\' package markers'] } },
+  {
+    sentence: '**A failed step in a run of steps.** A step that fails inside the run with a failure a retry may fix',
+    tests: { 'node-step-runs.test.ts': ['a step whose command runs past the step\'s own timeout in the run: its second attempt alone, after its retry interval, then the steps after it as a run again'] },
+  },
+  { sentence: 'A run lost as a whole (its worker SIGKILLed: its heartbeat times out)', tests: { 'cluster-two-workers.test.ts': ['a worker SIGKILLed while it runs an activity: the rollout completes on the other, each node patched exactly once'] } },
   { sentence: '**Termination, reset, a lost result.**', tests: { 'node-journal.test.ts': ['terminated after the swap: the next run finds the journal and restores the config byte-exact before doing anything'] } },
   {
     sentence: '**A lock on the node.**',

@@ -83,6 +83,12 @@ describe('rolloutWorkflow on the simulated fleet', () => {
       expect(await configBackups(fleet, node)).toEqual([{ path: expect.stringMatching(/^\/etc\/containerd\/config\.toml\.katafleet-.*\.bak$/), sha256: before[node] }]);
       expect(await onNode(fleet, node, 'grep -c "runtimes.kata\\]" /etc/containerd/config.toml')).toBe('1\n');
     }
+    // README: "The steps run in one `runSteps` activity per node (a run of steps)": each node's history holds one activity.
+    for (const node of tenNodes) {
+      const events = (await env.client.workflow.getHandle(nodeWorkflowId(node)).fetchHistory()).events ?? [];
+      const activities = events.flatMap((event) => event.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
+      expect({ node, activities }).toEqual({ node, activities: ['runSteps'] });
+    }
     // The Temporal UI list shows the outcome through the search attributes.
     const attributes = (await handle.describe()).typedSearchAttributes;
     expect(attributes.get(searchAttributes.phase)).toBe('succeeded');
