@@ -19,8 +19,8 @@ const historiesOf = (prefixes: string[]) => readdirSync(dir).filter((file) => fi
 const histories = historiesOf(['node-']);
 
 describe('saved nodeWorkflow histories', () => {
-  it('cover a success, a rollback, a retry and a cancellation', () => {
-    const activities = Object.fromEntries(histories.map(({ workflowId, history }) => [workflowId, activitiesInHistory(history).map((a) => `${a.activityType}#${a.attempt}:${a.result}`)]));
+  it('cover a success, a rollback, a retry, a cancellation and runs of steps', () => {
+    const activities = Object.fromEntries(histories.map(({ workflowId, history }) => [workflowId, activitiesInHistory(history).map((a) => `${a.activityType}#${a.attempt}:${a.result}${a.inRun ? ' in run' : ''}`)]));
     expect(activities).toEqual({
       'node-success': ['containerdPatch#1:completed', 'serviceRestart#1:completed'],
       'node-rollback': ['containerdPatch#1:completed', 'serviceRestart#1:failed', 'undoStep#1:completed'],
@@ -39,6 +39,14 @@ describe('saved nodeWorkflow histories', () => {
       'node-prepare-in-first-step-clean': ['containerdPatch#1:completed', 'serviceRestart#1:completed'],
       // ... and when the first finds a terminated run's journal (NodeNeedsPrepare), the run recovers it, then runs the step again.
       'node-prepare-in-first-step-recovered': ['containerdPatch#1:failed', 'prepareNode#1:completed', 'containerdPatch#1:completed', 'serviceRestart#1:completed'],
+      // Patched 'node-step-runs' (test/node-step-runs.test.ts): the whole kata playbook in one runSteps activity ...
+      'node-step-runs-clean': [
+        'prereqCheck#1:completed in run', 'releaseTarball#1:completed in run', 'prereqCheck#1:completed in run', 'containerdPatch#1:completed in run',
+        'serviceRestart#1:completed in run', 'readinessGate#1:completed in run', 'nodeLabel#1:completed in run', 'runtimeClass#1:completed in run',
+        'verificationPod#1:completed in run',
+      ],
+      // ... and a restart that ran past its timeout in the run: its second attempt alone, then the steps after it as a run again.
+      'node-step-runs-retried': ['containerdPatch#1:completed in run', 'serviceRestart#1:failed in run', 'serviceRestart#2:completed', 'readinessGate#1:completed in run', 'nodeLabel#1:completed in run'],
     });
   });
 
