@@ -568,11 +568,20 @@ function report(nodes: number, katafleet: KatafleetRun, floor: Floor | undefined
   out.push('| step (activity) | commands/node | kubectl/node | API requests/node | time in commands/node | idle in activity/node (sleeps, polls) | scheduled→started median | completed→next scheduled median |', '|---|---|---|---|---|---|---|---|');
   const activities = [...new Set([...katafleet.trace.map((c) => c.activity), ...katafleet.requests.map((r) => r.activity)])];
   let idleTotal = 0;
+  /** Every activity attempt's commands, in the order they started. */
+  const executions = new Map<string, TracedCommand[]>();
+  for (const c of katafleet.trace) {
+    const key = `${c.workflowId} ${c.activityId}`;
+    (executions.get(key) ?? executions.set(key, []).get(key)!).push(c);
+  }
+  for (const list of executions.values()) list.sort((a, b) => a.startedMs - b.startedMs);
   for (const activity of activities) {
     const commands = katafleet.trace.filter((c) => c.activity === activity);
     const busyMs = commands.reduce((sum, c) => sum + (c.endedMs - c.startedMs), 0);
-    // Idle: gaps between one command's end and the next command's start within the same activity execution in which
-    // it sent no Kubernetes API request (a gap with one is the activity waiting on the API: the pod, the Node).
+    // Idle: gaps between one command's end and the next command's start within the same execution of the step in
+    // which it sent no Kubernetes API request (a gap with one is the activity waiting on the API: the pod, the Node).
+    // One execution: the step's commands in one activity attempt with no other step's command between them (a run of
+    // steps runs several steps, kata.toml's two prereq-checks among them, in one activity attempt).
     let idleMs = 0;
     const requestTimes = new Map<string, number[]>();
     for (const r of katafleet.requests) {
@@ -580,18 +589,16 @@ function report(nodes: number, katafleet: KatafleetRun, floor: Floor | undefined
       const key = `${r.workflowId} ${r.activityId}`;
       (requestTimes.get(key) ?? requestTimes.set(key, []).get(key)!).push(r.atMs);
     }
-    const byWorkflow = new Map<string, TracedCommand[]>();
-    for (const c of commands) {
-      const key = `${c.workflowId} ${c.activityId}`;
-      (byWorkflow.get(key) ?? byWorkflow.set(key, []).get(key)!).push(c);
-    }
-    for (const [key, list] of byWorkflow) {
-      list.sort((a, b) => a.startedMs - b.startedMs);
+    for (const [key, list] of executions) {
       const sent = requestTimes.get(key) ?? [];
-      let end = list[0].endedMs;
-      for (const c of list.slice(1)) {
-        if (c.startedMs > end && !sent.some((at) => at >= end && at <= c.startedMs)) idleMs += c.startedMs - end;
-        end = Math.max(end, c.endedMs);
+      let end: number | undefined;
+      for (const c of list) {
+        if (c.activity !== activity) {
+          end = undefined;
+          continue;
+        }
+        if (end !== undefined && c.startedMs > end && !sent.some((at) => at >= end! && at <= c.startedMs)) idleMs += c.startedMs - end;
+        end = Math.max(end ?? c.endedMs, c.endedMs);
       }
     }
     idleTotal += idleMs;
