@@ -7,9 +7,9 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Step } from '../playbooks/schema';
 import { taskQueue } from '../worker/connection';
 import type { NodeProgress } from '../workflows/node-messages';
-import { formatNodeDetails, nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
+import { formatNodeDetails, type nodeWorkflow } from '../workflows/node';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
-import { activityAttempts, kataSteps, keepHistory, kubectl, nodeInput, nodeSnapshot, onNode, restartHanging, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
+import { activityAttempts, kataSteps, keepHistory, kubectl, nodeSnapshot, onNode, restartHanging, startNodeFleet, startNodeWorkflow, waitFor, type NodeFleet } from './helpers/node-workflow';
 
 let env: TestWorkflowEnvironment;
 let nodes: NodeFleet;
@@ -29,11 +29,7 @@ afterAll(async () => {
 }, 60_000);
 
 function startNode(name: string, steps: Step[], runName: string): Promise<WorkflowHandle<typeof nodeWorkflow>> {
-  return env.client.workflow.start<typeof nodeWorkflow>('nodeWorkflow', {
-    taskQueue,
-    workflowId: nodeWorkflowId(name),
-    args: [nodeInput(nodes, name, steps, { rolloutId: runName, heartbeatTimeout: '10s' })],
-  });
+  return startNodeWorkflow(env.client, nodes, name, steps, { rolloutId: runName, heartbeatTimeout: '10s' });
 }
 
 it('the whole kata playbook on a fresh node is one activity: every step done, with its own summary and duration', async () => {

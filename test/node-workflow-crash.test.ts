@@ -9,11 +9,10 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { patchContainerdConfig } from '../activities/containerd-config';
 import type { Step } from '../playbooks/schema';
 import { nodeExec, readFleetRecord } from '../sim/fleet';
-import { taskQueue } from '../worker/connection';
-import { nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
+import type { nodeWorkflow } from '../workflows/node';
 import type { NodeProgress } from '../workflows/node-messages';
 import { startTestTemporal } from './helpers/temporal';
-import { activityAttempts, backupAppears, kataSteps, nodeInput, onNode, restartHanging, runningStep, startNodeFleet, waitFor, type NodeFleet } from './helpers/node-workflow';
+import { activityAttempts, backupAppears, kataSteps, onNode, restartHanging, runningStep, startNodeFleet, startNodeWorkflow, waitFor, type NodeFleet } from './helpers/node-workflow';
 import { startWorkerProcess, type WorkerProcess } from './helpers/worker-process';
 
 let env: TestWorkflowEnvironment;
@@ -50,12 +49,8 @@ async function startWorker(): Promise<void> {
 }
 
 function startNode(name: string, steps: Step[], runName: string): Promise<WorkflowHandle<typeof nodeWorkflow>> {
-  return env.client.workflow.start<typeof nodeWorkflow>('nodeWorkflow', {
-    taskQueue,
-    workflowId: nodeWorkflowId(name),
-    // A dead worker's attempt is given to another worker after 10 s without a heartbeat (default 30 s).
-    args: [nodeInput(nodes, name, steps, { rolloutId: runName, heartbeatTimeout: '10s' })],
-  });
+  // A dead worker's attempt is given to another worker after 10 s without a heartbeat (default 30 s).
+  return startNodeWorkflow(env.client, nodes, name, steps, { rolloutId: runName, heartbeatTimeout: '10s' });
 }
 
 /** The node's config, its katafleet backups (name → sha256), and what exactly-once patching would make of `original`. */

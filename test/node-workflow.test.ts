@@ -10,18 +10,18 @@ import { loadInventory, loadPlaybook } from '../playbooks/load';
 import type { Step } from '../playbooks/schema';
 import { taskQueue } from '../worker/connection';
 import type { NodeProgress } from '../workflows/node-messages';
-import { nodeWorkflowId, type nodeWorkflow } from '../workflows/node';
+import type { nodeWorkflow } from '../workflows/node';
 import { rolloutProgressQuery } from '../workflows/rollout-messages';
 import { runKatafleetWorker, startTestTemporal, type RunningTestWorker } from './helpers/temporal';
 import {
   activityAttempts,
   kataSteps,
   kubectl,
-  nodeInput,
   nodeSnapshot,
-  startNodeFleet,
   onNode,
   runningStep,
+  startNodeFleet,
+  startNodeWorkflow,
   waitFor,
   type NodeFleet,
 } from './helpers/node-workflow';
@@ -45,11 +45,7 @@ afterAll(async () => {
 }, 60_000);
 
 function startNode(name: string, steps: Step[], runName: string): Promise<WorkflowHandle<typeof nodeWorkflow>> {
-  return env.client.workflow.start<typeof nodeWorkflow>('nodeWorkflow', {
-    taskQueue,
-    workflowId: nodeWorkflowId(name),
-    args: [nodeInput(nodes, name, steps, { rolloutId: runName })],
-  });
+  return startNodeWorkflow(env.client, nodes, name, steps, { rolloutId: runName });
 }
 
 /** The NodeProgress a failed nodeWorkflow carries in its failure's details. */

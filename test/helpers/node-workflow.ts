@@ -5,7 +5,7 @@ import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { WorkflowHandle } from '@temporalio/client';
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { KubernetesTarget, NodeTarget, StepRunResult } from '../../activities/node-types';
 import { toKubernetesTarget, toNodeTarget } from '../../api/rollout-service';
 import { loadInventory, loadPlaybook } from '../../playbooks/load';
@@ -13,7 +13,8 @@ import type { Step } from '../../playbooks/schema';
 import { startFleet, type Fleet, type FleetOptions, type SimNode } from '../../sim/fleet';
 import { nodePaths } from '../../sim/node-files';
 import { sshRun } from '../../sim/ssh-run';
-import type { NodeRolloutInput } from '../../workflows/node';
+import { taskQueue } from '../../worker/connection';
+import { nodeWorkflowId, type NodeRolloutInput, type nodeWorkflow } from '../../workflows/node';
 import { activityByKind } from '../../workflows/step-activities';
 import { historyToJsonText } from './history-json';
 
@@ -54,6 +55,11 @@ export function nodeInput(nodes: NodeFleet, name: string, steps: Step[], extra: 
 }
 
 /** Runs `command` on a node as root through OpenSSH; fails on a non-zero exit. */
+/** Starts `name`'s nodeWorkflow on katafleet's task queue, with the input {@link nodeInput} builds. */
+export function startNodeWorkflow(client: Client, nodes: NodeFleet, name: string, steps: Step[], extra: Partial<NodeRolloutInput>): Promise<WorkflowHandle<typeof nodeWorkflow>> {
+  return client.workflow.start<typeof nodeWorkflow>('nodeWorkflow', { taskQueue, workflowId: nodeWorkflowId(name), args: [nodeInput(nodes, name, steps, extra)] });
+}
+
 export async function onNode(nodes: NodeFleet, name: string, command: string): Promise<string> {
   const result = await sshRun(nodes.fleet, nodes.node(name), command, { timeoutMs: 60_000 });
   if (result.exitCode !== 0) throw new Error(`${command} on ${name} exited with ${result.exitCode}: ${result.stderr.trim()}`);
