@@ -33,6 +33,7 @@ import { KubeApi, kubeApiConfigFor, observeKubeApi, type KubeApiEvent } from '..
 import { runOnWorker } from '../activities/kubectl';
 import { kubernetesBinaries } from '../sim/control-plane';
 import { giveProfileTheKubeconfig, kubernetesThroughProfile, workerKubeconfig } from './kube-access';
+import { idleMsByStep } from './idle-time';
 import { readFleetRecord, startFleet, stopFleetInDir, type Fleet, type SimNode } from '../sim/fleet';
 import { freeLoopbackPort } from '../sim/addresses';
 import { sshRun } from '../sim/ssh-run';
@@ -568,39 +569,11 @@ function report(nodes: number, katafleet: KatafleetRun, floor: Floor | undefined
   out.push('| step (activity) | commands/node | kubectl/node | API requests/node | time in commands/node | idle in activity/node (sleeps, polls) | scheduled→started median | completed→next scheduled median |', '|---|---|---|---|---|---|---|---|');
   const activities = [...new Set([...katafleet.trace.map((c) => c.activity), ...katafleet.requests.map((r) => r.activity)])];
   let idleTotal = 0;
-  /** Every activity attempt's commands, in the order they started. */
-  const executions = new Map<string, TracedCommand[]>();
-  for (const c of katafleet.trace) {
-    const key = `${c.workflowId} ${c.activityId}`;
-    (executions.get(key) ?? executions.set(key, []).get(key)!).push(c);
-  }
-  for (const list of executions.values()) list.sort((a, b) => a.startedMs - b.startedMs);
+  const idleByStep = idleMsByStep(katafleet.trace, katafleet.requests);
   for (const activity of activities) {
     const commands = katafleet.trace.filter((c) => c.activity === activity);
     const busyMs = commands.reduce((sum, c) => sum + (c.endedMs - c.startedMs), 0);
-    // Idle: gaps between one command's end and the next command's start within the same execution of the step in
-    // which it sent no Kubernetes API request (a gap with one is the activity waiting on the API: the pod, the Node).
-    // One execution: the step's commands in one activity attempt with no other step's command between them (a run of
-    // steps runs several steps, kata.toml's two prereq-checks among them, in one activity attempt).
-    let idleMs = 0;
-    const requestTimes = new Map<string, number[]>();
-    for (const r of katafleet.requests) {
-      if (r.activity !== activity || r.atMs === undefined) continue;
-      const key = `${r.workflowId} ${r.activityId}`;
-      (requestTimes.get(key) ?? requestTimes.set(key, []).get(key)!).push(r.atMs);
-    }
-    for (const [key, list] of executions) {
-      const sent = requestTimes.get(key) ?? [];
-      let end: number | undefined;
-      for (const c of list) {
-        if (c.activity !== activity) {
-          end = undefined;
-          continue;
-        }
-        if (end !== undefined && c.startedMs > end && !sent.some((at) => at >= end! && at <= c.startedMs)) idleMs += c.startedMs - end;
-        end = Math.max(end ?? c.endedMs, c.endedMs);
-      }
-    }
+    const idleMs = idleByStep.get(activity) ?? 0;
     idleTotal += idleMs;
     const queue = gaps.flatMap((g) => g.byStep.get(activity)?.queueMs ?? []);
     const between = gaps.flatMap((g) => g.byStep.get(activity)?.betweenMs ?? []);

@@ -61,8 +61,12 @@ export const proofs: Proof[] = [
         'the whole kata playbook on a fresh node is one activity: every step done, with its own summary and duration',
         'a step whose command runs past the step\'s own timeout in the run: its second attempt alone, after its retry interval, then the steps after it as a run again',
       ],
-      'rollout-waves.test.ts': ['rolls out to 10 nodes with a canary of 1 and waves of 3, wave after wave'],
+      'rollout-waves.test.ts': ['rolls out to 10 nodes with a canary of 1 and waves of 3, wave after wave', 'starts one rollout for two simultaneous POSTs with the same request id, and reports it through the API to the end'],
     },
+  },
+  {
+    sentence: 'The benchmark counted idle time inside a step per activity attempt',
+    tests: { 'bench-idle-time.test.ts': ['counts the gaps inside each execution of a step, not the time between two executions in one run of steps'] },
   },
   {
     sentence: 'When the check finds anything, or cannot be made',
@@ -115,7 +119,6 @@ export const unproven: { sentence: string; why: string }[] = [
   { sentence: 'Session 10 measured 1.12× at N = 20 with the change as a patch.', why: measurement },
   { sentence: 'Session 12, on a new machine with nothing else running', why: measurement },
   { sentence: 'From the histories: between activities a median 0 ms per node', why: measurement },
-  { sentence: 'it now counts it per execution of the step: 0.06–0.16 s per node', why: measurement },
   { sentence: 'The target of 1.25× the floor after runs of steps: met in 4 of 5 runs', why: measurement },
 ];
 

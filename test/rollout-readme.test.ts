@@ -100,7 +100,7 @@ export const proofs: Proof[] = [
   {
     sentence: 'The steps run in one `runSteps` activity per node (a run of steps)',
     tests: {
-      'rollout-waves.test.ts': ['rolls out to 10 nodes with a canary of 1 and waves of 3, wave after wave'],
+      'rollout-waves.test.ts': ['rolls out to 10 nodes with a canary of 1 and waves of 3, wave after wave', 'starts one rollout for two simultaneous POSTs with the same request id, and reports it through the API to the end'],
       'node-step-runs.test.ts': ['the whole kata playbook on a fresh node is one activity: every step done, with its own summary and duration'],
     },
   },

@@ -213,6 +213,12 @@ describe('rolloutWorkflow on the simulated fleet', () => {
       expect(executions).toHaveLength(1);
       const children = childTimeline(await historiesOfAllRuns(env.client, rolloutWorkflowId('api-twice')));
       expect(children.map((child) => child.workflowId)).toEqual(['n-06', 'n-07', 'n-08'].map(nodeWorkflowId));
+      // README: "The steps run in one `runSteps` activity per node": a rollout started through the API, its five steps
+      // (prereq … restart) in each node's history as one activity.
+      for (const child of children) {
+        const events = (await env.client.workflow.getHandle(child.workflowId).fetchHistory()).events ?? [];
+        expect({ node: child.workflowId, activities: events.flatMap((event) => event.activityTaskScheduledEventAttributes?.activityType?.name ?? []) }).toEqual({ node: child.workflowId, activities: ['runSteps'] });
+      }
     } finally {
       await api.close();
     }

@@ -54,12 +54,12 @@ export function nodeInput(nodes: NodeFleet, name: string, steps: Step[], extra: 
   return { rolloutId: `test-${name}`, node: nodes.targets[name], kubernetes: nodes.kubernetes, steps, drain: false, ...extra };
 }
 
-/** Runs `command` on a node as root through OpenSSH; fails on a non-zero exit. */
 /** Starts `name`'s nodeWorkflow on katafleet's task queue, with the input {@link nodeInput} builds. */
 export function startNodeWorkflow(client: Client, nodes: NodeFleet, name: string, steps: Step[], extra: Partial<NodeRolloutInput>): Promise<WorkflowHandle<typeof nodeWorkflow>> {
   return client.workflow.start<typeof nodeWorkflow>('nodeWorkflow', { taskQueue, workflowId: nodeWorkflowId(name), args: [nodeInput(nodes, name, steps, extra)] });
 }
 
+/** Runs `command` on a node as root through OpenSSH; fails on a non-zero exit. */
 export async function onNode(nodes: NodeFleet, name: string, command: string): Promise<string> {
   const result = await sshRun(nodes.fleet, nodes.node(name), command, { timeoutMs: 60_000 });
   if (result.exitCode !== 0) throw new Error(`${command} on ${name} exited with ${result.exitCode}: ${result.stderr.trim()}`);
